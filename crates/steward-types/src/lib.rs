@@ -1,0 +1,13 @@
+//! Wire types shared by Steward's server, client and CLI: inventory records,
+//! credentials, audit entries and the error catalogue.
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod credentials;
+pub mod error;
+pub mod inventory;
+
+pub use audit::*;
+pub use credentials::*;
+pub use error::*;
+pub use inventory::*;
