@@ -49,3 +49,12 @@ pub struct AuditEvent {
     /// Why, when given.
     pub reason: Option<String>,
 }
+
+/// Deployment-wide rules the inventory checks against (from configuration).
+#[derive(Debug, Clone, Default)]
+pub struct InventoryRules {
+    /// Known data classifications and their tiers.
+    pub classifications: crate::risk::ClassificationCatalog,
+    /// Spawn limits for agents whose persona does not set them.
+    pub default_limits: crate::spawn::SpawnLimits,
+}

@@ -103,3 +103,70 @@ mod tests {
         assert_eq!(display_prefix(&a).len(), DISPLAY_PREFIX_LEN);
     }
 }
+
+/// Why a presented credential was refused, before any lookup of rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// The key was revoked.
+    Revoked,
+    /// The key itself passed its expiry time.
+    KeyExpired,
+    /// The agent passed its expiry time (it is marked expired now).
+    AgentExpired,
+    /// The agent is not active (suspended, decommissioned, pending, ...).
+    AgentNotActive(steward_types::AgentState),
+}
+
+/// Whether an agent key may authenticate at `now`. Only an active agent whose
+/// own expiry has not passed, holding an unrevoked, unexpired key, gets in.
+pub fn admit_agent_key(
+    agent_state: steward_types::AgentState,
+    agent_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    key_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    key_revoked: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), KeyRefusal> {
+    if key_revoked {
+        return Err(KeyRefusal::Revoked);
+    }
+    if key_expires_at.is_some_and(|e| e <= now) {
+        return Err(KeyRefusal::KeyExpired);
+    }
+    if !crate::lifecycle::may_act(agent_state) {
+        return Err(KeyRefusal::AgentNotActive(agent_state));
+    }
+    if agent_expires_at.is_some_and(|e| e <= now) {
+        return Err(KeyRefusal::AgentExpired);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+    use chrono::{Duration, TimeZone, Utc};
+    use proptest::prelude::*;
+    use steward_types::AgentState;
+
+    proptest! {
+        /// Keys of a suspended, decommissioned, expired (by state or by time),
+        /// rejected or not-yet-active agent never authenticate; revoked or
+        /// expired keys never authenticate.
+        #[test]
+        fn only_active_unexpired_agents_with_live_keys_get_in(
+            state in prop::sample::select(AgentState::ALL.to_vec()),
+            agent_exp in proptest::option::of(-1000i64..1000),
+            key_exp in proptest::option::of(-1000i64..1000),
+            revoked in any::<bool>(),
+        ) {
+            let now = Utc.timestamp_opt(1_800_000_000, 0).single().unwrap();
+            let at = |s: i64| now + Duration::seconds(s);
+            let result = admit_agent_key(state, agent_exp.map(at), key_exp.map(at), revoked, now);
+            let expected_ok = state == AgentState::Active
+                && agent_exp.is_none_or(|s| s > 0)
+                && key_exp.is_none_or(|s| s > 0)
+                && !revoked;
+            prop_assert_eq!(result.is_ok(), expected_ok);
+        }
+    }
+}

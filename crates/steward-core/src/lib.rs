@@ -11,5 +11,5 @@ pub mod risk;
 pub mod spawn;
 pub mod validate;
 
-pub use context::{AuditEvent, ChangeContext};
+pub use context::{AuditEvent, ChangeContext, InventoryRules};
 pub use error::{Error, Result};

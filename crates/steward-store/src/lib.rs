@@ -1,1 +1,242 @@
-//! placeholder
+//! Steward's store. One implementation of the store interface, written once in
+//! SQL that both backends accept, over sqlx's `Any` driver:
+//!
+//! * SQLite (the embedded default): WAL, one writer connection so writes never
+//!   contend for SQLite's lock, several reader connections.
+//! * PostgreSQL: one pool; rows that guard an invariant are locked with
+//!   `FOR UPDATE` inside the transaction that checks it.
+//!
+//! Migrations live per backend under `migrations/` and run at open. Nothing but
+//! this crate writes SQL. Every change is written together with its audit
+//! record, in one transaction, through [`audit::append`].
+
+pub mod agents;
+pub mod audit;
+pub mod credentials;
+pub mod humans;
+pub mod catalog;
+mod rows;
+pub mod tenants;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+use steward_core::Error;
+use steward_types::ErrorCode;
+
+pub use rows::Cursor;
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite` or `postgres`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Row lock for read-check-write transactions (SQLite has a single writer
+    /// already, and no such clause).
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The store: inventory, credentials, audit log.
+#[derive(Clone, Debug)]
+pub struct Store {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+/// Map a database error to the catalogue: unreachable stores are
+/// `store_unavailable` (fail closed), the rest `internal`.
+pub(crate) fn db_error(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => {
+            tracing::error!(error = %e, "store unavailable");
+            Error::new(ErrorCode::StoreUnavailable, "the store cannot be reached; nothing was changed")
+        }
+        _ => {
+            tracing::error!(error = %e, "store error");
+            Error::internal("the store failed; nothing was changed")
+        }
+    }
+}
+
+/// Whether a database error is a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation),
+        _ => false,
+    }
+}
+
+impl Store {
+    /// Connect to `url` (`sqlite://PATH` or `postgres://...`), creating the
+    /// SQLite file and its folder if needed, and apply migrations.
+    pub async fn open(url: &str) -> Result<Store, Error> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(Error::invalid(
+                "database_url",
+                format!("unsupported database URL '{url}' (use sqlite://PATH or postgres://...)"),
+            ));
+        };
+        let open_error = |e: sqlx::Error| {
+            Error::new(ErrorCode::StoreUnavailable, format!("cannot open the store at {}: {e}", redact(url)))
+        };
+        let (read, write) = match backend {
+            Backend::Sqlite => {
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or(path);
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            Error::new(ErrorCode::StoreUnavailable, format!("cannot create {}: {e}", dir.display()))
+                        })?;
+                    }
+                }
+                let options = AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=rwc"))
+                    .map_err(open_error)?
+                    .disable_statement_logging();
+                let write = sqlite_pool(1).connect_with(options.clone()).await.map_err(open_error)?;
+                // WAL is a property of the file; set it once before readers open.
+                write.execute("PRAGMA journal_mode = WAL").await.map_err(open_error)?;
+                let read = sqlite_pool(4).connect_with(options).await.map_err(open_error)?;
+                (read, write)
+            }
+            Backend::Postgres => {
+                let options = AnyConnectOptions::from_str(url).map_err(open_error)?.disable_statement_logging();
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+                    .map_err(open_error)?;
+                (pool.clone(), pool)
+            }
+        };
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&write)
+            .await
+            .map_err(|e| Error::new(ErrorCode::StoreUnavailable, format!("migrating the store failed: {e}")))?;
+        Ok(Store { read, write, backend })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Check the store answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Close every connection; later calls fail with `store_unavailable`.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    /// A setting, created with `init` when absent (first writer wins across nodes).
+    pub async fn setting_or_init(&self, key: &str, init: impl FnOnce() -> String) -> Result<String, Error> {
+        if let Some(v) = self.setting(key).await? {
+            return Ok(v);
+        }
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(init())
+            .execute(&self.write)
+            .await
+            .map_err(db_error)?;
+        self.setting(key)
+            .await?
+            .ok_or_else(|| Error::internal(format!("setting {key} vanished")))
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, Error> {
+        sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(db_error)
+    }
+}
+
+fn sqlite_pool(max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000")
+                    .await?;
+                Ok(())
+            })
+        })
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}
+
+impl Store {
+    /// Run a statement that takes no parameters (test set-up: schemas).
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), Error> {
+        sqlx::raw_sql(sql).execute(&self.write).await.map_err(db_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! The one configuration struct. The CLI fills it from a TOML file, then
+//! `STEWARD_*` environment variables, then flags (later wins).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `steward serve` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (default `127.0.0.1:8080`; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// `postgres://...` or `sqlite://...`; absent means SQLite under `data_dir`.
+    pub database_url: Option<String>,
+    /// Folder of the embedded SQLite store (default `./steward-data`).
+    pub data_dir: PathBuf,
+    /// Bootstrap admin token; when absent one is generated at first start and
+    /// printed once.
+    pub admin_token: Option<String>,
+    /// Largest accepted request body, in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Seconds between expiry sweeps (default 30).
+    pub expiry_sweep_secs: u64,
+    /// Seed the example personas and roles into a new default tenant (default true).
+    pub seed_examples: bool,
+    /// Log format: `pretty` or `json` (default `pretty`).
+    pub log_format: String,
+    /// Default spawn limit for agents without a persona.
+    pub default_max_children: u32,
+    /// Default spawn depth for agents without a persona.
+    pub default_max_depth: u32,
+    /// Extra data classifications beyond the built-in five.
+    pub classifications: Vec<ClassificationConfig>,
+}
+
+/// A custom data classification and the risk tiers it implies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassificationConfig {
+    /// Name used in agents and personas.
+    pub name: String,
+    /// Tier when only read: `low`, `medium` or `high`.
+    pub read: steward_types::RiskTier,
+    /// Tier when written.
+    pub write: steward_types::RiskTier,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            data_dir: PathBuf::from("./steward-data"),
+            admin_token: None,
+            max_body_bytes: 1024 * 1024,
+            expiry_sweep_secs: 30,
+            seed_examples: true,
+            log_format: "pretty".into(),
+            default_max_children: 10,
+            default_max_depth: 3,
+            classifications: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The database URL to connect to: the configured one, or SQLite under `data_dir`.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}/steward.db", self.data_dir.display()),
+        }
+    }
+}

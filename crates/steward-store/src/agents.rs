@@ -1,0 +1,489 @@
+//! Agents: registration (with the spawn rules), changes, lifecycle transitions
+//! (decommission cascades and revokes credentials) and the expiry sweep.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Any, Transaction};
+use steward_core::lifecycle::{self, Transition};
+use steward_core::spawn::{self, ChildRequest, SpawnLimits};
+use steward_core::{ChangeContext, Error, InventoryRules, validate};
+use steward_types::{
+    Agent, AgentFilter, AgentState, ErrorCode, HumanStatus, Page, RegisterAgent, RiskTier, TransitionResult,
+    UpdateAgent,
+};
+
+use crate::audit::{append, event};
+use crate::humans::{check_roles, lock_human};
+use crate::rows::{self, Cursor, Param, Select};
+use crate::tenants::find_row;
+use crate::{Store, db_error, is_unique_violation};
+
+const LIVE_STATES: &str = "('proposed', 'pending_approval', 'active', 'suspended')";
+
+impl Store {
+    /// Register an agent. Low risk is active at once; medium and high wait in
+    /// `pending_approval`; a draft stays `proposed`.
+    pub async fn register_agent(&self, ctx: &ChangeContext, rules: &InventoryRules, req: RegisterAgent) -> Result<Agent, Error> {
+        validate::name("name", &req.name)?;
+        validate::text("purpose", &req.purpose)?;
+        validate::text("platform", &req.platform)?;
+        validate::text("model", &req.model)?;
+        validate_labels(&req.labels)?;
+        check_future("expires_at", req.expires_at, ctx.now)?;
+        let lock = self.backend.for_update();
+        let mut tx = self.begin().await?;
+        let owner = active_owner(&mut tx, lock, &ctx.tenant_id, &req.owner).await?;
+        let team_id = match &req.team {
+            Some(t) => Some(resolve(&mut tx, "teams", "name", &ctx.tenant_id, "team", "team", t).await?),
+            None => None,
+        };
+        let persona = match &req.persona {
+            Some(p) => {
+                let row = find_row(&mut *tx, "personas", "name", &ctx.tenant_id, p, "")
+                    .await?
+                    .ok_or_else(|| Error::unknown_reference("persona", "persona", p))?;
+                Some(rows::persona(&row)?)
+            }
+            None => None,
+        };
+        let roles = req.roles.or_else(|| persona.as_ref().map(|p| p.roles.clone())).unwrap_or_default();
+        let classifications =
+            req.classifications.or_else(|| persona.as_ref().map(|p| p.classifications.clone())).unwrap_or_default();
+        validate::name_list("roles", &roles)?;
+        validate::name_list("classifications", &classifications)?;
+        check_roles(&mut tx, &ctx.tenant_id, "roles", &roles).await?;
+        rules.classifications.validate("classifications", &classifications)?;
+
+        let (parent_id, depth) = match &req.parent {
+            Some(key) => {
+                let row = find_row(&mut *tx, "agents", "name", &ctx.tenant_id, key, lock)
+                    .await?
+                    .ok_or_else(|| Error::unknown_reference("parent", "agent", key))?;
+                let parent = rows::agent(&row)?;
+                let limits = spawn_limits(&mut tx, rules, &parent).await?;
+                let live: i64 = sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM agents WHERE parent_id = $1 AND state IN {LIVE_STATES}"
+                ))
+                .bind(&parent.id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                let child = ChildRequest { roles: &roles, classifications: &classifications, expires_at: req.expires_at };
+                let depth = spawn::check_spawn(&parent, limits, u64::try_from(live).unwrap_or(0), child)?;
+                (Some(parent.id), depth)
+            }
+            None => (None, 0),
+        };
+
+        let writes = roles_write(&mut tx, &ctx.tenant_id, &roles).await?;
+        let risk_tier = rules.classifications.risk_tier(&classifications, writes);
+        let approval_tier = persona.as_ref().and_then(|p| p.approval_tier).map_or(risk_tier, |t| t.max(risk_tier));
+        let state = if req.draft { AgentState::Proposed } else { lifecycle::registration_state(approval_tier) };
+        let agent = Agent {
+            id: rows::new_id("agt"),
+            name: req.name,
+            owner_id: owner,
+            team_id,
+            purpose: req.purpose,
+            platform: req.platform,
+            model: req.model,
+            persona_id: persona.map(|p| p.id),
+            roles,
+            classifications,
+            labels: req.labels,
+            parent_id,
+            depth,
+            expires_at: req.expires_at,
+            state,
+            state_reason: None,
+            risk_tier,
+            orphaned: false,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+            last_seen_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO agents (id, tenant_id, name, owner_id, team_id, purpose, platform, model, persona_id, \
+             roles, classifications, labels, parent_id, depth, expires_at, state, state_reason, risk_tier, \
+             orphaned, created_at, updated_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, $17, 0, $18, $18, NULL)",
+        )
+        .bind(&agent.id)
+        .bind(&ctx.tenant_id)
+        .bind(&agent.name)
+        .bind(&agent.owner_id)
+        .bind(&agent.team_id)
+        .bind(&agent.purpose)
+        .bind(&agent.platform)
+        .bind(&agent.model)
+        .bind(&agent.persona_id)
+        .bind(rows::to_json(&agent.roles))
+        .bind(rows::to_json(&agent.classifications))
+        .bind(rows::to_json(&agent.labels))
+        .bind(&agent.parent_id)
+        .bind(i64::from(agent.depth))
+        .bind(rows::opt_ms(agent.expires_at))
+        .bind(agent.state.as_str())
+        .bind(agent.risk_tier.as_str())
+        .bind(rows::ms(ctx.now))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { Error::already_exists("agent", &agent.name) } else { db_error(e) })?;
+        append(&mut tx, ctx, event("agent.register", "agent", &agent.id, None, Some(&agent), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(agent)
+    }
+
+    /// An agent by id or name.
+    pub async fn get_agent(&self, tenant_id: &str, key: &str) -> Result<Agent, Error> {
+        match find_row(&self.read, "agents", "name", tenant_id, key, "").await? {
+            Some(row) => rows::agent(&row),
+            None => Err(Error::not_found("agent", key)),
+        }
+    }
+
+    /// An agent by id, in any tenant (authentication resolves keys to agents).
+    pub async fn get_agent_by_id(&self, id: &str) -> Result<Option<(String, Agent)>, Error> {
+        let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?;
+        match row {
+            Some(row) => {
+                let tenant: String = sqlx::Row::try_get(&row, "tenant_id").map_err(db_error)?;
+                Ok(Some((tenant, rows::agent(&row)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The tenant's agents, filtered.
+    pub async fn list_agents(&self, tenant_id: &str, filter: AgentFilter) -> Result<Page<Agent>, Error> {
+        let cursor = Cursor::text(filter.cursor, filter.limit)?;
+        let mut q = Select::tenant_rows("agents", tenant_id);
+        if let Some(owner) = filter.owner {
+            q = q.and("owner_id IN (SELECT id FROM humans WHERE id = ? OR email = ?)", Param::Text(owner.to_lowercase()));
+        }
+        if let Some(team) = filter.team {
+            q = q.and("team_id IN (SELECT id FROM teams WHERE id = ? OR name = ?)", Param::Text(team));
+        }
+        if let Some(persona) = filter.persona {
+            q = q.and("persona_id IN (SELECT id FROM personas WHERE id = ? OR name = ?)", Param::Text(persona));
+        }
+        if let Some(state) = filter.state {
+            let state = AgentState::parse(&state).ok_or_else(|| {
+                let all: Vec<&str> = AgentState::ALL.iter().map(|s| s.as_str()).collect();
+                Error::new(ErrorCode::InvalidQuery, format!("state: '{state}' is not one of {}", all.join(", ")))
+            })?;
+            q = q.and("state = ?", Param::Text(state.as_str().into()));
+        }
+        if let Some(tier) = filter.risk_tier {
+            rows::parse_tier(&tier).map_err(|_| {
+                Error::new(ErrorCode::InvalidQuery, format!("risk_tier: '{tier}' is not low, medium or high"))
+            })?;
+            q = q.and("risk_tier = ?", Param::Text(tier));
+        }
+        if let Some(parent) = filter.parent {
+            q = q.and("parent_id IN (SELECT id FROM agents WHERE id = ? OR name = ?)", Param::Text(parent));
+        }
+        if let Some(orphaned) = filter.orphaned {
+            q = q.and("orphaned = ?", Param::Int(i64::from(orphaned)));
+        }
+        q.page(&self.read, "id", &cursor, rows::agent, |a| a.id.clone()).await
+    }
+
+    /// Change an agent's descriptive fields, owner or expiry.
+    pub async fn update_agent(&self, ctx: &ChangeContext, key: &str, req: UpdateAgent) -> Result<Agent, Error> {
+        for (field, value) in [("purpose", &req.purpose), ("platform", &req.platform), ("model", &req.model)] {
+            if let Some(v) = value {
+                validate::text(field, v)?;
+            }
+        }
+        if let Some(labels) = &req.labels {
+            validate_labels(labels)?;
+        }
+        check_future("expires_at", req.expires_at, ctx.now)?;
+        let lock = self.backend.for_update();
+        let mut tx = self.begin().await?;
+        let before = lock_agent(&mut tx, lock, &ctx.tenant_id, key).await?;
+        if before.state.is_terminal() {
+            return Err(Error::new(
+                ErrorCode::InvalidTransition,
+                format!("agent '{}' is {}; it can no longer be changed", before.name, before.state.as_str()),
+            ));
+        }
+        let mut after = before.clone();
+        if let Some(owner) = &req.owner {
+            after.owner_id = active_owner(&mut tx, lock, &ctx.tenant_id, owner).await?;
+            after.orphaned = false;
+        }
+        if let Some(team) = &req.team {
+            after.team_id = Some(resolve(&mut tx, "teams", "name", &ctx.tenant_id, "team", "team", team).await?);
+        }
+        if let Some(expires_at) = req.expires_at {
+            if let Some(parent_id) = &before.parent_id {
+                let parent = lock_agent(&mut tx, "", &ctx.tenant_id, parent_id).await?;
+                if parent.expires_at.is_some_and(|p| expires_at > p) {
+                    return Err(Error::new(
+                        ErrorCode::ExceedsParent,
+                        format!("expires_at: a child of '{}' must expire no later than its parent", parent.name),
+                    ));
+                }
+            }
+            after.expires_at = Some(expires_at);
+        }
+        after.purpose = req.purpose.unwrap_or(after.purpose);
+        after.platform = req.platform.unwrap_or(after.platform);
+        after.model = req.model.unwrap_or(after.model);
+        after.labels = req.labels.unwrap_or(after.labels);
+        after.updated_at = ctx.now;
+        sqlx::query(
+            "UPDATE agents SET owner_id = $1, team_id = $2, purpose = $3, platform = $4, model = $5, labels = $6, \
+             expires_at = $7, orphaned = $8, updated_at = $9 WHERE id = $10",
+        )
+        .bind(&after.owner_id)
+        .bind(&after.team_id)
+        .bind(&after.purpose)
+        .bind(&after.platform)
+        .bind(&after.model)
+        .bind(rows::to_json(&after.labels))
+        .bind(rows::opt_ms(after.expires_at))
+        .bind(i64::from(after.orphaned))
+        .bind(rows::ms(ctx.now))
+        .bind(&after.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        append(&mut tx, ctx, event("agent.update", "agent", &after.id, Some(&before), Some(&after), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(after)
+    }
+
+    /// Move an agent through its lifecycle. Decommission cascades to every
+    /// descendant and revokes all their keys, in one transaction.
+    pub async fn transition_agent(
+        &self,
+        ctx: &ChangeContext,
+        key: &str,
+        transition: Transition,
+        reason: Option<String>,
+    ) -> Result<TransitionResult, Error> {
+        if let Some(r) = &reason {
+            validate::text("reason", r)?;
+        }
+        let lock = self.backend.for_update();
+        let mut tx = self.begin().await?;
+        let agent = lock_agent(&mut tx, lock, &ctx.tenant_id, key).await?;
+        let tier = effective_tier(&mut tx, &agent).await?;
+        let to = lifecycle::next_state(agent.state, transition, tier)?;
+        if to == AgentState::Active {
+            check_may_become_active(&mut tx, &ctx.tenant_id, &agent, ctx.now).await?;
+        }
+        let mut targets = vec![agent];
+        if transition == Transition::Decommission {
+            targets.extend(descendants(&mut tx, lock, &ctx.tenant_id, &targets[0].id).await?);
+        }
+        let mut changed = Vec::new();
+        let mut keys_revoked = 0;
+        for before in targets {
+            if before.state.is_terminal() {
+                continue;
+            }
+            let mut after = before.clone();
+            after.state = to;
+            after.state_reason = reason.clone();
+            after.updated_at = ctx.now;
+            sqlx::query("UPDATE agents SET state = $1, state_reason = $2, updated_at = $3 WHERE id = $4")
+                .bind(to.as_str())
+                .bind(&reason)
+                .bind(rows::ms(ctx.now))
+                .bind(&after.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if to == AgentState::Decommissioned {
+                keys_revoked += sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
+                    .bind(rows::ms(ctx.now))
+                    .bind(&after.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+                    .rows_affected();
+            }
+            let action = format!("agent.{}", transition.as_str());
+            append(&mut tx, ctx, event(&action, "agent", &after.id, Some(&before), Some(&after), reason.as_deref())).await?;
+            changed.push(after);
+        }
+        tx.commit().await.map_err(db_error)?;
+        let mut changed = changed.into_iter();
+        let agent = changed.next().ok_or_else(|| Error::internal("transition changed nothing"))?;
+        Ok(TransitionResult { agent, cascaded: changed.map(|a| a.id).collect(), keys_revoked })
+    }
+
+    /// Agents whose expiry time has passed but which are not yet terminal,
+    /// as (tenant, agent id).
+    pub async fn agents_due_to_expire(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>, Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT tenant_id, id FROM agents WHERE expires_at IS NOT NULL AND expires_at <= $1 \
+             AND state IN {LIVE_STATES} ORDER BY id"
+        ))
+        .bind(rows::ms(now))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        Ok(rows)
+    }
+}
+
+/// Lock and read an agent inside a write transaction.
+pub(crate) async fn lock_agent(tx: &mut Transaction<'static, Any>, lock: &str, tenant_id: &str, key: &str) -> Result<Agent, Error> {
+    let row = find_row(&mut **tx, "agents", "name", tenant_id, key, lock).await?.ok_or_else(|| Error::not_found("agent", key))?;
+    rows::agent(&row)
+}
+
+/// The id of the owner named by id or e-mail, who must exist and be active.
+async fn active_owner(tx: &mut Transaction<'static, Any>, lock: &str, tenant_id: &str, key: &str) -> Result<String, Error> {
+    let owner = lock_human(tx, lock, tenant_id, key).await.map_err(|e| {
+        if e.code == ErrorCode::NotFound { Error::unknown_reference("owner", "human", key) } else { e }
+    })?;
+    if owner.status != HumanStatus::Active {
+        return Err(Error::new(
+            ErrorCode::OwnerInactive,
+            format!("owner: '{}' is deactivated; choose an active human as the agent's owner", owner.email),
+        )
+        .with_details(serde_json::json!({ "field": "owner", "human": owner.id })));
+    }
+    Ok(owner.id)
+}
+
+/// The id of the row named by id or name, or `unknown_reference`.
+async fn resolve(
+    tx: &mut Transaction<'static, Any>,
+    table: &str,
+    name_col: &str,
+    tenant_id: &str,
+    field: &str,
+    kind: &str,
+    key: &str,
+) -> Result<String, Error> {
+    let row = find_row(&mut **tx, table, name_col, tenant_id, key, "")
+        .await?
+        .ok_or_else(|| Error::unknown_reference(field, kind, key))?;
+    sqlx::Row::try_get(&row, "id").map_err(db_error)
+}
+
+async fn roles_write(tx: &mut Transaction<'static, Any>, tenant_id: &str, roles: &[String]) -> Result<bool, Error> {
+    for role in roles {
+        let writes: Option<i64> = sqlx::query_scalar("SELECT writes FROM roles WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(role)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        if writes.unwrap_or(0) != 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn spawn_limits(tx: &mut Transaction<'static, Any>, rules: &InventoryRules, parent: &Agent) -> Result<SpawnLimits, Error> {
+    let Some(persona_id) = &parent.persona_id else {
+        return Ok(rules.default_limits);
+    };
+    let row: Option<(i64, i64)> = sqlx::query_as("SELECT max_children, max_depth FROM personas WHERE id = $1")
+        .bind(persona_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    Ok(match row {
+        Some((c, d)) => SpawnLimits { max_children: u32::try_from(c).unwrap_or(0), max_depth: u32::try_from(d).unwrap_or(0) },
+        None => rules.default_limits,
+    })
+}
+
+/// The tier registration approval follows: the derived tier, raised to the
+/// persona's approval tier when that is stricter.
+async fn effective_tier(tx: &mut Transaction<'static, Any>, agent: &Agent) -> Result<RiskTier, Error> {
+    let Some(persona_id) = &agent.persona_id else {
+        return Ok(agent.risk_tier);
+    };
+    let tier: Option<Option<String>> = sqlx::query_scalar("SELECT approval_tier FROM personas WHERE id = $1")
+        .bind(persona_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    match tier.flatten() {
+        Some(t) => Ok(rows::parse_tier(&t)?.max(agent.risk_tier)),
+        None => Ok(agent.risk_tier),
+    }
+}
+
+/// An agent may become active only with an active owner, before its expiry,
+/// and (for a child) while its parent is active.
+async fn check_may_become_active(tx: &mut Transaction<'static, Any>, tenant_id: &str, agent: &Agent, now: DateTime<Utc>) -> Result<(), Error> {
+    if agent.orphaned {
+        return Err(Error::new(
+            ErrorCode::OwnerInactive,
+            format!("agent '{}' is orphaned: assign an active owner (PATCH owner) before it can act again", agent.name),
+        ));
+    }
+    if agent.expires_at.is_some_and(|e| e <= now) {
+        return Err(Error::new(
+            ErrorCode::InvalidTransition,
+            format!("agent '{}' passed its expiry time; it cannot become active", agent.name),
+        ));
+    }
+    if let Some(parent_id) = &agent.parent_id {
+        let parent = lock_agent(tx, "", tenant_id, parent_id).await?;
+        if parent.state != AgentState::Active {
+            return Err(Error::new(
+                ErrorCode::ParentNotActive,
+                format!("parent agent '{}' is {}; a child can only be active under an active parent", parent.name, parent.state.as_str()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every descendant of `root`, breadth first.
+async fn descendants(tx: &mut Transaction<'static, Any>, lock: &str, tenant_id: &str, root: &str) -> Result<Vec<Agent>, Error> {
+    let mut out = Vec::new();
+    let mut frontier = vec![root.to_string()];
+    while let Some(id) = frontier.pop() {
+        let rows = sqlx::query(&format!("SELECT * FROM agents WHERE tenant_id = $1 AND parent_id = $2 ORDER BY id{lock}"))
+            .bind(tenant_id)
+            .bind(&id)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            let child = rows::agent(&row)?;
+            frontier.push(child.id.clone());
+            out.push(child);
+        }
+    }
+    Ok(out)
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), Error> {
+    if labels.len() > 64 {
+        return Err(Error::invalid("labels", "at most 64 labels"));
+    }
+    for (k, v) in labels {
+        validate::name("labels", k)?;
+        if v.len() > 256 {
+            return Err(Error::invalid("labels", format!("the value of '{k}' is longer than 256 bytes")));
+        }
+    }
+    Ok(())
+}
+
+fn check_future(field: &str, t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), Error> {
+    match t {
+        Some(t) if t <= now => Err(Error::invalid(field, format!("{t} is not in the future"))),
+        _ => Ok(()),
+    }
+}

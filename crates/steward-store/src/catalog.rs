@@ -1,0 +1,141 @@
+//! Roles and personas: the catalogue agents are registered from.
+
+use steward_core::{ChangeContext, Error, InventoryRules, validate};
+use steward_types::{CreatePersona, CreateRole, ErrorCode, Page, PageQuery, Persona, Role};
+
+use crate::audit::{append, event};
+use crate::humans::check_roles;
+use crate::rows::{self, Cursor, Select};
+use crate::tenants::find_row;
+use crate::{Store, db_error, is_unique_violation};
+
+/// Quota metrics and windows a persona template may name.
+const QUOTA_METRICS: &[&str] = &["requests", "tool_calls", "tokens", "cost", "records", "bytes", "child_agents"];
+const QUOTA_WINDOWS: &[&str] = &["second", "minute", "hour", "day", "month"];
+
+impl Store {
+    /// Create a role.
+    pub async fn create_role(&self, ctx: &ChangeContext, req: CreateRole) -> Result<Role, Error> {
+        validate::name("name", &req.name)?;
+        if req.name.contains(' ') {
+            return Err(Error::invalid("name", "role names have no spaces (they are used in policies)"));
+        }
+        validate::text("description", &req.description)?;
+        let role = Role { id: rows::new_id("role"), name: req.name, description: req.description, writes: req.writes, created_at: ctx.now };
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO roles (id, tenant_id, name, description, writes, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&role.id)
+            .bind(&ctx.tenant_id)
+            .bind(&role.name)
+            .bind(&role.description)
+            .bind(i64::from(role.writes))
+            .bind(rows::ms(ctx.now))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| if is_unique_violation(&e) { Error::already_exists("role", &role.name) } else { db_error(e) })?;
+        append(&mut tx, ctx, event("role.create", "role", &role.id, None, Some(&role), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(role)
+    }
+
+    /// A role by id or name.
+    pub async fn get_role(&self, tenant_id: &str, key: &str) -> Result<Role, Error> {
+        match find_row(&self.read, "roles", "name", tenant_id, key, "").await? {
+            Some(row) => rows::role(&row),
+            None => Err(Error::not_found("role", key)),
+        }
+    }
+
+    /// The tenant's roles.
+    pub async fn list_roles(&self, tenant_id: &str, page: PageQuery) -> Result<Page<Role>, Error> {
+        let cursor = Cursor::text(page.cursor, page.limit)?;
+        Select::tenant_rows("roles", tenant_id).page(&self.read, "id", &cursor, rows::role, |r| r.id.clone()).await
+    }
+
+    /// Whether any of the named roles writes.
+    pub async fn any_role_writes(&self, tenant_id: &str, roles: &[String]) -> Result<bool, Error> {
+        for role in roles {
+            if self.get_role(tenant_id, role).await?.writes {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Create a persona.
+    pub async fn create_persona(&self, ctx: &ChangeContext, rules: &InventoryRules, req: CreatePersona) -> Result<Persona, Error> {
+        validate::name("name", &req.name)?;
+        validate::text("description", &req.description)?;
+        validate::name_list("roles", &req.roles)?;
+        validate::name_list("classifications", &req.classifications)?;
+        rules.classifications.validate("classifications", &req.classifications)?;
+        for q in &req.quotas {
+            if !QUOTA_METRICS.contains(&q.metric.as_str()) {
+                return Err(Error::invalid("quotas.metric", format!("'{}' is not one of {}", q.metric, QUOTA_METRICS.join(", "))));
+            }
+            if !QUOTA_WINDOWS.contains(&q.window.as_str()) {
+                return Err(Error::invalid("quotas.window", format!("'{}' is not one of {}", q.window, QUOTA_WINDOWS.join(", "))));
+            }
+            if q.limit == 0 {
+                return Err(Error::invalid("quotas.limit", "must be at least 1"));
+            }
+        }
+        validate::name_list("approval_required_for", &req.approval_required_for)?;
+        let max_depth = req.max_depth.unwrap_or(rules.default_limits.max_depth);
+        if max_depth > 32 {
+            return Err(Error::new(ErrorCode::InvalidRequest, "max_depth: at most 32"));
+        }
+        let persona = Persona {
+            id: rows::new_id("per"),
+            name: req.name,
+            description: req.description,
+            roles: req.roles,
+            classifications: req.classifications,
+            quotas: req.quotas,
+            max_children: req.max_children.unwrap_or(rules.default_limits.max_children),
+            max_depth,
+            approval_tier: req.approval_tier,
+            approval_required_for: req.approval_required_for,
+            created_at: ctx.now,
+        };
+        let mut tx = self.begin().await?;
+        check_roles(&mut tx, &ctx.tenant_id, "roles", &persona.roles).await?;
+        sqlx::query(
+            "INSERT INTO personas (id, tenant_id, name, description, roles, classifications, quotas, \
+             max_children, max_depth, approval_tier, approval_required_for, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&persona.id)
+        .bind(&ctx.tenant_id)
+        .bind(&persona.name)
+        .bind(&persona.description)
+        .bind(rows::to_json(&persona.roles))
+        .bind(rows::to_json(&persona.classifications))
+        .bind(rows::to_json(&persona.quotas))
+        .bind(i64::from(persona.max_children))
+        .bind(i64::from(persona.max_depth))
+        .bind(persona.approval_tier.map(|t| t.as_str()))
+        .bind(rows::to_json(&persona.approval_required_for))
+        .bind(rows::ms(ctx.now))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { Error::already_exists("persona", &persona.name) } else { db_error(e) })?;
+        append(&mut tx, ctx, event("persona.create", "persona", &persona.id, None, Some(&persona), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(persona)
+    }
+
+    /// A persona by id or name.
+    pub async fn get_persona(&self, tenant_id: &str, key: &str) -> Result<Persona, Error> {
+        match find_row(&self.read, "personas", "name", tenant_id, key, "").await? {
+            Some(row) => rows::persona(&row),
+            None => Err(Error::not_found("persona", key)),
+        }
+    }
+
+    /// The tenant's personas.
+    pub async fn list_personas(&self, tenant_id: &str, page: PageQuery) -> Result<Page<Persona>, Error> {
+        let cursor = Cursor::text(page.cursor, page.limit)?;
+        Select::tenant_rows("personas", tenant_id).page(&self.read, "id", &cursor, rows::persona, |p| p.id.clone()).await
+    }
+}

@@ -1,0 +1,322 @@
+//! Agent API keys and API tokens. Only hashes are stored; the secret exists in
+//! the response that creates it and nowhere else.
+
+use chrono::{DateTime, Utc};
+use steward_core::credentials::{display_prefix, generate_secret};
+use steward_core::{ChangeContext, Error, validate};
+use steward_types::{
+    AGENT_KEY_PREFIX, API_TOKEN_PREFIX, ApiKey, ApiToken, CreateKey, CreateToken, CreatedKey, CreatedToken, ErrorCode,
+    Page, PageQuery, TokenRole,
+};
+
+use crate::agents::lock_agent;
+use crate::audit::{append, event};
+use crate::humans::lock_human;
+use crate::rows::{self, Cursor, Param, Select};
+use crate::{Store, db_error};
+
+/// Id of the bootstrap administrator token.
+pub const BOOTSTRAP_TOKEN_ID: &str = "tok_bootstrap";
+
+/// A key found by its hash, with the agent it belongs to.
+#[derive(Debug, Clone)]
+pub struct KeyLookup {
+    /// Tenant of the agent.
+    pub tenant_id: String,
+    /// The key.
+    pub key: ApiKey,
+}
+
+/// A token found by its hash.
+#[derive(Debug, Clone)]
+pub struct TokenLookup {
+    /// The token.
+    pub token: ApiToken,
+    /// Whether it may manage tenants.
+    pub platform_admin: bool,
+}
+
+impl Store {
+    /// Create an agent key; `hash` turns the secret into its stored form.
+    pub async fn create_key(
+        &self,
+        ctx: &ChangeContext,
+        agent_key: &str,
+        req: CreateKey,
+        hash: impl Fn(&str) -> String,
+    ) -> Result<CreatedKey, Error> {
+        validate::text("name", &req.name)?;
+        if req.expires_at.is_some_and(|e| e <= ctx.now) {
+            return Err(Error::invalid("expires_at", "must be in the future"));
+        }
+        let mut tx = self.begin().await?;
+        let agent = lock_agent(&mut tx, self.backend.for_update(), &ctx.tenant_id, agent_key).await?;
+        if agent.state.is_terminal() {
+            return Err(Error::new(
+                ErrorCode::InvalidTransition,
+                format!("agent '{}' is {}; it cannot get new keys", agent.name, agent.state.as_str()),
+            ));
+        }
+        let secret = generate_secret(AGENT_KEY_PREFIX);
+        let key = ApiKey {
+            id: rows::new_id("key"),
+            agent_id: agent.id.clone(),
+            name: req.name,
+            prefix: display_prefix(&secret),
+            created_at: ctx.now,
+            expires_at: req.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO agent_keys (id, tenant_id, agent_id, name, prefix, hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.id)
+        .bind(&ctx.tenant_id)
+        .bind(&key.agent_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(hash(&secret))
+        .bind(rows::ms(ctx.now))
+        .bind(rows::opt_ms(key.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        append(&mut tx, ctx, event("key.create", "agent_key", &key.id, None, Some(&key), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(CreatedKey { key, secret })
+    }
+
+    /// An agent's keys (metadata only).
+    pub async fn list_keys(&self, tenant_id: &str, agent_key: &str, page: PageQuery) -> Result<Page<ApiKey>, Error> {
+        let agent = self.get_agent(tenant_id, agent_key).await?;
+        let cursor = Cursor::text(page.cursor, page.limit)?;
+        Select::tenant_rows("agent_keys", tenant_id)
+            .and("agent_id = ?", Param::Text(agent.id))
+            .page(&self.read, "id", &cursor, rows::api_key, |k| k.id.clone())
+            .await
+    }
+
+    /// Revoke one of an agent's keys.
+    pub async fn revoke_key(&self, ctx: &ChangeContext, agent_key: &str, key_id: &str) -> Result<ApiKey, Error> {
+        let mut tx = self.begin().await?;
+        let agent = lock_agent(&mut tx, self.backend.for_update(), &ctx.tenant_id, agent_key).await?;
+        let row = sqlx::query("SELECT * FROM agent_keys WHERE id = $1 AND agent_id = $2")
+            .bind(key_id)
+            .bind(&agent.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::not_found("key", key_id))?;
+        let before = rows::api_key(&row)?;
+        if before.revoked_at.is_some() {
+            return Err(Error::new(ErrorCode::InvalidTransition, format!("key '{key_id}' is already revoked")));
+        }
+        let mut after = before.clone();
+        after.revoked_at = Some(ctx.now);
+        sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE id = $2")
+            .bind(rows::ms(ctx.now))
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        append(&mut tx, ctx, event("key.revoke", "agent_key", key_id, Some(&before), Some(&after), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(after)
+    }
+
+    /// The key with this hash, in any tenant.
+    pub async fn find_key(&self, hash: &str) -> Result<Option<KeyLookup>, Error> {
+        let row = sqlx::query("SELECT * FROM agent_keys WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            Ok(KeyLookup { tenant_id: sqlx::Row::try_get(&row, "tenant_id").map_err(db_error)?, key: rows::api_key(&row)? })
+        })
+        .transpose()
+    }
+
+    /// Record that a key was used, at most once a minute per key so that
+    /// authentication stays a read in the hot path.
+    pub async fn touch_key(&self, key: &ApiKey, now: DateTime<Utc>) -> Result<(), Error> {
+        if key.last_used_at.is_some_and(|t| now - t < chrono::Duration::seconds(60)) {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE agent_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(rows::ms(now))
+            .bind(&key.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
+            .bind(rows::ms(now))
+            .bind(&key.agent_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Create an API token in `ctx.tenant_id`.
+    pub async fn create_token(
+        &self,
+        ctx: &ChangeContext,
+        req: CreateToken,
+        hash: impl Fn(&str) -> String,
+    ) -> Result<CreatedToken, Error> {
+        validate::name("name", &req.name)?;
+        if req.expires_at.is_some_and(|e| e <= ctx.now) {
+            return Err(Error::invalid("expires_at", "must be in the future"));
+        }
+        let mut tx = self.begin().await?;
+        let human_id = match &req.human {
+            Some(h) => Some(
+                lock_human(&mut tx, "", &ctx.tenant_id, h)
+                    .await
+                    .map_err(|_| Error::unknown_reference("human", "human", h))?
+                    .id,
+            ),
+            None => None,
+        };
+        let secret = generate_secret(API_TOKEN_PREFIX);
+        let token = ApiToken {
+            id: rows::new_id("tok"),
+            tenant_id: ctx.tenant_id.clone(),
+            name: req.name,
+            role: req.role,
+            human_id,
+            prefix: display_prefix(&secret),
+            created_at: ctx.now,
+            expires_at: req.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        insert_token(&mut tx, &token, &hash(&secret), false).await?;
+        append(&mut tx, ctx, event("token.create", "api_token", &token.id, None, Some(&token), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(CreatedToken { token, secret })
+    }
+
+    /// The tenant's API tokens (metadata only).
+    pub async fn list_tokens(&self, tenant_id: &str, page: PageQuery) -> Result<Page<ApiToken>, Error> {
+        let cursor = Cursor::text(page.cursor, page.limit)?;
+        Select::tenant_rows("api_tokens", tenant_id).page(&self.read, "id", &cursor, rows::api_token, |t| t.id.clone()).await
+    }
+
+    /// Revoke an API token.
+    pub async fn revoke_token(&self, ctx: &ChangeContext, id: &str) -> Result<ApiToken, Error> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE tenant_id = $1 AND id = $2")
+            .bind(&ctx.tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::not_found("token", id))?;
+        let before = rows::api_token(&row)?;
+        if before.revoked_at.is_some() {
+            return Err(Error::new(ErrorCode::InvalidTransition, format!("token '{id}' is already revoked")));
+        }
+        if id == BOOTSTRAP_TOKEN_ID {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                "the bootstrap token is rotated by setting STEWARD_ADMIN_TOKEN and restarting, not revoked",
+            ));
+        }
+        let mut after = before.clone();
+        after.revoked_at = Some(ctx.now);
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2")
+            .bind(rows::ms(ctx.now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        append(&mut tx, ctx, event("token.revoke", "api_token", id, Some(&before), Some(&after), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(after)
+    }
+
+    /// The token with this hash.
+    pub async fn find_token(&self, hash: &str) -> Result<Option<TokenLookup>, Error> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            let platform_admin: i64 = sqlx::Row::try_get(&row, "platform_admin").map_err(db_error)?;
+            Ok(TokenLookup { token: rows::api_token(&row)?, platform_admin: platform_admin != 0 })
+        })
+        .transpose()
+    }
+
+    /// Whether the bootstrap token exists.
+    pub async fn has_bootstrap_token(&self) -> Result<bool, Error> {
+        Ok(sqlx::query("SELECT id FROM api_tokens WHERE id = $1")
+            .bind(BOOTSTRAP_TOKEN_ID)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(db_error)?
+            .is_some())
+    }
+
+    /// Install (or rotate to) the bootstrap administrator token, given its hash.
+    pub async fn set_bootstrap_token(&self, ctx: &ChangeContext, secret_prefix: &str, hash: &str) -> Result<(), Error> {
+        let mut tx = self.begin().await?;
+        let existing: Option<String> = sqlx::query_scalar("SELECT hash FROM api_tokens WHERE id = $1")
+            .bind(BOOTSTRAP_TOKEN_ID)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if existing.as_deref() == Some(hash) {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM api_tokens WHERE id = $1").bind(BOOTSTRAP_TOKEN_ID).execute(&mut *tx).await.map_err(db_error)?;
+        let token = ApiToken {
+            id: BOOTSTRAP_TOKEN_ID.into(),
+            tenant_id: ctx.tenant_id.clone(),
+            name: "bootstrap".into(),
+            role: TokenRole::Admin,
+            human_id: None,
+            prefix: secret_prefix.into(),
+            created_at: ctx.now,
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        insert_token(&mut tx, &token, hash, true).await?;
+        let action = if existing.is_some() { "token.rotate" } else { "token.create" };
+        append(&mut tx, ctx, event(action, "api_token", BOOTSTRAP_TOKEN_ID, None, Some(&token), None)).await?;
+        tx.commit().await.map_err(db_error)
+    }
+}
+
+async fn insert_token(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    token: &ApiToken,
+    hash: &str,
+    platform_admin: bool,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO api_tokens (id, tenant_id, name, role, human_id, prefix, hash, platform_admin, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&token.id)
+    .bind(&token.tenant_id)
+    .bind(&token.name)
+    .bind(token.role.as_str())
+    .bind(&token.human_id)
+    .bind(&token.prefix)
+    .bind(hash)
+    .bind(i64::from(platform_admin))
+    .bind(rows::ms(token.created_at))
+    .bind(rows::opt_ms(token.expires_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}

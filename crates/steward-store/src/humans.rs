@@ -1,0 +1,259 @@
+//! Humans and their team memberships. Deactivating a human flags the agents
+//! they own as orphaned; reactivating clears the flag.
+
+use sqlx::{Any, Transaction};
+use steward_core::{ChangeContext, Error, validate};
+use steward_types::{CreateHuman, ErrorCode, Human, HumanDeactivated, HumanStatus, Page, PageQuery, UpdateHuman};
+
+use crate::audit::{append, event};
+use crate::rows::{self, Cursor, Param, Select};
+use crate::tenants::find_row;
+use crate::{Store, db_error, is_unique_violation};
+
+impl Store {
+    /// Create a human.
+    pub async fn create_human(&self, ctx: &ChangeContext, req: CreateHuman) -> Result<Human, Error> {
+        let email = req.email.trim().to_lowercase();
+        validate::email("email", &email)?;
+        validate::name("display_name", &req.display_name)?;
+        validate::name_list("roles", &req.roles)?;
+        let mut tx = self.begin().await?;
+        let teams = resolve_teams(&mut tx, &ctx.tenant_id, &req.teams).await?;
+        check_roles(&mut tx, &ctx.tenant_id, "roles", &req.roles).await?;
+        let human = Human {
+            id: rows::new_id("hum"),
+            email,
+            display_name: req.display_name,
+            status: HumanStatus::Active,
+            teams,
+            roles: req.roles,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        sqlx::query(
+            "INSERT INTO humans (id, tenant_id, email, display_name, status, roles, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $6)",
+        )
+        .bind(&human.id)
+        .bind(&ctx.tenant_id)
+        .bind(&human.email)
+        .bind(&human.display_name)
+        .bind(rows::to_json(&human.roles))
+        .bind(rows::ms(ctx.now))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { Error::already_exists("human with e-mail", &human.email) } else { db_error(e) })?;
+        set_memberships(&mut tx, &ctx.tenant_id, &human.id, &human.teams).await?;
+        append(&mut tx, ctx, event("human.create", "human", &human.id, None, Some(&human), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(human)
+    }
+
+    /// A human by id or e-mail.
+    pub async fn get_human(&self, tenant_id: &str, key: &str) -> Result<Human, Error> {
+        let key = key.to_lowercase();
+        let mut conn = self.read.acquire().await.map_err(db_error)?;
+        let row = find_row(&mut *conn, "humans", "email", tenant_id, &key, "")
+            .await?
+            .ok_or_else(|| Error::not_found("human", &key))?;
+        let mut human = rows::human(&row)?;
+        human.teams = memberships(&mut conn, &human.id).await?;
+        Ok(human)
+    }
+
+    /// The tenant's humans, optionally by status or team.
+    pub async fn list_humans(&self, tenant_id: &str, page: PageQuery) -> Result<Page<Human>, Error> {
+        let cursor = Cursor::text(page.cursor, page.limit)?;
+        let mut q = Select::tenant_rows("humans", tenant_id);
+        if let Some(status) = page.status {
+            if status != "active" && status != "deactivated" {
+                return Err(Error::new(ErrorCode::InvalidQuery, format!("status: '{status}' is not active or deactivated")));
+            }
+            q = q.and("status = ?", Param::Text(status));
+        }
+        if let Some(team) = page.team {
+            let team = self.get_team(tenant_id, &team).await.map_err(|_| {
+                Error::new(ErrorCode::InvalidQuery, format!("team: no team '{team}' in this tenant"))
+            })?;
+            q = q.and("id IN (SELECT human_id FROM team_members WHERE team_id = ?)", Param::Text(team.id));
+        }
+        let mut page = q.page(&self.read, "id", &cursor, rows::human, |h| h.id.clone()).await?;
+        let mut conn = self.read.acquire().await.map_err(db_error)?;
+        for h in &mut page.items {
+            h.teams = memberships(&mut conn, &h.id).await?;
+        }
+        Ok(page)
+    }
+
+    /// Change a human's name, teams or roles.
+    pub async fn update_human(&self, ctx: &ChangeContext, key: &str, req: UpdateHuman) -> Result<Human, Error> {
+        if let Some(n) = &req.display_name {
+            validate::name("display_name", n)?;
+        }
+        if let Some(r) = &req.roles {
+            validate::name_list("roles", r)?;
+        }
+        let mut tx = self.begin().await?;
+        let before = lock_human(&mut tx, self.backend.for_update(), &ctx.tenant_id, key).await?;
+        let mut after = before.clone();
+        if let Some(teams) = &req.teams {
+            after.teams = resolve_teams(&mut tx, &ctx.tenant_id, teams).await?;
+            sqlx::query("DELETE FROM team_members WHERE human_id = $1").bind(&after.id).execute(&mut *tx).await.map_err(db_error)?;
+            set_memberships(&mut tx, &ctx.tenant_id, &after.id, &after.teams).await?;
+        }
+        if let Some(roles) = req.roles {
+            check_roles(&mut tx, &ctx.tenant_id, "roles", &roles).await?;
+            after.roles = roles;
+        }
+        if let Some(n) = req.display_name {
+            after.display_name = n;
+        }
+        after.updated_at = ctx.now;
+        sqlx::query("UPDATE humans SET display_name = $1, roles = $2, updated_at = $3 WHERE id = $4")
+            .bind(&after.display_name)
+            .bind(rows::to_json(&after.roles))
+            .bind(rows::ms(ctx.now))
+            .bind(&after.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        append(&mut tx, ctx, event("human.update", "human", &after.id, Some(&before), Some(&after), None)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(after)
+    }
+
+    /// Deactivate a human (the leaver case): their agents become orphaned.
+    pub async fn deactivate_human(&self, ctx: &ChangeContext, key: &str, reason: Option<String>) -> Result<HumanDeactivated, Error> {
+        self.set_human_status(ctx, key, HumanStatus::Deactivated, reason).await
+    }
+
+    /// Reactivate a human: their agents are no longer orphaned.
+    pub async fn reactivate_human(&self, ctx: &ChangeContext, key: &str, reason: Option<String>) -> Result<HumanDeactivated, Error> {
+        self.set_human_status(ctx, key, HumanStatus::Active, reason).await
+    }
+
+    async fn set_human_status(
+        &self,
+        ctx: &ChangeContext,
+        key: &str,
+        status: HumanStatus,
+        reason: Option<String>,
+    ) -> Result<HumanDeactivated, Error> {
+        let (status_str, orphaned, action) = match status {
+            HumanStatus::Active => ("active", 0, "human.reactivate"),
+            HumanStatus::Deactivated => ("deactivated", 1, "human.deactivate"),
+        };
+        let mut tx = self.begin().await?;
+        let before = lock_human(&mut tx, self.backend.for_update(), &ctx.tenant_id, key).await?;
+        if before.status == status {
+            return Err(Error::new(
+                ErrorCode::InvalidTransition,
+                format!("human '{}' is already {status_str}", before.email),
+            ));
+        }
+        let mut after = before.clone();
+        after.status = status;
+        after.updated_at = ctx.now;
+        sqlx::query("UPDATE humans SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status_str)
+            .bind(rows::ms(ctx.now))
+            .bind(&after.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let affected: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM agents WHERE tenant_id = $1 AND owner_id = $2 \
+             AND state NOT IN ('decommissioned', 'rejected', 'expired') AND orphaned <> $3 ORDER BY id",
+        )
+        .bind(&ctx.tenant_id)
+        .bind(&after.id)
+        .bind(orphaned)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for id in &affected {
+            sqlx::query("UPDATE agents SET orphaned = $1, updated_at = $2 WHERE id = $3")
+                .bind(orphaned)
+                .bind(rows::ms(ctx.now))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let flag = serde_json::json!({ "orphaned": orphaned == 1 });
+            let before_flag = serde_json::json!({ "orphaned": orphaned == 0 });
+            append(
+                &mut tx,
+                ctx,
+                event(if orphaned == 1 { "agent.orphan" } else { "agent.unorphan" }, "agent", id, Some(&before_flag), Some(&flag), reason.as_deref()),
+            )
+            .await?;
+        }
+        append(&mut tx, ctx, event(action, "human", &after.id, Some(&before), Some(&after), reason.as_deref())).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(HumanDeactivated { human: after, orphaned_agents: affected })
+    }
+}
+
+/// Lock and read a human inside a write transaction.
+pub(crate) async fn lock_human(tx: &mut Transaction<'static, Any>, lock: &str, tenant_id: &str, key: &str) -> Result<Human, Error> {
+    let key = key.to_lowercase();
+    let row = find_row(&mut **tx, "humans", "email", tenant_id, &key, lock)
+        .await?
+        .ok_or_else(|| Error::not_found("human", &key))?;
+    let mut human = rows::human(&row)?;
+    human.teams = memberships(&mut **tx, &human.id).await?;
+    Ok(human)
+}
+
+async fn memberships(conn: &mut sqlx::AnyConnection, human_id: &str) -> Result<Vec<String>, Error> {
+    sqlx::query_scalar("SELECT team_id FROM team_members WHERE human_id = $1 ORDER BY team_id")
+        .bind(human_id)
+        .fetch_all(conn)
+        .await
+        .map_err(db_error)
+}
+
+async fn set_memberships(tx: &mut Transaction<'static, Any>, tenant_id: &str, human_id: &str, teams: &[String]) -> Result<(), Error> {
+    for team in teams {
+        sqlx::query("INSERT INTO team_members (tenant_id, team_id, human_id) VALUES ($1, $2, $3)")
+            .bind(tenant_id)
+            .bind(team)
+            .bind(human_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Team ids for a list of ids or names, each of which must exist.
+async fn resolve_teams(tx: &mut Transaction<'static, Any>, tenant_id: &str, keys: &[String]) -> Result<Vec<String>, Error> {
+    let mut ids = Vec::new();
+    for key in keys {
+        let row = find_row(&mut **tx, "teams", "name", tenant_id, key, "")
+            .await?
+            .ok_or_else(|| Error::unknown_reference("teams", "team", key))?;
+        let id = rows::team(&row)?.id;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// Check every role name exists in the tenant.
+pub(crate) async fn check_roles(tx: &mut Transaction<'static, Any>, tenant_id: &str, field: &str, roles: &[String]) -> Result<(), Error> {
+    for role in roles {
+        let found = sqlx::query("SELECT id FROM roles WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(role)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        if found.is_none() {
+            return Err(Error::unknown_reference(field, "role", role));
+        }
+    }
+    Ok(())
+}
