@@ -1,22 +1,61 @@
-//! Steward's HTTP server. `start` boots it on a configured store and returns a
-//! handle; `RunningServer::wait_for_signal` serves until Ctrl-C or SIGTERM and
-//! then shuts down gracefully.
+//! Steward's HTTP server. [`start`] opens the store, bootstraps the default
+//! tenant and the admin token, and serves; [`RunningServer`] is the handle to
+//! stop it gracefully.
 
+pub mod auth;
 pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod seed;
+pub mod state;
 
 pub use config::{ClassificationConfig, Config};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Why the server could not start.
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use chrono::Utc;
+use steward_core::credentials::{SecretHasher, display_prefix, generate_secret};
+use steward_core::lifecycle::Transition;
+use steward_core::risk::{ClassificationCatalog, ClassificationTiers};
+use steward_core::spawn::SpawnLimits;
+use steward_core::{ChangeContext, InventoryRules};
+use steward_store::Store;
+use steward_store::tenants::DEFAULT_TENANT;
+use steward_types::{API_TOKEN_PREFIX, ErrorCode};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::state::{AppState, Inner};
+
+/// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct StartError(pub String);
+
+impl From<steward_core::Error> for StartError {
+    fn from(e: steward_core::Error) -> Self {
+        StartError(e.message)
+    }
+}
 
 /// A server that is listening.
 pub struct RunningServer {
     addr: SocketAddr,
     generated_admin_token: Option<String>,
+    shutdown: watch::Sender<bool>,
+    serving: JoinHandle<std::io::Result<()>>,
+    sweeper: JoinHandle<()>,
+    store: Store,
 }
 
 impl RunningServer {
@@ -24,28 +63,219 @@ impl RunningServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
     /// `http://ADDR`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
     /// The bootstrap admin token generated at first start (only then; print it once).
     pub fn generated_admin_token(&self) -> Option<&str> {
         self.generated_admin_token.as_deref()
     }
+
+    /// The store the server uses (tests inspect it directly).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Stop accepting connections, finish in-flight requests, close the store.
     pub async fn shutdown(self) -> Result<(), StartError> {
-        Ok(())
+        let _ = self.shutdown.send(true);
+        self.sweeper.abort();
+        let served = self
+            .serving
+            .await
+            .map_err(|e| StartError(format!("server task failed: {e}")))?;
+        self.store.close().await;
+        served.map_err(|e| StartError(format!("server failed: {e}")))
     }
+
     /// Serve until Ctrl-C or SIGTERM, then shut down gracefully.
     pub async fn wait_for_signal(self) -> Result<(), StartError> {
-        Ok(())
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(|e| StartError(format!("cannot listen for SIGTERM: {e}")))?;
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: finishing requests in flight");
+        self.shutdown().await
     }
 }
 
-/// Open the store (applying migrations), seed the default tenant, bind and serve.
+/// Build the deployment rules from configuration.
+fn rules_from(config: &Config) -> InventoryRules {
+    let mut classifications = ClassificationCatalog::default();
+    for c in &config.classifications {
+        classifications.insert(
+            &c.name,
+            ClassificationTiers {
+                read: c.read,
+                write: c.write,
+            },
+        );
+    }
+    InventoryRules {
+        classifications,
+        default_limits: SpawnLimits {
+            max_children: config.default_max_children,
+            max_depth: config.default_max_depth,
+        },
+    }
+}
+
+/// Open the store (applying migrations), bootstrap the default tenant and the
+/// admin token, bind and serve.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let store = Store::open(&config.effective_database_url()).await?;
+    let rules = rules_from(&config);
+    let now = Utc::now();
+    let ctx = ChangeContext::system(DEFAULT_TENANT, "bootstrap", now);
+    if store.ensure_tenant(&ctx, DEFAULT_TENANT, "Default").await? && config.seed_examples {
+        seed::seed_examples(&store, &ctx, &rules).await?;
+    }
+    let pepper = store
+        .setting_or_init("secret_pepper", || {
+            hex_string(&steward_core::credentials::generate_pepper())
+        })
+        .await?;
+    let hasher = SecretHasher::new(pepper.into_bytes());
+    let generated_admin_token = match &config.admin_token {
+        Some(token) if token.len() < 16 => {
+            return Err(StartError(
+                "the admin token must be at least 16 characters long".into(),
+            ));
+        }
+        Some(token) => {
+            store
+                .set_bootstrap_token(&ctx, &display_prefix(token), &hasher.hash(token))
+                .await?;
+            None
+        }
+        None if store.has_bootstrap_token().await? => None,
+        None => {
+            let token = generate_secret(API_TOKEN_PREFIX);
+            store
+                .set_bootstrap_token(&ctx, &display_prefix(&token), &hasher.hash(&token))
+                .await?;
+            Some(token)
+        }
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
+    let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
+    let state = AppState(Arc::new(Inner {
+        store: store.clone(),
+        hasher,
+        rules,
+        config,
+    }));
+    let app = router(state.clone());
+
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let sweeper = tokio::spawn(expiry_sweep(state, sweep_every));
+    tracing::info!(%addr, store = store.backend().as_str(), "steward listening");
     Ok(RunningServer {
-        addr: config.listen,
-        generated_admin_token: None,
+        addr,
+        generated_admin_token,
+        shutdown,
+        serving,
+        sweeper,
+        store,
     })
+}
+
+/// The complete application: API routes, OpenAPI, metrics and middleware.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let (api, doc) = routes::api(state);
+    let doc = Arc::new(doc);
+    let request_id = HeaderName::from_static("x-request-id");
+    api.route("/openapi.json", axum::routing::get(move || {
+        let doc = doc.clone();
+        async move { axum::Json(doc.as_ref().clone()) }
+    }))
+    .route("/metrics", axum::routing::get(metrics::render))
+    .fallback(error::route_not_found)
+    .method_not_allowed_fallback(error::method_not_allowed)
+    .layer(DefaultBodyLimit::max(max_body))
+    .layer(middleware::from_fn(metrics::track))
+    .layer(middleware::from_fn(scope_request_id))
+    .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+        let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    }))
+    .layer(PropagateRequestIdLayer::new(request_id.clone()))
+    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Make the request id available to error bodies and audit records.
+async fn scope_request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    error::REQUEST_ID.scope(id, next.run(req)).await
+}
+
+/// Expire agents whose expiry time has passed, every `every`.
+async fn expiry_sweep(state: AppState, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = expire_due(&state.store, Utc::now()).await {
+            tracing::warn!(error = %e, "expiry sweep failed; will retry");
+        }
+    }
+}
+
+/// One expiry sweep at `now`; returns the ids that expired.
+pub async fn expire_due(
+    store: &Store,
+    now: chrono::DateTime<Utc>,
+) -> Result<Vec<String>, steward_core::Error> {
+    let mut expired = Vec::new();
+    for (tenant, id) in store.agents_due_to_expire(now).await? {
+        let ctx = ChangeContext::system(&tenant, "expiry", now);
+        match store
+            .transition_agent(
+                &ctx,
+                &id,
+                Transition::Expire,
+                Some("expiry time passed".into()),
+            )
+            .await
+        {
+            Ok(_) => expired.push(id),
+            Err(e) if e.code == ErrorCode::InvalidTransition => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(expired)
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

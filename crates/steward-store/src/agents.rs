@@ -9,8 +9,8 @@ use steward_core::lifecycle::{self, Transition};
 use steward_core::spawn::{self, ChildRequest, SpawnLimits};
 use steward_core::{ChangeContext, Error, InventoryRules, validate};
 use steward_types::{
-    Agent, AgentFilter, AgentState, ErrorCode, HumanStatus, Page, RegisterAgent, RiskTier, TransitionResult,
-    UpdateAgent,
+    Agent, AgentFilter, AgentState, ErrorCode, HumanStatus, Page, RegisterAgent, RiskTier,
+    TransitionResult, UpdateAgent,
 };
 
 use crate::audit::{append, event};
@@ -24,7 +24,12 @@ const LIVE_STATES: &str = "('proposed', 'pending_approval', 'active', 'suspended
 impl Store {
     /// Register an agent. Low risk is active at once; medium and high wait in
     /// `pending_approval`; a draft stays `proposed`.
-    pub async fn register_agent(&self, ctx: &ChangeContext, rules: &InventoryRules, req: RegisterAgent) -> Result<Agent, Error> {
+    pub async fn register_agent(
+        &self,
+        ctx: &ChangeContext,
+        rules: &InventoryRules,
+        req: RegisterAgent,
+    ) -> Result<Agent, Error> {
         validate::name("name", &req.name)?;
         validate::text("purpose", &req.purpose)?;
         validate::text("platform", &req.platform)?;
@@ -35,7 +40,9 @@ impl Store {
         let mut tx = self.begin().await?;
         let owner = active_owner(&mut tx, lock, &ctx.tenant_id, &req.owner).await?;
         let team_id = match &req.team {
-            Some(t) => Some(resolve(&mut tx, "teams", "name", &ctx.tenant_id, "team", "team", t).await?),
+            Some(t) => {
+                Some(resolve(&mut tx, "teams", "name", &ctx.tenant_id, "team", "team", t).await?)
+            }
             None => None,
         };
         let persona = match &req.persona {
@@ -47,13 +54,20 @@ impl Store {
             }
             None => None,
         };
-        let roles = req.roles.or_else(|| persona.as_ref().map(|p| p.roles.clone())).unwrap_or_default();
-        let classifications =
-            req.classifications.or_else(|| persona.as_ref().map(|p| p.classifications.clone())).unwrap_or_default();
+        let roles = req
+            .roles
+            .or_else(|| persona.as_ref().map(|p| p.roles.clone()))
+            .unwrap_or_default();
+        let classifications = req
+            .classifications
+            .or_else(|| persona.as_ref().map(|p| p.classifications.clone()))
+            .unwrap_or_default();
         validate::name_list("roles", &roles)?;
         validate::name_list("classifications", &classifications)?;
         check_roles(&mut tx, &ctx.tenant_id, "roles", &roles).await?;
-        rules.classifications.validate("classifications", &classifications)?;
+        rules
+            .classifications
+            .validate("classifications", &classifications)?;
 
         let (parent_id, depth) = match &req.parent {
             Some(key) => {
@@ -69,8 +83,13 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                let child = ChildRequest { roles: &roles, classifications: &classifications, expires_at: req.expires_at };
-                let depth = spawn::check_spawn(&parent, limits, u64::try_from(live).unwrap_or(0), child)?;
+                let child = ChildRequest {
+                    roles: &roles,
+                    classifications: &classifications,
+                    expires_at: req.expires_at,
+                };
+                let depth =
+                    spawn::check_spawn(&parent, limits, u64::try_from(live).unwrap_or(0), child)?;
                 (Some(parent.id), depth)
             }
             None => (None, 0),
@@ -78,8 +97,15 @@ impl Store {
 
         let writes = roles_write(&mut tx, &ctx.tenant_id, &roles).await?;
         let risk_tier = rules.classifications.risk_tier(&classifications, writes);
-        let approval_tier = persona.as_ref().and_then(|p| p.approval_tier).map_or(risk_tier, |t| t.max(risk_tier));
-        let state = if req.draft { AgentState::Proposed } else { lifecycle::registration_state(approval_tier) };
+        let approval_tier = persona
+            .as_ref()
+            .and_then(|p| p.approval_tier)
+            .map_or(risk_tier, |t| t.max(risk_tier));
+        let state = if req.draft {
+            AgentState::Proposed
+        } else {
+            lifecycle::registration_state(approval_tier)
+        };
         let agent = Agent {
             id: rows::new_id("agt"),
             name: req.name,
@@ -130,7 +156,19 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| if is_unique_violation(&e) { Error::already_exists("agent", &agent.name) } else { db_error(e) })?;
-        append(&mut tx, ctx, event("agent.register", "agent", &agent.id, None, Some(&agent), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event(
+                "agent.register",
+                "agent",
+                &agent.id,
+                None,
+                Some(&agent),
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(agent)
     }
@@ -160,43 +198,75 @@ impl Store {
     }
 
     /// The tenant's agents, filtered.
-    pub async fn list_agents(&self, tenant_id: &str, filter: AgentFilter) -> Result<Page<Agent>, Error> {
+    pub async fn list_agents(
+        &self,
+        tenant_id: &str,
+        filter: AgentFilter,
+    ) -> Result<Page<Agent>, Error> {
         let cursor = Cursor::text(filter.cursor, filter.limit)?;
         let mut q = Select::tenant_rows("agents", tenant_id);
         if let Some(owner) = filter.owner {
-            q = q.and("owner_id IN (SELECT id FROM humans WHERE id = ? OR email = ?)", Param::Text(owner.to_lowercase()));
+            q = q.and(
+                "owner_id IN (SELECT id FROM humans WHERE id = ? OR email = ?)",
+                Param::Text(owner.to_lowercase()),
+            );
         }
         if let Some(team) = filter.team {
-            q = q.and("team_id IN (SELECT id FROM teams WHERE id = ? OR name = ?)", Param::Text(team));
+            q = q.and(
+                "team_id IN (SELECT id FROM teams WHERE id = ? OR name = ?)",
+                Param::Text(team),
+            );
         }
         if let Some(persona) = filter.persona {
-            q = q.and("persona_id IN (SELECT id FROM personas WHERE id = ? OR name = ?)", Param::Text(persona));
+            q = q.and(
+                "persona_id IN (SELECT id FROM personas WHERE id = ? OR name = ?)",
+                Param::Text(persona),
+            );
         }
         if let Some(state) = filter.state {
             let state = AgentState::parse(&state).ok_or_else(|| {
                 let all: Vec<&str> = AgentState::ALL.iter().map(|s| s.as_str()).collect();
-                Error::new(ErrorCode::InvalidQuery, format!("state: '{state}' is not one of {}", all.join(", ")))
+                Error::new(
+                    ErrorCode::InvalidQuery,
+                    format!("state: '{state}' is not one of {}", all.join(", ")),
+                )
             })?;
             q = q.and("state = ?", Param::Text(state.as_str().into()));
         }
         if let Some(tier) = filter.risk_tier {
             rows::parse_tier(&tier).map_err(|_| {
-                Error::new(ErrorCode::InvalidQuery, format!("risk_tier: '{tier}' is not low, medium or high"))
+                Error::new(
+                    ErrorCode::InvalidQuery,
+                    format!("risk_tier: '{tier}' is not low, medium or high"),
+                )
             })?;
             q = q.and("risk_tier = ?", Param::Text(tier));
         }
         if let Some(parent) = filter.parent {
-            q = q.and("parent_id IN (SELECT id FROM agents WHERE id = ? OR name = ?)", Param::Text(parent));
+            q = q.and(
+                "parent_id IN (SELECT id FROM agents WHERE id = ? OR name = ?)",
+                Param::Text(parent),
+            );
         }
         if let Some(orphaned) = filter.orphaned {
             q = q.and("orphaned = ?", Param::Int(i64::from(orphaned)));
         }
-        q.page(&self.read, "id", &cursor, rows::agent, |a| a.id.clone()).await
+        q.page(&self.read, "id", &cursor, rows::agent, |a| a.id.clone())
+            .await
     }
 
     /// Change an agent's descriptive fields, owner or expiry.
-    pub async fn update_agent(&self, ctx: &ChangeContext, key: &str, req: UpdateAgent) -> Result<Agent, Error> {
-        for (field, value) in [("purpose", &req.purpose), ("platform", &req.platform), ("model", &req.model)] {
+    pub async fn update_agent(
+        &self,
+        ctx: &ChangeContext,
+        key: &str,
+        req: UpdateAgent,
+    ) -> Result<Agent, Error> {
+        for (field, value) in [
+            ("purpose", &req.purpose),
+            ("platform", &req.platform),
+            ("model", &req.model),
+        ] {
             if let Some(v) = value {
                 validate::text(field, v)?;
             }
@@ -211,7 +281,11 @@ impl Store {
         if before.state.is_terminal() {
             return Err(Error::new(
                 ErrorCode::InvalidTransition,
-                format!("agent '{}' is {}; it can no longer be changed", before.name, before.state.as_str()),
+                format!(
+                    "agent '{}' is {}; it can no longer be changed",
+                    before.name,
+                    before.state.as_str()
+                ),
             ));
         }
         let mut after = before.clone();
@@ -220,7 +294,18 @@ impl Store {
             after.orphaned = false;
         }
         if let Some(team) = &req.team {
-            after.team_id = Some(resolve(&mut tx, "teams", "name", &ctx.tenant_id, "team", "team", team).await?);
+            after.team_id = Some(
+                resolve(
+                    &mut tx,
+                    "teams",
+                    "name",
+                    &ctx.tenant_id,
+                    "team",
+                    "team",
+                    team,
+                )
+                .await?,
+            );
         }
         if let Some(expires_at) = req.expires_at {
             if let Some(parent_id) = &before.parent_id {
@@ -228,7 +313,10 @@ impl Store {
                 if parent.expires_at.is_some_and(|p| expires_at > p) {
                     return Err(Error::new(
                         ErrorCode::ExceedsParent,
-                        format!("expires_at: a child of '{}' must expire no later than its parent", parent.name),
+                        format!(
+                            "expires_at: a child of '{}' must expire no later than its parent",
+                            parent.name
+                        ),
                     ));
                 }
             }
@@ -256,7 +344,19 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        append(&mut tx, ctx, event("agent.update", "agent", &after.id, Some(&before), Some(&after), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event(
+                "agent.update",
+                "agent",
+                &after.id,
+                Some(&before),
+                Some(&after),
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(after)
     }
@@ -295,14 +395,16 @@ impl Store {
             after.state = to;
             after.state_reason = reason.clone();
             after.updated_at = ctx.now;
-            sqlx::query("UPDATE agents SET state = $1, state_reason = $2, updated_at = $3 WHERE id = $4")
-                .bind(to.as_str())
-                .bind(&reason)
-                .bind(rows::ms(ctx.now))
-                .bind(&after.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            sqlx::query(
+                "UPDATE agents SET state = $1, state_reason = $2, updated_at = $3 WHERE id = $4",
+            )
+            .bind(to.as_str())
+            .bind(&reason)
+            .bind(rows::ms(ctx.now))
+            .bind(&after.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
             if to == AgentState::Decommissioned {
                 keys_revoked += sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
                     .bind(rows::ms(ctx.now))
@@ -313,18 +415,39 @@ impl Store {
                     .rows_affected();
             }
             let action = format!("agent.{}", transition.as_str());
-            append(&mut tx, ctx, event(&action, "agent", &after.id, Some(&before), Some(&after), reason.as_deref())).await?;
+            append(
+                &mut tx,
+                ctx,
+                event(
+                    &action,
+                    "agent",
+                    &after.id,
+                    Some(&before),
+                    Some(&after),
+                    reason.as_deref(),
+                ),
+            )
+            .await?;
             changed.push(after);
         }
         tx.commit().await.map_err(db_error)?;
         let mut changed = changed.into_iter();
-        let agent = changed.next().ok_or_else(|| Error::internal("transition changed nothing"))?;
-        Ok(TransitionResult { agent, cascaded: changed.map(|a| a.id).collect(), keys_revoked })
+        let agent = changed
+            .next()
+            .ok_or_else(|| Error::internal("transition changed nothing"))?;
+        Ok(TransitionResult {
+            agent,
+            cascaded: changed.map(|a| a.id).collect(),
+            keys_revoked,
+        })
     }
 
     /// Agents whose expiry time has passed but which are not yet terminal,
     /// as (tenant, agent id).
-    pub async fn agents_due_to_expire(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>, Error> {
+    pub async fn agents_due_to_expire(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>, Error> {
         let rows: Vec<(String, String)> = sqlx::query_as(&format!(
             "SELECT tenant_id, id FROM agents WHERE expires_at IS NOT NULL AND expires_at <= $1 \
              AND state IN {LIVE_STATES} ORDER BY id"
@@ -338,20 +461,39 @@ impl Store {
 }
 
 /// Lock and read an agent inside a write transaction.
-pub(crate) async fn lock_agent(tx: &mut Transaction<'static, Any>, lock: &str, tenant_id: &str, key: &str) -> Result<Agent, Error> {
-    let row = find_row(&mut **tx, "agents", "name", tenant_id, key, lock).await?.ok_or_else(|| Error::not_found("agent", key))?;
+pub(crate) async fn lock_agent(
+    tx: &mut Transaction<'static, Any>,
+    lock: &str,
+    tenant_id: &str,
+    key: &str,
+) -> Result<Agent, Error> {
+    let row = find_row(&mut **tx, "agents", "name", tenant_id, key, lock)
+        .await?
+        .ok_or_else(|| Error::not_found("agent", key))?;
     rows::agent(&row)
 }
 
 /// The id of the owner named by id or e-mail, who must exist and be active.
-async fn active_owner(tx: &mut Transaction<'static, Any>, lock: &str, tenant_id: &str, key: &str) -> Result<String, Error> {
+async fn active_owner(
+    tx: &mut Transaction<'static, Any>,
+    lock: &str,
+    tenant_id: &str,
+    key: &str,
+) -> Result<String, Error> {
     let owner = lock_human(tx, lock, tenant_id, key).await.map_err(|e| {
-        if e.code == ErrorCode::NotFound { Error::unknown_reference("owner", "human", key) } else { e }
+        if e.code == ErrorCode::NotFound {
+            Error::unknown_reference("owner", "human", key)
+        } else {
+            e
+        }
     })?;
     if owner.status != HumanStatus::Active {
         return Err(Error::new(
             ErrorCode::OwnerInactive,
-            format!("owner: '{}' is deactivated; choose an active human as the agent's owner", owner.email),
+            format!(
+                "owner: '{}' is deactivated; choose an active human as the agent's owner",
+                owner.email
+            ),
         )
         .with_details(serde_json::json!({ "field": "owner", "human": owner.id })));
     }
@@ -374,14 +516,19 @@ async fn resolve(
     sqlx::Row::try_get(&row, "id").map_err(db_error)
 }
 
-async fn roles_write(tx: &mut Transaction<'static, Any>, tenant_id: &str, roles: &[String]) -> Result<bool, Error> {
+async fn roles_write(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    roles: &[String],
+) -> Result<bool, Error> {
     for role in roles {
-        let writes: Option<i64> = sqlx::query_scalar("SELECT writes FROM roles WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant_id)
-            .bind(role)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db_error)?;
+        let writes: Option<i64> =
+            sqlx::query_scalar("SELECT writes FROM roles WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant_id)
+                .bind(role)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?;
         if writes.unwrap_or(0) != 0 {
             return Ok(true);
         }
@@ -389,32 +536,44 @@ async fn roles_write(tx: &mut Transaction<'static, Any>, tenant_id: &str, roles:
     Ok(false)
 }
 
-async fn spawn_limits(tx: &mut Transaction<'static, Any>, rules: &InventoryRules, parent: &Agent) -> Result<SpawnLimits, Error> {
+async fn spawn_limits(
+    tx: &mut Transaction<'static, Any>,
+    rules: &InventoryRules,
+    parent: &Agent,
+) -> Result<SpawnLimits, Error> {
     let Some(persona_id) = &parent.persona_id else {
         return Ok(rules.default_limits);
     };
-    let row: Option<(i64, i64)> = sqlx::query_as("SELECT max_children, max_depth FROM personas WHERE id = $1")
-        .bind(persona_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_error)?;
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT max_children, max_depth FROM personas WHERE id = $1")
+            .bind(persona_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
     Ok(match row {
-        Some((c, d)) => SpawnLimits { max_children: u32::try_from(c).unwrap_or(0), max_depth: u32::try_from(d).unwrap_or(0) },
+        Some((c, d)) => SpawnLimits {
+            max_children: u32::try_from(c).unwrap_or(0),
+            max_depth: u32::try_from(d).unwrap_or(0),
+        },
         None => rules.default_limits,
     })
 }
 
 /// The tier registration approval follows: the derived tier, raised to the
 /// persona's approval tier when that is stricter.
-async fn effective_tier(tx: &mut Transaction<'static, Any>, agent: &Agent) -> Result<RiskTier, Error> {
+async fn effective_tier(
+    tx: &mut Transaction<'static, Any>,
+    agent: &Agent,
+) -> Result<RiskTier, Error> {
     let Some(persona_id) = &agent.persona_id else {
         return Ok(agent.risk_tier);
     };
-    let tier: Option<Option<String>> = sqlx::query_scalar("SELECT approval_tier FROM personas WHERE id = $1")
-        .bind(persona_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_error)?;
+    let tier: Option<Option<String>> =
+        sqlx::query_scalar("SELECT approval_tier FROM personas WHERE id = $1")
+            .bind(persona_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
     match tier.flatten() {
         Some(t) => Ok(rows::parse_tier(&t)?.max(agent.risk_tier)),
         None => Ok(agent.risk_tier),
@@ -423,17 +582,28 @@ async fn effective_tier(tx: &mut Transaction<'static, Any>, agent: &Agent) -> Re
 
 /// An agent may become active only with an active owner, before its expiry,
 /// and (for a child) while its parent is active.
-async fn check_may_become_active(tx: &mut Transaction<'static, Any>, tenant_id: &str, agent: &Agent, now: DateTime<Utc>) -> Result<(), Error> {
+async fn check_may_become_active(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    agent: &Agent,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     if agent.orphaned {
         return Err(Error::new(
             ErrorCode::OwnerInactive,
-            format!("agent '{}' is orphaned: assign an active owner (PATCH owner) before it can act again", agent.name),
+            format!(
+                "agent '{}' is orphaned: assign an active owner (PATCH owner) before it can act again",
+                agent.name
+            ),
         ));
     }
     if agent.expires_at.is_some_and(|e| e <= now) {
         return Err(Error::new(
             ErrorCode::InvalidTransition,
-            format!("agent '{}' passed its expiry time; it cannot become active", agent.name),
+            format!(
+                "agent '{}' passed its expiry time; it cannot become active",
+                agent.name
+            ),
         ));
     }
     if let Some(parent_id) = &agent.parent_id {
@@ -441,7 +611,11 @@ async fn check_may_become_active(tx: &mut Transaction<'static, Any>, tenant_id: 
         if parent.state != AgentState::Active {
             return Err(Error::new(
                 ErrorCode::ParentNotActive,
-                format!("parent agent '{}' is {}; a child can only be active under an active parent", parent.name, parent.state.as_str()),
+                format!(
+                    "parent agent '{}' is {}; a child can only be active under an active parent",
+                    parent.name,
+                    parent.state.as_str()
+                ),
             ));
         }
     }
@@ -449,16 +623,23 @@ async fn check_may_become_active(tx: &mut Transaction<'static, Any>, tenant_id: 
 }
 
 /// Every descendant of `root`, breadth first.
-async fn descendants(tx: &mut Transaction<'static, Any>, lock: &str, tenant_id: &str, root: &str) -> Result<Vec<Agent>, Error> {
+async fn descendants(
+    tx: &mut Transaction<'static, Any>,
+    lock: &str,
+    tenant_id: &str,
+    root: &str,
+) -> Result<Vec<Agent>, Error> {
     let mut out = Vec::new();
     let mut frontier = vec![root.to_string()];
     while let Some(id) = frontier.pop() {
-        let rows = sqlx::query(&format!("SELECT * FROM agents WHERE tenant_id = $1 AND parent_id = $2 ORDER BY id{lock}"))
-            .bind(tenant_id)
-            .bind(&id)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_error)?;
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM agents WHERE tenant_id = $1 AND parent_id = $2 ORDER BY id{lock}"
+        ))
+        .bind(tenant_id)
+        .bind(&id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
         for row in rows {
             let child = rows::agent(&row)?;
             frontier.push(child.id.clone());
@@ -475,7 +656,10 @@ fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), Error> {
     for (k, v) in labels {
         validate::name("labels", k)?;
         if v.len() > 256 {
-            return Err(Error::invalid("labels", format!("the value of '{k}' is longer than 256 bytes")));
+            return Err(Error::invalid(
+                "labels",
+                format!("the value of '{k}' is longer than 256 bytes"),
+            ));
         }
     }
     Ok(())

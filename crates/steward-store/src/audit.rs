@@ -10,7 +10,11 @@ use crate::rows::{self, Cursor, Param, Select};
 use crate::{Store, db_error};
 
 /// Append one event to the log within `tx`.
-pub async fn append(tx: &mut Transaction<'static, Any>, ctx: &ChangeContext, event: AuditEvent) -> Result<(), Error> {
+pub async fn append(
+    tx: &mut Transaction<'static, Any>,
+    ctx: &ChangeContext,
+    event: AuditEvent,
+) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO audit_log (tenant_id, time, actor_kind, actor_id, actor_human_id, action, \
          resource_type, resource_id, before, after, reason, request_id) \
@@ -55,7 +59,11 @@ pub fn event<T: serde::Serialize>(
 
 impl Store {
     /// Read the tenant's log, oldest first.
-    pub async fn list_audit(&self, tenant_id: &str, filter: AuditFilter) -> Result<Page<AuditEntry>, Error> {
+    pub async fn list_audit(
+        &self,
+        tenant_id: &str,
+        filter: AuditFilter,
+    ) -> Result<Page<AuditEntry>, Error> {
         let cursor = Cursor::seq(filter.cursor, filter.limit)?;
         let mut q = Select::tenant_rows("audit_log", tenant_id);
         if let Some(r) = filter.resource_id {
@@ -64,6 +72,9 @@ impl Store {
         if let Some(a) = filter.action {
             q = q.and("action = ?", Param::Text(a));
         }
-        q.page(&self.read, "seq", &cursor, rows::audit_entry, |e| e.seq.to_string()).await
+        q.page(&self.read, "seq", &cursor, rows::audit_entry, |e| {
+            e.seq.to_string()
+        })
+        .await
     }
 }

@@ -10,7 +10,15 @@ use crate::tenants::find_row;
 use crate::{Store, db_error, is_unique_violation};
 
 /// Quota metrics and windows a persona template may name.
-const QUOTA_METRICS: &[&str] = &["requests", "tool_calls", "tokens", "cost", "records", "bytes", "child_agents"];
+const QUOTA_METRICS: &[&str] = &[
+    "requests",
+    "tool_calls",
+    "tokens",
+    "cost",
+    "records",
+    "bytes",
+    "child_agents",
+];
 const QUOTA_WINDOWS: &[&str] = &["second", "minute", "hour", "day", "month"];
 
 impl Store {
@@ -18,10 +26,19 @@ impl Store {
     pub async fn create_role(&self, ctx: &ChangeContext, req: CreateRole) -> Result<Role, Error> {
         validate::name("name", &req.name)?;
         if req.name.contains(' ') {
-            return Err(Error::invalid("name", "role names have no spaces (they are used in policies)"));
+            return Err(Error::invalid(
+                "name",
+                "role names have no spaces (they are used in policies)",
+            ));
         }
         validate::text("description", &req.description)?;
-        let role = Role { id: rows::new_id("role"), name: req.name, description: req.description, writes: req.writes, created_at: ctx.now };
+        let role = Role {
+            id: rows::new_id("role"),
+            name: req.name,
+            description: req.description,
+            writes: req.writes,
+            created_at: ctx.now,
+        };
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO roles (id, tenant_id, name, description, writes, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&role.id)
@@ -33,7 +50,12 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| if is_unique_violation(&e) { Error::already_exists("role", &role.name) } else { db_error(e) })?;
-        append(&mut tx, ctx, event("role.create", "role", &role.id, None, Some(&role), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event("role.create", "role", &role.id, None, Some(&role), None),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(role)
     }
@@ -49,7 +71,9 @@ impl Store {
     /// The tenant's roles.
     pub async fn list_roles(&self, tenant_id: &str, page: PageQuery) -> Result<Page<Role>, Error> {
         let cursor = Cursor::text(page.cursor, page.limit)?;
-        Select::tenant_rows("roles", tenant_id).page(&self.read, "id", &cursor, rows::role, |r| r.id.clone()).await
+        Select::tenant_rows("roles", tenant_id)
+            .page(&self.read, "id", &cursor, rows::role, |r| r.id.clone())
+            .await
     }
 
     /// Whether any of the named roles writes.
@@ -63,18 +87,31 @@ impl Store {
     }
 
     /// Create a persona.
-    pub async fn create_persona(&self, ctx: &ChangeContext, rules: &InventoryRules, req: CreatePersona) -> Result<Persona, Error> {
+    pub async fn create_persona(
+        &self,
+        ctx: &ChangeContext,
+        rules: &InventoryRules,
+        req: CreatePersona,
+    ) -> Result<Persona, Error> {
         validate::name("name", &req.name)?;
         validate::text("description", &req.description)?;
         validate::name_list("roles", &req.roles)?;
         validate::name_list("classifications", &req.classifications)?;
-        rules.classifications.validate("classifications", &req.classifications)?;
+        rules
+            .classifications
+            .validate("classifications", &req.classifications)?;
         for q in &req.quotas {
             if !QUOTA_METRICS.contains(&q.metric.as_str()) {
-                return Err(Error::invalid("quotas.metric", format!("'{}' is not one of {}", q.metric, QUOTA_METRICS.join(", "))));
+                return Err(Error::invalid(
+                    "quotas.metric",
+                    format!("'{}' is not one of {}", q.metric, QUOTA_METRICS.join(", ")),
+                ));
             }
             if !QUOTA_WINDOWS.contains(&q.window.as_str()) {
-                return Err(Error::invalid("quotas.window", format!("'{}' is not one of {}", q.window, QUOTA_WINDOWS.join(", "))));
+                return Err(Error::invalid(
+                    "quotas.window",
+                    format!("'{}' is not one of {}", q.window, QUOTA_WINDOWS.join(", ")),
+                ));
             }
             if q.limit == 0 {
                 return Err(Error::invalid("quotas.limit", "must be at least 1"));
@@ -83,7 +120,10 @@ impl Store {
         validate::name_list("approval_required_for", &req.approval_required_for)?;
         let max_depth = req.max_depth.unwrap_or(rules.default_limits.max_depth);
         if max_depth > 32 {
-            return Err(Error::new(ErrorCode::InvalidRequest, "max_depth: at most 32"));
+            return Err(Error::new(
+                ErrorCode::InvalidRequest,
+                "max_depth: at most 32",
+            ));
         }
         let persona = Persona {
             id: rows::new_id("per"),
@@ -92,7 +132,9 @@ impl Store {
             roles: req.roles,
             classifications: req.classifications,
             quotas: req.quotas,
-            max_children: req.max_children.unwrap_or(rules.default_limits.max_children),
+            max_children: req
+                .max_children
+                .unwrap_or(rules.default_limits.max_children),
             max_depth,
             approval_tier: req.approval_tier,
             approval_required_for: req.approval_required_for,
@@ -120,7 +162,19 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| if is_unique_violation(&e) { Error::already_exists("persona", &persona.name) } else { db_error(e) })?;
-        append(&mut tx, ctx, event("persona.create", "persona", &persona.id, None, Some(&persona), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event(
+                "persona.create",
+                "persona",
+                &persona.id,
+                None,
+                Some(&persona),
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(persona)
     }
@@ -134,8 +188,14 @@ impl Store {
     }
 
     /// The tenant's personas.
-    pub async fn list_personas(&self, tenant_id: &str, page: PageQuery) -> Result<Page<Persona>, Error> {
+    pub async fn list_personas(
+        &self,
+        tenant_id: &str,
+        page: PageQuery,
+    ) -> Result<Page<Persona>, Error> {
         let cursor = Cursor::text(page.cursor, page.limit)?;
-        Select::tenant_rows("personas", tenant_id).page(&self.read, "id", &cursor, rows::persona, |p| p.id.clone()).await
+        Select::tenant_rows("personas", tenant_id)
+            .page(&self.read, "id", &cursor, rows::persona, |p| p.id.clone())
+            .await
     }
 }

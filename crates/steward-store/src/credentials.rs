@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use steward_core::credentials::{display_prefix, generate_secret};
 use steward_core::{ChangeContext, Error, validate};
 use steward_types::{
-    AGENT_KEY_PREFIX, API_TOKEN_PREFIX, ApiKey, ApiToken, CreateKey, CreateToken, CreatedKey, CreatedToken, ErrorCode,
-    Page, PageQuery, TokenRole,
+    AGENT_KEY_PREFIX, API_TOKEN_PREFIX, ApiKey, ApiToken, CreateKey, CreateToken, CreatedKey,
+    CreatedToken, ErrorCode, Page, PageQuery, TokenRole,
 };
 
 use crate::agents::lock_agent;
@@ -50,11 +50,21 @@ impl Store {
             return Err(Error::invalid("expires_at", "must be in the future"));
         }
         let mut tx = self.begin().await?;
-        let agent = lock_agent(&mut tx, self.backend.for_update(), &ctx.tenant_id, agent_key).await?;
+        let agent = lock_agent(
+            &mut tx,
+            self.backend.for_update(),
+            &ctx.tenant_id,
+            agent_key,
+        )
+        .await?;
         if agent.state.is_terminal() {
             return Err(Error::new(
                 ErrorCode::InvalidTransition,
-                format!("agent '{}' is {}; it cannot get new keys", agent.name, agent.state.as_str()),
+                format!(
+                    "agent '{}' is {}; it cannot get new keys",
+                    agent.name,
+                    agent.state.as_str()
+                ),
             ));
         }
         let secret = generate_secret(AGENT_KEY_PREFIX);
@@ -83,13 +93,23 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        append(&mut tx, ctx, event("key.create", "agent_key", &key.id, None, Some(&key), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event("key.create", "agent_key", &key.id, None, Some(&key), None),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(CreatedKey { key, secret })
     }
 
     /// An agent's keys (metadata only).
-    pub async fn list_keys(&self, tenant_id: &str, agent_key: &str, page: PageQuery) -> Result<Page<ApiKey>, Error> {
+    pub async fn list_keys(
+        &self,
+        tenant_id: &str,
+        agent_key: &str,
+        page: PageQuery,
+    ) -> Result<Page<ApiKey>, Error> {
         let agent = self.get_agent(tenant_id, agent_key).await?;
         let cursor = Cursor::text(page.cursor, page.limit)?;
         Select::tenant_rows("agent_keys", tenant_id)
@@ -99,9 +119,20 @@ impl Store {
     }
 
     /// Revoke one of an agent's keys.
-    pub async fn revoke_key(&self, ctx: &ChangeContext, agent_key: &str, key_id: &str) -> Result<ApiKey, Error> {
+    pub async fn revoke_key(
+        &self,
+        ctx: &ChangeContext,
+        agent_key: &str,
+        key_id: &str,
+    ) -> Result<ApiKey, Error> {
         let mut tx = self.begin().await?;
-        let agent = lock_agent(&mut tx, self.backend.for_update(), &ctx.tenant_id, agent_key).await?;
+        let agent = lock_agent(
+            &mut tx,
+            self.backend.for_update(),
+            &ctx.tenant_id,
+            agent_key,
+        )
+        .await?;
         let row = sqlx::query("SELECT * FROM agent_keys WHERE id = $1 AND agent_id = $2")
             .bind(key_id)
             .bind(&agent.id)
@@ -111,7 +142,10 @@ impl Store {
             .ok_or_else(|| Error::not_found("key", key_id))?;
         let before = rows::api_key(&row)?;
         if before.revoked_at.is_some() {
-            return Err(Error::new(ErrorCode::InvalidTransition, format!("key '{key_id}' is already revoked")));
+            return Err(Error::new(
+                ErrorCode::InvalidTransition,
+                format!("key '{key_id}' is already revoked"),
+            ));
         }
         let mut after = before.clone();
         after.revoked_at = Some(ctx.now);
@@ -121,7 +155,19 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        append(&mut tx, ctx, event("key.revoke", "agent_key", key_id, Some(&before), Some(&after), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event(
+                "key.revoke",
+                "agent_key",
+                key_id,
+                Some(&before),
+                Some(&after),
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(after)
     }
@@ -134,7 +180,10 @@ impl Store {
             .await
             .map_err(db_error)?;
         row.map(|row| {
-            Ok(KeyLookup { tenant_id: sqlx::Row::try_get(&row, "tenant_id").map_err(db_error)?, key: rows::api_key(&row)? })
+            Ok(KeyLookup {
+                tenant_id: sqlx::Row::try_get(&row, "tenant_id").map_err(db_error)?,
+                key: rows::api_key(&row)?,
+            })
         })
         .transpose()
     }
@@ -142,7 +191,10 @@ impl Store {
     /// Record that a key was used, at most once a minute per key so that
     /// authentication stays a read in the hot path.
     pub async fn touch_key(&self, key: &ApiKey, now: DateTime<Utc>) -> Result<(), Error> {
-        if key.last_used_at.is_some_and(|t| now - t < chrono::Duration::seconds(60)) {
+        if key
+            .last_used_at
+            .is_some_and(|t| now - t < chrono::Duration::seconds(60))
+        {
             return Ok(());
         }
         let mut tx = self.begin().await?;
@@ -196,15 +248,33 @@ impl Store {
             revoked_at: None,
         };
         insert_token(&mut tx, &token, &hash(&secret), false).await?;
-        append(&mut tx, ctx, event("token.create", "api_token", &token.id, None, Some(&token), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event(
+                "token.create",
+                "api_token",
+                &token.id,
+                None,
+                Some(&token),
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(CreatedToken { token, secret })
     }
 
     /// The tenant's API tokens (metadata only).
-    pub async fn list_tokens(&self, tenant_id: &str, page: PageQuery) -> Result<Page<ApiToken>, Error> {
+    pub async fn list_tokens(
+        &self,
+        tenant_id: &str,
+        page: PageQuery,
+    ) -> Result<Page<ApiToken>, Error> {
         let cursor = Cursor::text(page.cursor, page.limit)?;
-        Select::tenant_rows("api_tokens", tenant_id).page(&self.read, "id", &cursor, rows::api_token, |t| t.id.clone()).await
+        Select::tenant_rows("api_tokens", tenant_id)
+            .page(&self.read, "id", &cursor, rows::api_token, |t| t.id.clone())
+            .await
     }
 
     /// Revoke an API token.
@@ -219,7 +289,10 @@ impl Store {
             .ok_or_else(|| Error::not_found("token", id))?;
         let before = rows::api_token(&row)?;
         if before.revoked_at.is_some() {
-            return Err(Error::new(ErrorCode::InvalidTransition, format!("token '{id}' is already revoked")));
+            return Err(Error::new(
+                ErrorCode::InvalidTransition,
+                format!("token '{id}' is already revoked"),
+            ));
         }
         if id == BOOTSTRAP_TOKEN_ID {
             return Err(Error::new(
@@ -235,7 +308,19 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        append(&mut tx, ctx, event("token.revoke", "api_token", id, Some(&before), Some(&after), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event(
+                "token.revoke",
+                "api_token",
+                id,
+                Some(&before),
+                Some(&after),
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(after)
     }
@@ -248,8 +333,12 @@ impl Store {
             .await
             .map_err(db_error)?;
         row.map(|row| {
-            let platform_admin: i64 = sqlx::Row::try_get(&row, "platform_admin").map_err(db_error)?;
-            Ok(TokenLookup { token: rows::api_token(&row)?, platform_admin: platform_admin != 0 })
+            let platform_admin: i64 =
+                sqlx::Row::try_get(&row, "platform_admin").map_err(db_error)?;
+            Ok(TokenLookup {
+                token: rows::api_token(&row)?,
+                platform_admin: platform_admin != 0,
+            })
         })
         .transpose()
     }
@@ -265,17 +354,27 @@ impl Store {
     }
 
     /// Install (or rotate to) the bootstrap administrator token, given its hash.
-    pub async fn set_bootstrap_token(&self, ctx: &ChangeContext, secret_prefix: &str, hash: &str) -> Result<(), Error> {
+    pub async fn set_bootstrap_token(
+        &self,
+        ctx: &ChangeContext,
+        secret_prefix: &str,
+        hash: &str,
+    ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
-        let existing: Option<String> = sqlx::query_scalar("SELECT hash FROM api_tokens WHERE id = $1")
-            .bind(BOOTSTRAP_TOKEN_ID)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM api_tokens WHERE id = $1")
+                .bind(BOOTSTRAP_TOKEN_ID)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
         if existing.as_deref() == Some(hash) {
             return Ok(());
         }
-        sqlx::query("DELETE FROM api_tokens WHERE id = $1").bind(BOOTSTRAP_TOKEN_ID).execute(&mut *tx).await.map_err(db_error)?;
+        sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+            .bind(BOOTSTRAP_TOKEN_ID)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         let token = ApiToken {
             id: BOOTSTRAP_TOKEN_ID.into(),
             tenant_id: ctx.tenant_id.clone(),
@@ -289,8 +388,24 @@ impl Store {
             revoked_at: None,
         };
         insert_token(&mut tx, &token, hash, true).await?;
-        let action = if existing.is_some() { "token.rotate" } else { "token.create" };
-        append(&mut tx, ctx, event(action, "api_token", BOOTSTRAP_TOKEN_ID, None, Some(&token), None)).await?;
+        let action = if existing.is_some() {
+            "token.rotate"
+        } else {
+            "token.create"
+        };
+        append(
+            &mut tx,
+            ctx,
+            event(
+                action,
+                "api_token",
+                BOOTSTRAP_TOKEN_ID,
+                None,
+                Some(&token),
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)
     }
 }

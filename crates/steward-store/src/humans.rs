@@ -3,7 +3,9 @@
 
 use sqlx::{Any, Transaction};
 use steward_core::{ChangeContext, Error, validate};
-use steward_types::{CreateHuman, ErrorCode, Human, HumanDeactivated, HumanStatus, Page, PageQuery, UpdateHuman};
+use steward_types::{
+    CreateHuman, ErrorCode, Human, HumanDeactivated, HumanStatus, Page, PageQuery, UpdateHuman,
+};
 
 use crate::audit::{append, event};
 use crate::rows::{self, Cursor, Param, Select};
@@ -12,7 +14,11 @@ use crate::{Store, db_error, is_unique_violation};
 
 impl Store {
     /// Create a human.
-    pub async fn create_human(&self, ctx: &ChangeContext, req: CreateHuman) -> Result<Human, Error> {
+    pub async fn create_human(
+        &self,
+        ctx: &ChangeContext,
+        req: CreateHuman,
+    ) -> Result<Human, Error> {
         let email = req.email.trim().to_lowercase();
         validate::email("email", &email)?;
         validate::name("display_name", &req.display_name)?;
@@ -44,7 +50,12 @@ impl Store {
         .await
         .map_err(|e| if is_unique_violation(&e) { Error::already_exists("human with e-mail", &human.email) } else { db_error(e) })?;
         set_memberships(&mut tx, &ctx.tenant_id, &human.id, &human.teams).await?;
-        append(&mut tx, ctx, event("human.create", "human", &human.id, None, Some(&human), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event("human.create", "human", &human.id, None, Some(&human), None),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(human)
     }
@@ -62,22 +73,37 @@ impl Store {
     }
 
     /// The tenant's humans, optionally by status or team.
-    pub async fn list_humans(&self, tenant_id: &str, page: PageQuery) -> Result<Page<Human>, Error> {
+    pub async fn list_humans(
+        &self,
+        tenant_id: &str,
+        page: PageQuery,
+    ) -> Result<Page<Human>, Error> {
         let cursor = Cursor::text(page.cursor, page.limit)?;
         let mut q = Select::tenant_rows("humans", tenant_id);
         if let Some(status) = page.status {
             if status != "active" && status != "deactivated" {
-                return Err(Error::new(ErrorCode::InvalidQuery, format!("status: '{status}' is not active or deactivated")));
+                return Err(Error::new(
+                    ErrorCode::InvalidQuery,
+                    format!("status: '{status}' is not active or deactivated"),
+                ));
             }
             q = q.and("status = ?", Param::Text(status));
         }
         if let Some(team) = page.team {
             let team = self.get_team(tenant_id, &team).await.map_err(|_| {
-                Error::new(ErrorCode::InvalidQuery, format!("team: no team '{team}' in this tenant"))
+                Error::new(
+                    ErrorCode::InvalidQuery,
+                    format!("team: no team '{team}' in this tenant"),
+                )
             })?;
-            q = q.and("id IN (SELECT human_id FROM team_members WHERE team_id = ?)", Param::Text(team.id));
+            q = q.and(
+                "id IN (SELECT human_id FROM team_members WHERE team_id = ?)",
+                Param::Text(team.id),
+            );
         }
-        let mut page = q.page(&self.read, "id", &cursor, rows::human, |h| h.id.clone()).await?;
+        let mut page = q
+            .page(&self.read, "id", &cursor, rows::human, |h| h.id.clone())
+            .await?;
         let mut conn = self.read.acquire().await.map_err(db_error)?;
         for h in &mut page.items {
             h.teams = memberships(&mut conn, &h.id).await?;
@@ -86,7 +112,12 @@ impl Store {
     }
 
     /// Change a human's name, teams or roles.
-    pub async fn update_human(&self, ctx: &ChangeContext, key: &str, req: UpdateHuman) -> Result<Human, Error> {
+    pub async fn update_human(
+        &self,
+        ctx: &ChangeContext,
+        key: &str,
+        req: UpdateHuman,
+    ) -> Result<Human, Error> {
         if let Some(n) = &req.display_name {
             validate::name("display_name", n)?;
         }
@@ -98,7 +129,11 @@ impl Store {
         let mut after = before.clone();
         if let Some(teams) = &req.teams {
             after.teams = resolve_teams(&mut tx, &ctx.tenant_id, teams).await?;
-            sqlx::query("DELETE FROM team_members WHERE human_id = $1").bind(&after.id).execute(&mut *tx).await.map_err(db_error)?;
+            sqlx::query("DELETE FROM team_members WHERE human_id = $1")
+                .bind(&after.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
             set_memberships(&mut tx, &ctx.tenant_id, &after.id, &after.teams).await?;
         }
         if let Some(roles) = req.roles {
@@ -109,27 +144,53 @@ impl Store {
             after.display_name = n;
         }
         after.updated_at = ctx.now;
-        sqlx::query("UPDATE humans SET display_name = $1, roles = $2, updated_at = $3 WHERE id = $4")
-            .bind(&after.display_name)
-            .bind(rows::to_json(&after.roles))
-            .bind(rows::ms(ctx.now))
-            .bind(&after.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        append(&mut tx, ctx, event("human.update", "human", &after.id, Some(&before), Some(&after), None)).await?;
+        sqlx::query(
+            "UPDATE humans SET display_name = $1, roles = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(&after.display_name)
+        .bind(rows::to_json(&after.roles))
+        .bind(rows::ms(ctx.now))
+        .bind(&after.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        append(
+            &mut tx,
+            ctx,
+            event(
+                "human.update",
+                "human",
+                &after.id,
+                Some(&before),
+                Some(&after),
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(after)
     }
 
     /// Deactivate a human (the leaver case): their agents become orphaned.
-    pub async fn deactivate_human(&self, ctx: &ChangeContext, key: &str, reason: Option<String>) -> Result<HumanDeactivated, Error> {
-        self.set_human_status(ctx, key, HumanStatus::Deactivated, reason).await
+    pub async fn deactivate_human(
+        &self,
+        ctx: &ChangeContext,
+        key: &str,
+        reason: Option<String>,
+    ) -> Result<HumanDeactivated, Error> {
+        self.set_human_status(ctx, key, HumanStatus::Deactivated, reason)
+            .await
     }
 
     /// Reactivate a human: their agents are no longer orphaned.
-    pub async fn reactivate_human(&self, ctx: &ChangeContext, key: &str, reason: Option<String>) -> Result<HumanDeactivated, Error> {
-        self.set_human_status(ctx, key, HumanStatus::Active, reason).await
+    pub async fn reactivate_human(
+        &self,
+        ctx: &ChangeContext,
+        key: &str,
+        reason: Option<String>,
+    ) -> Result<HumanDeactivated, Error> {
+        self.set_human_status(ctx, key, HumanStatus::Active, reason)
+            .await
     }
 
     async fn set_human_status(
@@ -184,24 +245,55 @@ impl Store {
             append(
                 &mut tx,
                 ctx,
-                event(if orphaned == 1 { "agent.orphan" } else { "agent.unorphan" }, "agent", id, Some(&before_flag), Some(&flag), reason.as_deref()),
+                event(
+                    if orphaned == 1 {
+                        "agent.orphan"
+                    } else {
+                        "agent.unorphan"
+                    },
+                    "agent",
+                    id,
+                    Some(&before_flag),
+                    Some(&flag),
+                    reason.as_deref(),
+                ),
             )
             .await?;
         }
-        append(&mut tx, ctx, event(action, "human", &after.id, Some(&before), Some(&after), reason.as_deref())).await?;
+        append(
+            &mut tx,
+            ctx,
+            event(
+                action,
+                "human",
+                &after.id,
+                Some(&before),
+                Some(&after),
+                reason.as_deref(),
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(HumanDeactivated { human: after, orphaned_agents: affected })
+        Ok(HumanDeactivated {
+            human: after,
+            orphaned_agents: affected,
+        })
     }
 }
 
 /// Lock and read a human inside a write transaction.
-pub(crate) async fn lock_human(tx: &mut Transaction<'static, Any>, lock: &str, tenant_id: &str, key: &str) -> Result<Human, Error> {
+pub(crate) async fn lock_human(
+    tx: &mut Transaction<'static, Any>,
+    lock: &str,
+    tenant_id: &str,
+    key: &str,
+) -> Result<Human, Error> {
     let key = key.to_lowercase();
     let row = find_row(&mut **tx, "humans", "email", tenant_id, &key, lock)
         .await?
         .ok_or_else(|| Error::not_found("human", &key))?;
     let mut human = rows::human(&row)?;
-    human.teams = memberships(&mut **tx, &human.id).await?;
+    human.teams = memberships(tx, &human.id).await?;
     Ok(human)
 }
 
@@ -213,7 +305,12 @@ async fn memberships(conn: &mut sqlx::AnyConnection, human_id: &str) -> Result<V
         .map_err(db_error)
 }
 
-async fn set_memberships(tx: &mut Transaction<'static, Any>, tenant_id: &str, human_id: &str, teams: &[String]) -> Result<(), Error> {
+async fn set_memberships(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    human_id: &str,
+    teams: &[String],
+) -> Result<(), Error> {
     for team in teams {
         sqlx::query("INSERT INTO team_members (tenant_id, team_id, human_id) VALUES ($1, $2, $3)")
             .bind(tenant_id)
@@ -227,7 +324,11 @@ async fn set_memberships(tx: &mut Transaction<'static, Any>, tenant_id: &str, hu
 }
 
 /// Team ids for a list of ids or names, each of which must exist.
-async fn resolve_teams(tx: &mut Transaction<'static, Any>, tenant_id: &str, keys: &[String]) -> Result<Vec<String>, Error> {
+async fn resolve_teams(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    keys: &[String],
+) -> Result<Vec<String>, Error> {
     let mut ids = Vec::new();
     for key in keys {
         let row = find_row(&mut **tx, "teams", "name", tenant_id, key, "")
@@ -243,7 +344,12 @@ async fn resolve_teams(tx: &mut Transaction<'static, Any>, tenant_id: &str, keys
 }
 
 /// Check every role name exists in the tenant.
-pub(crate) async fn check_roles(tx: &mut Transaction<'static, Any>, tenant_id: &str, field: &str, roles: &[String]) -> Result<(), Error> {
+pub(crate) async fn check_roles(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    field: &str,
+    roles: &[String],
+) -> Result<(), Error> {
     for role in roles {
         let found = sqlx::query("SELECT id FROM roles WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)

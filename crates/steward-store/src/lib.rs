@@ -12,9 +12,9 @@
 
 pub mod agents;
 pub mod audit;
+pub mod catalog;
 pub mod credentials;
 pub mod humans;
-pub mod catalog;
 mod rows;
 pub mod tenants;
 
@@ -77,7 +77,10 @@ pub(crate) fn db_error(e: sqlx::Error) -> Error {
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => {
             tracing::error!(error = %e, "store unavailable");
-            Error::new(ErrorCode::StoreUnavailable, "the store cannot be reached; nothing was changed")
+            Error::new(
+                ErrorCode::StoreUnavailable,
+                "the store cannot be reached; nothing was changed",
+            )
         }
         _ => {
             tracing::error!(error = %e, "store error");
@@ -110,30 +113,50 @@ impl Store {
             ));
         };
         let open_error = |e: sqlx::Error| {
-            Error::new(ErrorCode::StoreUnavailable, format!("cannot open the store at {}: {e}", redact(url)))
+            Error::new(
+                ErrorCode::StoreUnavailable,
+                format!("cannot open the store at {}: {e}", redact(url)),
+            )
         };
         let (read, write) = match backend {
             Backend::Sqlite => {
-                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
-                if let Some(dir) = std::path::Path::new(path).parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(|e| {
-                            Error::new(ErrorCode::StoreUnavailable, format!("cannot create {}: {e}", dir.display()))
-                        })?;
-                    }
+                if let Some(dir) = std::path::Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        Error::new(
+                            ErrorCode::StoreUnavailable,
+                            format!("cannot create {}: {e}", dir.display()),
+                        )
+                    })?;
                 }
                 let options = AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=rwc"))
                     .map_err(open_error)?
                     .disable_statement_logging();
-                let write = sqlite_pool(1).connect_with(options.clone()).await.map_err(open_error)?;
+                let write = sqlite_pool(1)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(open_error)?;
                 // WAL is a property of the file; set it once before readers open.
-                write.execute("PRAGMA journal_mode = WAL").await.map_err(open_error)?;
-                let read = sqlite_pool(4).connect_with(options).await.map_err(open_error)?;
+                write
+                    .execute("PRAGMA journal_mode = WAL")
+                    .await
+                    .map_err(open_error)?;
+                let read = sqlite_pool(4)
+                    .connect_with(options)
+                    .await
+                    .map_err(open_error)?;
                 (read, write)
             }
             Backend::Postgres => {
-                let options = AnyConnectOptions::from_str(url).map_err(open_error)?.disable_statement_logging();
+                let options = AnyConnectOptions::from_str(url)
+                    .map_err(open_error)?
+                    .disable_statement_logging();
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(5))
@@ -147,11 +170,17 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator
-            .run(&write)
-            .await
-            .map_err(|e| Error::new(ErrorCode::StoreUnavailable, format!("migrating the store failed: {e}")))?;
-        Ok(Store { read, write, backend })
+        migrator.run(&write).await.map_err(|e| {
+            Error::new(
+                ErrorCode::StoreUnavailable,
+                format!("migrating the store failed: {e}"),
+            )
+        })?;
+        Ok(Store {
+            read,
+            write,
+            backend,
+        })
     }
 
     /// The backend in use.
@@ -161,7 +190,10 @@ impl Store {
 
     /// Check the store answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_error)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -172,16 +204,22 @@ impl Store {
     }
 
     /// A setting, created with `init` when absent (first writer wins across nodes).
-    pub async fn setting_or_init(&self, key: &str, init: impl FnOnce() -> String) -> Result<String, Error> {
+    pub async fn setting_or_init(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> String,
+    ) -> Result<String, Error> {
         if let Some(v) = self.setting(key).await? {
             return Ok(v);
         }
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(init())
-            .execute(&self.write)
-            .await
-            .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(init())
+        .execute(&self.write)
+        .await
+        .map_err(db_error)?;
         self.setting(key)
             .await?
             .ok_or_else(|| Error::internal(format!("setting {key} vanished")))
@@ -193,6 +231,17 @@ impl Store {
             .fetch_optional(&self.write)
             .await
             .map_err(db_error)
+    }
+}
+
+impl Store {
+    /// Run a statement that takes no parameters (test set-up: schemas).
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), Error> {
+        sqlx::raw_sql(sql)
+            .execute(&self.write)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 }
 
@@ -215,7 +264,12 @@ fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_string(),
             }
         }
@@ -227,16 +281,11 @@ fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
-    }
-}
-
-impl Store {
-    /// Run a statement that takes no parameters (test set-up: schemas).
-    pub async fn execute_raw(&self, sql: &str) -> Result<(), Error> {
-        sqlx::raw_sql(sql).execute(&self.write).await.map_err(db_error)?;
-        Ok(())
     }
 }

@@ -7,8 +7,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use steward_core::Error;
 use steward_types::{
-    Agent, AgentState, ApiKey, ApiToken, AuditEntry, Actor, Human, HumanStatus, Page, Persona, RiskTier,
-    Role, Team, Tenant, TokenRole,
+    Actor, Agent, AgentState, ApiKey, ApiToken, AuditEntry, Human, HumanStatus, Page, Persona,
+    RiskTier, Role, Team, Tenant, TokenRole,
 };
 
 use crate::db_error;
@@ -55,7 +55,8 @@ fn get_opt_time(row: &AnyRow, col: &str) -> Result<Option<DateTime<Utc>>, Error>
 }
 
 fn get_u32(row: &AnyRow, col: &str) -> Result<u32, Error> {
-    u32::try_from(get::<i64>(row, col)?).map_err(|_| Error::internal(format!("column {col} out of range")))
+    u32::try_from(get::<i64>(row, col)?)
+        .map_err(|_| Error::internal(format!("column {col} out of range")))
 }
 
 pub(crate) fn parse_tier(s: &str) -> Result<RiskTier, Error> {
@@ -63,12 +64,18 @@ pub(crate) fn parse_tier(s: &str) -> Result<RiskTier, Error> {
         "low" => Ok(RiskTier::Low),
         "medium" => Ok(RiskTier::Medium),
         "high" => Ok(RiskTier::High),
-        other => Err(Error::internal(format!("unknown risk tier {other} in store"))),
+        other => Err(Error::internal(format!(
+            "unknown risk tier {other} in store"
+        ))),
     }
 }
 
 pub(crate) fn tenant(row: &AnyRow) -> Result<Tenant, Error> {
-    Ok(Tenant { id: get(row, "id")?, name: get(row, "name")?, created_at: get_time(row, "created_at")? })
+    Ok(Tenant {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        created_at: get_time(row, "created_at")?,
+    })
 }
 
 pub(crate) fn team(row: &AnyRow) -> Result<Team, Error> {
@@ -87,7 +94,11 @@ pub(crate) fn human(row: &AnyRow) -> Result<Human, Error> {
         id: get(row, "id")?,
         email: get(row, "email")?,
         display_name: get(row, "display_name")?,
-        status: if status == "active" { HumanStatus::Active } else { HumanStatus::Deactivated },
+        status: if status == "active" {
+            HumanStatus::Active
+        } else {
+            HumanStatus::Deactivated
+        },
         teams: Vec::new(),
         roles: from_json(row, "roles")?,
         created_at: get_time(row, "created_at")?,
@@ -115,7 +126,10 @@ pub(crate) fn persona(row: &AnyRow) -> Result<Persona, Error> {
         quotas: from_json(row, "quotas")?,
         max_children: get_u32(row, "max_children")?,
         max_depth: get_u32(row, "max_depth")?,
-        approval_tier: get::<Option<String>>(row, "approval_tier")?.as_deref().map(parse_tier).transpose()?,
+        approval_tier: get::<Option<String>>(row, "approval_tier")?
+            .as_deref()
+            .map(parse_tier)
+            .transpose()?,
         approval_required_for: from_json(row, "approval_required_for")?,
         created_at: get_time(row, "created_at")?,
     })
@@ -138,7 +152,8 @@ pub(crate) fn agent(row: &AnyRow) -> Result<Agent, Error> {
         parent_id: get(row, "parent_id")?,
         depth: get_u32(row, "depth")?,
         expires_at: get_opt_time(row, "expires_at")?,
-        state: AgentState::parse(&state).ok_or_else(|| Error::internal(format!("unknown state {state}")))?,
+        state: AgentState::parse(&state)
+            .ok_or_else(|| Error::internal(format!("unknown state {state}")))?,
         state_reason: get(row, "state_reason")?,
         risk_tier: parse_tier(&get::<String>(row, "risk_tier")?)?,
         orphaned: get::<i64>(row, "orphaned")? != 0,
@@ -167,7 +182,11 @@ pub(crate) fn api_token(row: &AnyRow) -> Result<ApiToken, Error> {
         id: get(row, "id")?,
         tenant_id: get(row, "tenant_id")?,
         name: get(row, "name")?,
-        role: if role == "admin" { TokenRole::Admin } else { TokenRole::Auditor },
+        role: if role == "admin" {
+            TokenRole::Admin
+        } else {
+            TokenRole::Auditor
+        },
         human_id: get(row, "human_id")?,
         prefix: get(row, "prefix")?,
         created_at: get_time(row, "created_at")?,
@@ -180,7 +199,9 @@ pub(crate) fn api_token(row: &AnyRow) -> Result<ApiToken, Error> {
 pub(crate) fn audit_entry(row: &AnyRow) -> Result<AuditEntry, Error> {
     let json = |col: &str| -> Result<Option<serde_json::Value>, Error> {
         get::<Option<String>>(row, col)?
-            .map(|t| serde_json::from_str(&t).map_err(|e| Error::internal(format!("corrupt {col}: {e}"))))
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| Error::internal(format!("corrupt {col}: {e}")))
+            })
             .transpose()
     };
     Ok(AuditEntry {
@@ -218,12 +239,18 @@ pub(crate) struct Select {
 impl Select {
     /// `SELECT * FROM table WHERE tenant_id = $1`.
     pub(crate) fn tenant_rows(table: &str, tenant_id: &str) -> Self {
-        Select { sql: format!("SELECT * FROM {table} WHERE tenant_id = $1"), params: vec![Param::Text(tenant_id.into())] }
+        Select {
+            sql: format!("SELECT * FROM {table} WHERE tenant_id = $1"),
+            params: vec![Param::Text(tenant_id.into())],
+        }
     }
 
     /// `SELECT * FROM table` (tables that are not tenant-scoped).
     pub(crate) fn all(table: &str) -> Self {
-        Select { sql: format!("SELECT * FROM {table} WHERE 1 = 1"), params: Vec::new() }
+        Select {
+            sql: format!("SELECT * FROM {table} WHERE 1 = 1"),
+            params: Vec::new(),
+        }
     }
 
     /// Add ` AND {clause}` where the clause uses `?` for the one value.
@@ -249,7 +276,8 @@ impl Select {
             Some(after) => self.and(&format!("{key} > ?"), after.clone()),
             None => self,
         };
-        q.sql.push_str(&format!(" ORDER BY {key} LIMIT {}", cursor.limit + 1));
+        q.sql
+            .push_str(&format!(" ORDER BY {key} LIMIT {}", cursor.limit + 1));
         let mut query = sqlx::query(&q.sql);
         for p in q.params {
             query = match p {
@@ -284,18 +312,27 @@ impl Cursor {
 
     /// A cursor over ids (text keys).
     pub fn text(after: Option<String>, limit: Option<u32>) -> Result<Cursor, Error> {
-        Ok(Cursor { after: after.map(Param::Text), limit: Self::check_limit(limit)? })
+        Ok(Cursor {
+            after: after.map(Param::Text),
+            limit: Self::check_limit(limit)?,
+        })
     }
 
     /// A cursor over sequence numbers.
     pub fn seq(after: Option<String>, limit: Option<u32>) -> Result<Cursor, Error> {
         let after = match after {
             Some(s) => Some(Param::Int(s.parse::<i64>().map_err(|_| {
-                Error::new(steward_types::ErrorCode::InvalidQuery, format!("cursor: '{s}' is not a cursor from this list"))
+                Error::new(
+                    steward_types::ErrorCode::InvalidQuery,
+                    format!("cursor: '{s}' is not a cursor from this list"),
+                )
             })?)),
             None => None,
         };
-        Ok(Cursor { after, limit: Self::check_limit(limit)? })
+        Ok(Cursor {
+            after,
+            limit: Self::check_limit(limit)?,
+        })
     }
 
     fn check_limit(limit: Option<u32>) -> Result<u32, Error> {

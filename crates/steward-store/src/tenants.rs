@@ -24,8 +24,15 @@ pub(crate) async fn find_row<'e, E>(
 where
     E: Executor<'e, Database = Any>,
 {
-    let sql = format!("SELECT * FROM {table} WHERE tenant_id = $1 AND (id = $2 OR {name_col} = $2){lock}");
-    sqlx::query(&sql).bind(tenant_id).bind(key).fetch_optional(executor).await.map_err(db_error)
+    let sql = format!(
+        "SELECT * FROM {table} WHERE tenant_id = $1 AND (id = $2 OR {name_col} = $2){lock}"
+    );
+    sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(executor)
+        .await
+        .map_err(db_error)
 }
 
 impl Store {
@@ -35,7 +42,12 @@ impl Store {
     }
 
     /// Create the tenant if it does not exist; true when it was created.
-    pub async fn ensure_tenant(&self, ctx: &ChangeContext, id: &str, name: &str) -> Result<bool, Error> {
+    pub async fn ensure_tenant(
+        &self,
+        ctx: &ChangeContext,
+        id: &str,
+        name: &str,
+    ) -> Result<bool, Error> {
         let exists = sqlx::query("SELECT id FROM tenants WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.write)
@@ -44,7 +56,16 @@ impl Store {
         if exists.is_some() {
             return Ok(false);
         }
-        match self.create_tenant(ctx, CreateTenant { id: id.into(), name: name.into() }).await {
+        match self
+            .create_tenant(
+                ctx,
+                CreateTenant {
+                    id: id.into(),
+                    name: name.into(),
+                },
+            )
+            .await
+        {
             Ok(_) => Ok(true),
             // Another node created it first.
             Err(e) if e.code == ErrorCode::AlreadyExists => Ok(false),
@@ -53,16 +74,33 @@ impl Store {
     }
 
     /// Create a tenant.
-    pub async fn create_tenant(&self, ctx: &ChangeContext, req: CreateTenant) -> Result<Tenant, Error> {
+    pub async fn create_tenant(
+        &self,
+        ctx: &ChangeContext,
+        req: CreateTenant,
+    ) -> Result<Tenant, Error> {
         let ok = !req.id.is_empty()
             && req.id.len() <= 64
-            && req.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && req
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !req.id.starts_with('-');
         if !ok {
-            return Err(Error::invalid("id", format!("'{}' is not a tenant id (lower-case letters, digits, '-')", req.id)));
+            return Err(Error::invalid(
+                "id",
+                format!(
+                    "'{}' is not a tenant id (lower-case letters, digits, '-')",
+                    req.id
+                ),
+            ));
         }
         validate::name("name", &req.name)?;
-        let tenant = Tenant { id: req.id, name: req.name, created_at: ctx.now };
+        let tenant = Tenant {
+            id: req.id,
+            name: req.name,
+            created_at: ctx.now,
+        };
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&tenant.id)
@@ -70,10 +108,28 @@ impl Store {
             .bind(rows::ms(tenant.created_at))
             .execute(&mut *tx)
             .await
-            .map_err(|e| if is_unique_violation(&e) { Error::already_exists("tenant", &tenant.id) } else { db_error(e) })?;
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::already_exists("tenant", &tenant.id)
+                } else {
+                    db_error(e)
+                }
+            })?;
         let mut audit_ctx = ctx.clone();
         audit_ctx.tenant_id = tenant.id.clone();
-        append(&mut tx, &audit_ctx, event("tenant.create", "tenant", &tenant.id, None, Some(&tenant), None)).await?;
+        append(
+            &mut tx,
+            &audit_ctx,
+            event(
+                "tenant.create",
+                "tenant",
+                &tenant.id,
+                None,
+                Some(&tenant),
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(tenant)
     }
@@ -91,14 +147,21 @@ impl Store {
     /// Every tenant.
     pub async fn list_tenants(&self, page: PageQuery) -> Result<Page<Tenant>, Error> {
         let cursor = Cursor::text(page.cursor, page.limit)?;
-        Select::all("tenants").page(&self.read, "id", &cursor, rows::tenant, |t| t.id.clone()).await
+        Select::all("tenants")
+            .page(&self.read, "id", &cursor, rows::tenant, |t| t.id.clone())
+            .await
     }
 
     /// Create a team.
     pub async fn create_team(&self, ctx: &ChangeContext, req: CreateTeam) -> Result<Team, Error> {
         validate::name("name", &req.name)?;
         validate::text("description", &req.description)?;
-        let team = Team { id: rows::new_id("team"), name: req.name, description: req.description, created_at: ctx.now };
+        let team = Team {
+            id: rows::new_id("team"),
+            name: req.name,
+            description: req.description,
+            created_at: ctx.now,
+        };
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO teams (id, tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&team.id)
@@ -109,7 +172,12 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| if is_unique_violation(&e) { Error::already_exists("team", &team.name) } else { db_error(e) })?;
-        append(&mut tx, ctx, event("team.create", "team", &team.id, None, Some(&team), None)).await?;
+        append(
+            &mut tx,
+            ctx,
+            event("team.create", "team", &team.id, None, Some(&team), None),
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(team)
     }
@@ -125,6 +193,8 @@ impl Store {
     /// The tenant's teams.
     pub async fn list_teams(&self, tenant_id: &str, page: PageQuery) -> Result<Page<Team>, Error> {
         let cursor = Cursor::text(page.cursor, page.limit)?;
-        Select::tenant_rows("teams", tenant_id).page(&self.read, "id", &cursor, rows::team, |t| t.id.clone()).await
+        Select::tenant_rows("teams", tenant_id)
+            .page(&self.read, "id", &cursor, rows::team, |t| t.id.clone())
+            .await
     }
 }

@@ -1,0 +1,251 @@
+//! Authentication: every request names its credential with
+//! `Authorization: Bearer ...`. Agent keys (`stw_`) authenticate agents; API
+//! tokens authenticate people and automation as admin or auditor.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use chrono::Utc;
+use steward_core::ChangeContext;
+use steward_core::credentials::{KeyRefusal, admit_agent_key};
+use steward_core::lifecycle::Transition;
+use steward_types::{AGENT_KEY_PREFIX, Actor, Agent, ApiKey, ApiToken, ErrorCode, TokenRole};
+
+use crate::error::{ApiError, current_request_id};
+use crate::state::AppState;
+
+/// Header a platform administrator uses to act in another tenant.
+pub const TENANT_HEADER: &str = "x-steward-tenant";
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A person or automation with an API token.
+    Token {
+        /// The tenant it acts in (its own, or the `X-Steward-Tenant` one for a platform admin).
+        tenant_id: String,
+        /// The token.
+        token: ApiToken,
+        /// Whether it may manage tenants.
+        platform_admin: bool,
+    },
+    /// An agent with an API key.
+    Agent {
+        /// The agent's tenant.
+        tenant_id: String,
+        /// The agent.
+        agent: Box<Agent>,
+        /// The key it used.
+        key: ApiKey,
+    },
+}
+
+impl Caller {
+    /// The tenant the call acts in.
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            Caller::Token { tenant_id, .. } | Caller::Agent { tenant_id, .. } => tenant_id,
+        }
+    }
+
+    /// The audit actor.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Caller::Token { token, .. } => Actor {
+                kind: "token".into(),
+                id: token.id.clone(),
+                human_id: token.human_id.clone(),
+            },
+            Caller::Agent { agent, .. } => Actor {
+                kind: "agent".into(),
+                id: agent.id.clone(),
+                human_id: None,
+            },
+        }
+    }
+
+    /// A change context for an administrator, or `forbidden`.
+    pub fn admin(&self) -> Result<ChangeContext, ApiError> {
+        match self {
+            Caller::Token { token, .. } if token.role == TokenRole::Admin => Ok(self.context()),
+            Caller::Token { .. } => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "auditor tokens are read-only; this needs an admin token",
+            )),
+            Caller::Agent { .. } => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "agent keys cannot administer Steward; use an admin token",
+            )),
+        }
+    }
+
+    /// The tenant, for an admin or auditor reading, or `forbidden` for agents.
+    pub fn reader(&self) -> Result<&str, ApiError> {
+        match self {
+            Caller::Token { tenant_id, .. } => Ok(tenant_id),
+            Caller::Agent { .. } => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "agent keys cannot read the inventory; use an admin or auditor token",
+            )),
+        }
+    }
+
+    /// A change context for the platform administrator, or `forbidden`.
+    pub fn platform_admin(&self) -> Result<ChangeContext, ApiError> {
+        match self {
+            Caller::Token {
+                platform_admin: true,
+                ..
+            } => self.admin(),
+            _ => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only the platform administrator (bootstrap token) manages tenants",
+            )),
+        }
+    }
+
+    fn context(&self) -> ChangeContext {
+        ChangeContext {
+            tenant_id: self.tenant_id().to_string(),
+            actor: self.actor(),
+            request_id: current_request_id(),
+            now: Utc::now(),
+        }
+    }
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthenticated, message)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                unauthenticated("no credential: send Authorization: Bearer <token or agent key>")
+            })?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                unauthenticated("the Authorization header must be 'Bearer <token or agent key>'")
+            })?;
+        let hash = state.hasher.hash(secret);
+        if secret.starts_with(AGENT_KEY_PREFIX) {
+            return authenticate_agent(state, &hash).await;
+        }
+        let found = state
+            .store
+            .find_token(&hash)
+            .await?
+            .ok_or_else(|| unauthenticated("unknown token"))?;
+        let now = Utc::now();
+        if found.token.revoked_at.is_some() {
+            return Err(unauthenticated("this token was revoked"));
+        }
+        if found.token.expires_at.is_some_and(|e| e <= now) {
+            return Err(unauthenticated("this token has expired"));
+        }
+        let mut tenant_id = found.token.tenant_id.clone();
+        if let Some(t) = parts.headers.get(TENANT_HEADER) {
+            let t = t.to_str().unwrap_or_default().to_string();
+            if t != tenant_id {
+                if !found.platform_admin {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "only the platform administrator may act in another tenant",
+                    ));
+                }
+                if !state.store.tenant_exists(&t).await? {
+                    return Err(ApiError(steward_core::Error::not_found("tenant", &t)));
+                }
+                tenant_id = t;
+            }
+        }
+        Ok(Caller::Token {
+            tenant_id,
+            token: found.token,
+            platform_admin: found.platform_admin,
+        })
+    }
+}
+
+async fn authenticate_agent(state: &AppState, hash: &str) -> Result<Caller, ApiError> {
+    let found = state
+        .store
+        .find_key(hash)
+        .await?
+        .ok_or_else(|| unauthenticated("unknown agent key"))?;
+    let (tenant_id, agent) = state
+        .store
+        .get_agent_by_id(&found.key.agent_id)
+        .await?
+        .ok_or_else(|| unauthenticated("unknown agent key"))?;
+    let now = Utc::now();
+    let admitted = admit_agent_key(
+        agent.state,
+        agent.expires_at,
+        found.key.expires_at,
+        found.key.revoked_at.is_some(),
+        now,
+    );
+    match admitted {
+        Ok(()) => {}
+        Err(KeyRefusal::Revoked) => return Err(unauthenticated("this agent key was revoked")),
+        Err(KeyRefusal::KeyExpired) => return Err(unauthenticated("this agent key has expired")),
+        Err(KeyRefusal::AgentNotActive(s)) => {
+            return Err(ApiError::new(
+                ErrorCode::AgentNotActive,
+                format!(
+                    "agent '{}' is {}; its keys do not authenticate",
+                    agent.name,
+                    s.as_str()
+                ),
+            ));
+        }
+        Err(KeyRefusal::AgentExpired) => {
+            // Enforce expiry now rather than waiting for the sweep.
+            let ctx = ChangeContext::system(&tenant_id, "expiry", now);
+            match state
+                .store
+                .transition_agent(
+                    &ctx,
+                    &agent.id,
+                    Transition::Expire,
+                    Some("expiry time passed".into()),
+                )
+                .await
+            {
+                Ok(_) => {}
+                // Another request or the sweep expired it first.
+                Err(e) if e.code == ErrorCode::InvalidTransition => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Err(ApiError::new(
+                ErrorCode::AgentNotActive,
+                format!(
+                    "agent '{}' passed its expiry time and is now expired",
+                    agent.name
+                ),
+            ));
+        }
+    }
+    state.store.touch_key(&found.key, now).await?;
+    Ok(Caller::Agent {
+        tenant_id,
+        agent: Box::new(agent),
+        key: found.key,
+    })
+}

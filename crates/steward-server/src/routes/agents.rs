@@ -1,0 +1,102 @@
+//! Agents: registration, reading, changes and lifecycle transitions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use steward_core::lifecycle::Transition;
+use steward_types::{
+    Agent, AgentFilter, ErrorCode, Page, RegisterAgent, TransitionRequest, TransitionResult,
+    UpdateAgent,
+};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, OptionalJson};
+use crate::state::AppState;
+
+/// The tenant's agents, filtered by owner, team, persona, state, risk tier, parent or orphaned.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", params(AgentFilter), responses((status = 200, body = Page<Agent>)))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AgentFilter>,
+) -> ApiResult<Json<Page<Agent>>> {
+    Ok(Json(state.store.list_agents(caller.reader()?, q).await?))
+}
+
+/// Register an agent: active at once when low risk, else pending approval.
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = RegisterAgent,
+    responses((status = 201, body = Agent), (status = 409, body = steward_types::ErrorBody), (status = 422, body = steward_types::ErrorBody)))]
+pub async fn register_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<RegisterAgent>,
+) -> ApiResult<(StatusCode, Json<Agent>)> {
+    let ctx = caller.admin()?;
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.register_agent(&ctx, &state.rules, req).await?),
+    ))
+}
+
+/// An agent by id or name.
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id or name")),
+    responses((status = 200, body = Agent), (status = 404, body = steward_types::ErrorBody)))]
+pub async fn get_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Agent>> {
+    Ok(Json(state.store.get_agent(caller.reader()?, &id).await?))
+}
+
+/// Change an agent's owner (clears `orphaned`), team, purpose, platform, model, labels or expiry.
+#[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", request_body = UpdateAgent,
+    params(("id" = String, Path, description = "Agent id or name")), responses((status = 200, body = Agent)))]
+pub async fn update_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateAgent>,
+) -> ApiResult<Json<Agent>> {
+    let ctx = caller.admin()?;
+    Ok(Json(state.store.update_agent(&ctx, &id, req).await?))
+}
+
+/// Move an agent through its lifecycle: `submit`, `activate`, `reject`,
+/// `suspend` (a reason is required), `resume`, `decommission` (cascades to
+/// descendants and revokes every key). An invalid transition is 409
+/// `invalid_transition`.
+#[utoipa::path(post, path = "/v1/agents/{id}/{transition}", tag = "agents", request_body = TransitionRequest,
+    params(("id" = String, Path, description = "Agent id or name"),
+           ("transition" = String, Path, description = "submit | activate | reject | suspend | resume | decommission")),
+    responses((status = 200, body = TransitionResult), (status = 409, body = steward_types::ErrorBody)))]
+pub async fn transition_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, transition)): Path<(String, String)>,
+    OptionalJson(req): OptionalJson<TransitionRequest>,
+) -> ApiResult<Json<TransitionResult>> {
+    let transition = match transition.as_str() {
+        "submit" => Transition::Submit,
+        "activate" => Transition::Activate,
+        "reject" => Transition::Reject,
+        "suspend" => Transition::Suspend,
+        "resume" => Transition::Resume,
+        "decommission" => Transition::Decommission,
+        _ => return Err(crate::error::route_not_found().await),
+    };
+    let ctx = caller.admin()?;
+    let reason = req.reason.filter(|r| !r.trim().is_empty());
+    if transition == Transition::Suspend && reason.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "reason: suspending an agent needs a reason (it is shown to its owner)",
+        ));
+    }
+    Ok(Json(
+        state
+            .store
+            .transition_agent(&ctx, &id, transition, reason)
+            .await?,
+    ))
+}

@@ -1,0 +1,82 @@
+//! Roles and personas.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use steward_types::{CreatePersona, CreateRole, Page, PageQuery, Persona, Role};
+
+use crate::auth::Caller;
+use crate::error::{ApiJson, ApiQuery, ApiResult};
+use crate::state::AppState;
+
+/// The tenant's roles.
+#[utoipa::path(get, path = "/v1/roles", tag = "inventory", params(PageQuery), responses((status = 200, body = Page<Role>)))]
+pub async fn list_roles(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<Role>>> {
+    Ok(Json(state.store.list_roles(caller.reader()?, q).await?))
+}
+
+/// Create a role.
+#[utoipa::path(post, path = "/v1/roles", tag = "inventory", request_body = CreateRole,
+    responses((status = 201, body = Role), (status = 409, body = steward_types::ErrorBody)))]
+pub async fn create_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateRole>,
+) -> ApiResult<(StatusCode, Json<Role>)> {
+    let ctx = caller.admin()?;
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_role(&ctx, req).await?),
+    ))
+}
+
+/// A role by id or name.
+#[utoipa::path(get, path = "/v1/roles/{id}", tag = "inventory", params(("id" = String, Path, description = "Role id or name")),
+    responses((status = 200, body = Role), (status = 404, body = steward_types::ErrorBody)))]
+pub async fn get_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Role>> {
+    Ok(Json(state.store.get_role(caller.reader()?, &id).await?))
+}
+
+/// The tenant's personas.
+#[utoipa::path(get, path = "/v1/personas", tag = "inventory", params(PageQuery), responses((status = 200, body = Page<Persona>)))]
+pub async fn list_personas(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<Persona>>> {
+    Ok(Json(state.store.list_personas(caller.reader()?, q).await?))
+}
+
+/// Create a persona.
+#[utoipa::path(post, path = "/v1/personas", tag = "inventory", request_body = CreatePersona,
+    responses((status = 201, body = Persona), (status = 409, body = steward_types::ErrorBody)))]
+pub async fn create_persona(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreatePersona>,
+) -> ApiResult<(StatusCode, Json<Persona>)> {
+    let ctx = caller.admin()?;
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_persona(&ctx, &state.rules, req).await?),
+    ))
+}
+
+/// A persona by id or name.
+#[utoipa::path(get, path = "/v1/personas/{id}", tag = "inventory", params(("id" = String, Path, description = "Persona id or name")),
+    responses((status = 200, body = Persona), (status = 404, body = steward_types::ErrorBody)))]
+pub async fn get_persona(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Persona>> {
+    Ok(Json(state.store.get_persona(caller.reader()?, &id).await?))
+}

@@ -1,0 +1,77 @@
+//! One file per HTTP resource. `api` assembles them with their OpenAPI
+//! descriptions; the document is generated from these annotations.
+
+pub mod agents;
+pub mod audit;
+pub mod catalog;
+pub mod health;
+pub mod humans;
+pub mod keys;
+pub mod teams;
+pub mod tenants;
+pub mod tokens;
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Steward", description = "Governance for AI agents: inventory, lifecycle, credentials and audit."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "agents", description = "Agents, their lifecycle and keys"),
+        (name = "inventory", description = "Teams, humans, roles and personas"),
+        (name = "access", description = "Tenants, API tokens and the caller"),
+        (name = "audit", description = "The audit log"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API router and its OpenAPI document.
+pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(tenants::whoami))
+        .routes(routes!(tenants::list_tenants, tenants::create_tenant))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(teams::list_teams, teams::create_team))
+        .routes(routes!(teams::get_team))
+        .routes(routes!(humans::list_humans, humans::create_human))
+        .routes(routes!(humans::get_human, humans::update_human))
+        .routes(routes!(humans::deactivate_human))
+        .routes(routes!(humans::reactivate_human))
+        .routes(routes!(catalog::list_roles, catalog::create_role))
+        .routes(routes!(catalog::get_role))
+        .routes(routes!(catalog::list_personas, catalog::create_persona))
+        .routes(routes!(catalog::get_persona))
+        .routes(routes!(agents::list_agents, agents::register_agent))
+        .routes(routes!(agents::get_agent, agents::update_agent))
+        .routes(routes!(agents::transition_agent))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(audit::list_audit))
+        .with_state(state)
+        .split_for_parts();
+    (router, doc)
+}

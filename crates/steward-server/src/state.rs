@@ -1,0 +1,32 @@
+//! What every handler shares: the store, the secret hasher and the rules.
+
+use std::sync::Arc;
+
+use steward_core::InventoryRules;
+use steward_core::credentials::SecretHasher;
+use steward_store::Store;
+
+use crate::Config;
+
+/// Shared, cheaply cloned server state.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+/// The state's contents.
+pub struct Inner {
+    /// The store.
+    pub store: Store,
+    /// Hashes presented secrets for lookup.
+    pub hasher: SecretHasher,
+    /// Classifications and default spawn limits.
+    pub rules: InventoryRules,
+    /// The configuration the server started with.
+    pub config: Config,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

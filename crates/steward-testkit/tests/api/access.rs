@@ -1,0 +1,293 @@
+//! Authentication, admin and auditor tokens, and tenant isolation.
+
+use steward_client::Method;
+use steward_testkit::{ADMIN_TOKEN, Backend, TestServer, on_both_backends};
+use steward_types::*;
+
+use crate::support::*;
+
+on_both_backends!(
+    credentials_are_required_and_roles_enforced,
+    tenants_are_isolated,
+    secrets_never_stored_or_logged
+);
+
+async fn credentials_are_required_and_roles_enforced(b: Backend) {
+    let s = TestServer::start(b).await;
+    let err = s
+        .anonymous()
+        .list_agents(&AgentFilter::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(401), Some(ErrorCode::Unauthenticated))
+    );
+    let (status, _) = s
+        .client("stwt_not-a-real-token")
+        .raw(Method::GET, "/v1/agents", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let (status, _) = s
+        .client("stw_not-a-real-key")
+        .raw(Method::GET, "/v1/whoami", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+
+    human(&s.admin, "audrey@example.com").await;
+    let auditor = s
+        .admin
+        .create_token(&CreateToken {
+            name: "audit".into(),
+            role: TokenRole::Auditor,
+            human: Some("audrey@example.com".into()),
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    let auditor_client = s.client(&auditor.secret);
+    auditor_client
+        .list_agents(&AgentFilter::default())
+        .await
+        .unwrap();
+    auditor_client
+        .list_audit(&AuditFilter::default())
+        .await
+        .unwrap();
+    let err = auditor_client
+        .create_team(&CreateTeam {
+            name: "x".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(403), Some(ErrorCode::Forbidden))
+    );
+    match auditor_client.whoami().await.unwrap() {
+        WhoAmI::Token {
+            role,
+            human_id,
+            platform_admin,
+            ..
+        } => {
+            assert_eq!(role, TokenRole::Auditor);
+            assert!(human_id.is_some() && !platform_admin);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Agents cannot administer.
+    low_risk_agent(&s.admin, "bot", "audrey@example.com").await;
+    let key = s
+        .admin
+        .create_key("bot", &CreateKey::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            s.client(&key.secret)
+                .list_agents(&AgentFilter::default())
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    // Revoked tokens stop working.
+    s.admin.revoke_token(&auditor.token.id).await.unwrap();
+    assert_eq!(
+        code(auditor_client.list_agents(&AgentFilter::default()).await),
+        ErrorCode::Unauthenticated
+    );
+    assert_eq!(
+        code(s.admin.revoke_token("tok_bootstrap").await),
+        ErrorCode::Forbidden
+    );
+    s.stop().await;
+}
+
+async fn tenants_are_isolated(b: Backend) {
+    let s = TestServer::start(b).await;
+    human(&s.admin, "alice@example.com").await;
+    let ours = low_risk_agent(&s.admin, "shared-name", "alice@example.com").await;
+    s.admin
+        .create_tenant(&CreateTenant {
+            id: "acme".into(),
+            name: "Acme Corp".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            s.admin
+                .create_tenant(&CreateTenant {
+                    id: "acme".into(),
+                    name: "Again".into()
+                })
+                .await
+        ),
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        code(
+            s.admin
+                .create_tenant(&CreateTenant {
+                    id: "Bad Id".into(),
+                    name: "x".into()
+                })
+                .await
+        ),
+        ErrorCode::InvalidRequest
+    );
+    let acme_token = s
+        .admin
+        .create_token(&CreateToken {
+            name: "acme-admin".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: Some("acme".into()),
+        })
+        .await
+        .unwrap();
+    let acme = s.client(&acme_token.secret);
+    // A new tenant starts empty: no example personas, no agents.
+    assert!(
+        acme.list_personas(&PageQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        acme.list_agents(&AgentFilter::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // Another tenant's ids and names are unknown here.
+    assert_eq!(code(acme.get_agent(&ours.id).await), ErrorCode::NotFound);
+    assert_eq!(
+        code(acme.get_agent("shared-name").await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(acme.suspend_agent(&ours.id, Some("x")).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(acme.get_human("alice@example.com").await),
+        ErrorCode::NotFound
+    );
+    // Names are unique per tenant, not globally.
+    acme.create_role(&CreateRole {
+        name: "reader".into(),
+        description: String::new(),
+        writes: false,
+    })
+    .await
+    .unwrap();
+    acme.create_human(&CreateHuman {
+        email: "alice@example.com".into(),
+        display_name: "Other Alice".into(),
+        teams: vec![],
+        roles: vec![],
+    })
+    .await
+    .unwrap();
+    let theirs = low_risk_agent(&acme, "shared-name", "alice@example.com").await;
+    assert_ne!(theirs.id, ours.id);
+    assert_eq!(
+        code(s.admin.get_agent(&theirs.id).await),
+        ErrorCode::NotFound
+    );
+    // Only the platform administrator manages tenants or crosses into one.
+    assert_eq!(
+        code(
+            acme.create_tenant(&CreateTenant {
+                id: "evil".into(),
+                name: "Evil".into()
+            })
+            .await
+        ),
+        ErrorCode::Forbidden
+    );
+    let (status, body) = acme
+        .raw(Method::GET, "/v1/agents", None, None)
+        .await
+        .unwrap();
+    assert_eq!((status, body["items"].as_array().unwrap().len()), (200, 1));
+    let crossed = reqwest::Client::new()
+        .get(format!("{}/v1/agents", s.server.url()))
+        .bearer_auth(&acme_token.secret)
+        .header("x-steward-tenant", "default")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crossed.status(), 403);
+    let platform = reqwest::Client::new()
+        .get(format!("{}/v1/agents", s.server.url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-steward-tenant", "acme")
+        .send()
+        .await
+        .unwrap();
+    let page: Page<Agent> = platform.json().await.unwrap();
+    assert_eq!(page.items[0].id, theirs.id);
+    // Each tenant's audit log holds only its own entries.
+    assert!(all_audit(&acme).await.iter().all(|e| e.tenant_id == "acme"));
+    assert!(
+        all_audit(&s.admin)
+            .await
+            .iter()
+            .all(|e| e.tenant_id == "default")
+    );
+    s.stop().await;
+}
+
+async fn secrets_never_stored_or_logged(b: Backend) {
+    let s = TestServer::start(b).await;
+    human(&s.admin, "alice@example.com").await;
+    low_risk_agent(&s.admin, "bot", "alice@example.com").await;
+    let key = s
+        .admin
+        .create_key("bot", &CreateKey::default())
+        .await
+        .unwrap();
+    let token = s
+        .admin
+        .create_token(&CreateToken {
+            name: "ops".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    s.client(&key.secret).whoami().await.unwrap();
+    let log = serde_json::to_string(&all_audit(&s.admin).await).unwrap();
+    for secret in [key.secret.as_str(), token.secret.as_str(), ADMIN_TOKEN] {
+        assert!(!log.contains(secret), "a secret reached the audit log");
+        let tail = &secret[secret.len() - 20..];
+        assert!(
+            !log.contains(tail),
+            "part of a secret reached the audit log"
+        );
+    }
+    let listed = serde_json::to_string(
+        &s.admin
+            .list_keys("bot", &PageQuery::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(!listed.contains(&key.secret));
+    let tokens =
+        serde_json::to_string(&s.admin.list_tokens(&PageQuery::default()).await.unwrap()).unwrap();
+    assert!(!tokens.contains(&token.secret));
+    s.stop().await;
+}

@@ -1,0 +1,324 @@
+//! Teams, humans, personas, roles and agent registration.
+
+use steward_testkit::{Backend, TestServer, on_both_backends};
+use steward_types::*;
+
+use crate::support::*;
+
+on_both_backends!(
+    example_personas_are_seeded,
+    registration_follows_risk_tier,
+    lists_filter_and_page,
+    humans_and_teams
+);
+
+async fn example_personas_are_seeded(b: Backend) {
+    let s = TestServer::start(b).await;
+    let personas = s
+        .admin
+        .list_personas(&PageQuery::default())
+        .await
+        .unwrap()
+        .items;
+    let names: Vec<&str> = personas.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Code Review Bot",
+            "Data Pipeline Agent",
+            "Customer Support Assistant"
+        ]
+    );
+    let code_review = &personas[0];
+    assert_eq!(
+        code_review.quotas,
+        vec![QuotaTemplate {
+            metric: "requests".into(),
+            window: "day".into(),
+            limit: 1000
+        }]
+    );
+    assert_eq!(personas[1].max_children, 5);
+    assert_eq!(
+        personas[2].approval_required_for,
+        vec!["issue_refund".to_string()]
+    );
+    let role = s.admin.get_role("pr-commenter").await.unwrap();
+    assert!(role.writes);
+    s.stop().await;
+}
+
+async fn registration_follows_risk_tier(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = human(&s.admin, "alice@example.com").await;
+    // Public data only: low risk, active at once.
+    let docs = low_risk_agent(&s.admin, "docs-helper", "alice@example.com").await;
+    assert_eq!(
+        (docs.risk_tier, docs.state),
+        (RiskTier::Low, AgentState::Active)
+    );
+    assert_eq!(docs.owner_id, alice.id);
+    // Internal data: medium, waits for approval; roles come from the persona.
+    let reviewer = s
+        .admin
+        .register_agent(&RegisterAgent {
+            name: "reviewer".into(),
+            owner: alice.id.clone(),
+            persona: Some("Code Review Bot".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (reviewer.risk_tier, reviewer.state),
+        (RiskTier::Medium, AgentState::PendingApproval)
+    );
+    assert_eq!(
+        reviewer.roles,
+        vec!["repo-reader".to_string(), "pr-commenter".to_string()]
+    );
+    // Confidential data with a writing role: high.
+    let pipeline = s
+        .admin
+        .register_agent(&RegisterAgent {
+            name: "etl".into(),
+            owner: alice.id.clone(),
+            persona: Some("Data Pipeline Agent".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pipeline.risk_tier, RiskTier::High);
+    // Confidential read-only: medium.
+    let reader = s
+        .admin
+        .register_agent(&RegisterAgent {
+            name: "reader".into(),
+            owner: alice.id.clone(),
+            roles: Some(vec!["db-reader".into()]),
+            classifications: Some(vec!["confidential".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reader.risk_tier, RiskTier::Medium);
+    // An administrator activates a pending one.
+    let activated = s.admin.activate_agent("reviewer", None).await.unwrap();
+    assert_eq!(activated.agent.state, AgentState::Active);
+    // A draft stays proposed until submitted.
+    let draft = s
+        .admin
+        .register_agent(&RegisterAgent {
+            name: "draft".into(),
+            owner: alice.id.clone(),
+            draft: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(draft.state, AgentState::Proposed);
+    assert_eq!(
+        s.admin
+            .submit_agent("draft", None)
+            .await
+            .unwrap()
+            .agent
+            .state,
+        AgentState::Active
+    );
+    // Read back by id and by name.
+    assert_eq!(
+        s.admin.get_agent(&docs.id).await.unwrap(),
+        s.admin.get_agent("docs-helper").await.unwrap()
+    );
+    s.stop().await;
+}
+
+async fn lists_filter_and_page(b: Backend) {
+    let s = TestServer::start(b).await;
+    human(&s.admin, "alice@example.com").await;
+    human(&s.admin, "bob@example.com").await;
+    for i in 0..5 {
+        low_risk_agent(&s.admin, &format!("a{i}"), "alice@example.com").await;
+    }
+    low_risk_agent(&s.admin, "b0", "bob@example.com").await;
+    s.admin
+        .register_agent(&RegisterAgent {
+            name: "rev".into(),
+            owner: "bob@example.com".into(),
+            persona: Some("Code Review Bot".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .admin
+            .list_agents(&AgentFilter {
+                owner: Some("alice@example.com".into()),
+                limit: Some(2),
+                cursor,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|a| a.name));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a0", "a1", "a2", "a3", "a4"]);
+    let pending = s
+        .admin
+        .list_agents(&AgentFilter {
+            state: Some("pending_approval".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pending
+            .items
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
+        ["rev"]
+    );
+    let medium = s
+        .admin
+        .list_agents(&AgentFilter {
+            risk_tier: Some("medium".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(medium.items.len(), 1);
+    let by_persona = s
+        .admin
+        .list_agents(&AgentFilter {
+            persona: Some("Code Review Bot".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_persona.items.len(), 1);
+    assert_eq!(
+        code(
+            s.admin
+                .list_agents(&AgentFilter {
+                    state: Some("sleeping".into()),
+                    ..Default::default()
+                })
+                .await
+        ),
+        ErrorCode::InvalidQuery
+    );
+    assert_eq!(
+        code(
+            s.admin
+                .list_agents(&AgentFilter {
+                    limit: Some(0),
+                    ..Default::default()
+                })
+                .await
+        ),
+        ErrorCode::InvalidQuery
+    );
+    s.stop().await;
+}
+
+async fn humans_and_teams(b: Backend) {
+    let s = TestServer::start(b).await;
+    let team = s
+        .admin
+        .create_team(&CreateTeam {
+            name: "payments".into(),
+            description: "Payments".into(),
+        })
+        .await
+        .unwrap();
+    let h = s
+        .admin
+        .create_human(&CreateHuman {
+            email: "Carol@Example.com".into(),
+            display_name: "Carol".into(),
+            teams: vec!["payments".into()],
+            roles: vec!["kb-reader".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(h.email, "carol@example.com");
+    assert_eq!(h.teams, vec![team.id.clone()]);
+    assert_eq!(
+        s.admin.get_human("carol@example.com").await.unwrap().teams,
+        vec![team.id.clone()]
+    );
+    let in_team = s
+        .admin
+        .list_humans(&PageQuery {
+            team: Some("payments".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(in_team.items.len(), 1);
+    let updated = s
+        .admin
+        .update_human(
+            "carol@example.com",
+            &UpdateHuman {
+                display_name: Some("Carol K".into()),
+                teams: Some(vec![]),
+                roles: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.display_name.as_str(), updated.teams.len()),
+        ("Carol K", 0)
+    );
+    assert_eq!(
+        code(
+            s.admin
+                .create_team(&CreateTeam {
+                    name: "payments".into(),
+                    description: String::new()
+                })
+                .await
+        ),
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        code(
+            s.admin
+                .create_human(&CreateHuman {
+                    email: "carol@example.com".into(),
+                    display_name: "Again".into(),
+                    teams: vec![],
+                    roles: vec![]
+                })
+                .await
+        ),
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        code(
+            s.admin
+                .create_human(&CreateHuman {
+                    email: "d@example.com".into(),
+                    display_name: "D".into(),
+                    teams: vec!["nope".into()],
+                    roles: vec![]
+                })
+                .await
+        ),
+        ErrorCode::UnknownReference
+    );
+    s.stop().await;
+}

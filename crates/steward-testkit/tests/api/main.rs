@@ -1,0 +1,11 @@
+//! The integration suite: a real server on a temporary store, driven over
+//! HTTP through the typed client, on SQLite and on PostgreSQL. One binary;
+//! this file only lists the modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod access;
+mod bad_input;
+mod inventory;
+mod lifecycle;
+mod operations;
+mod support;

@@ -1,0 +1,93 @@
+//! Small helpers shared by the suite.
+
+use steward_client::{Client, ClientError};
+use steward_types::*;
+
+/// An active human with the given e-mail.
+pub async fn human(admin: &Client, email: &str) -> Human {
+    admin
+        .create_human(&CreateHuman {
+            email: email.into(),
+            display_name: email.split('@').next().unwrap().into(),
+            teams: vec![],
+            roles: vec![],
+        })
+        .await
+        .unwrap()
+}
+
+/// Register an agent with public data only (low risk: active at once).
+pub async fn low_risk_agent(admin: &Client, name: &str, owner: &str) -> Agent {
+    admin
+        .register_agent(&RegisterAgent {
+            name: name.into(),
+            owner: owner.into(),
+            classifications: Some(vec!["public".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// The error code of a failed call.
+pub fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
+    match result {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.code().unwrap_or_else(|| panic!("not an API error: {e}")),
+    }
+}
+
+/// Everything the tenant's store holds that a bad request must not change:
+/// agent, human and team counts and the audit log length.
+pub async fn snapshot(admin: &Client) -> (usize, usize, usize, usize) {
+    let agents = admin
+        .list_agents(&AgentFilter {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .len();
+    let humans = admin
+        .list_humans(&PageQuery {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .len();
+    let teams = admin
+        .list_teams(&PageQuery {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .len();
+    let audit = all_audit(admin).await.len();
+    (agents, humans, teams, audit)
+}
+
+/// The whole audit log, following cursors.
+pub async fn all_audit(admin: &Client) -> Vec<AuditEntry> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = admin
+            .list_audit(&AuditFilter {
+                cursor,
+                limit: Some(500),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        out.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+}
