@@ -13,7 +13,7 @@ use steward_types::{
     TransitionResult, UpdateAgent,
 };
 
-use crate::audit::{append, event};
+use crate::audit::{append, change, commit, event};
 use crate::humans::{check_roles, lock_human};
 use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
@@ -156,8 +156,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| if is_unique_violation(&e) { Error::already_exists("agent", &agent.name) } else { db_error(e) })?;
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
             event(
                 "agent.register",
@@ -169,7 +169,6 @@ impl Store {
             ),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(agent)
     }
 
@@ -344,20 +343,12 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
-            event(
-                "agent.update",
-                "agent",
-                &after.id,
-                Some(&before),
-                Some(&after),
-                None,
-            ),
+            change("agent.update", "agent", &after.id, &before, &after),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(after)
     }
 

@@ -38,6 +38,35 @@ pub async fn append(
     Ok(())
 }
 
+/// Append the event and commit: the change and its record land together or
+/// not at all.
+pub async fn commit(
+    mut tx: Transaction<'static, Any>,
+    ctx: &ChangeContext,
+    event: AuditEvent,
+) -> Result<(), Error> {
+    append(&mut tx, ctx, event).await?;
+    tx.commit().await.map_err(db_error)
+}
+
+/// An event for a change from `before` to `after`, without a reason.
+pub fn change<T: serde::Serialize>(
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+    before: &T,
+    after: &T,
+) -> AuditEvent {
+    event(
+        action,
+        resource_type,
+        resource_id,
+        Some(before),
+        Some(after),
+        None,
+    )
+}
+
 /// An event describing a change from `before` to `after`.
 pub fn event<T: serde::Serialize>(
     action: &str,

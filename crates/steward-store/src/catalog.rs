@@ -3,7 +3,7 @@
 use steward_core::{ChangeContext, Error, InventoryRules, validate};
 use steward_types::{CreatePersona, CreateRole, ErrorCode, Page, PageQuery, Persona, Role};
 
-use crate::audit::{append, event};
+use crate::audit::{commit, event};
 use crate::humans::check_roles;
 use crate::rows::{self, Cursor, Select};
 use crate::tenants::find_row;
@@ -50,13 +50,12 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| if is_unique_violation(&e) { Error::already_exists("role", &role.name) } else { db_error(e) })?;
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
             event("role.create", "role", &role.id, None, Some(&role), None),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(role)
     }
 
@@ -162,8 +161,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| if is_unique_violation(&e) { Error::already_exists("persona", &persona.name) } else { db_error(e) })?;
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
             event(
                 "persona.create",
@@ -175,7 +174,6 @@ impl Store {
             ),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(persona)
     }
 

@@ -10,7 +10,7 @@ use steward_types::{
 };
 
 use crate::agents::lock_agent;
-use crate::audit::{append, event};
+use crate::audit::{append, change, commit, event};
 use crate::humans::lock_human;
 use crate::rows::{self, Cursor, Param, Select};
 use crate::{Store, db_error};
@@ -93,13 +93,12 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
             event("key.create", "agent_key", &key.id, None, Some(&key), None),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(CreatedKey { key, secret })
     }
 
@@ -141,35 +140,7 @@ impl Store {
             .map_err(db_error)?
             .ok_or_else(|| Error::not_found("key", key_id))?;
         let before = rows::api_key(&row)?;
-        if before.revoked_at.is_some() {
-            return Err(Error::new(
-                ErrorCode::InvalidTransition,
-                format!("key '{key_id}' is already revoked"),
-            ));
-        }
-        let mut after = before.clone();
-        after.revoked_at = Some(ctx.now);
-        sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE id = $2")
-            .bind(rows::ms(ctx.now))
-            .bind(key_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        append(
-            &mut tx,
-            ctx,
-            event(
-                "key.revoke",
-                "agent_key",
-                key_id,
-                Some(&before),
-                Some(&after),
-                None,
-            ),
-        )
-        .await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(after)
+        revoke(tx, ctx, "agent_keys", "key", before, |k| &mut k.revoked_at).await
     }
 
     /// The key with this hash, in any tenant.
@@ -248,8 +219,8 @@ impl Store {
             revoked_at: None,
         };
         insert_token(&mut tx, &token, &hash(&secret), false).await?;
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
             event(
                 "token.create",
@@ -261,7 +232,6 @@ impl Store {
             ),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(CreatedToken { token, secret })
     }
 
@@ -287,42 +257,17 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::not_found("token", id))?;
-        let before = rows::api_token(&row)?;
-        if before.revoked_at.is_some() {
-            return Err(Error::new(
-                ErrorCode::InvalidTransition,
-                format!("token '{id}' is already revoked"),
-            ));
-        }
         if id == BOOTSTRAP_TOKEN_ID {
             return Err(Error::new(
                 ErrorCode::Forbidden,
                 "the bootstrap token is rotated by setting STEWARD_ADMIN_TOKEN and restarting, not revoked",
             ));
         }
-        let mut after = before.clone();
-        after.revoked_at = Some(ctx.now);
-        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2")
-            .bind(rows::ms(ctx.now))
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        append(
-            &mut tx,
-            ctx,
-            event(
-                "token.revoke",
-                "api_token",
-                id,
-                Some(&before),
-                Some(&after),
-                None,
-            ),
-        )
-        .await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(after)
+        let before = rows::api_token(&row)?;
+        revoke(tx, ctx, "api_tokens", "token", before, |t| {
+            &mut t.revoked_at
+        })
+        .await
     }
 
     /// The token with this hash.
@@ -407,6 +352,68 @@ impl Store {
         )
         .await?;
         tx.commit().await.map_err(db_error)
+    }
+}
+
+/// Mark a credential revoked now, with its audit record. `revoked_at` picks
+/// the field of the record; `kind` names it in messages and audit actions.
+async fn revoke<T: serde::Serialize + Clone + HasId>(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    ctx: &ChangeContext,
+    table: &str,
+    kind: &str,
+    before: T,
+    revoked_at: impl Fn(&mut T) -> &mut Option<DateTime<Utc>>,
+) -> Result<T, Error> {
+    let id = before.id().to_string();
+    let mut after = before.clone();
+    if revoked_at(&mut after).is_some() {
+        return Err(Error::new(
+            ErrorCode::InvalidTransition,
+            format!("{kind} '{id}' is already revoked"),
+        ));
+    }
+    *revoked_at(&mut after) = Some(ctx.now);
+    sqlx::query(&format!("UPDATE {table} SET revoked_at = $1 WHERE id = $2"))
+        .bind(rows::ms(ctx.now))
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let resource_type = if kind == "key" {
+        "agent_key"
+    } else {
+        "api_token"
+    };
+    commit(
+        tx,
+        ctx,
+        change(
+            &format!("{kind}.revoke"),
+            resource_type,
+            &id,
+            &before,
+            &after,
+        ),
+    )
+    .await?;
+    Ok(after)
+}
+
+/// Records with an id.
+trait HasId {
+    fn id(&self) -> &str;
+}
+
+impl HasId for ApiKey {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl HasId for ApiToken {
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 

@@ -7,7 +7,7 @@ use steward_types::{
     CreateHuman, ErrorCode, Human, HumanDeactivated, HumanStatus, Page, PageQuery, UpdateHuman,
 };
 
-use crate::audit::{append, event};
+use crate::audit::{append, change, commit, event};
 use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
 use crate::{Store, db_error, is_unique_violation};
@@ -50,13 +50,12 @@ impl Store {
         .await
         .map_err(|e| if is_unique_violation(&e) { Error::already_exists("human with e-mail", &human.email) } else { db_error(e) })?;
         set_memberships(&mut tx, &ctx.tenant_id, &human.id, &human.teams).await?;
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
             event("human.create", "human", &human.id, None, Some(&human), None),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(human)
     }
 
@@ -154,20 +153,12 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
-            event(
-                "human.update",
-                "human",
-                &after.id,
-                Some(&before),
-                Some(&after),
-                None,
-            ),
+            change("human.update", "human", &after.id, &before, &after),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(after)
     }
 
@@ -260,8 +251,8 @@ impl Store {
             )
             .await?;
         }
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
             event(
                 action,
@@ -273,7 +264,6 @@ impl Store {
             ),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(HumanDeactivated {
             human: after,
             orphaned_agents: affected,

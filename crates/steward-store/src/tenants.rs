@@ -5,7 +5,7 @@ use sqlx::{Any, Executor, Transaction};
 use steward_core::{ChangeContext, Error, validate};
 use steward_types::{CreateTeam, CreateTenant, ErrorCode, Page, PageQuery, Team, Tenant};
 
-use crate::audit::{append, event};
+use crate::audit::{commit, event};
 use crate::rows::{self, Cursor, Select};
 use crate::{Store, db_error, is_unique_violation};
 
@@ -117,8 +117,8 @@ impl Store {
             })?;
         let mut audit_ctx = ctx.clone();
         audit_ctx.tenant_id = tenant.id.clone();
-        append(
-            &mut tx,
+        commit(
+            tx,
             &audit_ctx,
             event(
                 "tenant.create",
@@ -130,7 +130,6 @@ impl Store {
             ),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(tenant)
     }
 
@@ -172,13 +171,12 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| if is_unique_violation(&e) { Error::already_exists("team", &team.name) } else { db_error(e) })?;
-        append(
-            &mut tx,
+        commit(
+            tx,
             ctx,
             event("team.create", "team", &team.id, None, Some(&team), None),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
         Ok(team)
     }
 

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Where the catalogue is documented; each error links to its anchor.
-pub const ERROR_DOCS: &str = "https://github.com/steward/steward/blob/main/docs/errors.md";
+/// Where every server publishes the catalogue; each error links to its entry.
+pub const ERROR_DOCS: &str = "/v1/errors";
 
 macro_rules! catalogue {
     ($( $variant:ident => ($code:literal, $status:literal, $summary:literal) ),* $(,)?) => {
@@ -58,6 +58,31 @@ catalogue! {
     ExceedsParent => ("exceeds_parent", 422, "A child agent may only hold roles, classifications and expiry within its parent's."),
     StoreUnavailable => ("store_unavailable", 503, "The store cannot be reached; Steward fails closed."),
     Internal => ("internal", 500, "An unexpected error; the request id identifies it in the server log."),
+}
+
+/// One entry of the published catalogue (`GET /v1/errors`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorCatalogueEntry {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// The HTTP status it is answered with.
+    pub status: u16,
+    /// What it means.
+    pub summary: String,
+}
+
+impl ErrorCode {
+    /// The whole catalogue, in order.
+    pub fn catalogue() -> Vec<ErrorCatalogueEntry> {
+        ErrorCode::ALL
+            .iter()
+            .map(|c| ErrorCatalogueEntry {
+                code: *c,
+                status: c.http_status(),
+                summary: c.summary().into(),
+            })
+            .collect()
+    }
 }
 
 /// The JSON body of every error response: `{"error": {...}}`.

@@ -26,3 +26,10 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
         store: Some(state.store.backend().as_str().into()),
     }))
 }
+
+/// The error catalogue: every stable code, its HTTP status and meaning.
+#[utoipa::path(get, path = "/v1/errors", tag = "operations", security(()),
+    responses((status = 200, body = Vec<steward_types::ErrorCatalogueEntry>)))]
+pub async fn errors() -> Json<Vec<steward_types::ErrorCatalogueEntry>> {
+    Json(steward_types::ErrorCode::catalogue())
+}

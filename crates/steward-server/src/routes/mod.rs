@@ -51,6 +51,7 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::errors))
         .routes(routes!(tenants::whoami))
         .routes(routes!(tenants::list_tenants, tenants::create_tenant))
         .routes(routes!(tokens::list_tokens, tokens::create_token))

@@ -44,6 +44,19 @@ async fn operational_endpoints(b: Backend) {
     }
     assert!(doc["components"]["schemas"]["Agent"].is_object());
 
+    let (status, catalogue) = anon
+        .raw(Method::GET, "/v1/errors", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        catalogue
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["code"] == "invalid_transition" && e["status"] == 409)
+    );
+
     // Request ids: echoed when given, generated otherwise, and in error bodies.
     let http = reqwest::Client::new();
     let r = http
