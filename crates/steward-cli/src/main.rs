@@ -1,1 +1,183 @@
-fn main() {}
+//! `steward`: run the server (`serve`), try it (`demo`), or manage a running
+//! one over its HTTP API (every other command).
+
+mod commands;
+mod demo;
+mod logging;
+mod output;
+mod views;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use steward_client::Client;
+
+use commands::Ctx;
+use output::OutputFormat;
+
+/// Help heading of the options every command accepts.
+const GLOBAL: &str = "Global options";
+
+/// Steward: a governance platform for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "steward", version, about, propagate_version = true)]
+struct Cli {
+    /// Server to talk to.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "STEWARD_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    server: String,
+    /// API token (`stwt_...`) or agent key (`stw_...`).
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "STEWARD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// How to print results.
+    #[arg(
+        short,
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Steward server.
+    Serve(commands::serve::ServeArgs),
+    /// Start a throwaway server on a temporary store and play a short scenario.
+    Demo(demo::DemoArgs),
+    /// Register agents and move them through their lifecycle.
+    #[command(subcommand)]
+    Agents(commands::agents::AgentsCommand),
+    /// Agents' API keys.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
+    /// People who own agents.
+    #[command(subcommand)]
+    Humans(commands::humans::HumansCommand),
+    /// Teams of people.
+    #[command(subcommand)]
+    Teams(commands::teams::TeamsCommand),
+    /// Reusable agent templates.
+    #[command(subcommand)]
+    Personas(commands::personas::PersonasCommand),
+    /// Named roles.
+    #[command(subcommand)]
+    Roles(commands::roles::RolesCommand),
+    /// API tokens for people and automation.
+    #[command(subcommand)]
+    Tokens(commands::tokens::TokensCommand),
+    /// Tenants (platform administrators).
+    #[command(subcommand)]
+    Tenants(commands::tenants::TenantsCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCommand),
+    /// Show who the server takes your credential for.
+    Whoami,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Usage errors end here, with exit code 2.
+    let mut cli = Cli::parse();
+    // `STEWARD_TOKEN=` (set but empty) means no token, not an empty one.
+    cli.token = cli.token.filter(|token| !token.trim().is_empty());
+    let server = cli.server.clone();
+    let has_token = cli.token.is_some();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}", output::render_error(&err, &server, has_token));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx {
+        client: Client::new(&cli.server, cli.token),
+        output: cli.output,
+    };
+    match cli.command {
+        Command::Serve(args) => commands::serve::run(args).await,
+        Command::Demo(args) => demo::demo(args).await,
+        Command::Agents(command) => commands::agents::run(&ctx, command).await,
+        Command::Keys(command) => commands::keys::run(&ctx, command).await,
+        Command::Humans(command) => commands::humans::run(&ctx, command).await,
+        Command::Teams(command) => commands::teams::run(&ctx, command).await,
+        Command::Personas(command) => commands::personas::run(&ctx, command).await,
+        Command::Roles(command) => commands::roles::run(&ctx, command).await,
+        Command::Tokens(command) => commands::tokens::run(&ctx, command).await,
+        Command::Tenants(command) => commands::tenants::run(&ctx, command).await,
+        Command::Audit(command) => commands::audit::run(&ctx, command).await,
+        Command::Whoami => commands::whoami(&ctx).await,
+    }
+}
+
+/// The reader went away (`steward agents list | head`): not worth an error.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "steward",
+            "agents",
+            "list",
+            "-o",
+            "json",
+            "--server",
+            "http://example:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.server, "http://example:1");
+    }
+
+    #[test]
+    fn usage_errors_exit_with_code_2() {
+        let err = Cli::try_parse_from(["steward", "agents", "frobnicate"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn broken_pipes_are_recognised_through_context() {
+        let err = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("printing");
+        assert!(is_broken_pipe(&err));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+}

@@ -45,8 +45,11 @@ impl Error {
 
     /// `not_found` for a kind of resource and the id that was asked for.
     pub fn not_found(kind: &str, id: &str) -> Self {
-        Error::new(ErrorCode::NotFound, format!("no {kind} '{id}' in this tenant"))
-            .with_details(serde_json::json!({ "kind": kind, "id": id }))
+        Error::new(
+            ErrorCode::NotFound,
+            format!("no {kind} '{id}' in this tenant"),
+        )
+        .with_details(serde_json::json!({ "kind": kind, "id": id }))
     }
 
     /// `unknown_reference`: a field names something that does not exist.

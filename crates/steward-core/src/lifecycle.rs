@@ -70,7 +70,11 @@ pub fn registration_state(tier: RiskTier) -> AgentState {
 
 /// Where `transition` takes an agent in state `from` whose risk tier is `tier`,
 /// or `invalid_transition` naming what is allowed from `from`.
-pub fn next_state(from: AgentState, transition: Transition, tier: RiskTier) -> Result<AgentState, Error> {
+pub fn next_state(
+    from: AgentState,
+    transition: Transition,
+    tier: RiskTier,
+) -> Result<AgentState, Error> {
     use AgentState::*;
     let to = match (from, transition) {
         (Proposed, Transition::Submit) => Some(registration_state(tier)),
@@ -114,7 +118,10 @@ fn allowed_from(from: AgentState, t: Transition) -> bool {
     matches!(
         (from, t),
         (Proposed, Transition::Submit)
-            | (Proposed | PendingApproval, Transition::Activate | Transition::Reject)
+            | (
+                Proposed | PendingApproval,
+                Transition::Activate | Transition::Reject
+            )
             | (Active, Transition::Suspend)
             | (Suspended, Transition::Resume)
     ) || (t == Transition::Decommission && !from.is_terminal())
@@ -133,8 +140,14 @@ mod tests {
     #[test]
     fn registration_by_tier() {
         assert_eq!(registration_state(RiskTier::Low), AgentState::Active);
-        assert_eq!(registration_state(RiskTier::Medium), AgentState::PendingApproval);
-        assert_eq!(registration_state(RiskTier::High), AgentState::PendingApproval);
+        assert_eq!(
+            registration_state(RiskTier::Medium),
+            AgentState::PendingApproval
+        );
+        assert_eq!(
+            registration_state(RiskTier::High),
+            AgentState::PendingApproval
+        );
     }
 
     #[test]
@@ -150,7 +163,12 @@ mod tests {
         let err = next_state(AgentState::Active, Transition::Resume, RiskTier::Low).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidTransition);
         assert!(err.message.contains("suspend"), "{}", err.message);
-        let err = next_state(AgentState::Decommissioned, Transition::Resume, RiskTier::Low).unwrap_err();
+        let err = next_state(
+            AgentState::Decommissioned,
+            Transition::Resume,
+            RiskTier::Low,
+        )
+        .unwrap_err();
         assert!(err.message.contains("final"), "{}", err.message);
     }
 

@@ -106,7 +106,12 @@ pub fn check_spawn(
     Ok(depth)
 }
 
-fn check_subset(field: &str, child: &[String], parent: &[String], parent_name: &str) -> Result<(), Error> {
+fn check_subset(
+    field: &str,
+    child: &[String],
+    parent: &[String],
+    parent_name: &str,
+) -> Result<(), Error> {
     let extra: Vec<&String> = child.iter().filter(|c| !parent.contains(c)).collect();
     if extra.is_empty() {
         return Ok(());
@@ -115,7 +120,11 @@ fn check_subset(field: &str, child: &[String], parent: &[String], parent_name: &
         ErrorCode::ExceedsParent,
         format!(
             "{field}: a child may not hold what its parent '{parent_name}' lacks: {}",
-            extra.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            extra
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     )
     .with_details(serde_json::json!({ "field": field, "not_held_by_parent": extra })))
@@ -155,14 +164,21 @@ mod tests {
     }
 
     fn req<'a>(roles: &'a [String], classes: &'a [String]) -> ChildRequest<'a> {
-        ChildRequest { roles, classifications: classes, expires_at: None }
+        ChildRequest {
+            roles,
+            classifications: classes,
+            expires_at: None,
+        }
     }
 
     #[test]
     fn limits_are_named() {
         let p = parent(&["a"], &["public"]);
         let none: Vec<String> = vec![];
-        let lim = SpawnLimits { max_children: 2, max_depth: 1 };
+        let lim = SpawnLimits {
+            max_children: 2,
+            max_depth: 1,
+        };
         assert_eq!(check_spawn(&p, lim, 1, req(&none, &none)).unwrap(), 1);
         let e = check_spawn(&p, lim, 2, req(&none, &none)).unwrap_err();
         assert_eq!(e.code, ErrorCode::SpawnLimitExceeded);
@@ -185,9 +201,15 @@ mod tests {
         let none: Vec<String> = vec![];
         let lim = SpawnLimits::default();
         let mut r = req(&none, &none);
-        assert_eq!(check_spawn(&p, lim, 0, r).unwrap_err().code, ErrorCode::ExceedsParent);
+        assert_eq!(
+            check_spawn(&p, lim, 0, r).unwrap_err().code,
+            ErrorCode::ExceedsParent
+        );
         r.expires_at = Some(t + chrono::Duration::seconds(1));
-        assert_eq!(check_spawn(&p, lim, 0, r).unwrap_err().code, ErrorCode::ExceedsParent);
+        assert_eq!(
+            check_spawn(&p, lim, 0, r).unwrap_err().code,
+            ErrorCode::ExceedsParent
+        );
         r.expires_at = Some(t);
         assert!(check_spawn(&p, lim, 0, r).is_ok());
     }

@@ -8,7 +8,10 @@ pub const MAX_TEXT: usize = 4096;
 /// A name: 1 to 128 characters, starting with a letter or digit, then letters,
 /// digits, `.`, `_`, `-` or spaces.
 pub fn name(field: &str, value: &str) -> Result<(), Error> {
-    let ok_start = value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_start = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     let ok_chars = value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ' '));
@@ -36,7 +39,10 @@ pub fn email(field: &str, value: &str) -> Result<(), Error> {
         && value.len() <= 254
         && !value.chars().any(char::is_whitespace);
     if !ok {
-        return Err(Error::invalid(field, format!("'{value}' is not an e-mail address")));
+        return Err(Error::invalid(
+            field,
+            format!("'{value}' is not an e-mail address"),
+        ));
     }
     Ok(())
 }
@@ -44,7 +50,10 @@ pub fn email(field: &str, value: &str) -> Result<(), Error> {
 /// Free text no longer than [`MAX_TEXT`].
 pub fn text(field: &str, value: &str) -> Result<(), Error> {
     if value.len() > MAX_TEXT {
-        return Err(Error::invalid(field, format!("longer than {MAX_TEXT} bytes")));
+        return Err(Error::invalid(
+            field,
+            format!("longer than {MAX_TEXT} bytes"),
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,295 @@
+//! `steward demo`: start a throwaway server on a temporary store, seed it
+//! through the real client and tell what happens, one line per step.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::Args;
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use steward_client::Client;
+use steward_server::Config;
+use steward_types::{
+    Agent, AgentFilter, AgentState, CreateHuman, CreateKey, CreateTeam, PageQuery, Persona,
+    RegisterAgent, WhoAmI,
+};
+
+use crate::logging::{self, LogFormat};
+use crate::output::{say, table};
+
+/// `steward demo` takes no options yet.
+#[derive(Debug, Args)]
+pub struct DemoArgs {}
+
+/// The example personas the server seeds into the default tenant; the demo
+/// registers one agent for each.
+const PERSONAS: [&str; 3] = [
+    "Code Review Bot",
+    "Data Pipeline Agent",
+    "Customer Support Assistant",
+];
+const TEAM: &str = "platform";
+const OWNER: &str = "alice@example.com";
+const LOW_RISK_AGENT: &str = "docs-helper";
+const SUSPENSION_REASON: &str = "unexpected pushes to main";
+
+/// Run the demo: start, seed, tell the story, shut down.
+pub async fn demo(_args: DemoArgs) -> anyhow::Result<()> {
+    // Only warnings, so the story stays readable; RUST_LOG still wins.
+    logging::init(LogFormat::Pretty, "warn")?;
+    let data_dir = tempfile::tempdir().context("cannot create a temporary store")?;
+    let admin_token = random_token();
+    let config = Config {
+        listen: ([127, 0, 0, 1], 0).into(),
+        data_dir: data_dir.path().to_path_buf(),
+        admin_token: Some(admin_token.clone()),
+        ..Config::default()
+    };
+    let running = steward_server::start(config)
+        .await
+        .context("cannot start the demo server")?;
+
+    let mut story = Story::default();
+    story.step(format!(
+        "Started a throwaway Steward at {} on a temporary store.",
+        running.url()
+    ))?;
+    let client = Client::new(&running.url(), Some(admin_token));
+    let told = scenario(&client, &mut story).await;
+    // Shut down even when the scenario failed, then report the first error.
+    let stopped = running.shutdown().await;
+    told?;
+    stopped?;
+    story.step("Stopped the server; the temporary store is deleted.")?;
+    drop(data_dir);
+    Ok(())
+}
+
+async fn scenario(client: &Client, story: &mut Story) -> anyhow::Result<()> {
+    let team = client
+        .create_team(&CreateTeam {
+            name: TEAM.into(),
+            description: "Runs the internal developer platform".into(),
+        })
+        .await?;
+    story.step(format!("Created the team \"{}\".", team.name))?;
+
+    let alice = client
+        .create_human(&CreateHuman {
+            email: OWNER.into(),
+            display_name: "Alice Example".into(),
+            teams: vec![TEAM.into()],
+            roles: vec![],
+        })
+        .await?;
+    story.step(format!(
+        "{} <{}> joins it; she will own every agent in this story.",
+        alice.display_name, alice.email
+    ))?;
+
+    let personas = client
+        .list_personas(&PageQuery {
+            limit: Some(500),
+            ..PageQuery::default()
+        })
+        .await?
+        .items;
+    let mut agents = Vec::new();
+    for persona_name in PERSONAS {
+        let persona = personas
+            .iter()
+            .find(|p| p.name == persona_name)
+            .ok_or_else(|| anyhow!("the server did not seed the persona {persona_name:?}"))?;
+        let agent = client
+            .register_agent(&RegisterAgent {
+                name: slug(persona_name),
+                owner: OWNER.into(),
+                team: Some(TEAM.into()),
+                purpose: persona.description.clone(),
+                persona: Some(persona.name.clone()),
+                ..RegisterAgent::default()
+            })
+            .await?;
+        story.step(format!(
+            "Registered {} from the persona \"{}\": {} risk, {}.",
+            agent.name,
+            persona.name,
+            agent.risk_tier.as_str(),
+            agent.state.as_str()
+        ))?;
+        agents.push(agent);
+    }
+
+    let helper = client
+        .register_agent(&RegisterAgent {
+            name: LOW_RISK_AGENT.into(),
+            owner: OWNER.into(),
+            team: Some(TEAM.into()),
+            purpose: "Answers questions from the public documentation".into(),
+            classifications: Some(vec!["public".into()]),
+            ..RegisterAgent::default()
+        })
+        .await?;
+    story.step(format!(
+        "Registered {}, which only reads public data: {} risk, {}.",
+        helper.name,
+        helper.risk_tier.as_str(),
+        helper.state.as_str()
+    ))?;
+    agents.push(helper);
+
+    for agent in &mut agents {
+        if agent.state == AgentState::PendingApproval {
+            let result = client
+                .activate_agent(&agent.id, Some("approved by Alice in the demo"))
+                .await?;
+            story.step(format!(
+                "Alice approves {} ({} risk needs a human's yes): now {}.",
+                result.agent.name,
+                result.agent.risk_tier.as_str(),
+                result.agent.state.as_str()
+            ))?;
+            *agent = result.agent;
+        }
+    }
+
+    let bot = agents
+        .first()
+        .ok_or_else(|| anyhow!("no agent was registered"))?;
+    let key = client
+        .create_key(
+            &bot.id,
+            &CreateKey {
+                name: "ci-runner".into(),
+                expires_at: None,
+            },
+        )
+        .await?;
+    story.step(format!(
+        "Issued an API key ({}...) to {} for its CI runner.",
+        key.key.prefix, bot.name
+    ))?;
+
+    let as_bot = client.with_token(key.secret);
+    match as_bot.whoami().await? {
+        WhoAmI::Agent { agent_name, .. } => story.step(format!(
+            "{agent_name} asks the server who it is, with its key: \"agent {agent_name}\"."
+        ))?,
+        other => bail!("the key should identify an agent; the server said {other:?}"),
+    }
+
+    let suspended = client
+        .suspend_agent(&bot.id, Some(SUSPENSION_REASON))
+        .await?;
+    story.step(format!(
+        "Alice suspends {} (\"{SUSPENSION_REASON}\"): now {}.",
+        suspended.agent.name,
+        suspended.agent.state.as_str()
+    ))?;
+
+    match as_bot.whoami().await {
+        Err(err) if err.status() == Some(401) => story.step(format!(
+            "{} tries its key again and is refused with 401: {err}.",
+            bot.name
+        ))?,
+        Err(err) => {
+            return Err(err).context("the suspended agent's key should be refused with 401");
+        }
+        Ok(me) => bail!("the suspended agent's key was still accepted: {me:?}"),
+    }
+
+    let agents = client
+        .list_agents(&AgentFilter {
+            team: Some(TEAM.into()),
+            limit: Some(500),
+            ..AgentFilter::default()
+        })
+        .await?
+        .items;
+    say(format!(
+        "\nThe inventory now:\n\n{}\n",
+        summary(&agents, &personas)
+    ))?;
+    Ok(())
+}
+
+/// The closing table: each agent with its persona's name, risk and state.
+fn summary(agents: &[Agent], personas: &[Persona]) -> String {
+    let persona_names: HashMap<&str, &str> = personas
+        .iter()
+        .map(|p| (p.id.as_str(), p.name.as_str()))
+        .collect();
+    let rows = agents.iter().map(|agent| {
+        let persona = agent
+            .persona_id
+            .as_deref()
+            .and_then(|id| persona_names.get(id).copied())
+            .unwrap_or("-");
+        vec![
+            agent.name.clone(),
+            persona.to_owned(),
+            agent.risk_tier.as_str().to_owned(),
+            agent.state.as_str().to_owned(),
+        ]
+    });
+    table(&["AGENT", "PERSONA", "RISK", "STATE"], rows)
+}
+
+/// Numbered lines of the story.
+#[derive(Debug, Default)]
+struct Story {
+    steps: usize,
+}
+
+impl Story {
+    fn step(&mut self, text: impl AsRef<str>) -> std::io::Result<()> {
+        self.steps += 1;
+        say(format!("{:>2}. {}", self.steps, text.as_ref()))
+    }
+}
+
+/// A bootstrap admin token nobody else knows; the demo's server lives only
+/// as long as the command.
+fn random_token() -> String {
+    let secret: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    format!("{}{secret}", steward_types::API_TOKEN_PREFIX)
+}
+
+/// `Code Review Bot` becomes `code-review-bot`.
+fn slug(name: &str) -> String {
+    let mut slug = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.trim_end_matches('-').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persona_names_become_agent_names() {
+        assert_eq!(slug("Code Review Bot"), "code-review-bot");
+        assert_eq!(
+            slug("  Customer Support Assistant! "),
+            "customer-support-assistant"
+        );
+    }
+
+    #[test]
+    fn demo_tokens_are_api_tokens_and_differ() {
+        let a = random_token();
+        assert!(a.starts_with("stwt_"));
+        assert_eq!(a.len(), 45);
+        assert_ne!(a, random_token());
+    }
+}

@@ -1,0 +1,413 @@
+//! How each wire type looks in a list table and in a detail view.
+
+use steward_types::{
+    Agent, ApiKey, ApiToken, AuditEntry, Human, HumanStatus, Persona, Role, Team, Tenant, WhoAmI,
+};
+
+use crate::output::{Detail, Tabular, list, optional_time, or_dash, time};
+
+/// `active`, or `active (orphaned)` when the owner has left.
+fn agent_state(agent: &Agent) -> String {
+    if agent.orphaned {
+        format!("{} (orphaned)", agent.state.as_str())
+    } else {
+        agent.state.as_str().to_owned()
+    }
+}
+
+fn human_status(status: HumanStatus) -> &'static str {
+    match status {
+        HumanStatus::Active => "active",
+        HumanStatus::Deactivated => "deactivated",
+    }
+}
+
+/// `revoked` once revoked, else `active` (expiry shows in its own column).
+fn credential_status(revoked_at: Option<&chrono::DateTime<chrono::Utc>>) -> String {
+    match revoked_at {
+        Some(at) => format!("revoked {}", time(at)),
+        None => "active".to_owned(),
+    }
+}
+
+fn optional(text: Option<&String>) -> String {
+    text.map_or_else(|| "-".to_owned(), |t| or_dash(t))
+}
+
+impl Tabular for Agent {
+    const HEADERS: &'static [&'static str] = &["ID", "NAME", "STATE", "RISK", "OWNER", "CREATED"];
+    const PLURAL: &'static str = "agents";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.name.clone(),
+            agent_state(self),
+            self.risk_tier.as_str().to_owned(),
+            self.owner_id.clone(),
+            time(&self.created_at),
+        ]
+    }
+}
+
+impl Detail for Agent {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        vec![
+            ("id", self.id.clone()),
+            ("name", self.name.clone()),
+            ("state", agent_state(self)),
+            ("state reason", optional(self.state_reason.as_ref())),
+            ("risk tier", self.risk_tier.as_str().to_owned()),
+            ("owner", self.owner_id.clone()),
+            ("team", optional(self.team_id.as_ref())),
+            ("purpose", or_dash(&self.purpose)),
+            ("platform", or_dash(&self.platform)),
+            ("model", or_dash(&self.model)),
+            ("persona", optional(self.persona_id.as_ref())),
+            ("roles", list(&self.roles)),
+            ("classifications", list(&self.classifications)),
+            ("labels", list(&labels)),
+            ("parent", optional(self.parent_id.as_ref())),
+            ("depth", self.depth.to_string()),
+            ("expires", optional_time(self.expires_at.as_ref())),
+            ("created", time(&self.created_at)),
+            ("updated", time(&self.updated_at)),
+            ("last seen", optional_time(self.last_seen_at.as_ref())),
+        ]
+    }
+}
+
+impl Tabular for Human {
+    const HEADERS: &'static [&'static str] = &["ID", "EMAIL", "NAME", "STATUS", "CREATED"];
+    const PLURAL: &'static str = "humans";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.email.clone(),
+            self.display_name.clone(),
+            human_status(self.status).to_owned(),
+            time(&self.created_at),
+        ]
+    }
+}
+
+impl Detail for Human {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("email", self.email.clone()),
+            ("name", self.display_name.clone()),
+            ("status", human_status(self.status).to_owned()),
+            ("teams", list(&self.teams)),
+            ("roles", list(&self.roles)),
+            ("created", time(&self.created_at)),
+            ("updated", time(&self.updated_at)),
+        ]
+    }
+}
+
+impl Tabular for Team {
+    const HEADERS: &'static [&'static str] = &["ID", "NAME", "DESCRIPTION", "CREATED"];
+    const PLURAL: &'static str = "teams";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.name.clone(),
+            or_dash(&self.description),
+            time(&self.created_at),
+        ]
+    }
+}
+
+impl Detail for Team {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("name", self.name.clone()),
+            ("description", or_dash(&self.description)),
+            ("created", time(&self.created_at)),
+        ]
+    }
+}
+
+impl Tabular for Role {
+    const HEADERS: &'static [&'static str] = &["ID", "NAME", "WRITES", "DESCRIPTION", "CREATED"];
+    const PLURAL: &'static str = "roles";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.name.clone(),
+            yes_no(self.writes),
+            or_dash(&self.description),
+            time(&self.created_at),
+        ]
+    }
+}
+
+impl Detail for Role {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("name", self.name.clone()),
+            ("writes", yes_no(self.writes)),
+            ("description", or_dash(&self.description)),
+            ("created", time(&self.created_at)),
+        ]
+    }
+}
+
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
+}
+
+impl Tabular for Persona {
+    const HEADERS: &'static [&'static str] = &["ID", "NAME", "ROLES", "CLASSIFICATIONS", "CREATED"];
+    const PLURAL: &'static str = "personas";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.name.clone(),
+            list(&self.roles),
+            list(&self.classifications),
+            time(&self.created_at),
+        ]
+    }
+}
+
+impl Detail for Persona {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let quotas: Vec<String> = self
+            .quotas
+            .iter()
+            .map(|q| format!("{} {} per {}", q.limit, q.metric, q.window))
+            .collect();
+        vec![
+            ("id", self.id.clone()),
+            ("name", self.name.clone()),
+            ("description", or_dash(&self.description)),
+            ("roles", list(&self.roles)),
+            ("classifications", list(&self.classifications)),
+            ("quotas", list(&quotas)),
+            ("max children", self.max_children.to_string()),
+            ("max depth", self.max_depth.to_string()),
+            (
+                "approval tier",
+                self.approval_tier
+                    .map_or_else(|| "-".to_owned(), |tier| tier.as_str().to_owned()),
+            ),
+            ("approval for", list(&self.approval_required_for)),
+            ("created", time(&self.created_at)),
+        ]
+    }
+}
+
+impl Tabular for ApiKey {
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "NAME",
+        "PREFIX",
+        "STATUS",
+        "EXPIRES",
+        "LAST USED",
+        "CREATED",
+    ];
+    const PLURAL: &'static str = "keys";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            or_dash(&self.name),
+            self.prefix.clone(),
+            credential_status(self.revoked_at.as_ref()),
+            optional_time(self.expires_at.as_ref()),
+            optional_time(self.last_used_at.as_ref()),
+            time(&self.created_at),
+        ]
+    }
+}
+
+impl Detail for ApiKey {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("agent", self.agent_id.clone()),
+            ("name", or_dash(&self.name)),
+            ("prefix", self.prefix.clone()),
+            ("status", credential_status(self.revoked_at.as_ref())),
+            ("expires", optional_time(self.expires_at.as_ref())),
+            ("last used", optional_time(self.last_used_at.as_ref())),
+            ("created", time(&self.created_at)),
+        ]
+    }
+}
+
+impl Tabular for ApiToken {
+    const HEADERS: &'static [&'static str] = &[
+        "ID", "NAME", "ROLE", "HUMAN", "STATUS", "EXPIRES", "CREATED",
+    ];
+    const PLURAL: &'static str = "tokens";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.name.clone(),
+            self.role.as_str().to_owned(),
+            optional(self.human_id.as_ref()),
+            credential_status(self.revoked_at.as_ref()),
+            optional_time(self.expires_at.as_ref()),
+            time(&self.created_at),
+        ]
+    }
+}
+
+impl Detail for ApiToken {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("tenant", self.tenant_id.clone()),
+            ("name", self.name.clone()),
+            ("role", self.role.as_str().to_owned()),
+            ("human", optional(self.human_id.as_ref())),
+            ("prefix", self.prefix.clone()),
+            ("status", credential_status(self.revoked_at.as_ref())),
+            ("expires", optional_time(self.expires_at.as_ref())),
+            ("last used", optional_time(self.last_used_at.as_ref())),
+            ("created", time(&self.created_at)),
+        ]
+    }
+}
+
+impl Tabular for Tenant {
+    const HEADERS: &'static [&'static str] = &["ID", "NAME", "CREATED"];
+    const PLURAL: &'static str = "tenants";
+    fn row(&self) -> Vec<String> {
+        vec![self.id.clone(), self.name.clone(), time(&self.created_at)]
+    }
+}
+
+impl Detail for Tenant {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("name", self.name.clone()),
+            ("created", time(&self.created_at)),
+        ]
+    }
+}
+
+impl Tabular for AuditEntry {
+    const HEADERS: &'static [&'static str] =
+        &["SEQ", "TIME", "ACTOR", "ACTION", "RESOURCE", "REASON"];
+    const PLURAL: &'static str = "audit entries";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.seq.to_string(),
+            time(&self.time),
+            format!("{}:{}", self.actor.kind, self.actor.id),
+            self.action.clone(),
+            format!("{}:{}", self.resource_type, self.resource_id),
+            optional(self.reason.as_ref()),
+        ]
+    }
+}
+
+impl Detail for WhoAmI {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        match self {
+            WhoAmI::Agent {
+                tenant_id,
+                agent_id,
+                agent_name,
+                key_id,
+            } => vec![
+                ("kind", "agent".to_owned()),
+                ("tenant", tenant_id.clone()),
+                ("agent", format!("{agent_name} ({agent_id})")),
+                ("key", key_id.clone()),
+            ],
+            WhoAmI::Token {
+                tenant_id,
+                token_id,
+                role,
+                human_id,
+                platform_admin,
+            } => vec![
+                ("kind", "token".to_owned()),
+                ("tenant", tenant_id.clone()),
+                ("token", token_id.clone()),
+                ("role", role.as_str().to_owned()),
+                ("human", optional(human_id.as_ref())),
+                ("platform admin", yes_no(*platform_admin)),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use steward_types::{AgentState, RiskTier};
+
+    fn agent() -> Agent {
+        let at = Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap();
+        Agent {
+            id: "ag_1".into(),
+            name: "docs-helper".into(),
+            owner_id: "hu_1".into(),
+            team_id: None,
+            purpose: String::new(),
+            platform: String::new(),
+            model: String::new(),
+            persona_id: None,
+            roles: vec![],
+            classifications: vec!["public".into()],
+            labels: [("env".to_owned(), "prod".to_owned())].into(),
+            parent_id: None,
+            depth: 0,
+            expires_at: None,
+            state: AgentState::Active,
+            state_reason: None,
+            risk_tier: RiskTier::Low,
+            orphaned: true,
+            created_at: at,
+            updated_at: at,
+            last_seen_at: None,
+        }
+    }
+
+    #[test]
+    fn agent_rows_show_state_risk_and_time() {
+        let row = agent().row();
+        assert_eq!(row.len(), Agent::HEADERS.len());
+        assert_eq!(
+            row,
+            [
+                "ag_1",
+                "docs-helper",
+                "active (orphaned)",
+                "low",
+                "hu_1",
+                "2025-01-02 03:04"
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_details_fill_empty_fields_with_dashes() {
+        let fields = agent().fields();
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(field("purpose"), "-");
+        assert_eq!(field("labels"), "env=prod");
+        assert_eq!(field("classifications"), "public");
+        assert_eq!(field("expires"), "-");
+    }
+}
