@@ -1,0 +1,220 @@
+//! The `steward` binary end to end: `steward serve` in a child process on a
+//! temporary SQLite store, driven by the CLI's own admin commands.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "stwt_cli-test-admin-token-0123456789";
+
+struct Serve {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(extra_env: &[(&str, &str)]) -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .env_remove("STEWARD_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    // Wait (bounded) until the server accepts connections.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "steward serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Serve {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+fn steward(server: &Serve, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(args)
+        .env("STEWARD_SERVER", &server.url)
+        .env("STEWARD_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+fn ok(server: &Serve, args: &[&str]) -> String {
+    let out = steward(server, TOKEN, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "steward {args:?} failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn json(server: &Serve, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["-o", "json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(server, &all)).unwrap()
+}
+
+#[test]
+fn serve_and_cli_walk_the_lifecycle() {
+    let server = serve(&[("STEWARD_ADMIN_TOKEN", TOKEN)]);
+    ok(&server, &["teams", "create", "platform"]);
+    ok(
+        &server,
+        &[
+            "humans",
+            "create",
+            "--email",
+            "alice@example.com",
+            "--name",
+            "Alice",
+            "--team",
+            "platform",
+        ],
+    );
+    let parent = json(
+        &server,
+        &[
+            "agents",
+            "register",
+            "--name",
+            "planner",
+            "--owner",
+            "alice@example.com",
+            "--classification",
+            "public",
+        ],
+    );
+    assert_eq!(parent["state"], "active");
+    ok(
+        &server,
+        &[
+            "agents",
+            "register",
+            "--name",
+            "worker",
+            "--owner",
+            "alice@example.com",
+            "--parent",
+            "planner",
+        ],
+    );
+
+    let table = ok(&server, &["agents", "list"]);
+    assert!(
+        table.contains("planner") && table.contains("worker") && table.contains("active"),
+        "{table}"
+    );
+
+    let key = json(&server, &["keys", "create", "planner", "--name", "ci"]);
+    let secret = key["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("stw_"));
+    let me = steward(&server, &secret, &["whoami"]);
+    assert!(me.status.success());
+    assert!(String::from_utf8_lossy(&me.stdout).contains("planner"));
+
+    ok(
+        &server,
+        &[
+            "agents",
+            "suspend",
+            "planner",
+            "--reason",
+            "unexpected spend",
+        ],
+    );
+    let refused = steward(&server, &secret, &["whoami"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("agent_not_active") && stderr.contains("suspended"),
+        "{stderr}"
+    );
+
+    ok(
+        &server,
+        &["agents", "resume", "planner", "--reason", "explained"],
+    );
+    let decommissioned = json(
+        &server,
+        &[
+            "agents",
+            "decommission",
+            "planner",
+            "--reason",
+            "project over",
+        ],
+    );
+    assert_eq!(decommissioned["agent"]["state"], "decommissioned");
+    assert_eq!(decommissioned["cascaded"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&server, &["agents", "show", "worker"])["state"],
+        "decommissioned"
+    );
+    assert_eq!(
+        steward(&server, &secret, &["whoami"]).status.code(),
+        Some(1)
+    );
+
+    // Bad input: a clear message and a non-zero exit.
+    let dup = steward(&server, TOKEN, &["teams", "create", "platform"]);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already_exists"));
+}
+
+#[test]
+fn first_start_prints_a_generated_admin_token_once() {
+    let mut server = serve(&[]);
+    // The first lines on stdout announce the address and the token.
+    let mut stdout = server.child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 512];
+    while !seen.contains("stwt_") {
+        assert!(Instant::now() < deadline, "no token printed: {seen}");
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        assert!(n > 0, "stdout closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let token: String = seen[seen.find("stwt_").unwrap()..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let out = steward(&server, &token, &["-o", "json", "whoami"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let who: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(who["platform_admin"], true);
+}
