@@ -9,6 +9,16 @@ use crate::support::*;
 
 on_both_backends!(bad_requests_change_nothing);
 
+/// Method, path, body, content type, expected status and code.
+type Case<'a> = (
+    Method,
+    &'a str,
+    Option<String>,
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
 async fn bad_requests_change_nothing(b: Backend) {
     let s = TestServer::start_with(b, |c| c.max_body_bytes = 4096).await;
     human(&s.admin, "alice@example.com").await;
@@ -21,7 +31,7 @@ async fn bad_requests_change_nothing(b: Backend) {
     let before = snapshot(&s.admin).await;
 
     let json_ct = Some("application/json");
-    let cases: Vec<(Method, &str, Option<String>, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (Method::POST, "/v1/agents", Some("{not json".into()), json_ct, 400, "invalid_json"),
         (Method::POST, "/v1/agents", Some(String::new()), json_ct, 400, "invalid_json"),
         (Method::POST, "/v1/agents", Some(json!({"name": 5, "owner": "alice@example.com"}).to_string()), json_ct, 400, "invalid_request"),
