@@ -1,0 +1,1 @@
+//! Tamper-evident log primitives (in progress).

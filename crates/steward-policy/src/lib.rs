@@ -1,0 +1,1 @@
+//! Decisions on Cedar (in progress).
