@@ -56,6 +56,11 @@ catalogue! {
     SpawnLimitExceeded => ("spawn_limit_exceeded", 409, "The parent already has as many live children as its persona allows."),
     SpawnDepthExceeded => ("spawn_depth_exceeded", 409, "The child would be deeper in the spawn tree than the parent's persona allows."),
     ExceedsParent => ("exceeds_parent", 422, "A child agent may only hold roles, classifications and expiry within its parent's."),
+    InvalidPolicy => ("invalid_policy", 400, "The Cedar policy does not parse or does not validate against the schema; the message gives the location."),
+    InvalidSchema => ("invalid_schema", 400, "The resource type or action declaration is invalid, or would break existing policies."),
+    UnknownAction => ("unknown_action", 400, "The action is not declared for this tenant."),
+    UnknownResourceType => ("unknown_resource_type", 400, "The resource type is not declared for this tenant."),
+    InvalidEntity => ("invalid_entity", 400, "Attributes or context do not match their declared types."),
     StoreUnavailable => ("store_unavailable", 503, "The store cannot be reached; Steward fails closed."),
     Internal => ("internal", 500, "An unexpected error; the request id identifies it in the server log."),
 }

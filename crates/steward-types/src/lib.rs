@@ -6,8 +6,10 @@ pub mod audit;
 pub mod credentials;
 pub mod error;
 pub mod inventory;
+pub mod policy;
 
 pub use audit::*;
 pub use credentials::*;
 pub use error::*;
 pub use inventory::*;
+pub use policy::*;

@@ -1,0 +1,187 @@
+//! A tenant's compiled policies: the schema, the policy set and each policy's
+//! metadata, built once and swapped whole when anything changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use steward_core::Error;
+use steward_types::{ActionDef, DeterminingPolicy, ErrorCode, Policy, ResourceType};
+
+use crate::schema::schema_text;
+
+/// Everything a tenant's engine is compiled from.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Declared resource types.
+    pub resource_types: Vec<ResourceType>,
+    /// Declared actions.
+    pub actions: Vec<ActionDef>,
+    /// Current policies.
+    pub policies: Vec<Policy>,
+    /// Role names (for remediation hints).
+    pub roles: Vec<String>,
+    /// Persona names (for remediation hints).
+    pub personas: Vec<String>,
+}
+
+/// A compiled tenant: cheap to share, never mutated; changes build a new one.
+pub struct Engine {
+    pub(crate) schema: Schema,
+    pub(crate) schema_text: String,
+    pub(crate) policies: PolicySet,
+    pub(crate) meta: HashMap<String, DeterminingPolicy>,
+    pub(crate) actions: HashMap<String, ActionDef>,
+    pub(crate) resource_types: HashMap<String, BTreeMap<String, String>>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) personas: Vec<String>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("policies", &self.meta.len()).field("actions", &self.actions.len()).finish()
+    }
+}
+
+/// Build the Cedar schema for declarations, or `invalid_schema` with Cedar's message.
+pub fn build_schema(resource_types: &[ResourceType], actions: &[ActionDef]) -> Result<(Schema, String), Error> {
+    let text = schema_text(resource_types.iter().map(|r| (r.name.as_str(), &r.attributes)), actions);
+    Schema::from_cedarschema_str(&text).map(|(schema, _warnings)| (schema, text)).map_err(|e| {
+        Error::new(ErrorCode::InvalidSchema, format!("the declarations do not form a valid Cedar schema: {}", full_message(&e)))
+    })
+}
+
+/// Parse and validate one policy against a schema. Returns its effect
+/// (`permit` or `forbid`), or `invalid_policy` with Cedar's message and the
+/// line and column of the problem.
+pub fn check_policy(schema: &Schema, id: &str, text: &str) -> Result<(cedar_policy::Policy, &'static str), Error> {
+    let id_ok = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !id_ok {
+        return Err(Error::invalid("id", format!("'{id}' is not a policy id (letters, digits, '-', '_', '.')")));
+    }
+    let policy = cedar_policy::Policy::parse(Some(PolicyId::new(id)), text)
+        .map_err(|e| located(id, text, "does not parse", &e))?;
+    let mut set = PolicySet::new();
+    set.add(policy.clone()).map_err(|e| Error::internal(format!("policy set: {e}")))?;
+    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+    if let Some(err) = result.validation_errors().next() {
+        return Err(located(id, text, "does not validate against the schema", err));
+    }
+    let effect = match policy.effect() {
+        cedar_policy::Effect::Permit => "permit",
+        cedar_policy::Effect::Forbid => "forbid",
+    };
+    Ok((policy, effect))
+}
+
+/// An `invalid_policy` error pointing at the first labelled span.
+fn located(id: &str, text: &str, what: &str, err: &dyn miette::Diagnostic) -> Error {
+    let offset = err.labels().and_then(|mut labels| labels.next()).map(|l| l.offset());
+    let (line, column) = offset.map_or((1, 1), |o| line_column(text, o));
+    Error::new(
+        ErrorCode::InvalidPolicy,
+        format!("policy '{id}' {what} (line {line}, column {column}): {}", full_message(err)),
+    )
+    .with_details(serde_json::json!({ "policy": id, "line": line, "column": column }))
+}
+
+fn full_message(err: &dyn miette::Diagnostic) -> String {
+    let mut message = err.to_string();
+    if let Some(help) = err.help() {
+        message.push_str(&format!(" ({help})"));
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    if let Some(related) = err.related() {
+        for r in related {
+            message.push_str(&format!("; {r}"));
+        }
+    }
+    message
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+impl Engine {
+    /// Compile a catalog. Every policy must validate against the schema the
+    /// declarations make; the first that does not is named in the error.
+    pub fn compile(catalog: &Catalog) -> Result<Engine, Error> {
+        let (schema, schema_text) = build_schema(&catalog.resource_types, &catalog.actions)?;
+        let mut policies = PolicySet::new();
+        let mut meta = HashMap::new();
+        for p in &catalog.policies {
+            let (policy, effect) = check_policy(&schema, &p.id, &p.text).map_err(|e| {
+                Error::new(ErrorCode::InvalidSchema, format!("the change would break policy '{}': {}", p.id, e.message))
+                    .with_details(serde_json::json!({ "policy": p.id }))
+            })?;
+            policies.add(policy).map_err(|e| Error::internal(format!("policy set: {e}")))?;
+            meta.insert(
+                p.id.clone(),
+                DeterminingPolicy { id: p.id.clone(), effect: effect.into(), description: p.description.clone(), owner: p.owner.clone() },
+            );
+        }
+        Ok(Engine {
+            schema,
+            schema_text,
+            policies,
+            meta,
+            actions: catalog.actions.iter().map(|a| (a.name.clone(), a.clone())).collect(),
+            resource_types: catalog.resource_types.iter().map(|r| (r.name.clone(), r.attributes.clone())).collect(),
+            roles: catalog.roles.clone(),
+            personas: catalog.personas.clone(),
+        })
+    }
+
+    /// The schema, for validating a policy before it is stored.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The Cedar schema in its text form.
+    pub fn schema_text(&self) -> String {
+        self.schema_text.clone()
+    }
+
+    /// How many policies are loaded.
+    pub fn policy_count(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Declared action names, sorted.
+    pub fn action_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.actions.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Whether `type_name` is a declared resource type.
+    pub fn is_resource_type(&self, type_name: &str) -> bool {
+        self.resource_types.contains_key(type_name)
+    }
+
+    /// Metadata of a policy by id.
+    pub fn policy(&self, id: &str) -> Option<&DeterminingPolicy> {
+        self.meta.get(id)
+    }
+
+    /// The policy set (benchmarks compare against bare Cedar with it).
+    pub fn policy_set(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    pub(crate) fn action_uid(name: &str) -> Result<cedar_policy::EntityUid, Error> {
+        let ty = cedar_policy::EntityTypeName::from_str("Action").map_err(|e| Error::internal(e.to_string()))?;
+        Ok(cedar_policy::EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(name)))
+    }
+}
