@@ -76,6 +76,7 @@ async fn scenario(client: &Client, story: &mut Story) -> anyhow::Result<()> {
 
     let alice = client
         .create_human(&CreateHuman {
+            external_id: None,
             email: OWNER.into(),
             display_name: "Alice Example".into(),
             teams: vec![TEAM.into()],

@@ -79,13 +79,24 @@ struct LinkResult {
 }
 
 fn uid(entity_type: &str, id: &str) -> Result<EntityUid, Error> {
-    let ty = cedar_policy::EntityTypeName::from_str(entity_type)
-        .map_err(|_| Error::new(ErrorCode::UnknownResourceType, format!("'{entity_type}' is not an entity type name")))?;
-    Ok(EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(id)))
+    let ty = cedar_policy::EntityTypeName::from_str(entity_type).map_err(|_| {
+        Error::new(
+            ErrorCode::UnknownResourceType,
+            format!("'{entity_type}' is not an entity type name"),
+        )
+    })?;
+    Ok(EntityUid::from_type_name_and_id(
+        ty,
+        cedar_policy::EntityId::new(id),
+    ))
 }
 
 fn entity_json(e: &EntityData, extra_parent: Option<(&str, &str)>) -> Value {
-    let mut parents: Vec<Value> = e.parents.iter().map(|(t, i)| json!({ "type": t, "id": i })).collect();
+    let mut parents: Vec<Value> = e
+        .parents
+        .iter()
+        .map(|(t, i)| json!({ "type": t, "id": i }))
+        .collect();
     if let Some((t, i)) = extra_parent {
         parents.push(json!({ "type": t, "id": i }));
     }
@@ -103,13 +114,28 @@ impl Engine {
             errors: vec![message.clone()],
             chain: chain
                 .iter()
-                .map(|s| ChainLink { kind: s.kind.into(), id: s.entity.id.clone(), name: s.name.clone(), allowed: false, reason: Some(message.clone()) })
+                .map(|s| ChainLink {
+                    kind: s.kind.into(),
+                    id: s.entity.id.clone(),
+                    name: s.name.clone(),
+                    allowed: false,
+                    reason: Some(message.clone()),
+                })
                 .collect(),
-            remediation: Some(Remediation { message, ..Default::default() }),
+            remediation: Some(Remediation {
+                message,
+                ..Default::default()
+            }),
         };
         let Some(action) = self.actions.get(&input.action) else {
             let known = self.action_names().join(", ");
-            return Ok(deny_with(format!("action '{}' is not declared in this tenant (declared: {known})", input.action), &input.chain));
+            return Ok(deny_with(
+                format!(
+                    "action '{}' is not declared in this tenant (declared: {known})",
+                    input.action
+                ),
+                &input.chain,
+            ));
         };
         if !action.resource_types.contains(&input.resource.entity_type) {
             return Ok(deny_with(
@@ -131,7 +157,13 @@ impl Engine {
         let mut results = Vec::with_capacity(input.chain.len());
         for subject in &input.chain {
             let result = match &subject.inactive {
-                Some(why) => LinkResult { allowed: false, reason: Some(why.clone()), permits: vec![], forbids: vec![], errors: vec![] },
+                Some(why) => LinkResult {
+                    allowed: false,
+                    reason: Some(why.clone()),
+                    permits: vec![],
+                    forbids: vec![],
+                    errors: vec![],
+                },
                 None => self.evaluate(subject, &action_uid, &resource_uid, &context, &entities)?,
             };
             links.push(ChainLink {
@@ -143,7 +175,10 @@ impl Engine {
             });
             results.push(result);
         }
-        let errors: Vec<String> = results.iter().flat_map(|r| r.errors.iter().cloned()).collect();
+        let errors: Vec<String> = results
+            .iter()
+            .flat_map(|r| r.errors.iter().cloned())
+            .collect();
         let allowed = !results.is_empty() && results.iter().all(|r| r.allowed);
         if allowed {
             let mut seen = BTreeSet::new();
@@ -153,29 +188,79 @@ impl Engine {
                 .filter(|id| seen.insert((*id).clone()))
                 .filter_map(|id| self.meta.get(id).cloned())
                 .collect();
-            return Ok(Outcome { decision: Decision::Allow, policies, errors, chain: links, remediation: None });
+            return Ok(Outcome {
+                decision: Decision::Allow,
+                policies,
+                errors,
+                chain: links,
+                remediation: None,
+            });
         }
-        let (index, failed) = results.iter().enumerate().find(|(_, r)| !r.allowed).unwrap_or((0, &results[0]));
-        let forbidden_by: Vec<DeterminingPolicy> = failed.forbids.iter().filter_map(|id| self.meta.get(id).cloned()).collect();
-        let remediation = self.remediation(input, index, failed, forbidden_by.clone(), &action_uid, &resource_uid, &context)?;
-        Ok(Outcome { decision: Decision::Deny, policies: forbidden_by, errors, chain: links, remediation: Some(remediation) })
+        let (index, failed) = results
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !r.allowed)
+            .unwrap_or((0, &results[0]));
+        let forbidden_by: Vec<DeterminingPolicy> = failed
+            .forbids
+            .iter()
+            .filter_map(|id| self.meta.get(id).cloned())
+            .collect();
+        let remediation = self.remediation(
+            input,
+            index,
+            failed,
+            forbidden_by.clone(),
+            &action_uid,
+            &resource_uid,
+            &context,
+        )?;
+        Ok(Outcome {
+            decision: Decision::Deny,
+            policies: forbidden_by,
+            errors,
+            chain: links,
+            remediation: Some(remediation),
+        })
     }
 
     /// The request context, keeping only declared attributes.
-    fn context(&self, given: &Map<String, Value>, action: &steward_types::ActionDef, action_uid: &EntityUid) -> Result<Context, Error> {
-        let kept: Map<String, Value> = given.iter().filter(|(k, _)| action.context.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        Context::from_json_value(Value::Object(kept), Some((&self.schema, action_uid)))
-            .map_err(|e| Error::new(ErrorCode::InvalidEntity, format!("context does not match action '{}': {e}", action.name)))
+    fn context(
+        &self,
+        given: &Map<String, Value>,
+        action: &steward_types::ActionDef,
+        action_uid: &EntityUid,
+    ) -> Result<Context, Error> {
+        let kept: Map<String, Value> = given
+            .iter()
+            .filter(|(k, _)| action.context.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Context::from_json_value(Value::Object(kept), Some((&self.schema, action_uid))).map_err(
+            |e| {
+                Error::new(
+                    ErrorCode::InvalidEntity,
+                    format!("context does not match action '{}': {e}", action.name),
+                )
+            },
+        )
     }
 
     /// The entities of a request: the chain (optionally one identity with an
     /// extra parent, for remediation) and the resource.
-    fn entities(&self, chain: &[Subject], resource: &EntityData, extra: Option<(usize, &str, &str)>) -> Result<Entities, Error> {
+    fn entities(
+        &self,
+        chain: &[Subject],
+        resource: &EntityData,
+        extra: Option<(usize, &str, &str)>,
+    ) -> Result<Entities, Error> {
         let mut seen = HashSet::new();
         let mut list = Vec::with_capacity(chain.len() + 1);
         for (i, s) in chain.iter().enumerate() {
             if seen.insert((s.entity.entity_type.as_str(), s.entity.id.as_str())) {
-                let parent = extra.filter(|(at, _, _)| *at == i).map(|(_, t, id)| (t, id));
+                let parent = extra
+                    .filter(|(at, _, _)| *at == i)
+                    .map(|(_, t, id)| (t, id));
                 list.push(entity_json(&s.entity, parent));
             }
         }
@@ -183,7 +268,10 @@ impl Engine {
             list.push(entity_json(resource, None));
         }
         Entities::from_json_value(Value::Array(list), Some(&self.schema)).map_err(|e| {
-            Error::new(ErrorCode::InvalidEntity, format!("the resource's attributes do not match its declared type: {e}"))
+            Error::new(
+                ErrorCode::InvalidEntity,
+                format!("the resource's attributes do not match its declared type: {e}"),
+            )
         })
     }
 
@@ -196,10 +284,25 @@ impl Engine {
         entities: &Entities,
     ) -> Result<LinkResult, Error> {
         let principal = uid(&subject.entity.entity_type, &subject.entity.id)?;
-        let request = Request::new(principal, action.clone(), resource.clone(), context.clone(), Some(&self.schema))
-            .map_err(|e| Error::new(ErrorCode::InvalidEntity, format!("the request does not match the schema: {e}")))?;
+        let request = Request::new(
+            principal,
+            action.clone(),
+            resource.clone(),
+            context.clone(),
+            Some(&self.schema),
+        )
+        .map_err(|e| {
+            Error::new(
+                ErrorCode::InvalidEntity,
+                format!("the request does not match the schema: {e}"),
+            )
+        })?;
         let response = Authorizer::new().is_authorized(&request, &self.policies, entities);
-        let determining: Vec<String> = response.diagnostics().reason().map(|p| p.to_string()).collect();
+        let determining: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|p| p.to_string())
+            .collect();
         let mut errors = Vec::new();
         let mut failed_guardrails = Vec::new();
         for err in response.diagnostics().errors() {
@@ -212,19 +315,30 @@ impl Engine {
             errors.push(text);
         }
         let allowed = response.decision() == CedarDecision::Allow && failed_guardrails.is_empty();
-        let (permits, forbids) = if response.decision() == CedarDecision::Allow { (determining, failed_guardrails) } else {
+        let (permits, forbids) = if response.decision() == CedarDecision::Allow {
+            (determining, failed_guardrails)
+        } else {
             let mut f = determining;
             f.extend(failed_guardrails);
             (vec![], f)
         };
         let reason = (!allowed).then(|| {
             if forbids.is_empty() {
-                format!("no policy permits {} '{}' to do this", subject.kind, subject.name)
+                format!(
+                    "no policy permits {} '{}' to do this",
+                    subject.kind, subject.name
+                )
             } else {
                 format!("forbidden by {}", forbids.join(", "))
             }
         });
-        Ok(LinkResult { allowed, reason, permits, forbids, errors })
+        Ok(LinkResult {
+            allowed,
+            reason,
+            permits,
+            forbids,
+            errors,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -241,14 +355,29 @@ impl Engine {
         let subject = &input.chain[index];
         let who = format!("{} '{}'", subject.kind, subject.name);
         if let Some(why) = &subject.inactive {
-            return Ok(Remediation { message: format!("{who} cannot act: {why}."), ..Default::default() });
+            return Ok(Remediation {
+                message: format!("{who} cannot act: {why}."),
+                ..Default::default()
+            });
         }
         if !forbidden_by.is_empty() {
             let rules: Vec<String> = forbidden_by
                 .iter()
                 .map(|p| {
-                    let owner = if p.owner.is_empty() { "an administrator".to_string() } else { p.owner.clone() };
-                    format!("'{}' ({}; owner {owner})", p.id, if p.description.is_empty() { "no description" } else { &p.description })
+                    let owner = if p.owner.is_empty() {
+                        "an administrator".to_string()
+                    } else {
+                        p.owner.clone()
+                    };
+                    format!(
+                        "'{}' ({}; owner {owner})",
+                        p.id,
+                        if p.description.is_empty() {
+                            "no description"
+                        } else {
+                            &p.description
+                        }
+                    )
                 })
                 .collect();
             return Ok(Remediation {
@@ -275,7 +404,8 @@ impl Engine {
         if subject.kind == "agent" {
             for persona in self.personas.iter().take(32) {
                 if !held.contains(&("Persona".to_string(), persona.clone()))
-                    && self.would_allow(input, index, "Persona", persona, action, resource, context)?
+                    && self
+                        .would_allow(input, index, "Persona", persona, action, resource, context)?
                 {
                     personas.push(persona.clone());
                 }
@@ -308,7 +438,12 @@ impl Engine {
             )
         };
         let _ = failed;
-        Ok(Remediation { message, roles_that_allow: roles, personas_that_allow: personas, forbidden_by: vec![] })
+        Ok(Remediation {
+            message,
+            roles_that_allow: roles,
+            personas_that_allow: personas,
+            forbidden_by: vec![],
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -322,7 +457,13 @@ impl Engine {
         resource: &EntityUid,
         context: &Context,
     ) -> Result<bool, Error> {
-        let entities = self.entities(&input.chain, &input.resource, Some((index, parent_type, parent_id)))?;
-        Ok(self.evaluate(&input.chain[index], action, resource, context, &entities)?.allowed)
+        let entities = self.entities(
+            &input.chain,
+            &input.resource,
+            Some((index, parent_type, parent_id)),
+        )?;
+        Ok(self
+            .evaluate(&input.chain[index], action, resource, context, &entities)?
+            .allowed)
     }
 }

@@ -39,35 +39,69 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("policies", &self.meta.len()).field("actions", &self.actions.len()).finish()
+        f.debug_struct("Engine")
+            .field("policies", &self.meta.len())
+            .field("actions", &self.actions.len())
+            .finish()
     }
 }
 
 /// Build the Cedar schema for declarations, or `invalid_schema` with Cedar's message.
-pub fn build_schema(resource_types: &[ResourceType], actions: &[ActionDef]) -> Result<(Schema, String), Error> {
-    let text = schema_text(resource_types.iter().map(|r| (r.name.as_str(), &r.attributes)), actions);
-    Schema::from_cedarschema_str(&text).map(|(schema, _warnings)| (schema, text)).map_err(|e| {
-        Error::new(ErrorCode::InvalidSchema, format!("the declarations do not form a valid Cedar schema: {}", full_message(&e)))
-    })
+pub fn build_schema(
+    resource_types: &[ResourceType],
+    actions: &[ActionDef],
+) -> Result<(Schema, String), Error> {
+    let text = schema_text(
+        resource_types
+            .iter()
+            .map(|r| (r.name.as_str(), &r.attributes)),
+        actions,
+    );
+    Schema::from_cedarschema_str(&text)
+        .map(|(schema, _warnings)| (schema, text))
+        .map_err(|e| {
+            Error::new(
+                ErrorCode::InvalidSchema,
+                format!(
+                    "the declarations do not form a valid Cedar schema: {}",
+                    full_message(&e)
+                ),
+            )
+        })
 }
 
 /// Parse and validate one policy against a schema. Returns its effect
 /// (`permit` or `forbid`), or `invalid_policy` with Cedar's message and the
 /// line and column of the problem.
-pub fn check_policy(schema: &Schema, id: &str, text: &str) -> Result<(cedar_policy::Policy, &'static str), Error> {
+pub fn check_policy(
+    schema: &Schema,
+    id: &str,
+    text: &str,
+) -> Result<(cedar_policy::Policy, &'static str), Error> {
     let id_ok = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !id_ok {
-        return Err(Error::invalid("id", format!("'{id}' is not a policy id (letters, digits, '-', '_', '.')")));
+        return Err(Error::invalid(
+            "id",
+            format!("'{id}' is not a policy id (letters, digits, '-', '_', '.')"),
+        ));
     }
     let policy = cedar_policy::Policy::parse(Some(PolicyId::new(id)), text)
         .map_err(|e| located(id, text, "does not parse", &e))?;
     let mut set = PolicySet::new();
-    set.add(policy.clone()).map_err(|e| Error::internal(format!("policy set: {e}")))?;
+    set.add(policy.clone())
+        .map_err(|e| Error::internal(format!("policy set: {e}")))?;
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     if let Some(err) = result.validation_errors().next() {
-        return Err(located(id, text, "does not validate against the schema", err));
+        return Err(located(
+            id,
+            text,
+            "does not validate against the schema",
+            err,
+        ));
     }
     let effect = match policy.effect() {
         cedar_policy::Effect::Permit => "permit",
@@ -78,11 +112,17 @@ pub fn check_policy(schema: &Schema, id: &str, text: &str) -> Result<(cedar_poli
 
 /// An `invalid_policy` error pointing at the first labelled span.
 fn located(id: &str, text: &str, what: &str, err: &dyn miette::Diagnostic) -> Error {
-    let offset = err.labels().and_then(|mut labels| labels.next()).map(|l| l.offset());
+    let offset = err
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|l| l.offset());
     let (line, column) = offset.map_or((1, 1), |o| line_column(text, o));
     Error::new(
         ErrorCode::InvalidPolicy,
-        format!("policy '{id}' {what} (line {line}, column {column}): {}", full_message(err)),
+        format!(
+            "policy '{id}' {what} (line {line}, column {column}): {}",
+            full_message(err)
+        ),
     )
     .with_details(serde_json::json!({ "policy": id, "line": line, "column": column }))
 }
@@ -122,13 +162,23 @@ impl Engine {
         let mut meta = HashMap::new();
         for p in &catalog.policies {
             let (policy, effect) = check_policy(&schema, &p.id, &p.text).map_err(|e| {
-                Error::new(ErrorCode::InvalidSchema, format!("the change would break policy '{}': {}", p.id, e.message))
-                    .with_details(serde_json::json!({ "policy": p.id }))
+                Error::new(
+                    ErrorCode::InvalidSchema,
+                    format!("the change would break policy '{}': {}", p.id, e.message),
+                )
+                .with_details(serde_json::json!({ "policy": p.id }))
             })?;
-            policies.add(policy).map_err(|e| Error::internal(format!("policy set: {e}")))?;
+            policies
+                .add(policy)
+                .map_err(|e| Error::internal(format!("policy set: {e}")))?;
             meta.insert(
                 p.id.clone(),
-                DeterminingPolicy { id: p.id.clone(), effect: effect.into(), description: p.description.clone(), owner: p.owner.clone() },
+                DeterminingPolicy {
+                    id: p.id.clone(),
+                    effect: effect.into(),
+                    description: p.description.clone(),
+                    owner: p.owner.clone(),
+                },
             );
         }
         Ok(Engine {
@@ -136,8 +186,16 @@ impl Engine {
             schema_text,
             policies,
             meta,
-            actions: catalog.actions.iter().map(|a| (a.name.clone(), a.clone())).collect(),
-            resource_types: catalog.resource_types.iter().map(|r| (r.name.clone(), r.attributes.clone())).collect(),
+            actions: catalog
+                .actions
+                .iter()
+                .map(|a| (a.name.clone(), a.clone()))
+                .collect(),
+            resource_types: catalog
+                .resource_types
+                .iter()
+                .map(|r| (r.name.clone(), r.attributes.clone()))
+                .collect(),
             roles: catalog.roles.clone(),
             personas: catalog.personas.clone(),
         })
@@ -181,7 +239,11 @@ impl Engine {
     }
 
     pub(crate) fn action_uid(name: &str) -> Result<cedar_policy::EntityUid, Error> {
-        let ty = cedar_policy::EntityTypeName::from_str("Action").map_err(|e| Error::internal(e.to_string()))?;
-        Ok(cedar_policy::EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(name)))
+        let ty = cedar_policy::EntityTypeName::from_str("Action")
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(cedar_policy::EntityUid::from_type_name_and_id(
+            ty,
+            cedar_policy::EntityId::new(name),
+        ))
     }
 }

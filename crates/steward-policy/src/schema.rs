@@ -18,14 +18,32 @@ use steward_core::Error;
 use steward_types::{ActionDef, ErrorCode, PutAction, PutResourceType};
 
 /// Entity types Steward defines itself; declared types may not reuse them.
-pub const BUILTIN_TYPES: &[&str] = &["Agent", "Human", "Team", "Role", "Persona", "Action", "Tenant"];
+pub const BUILTIN_TYPES: &[&str] = &[
+    "Agent", "Human", "Team", "Role", "Persona", "Action", "Tenant",
+];
 
 /// Built-in types that may also be the resource of an action.
 pub const BUILTIN_RESOURCE_TYPES: &[&str] = &["Agent", "Human", "Team"];
 
 const RESERVED: &[&str] = &[
-    "true", "false", "if", "then", "else", "in", "is", "like", "has", "principal", "action", "resource", "context",
-    "permit", "forbid", "when", "unless", "__cedar",
+    "true",
+    "false",
+    "if",
+    "then",
+    "else",
+    "in",
+    "is",
+    "like",
+    "has",
+    "principal",
+    "action",
+    "resource",
+    "context",
+    "permit",
+    "forbid",
+    "when",
+    "unless",
+    "__cedar",
 ];
 
 const BASE: &str = r#"entity Team;
@@ -58,7 +76,10 @@ entity Agent in [Team, Role, Persona] {
 pub fn check_resource_type(rt: &PutResourceType) -> Result<(), Error> {
     check_identifier("name", &rt.name)?;
     if BUILTIN_TYPES.contains(&rt.name.as_str()) {
-        return Err(schema_error(format!("name: '{}' is one of Steward's own entity types", rt.name)));
+        return Err(schema_error(format!(
+            "name: '{}' is one of Steward's own entity types",
+            rt.name
+        )));
     }
     for (attr, ty) in &rt.attributes {
         check_attribute("attributes", attr, ty)?;
@@ -68,17 +89,26 @@ pub fn check_resource_type(rt: &PutResourceType) -> Result<(), Error> {
 
 /// Check an action declaration; `known_types` are the declared resource types.
 pub fn check_action(action: &PutAction, known_types: &[String]) -> Result<(), Error> {
-    if action.name.is_empty() || action.name.len() > 128 || action.name.chars().any(|c| c.is_control()) {
-        return Err(schema_error("name: an action name has 1 to 128 printable characters"));
+    if action.name.is_empty()
+        || action.name.len() > 128
+        || action.name.chars().any(|c| c.is_control())
+    {
+        return Err(schema_error(
+            "name: an action name has 1 to 128 printable characters",
+        ));
     }
     if action.resource_types.is_empty() {
-        return Err(schema_error("resource_types: an action applies to at least one resource type"));
+        return Err(schema_error(
+            "resource_types: an action applies to at least one resource type",
+        ));
     }
     for t in &action.resource_types {
         if !BUILTIN_RESOURCE_TYPES.contains(&t.as_str()) && !known_types.contains(t) {
             return Err(Error::new(
                 ErrorCode::UnknownResourceType,
-                format!("resource_types: '{t}' is not a declared resource type (declare it first, or use Agent, Human or Team)"),
+                format!(
+                    "resource_types: '{t}' is not a declared resource type (declare it first, or use Agent, Human or Team)"
+                ),
             ));
         }
     }
@@ -94,7 +124,9 @@ fn schema_error(message: impl Into<String>) -> Error {
 
 fn check_identifier(field: &str, name: &str) -> Result<(), Error> {
     let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= 64
         && !RESERVED.contains(&name);
@@ -108,8 +140,15 @@ fn check_identifier(field: &str, name: &str) -> Result<(), Error> {
 }
 
 fn check_attribute(field: &str, name: &str, ty: &str) -> Result<(), Error> {
-    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-        return Err(schema_error(format!("{field}: '{name}' is not a valid attribute name")));
+    if name.is_empty()
+        || name.len() > 64
+        || name
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(schema_error(format!(
+            "{field}: '{name}' is not a valid attribute name"
+        )));
     }
     let base = ty.trim().trim_end_matches('?').trim();
     if base.is_empty() || ty.contains(';') || ty.contains("//") {

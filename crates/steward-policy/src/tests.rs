@@ -22,11 +22,23 @@ fn policy(id: &str, text: &str) -> Policy {
 }
 
 fn catalog(policies: Vec<Policy>) -> Catalog {
-    let attrs: BTreeMap<String, String> = [("classification".to_string(), "String".to_string())].into();
+    let attrs: BTreeMap<String, String> =
+        [("classification".to_string(), "String".to_string())].into();
     Catalog {
-        resource_types: vec![ResourceType { name: "repo".into(), description: String::new(), attributes: attrs, updated_at: Utc::now() }],
+        resource_types: vec![ResourceType {
+            name: "repo".into(),
+            description: String::new(),
+            attributes: attrs,
+            updated_at: Utc::now(),
+        }],
         actions: vec![
-            ActionDef { name: "read".into(), description: String::new(), resource_types: vec!["repo".into()], context: BTreeMap::new(), updated_at: Utc::now() },
+            ActionDef {
+                name: "read".into(),
+                description: String::new(),
+                resource_types: vec!["repo".into()],
+                context: BTreeMap::new(),
+                updated_at: Utc::now(),
+            },
             ActionDef {
                 name: "refund".into(),
                 description: String::new(),
@@ -63,7 +75,10 @@ fn agent(id: &str, roles: &[&str]) -> Subject {
             entity_type: "Agent".into(),
             id: id.into(),
             attrs: attrs.as_object().unwrap().clone(),
-            parents: roles.iter().map(|r| ("Role".to_string(), r.to_string())).collect(),
+            parents: roles
+                .iter()
+                .map(|r| ("Role".to_string(), r.to_string()))
+                .collect(),
         },
     }
 }
@@ -78,7 +93,10 @@ fn human(email: &str, roles: &[&str]) -> Subject {
             entity_type: "Human".into(),
             id: email.into(),
             attrs: attrs.as_object().unwrap().clone(),
-            parents: roles.iter().map(|r| ("Role".to_string(), r.to_string())).collect(),
+            parents: roles
+                .iter()
+                .map(|r| ("Role".to_string(), r.to_string()))
+                .collect(),
         },
     }
 }
@@ -87,18 +105,38 @@ fn repo(classification: &str) -> EntityData {
     EntityData {
         entity_type: "repo".into(),
         id: "steward".into(),
-        attrs: json!({ "classification": classification }).as_object().unwrap().clone(),
+        attrs: json!({ "classification": classification })
+            .as_object()
+            .unwrap()
+            .clone(),
         parents: vec![],
     }
 }
 
-fn input(chain: Vec<Subject>, action: &str, resource: EntityData, context: Map<String, serde_json::Value>) -> DecisionInput {
-    DecisionInput { chain, action: action.into(), resource, context }
+fn input(
+    chain: Vec<Subject>,
+    action: &str,
+    resource: EntityData,
+    context: Map<String, serde_json::Value>,
+) -> DecisionInput {
+    DecisionInput {
+        chain,
+        action: action.into(),
+        resource,
+        context,
+    }
 }
 
 #[test]
 fn allow_names_the_permitting_policy() {
-    let out = standard().decide(&input(vec![agent("bot", &["reader"])], "read", repo("internal"), Map::new())).unwrap();
+    let out = standard()
+        .decide(&input(
+            vec![agent("bot", &["reader"])],
+            "read",
+            repo("internal"),
+            Map::new(),
+        ))
+        .unwrap();
     assert_eq!(out.decision, Decision::Allow);
     assert_eq!(out.policies[0].id, "readers-read");
     assert_eq!(out.policies[0].description, "readers-read description");
@@ -106,7 +144,14 @@ fn allow_names_the_permitting_policy() {
 
 #[test]
 fn denial_suggests_the_role_that_would_allow() {
-    let out = standard().decide(&input(vec![agent("bot", &[])], "read", repo("internal"), Map::new())).unwrap();
+    let out = standard()
+        .decide(&input(
+            vec![agent("bot", &[])],
+            "read",
+            repo("internal"),
+            Map::new(),
+        ))
+        .unwrap();
     assert_eq!(out.decision, Decision::Deny);
     let hint = out.remediation.unwrap();
     assert_eq!(hint.roles_that_allow, vec!["reader".to_string()]);
@@ -115,7 +160,14 @@ fn denial_suggests_the_role_that_would_allow() {
 
 #[test]
 fn guardrail_beats_any_role_and_names_its_owner() {
-    let out = standard().decide(&input(vec![agent("bot", &["reader"])], "read", repo("pii"), Map::new())).unwrap();
+    let out = standard()
+        .decide(&input(
+            vec![agent("bot", &["reader"])],
+            "read",
+            repo("pii"),
+            Map::new(),
+        ))
+        .unwrap();
     assert_eq!(out.decision, Decision::Deny);
     assert_eq!(out.policies[0].id, "no-pii");
     let hint = out.remediation.unwrap();
@@ -127,29 +179,74 @@ fn guardrail_beats_any_role_and_names_its_owner() {
 fn context_values_are_used_and_type_checked() {
     let engine = standard();
     let ctx = |v: serde_json::Value| v.as_object().unwrap().clone();
-    let allow = engine.decide(&input(vec![agent("bot", &["refunder"])], "refund", repo("internal"), ctx(json!({"amount": 50, "ignored": true})))).unwrap();
+    let allow = engine
+        .decide(&input(
+            vec![agent("bot", &["refunder"])],
+            "refund",
+            repo("internal"),
+            ctx(json!({"amount": 50, "ignored": true})),
+        ))
+        .unwrap();
     assert_eq!(allow.decision, Decision::Allow);
-    let deny = engine.decide(&input(vec![agent("bot", &["refunder"])], "refund", repo("internal"), ctx(json!({"amount": 500})))).unwrap();
+    let deny = engine
+        .decide(&input(
+            vec![agent("bot", &["refunder"])],
+            "refund",
+            repo("internal"),
+            ctx(json!({"amount": 500})),
+        ))
+        .unwrap();
     assert_eq!(deny.decision, Decision::Deny);
-    let err = engine.decide(&input(vec![agent("bot", &["refunder"])], "refund", repo("internal"), ctx(json!({"amount": "lots"})))).unwrap_err();
+    let err = engine
+        .decide(&input(
+            vec![agent("bot", &["refunder"])],
+            "refund",
+            repo("internal"),
+            ctx(json!({"amount": "lots"})),
+        ))
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidEntity);
 }
 
 #[test]
 fn on_behalf_of_narrows() {
     let engine = standard();
-    let out = engine.decide(&input(vec![agent("bot", &["reader"]), human("bob@example.com", &[])], "read", repo("internal"), Map::new())).unwrap();
+    let out = engine
+        .decide(&input(
+            vec![agent("bot", &["reader"]), human("bob@example.com", &[])],
+            "read",
+            repo("internal"),
+            Map::new(),
+        ))
+        .unwrap();
     assert_eq!(out.decision, Decision::Deny);
     assert!(out.chain[0].allowed && !out.chain[1].allowed);
     assert!(out.remediation.unwrap().message.contains("acts for"));
-    let ok = engine.decide(&input(vec![agent("bot", &["reader"]), human("carol@example.com", &["reader"])], "read", repo("internal"), Map::new())).unwrap();
+    let ok = engine
+        .decide(&input(
+            vec![
+                agent("bot", &["reader"]),
+                human("carol@example.com", &["reader"]),
+            ],
+            "read",
+            repo("internal"),
+            Map::new(),
+        ))
+        .unwrap();
     assert_eq!(ok.decision, Decision::Allow);
 }
 
 #[test]
 fn undeclared_actions_and_types_deny_with_a_reason() {
     let engine = standard();
-    let out = engine.decide(&input(vec![agent("bot", &["reader"])], "delete", repo("internal"), Map::new())).unwrap();
+    let out = engine
+        .decide(&input(
+            vec![agent("bot", &["reader"])],
+            "delete",
+            repo("internal"),
+            Map::new(),
+        ))
+        .unwrap();
     assert_eq!(out.decision, Decision::Deny);
     assert!(out.errors[0].contains("not declared"));
 }
@@ -157,18 +254,36 @@ fn undeclared_actions_and_types_deny_with_a_reason() {
 #[test]
 fn invalid_policies_are_located() {
     let engine = standard();
-    let err = crate::check_policy(engine.schema(), "bad", "permit(principal, action, resource)\nwhen { resource.nope == 1 };").unwrap_err();
+    let err = crate::check_policy(
+        engine.schema(),
+        "bad",
+        "permit(principal, action, resource)\nwhen { resource.nope == 1 };",
+    )
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidPolicy);
     assert!(err.message.contains("line 2"), "{}", err.message);
-    let err = crate::check_policy(engine.schema(), "bad", "permit(principal, action, resource) when {").unwrap_err();
+    let err = crate::check_policy(
+        engine.schema(),
+        "bad",
+        "permit(principal, action, resource) when {",
+    )
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidPolicy);
-    let err = crate::check_policy(engine.schema(), "bad", r#"permit(principal, action == Action::"fly", resource);"#).unwrap_err();
+    let err = crate::check_policy(
+        engine.schema(),
+        "bad",
+        r#"permit(principal, action == Action::"fly", resource);"#,
+    )
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidPolicy);
 }
 
 #[test]
 fn schema_changes_that_break_policies_are_refused() {
-    let mut c = catalog(vec![policy("readers-read", r#"permit(principal in Role::"reader", action == Action::"read", resource is repo);"#)]);
+    let mut c = catalog(vec![policy(
+        "readers-read",
+        r#"permit(principal in Role::"reader", action == Action::"read", resource is repo);"#,
+    )]);
     c.actions.retain(|a| a.name != "read");
     let err = Engine::compile(&c).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidSchema);

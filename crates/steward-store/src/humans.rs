@@ -12,6 +12,9 @@ use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
 use crate::{Store, db_error, is_unique_violation};
 
+/// A human is found by id, e-mail or external id.
+const HUMAN_KEYS: &str = "email = lower($2) OR external_id";
+
 impl Store {
     /// Create a human.
     pub async fn create_human(
@@ -30,6 +33,7 @@ impl Store {
             id: rows::new_id("hum"),
             email,
             display_name: req.display_name,
+            external_id: req.external_id.filter(|x| !x.is_empty()),
             status: HumanStatus::Active,
             teams,
             roles: req.roles,
@@ -37,8 +41,8 @@ impl Store {
             updated_at: ctx.now,
         };
         sqlx::query(
-            "INSERT INTO humans (id, tenant_id, email, display_name, status, roles, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $6)",
+            "INSERT INTO humans (id, tenant_id, email, display_name, status, roles, created_at, updated_at, external_id) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $6, $7)",
         )
         .bind(&human.id)
         .bind(&ctx.tenant_id)
@@ -46,9 +50,10 @@ impl Store {
         .bind(&human.display_name)
         .bind(rows::to_json(&human.roles))
         .bind(rows::ms(ctx.now))
+        .bind(&human.external_id)
         .execute(&mut *tx)
         .await
-        .map_err(|e| if is_unique_violation(&e) { Error::already_exists("human with e-mail", &human.email) } else { db_error(e) })?;
+        .map_err(|e| if is_unique_violation(&e) { Error::already_exists("human with that e-mail or external id", &human.email) } else { db_error(e) })?;
         set_memberships(&mut tx, &ctx.tenant_id, &human.id, &human.teams).await?;
         commit(
             tx,
@@ -61,9 +66,8 @@ impl Store {
 
     /// A human by id or e-mail.
     pub async fn get_human(&self, tenant_id: &str, key: &str) -> Result<Human, Error> {
-        let key = key.to_lowercase();
         let mut conn = self.read.acquire().await.map_err(db_error)?;
-        let row = find_row(&mut *conn, "humans", "email", tenant_id, &key, "")
+        let row = find_row(&mut *conn, "humans", HUMAN_KEYS, tenant_id, &key, "")
             .await?
             .ok_or_else(|| Error::not_found("human", &key))?;
         let mut human = rows::human(&row)?;
@@ -278,8 +282,7 @@ pub(crate) async fn lock_human(
     tenant_id: &str,
     key: &str,
 ) -> Result<Human, Error> {
-    let key = key.to_lowercase();
-    let row = find_row(&mut **tx, "humans", "email", tenant_id, &key, lock)
+    let row = find_row(&mut **tx, "humans", HUMAN_KEYS, tenant_id, &key, lock)
         .await?
         .ok_or_else(|| Error::not_found("human", &key))?;
     let mut human = rows::human(&row)?;

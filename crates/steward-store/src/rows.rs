@@ -94,6 +94,7 @@ pub(crate) fn human(row: &AnyRow) -> Result<Human, Error> {
         id: get(row, "id")?,
         email: get(row, "email")?,
         display_name: get(row, "display_name")?,
+        external_id: get(row, "external_id")?,
         status: if status == "active" {
             HumanStatus::Active
         } else {
@@ -193,6 +194,26 @@ pub(crate) fn api_token(row: &AnyRow) -> Result<ApiToken, Error> {
         expires_at: get_opt_time(row, "expires_at")?,
         last_used_at: get_opt_time(row, "last_used_at")?,
         revoked_at: get_opt_time(row, "revoked_at")?,
+    })
+}
+
+pub(crate) fn policy(row: &AnyRow) -> Result<steward_types::Policy, Error> {
+    Ok(steward_types::Policy {
+        id: get(row, "id")?,
+        description: get(row, "description")?,
+        owner: get(row, "owner")?,
+        text: get(row, "text")?,
+        effect: get(row, "effect")?,
+        version: get(row, "version")?,
+        updated_at: get_time(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn resource_entity(row: &AnyRow) -> Result<steward_types::ResourceEntity, Error> {
+    Ok(steward_types::ResourceEntity {
+        resource_type: get(row, "type")?,
+        id: get(row, "id")?,
+        attributes: from_json(row, "attributes")?,
     })
 }
 

@@ -42,6 +42,7 @@ async fn scenario(store: &Store) {
         .create_human(
             &ctx,
             CreateHuman {
+                external_id: None,
                 email: "Alice@Example.com".into(),
                 display_name: "Alice".into(),
                 teams: vec![],

@@ -28,6 +28,7 @@ async fn run(backend: Backend, agents: usize, gets: usize, concurrency: usize) {
     let s = Arc::new(TestServer::start(backend).await);
     s.admin
         .create_human(&CreateHuman {
+            external_id: None,
             email: "owner@example.com".into(),
             display_name: "Owner".into(),
             teams: vec![],

@@ -71,6 +71,8 @@ pub struct Human {
     pub email: String,
     /// Name to show.
     pub display_name: String,
+    /// The id another system knows this person by (IdP subject, AuthZEN PID).
+    pub external_id: Option<String>,
     /// Active or deactivated.
     pub status: HumanStatus,
     /// Ids of the teams the human belongs to.
@@ -84,13 +86,16 @@ pub struct Human {
 }
 
 /// Create a human.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHuman {
     /// E-mail address; unique in the tenant, case-insensitive.
     pub email: String,
     /// Name to show.
     pub display_name: String,
+    /// The id another system knows this person by; unique in the tenant.
+    #[serde(default)]
+    pub external_id: Option<String>,
     /// Team ids or names.
     #[serde(default)]
     pub teams: Vec<String>,

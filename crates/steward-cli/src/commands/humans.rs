@@ -23,6 +23,9 @@ pub enum HumansCommand {
         /// Role name (repeatable).
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
+        /// The id another system knows them by (IdP subject, AuthZEN PID).
+        #[arg(long)]
+        external_id: Option<String>,
     },
     /// List people.
     List(ListArgs),
@@ -67,8 +70,10 @@ pub async fn run(ctx: &Ctx, command: HumansCommand) -> anyhow::Result<()> {
             name,
             teams,
             roles,
+            external_id,
         } => {
             let request = CreateHuman {
+                external_id,
                 email,
                 display_name: name,
                 teams,
@@ -142,6 +147,7 @@ mod tests {
                 id: "hu_1".into(),
                 email: "alice@example.com".into(),
                 display_name: "Alice".into(),
+                external_id: None,
                 status: HumanStatus::Deactivated,
                 teams: vec![],
                 roles: vec![],

@@ -191,6 +191,7 @@ async fn tenants_are_isolated(b: Backend) {
     .await
     .unwrap();
     acme.create_human(&CreateHuman {
+        external_id: None,
         email: "alice@example.com".into(),
         display_name: "Other Alice".into(),
         teams: vec![],

@@ -245,6 +245,7 @@ async fn humans_and_teams(b: Backend) {
     let h = s
         .admin
         .create_human(&CreateHuman {
+            external_id: None,
             email: "Carol@Example.com".into(),
             display_name: "Carol".into(),
             teams: vec!["payments".into()],
@@ -298,6 +299,7 @@ async fn humans_and_teams(b: Backend) {
         code(
             s.admin
                 .create_human(&CreateHuman {
+                    external_id: None,
                     email: "carol@example.com".into(),
                     display_name: "Again".into(),
                     teams: vec![],
@@ -311,6 +313,7 @@ async fn humans_and_teams(b: Backend) {
         code(
             s.admin
                 .create_human(&CreateHuman {
+                    external_id: None,
                     email: "d@example.com".into(),
                     display_name: "D".into(),
                     teams: vec!["nope".into()],

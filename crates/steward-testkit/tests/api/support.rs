@@ -7,6 +7,7 @@ use steward_types::*;
 pub async fn human(admin: &Client, email: &str) -> Human {
     admin
         .create_human(&CreateHuman {
+            external_id: None,
             email: email.into(),
             display_name: email.split('@').next().unwrap().into(),
             teams: vec![],

@@ -1,0 +1,642 @@
+//! Declarations (resource types, actions), policies with their version
+//! history, known resource entities, and the per-tenant epoch every node
+//! watches to reload its compiled engine.
+//!
+//! All changes go through [`Store::change_policies`]: it loads the tenant's
+//! state inside the transaction, applies the changes in memory, lets the
+//! caller check the result (the server compiles it with Cedar), and only then
+//! writes. An invalid batch changes nothing.
+
+use std::collections::BTreeMap;
+
+use sqlx::{Any, Transaction};
+use steward_core::{ChangeContext, Error};
+use steward_types::{
+    ActionDef, ErrorCode, Page, Policy, PolicyQuery, PutAction, PutPolicy, PutResourceType,
+    ResourceEntity, ResourceType,
+};
+
+use crate::audit::{append, event};
+use crate::rows::{self, Cursor, Param, Select};
+use crate::{Store, db_error};
+
+/// A tenant's declarations and policies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyState {
+    /// Declared resource types.
+    pub resource_types: Vec<ResourceType>,
+    /// Declared actions.
+    pub actions: Vec<ActionDef>,
+    /// Current policies.
+    pub policies: Vec<Policy>,
+    /// Increases with every change.
+    pub epoch: i64,
+}
+
+/// One change to a tenant's policy state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyChange {
+    /// Declare or replace a resource type.
+    PutResourceType(PutResourceType),
+    /// Remove a resource type.
+    DeleteResourceType(String),
+    /// Declare or replace an action.
+    PutAction(PutAction),
+    /// Remove an action.
+    DeleteAction(String),
+    /// Create or replace a policy.
+    PutPolicy(PutPolicy),
+    /// Remove a policy.
+    DeletePolicy(String),
+    /// Record a known resource.
+    PutEntity(ResourceEntity),
+    /// Forget a known resource.
+    DeleteEntity(String, String),
+}
+
+/// What a batch of changes did: one line per effective change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeReport {
+    /// Human-readable lines such as `policy readers-read: updated (version 3)`.
+    pub changes: Vec<String>,
+    /// The state after the batch.
+    pub state: PolicyState,
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::internal(format!("corrupt stored declaration: {e}")))
+}
+
+async fn load_state(conn: &mut sqlx::AnyConnection, tenant_id: &str) -> Result<PolicyState, Error> {
+    let types: Vec<(String, String, String, i64)> =
+        sqlx::query_as("SELECT name, description, attributes, updated_at FROM resource_types WHERE tenant_id = $1 ORDER BY name")
+            .bind(tenant_id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    let actions: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT name, description, resource_types, context, updated_at FROM actions WHERE tenant_id = $1 ORDER BY name",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let policies: Vec<(String, String, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, description, owner, text, effect, version, updated_at FROM policies WHERE tenant_id = $1 ORDER BY id",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let epoch: Option<i64> =
+        sqlx::query_scalar("SELECT epoch FROM policy_epochs WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    let time = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    Ok(PolicyState {
+        resource_types: types
+            .into_iter()
+            .map(|(name, description, attributes, at)| {
+                Ok(ResourceType {
+                    name,
+                    description,
+                    attributes: from_json(&attributes)?,
+                    updated_at: time(at),
+                })
+            })
+            .collect::<Result<_, Error>>()?,
+        actions: actions
+            .into_iter()
+            .map(|(name, description, types, context, at)| {
+                Ok(ActionDef {
+                    name,
+                    description,
+                    resource_types: from_json(&types)?,
+                    context: from_json(&context)?,
+                    updated_at: time(at),
+                })
+            })
+            .collect::<Result<_, Error>>()?,
+        policies: policies
+            .into_iter()
+            .map(
+                |(id, description, owner, text, effect, version, at)| Policy {
+                    id,
+                    description,
+                    owner,
+                    text,
+                    effect,
+                    version,
+                    updated_at: time(at),
+                },
+            )
+            .collect(),
+        epoch: epoch.unwrap_or(0),
+    })
+}
+
+impl Store {
+    /// The tenant's declarations and policies.
+    pub async fn policy_state(&self, tenant_id: &str) -> Result<PolicyState, Error> {
+        let mut conn = self.read.acquire().await.map_err(db_error)?;
+        load_state(&mut conn, tenant_id).await
+    }
+
+    /// The tenant's policy epoch (0 before any change).
+    pub async fn policy_epoch(&self, tenant_id: &str) -> Result<i64, Error> {
+        let epoch: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM policy_epochs WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_error)?;
+        Ok(epoch.unwrap_or(0))
+    }
+
+    /// Apply a batch of changes atomically. `check` sees the complete new
+    /// state and the entities being written, and returns each policy's effect
+    /// (`permit` or `forbid`); if it fails, nothing is written.
+    pub async fn change_policies(
+        &self,
+        ctx: &ChangeContext,
+        changes: Vec<PolicyChange>,
+        check: impl FnOnce(&PolicyState, &[ResourceEntity]) -> Result<BTreeMap<String, String>, Error>,
+    ) -> Result<ChangeReport, Error> {
+        let mut tx = self.begin().await?;
+        if self.backend == crate::Backend::Postgres {
+            // Serialise policy changes per tenant across nodes.
+            sqlx::query("INSERT INTO policy_epochs (tenant_id, epoch) VALUES ($1, 0) ON CONFLICT (tenant_id) DO NOTHING")
+                .bind(&ctx.tenant_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query("SELECT epoch FROM policy_epochs WHERE tenant_id = $1 FOR UPDATE")
+                .bind(&ctx.tenant_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let before = load_state(&mut tx, &ctx.tenant_id).await?;
+        let mut after = before.clone();
+        let mut entities = Vec::new();
+        for change in &changes {
+            apply_in_memory(&mut after, change, ctx, &mut entities);
+        }
+        let effects = check(&after, &entities)?;
+        for p in &mut after.policies {
+            if let Some(e) = effects.get(&p.id) {
+                p.effect = e.clone();
+            }
+        }
+        let mut report = Vec::new();
+        write_diff(&mut tx, ctx, &before, &mut after, &mut report).await?;
+        for change in &changes {
+            match change {
+                PolicyChange::PutEntity(e) => put_entity(&mut tx, ctx, e, &mut report).await?,
+                PolicyChange::DeleteEntity(t, id) => {
+                    delete_entity(&mut tx, ctx, t, id, &mut report).await?
+                }
+                _ => {}
+            }
+        }
+        if !report.is_empty() {
+            after.epoch = before.epoch + 1;
+            sqlx::query(
+                "INSERT INTO policy_epochs (tenant_id, epoch) VALUES ($1, $2) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET epoch = excluded.epoch",
+            )
+            .bind(&ctx.tenant_id)
+            .bind(after.epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(ChangeReport {
+            changes: report,
+            state: after,
+        })
+    }
+
+    /// The tenant's policies, by id.
+    pub async fn list_policies(
+        &self,
+        tenant_id: &str,
+        q: PolicyQuery,
+    ) -> Result<Page<Policy>, Error> {
+        let cursor = Cursor::text(q.cursor, q.limit)?;
+        Select::tenant_rows("policies", tenant_id)
+            .page(&self.read, "id", &cursor, rows::policy, |p| p.id.clone())
+            .await
+    }
+
+    /// One policy.
+    pub async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Policy, Error> {
+        let row = sqlx::query("SELECT * FROM policies WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::not_found("policy", id))?;
+        rows::policy(&row)
+    }
+
+    /// Every version of a policy, newest first (a deletion has no text).
+    pub async fn policy_history(&self, tenant_id: &str, id: &str) -> Result<Vec<Policy>, Error> {
+        let rows: Vec<(i64, String, String, Option<String>, String, i64)> = sqlx::query_as(
+            "SELECT version, description, owner, text, effect, changed_at FROM policy_versions \
+             WHERE tenant_id = $1 AND id = $2 ORDER BY version DESC",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        if rows.is_empty() {
+            return Err(Error::not_found("policy", id));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(version, description, owner, text, effect, at)| Policy {
+                id: id.into(),
+                description,
+                owner,
+                text: text.unwrap_or_default(),
+                effect,
+                version,
+                updated_at: chrono::DateTime::from_timestamp_millis(at).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// A known resource, if recorded.
+    pub async fn get_resource_entity(
+        &self,
+        tenant_id: &str,
+        entity_type: &str,
+        id: &str,
+    ) -> Result<Option<ResourceEntity>, Error> {
+        let row: Option<String> =
+            sqlx::query_scalar("SELECT attributes FROM resource_entities WHERE tenant_id = $1 AND type = $2 AND id = $3")
+                .bind(tenant_id)
+                .bind(entity_type)
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_error)?;
+        row.map(|attrs| {
+            Ok(ResourceEntity {
+                resource_type: entity_type.into(),
+                id: id.into(),
+                attributes: from_json(&attrs)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Known resources of a type, by id.
+    pub async fn list_resource_entities(
+        &self,
+        tenant_id: &str,
+        entity_type: &str,
+        q: PolicyQuery,
+    ) -> Result<Page<ResourceEntity>, Error> {
+        let cursor = Cursor::text(q.cursor, q.limit)?;
+        Select::tenant_rows("resource_entities", tenant_id)
+            .and("type = ?", Param::Text(entity_type.into()))
+            .page(&self.read, "id", &cursor, rows::resource_entity, |e| {
+                e.id.clone()
+            })
+            .await
+    }
+}
+
+fn apply_in_memory(
+    state: &mut PolicyState,
+    change: &PolicyChange,
+    ctx: &ChangeContext,
+    entities: &mut Vec<ResourceEntity>,
+) {
+    match change {
+        PolicyChange::PutResourceType(rt) => {
+            state.resource_types.retain(|r| r.name != rt.name);
+            state.resource_types.push(ResourceType {
+                name: rt.name.clone(),
+                description: rt.description.clone(),
+                attributes: rt.attributes.clone(),
+                updated_at: ctx.now,
+            });
+            state.resource_types.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        PolicyChange::DeleteResourceType(name) => state.resource_types.retain(|r| &r.name != name),
+        PolicyChange::PutAction(a) => {
+            state.actions.retain(|x| x.name != a.name);
+            state.actions.push(ActionDef {
+                name: a.name.clone(),
+                description: a.description.clone(),
+                resource_types: a.resource_types.clone(),
+                context: a.context.clone(),
+                updated_at: ctx.now,
+            });
+            state.actions.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        PolicyChange::DeleteAction(name) => state.actions.retain(|a| &a.name != name),
+        PolicyChange::PutPolicy(p) => {
+            let owner = p.owner.clone();
+            match state.policies.iter_mut().find(|x| x.id == p.id) {
+                Some(existing) => {
+                    existing.description = p.description.clone();
+                    existing.owner = owner;
+                    existing.text = p.text.clone();
+                }
+                None => state.policies.push(Policy {
+                    id: p.id.clone(),
+                    description: p.description.clone(),
+                    owner,
+                    text: p.text.clone(),
+                    effect: String::new(),
+                    version: 0,
+                    updated_at: ctx.now,
+                }),
+            }
+            state.policies.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        PolicyChange::DeletePolicy(id) => state.policies.retain(|p| &p.id != id),
+        PolicyChange::PutEntity(e) => entities.push(e.clone()),
+        PolicyChange::DeleteEntity(..) => {}
+    }
+}
+
+/// Write what differs between `before` and `after`, with audit records.
+async fn write_diff(
+    tx: &mut Transaction<'static, Any>,
+    ctx: &ChangeContext,
+    before: &PolicyState,
+    after: &mut PolicyState,
+    report: &mut Vec<String>,
+) -> Result<(), Error> {
+    let t = &ctx.tenant_id;
+    let now = rows::ms(ctx.now);
+    for rt in &after.resource_types {
+        let old = before.resource_types.iter().find(|r| r.name == rt.name);
+        if old.is_some_and(|o| o.description == rt.description && o.attributes == rt.attributes) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO resource_types (tenant_id, name, description, attributes, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET description = excluded.description, attributes = excluded.attributes, updated_at = excluded.updated_at",
+        )
+        .bind(t).bind(&rt.name).bind(&rt.description).bind(rows::to_json(&rt.attributes)).bind(now)
+        .execute(&mut **tx).await.map_err(db_error)?;
+        report.push(format!(
+            "resource type {}: {}",
+            rt.name,
+            if old.is_some() { "updated" } else { "created" }
+        ));
+        append(
+            tx,
+            ctx,
+            event(
+                "resource_type.put",
+                "resource_type",
+                &rt.name,
+                old,
+                Some(rt),
+                None,
+            ),
+        )
+        .await?;
+    }
+    for old in before
+        .resource_types
+        .iter()
+        .filter(|o| !after.resource_types.iter().any(|r| r.name == o.name))
+    {
+        sqlx::query("DELETE FROM resource_types WHERE tenant_id = $1 AND name = $2")
+            .bind(t)
+            .bind(&old.name)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        report.push(format!("resource type {}: deleted", old.name));
+        append(
+            tx,
+            ctx,
+            event(
+                "resource_type.delete",
+                "resource_type",
+                &old.name,
+                Some(old),
+                None,
+                None,
+            ),
+        )
+        .await?;
+    }
+    for a in &after.actions {
+        let old = before.actions.iter().find(|x| x.name == a.name);
+        if old.is_some_and(|o| {
+            o.description == a.description
+                && o.resource_types == a.resource_types
+                && o.context == a.context
+        }) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO actions (tenant_id, name, description, resource_types, context, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET description = excluded.description, resource_types = excluded.resource_types, \
+             context = excluded.context, updated_at = excluded.updated_at",
+        )
+        .bind(t).bind(&a.name).bind(&a.description).bind(rows::to_json(&a.resource_types)).bind(rows::to_json(&a.context)).bind(now)
+        .execute(&mut **tx).await.map_err(db_error)?;
+        report.push(format!(
+            "action {}: {}",
+            a.name,
+            if old.is_some() { "updated" } else { "created" }
+        ));
+        append(
+            tx,
+            ctx,
+            event("action.put", "action", &a.name, old, Some(a), None),
+        )
+        .await?;
+    }
+    for old in before
+        .actions
+        .iter()
+        .filter(|o| !after.actions.iter().any(|a| a.name == o.name))
+    {
+        sqlx::query("DELETE FROM actions WHERE tenant_id = $1 AND name = $2")
+            .bind(t)
+            .bind(&old.name)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        report.push(format!("action {}: deleted", old.name));
+        append(
+            tx,
+            ctx,
+            event("action.delete", "action", &old.name, Some(old), None, None),
+        )
+        .await?;
+    }
+    for p in &mut after.policies {
+        let old = before.policies.iter().find(|x| x.id == p.id);
+        if let Some(o) =
+            old.filter(|o| o.text == p.text && o.description == p.description && o.owner == p.owner)
+        {
+            p.version = o.version;
+            p.updated_at = o.updated_at;
+            continue;
+        }
+        p.version = old.map_or(1, |o| o.version + 1);
+        p.updated_at = ctx.now;
+        sqlx::query(
+            "INSERT INTO policies (tenant_id, id, description, owner, text, effect, version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (tenant_id, id) DO UPDATE SET description = excluded.description, owner = excluded.owner, text = excluded.text, \
+             effect = excluded.effect, version = excluded.version, updated_at = excluded.updated_at",
+        )
+        .bind(t).bind(&p.id).bind(&p.description).bind(&p.owner).bind(&p.text).bind(&p.effect).bind(p.version).bind(now)
+        .execute(&mut **tx).await.map_err(db_error)?;
+        record_version(tx, ctx, p, Some(&p.text)).await?;
+        report.push(format!(
+            "policy {}: {} (version {})",
+            p.id,
+            if old.is_some() { "updated" } else { "created" },
+            p.version
+        ));
+        append(
+            tx,
+            ctx,
+            event("policy.put", "policy", &p.id, old, Some(&*p), None),
+        )
+        .await?;
+    }
+    for old in before
+        .policies
+        .iter()
+        .filter(|o| !after.policies.iter().any(|p| p.id == o.id))
+    {
+        sqlx::query("DELETE FROM policies WHERE tenant_id = $1 AND id = $2")
+            .bind(t)
+            .bind(&old.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        let mut tombstone = old.clone();
+        tombstone.version += 1;
+        record_version(tx, ctx, &tombstone, None).await?;
+        report.push(format!("policy {}: deleted", old.id));
+        append(
+            tx,
+            ctx,
+            event("policy.delete", "policy", &old.id, Some(old), None, None),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn record_version(
+    tx: &mut Transaction<'static, Any>,
+    ctx: &ChangeContext,
+    p: &Policy,
+    text: Option<&str>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO policy_versions (tenant_id, id, version, description, owner, text, effect, changed_at, changed_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&ctx.tenant_id).bind(&p.id).bind(p.version).bind(&p.description).bind(&p.owner).bind(text).bind(&p.effect)
+    .bind(rows::ms(ctx.now)).bind(format!("{}:{}", ctx.actor.kind, ctx.actor.id))
+    .execute(&mut **tx).await.map_err(db_error)?;
+    Ok(())
+}
+
+async fn put_entity(
+    tx: &mut Transaction<'static, Any>,
+    ctx: &ChangeContext,
+    e: &ResourceEntity,
+    report: &mut Vec<String>,
+) -> Result<(), Error> {
+    let old: Option<String> = sqlx::query_scalar(
+        "SELECT attributes FROM resource_entities WHERE tenant_id = $1 AND type = $2 AND id = $3",
+    )
+    .bind(&ctx.tenant_id)
+    .bind(&e.resource_type)
+    .bind(&e.id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let attrs = rows::to_json(&e.attributes);
+    if old.as_deref() == Some(attrs.as_str()) {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO resource_entities (tenant_id, type, id, attributes, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (tenant_id, type, id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at",
+    )
+    .bind(&ctx.tenant_id).bind(&e.resource_type).bind(&e.id).bind(&attrs).bind(rows::ms(ctx.now))
+    .execute(&mut **tx).await.map_err(db_error)?;
+    let key = format!("{}::{}", e.resource_type, e.id);
+    report.push(format!(
+        "entity {key}: {}",
+        if old.is_some() { "updated" } else { "created" }
+    ));
+    append(
+        tx,
+        ctx,
+        event(
+            "entity.put",
+            "entity",
+            &key,
+            None::<&ResourceEntity>,
+            Some(e),
+            None,
+        ),
+    )
+    .await
+}
+
+async fn delete_entity(
+    tx: &mut Transaction<'static, Any>,
+    ctx: &ChangeContext,
+    t: &str,
+    id: &str,
+    report: &mut Vec<String>,
+) -> Result<(), Error> {
+    let n =
+        sqlx::query("DELETE FROM resource_entities WHERE tenant_id = $1 AND type = $2 AND id = $3")
+            .bind(&ctx.tenant_id)
+            .bind(t)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+    if n == 0 {
+        return Err(Error::new(
+            ErrorCode::NotFound,
+            format!("no entity {t}::{id} in this tenant"),
+        ));
+    }
+    let key = format!("{t}::{id}");
+    report.push(format!("entity {key}: deleted"));
+    append(
+        tx,
+        ctx,
+        event(
+            "entity.delete",
+            "entity",
+            &key,
+            None::<&ResourceEntity>,
+            None,
+            None,
+        ),
+    )
+    .await
+}
