@@ -15,8 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::canonical::canonical_json;
 use crate::checkpoint::{
-    LogSigner, SignedTreeHead, TreeHead, VerifyError, check_key_id, parse_public_key,
-    verify_bytes,
+    LogSigner, SignedTreeHead, TreeHead, VerifyError, check_key_id, parse_public_key, verify_bytes,
 };
 use crate::hash::Hash;
 

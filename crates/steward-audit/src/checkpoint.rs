@@ -178,7 +178,10 @@ pub fn key_id_of(public_key_base64: &str) -> Result<String, VerifyError> {
 }
 
 /// Checks a signed tree head against the log's public key (base64).
-pub fn verify_tree_head(public_key_base64: &str, signed: &SignedTreeHead) -> Result<(), VerifyError> {
+pub fn verify_tree_head(
+    public_key_base64: &str,
+    signed: &SignedTreeHead,
+) -> Result<(), VerifyError> {
     let key = parse_public_key(public_key_base64)?;
     check_key_id(&key, &signed.key_id)?;
     verify_bytes(

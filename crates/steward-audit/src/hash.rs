@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Hash(pub [u8; 32]);
 
-/// Why a string could not be read as a [`Hash`].
+/// Why a string could not be read as a [`Hash`](struct@Hash)(struct@Hash).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HashParseError {
     /// The text (hex or base64) did not decode to exactly 32 bytes.

@@ -8,7 +8,7 @@
 //! passed in as bytes, and entries arrive through iterators.
 //!
 //! Where things are:
-//! - `hash.rs`: [`Hash`], [`leaf_hash`], [`node_hash`], [`empty_root`].
+//! - `hash.rs`: [`Hash`](struct@Hash)(struct@Hash), [`leaf_hash`], [`node_hash`], [`empty_root`].
 //! - `tree.rs`: [`MerkleTree`], roots at any size, proof generation.
 //! - `proof.rs`: [`verify_inclusion`], [`verify_consistency`].
 //! - `checkpoint.rs`: [`TreeHead`], [`SignedTreeHead`], [`LogSigner`],

@@ -241,3 +241,6 @@ pub(crate) fn consistency_proof_len(old_size: u64, new_size: u64) -> usize {
     let start = usize::from(!old_size.is_power_of_two());
     path - shared + start
 }
+
+#[cfg(test)]
+mod tests;

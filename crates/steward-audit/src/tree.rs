@@ -65,11 +65,7 @@ impl MerkleTree {
     pub fn from_leaves<I: IntoIterator<Item = Hash>>(leaves: I) -> Self {
         let leaves: Vec<Hash> = leaves.into_iter().collect();
         let mut levels = vec![leaves];
-        loop {
-            let Some(below) = levels.last() else { break };
-            if below.len() < 2 {
-                break;
-            }
+        while let Some(below) = levels.last().filter(|below| below.len() >= 2) {
             let above: Vec<Hash> = below
                 .chunks_exact(2)
                 .map(|pair| node_hash(&pair[0], &pair[1]))
@@ -91,7 +87,7 @@ impl MerkleTree {
             row.push(carry);
             // An even count means the newest entry completed a pair: its
             // parent, one level up, is now a complete subtree too.
-            if row.len() % 2 != 0 {
+            if row.len() & 1 == 1 {
                 break;
             }
             carry = node_hash(&row[row.len() - 2], &row[row.len() - 1]);

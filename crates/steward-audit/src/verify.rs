@@ -14,7 +14,8 @@
 //!   size (any change an attacker also covered up in the stored hashes and
 //!   sequence numbers): the entries since the last checkpoint that matched,
 //!   which is as precise as the evidence allows;
-//! - a checkpoint larger than the log: the log was truncated;
+//! - a checkpoint larger than the log: the log was truncated (the suspect
+//!   range starts after the last checkpoint that matched);
 //! - a checkpoint whose signature does not verify: the checkpoint.
 //!
 //! Entries after the last checkpoint are only checked for sequence and
@@ -23,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{SignedTreeHead, TreeHead, verify_tree_head};
+use crate::checkpoint::{SignedTreeHead, TreeHead, check_key_id, parse_public_key, verify_bytes};
 use crate::frontier::Frontier;
 use crate::hash::{Hash, leaf_hash};
 
@@ -116,62 +117,30 @@ impl LogVerifier {
         checkpoints: &[SignedTreeHead],
         public_key_base64: &str,
     ) -> Self {
-        let (tree, prefix_problem) = match Frontier::from_parts(prefix_size, prefix_subtrees) {
-            Some(tree) => (tree, None),
-            None => (
-                Frontier::default(),
-                Some(format!(
-                    "The prefix of {prefix_size} entries is given as {} subtree hashes, and \
-                     {prefix_size} entries make {} perfect subtrees.",
-                    prefix_subtrees.len(),
-                    prefix_size.count_ones()
-                )),
-            ),
-        };
+        match trusted_inputs(prefix_size, prefix_subtrees, checkpoints, public_key_base64) {
+            Ok((tree, heads)) => Self::from_trusted(prefix_size, tree, heads),
+            Err(problem) => {
+                let mut verifier = Self::from_trusted(prefix_size, Frontier::default(), Vec::new());
+                verifier.fail(None, problem);
+                verifier
+            }
+        }
+    }
+
+    /// A verifier over a prefix and checkpoints that were already checked.
+    pub(crate) fn from_trusted(prefix_size: u64, tree: Frontier, mut heads: Vec<TreeHead>) -> Self {
+        heads.sort_by_key(|head| head.size);
         let mut verifier = Self {
             tree,
             prefix_size,
-            checkpoints: Vec::with_capacity(checkpoints.len()),
+            checkpoints: heads,
             next_checkpoint: 0,
             checkpoints_checked: 0,
             checkpointed_size: 0,
             failure: None,
         };
-        if let Some(problem) = prefix_problem {
-            verifier.fail(None, problem);
-            return verifier;
-        }
-        for (i, signed) in checkpoints.iter().enumerate() {
-            if let Err(error) = verify_tree_head(public_key_base64, signed) {
-                verifier.fail(
-                    None,
-                    format!(
-                        "Checkpoint {} of {} ({}) is not validly signed by the log's key: {error}.",
-                        i + 1,
-                        checkpoints.len(),
-                        describe(&signed.head)
-                    ),
-                );
-                return verifier;
-            }
-            let first_origin = checkpoints.first().map(|first| &first.head.origin);
-            if first_origin.is_some_and(|origin| *origin != signed.head.origin) {
-                verifier.fail(
-                    None,
-                    format!(
-                        "The checkpoints name different logs: \"{}\" and \"{}\".",
-                        first_origin.map_or("", String::as_str),
-                        signed.head.origin
-                    ),
-                );
-                return verifier;
-            }
-            if signed.head.size >= prefix_size {
-                verifier.checkpoints.push(signed.head.clone());
-            }
-        }
-        verifier.checkpoints.sort_by_key(|head| head.size);
-        // Checkpoints of the empty log are checked before any entry.
+        // Checkpoints at the prefix size (0 for a whole log) are checked
+        // before any entry.
         verifier.check_checkpoints();
         verifier
     }
@@ -215,19 +184,29 @@ impl LogVerifier {
     /// lost its tail.
     pub fn finish(mut self) -> VerifyReport {
         let len = self.tree.size();
+        // Everything after the last matching checkpoint is suspect: the tail
+        // may have been cut, or changed and then cut.
+        let range_start = self.checkpointed_size.max(self.prefix_size) + 1;
         let truncation = match (&self.failure, self.checkpoints.last()) {
-            (None, Some(largest)) if largest.size > len => Some(format!(
-                "The log ends after entry {len}, but {} covers {} entries: entries {} to {} \
-                 are missing (the log was truncated).",
-                describe(largest),
-                largest.size,
-                len + 1,
-                largest.size
-            )),
+            (None, Some(largest)) if largest.size > len => {
+                let unchecked = if range_start <= len {
+                    format!(", and entries {range_start} to {len} cannot be checked against it")
+                } else {
+                    String::new()
+                };
+                Some(format!(
+                    "The log ends after entry {len}, but {} covers {} entries: entries {} to {} \
+                     are missing (the log was truncated){unchecked}.",
+                    describe(largest),
+                    largest.size,
+                    len + 1,
+                    largest.size
+                ))
+            }
             _ => None,
         };
         if let Some(problem) = truncation {
-            self.fail(Some(len + 1), problem);
+            self.fail(Some(range_start), problem);
         }
         let (first_bad_position, problem) = match self.failure {
             Some(failure) => (failure.position, Some(failure.problem)),
@@ -252,16 +231,22 @@ impl LogVerifier {
         if seq == expected {
             return true;
         }
+        // A streaming reader cannot tell a missing entry from one that comes
+        // later, so a jump forward names both.
         let problem = if seq > expected && expected == 1 {
-            format!("The log starts at entry {seq}: entries 1 to {} are missing.", seq - 1)
+            format!(
+                "The log starts at entry {seq}: entries 1 to {} are missing or out of order.",
+                seq - 1
+            )
         } else if seq == expected + 1 {
             format!(
-                "Entry {expected} is missing: entry {} is followed by entry {seq}.",
+                "Entry {expected} is missing or out of order: entry {} is followed by entry {seq}.",
                 expected - 1
             )
         } else if seq > expected {
             format!(
-                "Entries {expected} to {} are missing: entry {} is followed by entry {seq}.",
+                "Entries {expected} to {} are missing or out of order: entry {} is followed by \
+                 entry {seq}.",
                 seq - 1,
                 expected - 1
             )
@@ -303,7 +288,10 @@ impl LogVerifier {
                     // No entry was read yet: the checkpoint or the prefix
                     // hashes are wrong, not any entry.
                     let problem = if size == 0 {
-                        format!("{} does not have the empty log's root.", capitalise(&describe(head)))
+                        format!(
+                            "{} does not have the empty log's root.",
+                            capitalise(&describe(head))
+                        )
                     } else {
                         format!(
                             "The hashes given for the first {size} entries do not match {}.",
@@ -333,6 +321,56 @@ impl LogVerifier {
             self.failure = Some(Failure { position, problem });
         }
     }
+}
+
+/// The prefix as a frontier, and the checkpoints (at or after the prefix)
+/// once their signatures and origins are checked; or what is wrong.
+fn trusted_inputs(
+    prefix_size: u64,
+    prefix_subtrees: &[Hash],
+    checkpoints: &[SignedTreeHead],
+    public_key_base64: &str,
+) -> Result<(Frontier, Vec<TreeHead>), String> {
+    let tree = Frontier::from_parts(prefix_size, prefix_subtrees).ok_or_else(|| {
+        format!(
+            "The prefix of {prefix_size} entries is given as {} subtree hashes, and \
+             {prefix_size} entries make {} perfect subtrees.",
+            prefix_subtrees.len(),
+            prefix_size.count_ones()
+        )
+    })?;
+    let key = parse_public_key(public_key_base64)
+        .map_err(|error| format!("The public key given cannot be used: {error}."))?;
+    let mut heads = Vec::with_capacity(checkpoints.len());
+    let first_origin = checkpoints.first().map(|first| first.head.origin.as_str());
+    for (i, signed) in checkpoints.iter().enumerate() {
+        check_key_id(&key, &signed.key_id)
+            .and_then(|()| {
+                verify_bytes(
+                    &key,
+                    signed.head.canonical_text().as_bytes(),
+                    &signed.signature,
+                )
+            })
+            .map_err(|error| {
+                format!(
+                    "Checkpoint {} of {} ({}) is not validly signed by the log's key: {error}.",
+                    i + 1,
+                    checkpoints.len(),
+                    describe(&signed.head)
+                )
+            })?;
+        if let Some(first) = first_origin.filter(|first| *first != signed.head.origin) {
+            return Err(format!(
+                "The checkpoints name different logs: \"{first}\" and \"{}\".",
+                signed.head.origin
+            ));
+        }
+        if signed.head.size >= prefix_size {
+            heads.push(signed.head.clone());
+        }
+    }
+    Ok((tree, heads))
 }
 
 /// "the checkpoint of size 100 signed 2026-11-26 10:02:00 UTC".

@@ -276,7 +276,10 @@ mod tests {
     fn api_errors_print_message_and_code() {
         let err = anyhow::Error::new(ClientError::Api {
             status: 401,
-            detail: ErrorDetail::new(ErrorCode::Unauthenticated, "no credential"),
+            detail: Box::new(ErrorDetail::new(
+                ErrorCode::Unauthenticated,
+                "no credential",
+            )),
         });
         assert_eq!(
             render_error(&err, "http://x", true),

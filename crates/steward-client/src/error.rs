@@ -12,7 +12,7 @@ pub enum ClientError {
         /// The HTTP status of the answer.
         status: u16,
         /// The error as the server described it.
-        detail: ErrorDetail,
+        detail: Box<ErrorDetail>,
     },
     /// The request did not complete: connection refused, timeout, bad URL.
     #[error("cannot reach the server: {0}")]
@@ -72,7 +72,7 @@ mod tests {
     fn api_errors_display_the_message_and_the_code() {
         let err = ClientError::Api {
             status: 404,
-            detail: ErrorDetail::new(ErrorCode::NotFound, "no agent named x"),
+            detail: Box::new(ErrorDetail::new(ErrorCode::NotFound, "no agent named x")),
         };
         assert_eq!(err.to_string(), "no agent named x (not_found)");
         assert_eq!(err.status(), Some(404));

@@ -19,6 +19,7 @@
 
 mod endpoints;
 mod error;
+mod policies;
 
 pub use endpoints::AgentTransition;
 pub use error::ClientError;
@@ -206,6 +207,30 @@ impl Client {
         execute(self.request(Method::POST, segments)?.json(body)).await
     }
 
+    /// `DELETE` a resource; success has no body.
+    async fn delete(&self, segments: &[&str]) -> Result<()> {
+        let response = self.request(Method::DELETE, segments)?.send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(error_from_body(status.as_u16(), &bytes))
+        }
+    }
+
+    /// `GET` a plain-text resource.
+    async fn get_text(&self, segments: &[&str]) -> Result<String> {
+        let response = self.request(Method::GET, segments)?.send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if status.is_success() {
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        } else {
+            Err(error_from_body(status.as_u16(), &bytes))
+        }
+    }
+
     /// `PATCH` a JSON body.
     async fn patch<T, B>(&self, segments: &[&str], body: &B) -> Result<T>
     where
@@ -241,7 +266,7 @@ fn error_from_body(status: u16, body: &[u8]) -> ClientError {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody { error }) => ClientError::Api {
             status,
-            detail: error,
+            detail: Box::new(error),
         },
         Err(_) => ClientError::Decode(format!(
             "HTTP {status} without an error body: {}",

@@ -91,15 +91,13 @@ fn uid(entity_type: &str, id: &str) -> Result<EntityUid, Error> {
     ))
 }
 
-fn entity_json(e: &EntityData, extra_parent: Option<(&str, &str)>) -> Value {
-    let mut parents: Vec<Value> = e
+fn entity_json(e: &EntityData, extra_parents: &[(String, String)]) -> Value {
+    let parents: Vec<Value> = e
         .parents
         .iter()
+        .chain(extra_parents)
         .map(|(t, i)| json!({ "type": t, "id": i }))
         .collect();
-    if let Some((t, i)) = extra_parent {
-        parents.push(json!({ "type": t, "id": i }));
-    }
     json!({ "uid": { "type": e.entity_type, "id": e.id }, "attrs": e.attrs, "parents": parents })
 }
 
@@ -252,20 +250,18 @@ impl Engine {
         &self,
         chain: &[Subject],
         resource: &EntityData,
-        extra: Option<(usize, &str, &str)>,
+        extra: Option<(usize, &[(String, String)])>,
     ) -> Result<Entities, Error> {
         let mut seen = HashSet::new();
         let mut list = Vec::with_capacity(chain.len() + 1);
         for (i, s) in chain.iter().enumerate() {
             if seen.insert((s.entity.entity_type.as_str(), s.entity.id.as_str())) {
-                let parent = extra
-                    .filter(|(at, _, _)| *at == i)
-                    .map(|(_, t, id)| (t, id));
-                list.push(entity_json(&s.entity, parent));
+                let parents = extra.filter(|(at, _)| *at == i).map_or(&[][..], |(_, p)| p);
+                list.push(entity_json(&s.entity, parents));
             }
         }
         if seen.insert((resource.entity_type.as_str(), resource.id.as_str())) {
-            list.push(entity_json(resource, None));
+            list.push(entity_json(resource, &[]));
         }
         Entities::from_json_value(Value::Array(list), Some(&self.schema)).map_err(|e| {
             Error::new(
@@ -396,16 +392,29 @@ impl Engine {
             if held.contains(&("Role".to_string(), role.clone())) {
                 continue;
             }
-            if self.would_allow(input, index, "Role", role, action, resource, context)? {
+            if self.would_allow(
+                input,
+                index,
+                &[("Role".to_string(), role.clone())],
+                action,
+                resource,
+                context,
+            )? {
                 roles.push(role.clone());
             }
         }
         let mut personas = Vec::new();
         if subject.kind == "agent" {
-            for persona in self.personas.iter().take(32) {
-                if !held.contains(&("Persona".to_string(), persona.clone()))
-                    && self
-                        .would_allow(input, index, "Persona", persona, action, resource, context)?
+            for (persona, persona_roles) in self.personas.iter().take(32) {
+                // An agent of the persona holds the persona and its roles.
+                let mut extra = vec![("Persona".to_string(), persona.clone())];
+                extra.extend(
+                    persona_roles
+                        .iter()
+                        .map(|r| ("Role".to_string(), r.clone())),
+                );
+                if !held.contains(&extra[0])
+                    && self.would_allow(input, index, &extra, action, resource, context)?
                 {
                     personas.push(persona.clone());
                 }
@@ -451,17 +460,13 @@ impl Engine {
         &self,
         input: &DecisionInput,
         index: usize,
-        parent_type: &str,
-        parent_id: &str,
+        extra_parents: &[(String, String)],
         action: &EntityUid,
         resource: &EntityUid,
         context: &Context,
     ) -> Result<bool, Error> {
-        let entities = self.entities(
-            &input.chain,
-            &input.resource,
-            Some((index, parent_type, parent_id)),
-        )?;
+        let entities =
+            self.entities(&input.chain, &input.resource, Some((index, extra_parents)))?;
         Ok(self
             .evaluate(&input.chain[index], action, resource, context, &entities)?
             .allowed)

@@ -21,8 +21,11 @@ pub struct Catalog {
     pub policies: Vec<Policy>,
     /// Role names (for remediation hints).
     pub roles: Vec<String>,
-    /// Persona names (for remediation hints).
-    pub personas: Vec<String>,
+    /// Personas and their roles (for remediation hints).
+    pub personas: Vec<(String, Vec<String>)>,
+    /// Policies being written in this change: their errors are
+    /// `invalid_policy`; errors in the others mean the change breaks them.
+    pub changed_policies: Vec<String>,
 }
 
 /// A compiled tenant: cheap to share, never mutated; changes build a new one.
@@ -34,7 +37,7 @@ pub struct Engine {
     pub(crate) actions: HashMap<String, ActionDef>,
     pub(crate) resource_types: HashMap<String, BTreeMap<String, String>>,
     pub(crate) roles: Vec<String>,
-    pub(crate) personas: Vec<String>,
+    pub(crate) personas: Vec<(String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -162,6 +165,9 @@ impl Engine {
         let mut meta = HashMap::new();
         for p in &catalog.policies {
             let (policy, effect) = check_policy(&schema, &p.id, &p.text).map_err(|e| {
+                if catalog.changed_policies.contains(&p.id) {
+                    return e;
+                }
                 Error::new(
                     ErrorCode::InvalidSchema,
                     format!("the change would break policy '{}': {}", p.id, e.message),
@@ -228,6 +234,11 @@ impl Engine {
         self.resource_types.contains_key(type_name)
     }
 
+    /// The declared attributes of a resource type, if it is declared.
+    pub fn resource_attributes(&self, type_name: &str) -> Option<&BTreeMap<String, String>> {
+        self.resource_types.get(type_name)
+    }
+
     /// Metadata of a policy by id.
     pub fn policy(&self, id: &str) -> Option<&DeterminingPolicy> {
         self.meta.get(id)
@@ -236,6 +247,32 @@ impl Engine {
     /// The policy set (benchmarks compare against bare Cedar with it).
     pub fn policy_set(&self) -> &PolicySet {
         &self.policies
+    }
+
+    /// Check a known resource against its declared type.
+    pub fn check_entity(&self, entity: &steward_types::ResourceEntity) -> Result<(), Error> {
+        if !self.resource_types.contains_key(&entity.resource_type) {
+            return Err(Error::new(
+                ErrorCode::UnknownResourceType,
+                format!(
+                    "entity {}::{}: '{}' is not a declared resource type",
+                    entity.resource_type, entity.id, entity.resource_type
+                ),
+            ));
+        }
+        let json = serde_json::json!([{
+            "uid": { "type": entity.resource_type, "id": entity.id },
+            "attrs": entity.attributes,
+            "parents": [],
+        }]);
+        cedar_policy::Entities::from_json_value(json, Some(&self.schema))
+            .map(|_| ())
+            .map_err(|e| {
+                Error::new(
+                    ErrorCode::InvalidEntity,
+                    format!("entity {}::{}: {e}", entity.resource_type, entity.id),
+                )
+            })
     }
 
     pub(crate) fn action_uid(name: &str) -> Result<cedar_policy::EntityUid, Error> {

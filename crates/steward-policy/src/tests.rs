@@ -49,7 +49,8 @@ fn catalog(policies: Vec<Policy>) -> Catalog {
         ],
         policies,
         roles: vec!["reader".into(), "writer".into(), "refunder".into()],
-        personas: vec!["Code Review Bot".into()],
+        personas: vec![("Code Review Bot".into(), vec!["reader".into()])],
+        changed_policies: vec![],
     }
 }
 

@@ -4,6 +4,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod decisions;
+pub mod engines;
 pub mod error;
 pub mod metrics;
 pub mod routes;
@@ -182,6 +184,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         hasher,
         rules,
         config,
+        engines: Default::default(),
     }));
     let app = router(state.clone());
 
@@ -193,7 +196,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             })
             .await
     });
-    let sweeper = tokio::spawn(expiry_sweep(state, sweep_every));
+    let sweeper = tokio::spawn(background(state, sweep_every));
     tracing::info!(%addr, store = store.backend().as_str(), "steward listening");
     Ok(RunningServer {
         addr,
@@ -240,13 +243,19 @@ async fn scope_request_id(req: Request, next: Next) -> Response {
     error::REQUEST_ID.scope(id, next.run(req)).await
 }
 
-/// Expire agents whose expiry time has passed, every `every`.
-async fn expiry_sweep(state: AppState, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
+/// Background work: pick up policy changes made on other nodes every
+/// second, and expire agents whose expiry time has passed every `sweep_every`.
+async fn background(state: AppState, sweep_every: Duration) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut last_sweep = std::time::Instant::now() - sweep_every;
     loop {
         ticker.tick().await;
-        if let Err(e) = expire_due(&state.store, Utc::now()).await {
-            tracing::warn!(error = %e, "expiry sweep failed; will retry");
+        state.engines.refresh(&state.store, None).await;
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = std::time::Instant::now();
+            if let Err(e) = expire_due(&state.store, Utc::now()).await {
+                tracing::warn!(error = %e, "expiry sweep failed; will retry");
+            }
         }
     }
 }

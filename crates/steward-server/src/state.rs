@@ -20,6 +20,8 @@ pub struct Inner {
     pub hasher: SecretHasher,
     /// Classifications and default spawn limits.
     pub rules: InventoryRules,
+    /// Each tenant's compiled policy engine.
+    pub engines: crate::engines::Engines,
     /// The configuration the server started with.
     pub config: Config,
 }

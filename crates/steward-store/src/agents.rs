@@ -662,3 +662,91 @@ fn check_future(field: &str, t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Re
         _ => Ok(()),
     }
 }
+
+/// An agent with the names its policies refer to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentContext {
+    /// The agent.
+    pub agent: Agent,
+    /// Its persona's name.
+    pub persona: Option<String>,
+    /// Its team's name.
+    pub team: Option<String>,
+    /// Its owner's e-mail.
+    pub owner_email: String,
+}
+
+impl Store {
+    /// An agent by id or name with its persona, team and owner names, in one
+    /// query (the decision path reads one of these per identity in a chain).
+    pub async fn agent_context(
+        &self,
+        tenant_id: &str,
+        key: &str,
+    ) -> Result<Option<AgentContext>, Error> {
+        let row = sqlx::query(
+            "SELECT a.*, p.name AS persona_name, t.name AS team_name, h.email AS owner_email \
+             FROM agents a LEFT JOIN personas p ON p.id = a.persona_id LEFT JOIN teams t ON t.id = a.team_id \
+             JOIN humans h ON h.id = a.owner_id WHERE a.tenant_id = $1 AND (a.id = $2 OR a.name = $2)",
+        )
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_error)?;
+        row.map(|row| {
+            Ok(AgentContext {
+                agent: rows::agent(&row)?,
+                persona: sqlx::Row::try_get(&row, "persona_name").map_err(db_error)?,
+                team: sqlx::Row::try_get(&row, "team_name").map_err(db_error)?,
+                owner_email: sqlx::Row::try_get(&row, "owner_email").map_err(db_error)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// A human by id, e-mail or external id, with the names of their teams.
+    pub async fn human_context(
+        &self,
+        tenant_id: &str,
+        key: &str,
+    ) -> Result<Option<(steward_types::Human, Vec<String>)>, Error> {
+        let human = match self.get_human(tenant_id, key).await {
+            Ok(h) => h,
+            Err(e) if e.code == ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let teams: Vec<String> = sqlx::query_scalar(
+            "SELECT t.name FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.human_id = $1 ORDER BY t.name",
+        )
+        .bind(&human.id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        Ok(Some((human, teams)))
+    }
+
+    /// Names of the tenant's roles, and its personas with their roles (for
+    /// remediation hints).
+    pub async fn role_and_persona_names(
+        &self,
+        tenant_id: &str,
+    ) -> Result<(Vec<String>, Vec<(String, Vec<String>)>), Error> {
+        let roles = sqlx::query_scalar("SELECT name FROM roles WHERE tenant_id = $1 ORDER BY name")
+            .bind(tenant_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)?;
+        let personas: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, roles FROM personas WHERE tenant_id = $1 ORDER BY name")
+                .bind(tenant_id)
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?;
+        let personas = personas
+            .into_iter()
+            .map(|(name, roles)| (name, serde_json::from_str(&roles).unwrap_or_default()))
+            .collect();
+        Ok((roles, personas))
+    }
+}

@@ -87,6 +87,12 @@ pub fn event<T: serde::Serialize>(
 }
 
 impl Store {
+    /// Record an event that is not part of another change (a decision).
+    pub async fn record_event(&self, ctx: &ChangeContext, event: AuditEvent) -> Result<(), Error> {
+        let tx = self.begin().await?;
+        commit(tx, ctx, event).await
+    }
+
     /// Read the tenant's log, oldest first.
     pub async fn list_audit(
         &self,

@@ -67,9 +67,9 @@ impl Store {
     /// A human by id or e-mail.
     pub async fn get_human(&self, tenant_id: &str, key: &str) -> Result<Human, Error> {
         let mut conn = self.read.acquire().await.map_err(db_error)?;
-        let row = find_row(&mut *conn, "humans", HUMAN_KEYS, tenant_id, &key, "")
+        let row = find_row(&mut *conn, "humans", HUMAN_KEYS, tenant_id, key, "")
             .await?
-            .ok_or_else(|| Error::not_found("human", &key))?;
+            .ok_or_else(|| Error::not_found("human", key))?;
         let mut human = rows::human(&row)?;
         human.teams = memberships(&mut conn, &human.id).await?;
         Ok(human)
@@ -282,9 +282,9 @@ pub(crate) async fn lock_human(
     tenant_id: &str,
     key: &str,
 ) -> Result<Human, Error> {
-    let row = find_row(&mut **tx, "humans", HUMAN_KEYS, tenant_id, &key, lock)
+    let row = find_row(&mut **tx, "humans", HUMAN_KEYS, tenant_id, key, lock)
         .await?
-        .ok_or_else(|| Error::not_found("human", &key))?;
+        .ok_or_else(|| Error::not_found("human", key))?;
     let mut human = rows::human(&row)?;
     human.teams = memberships(tx, &human.id).await?;
     Ok(human)

@@ -182,9 +182,7 @@ impl Store {
         let before = load_state(&mut tx, &ctx.tenant_id).await?;
         let mut after = before.clone();
         let mut entities = Vec::new();
-        for change in &changes {
-            apply_in_memory(&mut after, change, ctx, &mut entities);
-        }
+        apply_changes(&mut after, &changes, ctx.now, &mut entities);
         let effects = check(&after, &entities)?;
         for p in &mut after.policies {
             if let Some(e) = effects.get(&p.id) {
@@ -315,10 +313,23 @@ impl Store {
     }
 }
 
-fn apply_in_memory(
+/// Apply changes to a state in memory; entities being written are collected
+/// in `entities` (they are not part of the state).
+pub fn apply_changes(
+    state: &mut PolicyState,
+    changes: &[PolicyChange],
+    now: chrono::DateTime<chrono::Utc>,
+    entities: &mut Vec<ResourceEntity>,
+) {
+    for change in changes {
+        apply_one(state, change, now, entities);
+    }
+}
+
+fn apply_one(
     state: &mut PolicyState,
     change: &PolicyChange,
-    ctx: &ChangeContext,
+    now: chrono::DateTime<chrono::Utc>,
     entities: &mut Vec<ResourceEntity>,
 ) {
     match change {
@@ -328,7 +339,7 @@ fn apply_in_memory(
                 name: rt.name.clone(),
                 description: rt.description.clone(),
                 attributes: rt.attributes.clone(),
-                updated_at: ctx.now,
+                updated_at: now,
             });
             state.resource_types.sort_by(|a, b| a.name.cmp(&b.name));
         }
@@ -340,7 +351,7 @@ fn apply_in_memory(
                 description: a.description.clone(),
                 resource_types: a.resource_types.clone(),
                 context: a.context.clone(),
-                updated_at: ctx.now,
+                updated_at: now,
             });
             state.actions.sort_by(|a, b| a.name.cmp(&b.name));
         }
@@ -360,7 +371,7 @@ fn apply_in_memory(
                     text: p.text.clone(),
                     effect: String::new(),
                     version: 0,
-                    updated_at: ctx.now,
+                    updated_at: now,
                 }),
             }
             state.policies.sort_by(|a, b| a.id.cmp(&b.id));

@@ -461,7 +461,7 @@ pub struct PageQuery {
 }
 
 /// One page of a list.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
     /// The records, oldest first.
     pub items: Vec<T>,

@@ -4,9 +4,11 @@
 pub mod agents;
 pub mod audit;
 pub mod catalog;
+pub mod decisions;
 pub mod health;
 pub mod humans;
 pub mod keys;
+pub mod policies;
 pub mod teams;
 pub mod tenants;
 pub mod tokens;
@@ -29,6 +31,8 @@ use crate::state::AppState;
         (name = "inventory", description = "Teams, humans, roles and personas"),
         (name = "access", description = "Tenants, API tokens and the caller"),
         (name = "audit", description = "The audit log"),
+        (name = "policies", description = "Resource types, actions, Cedar policies and known resources"),
+        (name = "decisions", description = "Decisions"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -72,6 +76,21 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(
+            policies::list_resource_types,
+            policies::put_resource_type
+        ))
+        .routes(routes!(policies::delete_resource_type))
+        .routes(routes!(policies::list_actions, policies::put_action))
+        .routes(routes!(policies::delete_action))
+        .routes(routes!(policies::schema))
+        .routes(routes!(policies::list_policies, policies::put_policy))
+        .routes(routes!(policies::get_policy, policies::delete_policy))
+        .routes(routes!(policies::policy_versions))
+        .routes(routes!(policies::put_entity))
+        .routes(routes!(policies::list_entities))
+        .routes(routes!(policies::delete_entity))
+        .routes(routes!(decisions::create_decision))
         .with_state(state)
         .split_for_parts();
     (router, doc)

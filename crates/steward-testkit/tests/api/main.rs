@@ -5,6 +5,7 @@
 
 mod access;
 mod bad_input;
+mod decisions;
 mod inventory;
 mod lifecycle;
 mod operations;

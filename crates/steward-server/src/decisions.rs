@@ -1,0 +1,314 @@
+//! The decision service: resolve the principal, its ancestors and the human
+//! it acts for from the inventory (fresh on every request, so a suspension
+//! or a removed role changes the very next decision), ask the tenant's engine,
+//! and record the decision in the audit log before answering.
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use steward_core::{AuditEvent, ChangeContext, Error};
+use steward_policy::{DecisionInput, EntityData, Subject};
+use steward_store::agents::AgentContext;
+use steward_types::{
+    AgentState, DecisionRequest, DecisionResponse, ErrorCode, HumanStatus, ResourceRef,
+};
+
+use crate::auth::Caller;
+use crate::error::current_request_id;
+use crate::state::AppState;
+
+/// Deepest spawn chain walked; deeper means a corrupt inventory.
+const MAX_CHAIN: usize = 64;
+
+fn agent_subject(ctx: &AgentContext, now: chrono::DateTime<Utc>) -> Subject {
+    let a = &ctx.agent;
+    let inactive = if a.state != AgentState::Active {
+        Some(format!("agent '{}' is {}", a.name, a.state.as_str()))
+    } else if a.expires_at.is_some_and(|e| e <= now) {
+        Some(format!("agent '{}' passed its expiry time", a.name))
+    } else {
+        None
+    };
+    let mut parents: Vec<(String, String)> = a
+        .roles
+        .iter()
+        .map(|r| ("Role".to_string(), r.clone()))
+        .collect();
+    if let Some(p) = &ctx.persona {
+        parents.push(("Persona".into(), p.clone()));
+    }
+    if let Some(t) = &ctx.team {
+        parents.push(("Team".into(), t.clone()));
+    }
+    let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let attrs = json!({
+        "name": a.name, "owner": ctx.owner_email, "risk_tier": a.risk_tier.as_str(),
+        "classifications": a.classifications, "labels": labels, "depth": a.depth,
+        "platform": a.platform, "model": a.model, "purpose": a.purpose,
+        "persona": ctx.persona.clone().unwrap_or_default(), "team": ctx.team.clone().unwrap_or_default(),
+        "active": inactive.is_none(), "orphaned": a.orphaned,
+    });
+    Subject {
+        kind: "agent",
+        name: a.name.clone(),
+        inactive,
+        entity: entity("Agent", &a.id, attrs, parents),
+    }
+}
+
+fn human_subject(h: &steward_types::Human, teams: &[String]) -> Subject {
+    let inactive =
+        (h.status != HumanStatus::Active).then(|| format!("human '{}' is deactivated", h.email));
+    let mut parents: Vec<(String, String)> = h
+        .roles
+        .iter()
+        .map(|r| ("Role".to_string(), r.clone()))
+        .collect();
+    parents.extend(teams.iter().map(|t| ("Team".to_string(), t.clone())));
+    let attrs = json!({
+        "email": h.email, "external_id": h.external_id.clone().unwrap_or_default(),
+        "display_name": h.display_name, "active": inactive.is_none(),
+    });
+    Subject {
+        kind: "human",
+        name: h.email.clone(),
+        inactive,
+        entity: entity("Human", &h.id, attrs, parents),
+    }
+}
+
+fn entity(entity_type: &str, id: &str, attrs: Value, parents: Vec<(String, String)>) -> EntityData {
+    EntityData {
+        entity_type: entity_type.into(),
+        id: id.into(),
+        attrs: match attrs {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        },
+        parents,
+    }
+}
+
+/// The agent and each ancestor, nearest first.
+async fn agent_chain(
+    state: &AppState,
+    tenant: &str,
+    key: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<Vec<Subject>, Error> {
+    let mut chain = Vec::new();
+    let mut next = Some(key.to_string());
+    while let Some(key) = next.take() {
+        if chain.len() >= MAX_CHAIN {
+            return Err(Error::internal(
+                "spawn chain deeper than 64: the inventory is inconsistent",
+            ));
+        }
+        let ctx = state
+            .store
+            .agent_context(tenant, &key)
+            .await?
+            .ok_or_else(|| {
+                if chain.is_empty() {
+                    Error::not_found("agent", &key)
+                } else {
+                    Error::internal(format!("ancestor {key} is missing"))
+                }
+            })?;
+        next = ctx.agent.parent_id.clone();
+        chain.push(agent_subject(&ctx, now));
+    }
+    Ok(chain)
+}
+
+async fn human_by_key(
+    state: &AppState,
+    tenant: &str,
+    key: &str,
+    field: &str,
+) -> Result<Subject, Error> {
+    let (h, teams) = state
+        .store
+        .human_context(tenant, key)
+        .await?
+        .ok_or_else(|| Error::unknown_reference(field, "human", key))?;
+    Ok(human_subject(&h, &teams))
+}
+
+/// The principal chain of a request: the principal (and its ancestors), then
+/// the human acted for.
+pub async fn resolve_chain(
+    state: &AppState,
+    caller: &Caller,
+    principal: Option<&steward_types::PrincipalRef>,
+    on_behalf_of: Option<&str>,
+) -> Result<Vec<Subject>, Error> {
+    let tenant = caller.tenant_id();
+    let now = Utc::now();
+    let mut chain = match (caller, principal) {
+        (Caller::Agent { agent, .. }, None) => agent_chain(state, tenant, &agent.id, now).await?,
+        (Caller::Agent { agent, .. }, Some(p))
+            if p.principal_type == "agent" && (p.id == agent.id || p.id == agent.name) =>
+        {
+            agent_chain(state, tenant, &agent.id, now).await?
+        }
+        (Caller::Agent { .. }, Some(_)) => {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                "an agent may only ask about itself; enforcement points use an admin token",
+            ));
+        }
+        (Caller::Token { .. }, None) => {
+            return Err(Error::invalid(
+                "principal",
+                "name the principal ({\"type\": \"agent\", \"id\": ...}) when asking with a token",
+            ));
+        }
+        (Caller::Token { .. }, Some(p)) => match p.principal_type.as_str() {
+            "agent" => agent_chain(state, tenant, &p.id, now).await.map_err(|e| {
+                if e.code == ErrorCode::NotFound {
+                    Error::unknown_reference("principal", "agent", &p.id)
+                } else {
+                    e
+                }
+            })?,
+            "human" | "user" => vec![human_by_key(state, tenant, &p.id, "principal").await?],
+            other => {
+                return Err(Error::invalid(
+                    "principal.type",
+                    format!("'{other}' is not a principal type (agent or human)"),
+                ));
+            }
+        },
+    };
+    if let Some(h) = on_behalf_of {
+        chain.push(human_by_key(state, tenant, h, "on_behalf_of").await?);
+    }
+    Ok(chain)
+}
+
+/// The resource entity: a declared type (stored attributes overlaid with the
+/// request's, undeclared attributes ignored) or an agent, human or team.
+pub async fn resolve_resource(
+    state: &AppState,
+    tenant: &str,
+    engine: &steward_policy::Engine,
+    r: &ResourceRef,
+) -> Result<EntityData, Error> {
+    if r.id.is_empty() {
+        return Err(Error::invalid("resource.id", "must not be empty"));
+    }
+    let now = Utc::now();
+    match r.resource_type.as_str() {
+        "Agent" => match state.store.agent_context(tenant, &r.id).await? {
+            Some(ctx) => Ok(agent_subject(&ctx, now).entity),
+            None => Err(Error::unknown_reference("resource", "agent", &r.id)),
+        },
+        "Human" => Ok(human_by_key(state, tenant, &r.id, "resource").await?.entity),
+        "Team" => {
+            let team = state
+                .store
+                .get_team(tenant, &r.id)
+                .await
+                .map_err(|_| Error::unknown_reference("resource", "team", &r.id))?;
+            Ok(entity("Team", &team.name, json!({}), vec![]))
+        }
+        t => {
+            let declared = engine.resource_attributes(t).ok_or_else(|| {
+                Error::new(
+                    ErrorCode::UnknownResourceType,
+                    format!("resource.type: '{t}' is not a declared resource type"),
+                )
+            })?;
+            let mut attrs = Map::new();
+            if let Some(stored) = state.store.get_resource_entity(tenant, t, &r.id).await? {
+                attrs.extend(stored.attributes);
+            }
+            attrs.extend(r.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            attrs.retain(|k, _| declared.contains_key(k));
+            Ok(entity(t, &r.id, Value::Object(attrs), vec![]))
+        }
+    }
+}
+
+/// Decide, audit, answer. The decision is answered only once its audit
+/// record is stored; a store that cannot record it makes the request fail.
+pub async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    req: DecisionRequest,
+) -> Result<DecisionResponse, Error> {
+    if req.action.is_empty() {
+        return Err(Error::invalid("action", "must not be empty"));
+    }
+    let tenant = caller.tenant_id().to_string();
+    let engine = state.engines.get(&state.store, &tenant).await?;
+    let chain = resolve_chain(
+        state,
+        caller,
+        req.principal.as_ref(),
+        req.on_behalf_of.as_deref(),
+    )
+    .await?;
+    let resource = resolve_resource(state, &tenant, &engine, &req.resource).await?;
+    let input = DecisionInput {
+        chain,
+        action: req.action.clone(),
+        resource,
+        context: req.context.clone(),
+    };
+    let outcome = engine.decide(&input)?;
+    let response = DecisionResponse {
+        decision: outcome.decision,
+        decision_id: format!("dec_{}", uuid::Uuid::now_v7().simple()),
+        policies: outcome.policies,
+        errors: outcome.errors,
+        chain: outcome.chain,
+        remediation: outcome.remediation,
+    };
+    record(state, caller, &req, &response).await?;
+    Ok(response)
+}
+
+async fn record(
+    state: &AppState,
+    caller: &Caller,
+    req: &DecisionRequest,
+    response: &DecisionResponse,
+) -> Result<(), Error> {
+    let ctx = ChangeContext {
+        tenant_id: caller.tenant_id().into(),
+        actor: caller.actor(),
+        request_id: current_request_id(),
+        now: Utc::now(),
+    };
+    let principal = response
+        .chain
+        .first()
+        .map(|l| json!({ "kind": l.kind, "id": l.id, "name": l.name }));
+    let event = AuditEvent {
+        action: format!(
+            "decision.{}",
+            serde_json::to_value(response.decision)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ),
+        resource_type: req.resource.resource_type.clone(),
+        resource_id: req.resource.id.clone(),
+        before: None,
+        after: Some(json!({
+            "decision_id": response.decision_id,
+            "decision": response.decision,
+            "principal": principal,
+            "action": req.action,
+            "resource": { "type": req.resource.resource_type, "id": req.resource.id, "attributes": req.resource.attributes },
+            "context": req.context,
+            "on_behalf_of": req.on_behalf_of,
+            "chain": response.chain,
+            "policies": response.policies.iter().map(|p| &p.id).collect::<Vec<_>>(),
+            "errors": response.errors,
+        })),
+        reason: response.remediation.as_ref().map(|r| r.message.clone()),
+    };
+    state.store.record_event(&ctx, event).await
+}

@@ -1,0 +1,211 @@
+//! The compiled policy engine of each tenant, kept in memory and swapped
+//! whole. A decision never reads policy data from the store: it takes the
+//! current `Arc<Engine>`. Changes made on this node swap the engine at once;
+//! changes made on another node are noticed by comparing the tenant's epoch
+//! in the store, once a second, and the engine is rebuilt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use steward_core::{ChangeContext, Error};
+use steward_policy::{Catalog, Engine};
+use steward_store::Store;
+use steward_store::policies::{ChangeReport, PolicyChange, PolicyState};
+use steward_types::ResourceEntity;
+
+struct Compiled {
+    epoch: i64,
+    engine: Arc<Engine>,
+}
+
+/// Every tenant's engine.
+#[derive(Default)]
+pub struct Engines {
+    by_tenant: RwLock<HashMap<String, Compiled>>,
+}
+
+type Personas = Vec<(String, Vec<String>)>;
+
+fn catalog(
+    state: &PolicyState,
+    roles: Vec<String>,
+    personas: Personas,
+    changed_policies: Vec<String>,
+) -> Catalog {
+    Catalog {
+        resource_types: state.resource_types.clone(),
+        actions: state.actions.clone(),
+        policies: state.policies.clone(),
+        roles,
+        personas,
+        changed_policies,
+    }
+}
+
+/// Ids of the policies a batch writes.
+fn written_policies(changes: &[PolicyChange]) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            PolicyChange::PutPolicy(p) => Some(p.id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Check a complete new state: declarations, policies and entities.
+fn check(
+    state: &PolicyState,
+    entities: &[ResourceEntity],
+    roles: Vec<String>,
+    personas: Personas,
+    changed: Vec<String>,
+) -> Result<(Engine, BTreeMap<String, String>), Error> {
+    let names: Vec<String> = state
+        .resource_types
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    for rt in &state.resource_types {
+        steward_policy::schema::check_resource_type(&steward_types::PutResourceType {
+            name: rt.name.clone(),
+            description: rt.description.clone(),
+            attributes: rt.attributes.clone(),
+        })?;
+    }
+    for a in &state.actions {
+        steward_policy::schema::check_action(
+            &steward_types::PutAction {
+                name: a.name.clone(),
+                description: a.description.clone(),
+                resource_types: a.resource_types.clone(),
+                context: a.context.clone(),
+            },
+            &names,
+        )?;
+    }
+    let engine = Engine::compile(&catalog(state, roles, personas, changed))?;
+    for e in entities {
+        engine.check_entity(e)?;
+    }
+    let effects = state
+        .policies
+        .iter()
+        .filter_map(|p| {
+            engine
+                .policy(&p.id)
+                .map(|m| (p.id.clone(), m.effect.clone()))
+        })
+        .collect();
+    Ok((engine, effects))
+}
+
+impl Engines {
+    /// The tenant's engine, compiled from the store on first use.
+    pub async fn get(&self, store: &Store, tenant_id: &str) -> Result<Arc<Engine>, Error> {
+        if let Some(c) = self.read().get(tenant_id) {
+            return Ok(c.engine.clone());
+        }
+        self.reload(store, tenant_id).await
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Compiled>> {
+        self.by_tenant
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn install(&self, tenant_id: &str, epoch: i64, engine: Engine) -> Arc<Engine> {
+        let engine = Arc::new(engine);
+        let mut map = self
+            .by_tenant
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keep_newer = map.get(tenant_id).is_some_and(|c| c.epoch > epoch);
+        if !keep_newer {
+            map.insert(
+                tenant_id.to_string(),
+                Compiled {
+                    epoch,
+                    engine: engine.clone(),
+                },
+            );
+        }
+        engine
+    }
+
+    /// Rebuild the tenant's engine from the store.
+    pub async fn reload(&self, store: &Store, tenant_id: &str) -> Result<Arc<Engine>, Error> {
+        let state = store.policy_state(tenant_id).await?;
+        let (roles, personas) = store.role_and_persona_names(tenant_id).await?;
+        let engine = Engine::compile(&catalog(&state, roles, personas, vec![]))?;
+        Ok(self.install(tenant_id, state.epoch, engine))
+    }
+
+    /// Apply policy changes atomically and swap in the new engine.
+    pub async fn change(
+        &self,
+        store: &Store,
+        ctx: &ChangeContext,
+        changes: Vec<PolicyChange>,
+    ) -> Result<ChangeReport, Error> {
+        let (roles, personas) = store.role_and_persona_names(&ctx.tenant_id).await?;
+        let mut compiled = None;
+        let changed = written_policies(&changes);
+        let report = store
+            .change_policies(ctx, changes, |state, entities| {
+                let (engine, effects) = check(state, entities, roles, personas, changed)?;
+                compiled = Some(engine);
+                Ok(effects)
+            })
+            .await?;
+        if let Some(engine) = compiled {
+            self.install(&ctx.tenant_id, report.state.epoch, engine);
+        }
+        Ok(report)
+    }
+
+    /// Check changes without writing anything (`steward plan`).
+    pub async fn dry_run(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        changes: &[PolicyChange],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Error> {
+        let mut state = store.policy_state(tenant_id).await?;
+        let (roles, personas) = store.role_and_persona_names(tenant_id).await?;
+        let mut entities = Vec::new();
+        steward_store::policies::apply_changes(&mut state, changes, now, &mut entities);
+        check(
+            &state,
+            &entities,
+            roles,
+            personas,
+            written_policies(changes),
+        )
+        .map(|_| ())
+    }
+
+    /// Rebuild engines whose epoch moved on another node, and those whose
+    /// role or persona lists changed here (`force`).
+    pub async fn refresh(&self, store: &Store, force: Option<&str>) {
+        let tenants: Vec<(String, i64)> = self
+            .read()
+            .iter()
+            .map(|(t, c)| (t.clone(), c.epoch))
+            .collect();
+        for (tenant, epoch) in tenants {
+            let stale = match store.policy_epoch(&tenant).await {
+                Ok(current) => current != epoch || force == Some(tenant.as_str()),
+                Err(_) => false,
+            };
+            if !stale {
+                continue;
+            }
+            if let Err(e) = self.reload(store, &tenant).await {
+                tracing::warn!(tenant, error = %e, "could not rebuild the policy engine; keeping the previous one");
+            }
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! Policies and decisions over HTTP: validation, versioning, chains,
+//! freshness of the inventory, remediation and auditing.
+
+use serde_json::json;
+use steward_client::{Client, Method};
+use steward_testkit::{Backend, TestServer, on_both_backends};
+use steward_types::*;
+
+use crate::support::*;
+
+on_both_backends!(
+    decisions_follow_policies_and_explain_denials,
+    inventory_changes_apply_to_the_next_decision,
+    delegation_narrows_access,
+    policies_are_validated_and_versioned,
+    decision_bad_input
+);
+
+/// A repo resource type, read/write/refund actions, three policies, two agents.
+async fn setup(admin: &Client) {
+    admin
+        .put_resource_type(&PutResourceType {
+            name: "repo".into(),
+            description: "A source repository".into(),
+            attributes: [("classification".to_string(), "String".to_string())].into(),
+        })
+        .await
+        .unwrap();
+    for (name, context) in [
+        ("read", vec![]),
+        ("write", vec![]),
+        ("refund", vec![("amount", "Long?")]),
+    ] {
+        admin
+            .put_action(&PutAction {
+                name: name.into(),
+                description: String::new(),
+                resource_types: vec!["repo".into()],
+                context: context
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await
+            .unwrap();
+    }
+    let policies = [
+        (
+            "readers-read",
+            "Repo readers may read repositories",
+            r#"permit(principal in Role::"repo-reader", action == Action::"read", resource is repo);"#,
+        ),
+        (
+            "commenters-write",
+            "PR commenters may write",
+            r#"permit(principal in Role::"pr-commenter", action == Action::"write", resource is repo);"#,
+        ),
+        (
+            "small-refunds",
+            "Refund issuers may refund up to 100",
+            r#"permit(principal in Role::"refund-issuer", action == Action::"refund", resource) when { context has amount && context.amount <= 100 };"#,
+        ),
+        (
+            "no-pii-repos",
+            "Agents without the pii classification never touch pii repositories",
+            r#"forbid(principal is Agent, action, resource is repo) when { resource.classification == "pii" && !principal.classifications.contains("pii") };"#,
+        ),
+    ];
+    for (id, description, text) in policies {
+        admin
+            .put_policy(&PutPolicy {
+                id: id.into(),
+                description: description.into(),
+                owner: "security@example.com".into(),
+                text: text.into(),
+            })
+            .await
+            .unwrap();
+    }
+    human(admin, "alice@example.com").await;
+    admin
+        .register_agent(&RegisterAgent {
+            name: "reviewer".into(),
+            owner: "alice@example.com".into(),
+            roles: Some(vec!["repo-reader".into()]),
+            classifications: Some(vec!["public".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+fn ask(agent: &str, action: &str, classification: &str) -> DecisionRequest {
+    DecisionRequest {
+        principal: Some(PrincipalRef {
+            principal_type: "agent".into(),
+            id: agent.into(),
+        }),
+        action: action.into(),
+        resource: ResourceRef {
+            resource_type: "repo".into(),
+            id: "steward".into(),
+            attributes: [("classification".to_string(), json!(classification))].into(),
+        },
+        ..Default::default()
+    }
+}
+
+async fn decisions_follow_policies_and_explain_denials(b: Backend) {
+    let s = TestServer::start(b).await;
+    setup(&s.admin).await;
+    let allowed = s
+        .admin
+        .decide(&ask("reviewer", "read", "internal"))
+        .await
+        .unwrap();
+    assert_eq!(allowed.decision, Decision::Allow);
+    assert_eq!(allowed.policies[0].id, "readers-read");
+    assert_eq!(
+        allowed.policies[0].description,
+        "Repo readers may read repositories"
+    );
+    assert!(allowed.decision_id.starts_with("dec_"));
+
+    let denied = s
+        .admin
+        .decide(&ask("reviewer", "write", "internal"))
+        .await
+        .unwrap();
+    assert_eq!(denied.decision, Decision::Deny);
+    let hint = denied.remediation.unwrap();
+    assert_eq!(hint.roles_that_allow, vec!["pr-commenter".to_string()]);
+    assert!(hint.message.contains("pr-commenter"), "{}", hint.message);
+    assert!(
+        hint.personas_that_allow
+            .contains(&"Code Review Bot".to_string())
+    );
+
+    let guarded = s
+        .admin
+        .decide(&ask("reviewer", "read", "pii"))
+        .await
+        .unwrap();
+    assert_eq!(guarded.decision, Decision::Deny);
+    assert_eq!(guarded.policies[0].id, "no-pii-repos");
+    let hint = guarded.remediation.unwrap();
+    assert_eq!(hint.forbidden_by[0].owner, "security@example.com");
+
+    // The agent asks about itself with its own key; not about others.
+    let key = s
+        .admin
+        .create_key("reviewer", &CreateKey::default())
+        .await
+        .unwrap();
+    let me = s.client(&key.secret);
+    let mut own = ask("reviewer", "read", "internal");
+    own.principal = None;
+    assert_eq!(me.decide(&own).await.unwrap().decision, Decision::Allow);
+    low_risk_agent(&s.admin, "other", "alice@example.com").await;
+    assert_eq!(
+        code(me.decide(&ask("other", "read", "internal")).await),
+        ErrorCode::Forbidden
+    );
+
+    // Context values reach the policies.
+    s.admin
+        .register_agent(&RegisterAgent {
+            name: "support".into(),
+            owner: "alice@example.com".into(),
+            roles: Some(vec!["refund-issuer".into()]),
+            classifications: Some(vec!["public".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut refund = ask("support", "refund", "internal");
+    refund.context = json!({ "amount": 80 }).as_object().unwrap().clone();
+    assert_eq!(
+        s.admin.decide(&refund).await.unwrap().decision,
+        Decision::Allow
+    );
+    refund.context = json!({ "amount": 250 }).as_object().unwrap().clone();
+    assert_eq!(
+        s.admin.decide(&refund).await.unwrap().decision,
+        Decision::Deny
+    );
+
+    // Every decision is in the audit log with its chain and policies.
+    let log = all_audit(&s.admin).await;
+    let decisions: Vec<&AuditEntry> = log
+        .iter()
+        .filter(|e| e.action.starts_with("decision."))
+        .collect();
+    assert_eq!(decisions.len(), 6);
+    let first = decisions[0];
+    assert_eq!(first.action, "decision.allow");
+    assert_eq!(
+        first.after.as_ref().unwrap()["decision_id"],
+        json!(allowed.decision_id)
+    );
+    assert_eq!(
+        first.after.as_ref().unwrap()["policies"],
+        json!(["readers-read"])
+    );
+    assert_eq!(
+        first.after.as_ref().unwrap()["chain"][0]["name"],
+        "reviewer"
+    );
+    s.stop().await;
+}
+
+async fn inventory_changes_apply_to_the_next_decision(b: Backend) {
+    let s = TestServer::start(b).await;
+    setup(&s.admin).await;
+    assert_eq!(
+        s.admin
+            .decide(&ask("reviewer", "read", "internal"))
+            .await
+            .unwrap()
+            .decision,
+        Decision::Allow
+    );
+    s.admin
+        .suspend_agent("reviewer", Some("investigating"))
+        .await
+        .unwrap();
+    let denied = s
+        .admin
+        .decide(&ask("reviewer", "read", "internal"))
+        .await
+        .unwrap();
+    assert_eq!(denied.decision, Decision::Deny);
+    assert!(
+        denied.chain[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("suspended")
+    );
+    s.admin.resume_agent("reviewer", None).await.unwrap();
+    assert_eq!(
+        s.admin
+            .decide(&ask("reviewer", "read", "internal"))
+            .await
+            .unwrap()
+            .decision,
+        Decision::Allow
+    );
+
+    // A human's role removed: the next decision on their behalf is denied.
+    s.admin
+        .create_human(&CreateHuman {
+            email: "bob@example.com".into(),
+            display_name: "Bob".into(),
+            roles: vec!["repo-reader".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut for_bob = ask("reviewer", "read", "internal");
+    for_bob.on_behalf_of = Some("bob@example.com".into());
+    assert_eq!(
+        s.admin.decide(&for_bob).await.unwrap().decision,
+        Decision::Allow
+    );
+    s.admin
+        .update_human(
+            "bob@example.com",
+            &UpdateHuman {
+                roles: Some(vec![]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.admin.decide(&for_bob).await.unwrap().decision,
+        Decision::Deny
+    );
+    // Deactivated: denied too, and said so.
+    s.admin
+        .update_human(
+            "bob@example.com",
+            &UpdateHuman {
+                roles: Some(vec!["repo-reader".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.admin
+        .deactivate_human("bob@example.com", &TransitionRequest::default())
+        .await
+        .unwrap();
+    let out = s.admin.decide(&for_bob).await.unwrap();
+    assert_eq!(out.decision, Decision::Deny);
+    assert!(
+        out.chain[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("deactivated")
+    );
+    // A policy removed: the next decision is denied, without a restart.
+    s.admin.delete_policy("readers-read").await.unwrap();
+    assert_eq!(
+        s.admin
+            .decide(&ask("reviewer", "read", "internal"))
+            .await
+            .unwrap()
+            .decision,
+        Decision::Deny
+    );
+    s.stop().await;
+}
+
+async fn delegation_narrows_access(b: Backend) {
+    let s = TestServer::start(b).await;
+    setup(&s.admin).await;
+    // A parent that may write, and a child with only read.
+    s.admin
+        .register_agent(&RegisterAgent {
+            name: "lead".into(),
+            owner: "alice@example.com".into(),
+            roles: Some(vec!["repo-reader".into(), "pr-commenter".into()]),
+            classifications: Some(vec!["public".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.admin
+        .register_agent(&RegisterAgent {
+            name: "helper".into(),
+            owner: "alice@example.com".into(),
+            parent: Some("lead".into()),
+            roles: Some(vec!["repo-reader".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let child_read = s
+        .admin
+        .decide(&ask("helper", "read", "internal"))
+        .await
+        .unwrap();
+    assert_eq!(child_read.decision, Decision::Allow);
+    assert_eq!(
+        child_read
+            .chain
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>(),
+        ["helper", "lead"]
+    );
+    assert_eq!(
+        s.admin
+            .decide(&ask("helper", "write", "internal"))
+            .await
+            .unwrap()
+            .decision,
+        Decision::Deny
+    );
+    // Suspending the parent stops the child.
+    s.admin.suspend_agent("lead", Some("audit")).await.unwrap();
+    let out = s
+        .admin
+        .decide(&ask("helper", "read", "internal"))
+        .await
+        .unwrap();
+    assert_eq!(out.decision, Decision::Deny);
+    assert!(out.chain[0].allowed && !out.chain[1].allowed);
+    s.admin.resume_agent("lead", None).await.unwrap();
+
+    // On behalf of a person who may not: denied, even though the agent may.
+    s.admin
+        .create_human(&CreateHuman {
+            email: "carol@example.com".into(),
+            display_name: "Carol".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut for_carol = ask("reviewer", "read", "internal");
+    for_carol.on_behalf_of = Some("carol@example.com".into());
+    let out = s.admin.decide(&for_carol).await.unwrap();
+    assert_eq!(out.decision, Decision::Deny);
+    assert!(out.chain[0].allowed && !out.chain[1].allowed);
+    assert!(out.remediation.unwrap().message.contains("acts for"));
+    s.stop().await;
+}
+
+async fn policies_are_validated_and_versioned(b: Backend) {
+    let s = TestServer::start(b).await;
+    setup(&s.admin).await;
+    let before = s
+        .admin
+        .list_policies(&PolicyQuery::default())
+        .await
+        .unwrap();
+    let audit_before = all_audit(&s.admin).await.len();
+    // Does not parse.
+    let err = s
+        .admin
+        .put_policy(&PutPolicy {
+            id: "broken".into(),
+            text: "permit(principal, action, resource) when {".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(400), Some(ErrorCode::InvalidPolicy))
+    );
+    // Parses, but names an attribute the schema does not have: Cedar's message with a location.
+    let err = s
+        .admin
+        .put_policy(&PutPolicy { id: "typo".into(), text: "permit(principal, action, resource is repo)\nwhen { resource.clasification == \"x\" };".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidPolicy));
+    assert!(err.to_string().contains("line 2"), "{err}");
+    assert_eq!(err.detail().unwrap().details.as_ref().unwrap()["line"], 2);
+    // An undeclared action can never match: refused, not silently kept.
+    let err = s
+        .admin
+        .put_policy(&PutPolicy {
+            id: "ghost".into(),
+            text: r#"permit(principal, action == Action::"fly", resource);"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidPolicy));
+    // Removing an action a policy uses is refused and names the policy.
+    let err = s.admin.delete_action("read").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidSchema));
+    assert!(err.to_string().contains("readers-read"), "{err}");
+    assert_eq!(
+        s.admin
+            .list_policies(&PolicyQuery::default())
+            .await
+            .unwrap(),
+        before
+    );
+    assert_eq!(
+        all_audit(&s.admin).await.len(),
+        audit_before,
+        "a refused change reached the log"
+    );
+
+    // Versions: an identical put changes nothing; a real change is version 2.
+    let p = s.admin.get_policy("readers-read").await.unwrap();
+    assert_eq!((p.version, p.effect.as_str()), (1, "permit"));
+    s.admin
+        .put_policy(&PutPolicy {
+            id: p.id.clone(),
+            description: p.description.clone(),
+            owner: p.owner.clone(),
+            text: p.text.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.admin.get_policy("readers-read").await.unwrap().version, 1);
+    let updated = s
+        .admin
+        .put_policy(&PutPolicy {
+            id: p.id.clone(),
+            description: "Readers read".into(),
+            owner: p.owner.clone(),
+            text: p.text.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    let history = s.admin.policy_versions("readers-read").await.unwrap();
+    assert_eq!(
+        history.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(
+        s.admin.get_policy("no-pii-repos").await.unwrap().effect,
+        "forbid"
+    );
+    assert!(s.admin.schema().await.unwrap().contains("entity repo"));
+    // Auditors read policies but cannot change them.
+    let auditor = s
+        .admin
+        .create_token(&CreateToken {
+            name: "a".into(),
+            role: TokenRole::Auditor,
+            human: None,
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    let auditor = s.client(&auditor.secret);
+    auditor
+        .list_policies(&PolicyQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        code(auditor.delete_policy("readers-read").await),
+        ErrorCode::Forbidden
+    );
+    s.stop().await;
+}
+
+async fn decision_bad_input(b: Backend) {
+    let s = TestServer::start(b).await;
+    setup(&s.admin).await;
+    let audit_before = all_audit(&s.admin).await.len();
+    let ct = Some("application/json");
+    let cases = [
+        (
+            json!({"action": "read", "resource": {"type": "repo", "id": "x"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"principal": {"type": "agent", "id": "reviewer"}, "resource": {"type": "repo", "id": "x"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"principal": {"type": "agent", "id": "reviewer"}, "action": "read", "resource": {"type": "spaceship", "id": "x"}}),
+            400,
+            "unknown_resource_type",
+        ),
+        (
+            json!({"principal": {"type": "agent", "id": "nobody"}, "action": "read", "resource": {"type": "repo", "id": "x"}}),
+            422,
+            "unknown_reference",
+        ),
+        (
+            json!({"principal": {"type": "robot", "id": "reviewer"}, "action": "read", "resource": {"type": "repo", "id": "x"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"principal": {"type": "agent", "id": "reviewer"}, "action": "read", "resource": {"type": "repo", "id": "x", "attributes": {"classification": 5}}}),
+            400,
+            "invalid_entity",
+        ),
+        (
+            json!({"principal": {"type": "agent", "id": "reviewer"}, "action": "refund", "resource": {"type": "repo", "id": "x", "attributes": {"classification": "a"}}, "context": {"amount": "lots"}}),
+            400,
+            "invalid_entity",
+        ),
+        (
+            json!({"principal": {"type": "agent", "id": "reviewer"}, "action": "read", "resource": {"type": "repo", "id": "x"}, "on_behalf_of": "ghost@example.com"}),
+            422,
+            "unknown_reference",
+        ),
+        (
+            json!({"principal": {"type": "agent", "id": "reviewer"}, "action": 7, "resource": {"type": "repo", "id": "x"}}),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = s
+            .admin
+            .raw(Method::POST, "/v1/decisions", Some(body.to_string()), ct)
+            .await
+            .unwrap();
+        assert_eq!(
+            (got, answer["error"]["code"].as_str().unwrap_or_default()),
+            (status, code),
+            "{body}: {answer}"
+        );
+    }
+    // Bad declarations.
+    let bad_types = [
+        json!({"name": "1bad"}),
+        json!({"name": "Agent"}),
+        json!({"name": "ok", "attributes": {"x": "NotAType"}}),
+        json!({"name": "ok", "attributes": {"x": "String; entity Evil"}}),
+    ];
+    for body in bad_types {
+        let (got, answer) = s
+            .admin
+            .raw(
+                Method::POST,
+                "/v1/resource-types",
+                Some(body.to_string()),
+                ct,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, 400, "{body}: {answer}");
+    }
+    let (got, _) = s
+        .admin
+        .raw(
+            Method::POST,
+            "/v1/actions",
+            Some(json!({"name": "x", "resource_types": ["nope"]}).to_string()),
+            ct,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, 400);
+    let (got, _) = s
+        .admin
+        .raw(
+            Method::POST,
+            "/v1/entities",
+            Some(
+                json!({"type": "repo", "id": "r", "attributes": {"classification": 3}}).to_string(),
+            ),
+            ct,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, 400);
+    assert_eq!(
+        all_audit(&s.admin).await.len(),
+        audit_before,
+        "bad input reached the log"
+    );
+    s.stop().await;
+}
