@@ -13,11 +13,11 @@ use steward_types::{
     TransitionResult, UpdateAgent,
 };
 
-use crate::audit::{append, change, commit, event};
+use crate::audit::{append, change, event};
 use crate::humans::{check_roles, lock_human};
 use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
-use crate::{Store, db_error, is_unique_violation};
+use crate::{Store, Tx, db_error, is_unique_violation};
 
 const LIVE_STATES: &str = "('proposed', 'pending_approval', 'active', 'suspended')";
 
@@ -30,6 +30,20 @@ impl Store {
         rules: &InventoryRules,
         req: RegisterAgent,
     ) -> Result<Agent, Error> {
+        let mut tx = self.begin().await?;
+        let out = self.register_agent_in(&mut tx, ctx, rules, req).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::register_agent`] inside a caller's transaction.
+    pub async fn register_agent_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        rules: &InventoryRules,
+        req: RegisterAgent,
+    ) -> Result<Agent, Error> {
         validate::name("name", &req.name)?;
         validate::text("purpose", &req.purpose)?;
         validate::text("platform", &req.platform)?;
@@ -37,17 +51,14 @@ impl Store {
         validate_labels(&req.labels)?;
         check_future("expires_at", req.expires_at, ctx.now)?;
         let lock = self.backend.for_update();
-        let mut tx = self.begin().await?;
-        let owner = active_owner(&mut tx, lock, &ctx.tenant_id, &req.owner).await?;
+        let owner = active_owner(tx, lock, &ctx.tenant_id, &req.owner).await?;
         let team_id = match &req.team {
-            Some(t) => {
-                Some(resolve(&mut tx, "teams", "name", &ctx.tenant_id, "team", "team", t).await?)
-            }
+            Some(t) => Some(resolve(tx, "teams", "name", &ctx.tenant_id, "team", "team", t).await?),
             None => None,
         };
         let persona = match &req.persona {
             Some(p) => {
-                let row = find_row(&mut *tx, "personas", "name", &ctx.tenant_id, p, "")
+                let row = find_row(&mut **tx, "personas", "name", &ctx.tenant_id, p, "")
                     .await?
                     .ok_or_else(|| Error::unknown_reference("persona", "persona", p))?;
                 Some(rows::persona(&row)?)
@@ -64,23 +75,23 @@ impl Store {
             .unwrap_or_default();
         validate::name_list("roles", &roles)?;
         validate::name_list("classifications", &classifications)?;
-        check_roles(&mut tx, &ctx.tenant_id, "roles", &roles).await?;
+        check_roles(tx, &ctx.tenant_id, "roles", &roles).await?;
         rules
             .classifications
             .validate("classifications", &classifications)?;
 
         let (parent_id, depth) = match &req.parent {
             Some(key) => {
-                let row = find_row(&mut *tx, "agents", "name", &ctx.tenant_id, key, lock)
+                let row = find_row(&mut **tx, "agents", "name", &ctx.tenant_id, key, lock)
                     .await?
                     .ok_or_else(|| Error::unknown_reference("parent", "agent", key))?;
                 let parent = rows::agent(&row)?;
-                let limits = spawn_limits(&mut tx, rules, &parent).await?;
+                let limits = spawn_limits(tx, rules, &parent).await?;
                 let live: i64 = sqlx::query_scalar(&format!(
                     "SELECT COUNT(*) FROM agents WHERE parent_id = $1 AND state IN {LIVE_STATES}"
                 ))
                 .bind(&parent.id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await
                 .map_err(db_error)?;
                 let child = ChildRequest {
@@ -95,7 +106,7 @@ impl Store {
             None => (None, 0),
         };
 
-        let writes = roles_write(&mut tx, &ctx.tenant_id, &roles).await?;
+        let writes = roles_write(tx, &ctx.tenant_id, &roles).await?;
         let risk_tier = rules.classifications.risk_tier(&classifications, writes);
         let approval_tier = persona
             .as_ref()
@@ -153,10 +164,10 @@ impl Store {
         .bind(agent.state.as_str())
         .bind(agent.risk_tier.as_str())
         .bind(rows::ms(ctx.now))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| if is_unique_violation(&e) { Error::already_exists("agent", &agent.name) } else { db_error(e) })?;
-        commit(
+        append(
             tx,
             ctx,
             event(
@@ -261,6 +272,20 @@ impl Store {
         key: &str,
         req: UpdateAgent,
     ) -> Result<Agent, Error> {
+        let mut tx = self.begin().await?;
+        let out = self.update_agent_in(&mut tx, ctx, key, req).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::update_agent`] inside a caller's transaction.
+    pub async fn update_agent_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        key: &str,
+        req: UpdateAgent,
+    ) -> Result<Agent, Error> {
         for (field, value) in [
             ("purpose", &req.purpose),
             ("platform", &req.platform),
@@ -275,8 +300,7 @@ impl Store {
         }
         check_future("expires_at", req.expires_at, ctx.now)?;
         let lock = self.backend.for_update();
-        let mut tx = self.begin().await?;
-        let before = lock_agent(&mut tx, lock, &ctx.tenant_id, key).await?;
+        let before = lock_agent(tx, lock, &ctx.tenant_id, key).await?;
         if before.state.is_terminal() {
             return Err(Error::new(
                 ErrorCode::InvalidTransition,
@@ -289,26 +313,16 @@ impl Store {
         }
         let mut after = before.clone();
         if let Some(owner) = &req.owner {
-            after.owner_id = active_owner(&mut tx, lock, &ctx.tenant_id, owner).await?;
+            after.owner_id = active_owner(tx, lock, &ctx.tenant_id, owner).await?;
             after.orphaned = false;
         }
         if let Some(team) = &req.team {
-            after.team_id = Some(
-                resolve(
-                    &mut tx,
-                    "teams",
-                    "name",
-                    &ctx.tenant_id,
-                    "team",
-                    "team",
-                    team,
-                )
-                .await?,
-            );
+            after.team_id =
+                Some(resolve(tx, "teams", "name", &ctx.tenant_id, "team", "team", team).await?);
         }
         if let Some(expires_at) = req.expires_at {
             if let Some(parent_id) = &before.parent_id {
-                let parent = lock_agent(&mut tx, "", &ctx.tenant_id, parent_id).await?;
+                let parent = lock_agent(tx, "", &ctx.tenant_id, parent_id).await?;
                 if parent.expires_at.is_some_and(|p| expires_at > p) {
                     return Err(Error::new(
                         ErrorCode::ExceedsParent,
@@ -340,10 +354,10 @@ impl Store {
         .bind(i64::from(after.orphaned))
         .bind(rows::ms(ctx.now))
         .bind(&after.id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
-        commit(
+        append(
             tx,
             ctx,
             change("agent.update", "agent", &after.id, &before, &after),
@@ -361,20 +375,36 @@ impl Store {
         transition: Transition,
         reason: Option<String>,
     ) -> Result<TransitionResult, Error> {
+        let mut tx = self.begin().await?;
+        let out = self
+            .transition_agent_in(&mut tx, ctx, key, transition, reason)
+            .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::transition_agent`] inside a caller's transaction.
+    pub async fn transition_agent_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        key: &str,
+        transition: Transition,
+        reason: Option<String>,
+    ) -> Result<TransitionResult, Error> {
         if let Some(r) = &reason {
             validate::text("reason", r)?;
         }
         let lock = self.backend.for_update();
-        let mut tx = self.begin().await?;
-        let agent = lock_agent(&mut tx, lock, &ctx.tenant_id, key).await?;
-        let tier = effective_tier(&mut tx, &agent).await?;
+        let agent = lock_agent(tx, lock, &ctx.tenant_id, key).await?;
+        let tier = effective_tier(tx, &agent).await?;
         let to = lifecycle::next_state(agent.state, transition, tier)?;
         if to == AgentState::Active {
-            check_may_become_active(&mut tx, &ctx.tenant_id, &agent, ctx.now).await?;
+            check_may_become_active(tx, &ctx.tenant_id, &agent, ctx.now).await?;
         }
         let mut targets = vec![agent];
         if transition == Transition::Decommission {
-            targets.extend(descendants(&mut tx, lock, &ctx.tenant_id, &targets[0].id).await?);
+            targets.extend(descendants(tx, lock, &ctx.tenant_id, &targets[0].id).await?);
         }
         let mut changed = Vec::new();
         let mut keys_revoked = 0;
@@ -393,21 +423,21 @@ impl Store {
             .bind(&reason)
             .bind(rows::ms(ctx.now))
             .bind(&after.id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db_error)?;
             if to == AgentState::Decommissioned {
                 keys_revoked += sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
                     .bind(rows::ms(ctx.now))
                     .bind(&after.id)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(db_error)?
                     .rows_affected();
             }
             let action = format!("agent.{}", transition.as_str());
             append(
-                &mut tx,
+                tx,
                 ctx,
                 event(
                     &action,
@@ -421,7 +451,6 @@ impl Store {
             .await?;
             changed.push(after);
         }
-        tx.commit().await.map_err(db_error)?;
         let mut changed = changed.into_iter();
         let agent = changed
             .next()

@@ -3,11 +3,11 @@
 use steward_core::{ChangeContext, Error, InventoryRules, validate};
 use steward_types::{CreatePersona, CreateRole, ErrorCode, Page, PageQuery, Persona, Role};
 
-use crate::audit::{commit, event};
+use crate::audit::{append, event};
 use crate::humans::check_roles;
 use crate::rows::{self, Cursor, Select};
 use crate::tenants::find_row;
-use crate::{Store, db_error, is_unique_violation};
+use crate::{Store, Tx, db_error, is_unique_violation};
 
 /// Quota metrics and windows a persona template may name.
 const QUOTA_METRICS: &[&str] = &[
@@ -24,6 +24,19 @@ const QUOTA_WINDOWS: &[&str] = &["second", "minute", "hour", "day", "month"];
 impl Store {
     /// Create a role.
     pub async fn create_role(&self, ctx: &ChangeContext, req: CreateRole) -> Result<Role, Error> {
+        let mut tx = self.begin().await?;
+        let out = self.create_role_in(&mut tx, ctx, req).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::create_role`] inside a caller's transaction.
+    pub async fn create_role_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        req: CreateRole,
+    ) -> Result<Role, Error> {
         validate::name("name", &req.name)?;
         if req.name.contains(' ') {
             return Err(Error::invalid(
@@ -39,7 +52,6 @@ impl Store {
             writes: req.writes,
             created_at: ctx.now,
         };
-        let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO roles (id, tenant_id, name, description, writes, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&role.id)
             .bind(&ctx.tenant_id)
@@ -47,10 +59,10 @@ impl Store {
             .bind(&role.description)
             .bind(i64::from(role.writes))
             .bind(rows::ms(ctx.now))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(|e| if is_unique_violation(&e) { Error::already_exists("role", &role.name) } else { db_error(e) })?;
-        commit(
+        append(
             tx,
             ctx,
             event("role.create", "role", &role.id, None, Some(&role), None),
@@ -88,6 +100,20 @@ impl Store {
     /// Create a persona.
     pub async fn create_persona(
         &self,
+        ctx: &ChangeContext,
+        rules: &InventoryRules,
+        req: CreatePersona,
+    ) -> Result<Persona, Error> {
+        let mut tx = self.begin().await?;
+        let out = self.create_persona_in(&mut tx, ctx, rules, req).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::create_persona`] inside a caller's transaction.
+    pub async fn create_persona_in(
+        &self,
+        tx: &mut Tx,
         ctx: &ChangeContext,
         rules: &InventoryRules,
         req: CreatePersona,
@@ -139,8 +165,7 @@ impl Store {
             approval_required_for: req.approval_required_for,
             created_at: ctx.now,
         };
-        let mut tx = self.begin().await?;
-        check_roles(&mut tx, &ctx.tenant_id, "roles", &persona.roles).await?;
+        check_roles(tx, &ctx.tenant_id, "roles", &persona.roles).await?;
         sqlx::query(
             "INSERT INTO personas (id, tenant_id, name, description, roles, classifications, quotas, \
              max_children, max_depth, approval_tier, approval_required_for, created_at) \
@@ -158,10 +183,10 @@ impl Store {
         .bind(persona.approval_tier.map(|t| t.as_str()))
         .bind(rows::to_json(&persona.approval_required_for))
         .bind(rows::ms(ctx.now))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| if is_unique_violation(&e) { Error::already_exists("persona", &persona.name) } else { db_error(e) })?;
-        commit(
+        append(
             tx,
             ctx,
             event(

@@ -10,7 +10,7 @@ use steward_types::{
 use crate::audit::{append, change, commit, event};
 use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
-use crate::{Store, db_error, is_unique_violation};
+use crate::{Store, Tx, db_error, is_unique_violation};
 
 /// A human is found by id, e-mail or external id.
 const HUMAN_KEYS: &str = "email = lower($2) OR external_id";
@@ -22,13 +22,25 @@ impl Store {
         ctx: &ChangeContext,
         req: CreateHuman,
     ) -> Result<Human, Error> {
+        let mut tx = self.begin().await?;
+        let out = self.create_human_in(&mut tx, ctx, req).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::create_human`] inside a caller's transaction.
+    pub async fn create_human_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        req: CreateHuman,
+    ) -> Result<Human, Error> {
         let email = req.email.trim().to_lowercase();
         validate::email("email", &email)?;
         validate::name("display_name", &req.display_name)?;
         validate::name_list("roles", &req.roles)?;
-        let mut tx = self.begin().await?;
-        let teams = resolve_teams(&mut tx, &ctx.tenant_id, &req.teams).await?;
-        check_roles(&mut tx, &ctx.tenant_id, "roles", &req.roles).await?;
+        let teams = resolve_teams(tx, &ctx.tenant_id, &req.teams).await?;
+        check_roles(tx, &ctx.tenant_id, "roles", &req.roles).await?;
         let human = Human {
             id: rows::new_id("hum"),
             email,
@@ -51,11 +63,11 @@ impl Store {
         .bind(rows::to_json(&human.roles))
         .bind(rows::ms(ctx.now))
         .bind(&human.external_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| if is_unique_violation(&e) { Error::already_exists("human with that e-mail or external id", &human.email) } else { db_error(e) })?;
-        set_memberships(&mut tx, &ctx.tenant_id, &human.id, &human.teams).await?;
-        commit(
+        set_memberships(tx, &ctx.tenant_id, &human.id, &human.teams).await?;
+        append(
             tx,
             ctx,
             event("human.create", "human", &human.id, None, Some(&human), None),
@@ -121,26 +133,39 @@ impl Store {
         key: &str,
         req: UpdateHuman,
     ) -> Result<Human, Error> {
+        let mut tx = self.begin().await?;
+        let out = self.update_human_in(&mut tx, ctx, key, req).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::update_human`] inside a caller's transaction.
+    pub async fn update_human_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        key: &str,
+        req: UpdateHuman,
+    ) -> Result<Human, Error> {
         if let Some(n) = &req.display_name {
             validate::name("display_name", n)?;
         }
         if let Some(r) = &req.roles {
             validate::name_list("roles", r)?;
         }
-        let mut tx = self.begin().await?;
-        let before = lock_human(&mut tx, self.backend.for_update(), &ctx.tenant_id, key).await?;
+        let before = lock_human(tx, self.backend.for_update(), &ctx.tenant_id, key).await?;
         let mut after = before.clone();
         if let Some(teams) = &req.teams {
-            after.teams = resolve_teams(&mut tx, &ctx.tenant_id, teams).await?;
+            after.teams = resolve_teams(tx, &ctx.tenant_id, teams).await?;
             sqlx::query("DELETE FROM team_members WHERE human_id = $1")
                 .bind(&after.id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(db_error)?;
-            set_memberships(&mut tx, &ctx.tenant_id, &after.id, &after.teams).await?;
+            set_memberships(tx, &ctx.tenant_id, &after.id, &after.teams).await?;
         }
         if let Some(roles) = req.roles {
-            check_roles(&mut tx, &ctx.tenant_id, "roles", &roles).await?;
+            check_roles(tx, &ctx.tenant_id, "roles", &roles).await?;
             after.roles = roles;
         }
         if let Some(n) = req.display_name {
@@ -154,10 +179,10 @@ impl Store {
         .bind(rows::to_json(&after.roles))
         .bind(rows::ms(ctx.now))
         .bind(&after.id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
-        commit(
+        append(
             tx,
             ctx,
             change("human.update", "human", &after.id, &before, &after),

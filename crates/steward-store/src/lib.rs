@@ -246,6 +246,9 @@ impl Store {
     }
 }
 
+/// A write transaction.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
 fn sqlite_pool(max: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)

@@ -18,7 +18,7 @@ use steward_types::{
 
 use crate::audit::{append, event};
 use crate::rows::{self, Cursor, Param, Select};
-use crate::{Store, db_error};
+use crate::{Store, Tx, db_error};
 
 /// A tenant's declarations and policies.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -166,20 +166,35 @@ impl Store {
         check: impl FnOnce(&PolicyState, &[ResourceEntity]) -> Result<BTreeMap<String, String>, Error>,
     ) -> Result<ChangeReport, Error> {
         let mut tx = self.begin().await?;
+        let out = self
+            .change_policies_in(&mut tx, ctx, changes, check)
+            .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::change_policies`] inside a caller's transaction.
+    pub async fn change_policies_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        changes: Vec<PolicyChange>,
+        check: impl FnOnce(&PolicyState, &[ResourceEntity]) -> Result<BTreeMap<String, String>, Error>,
+    ) -> Result<ChangeReport, Error> {
         if self.backend == crate::Backend::Postgres {
             // Serialise policy changes per tenant across nodes.
             sqlx::query("INSERT INTO policy_epochs (tenant_id, epoch) VALUES ($1, 0) ON CONFLICT (tenant_id) DO NOTHING")
                 .bind(&ctx.tenant_id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(db_error)?;
             sqlx::query("SELECT epoch FROM policy_epochs WHERE tenant_id = $1 FOR UPDATE")
                 .bind(&ctx.tenant_id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(db_error)?;
         }
-        let before = load_state(&mut tx, &ctx.tenant_id).await?;
+        let before = load_state(tx, &ctx.tenant_id).await?;
         let mut after = before.clone();
         let mut entities = Vec::new();
         apply_changes(&mut after, &changes, ctx.now, &mut entities);
@@ -190,12 +205,12 @@ impl Store {
             }
         }
         let mut report = Vec::new();
-        write_diff(&mut tx, ctx, &before, &mut after, &mut report).await?;
+        write_diff(tx, ctx, &before, &mut after, &mut report).await?;
         for change in &changes {
             match change {
-                PolicyChange::PutEntity(e) => put_entity(&mut tx, ctx, e, &mut report).await?,
+                PolicyChange::PutEntity(e) => put_entity(tx, ctx, e, &mut report).await?,
                 PolicyChange::DeleteEntity(t, id) => {
-                    delete_entity(&mut tx, ctx, t, id, &mut report).await?
+                    delete_entity(tx, ctx, t, id, &mut report).await?
                 }
                 _ => {}
             }
@@ -208,11 +223,10 @@ impl Store {
             )
             .bind(&ctx.tenant_id)
             .bind(after.epoch)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db_error)?;
         }
-        tx.commit().await.map_err(db_error)?;
         Ok(ChangeReport {
             changes: report,
             state: after,

@@ -5,9 +5,9 @@ use sqlx::{Any, Executor, Transaction};
 use steward_core::{ChangeContext, Error, validate};
 use steward_types::{CreateTeam, CreateTenant, ErrorCode, Page, PageQuery, Team, Tenant};
 
-use crate::audit::{commit, event};
+use crate::audit::{append, commit, event};
 use crate::rows::{self, Cursor, Select};
-use crate::{Store, db_error, is_unique_violation};
+use crate::{Store, Tx, db_error, is_unique_violation};
 
 /// The tenant every single-organisation install uses.
 pub const DEFAULT_TENANT: &str = "default";
@@ -153,6 +153,19 @@ impl Store {
 
     /// Create a team.
     pub async fn create_team(&self, ctx: &ChangeContext, req: CreateTeam) -> Result<Team, Error> {
+        let mut tx = self.begin().await?;
+        let out = self.create_team_in(&mut tx, ctx, req).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::create_team`] inside a caller's transaction.
+    pub async fn create_team_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        req: CreateTeam,
+    ) -> Result<Team, Error> {
         validate::name("name", &req.name)?;
         validate::text("description", &req.description)?;
         let team = Team {
@@ -161,17 +174,16 @@ impl Store {
             description: req.description,
             created_at: ctx.now,
         };
-        let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO teams (id, tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&team.id)
             .bind(&ctx.tenant_id)
             .bind(&team.name)
             .bind(&team.description)
             .bind(rows::ms(team.created_at))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(|e| if is_unique_violation(&e) { Error::already_exists("team", &team.name) } else { db_error(e) })?;
-        commit(
+        append(
             tx,
             ctx,
             event("team.create", "team", &team.id, None, Some(&team), None),

@@ -42,7 +42,7 @@ pub struct Team {
 }
 
 /// Create a team.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTeam {
     /// Unique name in the tenant.
@@ -86,7 +86,7 @@ pub struct Human {
 }
 
 /// Create a human.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHuman {
     /// E-mail address; unique in the tenant, case-insensitive.
@@ -132,7 +132,7 @@ pub struct Role {
 }
 
 /// Create a role.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {
     /// Unique name: letters, digits, `-`, `_`, `.`.
@@ -210,7 +210,7 @@ pub struct Persona {
 }
 
 /// Create a persona.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePersona {
     /// Unique name in the tenant.
@@ -345,7 +345,7 @@ pub struct Agent {
 }
 
 /// Register an agent.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgent {
     /// Unique name in the tenant.

@@ -2,12 +2,14 @@
 //! credentials, audit entries and the error catalogue.
 #![deny(missing_docs)]
 
+pub mod apply;
 pub mod audit;
 pub mod credentials;
 pub mod error;
 pub mod inventory;
 pub mod policy;
 
+pub use apply::*;
 pub use audit::*;
 pub use credentials::*;
 pub use error::*;
