@@ -65,7 +65,7 @@ fn verification(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("verify_log");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(20));
+    group.measurement_time(Duration::from_secs(35));
     group.throughput(Throughput::Elements(MILLION));
     group.bench_function("1M entries, stored hashes, checkpoint every 10k", |b| {
         b.iter(|| {

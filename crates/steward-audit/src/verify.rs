@@ -34,7 +34,7 @@ pub struct VerifyReport {
     /// True when no problem was found.
     pub ok: bool,
     /// Entries read and accepted (all of them when `ok`; those before the
-    /// problem otherwise).
+    /// problem otherwise). A prefix given as subtree hashes is not counted.
     pub entries_checked: u64,
     /// Checkpoints whose root matched the entries.
     pub checkpoints_checked: u64,
@@ -46,7 +46,8 @@ pub struct VerifyReport {
     pub first_bad_position: Option<u64>,
     /// What is wrong, as a sentence for a person.
     pub problem: Option<String>,
-    /// The root of the entries checked.
+    /// The root over every entry up to the last accepted one (a prefix
+    /// included): what a checkpoint at that size would sign.
     pub root: Hash,
 }
 
@@ -214,7 +215,7 @@ impl LogVerifier {
         };
         VerifyReport {
             ok: problem.is_none(),
-            entries_checked: len,
+            entries_checked: len.saturating_sub(self.prefix_size),
             checkpoints_checked: self.checkpoints_checked,
             checkpointed_size: self.checkpointed_size,
             first_bad_position,

@@ -88,3 +88,14 @@ impl Client {
         self.post(&["v1", "decisions"], request).await
     }
 }
+
+impl Client {
+    /// `POST /v1/apply`: bring the tenant to a declared state (or, with
+    /// `dry_run`, answer the plan only).
+    pub async fn apply(
+        &self,
+        request: &steward_types::ApplyRequest,
+    ) -> Result<steward_types::ApplyResponse> {
+        self.post(&["v1", "apply"], request).await
+    }
+}

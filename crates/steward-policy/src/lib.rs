@@ -6,10 +6,12 @@
 
 pub mod decide;
 pub mod engine;
+pub mod files;
 pub mod schema;
 
 pub use decide::{DecisionInput, EntityData, Outcome, Subject};
 pub use engine::{Catalog, Engine, build_schema, check_policy};
+pub use files::split_policies;
 
 #[cfg(test)]
 mod tests;

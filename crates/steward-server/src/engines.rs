@@ -54,7 +54,7 @@ fn written_policies(changes: &[PolicyChange]) -> Vec<String> {
 }
 
 /// Check a complete new state: declarations, policies and entities.
-fn check(
+pub(crate) fn check(
     state: &PolicyState,
     entities: &[ResourceEntity],
     roles: Vec<String>,

@@ -2,6 +2,7 @@
 //! tenant and the admin token, and serves; [`RunningServer`] is the handle to
 //! stop it gracefully.
 
+pub mod apply;
 pub mod auth;
 pub mod config;
 pub mod decisions;

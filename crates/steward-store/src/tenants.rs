@@ -37,7 +37,7 @@ where
 
 impl Store {
     /// Begin a write transaction.
-    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Any>, Error> {
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, Error> {
         self.write.begin().await.map_err(db_error)
     }
 

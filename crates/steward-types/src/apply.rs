@@ -61,6 +61,9 @@ pub struct ApplyResponse {
     pub changes: Vec<String>,
     /// Items already as declared.
     pub unchanged: usize,
+    /// Differences apply does not make (for example role changes of an
+    /// existing agent, which need an approval).
+    pub warnings: Vec<String>,
     /// False for a dry run.
     pub applied: bool,
 }

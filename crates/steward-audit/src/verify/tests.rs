@@ -260,6 +260,7 @@ fn a_suffix_verifies_from_the_prefix_subtrees() {
     assert!(report.ok, "{report:?}");
     // The checkpoint at 30 predates the export and is left out.
     assert_eq!(report.checkpoints_checked, 3);
+    assert_eq!(report.entries_checked, 63);
     assert_eq!(report.root, tree.root());
 
     let mut forged = prefix.clone();

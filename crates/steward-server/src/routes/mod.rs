@@ -2,6 +2,7 @@
 //! descriptions; the document is generated from these annotations.
 
 pub mod agents;
+pub mod apply;
 pub mod audit;
 pub mod catalog;
 pub mod decisions;
@@ -91,6 +92,7 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(policies::list_entities))
         .routes(routes!(policies::delete_entity))
         .routes(routes!(decisions::create_decision))
+        .routes(routes!(apply::apply))
         .with_state(state)
         .split_for_parts();
     (router, doc)
