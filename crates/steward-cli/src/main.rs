@@ -89,6 +89,23 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(commands::audit::AuditCommand),
+    /// Show what `apply` would change for a governance directory; changes nothing.
+    Plan(commands::apply::PlanArgs),
+    /// Bring the tenant to what a governance directory declares, in one transaction.
+    Apply(commands::apply::ApplyArgs),
+    /// Ask for a decision and explain it (exit code 0 allow, 3 deny, 4 approval required).
+    Check(commands::check::CheckArgs),
+    /// Cedar policies.
+    #[command(subcommand)]
+    Policies(commands::policies::PoliciesCommand),
+    /// Declared resource types.
+    #[command(subcommand)]
+    ResourceTypes(commands::policies::ResourceTypesCommand),
+    /// Declared actions.
+    #[command(subcommand)]
+    Actions(commands::policies::ActionsCommand),
+    /// Print the tenant's Cedar schema.
+    Schema,
     /// Show who the server takes your credential for.
     Whoami,
 }
@@ -104,6 +121,9 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if commands::check::refusal_code(&err).is_some() => {
+            ExitCode::from(commands::check::refusal_code(&err).unwrap_or(1))
+        }
         Err(err) => {
             eprintln!("{}", output::render_error(&err, &server, has_token));
             ExitCode::FAILURE
@@ -128,6 +148,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(command) => commands::tokens::run(&ctx, command).await,
         Command::Tenants(command) => commands::tenants::run(&ctx, command).await,
         Command::Audit(command) => commands::audit::run(&ctx, command).await,
+        Command::Plan(args) => commands::apply::plan(&ctx, args).await,
+        Command::Apply(args) => commands::apply::apply(&ctx, args).await,
+        Command::Check(args) => commands::check::run(&ctx, args).await,
+        Command::Policies(command) => commands::policies::run(&ctx, command).await,
+        Command::ResourceTypes(command) => {
+            commands::policies::run_resource_types(&ctx, command).await
+        }
+        Command::Actions(command) => commands::policies::run_actions(&ctx, command).await,
+        Command::Schema => commands::policies::schema(&ctx).await,
         Command::Whoami => commands::whoami(&ctx).await,
     }
 }

@@ -6,11 +6,13 @@
 //! one is active and allowed. Access therefore only narrows along a chain.
 //! A `forbid` policy that fails to evaluate denies (guardrails fail closed).
 
-use std::collections::{BTreeSet, HashSet};
-use std::str::FromStr;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use cedar_policy::{Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Request};
-use serde_json::{Map, Value, json};
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Request,
+    RestrictedExpression,
+};
+use serde_json::{Map, Value};
 use steward_core::Error;
 use steward_types::{ChainLink, Decision, DeterminingPolicy, ErrorCode, Remediation};
 
@@ -78,30 +80,64 @@ struct LinkResult {
     errors: Vec<String>,
 }
 
-fn uid(entity_type: &str, id: &str) -> Result<EntityUid, Error> {
-    let ty = cedar_policy::EntityTypeName::from_str(entity_type).map_err(|_| {
-        Error::new(
-            ErrorCode::UnknownResourceType,
-            format!("'{entity_type}' is not an entity type name"),
+/// A JSON value as a Cedar restricted expression, built without parsing.
+fn restricted(what: &str, v: &Value) -> Result<RestrictedExpression, Error> {
+    let bad = |msg: &str| Error::new(ErrorCode::InvalidEntity, format!("{what}: {msg}"));
+    Ok(match v {
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(n) => RestrictedExpression::new_long(
+            n.as_i64().ok_or_else(|| bad("numbers must be integers"))?,
+        ),
+        Value::Array(items) => RestrictedExpression::new_set(
+            items
+                .iter()
+                .map(|i| restricted(what, i))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Value::Object(fields) => RestrictedExpression::new_record(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), restricted(what, v)?)))
+                .collect::<Result<Vec<_>, Error>>()?,
         )
-    })?;
-    Ok(EntityUid::from_type_name_and_id(
-        ty,
-        cedar_policy::EntityId::new(id),
-    ))
-}
-
-fn entity_json(e: &EntityData, extra_parents: &[(String, String)]) -> Value {
-    let parents: Vec<Value> = e
-        .parents
-        .iter()
-        .chain(extra_parents)
-        .map(|(t, i)| json!({ "type": t, "id": i }))
-        .collect();
-    json!({ "uid": { "type": e.entity_type, "id": e.id }, "attrs": e.attrs, "parents": parents })
+        .map_err(|e| bad(&e.to_string()))?,
+        Value::Null => return Err(bad("null is not a value policies can use")),
+    })
 }
 
 impl Engine {
+    /// An entity uid from a cached type name (no parsing on the hot path).
+    fn uid(&self, entity_type: &str, id: &str) -> Result<EntityUid, Error> {
+        let ty = self.type_names.get(entity_type).ok_or_else(|| {
+            Error::new(
+                ErrorCode::UnknownResourceType,
+                format!("'{entity_type}' is not a declared entity type"),
+            )
+        })?;
+        Ok(EntityUid::from_type_name_and_id(
+            ty.clone(),
+            cedar_policy::EntityId::new(id),
+        ))
+    }
+
+    /// A Cedar entity from Steward's description of it.
+    fn entity(&self, e: &EntityData, extra_parents: &[(String, String)]) -> Result<Entity, Error> {
+        let attrs = e
+            .attrs
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), restricted(&format!("attribute '{k}'"), v)?)))
+            .collect::<Result<HashMap<_, _>, Error>>()?;
+        let parents = e
+            .parents
+            .iter()
+            .chain(extra_parents)
+            .map(|(t, i)| self.uid(t, i))
+            .collect::<Result<HashSet<_>, Error>>()?;
+        Entity::new(self.uid(&e.entity_type, &e.id)?, attrs, parents)
+            .map_err(|err| Error::new(ErrorCode::InvalidEntity, err.to_string()))
+    }
+
     /// Decide `input`. Bad attribute or context values are `invalid_entity`
     /// (400); an undeclared action or a resource type the action does not
     /// apply to is a denial that says so.
@@ -146,9 +182,12 @@ impl Engine {
                 &input.chain,
             ));
         }
-        let action_uid = Engine::action_uid(&input.action)?;
+        let action_uid = self.uid("Action", &input.action)?;
         let context = self.context(&input.context, action, &action_uid)?;
-        let resource_uid = uid(&input.resource.entity_type, &input.resource.id)?;
+        let resource_uid = self.uid(&input.resource.entity_type, &input.resource.id)?;
+        if let Some(declared) = self.resource_types.get(&input.resource.entity_type) {
+            crate::values::check_attributes("resource", declared, &input.resource.attrs)?;
+        }
         let entities = self.entities(&input.chain, &input.resource, None)?;
 
         let mut links = Vec::with_capacity(input.chain.len());
@@ -234,14 +273,18 @@ impl Engine {
             .filter(|(k, _)| action.context.contains_key(*k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Context::from_json_value(Value::Object(kept), Some((&self.schema, action_uid))).map_err(
-            |e| {
-                Error::new(
-                    ErrorCode::InvalidEntity,
-                    format!("context does not match action '{}': {e}", action.name),
-                )
-            },
-        )
+        crate::values::check_attributes("context", &action.context, &kept)?;
+        let _ = action_uid;
+        let pairs = kept
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), restricted("context", v)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Context::from_pairs(pairs).map_err(|e| {
+            Error::new(
+                ErrorCode::InvalidEntity,
+                format!("context does not match action '{}': {e}", action.name),
+            )
+        })
     }
 
     /// The entities of a request: the chain (optionally one identity with an
@@ -257,13 +300,15 @@ impl Engine {
         for (i, s) in chain.iter().enumerate() {
             if seen.insert((s.entity.entity_type.as_str(), s.entity.id.as_str())) {
                 let parents = extra.filter(|(at, _)| *at == i).map_or(&[][..], |(_, p)| p);
-                list.push(entity_json(&s.entity, parents));
+                list.push(self.entity(&s.entity, parents)?);
             }
         }
         if seen.insert((resource.entity_type.as_str(), resource.id.as_str())) {
-            list.push(entity_json(resource, &[]));
+            list.push(self.entity(resource, &[])?);
         }
-        Entities::from_json_value(Value::Array(list), Some(&self.schema)).map_err(|e| {
+        // Values were checked against their declarations already (resource
+        // attributes in `decide`, identities are built by Steward).
+        Entities::from_entities(list, None).map_err(|e| {
             Error::new(
                 ErrorCode::InvalidEntity,
                 format!("the resource's attributes do not match its declared type: {e}"),
@@ -279,13 +324,13 @@ impl Engine {
         context: &Context,
         entities: &Entities,
     ) -> Result<LinkResult, Error> {
-        let principal = uid(&subject.entity.entity_type, &subject.entity.id)?;
+        let principal = self.uid(&subject.entity.entity_type, &subject.entity.id)?;
         let request = Request::new(
             principal,
             action.clone(),
             resource.clone(),
             context.clone(),
-            Some(&self.schema),
+            None,
         )
         .map_err(|e| {
             Error::new(
@@ -293,7 +338,8 @@ impl Engine {
                 format!("the request does not match the schema: {e}"),
             )
         })?;
-        let response = Authorizer::new().is_authorized(&request, &self.policies, entities);
+        let slice = self.by_action.get(action.id().unescaped()).unwrap_or(&self.policies);
+        let response = Authorizer::new().is_authorized(&request, slice, entities);
         let determining: Vec<String> = response
             .diagnostics()
             .reason()

@@ -37,6 +37,9 @@ pub struct Engine {
     pub(crate) actions: HashMap<String, ActionDef>,
     pub(crate) resource_types: HashMap<String, BTreeMap<String, String>>,
     pub(crate) roles: Vec<String>,
+    pub(crate) type_names: HashMap<String, cedar_policy::EntityTypeName>,
+    /// For each action, only the policies whose scope can match it.
+    pub(crate) by_action: HashMap<String, PolicySet>,
     pub(crate) personas: Vec<(String, Vec<String>)>,
 }
 
@@ -156,12 +159,34 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Slice policies by action, so a decision evaluates only the policies that
+/// can apply to its action: a policy constrained to `action == A` or
+/// `action in [A, B]` lands in those slices; an unconstrained one in all.
+/// Decision cost then grows with the policies of one action, not all.
+fn slice_by_action(actions: &[ActionDef], policies: &[cedar_policy::Policy]) -> Result<HashMap<String, PolicySet>, Error> {
+    let mut slices: HashMap<String, PolicySet> = actions.iter().map(|a| (a.name.clone(), PolicySet::new())).collect();
+    for policy in policies {
+        let targets: Vec<String> = match policy.action_constraint() {
+            cedar_policy::ActionConstraint::Any => actions.iter().map(|a| a.name.clone()).collect(),
+            cedar_policy::ActionConstraint::Eq(uid) => vec![uid.id().unescaped().to_string()],
+            cedar_policy::ActionConstraint::In(uids) => uids.iter().map(|u| u.id().unescaped().to_string()).collect(),
+        };
+        for t in targets {
+            if let Some(set) = slices.get_mut(&t) {
+                set.add(policy.clone()).map_err(|e| Error::internal(format!("policy slice: {e}")))?;
+            }
+        }
+    }
+    Ok(slices)
+}
+
 impl Engine {
     /// Compile a catalog. Every policy must validate against the schema the
     /// declarations make; the first that does not is named in the error.
     pub fn compile(catalog: &Catalog) -> Result<Engine, Error> {
         let (schema, schema_text) = build_schema(&catalog.resource_types, &catalog.actions)?;
         let mut policies = PolicySet::new();
+        let mut compiled = Vec::with_capacity(catalog.policies.len());
         let mut meta = HashMap::new();
         for p in &catalog.policies {
             let (policy, effect) = check_policy(&schema, &p.id, &p.text).map_err(|e| {
@@ -175,8 +200,9 @@ impl Engine {
                 .with_details(serde_json::json!({ "policy": p.id }))
             })?;
             policies
-                .add(policy)
+                .add(policy.clone())
                 .map_err(|e| Error::internal(format!("policy set: {e}")))?;
+            compiled.push(policy);
             meta.insert(
                 p.id.clone(),
                 DeterminingPolicy {
@@ -187,7 +213,20 @@ impl Engine {
                 },
             );
         }
+        let mut type_names = HashMap::new();
+        for name in crate::schema::BUILTIN_TYPES
+            .iter()
+            .copied()
+            .chain(catalog.resource_types.iter().map(|r| r.name.as_str()))
+        {
+            let ty = cedar_policy::EntityTypeName::from_str(name)
+                .map_err(|e| Error::internal(format!("type name {name}: {e}")))?;
+            type_names.insert(name.to_string(), ty);
+        }
+        let by_action = slice_by_action(&catalog.actions, &compiled)?;
         Ok(Engine {
+            by_action,
+            type_names,
             schema,
             schema_text,
             policies,
@@ -273,14 +312,5 @@ impl Engine {
                     format!("entity {}::{}: {e}", entity.resource_type, entity.id),
                 )
             })
-    }
-
-    pub(crate) fn action_uid(name: &str) -> Result<cedar_policy::EntityUid, Error> {
-        let ty = cedar_policy::EntityTypeName::from_str("Action")
-            .map_err(|e| Error::internal(e.to_string()))?;
-        Ok(cedar_policy::EntityUid::from_type_name_and_id(
-            ty,
-            cedar_policy::EntityId::new(name),
-        ))
     }
 }

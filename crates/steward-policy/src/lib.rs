@@ -8,6 +8,7 @@ pub mod decide;
 pub mod engine;
 pub mod files;
 pub mod schema;
+pub mod values;
 
 pub use decide::{DecisionInput, EntityData, Outcome, Subject};
 pub use engine::{Catalog, Engine, build_schema, check_policy};

@@ -2,10 +2,13 @@
 //! client context, paging flags and argument parsers.
 
 pub mod agents;
+pub mod apply;
 pub mod audit;
+pub mod check;
 pub mod humans;
 pub mod keys;
 pub mod personas;
+pub mod policies;
 pub mod roles;
 pub mod serve;
 pub mod teams;

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod apply;
 pub mod audit;
+pub mod authzen;
 pub mod catalog;
 pub mod decisions;
 pub mod health;
@@ -92,6 +93,12 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(policies::list_entities))
         .routes(routes!(policies::delete_entity))
         .routes(routes!(decisions::create_decision))
+        .routes(routes!(authzen::evaluation))
+        .routes(routes!(authzen::evaluations))
+        .routes(routes!(authzen::search_subject))
+        .routes(routes!(authzen::search_resource))
+        .routes(routes!(authzen::search_action))
+        .routes(routes!(authzen::configuration))
         .routes(routes!(apply::apply))
         .with_state(state)
         .split_for_parts();

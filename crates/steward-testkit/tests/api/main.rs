@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod access;
+mod apply;
+mod authzen;
 mod bad_input;
 mod decisions;
 mod inventory;

@@ -1,0 +1,322 @@
+//! Governance as code over HTTP: `POST /v1/apply` creates what a directory
+//! declares, is idempotent, plans without changing anything on a dry run,
+//! refuses an invalid batch whole (naming the item) and prunes policies
+//! only when asked.
+
+use steward_client::Client;
+use steward_testkit::{Backend, TestServer, on_both_backends};
+use steward_types::*;
+
+use crate::support::*;
+
+on_both_backends!(
+    apply_creates_everything_then_changes_nothing,
+    a_dry_run_plans_without_changing_anything,
+    an_invalid_batch_changes_nothing_and_names_the_item,
+    pruning_deletes_only_undeclared_policies
+);
+
+fn policy(id: &str, text: &str) -> PutPolicy {
+    PutPolicy {
+        id: id.into(),
+        description: format!("{id} policy"),
+        owner: "security@example.com".into(),
+        text: text.into(),
+    }
+}
+
+const READ: &str =
+    r#"permit(principal in Role::"doc-reader", action == Action::"read_doc", resource is doc);"#;
+const NO_PII: &str = r#"forbid(principal is Agent, action, resource is doc) when { resource.classification == "pii" && !principal.classifications.contains("pii") };"#;
+
+/// A small but complete directory: every kind of item once.
+fn declaration() -> ApplyRequest {
+    ApplyRequest {
+        teams: vec![CreateTeam {
+            name: "docs".into(),
+            description: "Documentation".into(),
+        }],
+        roles: vec![CreateRole {
+            name: "doc-reader".into(),
+            description: "Read documents".into(),
+            writes: false,
+        }],
+        humans: vec![CreateHuman {
+            email: "dana@example.com".into(),
+            display_name: "Dana".into(),
+            external_id: Some("dana-pid".into()),
+            teams: vec!["docs".into()],
+            roles: vec!["doc-reader".into()],
+        }],
+        personas: vec![CreatePersona {
+            name: "Doc Reader".into(),
+            description: "Reads documents".into(),
+            roles: vec!["doc-reader".into()],
+            classifications: vec!["internal".into()],
+            ..Default::default()
+        }],
+        agents: vec![RegisterAgent {
+            name: "doc-bot".into(),
+            owner: "dana@example.com".into(),
+            team: Some("docs".into()),
+            persona: Some("Doc Reader".into()),
+            purpose: "Answers questions from the docs".into(),
+            ..Default::default()
+        }],
+        activate: vec!["doc-bot".into()],
+        resource_types: vec![PutResourceType {
+            name: "doc".into(),
+            description: "A document".into(),
+            attributes: [("classification".to_string(), "String".to_string())].into(),
+        }],
+        actions: vec![PutAction {
+            name: "read_doc".into(),
+            description: "Read a document".into(),
+            resource_types: vec!["doc".into()],
+            context: Default::default(),
+        }],
+        entities: vec![ResourceEntity {
+            resource_type: "doc".into(),
+            id: "handbook".into(),
+            attributes: [("classification".to_string(), serde_json::json!("internal"))].into(),
+        }],
+        policies: vec![policy("docs.read", READ), policy("docs.no-pii", NO_PII)],
+        ..Default::default()
+    }
+}
+
+fn read_doc(agent: &str, doc: &str) -> DecisionRequest {
+    DecisionRequest {
+        principal: Some(PrincipalRef {
+            principal_type: "agent".into(),
+            id: agent.into(),
+        }),
+        action: "read_doc".into(),
+        resource: ResourceRef {
+            resource_type: "doc".into(),
+            id: doc.into(),
+            attributes: Default::default(),
+        },
+        ..Default::default()
+    }
+}
+
+async fn policy_ids(admin: &Client) -> Vec<String> {
+    let page = admin
+        .list_policies(&PolicyQuery {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    page.items.into_iter().map(|p| p.id).collect()
+}
+
+/// Everything a refused or dry-run apply must leave alone: inventory counts,
+/// the audit log, roles, personas, policies and declarations.
+async fn full_snapshot(admin: &Client) -> impl PartialEq + std::fmt::Debug + use<> {
+    let roles = admin
+        .list_roles(&PageQuery {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .len();
+    let personas = admin
+        .list_personas(&PageQuery {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .len();
+    let types = admin.list_resource_types().await.unwrap().len();
+    let actions = admin.list_actions().await.unwrap().len();
+    (
+        snapshot(admin).await,
+        roles,
+        personas,
+        types,
+        actions,
+        policy_ids(admin).await,
+    )
+}
+
+async fn apply_creates_everything_then_changes_nothing(b: Backend) {
+    let s = TestServer::start(b).await;
+    let first = s.admin.apply(&declaration()).await.unwrap();
+    assert!(first.applied);
+    for line in [
+        "team docs: create",
+        "role doc-reader: create",
+        "human dana@example.com: create",
+        "persona Doc Reader: create",
+        "agent doc-bot: register",
+        "agent doc-bot: activate",
+        "resource type doc: created",
+        "action read_doc: created",
+        "entity doc::handbook: created",
+        "policy docs.read: created (version 1)",
+        "policy docs.no-pii: created (version 1)",
+    ] {
+        assert!(
+            first.changes.iter().any(|c| c == line),
+            "missing {line:?} in {:?}",
+            first.changes
+        );
+    }
+    assert_eq!(first.unchanged, 0, "{first:?}");
+
+    // Everything exists and works together.
+    let dana = s.admin.get_human("dana@example.com").await.unwrap();
+    assert_eq!(dana.roles, ["doc-reader"]);
+    assert_eq!(dana.external_id.as_deref(), Some("dana-pid"));
+    let bot = s.admin.get_agent("doc-bot").await.unwrap();
+    assert_eq!(bot.state, AgentState::Active);
+    assert_eq!(bot.roles, ["doc-reader"]);
+    let allowed = s.admin.decide(&read_doc("doc-bot", "handbook")).await.unwrap();
+    assert_eq!(allowed.decision, Decision::Allow, "{allowed:?}");
+    assert_eq!(allowed.policies[0].id, "docs.read");
+    assert_eq!(allowed.policies[0].owner, "security@example.com");
+
+    // Applying the same declaration again changes nothing.
+    let audit_before = all_audit(&s.admin).await.len();
+    let second = s.admin.apply(&declaration()).await.unwrap();
+    assert!(second.applied);
+    assert!(second.changes.is_empty(), "{second:?}");
+    assert!(second.warnings.is_empty(), "{second:?}");
+    assert_eq!(second.unchanged, 10, "{second:?}");
+    assert_eq!(all_audit(&s.admin).await.len(), audit_before);
+    assert_eq!(
+        s.admin.get_policy("docs.read").await.unwrap().version,
+        1
+    );
+
+    // A changed declaration updates in place.
+    let mut changed = declaration();
+    changed.humans[0].display_name = "Dana Scully".into();
+    changed.policies[0].description = "Doc readers read docs".into();
+    let third = s.admin.apply(&changed).await.unwrap();
+    assert!(third.changes.contains(&"human dana@example.com: update".to_string()), "{third:?}");
+    assert!(
+        third
+            .changes
+            .contains(&"policy docs.read: updated (version 2)".to_string()),
+        "{third:?}"
+    );
+    assert_eq!(
+        s.admin.get_human("dana@example.com").await.unwrap().display_name,
+        "Dana Scully"
+    );
+    s.stop().await;
+}
+
+async fn a_dry_run_plans_without_changing_anything(b: Backend) {
+    let s = TestServer::start(b).await;
+    let before = full_snapshot(&s.admin).await;
+    let mut request = declaration();
+    request.dry_run = true;
+    let plan = s.admin.apply(&request).await.unwrap();
+    assert!(!plan.applied);
+    assert!(
+        plan.changes.contains(&"agent doc-bot: register".to_string()),
+        "{plan:?}"
+    );
+    assert!(
+        plan.changes
+            .contains(&"policy docs.no-pii: created (version 1)".to_string()),
+        "{plan:?}"
+    );
+    assert_eq!(full_snapshot(&s.admin).await, before);
+    assert_eq!(
+        code(s.admin.get_agent("doc-bot").await),
+        ErrorCode::NotFound
+    );
+
+    // The plan is what apply then does.
+    let applied = s.admin.apply(&declaration()).await.unwrap();
+    assert_eq!(applied.changes, plan.changes);
+    s.stop().await;
+}
+
+async fn an_invalid_batch_changes_nothing_and_names_the_item(b: Backend) {
+    let s = TestServer::start(b).await;
+    let before = full_snapshot(&s.admin).await;
+
+    // Valid role, team, human and policies, then an agent whose owner does
+    // not exist: nothing at all is created.
+    let mut bad_owner = declaration();
+    bad_owner.agents[0].owner = "nobody@example.com".into();
+    let err = s.admin.apply(&bad_owner).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownReference), "{err}");
+    let message = &err.detail().unwrap().message;
+    assert!(message.starts_with("agent doc-bot: owner:"), "{message}");
+    assert!(message.contains("nobody@example.com"), "{message}");
+    assert_eq!(full_snapshot(&s.admin).await, before);
+    assert_eq!(
+        code(s.admin.get_role("doc-reader").await),
+        ErrorCode::NotFound
+    );
+
+    // A policy that does not validate: refused with its id and location.
+    let mut bad_policy = declaration();
+    bad_policy.policies.push(policy(
+        "docs.broken",
+        "permit(principal, action == Action::\"read_doc\", resource is doc)\nwhen { resource.colour == \"red\" };",
+    ));
+    let err = s.admin.apply(&bad_policy).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidPolicy), "{err}");
+    let detail = err.detail().unwrap();
+    assert!(detail.message.contains("docs.broken"), "{}", detail.message);
+    let details = detail.details.as_ref().unwrap();
+    assert_eq!(details["policy"], "docs.broken");
+    assert_eq!(details["line"], 2);
+    assert_eq!(full_snapshot(&s.admin).await, before);
+
+    // The same holds for a dry run of the invalid batch.
+    bad_policy.dry_run = true;
+    assert_eq!(
+        code(s.admin.apply(&bad_policy).await),
+        ErrorCode::InvalidPolicy
+    );
+    assert_eq!(full_snapshot(&s.admin).await, before);
+    s.stop().await;
+}
+
+async fn pruning_deletes_only_undeclared_policies(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.admin.apply(&declaration()).await.unwrap();
+    s.admin
+        .put_policy(&policy(
+            "docs.extra",
+            r#"permit(principal in Role::"doc-reader", action, resource is doc);"#,
+        ))
+        .await
+        .unwrap();
+
+    // Without pruning, a policy the declaration does not name stays.
+    let kept = s.admin.apply(&declaration()).await.unwrap();
+    assert!(kept.changes.is_empty(), "{kept:?}");
+    assert!(policy_ids(&s.admin).await.contains(&"docs.extra".to_string()));
+
+    // A dry run with pruning plans the deletion; apply carries it out.
+    let mut prune = declaration();
+    prune.prune_policies = true;
+    prune.dry_run = true;
+    let plan = s.admin.apply(&prune).await.unwrap();
+    assert_eq!(plan.changes, ["policy docs.extra: deleted"], "{plan:?}");
+    assert!(policy_ids(&s.admin).await.contains(&"docs.extra".to_string()));
+    prune.dry_run = false;
+    let pruned = s.admin.apply(&prune).await.unwrap();
+    assert_eq!(pruned.changes, ["policy docs.extra: deleted"], "{pruned:?}");
+    let mut ids = policy_ids(&s.admin).await;
+    ids.sort();
+    assert_eq!(ids, ["docs.no-pii", "docs.read"]);
+    // Declarations and inventory are never pruned.
+    assert!(s.admin.get_agent("doc-bot").await.is_ok());
+    assert_eq!(s.admin.list_actions().await.unwrap().len(), 1);
+    s.stop().await;
+}
