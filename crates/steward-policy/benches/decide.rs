@@ -44,7 +44,11 @@ fn engine(extra_policies: usize) -> Engine {
     ];
     for i in 0..extra_policies {
         // Spread over the write action and 50 others, as a large tenant's would be.
-        let action = if i % 2 == 0 { "write".to_string() } else { format!("act{}", i % 50) };
+        let action = if i % 2 == 0 {
+            "write".to_string()
+        } else {
+            format!("act{}", i % 50)
+        };
         policies.push(policy(&format!("p{i}"), &format!(r#"permit(principal in Role::"role-{i}", action == Action::"{action}", resource is repo) when {{ resource.classification == "c{i}" }};"#)));
     }
     let attrs: BTreeMap<String, String> =
@@ -58,8 +62,10 @@ fn engine(extra_policies: usize) -> Engine {
         }],
         actions: ["read", "write"]
             .iter()
-            .map(|a| ActionDef {
-                name: (*a).into(),
+            .map(|a| a.to_string())
+            .chain((0..50).map(|i| format!("act{i}")))
+            .map(|name| ActionDef {
+                name,
                 description: String::new(),
                 resource_types: vec!["repo".into()],
                 context: BTreeMap::new(),

@@ -338,7 +338,10 @@ impl Engine {
                 format!("the request does not match the schema: {e}"),
             )
         })?;
-        let slice = self.by_action.get(action.id().unescaped()).unwrap_or(&self.policies);
+        let slice = self
+            .by_action
+            .get(action.id().unescaped())
+            .unwrap_or(&self.policies);
         let response = Authorizer::new().is_authorized(&request, slice, entities);
         let determining: Vec<String> = response
             .diagnostics()

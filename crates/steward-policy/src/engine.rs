@@ -163,17 +163,27 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// can apply to its action: a policy constrained to `action == A` or
 /// `action in [A, B]` lands in those slices; an unconstrained one in all.
 /// Decision cost then grows with the policies of one action, not all.
-fn slice_by_action(actions: &[ActionDef], policies: &[cedar_policy::Policy]) -> Result<HashMap<String, PolicySet>, Error> {
-    let mut slices: HashMap<String, PolicySet> = actions.iter().map(|a| (a.name.clone(), PolicySet::new())).collect();
+fn slice_by_action(
+    actions: &[ActionDef],
+    policies: &[cedar_policy::Policy],
+) -> Result<HashMap<String, PolicySet>, Error> {
+    let mut slices: HashMap<String, PolicySet> = actions
+        .iter()
+        .map(|a| (a.name.clone(), PolicySet::new()))
+        .collect();
     for policy in policies {
         let targets: Vec<String> = match policy.action_constraint() {
             cedar_policy::ActionConstraint::Any => actions.iter().map(|a| a.name.clone()).collect(),
             cedar_policy::ActionConstraint::Eq(uid) => vec![uid.id().unescaped().to_string()],
-            cedar_policy::ActionConstraint::In(uids) => uids.iter().map(|u| u.id().unescaped().to_string()).collect(),
+            cedar_policy::ActionConstraint::In(uids) => uids
+                .iter()
+                .map(|u| u.id().unescaped().to_string())
+                .collect(),
         };
         for t in targets {
             if let Some(set) = slices.get_mut(&t) {
-                set.add(policy.clone()).map_err(|e| Error::internal(format!("policy slice: {e}")))?;
+                set.add(policy.clone())
+                    .map_err(|e| Error::internal(format!("policy slice: {e}")))?;
             }
         }
     }

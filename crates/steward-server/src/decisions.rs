@@ -310,5 +310,5 @@ async fn record(
         })),
         reason: response.remediation.as_ref().map(|r| r.message.clone()),
     };
-    state.store.record_event(&ctx, event).await
+    state.audit.record(ctx, event).await.map(|_| ())
 }

@@ -3,6 +3,7 @@
 //! stop it gracefully.
 
 pub mod apply;
+pub mod audit_log;
 pub mod auth;
 pub mod config;
 pub mod decisions;
@@ -186,6 +187,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         rules,
         config,
         engines: Default::default(),
+        audit: audit_log::AuditLog::start(&store).await?,
     }));
     let app = router(state.clone());
 
@@ -252,6 +254,9 @@ async fn background(state: AppState, sweep_every: Duration) {
     loop {
         ticker.tick().await;
         state.engines.refresh(&state.store, None).await;
+        if let Err(e) = state.audit.checkpoint(&state.store).await {
+            tracing::warn!(error = %e, "could not sign an audit checkpoint; will retry");
+        }
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = std::time::Instant::now();
             if let Err(e) = expire_due(&state.store, Utc::now()).await {

@@ -22,6 +22,8 @@ pub struct Inner {
     pub rules: InventoryRules,
     /// Each tenant's compiled policy engine.
     pub engines: crate::engines::Engines,
+    /// The tamper-evident log: group-commit writer, Merkle tree, signer.
+    pub audit: crate::audit_log::AuditLog,
     /// The configuration the server started with.
     pub config: Config,
 }

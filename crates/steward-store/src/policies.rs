@@ -518,7 +518,15 @@ async fn write_diff(
             p.updated_at = o.updated_at;
             continue;
         }
-        p.version = old.map_or(1, |o| o.version + 1);
+        // Continue after the highest version ever recorded (a deleted
+        // policy created again keeps its history).
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM policy_versions WHERE tenant_id = $1 AND id = $2")
+            .bind(t)
+            .bind(&p.id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        p.version = last + 1;
         p.updated_at = ctx.now;
         sqlx::query(
             "INSERT INTO policies (tenant_id, id, description, owner, text, effect, version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \

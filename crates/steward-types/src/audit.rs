@@ -19,7 +19,7 @@ pub struct Actor {
 /// One entry of the audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
-    /// Position in the log, from 1, without gaps.
+    /// Position in the log (all tenants share one log), from 1, without gaps.
     pub seq: i64,
     /// When it happened.
     pub time: DateTime<Utc>,
@@ -41,6 +41,9 @@ pub struct AuditEntry {
     pub reason: Option<String>,
     /// The HTTP request id.
     pub request_id: Option<String>,
+    /// Hex SHA-256 leaf hash of the entry's canonical encoding (RFC 9162).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_hash: Option<String>,
 }
 
 /// Filters for reading the audit log.

@@ -69,6 +69,7 @@ pub struct PutAction {
 /// A resource Steward knows ahead of requests (for search, and attributes
 /// that requests need not repeat).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResourceEntity {
     /// Its declared resource type.
     #[serde(rename = "type")]

@@ -151,37 +151,39 @@ impl Sources {
             return err;
         };
         let details = detail.details.clone().unwrap_or(Value::Null);
-        if let Some(id) = details.get("policy").and_then(Value::as_str) {
-            if let Some(at) = self.items.get(&item_key("policy", id)) {
-                let within = details
-                    .get("line")
-                    .and_then(Value::as_u64)
-                    .zip(details.get("column").and_then(Value::as_u64));
-                detail.message = match within {
-                    Some((line, column)) => {
-                        // The server counts from the start of the policy.
-                        let (line, column) = (line as usize, column as usize);
-                        let relative = format!(" (line {line}, column {column})");
-                        let message = detail.message.replacen(&relative, "", 1);
-                        let column = if line == 1 {
-                            at.column + column - 1
-                        } else {
-                            column
-                        };
-                        let line = at.line + line.saturating_sub(1);
-                        detail.details = Some(serde_json::json!({
-                            "policy": id, "file": at.file, "line": line, "column": column,
-                        }));
-                        format!("{}: line {line}, column {column}: {message}", at.file)
-                    }
-                    None => format!("{}: line {}: {}", at.file, at.line, detail.message),
-                };
-            }
-        } else if let Some((item, _)) = detail.message.split_once(": ") {
-            if let Some((kind, name)) = item.split_once(' ') {
-                if let Some(at) = self.items.get(&item_key(kind, name)) {
-                    detail.message = format!("{}: line {}: {}", at.file, at.line, detail.message);
+        let policy = details.get("policy").and_then(Value::as_str);
+        if let Some(at) = policy.and_then(|id| self.items.get(&item_key("policy", id))) {
+            let within = details
+                .get("line")
+                .and_then(Value::as_u64)
+                .zip(details.get("column").and_then(Value::as_u64));
+            detail.message = match within {
+                Some((line, column)) => {
+                    // The server counts from the start of the policy.
+                    let (line, column) = (line as usize, column as usize);
+                    let relative = format!(" (line {line}, column {column})");
+                    let message = detail.message.replacen(&relative, "", 1);
+                    let column = if line == 1 {
+                        (at.column + column).saturating_sub(1)
+                    } else {
+                        column
+                    };
+                    let line = (at.line + line).saturating_sub(1);
+                    detail.details = Some(serde_json::json!({
+                        "policy": policy, "file": at.file, "line": line, "column": column,
+                    }));
+                    format!("{}: line {line}, column {column}: {message}", at.file)
                 }
+                None => format!("{}: line {}: {}", at.file, at.line, detail.message),
+            };
+        } else if policy.is_none() {
+            let named = detail
+                .message
+                .split_once(": ")
+                .and_then(|(item, _)| item.split_once(' '))
+                .and_then(|(kind, name)| self.items.get(&item_key(kind, name)));
+            if let Some(at) = named {
+                detail.message = format!("{}: line {}: {}", at.file, at.line, detail.message);
             }
         }
         ClientError::Api { status, detail }

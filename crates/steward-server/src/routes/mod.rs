@@ -35,6 +35,7 @@ use crate::state::AppState;
         (name = "audit", description = "The audit log"),
         (name = "policies", description = "Resource types, actions, Cedar policies and known resources"),
         (name = "decisions", description = "Decisions"),
+        (name = "authzen", description = "OpenID AuthZEN Authorization API 1.0"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

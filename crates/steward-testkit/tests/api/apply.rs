@@ -177,7 +177,11 @@ async fn apply_creates_everything_then_changes_nothing(b: Backend) {
     let bot = s.admin.get_agent("doc-bot").await.unwrap();
     assert_eq!(bot.state, AgentState::Active);
     assert_eq!(bot.roles, ["doc-reader"]);
-    let allowed = s.admin.decide(&read_doc("doc-bot", "handbook")).await.unwrap();
+    let allowed = s
+        .admin
+        .decide(&read_doc("doc-bot", "handbook"))
+        .await
+        .unwrap();
     assert_eq!(allowed.decision, Decision::Allow, "{allowed:?}");
     assert_eq!(allowed.policies[0].id, "docs.read");
     assert_eq!(allowed.policies[0].owner, "security@example.com");
@@ -190,17 +194,19 @@ async fn apply_creates_everything_then_changes_nothing(b: Backend) {
     assert!(second.warnings.is_empty(), "{second:?}");
     assert_eq!(second.unchanged, 10, "{second:?}");
     assert_eq!(all_audit(&s.admin).await.len(), audit_before);
-    assert_eq!(
-        s.admin.get_policy("docs.read").await.unwrap().version,
-        1
-    );
+    assert_eq!(s.admin.get_policy("docs.read").await.unwrap().version, 1);
 
     // A changed declaration updates in place.
     let mut changed = declaration();
     changed.humans[0].display_name = "Dana Scully".into();
     changed.policies[0].description = "Doc readers read docs".into();
     let third = s.admin.apply(&changed).await.unwrap();
-    assert!(third.changes.contains(&"human dana@example.com: update".to_string()), "{third:?}");
+    assert!(
+        third
+            .changes
+            .contains(&"human dana@example.com: update".to_string()),
+        "{third:?}"
+    );
     assert!(
         third
             .changes
@@ -208,7 +214,11 @@ async fn apply_creates_everything_then_changes_nothing(b: Backend) {
         "{third:?}"
     );
     assert_eq!(
-        s.admin.get_human("dana@example.com").await.unwrap().display_name,
+        s.admin
+            .get_human("dana@example.com")
+            .await
+            .unwrap()
+            .display_name,
         "Dana Scully"
     );
     s.stop().await;
@@ -222,7 +232,8 @@ async fn a_dry_run_plans_without_changing_anything(b: Backend) {
     let plan = s.admin.apply(&request).await.unwrap();
     assert!(!plan.applied);
     assert!(
-        plan.changes.contains(&"agent doc-bot: register".to_string()),
+        plan.changes
+            .contains(&"agent doc-bot: register".to_string()),
         "{plan:?}"
     );
     assert!(
@@ -300,7 +311,11 @@ async fn pruning_deletes_only_undeclared_policies(b: Backend) {
     // Without pruning, a policy the declaration does not name stays.
     let kept = s.admin.apply(&declaration()).await.unwrap();
     assert!(kept.changes.is_empty(), "{kept:?}");
-    assert!(policy_ids(&s.admin).await.contains(&"docs.extra".to_string()));
+    assert!(
+        policy_ids(&s.admin)
+            .await
+            .contains(&"docs.extra".to_string())
+    );
 
     // A dry run with pruning plans the deletion; apply carries it out.
     let mut prune = declaration();
@@ -308,7 +323,11 @@ async fn pruning_deletes_only_undeclared_policies(b: Backend) {
     prune.dry_run = true;
     let plan = s.admin.apply(&prune).await.unwrap();
     assert_eq!(plan.changes, ["policy docs.extra: deleted"], "{plan:?}");
-    assert!(policy_ids(&s.admin).await.contains(&"docs.extra".to_string()));
+    assert!(
+        policy_ids(&s.admin)
+            .await
+            .contains(&"docs.extra".to_string())
+    );
     prune.dry_run = false;
     let pruned = s.admin.apply(&prune).await.unwrap();
     assert_eq!(pruned.changes, ["policy docs.extra: deleted"], "{pruned:?}");

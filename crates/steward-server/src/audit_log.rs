@@ -1,0 +1,270 @@
+//! The tamper-evident log as the server runs it.
+//!
+//! * Group commit: decisions hand their audit events to one writer task,
+//!   which appends everything waiting in one transaction and then answers
+//!   each caller. A decision is answered only after its entry is durable
+//!   (SQLite `synchronous=FULL`, PostgreSQL commit); if the append fails the
+//!   decision fails (fail closed).
+//! * The Merkle tree over every entry's leaf hash is kept in memory, caught
+//!   up from the store (so entries written by other nodes are included), and
+//!   signed into a checkpoint (Ed25519) whenever it grew, at most once a
+//!   second and on demand. The signing key is generated at first start and
+//!   kept in the store's settings.
+
+use std::sync::Mutex;
+
+use chrono::Utc;
+use steward_audit::{
+    Hash, LogSigner, LogVerifier, MerkleTree, SignedTreeHead, TreeHead, VerifyReport,
+};
+use steward_core::{AuditEvent, ChangeContext, Error};
+use steward_store::Store;
+use steward_store::audit::canonical_entry;
+use tokio::sync::{mpsc, oneshot};
+
+type Pending = (
+    ChangeContext,
+    AuditEvent,
+    oneshot::Sender<Result<i64, Error>>,
+);
+
+/// Largest batch one group commit writes.
+const MAX_BATCH: usize = 2048;
+
+/// The log: writer queue, tree and signer.
+pub struct AuditLog {
+    queue: mpsc::Sender<Pending>,
+    tree: Mutex<MerkleTree>,
+    signer: LogSigner,
+    origin: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect();
+    bytes?.try_into().ok()
+}
+
+impl AuditLog {
+    /// Load (or create) the signing key and start the group-commit writer.
+    pub async fn start(store: &Store) -> Result<AuditLog, Error> {
+        let seed = store
+            .setting_or_init("audit_signing_seed", || {
+                hex(&LogSigner::generate().seed_bytes())
+            })
+            .await?;
+        let seed = unhex(&seed)
+            .ok_or_else(|| Error::internal("the stored audit signing key is corrupt"))?;
+        let install = store
+            .setting_or_init("install_id", || {
+                format!("{}", uuid::Uuid::now_v7().simple())
+            })
+            .await?;
+        let (queue, rx) = mpsc::channel(65_536);
+        tokio::spawn(writer(store.clone(), rx));
+        let log = AuditLog {
+            queue,
+            tree: Mutex::new(MerkleTree::new()),
+            signer: LogSigner::from_seed_bytes(&seed),
+            origin: format!("steward/{install}/audit"),
+        };
+        log.catch_up(store).await?;
+        Ok(log)
+    }
+
+    /// Append an event through the group-commit writer; resolves once it is
+    /// durable, with its sequence number.
+    pub async fn record(&self, ctx: ChangeContext, event: AuditEvent) -> Result<i64, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.queue.send((ctx, event, tx)).await.map_err(|_| {
+            Error::new(
+                steward_types::ErrorCode::StoreUnavailable,
+                "the audit writer has stopped; nothing is decided unaudited",
+            )
+        })?;
+        rx.await.map_err(|_| {
+            Error::new(
+                steward_types::ErrorCode::StoreUnavailable,
+                "the audit writer stopped before recording",
+            )
+        })?
+    }
+
+    fn tree(&self) -> std::sync::MutexGuard<'_, MerkleTree> {
+        self.tree
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Bring the in-memory tree up to the store's log. Returns the size.
+    pub async fn catch_up(&self, store: &Store) -> Result<u64, Error> {
+        let size = store.audit_size().await?;
+        let have = i64::try_from(self.tree().len()).unwrap_or(i64::MAX);
+        let mut next = have + 1;
+        while next <= size {
+            let to = (next + 50_000 - 1).min(size);
+            let leaves = store.audit_leaves(next, to).await?;
+            let mut tree = self.tree();
+            for (seq, leaf) in leaves {
+                if i64::try_from(tree.len()).unwrap_or(i64::MAX) + 1 != seq {
+                    return Err(Error::internal(format!(
+                        "audit entry {} is missing from the store",
+                        tree.len() + 1
+                    )));
+                }
+                tree.push(leaf);
+            }
+            next = i64::try_from(tree.len()).unwrap_or(i64::MAX) + 1;
+            if next <= to {
+                return Err(Error::internal(format!(
+                    "audit entry {next} is missing from the store"
+                )));
+            }
+        }
+        Ok(self.tree().len())
+    }
+
+    /// The public key that verifies checkpoints (standard base64).
+    pub fn public_key(&self) -> String {
+        self.signer.public_key_base64()
+    }
+
+    /// The key id of the signing key.
+    pub fn key_id(&self) -> String {
+        self.signer.key_id()
+    }
+
+    /// The log's origin line.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Catch up, and sign and store a checkpoint if the log grew since the
+    /// last one. Returns the latest checkpoint.
+    pub async fn checkpoint(&self, store: &Store) -> Result<Option<SignedTreeHead>, Error> {
+        let size = self.catch_up(store).await?;
+        let latest = store.checkpoints().await?.pop();
+        if size == 0 || latest.as_ref().is_some_and(|c| c.head.size >= size) {
+            return Ok(latest);
+        }
+        let root = self
+            .tree()
+            .root_at(size)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let sth = self.signer.sign(TreeHead {
+            origin: self.origin.clone(),
+            size,
+            root,
+            time_ms: Utc::now().timestamp_millis(),
+        });
+        store.insert_checkpoint(&sth).await?;
+        Ok(Some(sth))
+    }
+
+    /// The leaf hash, inclusion proof and root for entry `seq` in a tree of `size`.
+    pub fn inclusion(&self, seq: u64, size: u64) -> Result<(Hash, Vec<Hash>, Hash), Error> {
+        let tree = self.tree();
+        let bad = |m: String| Error::new(steward_types::ErrorCode::InvalidQuery, m);
+        if size > tree.len() {
+            return Err(bad(format!(
+                "size: the log never had {size} entries (it has {})",
+                tree.len()
+            )));
+        }
+        if seq == 0 || seq > size {
+            return Err(bad(format!(
+                "seq: entry {seq} is not in a tree of {size} entries"
+            )));
+        }
+        let leaf = tree
+            .leaf(seq - 1)
+            .ok_or_else(|| bad(format!("seq: no entry {seq}")))?;
+        let proof = tree
+            .inclusion_proof(seq - 1, size)
+            .map_err(|e| bad(e.to_string()))?;
+        let root = tree.root_at(size).map_err(|e| bad(e.to_string()))?;
+        Ok((leaf, proof, root))
+    }
+
+    /// The consistency proof between two sizes, with both roots.
+    pub fn consistency(&self, from: u64, to: u64) -> Result<(Hash, Hash, Vec<Hash>), Error> {
+        let tree = self.tree();
+        let bad = |m: String| Error::new(steward_types::ErrorCode::InvalidQuery, m);
+        if to > tree.len() {
+            return Err(bad(format!(
+                "to: the log never had {to} entries (it has {})",
+                tree.len()
+            )));
+        }
+        if from > to {
+            return Err(bad(format!("from: {from} is after to: {to}")));
+        }
+        let proof = tree
+            .consistency_proof(from, to)
+            .map_err(|e| bad(e.to_string()))?;
+        let old = tree.root_at(from).map_err(|e| bad(e.to_string()))?;
+        let new = tree.root_at(to).map_err(|e| bad(e.to_string()))?;
+        Ok((old, new, proof))
+    }
+
+    /// Verify the whole stored log against its stored checkpoints: every
+    /// entry re-encoded and re-hashed, sequence without gaps, every
+    /// checkpoint's signature and root. Names the first bad position.
+    pub async fn verify_store(&self, store: &Store) -> Result<VerifyReport, Error> {
+        let checkpoints = store.checkpoints().await?;
+        let mut verifier = LogVerifier::new(&checkpoints, &self.public_key());
+        let mut after = 0i64;
+        loop {
+            let page = store.audit_page_all(after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.0.seq;
+            for (entry, leaf, pruned) in page {
+                let seq = u64::try_from(entry.seq).unwrap_or(0);
+                let stored = leaf.as_deref().and_then(|h| Hash::from_hex(h).ok());
+                let going = match (pruned, stored) {
+                    (true, Some(h)) => verifier.push_pruned(seq, h),
+                    _ => verifier.push(seq, &canonical_entry(&entry), stored),
+                };
+                if !going {
+                    return Ok(verifier.finish());
+                }
+            }
+        }
+        Ok(verifier.finish())
+    }
+}
+
+/// The group-commit writer: take everything waiting, append it in one
+/// transaction, answer each caller.
+async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (events, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|(c, e, r)| ((c, e), r)).unzip();
+        match store.append_batch(events).await {
+            Ok(seqs) => {
+                for (reply, seq) in replies.into_iter().zip(seqs) {
+                    let _ = reply.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit append failed; the waiting decisions fail closed");
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}

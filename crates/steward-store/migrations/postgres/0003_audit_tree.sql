@@ -1,0 +1,14 @@
+-- The tamper-evident log: each entry keeps the leaf hash of its canonical
+-- encoding; sequence numbers are assigned under the head row's lock so they
+-- have no gaps; signed checkpoints; legal holds that stop pruning.
+ALTER TABLE audit_log ADD COLUMN leaf_hash TEXT;
+ALTER TABLE audit_log ADD COLUMN pruned BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE audit_head (id BIGINT PRIMARY KEY, size BIGINT NOT NULL);
+INSERT INTO audit_head (id, size) SELECT 1, COALESCE(MAX(seq), 0) FROM audit_log;
+CREATE TABLE audit_checkpoints (
+    size BIGINT PRIMARY KEY, origin TEXT NOT NULL, root TEXT NOT NULL, time_ms BIGINT NOT NULL,
+    signature TEXT NOT NULL, key_id TEXT NOT NULL);
+CREATE TABLE legal_holds (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, reason TEXT NOT NULL, created_at BIGINT NOT NULL,
+    released_at BIGINT);
+CREATE INDEX audit_log_time ON audit_log (tenant_id, time);

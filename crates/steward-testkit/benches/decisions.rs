@@ -1,0 +1,160 @@
+//! HTTP load on the AuthZEN evaluation endpoint, audited, on SQLite and
+//! PostgreSQL: closed-loop throughput with 16 clients, and latency under an
+//! open-loop load of 1000 requests per second (a request is sent every
+//! millisecond whether or not earlier ones have finished; latency is measured
+//! from when it was due, so queueing is counted).
+//!
+//! cargo bench -p steward-testkit --bench decisions
+//! (STEWARD_BENCH_RATE and STEWARD_BENCH_SECONDS change the open-loop load.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use steward_testkit::{Backend, TestServer};
+use steward_types::{CreateHuman, PutAction, PutPolicy, PutResourceType, RegisterAgent};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6
+}
+
+async fn setup(s: &TestServer) {
+    let a = &s.admin;
+    a.put_resource_type(&PutResourceType {
+        name: "repo".into(),
+        description: String::new(),
+        attributes: [("classification".to_string(), "String".to_string())].into(),
+    })
+    .await
+    .unwrap();
+    a.put_action(&PutAction {
+        name: "read".into(),
+        description: String::new(),
+        resource_types: vec!["repo".into()],
+        context: Default::default(),
+    })
+    .await
+    .unwrap();
+    a.put_policy(&PutPolicy { id: "readers".into(), description: String::new(), owner: String::new(), text: r#"permit(principal in Role::"repo-reader", action == Action::"read", resource is repo);"#.into() }).await.unwrap();
+    a.put_policy(&PutPolicy { id: "no-pii".into(), description: String::new(), owner: String::new(), text: r#"forbid(principal is Agent, action, resource is repo) when { resource.classification == "pii" && !principal.classifications.contains("pii") };"#.into() }).await.unwrap();
+    a.create_human(&CreateHuman {
+        email: "owner@example.com".into(),
+        display_name: "Owner".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a.register_agent(&RegisterAgent {
+        name: "bot".into(),
+        owner: "owner@example.com".into(),
+        roles: Some(vec!["repo-reader".into()]),
+        classifications: Some(vec!["public".into()]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+fn body() -> String {
+    json!({
+        "subject": {"type": "agent", "id": "bot"},
+        "action": {"name": "read"},
+        "resource": {"type": "repo", "id": "steward", "properties": {"classification": "internal"}},
+    })
+    .to_string()
+}
+
+async fn run(backend: Backend, full: bool) {
+    let s = Arc::new(TestServer::start(backend).await);
+    setup(&s).await;
+    let url = format!("{}/access/v1/evaluation", s.server.url());
+    let http = reqwest::Client::new();
+    let send = |http: reqwest::Client, url: String| async move {
+        let r = http
+            .post(url)
+            .bearer_auth(steward_testkit::ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["decision"], true);
+    };
+
+    // Closed loop: 16 clients as fast as they go.
+    let total = if full { 20_000 } else { 100 };
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in (w..total).step_by(16) {
+                send(http.clone(), url.clone()).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let throughput = total as f64 / start.elapsed().as_secs_f64();
+
+    // Open loop at a fixed rate.
+    let rate = env_num("STEWARD_BENCH_RATE", 1000);
+    let seconds = if full {
+        env_num("STEWARD_BENCH_SECONDS", 10)
+    } else {
+        1
+    };
+    let n = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let begin = Instant::now() + Duration::from_millis(10);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = begin + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            send(http, url).await;
+            due.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for t in tasks {
+        latencies.push(t.await.unwrap());
+    }
+    latencies.sort();
+    println!(
+        "{backend:?}: /access/v1/evaluation audited: closed loop 16 clients {throughput:.0} req/s | open loop {rate} req/s for {seconds}s: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99),
+        pct(&latencies, 1.0),
+    );
+    Arc::try_unwrap(s)
+        .ok()
+        .expect("no other handles")
+        .stop()
+        .await;
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            run(backend, full).await;
+        }
+    });
+}
