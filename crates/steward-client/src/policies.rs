@@ -99,3 +99,44 @@ impl Client {
         self.post(&["v1", "apply"], request).await
     }
 }
+
+/// The tamper-evident log.
+impl Client {
+    /// `GET /v1/audit/public-key`.
+    pub async fn audit_public_key(&self) -> Result<steward_types::AuditPublicKey> {
+        self.get(&["v1", "audit", "public-key"]).await
+    }
+
+    /// `GET /v1/audit/checkpoint`: the latest signed checkpoint.
+    pub async fn audit_checkpoint(&self) -> Result<steward_types::Checkpoint> {
+        self.get(&["v1", "audit", "checkpoint"]).await
+    }
+
+    /// `GET /v1/audit/checkpoints`.
+    pub async fn audit_checkpoints(&self) -> Result<Vec<steward_types::Checkpoint>> {
+        self.get(&["v1", "audit", "checkpoints"]).await
+    }
+
+    /// `GET /v1/audit/proofs/inclusion`.
+    pub async fn audit_inclusion(
+        &self,
+        query: &steward_types::InclusionQuery,
+    ) -> Result<steward_types::InclusionProof> {
+        self.get_query(&["v1", "audit", "proofs", "inclusion"], query)
+            .await
+    }
+
+    /// `GET /v1/audit/proofs/consistency`.
+    pub async fn audit_consistency(
+        &self,
+        query: &steward_types::ConsistencyQuery,
+    ) -> Result<steward_types::ConsistencyProof> {
+        self.get_query(&["v1", "audit", "proofs", "consistency"], query)
+            .await
+    }
+
+    /// `GET /v1/audit/verify`: verify the whole stored log.
+    pub async fn audit_verify(&self) -> Result<steward_types::AuditVerification> {
+        self.get(&["v1", "audit", "verify"]).await
+    }
+}

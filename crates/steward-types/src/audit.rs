@@ -59,3 +59,100 @@ pub struct AuditFilter {
     /// Page size, 1..=500 (default 50).
     pub limit: Option<u32>,
 }
+
+/// The key that verifies the log's checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPublicKey {
+    /// Ed25519 public key, standard base64.
+    pub public_key: String,
+    /// Its id (first 8 hex digits of its SHA-256).
+    pub key_id: String,
+    /// The log's origin line, signed into every checkpoint.
+    pub origin: String,
+}
+
+/// A signed checkpoint (tree head) of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Checkpoint {
+    /// The log's origin line.
+    pub origin: String,
+    /// Entries covered.
+    pub size: u64,
+    /// Merkle root over them, hex.
+    pub root: String,
+    /// When it was signed (Unix milliseconds).
+    pub time_ms: i64,
+    /// Ed25519 signature over the checkpoint text, base64.
+    pub signature: String,
+    /// Key id of the signer.
+    pub key_id: String,
+}
+
+/// Proof that entry `seq` is in the tree of `tree_size` entries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InclusionProof {
+    /// The entry (1-based).
+    pub seq: u64,
+    /// Its leaf hash, hex.
+    pub leaf_hash: String,
+    /// The tree size the proof is for.
+    pub tree_size: u64,
+    /// The root at that size, hex.
+    pub root: String,
+    /// Audit path, hex, leaf to root (RFC 9162 §2.1.3).
+    pub proof: Vec<String>,
+}
+
+/// Proof that the tree of `from` entries is a prefix of the tree of `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyProof {
+    /// The older size.
+    pub from: u64,
+    /// The newer size.
+    pub to: u64,
+    /// Root at `from`, hex.
+    pub from_root: String,
+    /// Root at `to`, hex.
+    pub to_root: String,
+    /// Consistency proof, hex (RFC 9162 §2.1.4).
+    pub proof: Vec<String>,
+}
+
+/// Query of an inclusion proof.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InclusionQuery {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// Tree size (default: the latest checkpoint's).
+    pub size: Option<u64>,
+}
+
+/// Query of a consistency proof.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyQuery {
+    /// The older size.
+    pub from: u64,
+    /// The newer size (default: the latest checkpoint's).
+    pub to: Option<u64>,
+}
+
+/// The outcome of verifying the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    /// True when nothing is wrong.
+    pub ok: bool,
+    /// Entries checked.
+    pub entries_checked: u64,
+    /// Checkpoints whose signature and root matched.
+    pub checkpoints_checked: u64,
+    /// Entries covered by a matching signed checkpoint.
+    pub checkpointed_size: u64,
+    /// First bad position, when entries are at fault.
+    pub first_bad_position: Option<u64>,
+    /// What is wrong, for a person.
+    pub problem: Option<String>,
+    /// Root over the entries checked, hex.
+    pub root: String,
+}

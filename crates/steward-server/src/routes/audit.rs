@@ -1,12 +1,39 @@
-//! Reading the audit log.
+//! Reading the audit log, its checkpoints and proofs, and verifying it.
 
 use axum::Json;
 use axum::extract::State;
-use steward_types::{AuditEntry, AuditFilter, Page};
+use steward_audit::{Hash, SignedTreeHead};
+use steward_types::{
+    AuditEntry, AuditFilter, AuditPublicKey, AuditVerification, Checkpoint, ConsistencyProof,
+    ConsistencyQuery, InclusionProof, InclusionQuery, Page,
+};
 
 use crate::auth::Caller;
 use crate::error::{ApiQuery, ApiResult};
 use crate::state::AppState;
+
+fn hexes(hashes: &[Hash]) -> Vec<String> {
+    hashes.iter().map(Hash::to_hex).collect()
+}
+
+fn checkpoint(sth: SignedTreeHead) -> Checkpoint {
+    Checkpoint {
+        origin: sth.head.origin,
+        size: sth.head.size,
+        root: sth.head.root.to_hex(),
+        time_ms: sth.head.time_ms,
+        signature: sth.signature,
+        key_id: sth.key_id,
+    }
+}
+
+async fn latest_size(state: &AppState) -> ApiResult<u64> {
+    Ok(state
+        .audit
+        .checkpoint(&state.store)
+        .await?
+        .map_or(0, |c| c.head.size))
+}
 
 /// The tenant's audit log, oldest first.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditFilter), responses((status = 200, body = Page<AuditEntry>)))]
@@ -16,4 +43,113 @@ pub async fn list_audit(
     ApiQuery(q): ApiQuery<AuditFilter>,
 ) -> ApiResult<Json<Page<AuditEntry>>> {
     Ok(Json(state.store.list_audit(caller.reader()?, q).await?))
+}
+
+/// The public key that verifies checkpoints (no credential needed).
+#[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit", security(()), responses((status = 200, body = AuditPublicKey)))]
+pub async fn public_key(State(state): State<AppState>) -> Json<AuditPublicKey> {
+    Json(AuditPublicKey {
+        public_key: state.audit.public_key(),
+        key_id: state.audit.key_id(),
+        origin: state.audit.origin().into(),
+    })
+}
+
+/// The latest signed checkpoint (signed now if the log grew).
+#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit", responses((status = 200, body = Checkpoint), (status = 404, body = steward_types::ErrorBody)))]
+pub async fn latest_checkpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Checkpoint>> {
+    caller.reader()?;
+    let sth = state.audit.checkpoint(&state.store).await?;
+    sth.map(|s| Json(checkpoint(s)))
+        .ok_or_else(|| steward_core::Error::not_found("checkpoint", "latest").into())
+}
+
+/// Every signed checkpoint, smallest first.
+#[utoipa::path(get, path = "/v1/audit/checkpoints", tag = "audit", responses((status = 200, body = Vec<Checkpoint>)))]
+pub async fn checkpoints(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Checkpoint>>> {
+    caller.reader()?;
+    state.audit.checkpoint(&state.store).await?;
+    Ok(Json(
+        state
+            .store
+            .checkpoints()
+            .await?
+            .into_iter()
+            .map(checkpoint)
+            .collect(),
+    ))
+}
+
+/// Inclusion proof of an entry in a tree size (default: the latest checkpoint).
+#[utoipa::path(get, path = "/v1/audit/proofs/inclusion", tag = "audit", params(InclusionQuery),
+    responses((status = 200, body = InclusionProof), (status = 400, body = steward_types::ErrorBody)))]
+pub async fn inclusion(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
+) -> ApiResult<Json<InclusionProof>> {
+    caller.reader()?;
+    let size = match q.size {
+        Some(s) => s,
+        None => latest_size(&state).await?,
+    };
+    state.audit.catch_up(&state.store).await?;
+    let (leaf, proof, root) = state.audit.inclusion(q.seq, size)?;
+    Ok(Json(InclusionProof {
+        seq: q.seq,
+        leaf_hash: leaf.to_hex(),
+        tree_size: size,
+        root: root.to_hex(),
+        proof: hexes(&proof),
+    }))
+}
+
+/// Consistency proof between two tree sizes.
+#[utoipa::path(get, path = "/v1/audit/proofs/consistency", tag = "audit", params(ConsistencyQuery),
+    responses((status = 200, body = ConsistencyProof), (status = 400, body = steward_types::ErrorBody)))]
+pub async fn consistency(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
+) -> ApiResult<Json<ConsistencyProof>> {
+    caller.reader()?;
+    let to = match q.to {
+        Some(t) => t,
+        None => latest_size(&state).await?,
+    };
+    state.audit.catch_up(&state.store).await?;
+    let (from_root, to_root, proof) = state.audit.consistency(q.from, to)?;
+    Ok(Json(ConsistencyProof {
+        from: q.from,
+        to,
+        from_root: from_root.to_hex(),
+        to_root: to_root.to_hex(),
+        proof: hexes(&proof),
+    }))
+}
+
+/// Verify the whole stored log: every entry re-hashed, the sequence without
+/// gaps, every checkpoint's signature and root. Names the first bad position.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = AuditVerification)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<AuditVerification>> {
+    caller.reader()?;
+    let r = state.audit.verify_store(&state.store).await?;
+    Ok(Json(AuditVerification {
+        ok: r.ok,
+        entries_checked: r.entries_checked,
+        checkpoints_checked: r.checkpoints_checked,
+        checkpointed_size: r.checkpointed_size,
+        first_bad_position: r.first_bad_position,
+        problem: r.problem,
+        root: r.root.to_hex(),
+    }))
 }

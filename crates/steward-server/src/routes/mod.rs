@@ -79,6 +79,12 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::public_key))
+        .routes(routes!(audit::latest_checkpoint))
+        .routes(routes!(audit::checkpoints))
+        .routes(routes!(audit::inclusion))
+        .routes(routes!(audit::consistency))
+        .routes(routes!(audit::verify))
         .routes(routes!(
             policies::list_resource_types,
             policies::put_resource_type

@@ -5,6 +5,7 @@
 
 mod access;
 mod apply;
+mod audit_log;
 mod authzen;
 mod bad_input;
 mod decisions;

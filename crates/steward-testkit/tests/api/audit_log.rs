@@ -1,0 +1,222 @@
+//! The tamper-evident log: checkpoints, proofs checked with the public key
+//! alone, and verification that finds tampering done directly in the store.
+
+use steward_audit::{Hash, verify_consistency, verify_inclusion, verify_tree_head};
+use steward_testkit::{Backend, TestServer, on_both_backends};
+use steward_types::*;
+
+use crate::support::*;
+
+on_both_backends!(
+    proofs_verify_with_the_public_key_alone,
+    tampering_is_found_at_its_position
+);
+
+fn h(s: &str) -> Hash {
+    Hash::from_hex(s).unwrap()
+}
+
+fn sth(c: &Checkpoint) -> steward_audit::SignedTreeHead {
+    steward_audit::SignedTreeHead {
+        head: steward_audit::TreeHead {
+            origin: c.origin.clone(),
+            size: c.size,
+            root: h(&c.root),
+            time_ms: c.time_ms,
+        },
+        signature: c.signature.clone(),
+        key_id: c.key_id.clone(),
+    }
+}
+
+async fn some_history(s: &TestServer) {
+    human(&s.admin, "alice@example.com").await;
+    for i in 0..6 {
+        low_risk_agent(&s.admin, &format!("a{i}"), "alice@example.com").await;
+    }
+}
+
+async fn proofs_verify_with_the_public_key_alone(b: Backend) {
+    let s = TestServer::start(b).await;
+    some_history(&s).await;
+    let key = s.anonymous().audit_public_key().await.unwrap();
+    let first = s.admin.audit_checkpoint().await.unwrap();
+    verify_tree_head(&key.public_key, &sth(&first)).unwrap();
+    // Grow the log; the next checkpoint is consistent with the first.
+    s.admin.suspend_agent("a1", Some("check")).await.unwrap();
+    let second = s.admin.audit_checkpoint().await.unwrap();
+    assert!(second.size > first.size);
+    verify_tree_head(&key.public_key, &sth(&second)).unwrap();
+    let c = s
+        .admin
+        .audit_consistency(&ConsistencyQuery {
+            from: first.size,
+            to: Some(second.size),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.from_root.as_str(), c.to_root.as_str()),
+        (first.root.as_str(), second.root.as_str())
+    );
+    let proof: Vec<Hash> = c.proof.iter().map(|p| h(p)).collect();
+    verify_consistency(
+        first.size,
+        second.size,
+        &h(&first.root),
+        &h(&second.root),
+        &proof,
+    )
+    .unwrap();
+    // Every entry is included in the latest tree.
+    for seq in 1..=second.size {
+        let p = s
+            .admin
+            .audit_inclusion(&InclusionQuery { seq, size: None })
+            .await
+            .unwrap();
+        assert_eq!(p.root, second.root);
+        let proof: Vec<Hash> = p.proof.iter().map(|x| h(x)).collect();
+        verify_inclusion(
+            &h(&p.leaf_hash),
+            seq - 1,
+            second.size,
+            &proof,
+            &h(&second.root),
+        )
+        .unwrap();
+    }
+    // The entry read back carries the same leaf hash.
+    let entries = all_audit(&s.admin).await;
+    let last = entries.last().unwrap();
+    let p = s
+        .admin
+        .audit_inclusion(&InclusionQuery {
+            seq: last.seq as u64,
+            size: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(last.leaf_hash.as_deref(), Some(p.leaf_hash.as_str()));
+    // Sizes the log never had are refused.
+    assert_eq!(
+        code(
+            s.admin
+                .audit_inclusion(&InclusionQuery {
+                    seq: 1,
+                    size: Some(second.size + 100)
+                })
+                .await
+        ),
+        ErrorCode::InvalidQuery
+    );
+    assert_eq!(
+        code(
+            s.admin
+                .audit_inclusion(&InclusionQuery {
+                    seq: second.size + 1,
+                    size: Some(second.size)
+                })
+                .await
+        ),
+        ErrorCode::InvalidQuery
+    );
+    assert_eq!(
+        code(
+            s.admin
+                .audit_consistency(&ConsistencyQuery {
+                    from: second.size,
+                    to: Some(first.size)
+                })
+                .await
+        ),
+        ErrorCode::InvalidQuery
+    );
+    let report = s.admin.audit_verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.entries_checked, second.size);
+    s.stop().await;
+}
+
+async fn expect_bad(s: &TestServer, position: u64, what: &str) {
+    let report = s.admin.audit_verify().await.unwrap();
+    assert!(!report.ok, "{what}: tampering not found");
+    assert_eq!(
+        report.first_bad_position,
+        Some(position),
+        "{what}: {report:?}"
+    );
+    assert!(report.problem.as_deref().is_some_and(|p| !p.is_empty()));
+}
+
+async fn tampering_is_found_at_its_position(b: Backend) {
+    // Each kind of tampering on a fresh log, directly in the store's rows.
+    let cases: [(&str, &str, u64); 4] = [
+        (
+            "modified",
+            "UPDATE audit_log SET reason = 'nothing to see' WHERE seq = 4",
+            4,
+        ),
+        ("deleted", "DELETE FROM audit_log WHERE seq = 5", 5),
+        (
+            "reordered",
+            "UPDATE audit_log SET seq = -3 WHERE seq = 3; UPDATE audit_log SET seq = 3 WHERE seq = 6; UPDATE audit_log SET seq = 6 WHERE seq = -3",
+            3,
+        ),
+        (
+            "inserted",
+            "UPDATE audit_log SET seq = seq + 1000 WHERE seq >= 4; UPDATE audit_log SET seq = seq - 999 WHERE seq >= 1004; INSERT INTO audit_log (seq, tenant_id, time, actor_kind, actor_id, action, resource_type, resource_id, leaf_hash) SELECT 4, tenant_id, time, actor_kind, actor_id, 'agent.forged', resource_type, resource_id, leaf_hash FROM audit_log WHERE seq = 3",
+            4,
+        ),
+    ];
+    for (what, sql, position) in cases {
+        let s = TestServer::start(b).await;
+        some_history(&s).await;
+        // Sign a checkpoint over the honest log, then tamper.
+        let cp = s.admin.audit_checkpoint().await.unwrap();
+        assert!(cp.size >= 7);
+        assert!(s.admin.audit_verify().await.unwrap().ok);
+        s.server
+            .store()
+            .execute_raw(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        expect_bad(&s, position, what).await;
+        s.stop().await;
+    }
+
+    // A careful forger changes entry 2 and stores the matching leaf hash:
+    // the signed checkpoint's root no longer matches, and verification names
+    // the range it vouches for (from entry 1).
+    let s = TestServer::start(b).await;
+    some_history(&s).await;
+    let cp = s.admin.audit_checkpoint().await.unwrap();
+    let (mut entry, _, _) = s
+        .server
+        .store()
+        .audit_page_all(1, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    entry.action = "agent.forged".into();
+    let forged = steward_audit::leaf_hash(&steward_store::audit::canonical_entry(&entry)).to_hex();
+    s.server
+        .store()
+        .execute_raw(&format!(
+            "UPDATE audit_log SET action = 'agent.forged', leaf_hash = '{forged}' WHERE seq = 2"
+        ))
+        .await
+        .unwrap();
+    let report = s.admin.audit_verify().await.unwrap();
+    assert!(!report.ok);
+    assert_eq!(report.first_bad_position, Some(1), "{report:?}");
+    assert!(
+        report
+            .problem
+            .as_deref()
+            .unwrap()
+            .contains(&cp.size.to_string()),
+        "{report:?}"
+    );
+    s.stop().await;
+}
