@@ -1,0 +1,73 @@
+//! `steward serve` in a child process on a temporary data directory, for the
+//! CLI's end-to-end tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `steward serve`; killed when dropped.
+pub struct Serve {
+    /// The child process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The data directory (kept across restarts by the test that owns it).
+    pub data: PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `steward serve` with its SQLite store in `data`, the admin token
+/// `token` (none: generated), and wait until it accepts connections.
+pub fn serve_in(data: &Path, token: Option<&str>, stdout: Stdio) -> Serve {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .current_dir(data.parent().unwrap_or(data))
+        .env_remove("STEWARD_TOKEN")
+        .env_remove("STEWARD_ADMIN_TOKEN")
+        .stdout(stdout)
+        .stderr(Stdio::null());
+    if let Some(token) = token {
+        cmd.env("STEWARD_ADMIN_TOKEN", token);
+    }
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "steward serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Serve {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        data: data.to_path_buf(),
+    }
+}
+
+/// Run the CLI against `server` with `token`.
+pub fn steward(server: &Serve, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(args)
+        .env("STEWARD_SERVER", &server.url)
+        .env("STEWARD_TOKEN", token)
+        .output()
+        .unwrap()
+}
