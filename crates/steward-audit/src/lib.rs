@@ -18,6 +18,9 @@
 //! - `verify.rs`: [`verify_log`], [`LogVerifier`], [`VerifyReport`].
 //! - `bundle.rs`: [`BundleManifest`], [`SignedManifest`],
 //!   [`verify_manifest`], for offline export bundles.
+//! - `offline.rs`: the bundle's entries file ([`export_line`], OCSF
+//!   events) and [`verify_bundle`], which checks a bundle with only a
+//!   public key.
 //!
 //! ```
 //! use steward_audit::{LogSigner, MerkleTree, TreeHead, leaf_hash, verify_inclusion, verify_log};
@@ -46,6 +49,7 @@ mod canonical;
 mod checkpoint;
 mod frontier;
 mod hash;
+mod offline;
 mod proof;
 mod tree;
 mod verify;
@@ -59,6 +63,10 @@ pub use checkpoint::{
     LogSigner, SignedTreeHead, TreeHead, VerifyError, key_id_of, verify_tree_head,
 };
 pub use hash::{Hash, HashParseError, empty_root, leaf_hash, node_hash};
+pub use offline::{
+    BundleReport, BundleWriter, MANIFEST_FILE, OCSF_VERSION, WithheldEntry, canonical_entry,
+    entries_file_name, export_line, ocsf_event, rfc3339_millis, verify_bundle,
+};
 pub use proof::{ProofError, verify_consistency, verify_inclusion};
 pub use tree::{MerkleTree, TreeError};
 pub use verify::{LogVerifier, VerifyReport, verify_log};

@@ -7,12 +7,10 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
+use serde_json::json;
 use steward_client::Client;
 use steward_server::Config;
-use steward_types::{
-    Agent, AgentFilter, AgentState, CreateHuman, CreateKey, CreateTeam, PageQuery, Persona,
-    RegisterAgent, WhoAmI,
-};
+use steward_types::*;
 
 use crate::logging::{self, LogFormat};
 use crate::output::{say, table};
@@ -154,6 +152,8 @@ async fn scenario(client: &Client, story: &mut Story) -> anyhow::Result<()> {
         }
     }
 
+    decisions(client, story).await?;
+
     let bot = agents
         .first()
         .ok_or_else(|| anyhow!("no agent was registered"))?;
@@ -199,6 +199,33 @@ async fn scenario(client: &Client, story: &mut Story) -> anyhow::Result<()> {
         Ok(me) => bail!("the suspended agent's key was still accepted: {me:?}"),
     }
 
+    let after = client
+        .decide(&ask(&bot.name, "read", "repo", "steward", json!({})))
+        .await?;
+    story.step(format!(
+        "{} asks to read the repository again: {} ({}).",
+        bot.name,
+        verdict(&after),
+        after
+            .chain
+            .first()
+            .and_then(|l| l.reason.clone())
+            .unwrap_or_default()
+    ))?;
+
+    let checkpoint = client.audit_checkpoint().await?;
+    let verified = client.audit_verify().await?;
+    story.step(format!(
+        "The audit log holds {} entries under a signed checkpoint (root {}...); verifying it: {}.",
+        checkpoint.size,
+        &checkpoint.root[..12],
+        if verified.ok {
+            "intact".to_string()
+        } else {
+            format!("PROBLEM: {}", verified.problem.unwrap_or_default())
+        }
+    ))?;
+
     let agents = client
         .list_agents(&AgentFilter {
             team: Some(TEAM.into()),
@@ -210,6 +237,160 @@ async fn scenario(client: &Client, story: &mut Story) -> anyhow::Result<()> {
     say(format!(
         "\nThe inventory now:\n\n{}\n",
         summary(&agents, &personas)
+    ))?;
+    Ok(())
+}
+
+/// A decision request for an agent.
+fn ask(
+    agent: &str,
+    action: &str,
+    resource_type: &str,
+    id: &str,
+    context: serde_json::Value,
+) -> DecisionRequest {
+    DecisionRequest {
+        principal: Some(PrincipalRef {
+            principal_type: "agent".into(),
+            id: agent.into(),
+        }),
+        action: action.into(),
+        resource: ResourceRef {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            attributes: Default::default(),
+        },
+        context: context.as_object().cloned().unwrap_or_default(),
+        on_behalf_of: None,
+    }
+}
+
+fn verdict(d: &DecisionResponse) -> String {
+    match d.decision {
+        Decision::Allow => format!(
+            "allowed by {}",
+            d.policies
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Decision::Deny => "denied".into(),
+        Decision::ApprovalRequired => "held for a human's approval".into(),
+    }
+}
+
+/// Declare what agents act on, write three policies, and ask.
+async fn decisions(client: &Client, story: &mut Story) -> anyhow::Result<()> {
+    for (name, attrs) in [("repo", vec![]), ("ticket", vec![])] {
+        let attributes = attrs
+            .into_iter()
+            .map(|(k, v): (&str, &str)| (k.to_string(), v.to_string()))
+            .collect();
+        client
+            .put_resource_type(&PutResourceType {
+                name: name.into(),
+                description: String::new(),
+                attributes,
+            })
+            .await?;
+    }
+    for (name, ty, context) in [
+        ("read", "repo", None),
+        ("write", "repo", None),
+        ("refund", "ticket", Some(("amount", "Long"))),
+    ] {
+        client
+            .put_action(&PutAction {
+                name: name.into(),
+                description: String::new(),
+                resource_types: vec![ty.into()],
+                context: context
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await?;
+    }
+    let policies = [
+        (
+            "repo-readers-read",
+            "Repository readers may read repositories",
+            r#"permit(principal in Role::"repo-reader", action == Action::"read", resource is repo);"#,
+        ),
+        (
+            "commenters-write",
+            "PR commenters may write to repositories",
+            r#"permit(principal in Role::"pr-commenter", action == Action::"write", resource is repo);"#,
+        ),
+        (
+            "small-refunds",
+            "Refund issuers may refund up to 100",
+            r#"permit(principal in Role::"refund-issuer", action == Action::"refund", resource is ticket) when { context.amount <= 100 };"#,
+        ),
+    ];
+    for (id, description, text) in policies {
+        client
+            .put_policy(&PutPolicy {
+                id: id.into(),
+                description: description.into(),
+                owner: "security@example.com".into(),
+                text: text.into(),
+            })
+            .await?;
+    }
+    story.step("Declared repositories and tickets, read/write/refund, and three Cedar policies (validated against the schema).")?;
+
+    let read = client
+        .decide(&ask(
+            "code-review-bot",
+            "read",
+            "repo",
+            "steward",
+            json!({}),
+        ))
+        .await?;
+    story.step(format!(
+        "code-review-bot asks to read repo \"steward\": {}.",
+        verdict(&read)
+    ))?;
+    let write = client
+        .decide(&ask("docs-helper", "write", "repo", "steward", json!({})))
+        .await?;
+    let hint = write
+        .remediation
+        .as_ref()
+        .map(|r| r.message.clone())
+        .unwrap_or_default();
+    story.step(format!(
+        "docs-helper asks to write to it: {}. Steward says: {hint}",
+        verdict(&write)
+    ))?;
+    let small = client
+        .decide(&ask(
+            "customer-support-assistant",
+            "refund",
+            "ticket",
+            "T-88",
+            json!({"amount": 80}),
+        ))
+        .await?;
+    story.step(format!(
+        "customer-support-assistant refunds 80 on ticket T-88: {}.",
+        verdict(&small)
+    ))?;
+    let large = client
+        .decide(&ask(
+            "customer-support-assistant",
+            "refund",
+            "ticket",
+            "T-89",
+            json!({"amount": 250}),
+        ))
+        .await?;
+    story.step(format!(
+        "It tries to refund 250: {} (no policy permits refunds over 100; human approval of those arrives with the approvals feature).",
+        verdict(&large)
     ))?;
     Ok(())
 }

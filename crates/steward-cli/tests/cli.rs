@@ -2,69 +2,14 @@
 //! temporary SQLite store, driven by the CLI's own admin commands.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::{Serve, serve, steward};
+
 const TOKEN: &str = "stwt_cli-test-admin-token-0123456789";
-
-struct Serve {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(extra_env: &[(&str, &str)]) -> Serve {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .current_dir(dir.path())
-        .env_remove("STEWARD_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    // Wait (bounded) until the server accepts connections.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "steward serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Serve {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    }
-}
-
-fn steward(server: &Serve, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steward"))
-        .args(args)
-        .env("STEWARD_SERVER", &server.url)
-        .env("STEWARD_TOKEN", token)
-        .output()
-        .unwrap()
-}
 
 fn ok(server: &Serve, args: &[&str]) -> String {
     let out = steward(server, TOKEN, args);
@@ -86,7 +31,7 @@ fn json(server: &Serve, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn serve_and_cli_walk_the_lifecycle() {
-    let server = serve(&[("STEWARD_ADMIN_TOKEN", TOKEN)]);
+    let server = serve(Some(TOKEN), Stdio::null());
     ok(&server, &["teams", "create", "platform"]);
     ok(
         &server,
@@ -193,7 +138,7 @@ fn serve_and_cli_walk_the_lifecycle() {
 
 #[test]
 fn first_start_prints_a_generated_admin_token_once() {
-    let mut server = serve(&[]);
+    let mut server = serve(None, Stdio::piped());
     // The first lines on stdout announce the address and the token.
     let mut stdout = server.child.stdout.take().unwrap();
     let mut seen = String::new();

@@ -3,55 +3,13 @@
 //! directories refused with their file and line, changing nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{TcpListener, TcpStream};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
+use support::Serve;
 
 const TOKEN: &str = "stwt_governance-test-token-0123456789";
-
-struct Serve {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve() -> Serve {
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_steward"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .current_dir(dir.path())
-        .env("STEWARD_ADMIN_TOKEN", TOKEN)
-        .env_remove("STEWARD_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "steward serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Serve {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    }
-}
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,12 +18,7 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn steward(server: &Serve, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steward"))
-        .args(args)
-        .env("STEWARD_SERVER", &server.url)
-        .env("STEWARD_TOKEN", TOKEN)
-        .output()
-        .unwrap()
+    support::steward(server, TOKEN, args)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -121,7 +74,7 @@ fn state(server: &Serve) -> (usize, serde_json::Value) {
 
 #[test]
 fn the_personas_example_plans_applies_and_explains_decisions() {
-    let server = serve();
+    let server = support::serve(Some(TOKEN), Stdio::null());
     let dir = example("personas");
     let dir = dir.to_str().unwrap();
 
@@ -348,7 +301,7 @@ resource_types = ["report"]
 
 #[test]
 fn broken_directories_are_refused_with_file_and_line() {
-    let server = serve();
+    let server = support::serve(Some(TOKEN), Stdio::null());
     let before = state(&server);
 
     // A TOML syntax error.
@@ -491,7 +444,7 @@ fn todo_conformance_dir() -> PathBuf {
 /// AuthZEN interop Todo decision files over HTTP.
 #[tokio::test]
 async fn the_authzen_todo_example_passes_the_interop_decisions() {
-    let server = serve();
+    let server = support::serve(Some(TOKEN), Stdio::null());
     let todo = example("authzen-todo");
     ok(&server, &["apply", todo.to_str().unwrap()]);
     let client = steward_client::Client::new(&server.url, Some(TOKEN.into()));

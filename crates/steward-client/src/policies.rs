@@ -140,3 +140,15 @@ impl Client {
         self.get(&["v1", "audit", "verify"]).await
     }
 }
+
+/// Exporting the tamper-evident log.
+impl Client {
+    /// `GET /v1/audit/export`: the tenant's entries in a time range, with a
+    /// manifest signed by the log's key.
+    pub async fn audit_export(
+        &self,
+        query: &steward_types::AuditExportQuery,
+    ) -> Result<steward_types::AuditExport> {
+        self.get_query(&["v1", "audit", "export"], query).await
+    }
+}

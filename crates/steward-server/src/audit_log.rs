@@ -15,7 +15,8 @@ use std::sync::Mutex;
 
 use chrono::Utc;
 use steward_audit::{
-    Hash, LogSigner, LogVerifier, MerkleTree, SignedTreeHead, TreeHead, VerifyReport,
+    BundleManifest, Hash, LogSigner, LogVerifier, MerkleTree, SignedManifest, SignedTreeHead,
+    TreeHead, VerifyReport,
 };
 use steward_core::{AuditEvent, ChangeContext, Error};
 use steward_store::Store;
@@ -165,6 +166,19 @@ impl AuditLog {
         });
         store.insert_checkpoint(&sth).await?;
         Ok(Some(sth))
+    }
+
+    /// Sign an export bundle's manifest with the log's key.
+    pub fn sign_manifest(&self, manifest: BundleManifest) -> SignedManifest {
+        self.signer.sign_manifest(manifest)
+    }
+
+    /// The roots of the perfect subtrees covering the first `size` entries
+    /// (what an export starting after entry `size` carries).
+    pub fn prefix_subtrees(&self, size: u64) -> Result<Vec<Hash>, Error> {
+        self.tree()
+            .prefix_subtrees(size)
+            .map_err(|e| Error::internal(e.to_string()))
     }
 
     /// The leaf hash, inclusion proof and root for entry `seq` in a tree of `size`.

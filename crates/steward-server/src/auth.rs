@@ -113,6 +113,54 @@ impl Caller {
     }
 }
 
+/// How long a looked-up API token is trusted without reading the store again.
+/// Revoking a token on this node takes effect at once; on another node of a
+/// cluster within this time. Agent keys are never cached: an agent's state
+/// is read on every request.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Recently authenticated API tokens, by secret hash.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            (steward_store::credentials::TokenLookup, std::time::Instant),
+        >,
+    >,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<steward_store::credentials::TokenLookup> {
+        let map = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(t, _)| t.clone())
+    }
+
+    fn put(&self, hash: &str, token: steward_store::credentials::TokenLookup) {
+        let mut map = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() > 10_000 {
+            map.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+        }
+        map.insert(hash.to_string(), (token, std::time::Instant::now()));
+    }
+
+    /// Forget every cached token (after a revocation).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
 fn unauthenticated(message: &str) -> ApiError {
     ApiError::new(ErrorCode::Unauthenticated, message)
 }
@@ -146,11 +194,18 @@ impl FromRequestParts<AppState> for Caller {
         if secret.starts_with(AGENT_KEY_PREFIX) {
             return authenticate_agent(state, &hash).await;
         }
-        let found = state
-            .store
-            .find_token(&hash)
-            .await?
-            .ok_or_else(|| unauthenticated("unknown token"))?;
+        let found = match state.tokens.get(&hash) {
+            Some(t) => t,
+            None => {
+                let t = state
+                    .store
+                    .find_token(&hash)
+                    .await?
+                    .ok_or_else(|| unauthenticated("unknown token"))?;
+                state.tokens.put(&hash, t.clone());
+                t
+            }
+        };
         let now = Utc::now();
         if found.token.revoked_at.is_some() {
             return Err(unauthenticated("this token was revoked"));

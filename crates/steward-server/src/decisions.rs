@@ -220,7 +220,12 @@ pub async fn resolve_resource(
                 )
             })?;
             let mut attrs = Map::new();
-            if let Some(stored) = state.store.get_resource_entity(tenant, t, &r.id).await? {
+            let stored = if state.engines.has_stored(tenant, t) {
+                state.store.get_resource_entity(tenant, t, &r.id).await?
+            } else {
+                None
+            };
+            if let Some(stored) = stored {
                 attrs.extend(stored.attributes);
             }
             attrs.extend(r.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -4,7 +4,7 @@
 //! changes made on another node are noticed by comparing the tenant's epoch
 //! in the store, once a second, and the engine is rebuilt.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use steward_core::{ChangeContext, Error};
@@ -16,6 +16,9 @@ use steward_types::ResourceEntity;
 struct Compiled {
     epoch: i64,
     engine: Arc<Engine>,
+    /// Resource types with stored entities: a decision reads the store for
+    /// a resource's stored attributes only when its type has some.
+    stored_types: Arc<HashSet<String>>,
 }
 
 /// Every tenant's engine.
@@ -115,8 +118,15 @@ impl Engines {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn install(&self, tenant_id: &str, epoch: i64, engine: Engine) -> Arc<Engine> {
+    fn install(
+        &self,
+        tenant_id: &str,
+        epoch: i64,
+        engine: Engine,
+        stored_types: HashSet<String>,
+    ) -> Arc<Engine> {
         let engine = Arc::new(engine);
+        let stored_types = Arc::new(stored_types);
         let mut map = self
             .by_tenant
             .write()
@@ -128,10 +138,19 @@ impl Engines {
                 Compiled {
                     epoch,
                     engine: engine.clone(),
+                    stored_types,
                 },
             );
         }
         engine
+    }
+
+    /// Whether the tenant has stored entities of `resource_type` (true when
+    /// unknown, so a cold cache never skips a read).
+    pub fn has_stored(&self, tenant_id: &str, resource_type: &str) -> bool {
+        self.read()
+            .get(tenant_id)
+            .is_none_or(|c| c.stored_types.contains(resource_type))
     }
 
     /// Rebuild the tenant's engine from the store.
@@ -139,7 +158,12 @@ impl Engines {
         let state = store.policy_state(tenant_id).await?;
         let (roles, personas) = store.role_and_persona_names(tenant_id).await?;
         let engine = Engine::compile(&catalog(&state, roles, personas, vec![]))?;
-        Ok(self.install(tenant_id, state.epoch, engine))
+        let stored: HashSet<String> = store
+            .resource_entity_types(tenant_id)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(self.install(tenant_id, state.epoch, engine, stored))
     }
 
     /// Apply policy changes atomically and swap in the new engine.
@@ -160,7 +184,12 @@ impl Engines {
             })
             .await?;
         if let Some(engine) = compiled {
-            self.install(&ctx.tenant_id, report.state.epoch, engine);
+            let stored: HashSet<String> = store
+                .resource_entity_types(&ctx.tenant_id)
+                .await?
+                .into_iter()
+                .collect();
+            self.install(&ctx.tenant_id, report.state.epoch, engine, stored);
         }
         Ok(report)
     }

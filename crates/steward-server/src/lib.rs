@@ -187,6 +187,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         rules,
         config,
         engines: Default::default(),
+        tokens: Default::default(),
         audit: audit_log::AuditLog::start(&store).await?,
     }));
     let app = router(state.clone());

@@ -197,24 +197,84 @@ impl Store {
         commit(tx, ctx, event).await
     }
 
-    /// Read the tenant's log, oldest first.
+    /// Read the tenant's log, oldest first, filtered (see [`AuditFilter`]
+    /// and [`AuditConditions::resolve`]).
     pub async fn list_audit(
         &self,
         tenant_id: &str,
         filter: AuditFilter,
     ) -> Result<Page<AuditEntry>, Error> {
-        let cursor = Cursor::seq(filter.cursor, filter.limit)?;
+        let cursor = Cursor::seq(filter.cursor.clone(), filter.limit)?;
+        let conditions = AuditConditions::resolve(self, tenant_id, &filter).await?;
         let mut q = Select::tenant_rows("audit_log", tenant_id);
-        if let Some(r) = filter.resource_id {
-            q = q.and("resource_id = ?", Param::Text(r));
+        if let Some(n) = filter.last
+            && let Some(start) = conditions.nth_last_seq(&self.read, tenant_id, n).await?
+        {
+            q = q.and("seq >= ?", Param::Int(start));
         }
-        if let Some(a) = filter.action {
-            q = q.and("action = ?", Param::Text(a));
+        for (clause, value) in conditions.clauses {
+            q = q.and(&clause, value);
         }
         q.page(&self.read, "seq", &cursor, rows::audit_entry, |e| {
             e.seq.to_string()
         })
         .await
+    }
+
+    /// The first and last sequence numbers of the tenant's entries in
+    /// `since_ms..until_ms` (half open) up to `max_seq`, whose payload is
+    /// kept (not pruned); `None` when there is none.
+    pub async fn audit_tenant_span(
+        &self,
+        tenant_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+        max_seq: i64,
+    ) -> Result<Option<(i64, i64)>, Error> {
+        let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT MIN(seq), MAX(seq) FROM audit_log WHERE tenant_id = $1 AND time >= $2 \
+             AND time < $3 AND seq <= $4 AND pruned = 0",
+        )
+        .bind(tenant_id)
+        .bind(since_ms)
+        .bind(until_ms)
+        .bind(max_seq)
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_error)?;
+        Ok(first.zip(last))
+    }
+
+    /// Signed checkpoints with `min_size <= size <= max_size`, smallest
+    /// first.
+    pub async fn checkpoints_between(
+        &self,
+        min_size: i64,
+        max_size: i64,
+    ) -> Result<Vec<SignedTreeHead>, Error> {
+        let rows: Vec<(i64, String, String, i64, String, String)> = sqlx::query_as(
+            "SELECT size, origin, root, time_ms, signature, key_id FROM audit_checkpoints \
+             WHERE size >= $1 AND size <= $2 ORDER BY size",
+        )
+        .bind(min_size)
+        .bind(max_size)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter().map(checkpoint_row).collect()
+    }
+
+    /// The smallest signed checkpoint covering entry `seq`, if any.
+    pub async fn checkpoint_covering(&self, seq: i64) -> Result<Option<SignedTreeHead>, Error> {
+        let row: Option<(i64, String, String, i64, String, String)> = sqlx::query_as(
+            "SELECT size, origin, root, time_ms, signature, key_id FROM audit_checkpoints \
+             WHERE size >= $1 ORDER BY size LIMIT 1",
+        )
+        .bind(seq)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_error)?;
+        row.map(checkpoint_row).transpose()
     }
 
     /// Leaf hashes of entries `from..=to` (1-based), in order.
@@ -328,4 +388,249 @@ pub fn bad_filter(message: impl Into<String>) -> Error {
 /// The actor of an entry (for readers that only need it).
 pub fn actor_of(e: &AuditEntry) -> &Actor {
     &e.actor
+}
+
+type CheckpointRow = (i64, String, String, i64, String, String);
+
+fn checkpoint_row(
+    (size, origin, root, time_ms, signature, key_id): CheckpointRow,
+) -> Result<SignedTreeHead, Error> {
+    Ok(SignedTreeHead {
+        head: TreeHead {
+            origin,
+            size: u64::try_from(size).unwrap_or(0),
+            root: Hash::from_hex(&root)
+                .map_err(|e| Error::internal(format!("checkpoint {size}: {e}")))?,
+            time_ms,
+        },
+        signature,
+        key_id,
+    })
+}
+
+/// Milliseconds of an RFC 3339 time given for the filter `name`, or
+/// `invalid_query` saying what is expected.
+pub fn parse_time_filter(name: &str, text: &str) -> Result<i64, Error> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            bad_filter(format!(
+                "{name}: '{text}' is not an RFC 3339 time (like 2026-11-26T10:00:00Z)"
+            ))
+        })
+}
+
+/// A time range `since..until` (milliseconds, half open) from optional RFC
+/// 3339 bounds; a reversed range is `invalid_query`.
+pub fn parse_time_range(
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<(Option<i64>, Option<i64>), Error> {
+    let since_ms = since.map(|s| parse_time_filter("since", s)).transpose()?;
+    let until_ms = until.map(|u| parse_time_filter("until", u)).transpose()?;
+    if let (Some(s), Some(u)) = (since_ms, until_ms)
+        && s > u
+    {
+        return Err(bad_filter(format!(
+            "since ({}) is after until ({}): the time range is reversed",
+            since.unwrap_or_default(),
+            until.unwrap_or_default()
+        )));
+    }
+    Ok((since_ms, until_ms))
+}
+
+/// A LIKE pattern (with `ESCAPE '\'`) matching text that contains the SQL
+/// expression `expr` as a whole JSON string: `"<expr>"`. Ids are JSON
+/// strings without escapes, so their JSON form is the id in quotes.
+fn contains_json_string(expr: &str) -> String {
+    format!(
+        "'%\"' || REPLACE(REPLACE(REPLACE({expr}, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '\"%'"
+    )
+}
+
+/// The outcomes a decision entry can record.
+const DECISIONS: [&str; 3] = ["allow", "deny", "approval_required"];
+
+/// The `WHERE` conditions of an audit query, each with its one bound value
+/// (see `Select::and`: every `?` in a clause is that value).
+///
+/// All of them are plain SQL over the `audit_log` columns, portable between
+/// SQLite and PostgreSQL. Who a decision was about (its principal,
+/// delegation chain and the human it was for) is only in the `after` JSON,
+/// which both stores keep as text: those filters match the id as a quoted
+/// JSON string with `LIKE` (the id's `%`, `_` and `\` escaped), restricted
+/// to decisions and key events. SQLite's `LIKE` ignores ASCII case, which
+/// cannot confuse Steward's lower-case ids.
+pub struct AuditConditions {
+    clauses: Vec<(String, Param)>,
+}
+
+impl AuditConditions {
+    /// Check and resolve a filter: names and e-mails become ids, the
+    /// decision becomes an action, times become milliseconds. Anything
+    /// malformed or unknown is `invalid_query` naming the filter.
+    pub async fn resolve(
+        store: &Store,
+        tenant_id: &str,
+        filter: &AuditFilter,
+    ) -> Result<AuditConditions, Error> {
+        let mut clauses: Vec<(String, Param)> = Vec::new();
+        let (since, until) = parse_time_range(filter.since.as_deref(), filter.until.as_deref())?;
+        if let Some(n) = filter.last
+            && !(1..=Cursor::MAX_LIMIT).contains(&n)
+        {
+            return Err(bad_filter(format!(
+                "last: {n} is outside 1..={}",
+                Cursor::MAX_LIMIT
+            )));
+        }
+        if let Some(since) = since {
+            clauses.push(("time >= ?".into(), Param::Int(since)));
+        }
+        if let Some(until) = until {
+            clauses.push(("time < ?".into(), Param::Int(until)));
+        }
+        if let Some(action) = non_empty("action", filter.action.as_deref())? {
+            clauses.extend(action_clause(action)?);
+        }
+        if let Some(decision) = non_empty("decision", filter.decision.as_deref())? {
+            if !DECISIONS.contains(&decision) {
+                return Err(bad_filter(format!(
+                    "decision: '{decision}' is not a decision (allow, deny or approval_required)"
+                )));
+            }
+            clauses.push((
+                "action = ?".into(),
+                Param::Text(format!("decision.{decision}")),
+            ));
+        }
+        if let Some(r) = non_empty("resource_id", filter.resource_id.as_deref())? {
+            clauses.push(("resource_id = ?".into(), Param::Text(r.into())));
+        }
+        if let Some(r) = non_empty("resource", filter.resource.as_deref())? {
+            // `type:id`, or an id (which may itself hold a colon).
+            clauses.push((
+                "(resource_id = ? OR resource_type || ':' || resource_id = ?)".into(),
+                Param::Text(r.into()),
+            ));
+        }
+        if let Some(key) = non_empty("agent", filter.agent.as_deref())? {
+            let agent = store
+                .get_agent(tenant_id, key)
+                .await
+                .map_err(|e| unknown(e, "agent", key, "id or name"))?;
+            let about = contains_json_string("?");
+            clauses.push((
+                format!(
+                    "(actor_id = ? OR resource_id = ? OR ((action LIKE 'decision.%' OR \
+                     resource_type = 'agent_key') AND after LIKE {about} ESCAPE '\\'))"
+                ),
+                Param::Text(agent.id),
+            ));
+        }
+        if let Some(key) = non_empty("human", filter.human.as_deref())? {
+            let human = store
+                .get_human(tenant_id, key)
+                .await
+                .map_err(|e| unknown(e, "human", key, "id or e-mail"))?;
+            let about = contains_json_string("?");
+            clauses.push((
+                format!(
+                    "(actor_human_id = ? OR resource_id = ? OR (action LIKE 'decision.%' \
+                     AND after LIKE {about} ESCAPE '\\'))"
+                ),
+                Param::Text(human.id),
+            ));
+        }
+        if let Some(key) = non_empty("team", filter.team.as_deref())? {
+            let team = store
+                .get_team(tenant_id, key)
+                .await
+                .map_err(|e| unknown(e, "team", key, "id or name"))?;
+            let about = contains_json_string("team_agent.id");
+            clauses.push((
+                format!(
+                    "(resource_id = ? \
+                     OR actor_id IN (SELECT id FROM agents WHERE team_id = ?) \
+                     OR resource_id IN (SELECT id FROM agents WHERE team_id = ?) \
+                     OR ((action LIKE 'decision.%' OR resource_type = 'agent_key') AND EXISTS \
+                         (SELECT 1 FROM agents team_agent WHERE team_agent.team_id = ? \
+                          AND audit_log.after LIKE {about} ESCAPE '\\')))"
+                ),
+                Param::Text(team.id),
+            ));
+        }
+        Ok(AuditConditions { clauses })
+    }
+
+    /// The sequence number of the `n`th last entry matching, if there are
+    /// that many.
+    async fn nth_last_seq(
+        &self,
+        pool: &sqlx::AnyPool,
+        tenant_id: &str,
+        n: u32,
+    ) -> Result<Option<i64>, Error> {
+        let mut sql = String::from("SELECT seq FROM audit_log WHERE tenant_id = $1");
+        let mut params = vec![Param::Text(tenant_id.into())];
+        for (clause, value) in &self.clauses {
+            params.push(value.clone());
+            sql.push_str(" AND ");
+            sql.push_str(&clause.replace('?', &format!("${}", params.len())));
+        }
+        sql.push_str(&format!(
+            " ORDER BY seq DESC LIMIT 1 OFFSET {}",
+            n.saturating_sub(1)
+        ));
+        let mut query = sqlx::query_scalar::<_, i64>(&sql);
+        for p in params {
+            query = match p {
+                Param::Text(s) => query.bind(s),
+                Param::Int(i) => query.bind(i),
+            };
+        }
+        query.fetch_optional(pool).await.map_err(db_error)
+    }
+}
+
+/// A filter's value, `None` when absent; an empty one is `invalid_query`.
+fn non_empty<'a>(name: &str, value: Option<&'a str>) -> Result<Option<&'a str>, Error> {
+    match value.map(str::trim) {
+        None => Ok(None),
+        Some("") => Err(bad_filter(format!("{name}: must not be empty when given"))),
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+/// `action = ?`, or for `prefix*` a comparison of the action's start.
+fn action_clause(action: &str) -> Result<Option<(String, Param)>, Error> {
+    let (prefix, wildcard) = match action.strip_suffix('*') {
+        Some(prefix) => (prefix, true),
+        None => (action, false),
+    };
+    if prefix.contains('*') {
+        return Err(bad_filter(format!(
+            "action: '{action}' may hold one '*', at the end (like decision.*)"
+        )));
+    }
+    Ok(match (wildcard, prefix.chars().count()) {
+        (true, 0) => None,
+        (true, n) => Some((
+            format!("substr(action, 1, {n}) = ?"),
+            Param::Text(prefix.into()),
+        )),
+        (false, _) => Some(("action = ?".into(), Param::Text(prefix.into()))),
+    })
+}
+
+/// A `not_found` while resolving a filter is the caller's mistake.
+fn unknown(e: Error, kind: &str, key: &str, what: &str) -> Error {
+    if e.code == ErrorCode::NotFound {
+        bad_filter(format!(
+            "{kind}: no {kind} '{key}' in this tenant (give its {what})"
+        ))
+    } else {
+        e
+    }
 }

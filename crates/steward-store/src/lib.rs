@@ -124,7 +124,18 @@ impl Store {
                 let path = url
                     .trim_start_matches("sqlite://")
                     .trim_start_matches("sqlite:");
-                let path = path.split('?').next().unwrap_or(path);
+                let (path, query) = path.split_once('?').unwrap_or((path, ""));
+                // `synchronous=normal` trades durability against power loss
+                // (not against a crash of the process) for latency; the
+                // default, FULL, makes every commit durable.
+                let synchronous = if query
+                    .split('&')
+                    .any(|kv| kv.eq_ignore_ascii_case("synchronous=normal"))
+                {
+                    "NORMAL"
+                } else {
+                    "FULL"
+                };
                 if let Some(dir) = std::path::Path::new(path)
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
@@ -139,7 +150,7 @@ impl Store {
                 let options = AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=rwc"))
                     .map_err(open_error)?
                     .disable_statement_logging();
-                let write = sqlite_pool(1)
+                let write = sqlite_pool(1, synchronous)
                     .connect_with(options.clone())
                     .await
                     .map_err(open_error)?;
@@ -148,7 +159,7 @@ impl Store {
                     .execute("PRAGMA journal_mode = WAL")
                     .await
                     .map_err(open_error)?;
-                let read = sqlite_pool(4)
+                let read = sqlite_pool(4, synchronous)
                     .connect_with(options)
                     .await
                     .map_err(open_error)?;
@@ -249,13 +260,13 @@ impl Store {
 /// A write transaction.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-fn sqlite_pool(max: u32) -> AnyPoolOptions {
+fn sqlite_pool(max: u32, synchronous: &'static str) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                conn.execute("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000")
+                conn.execute(format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000").as_str())
                     .await?;
                 Ok(())
             })

@@ -673,3 +673,14 @@ async fn delete_entity(
     )
     .await
 }
+
+impl Store {
+    /// The resource types the tenant has stored entities of.
+    pub async fn resource_entity_types(&self, tenant_id: &str) -> Result<Vec<String>, Error> {
+        sqlx::query_scalar("SELECT DISTINCT type FROM resource_entities WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)
+    }
+}

@@ -46,18 +46,66 @@ pub struct AuditEntry {
     pub leaf_hash: Option<String>,
 }
 
-/// Filters for reading the audit log.
+/// Filters for reading the audit log. Every filter given must match (they
+/// combine with AND); within one filter the alternatives combine with OR.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditFilter {
-    /// Only entries about this resource id.
-    pub resource_id: Option<String>,
-    /// Only this action.
+    /// Entries about this agent (id or name): it acted, it was acted on, or
+    /// it is the principal or in the delegation chain of a decision.
+    pub agent: Option<String>,
+    /// Entries about this human (id or e-mail): the person behind the
+    /// credential that acted, the person acted on, or the human a decision
+    /// was made on behalf of.
+    pub human: Option<String>,
+    /// Entries about the team (id or name) and about its agents (as for
+    /// `agent`).
+    pub team: Option<String>,
+    /// This action, or every action starting with a prefix when it ends in
+    /// `*` (`decision.*`).
     pub action: Option<String>,
+    /// Entries about this resource: its id, or `type:id`.
+    pub resource: Option<String>,
+    /// Only entries about this exact resource id.
+    pub resource_id: Option<String>,
+    /// Only decisions with this outcome: `allow`, `deny` or
+    /// `approval_required`.
+    pub decision: Option<String>,
+    /// Entries at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Entries before this time (RFC 3339).
+    pub until: Option<String>,
+    /// Only the last N matching entries (1..=500), still oldest first.
+    pub last: Option<u32>,
     /// Cursor (a sequence number) from a previous page.
     pub cursor: Option<String>,
     /// Page size, 1..=500 (default 50).
     pub limit: Option<u32>,
+}
+
+/// Query of an export: a time range and a format.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditExportQuery {
+    /// Entries at or after this time (RFC 3339; default: the beginning).
+    pub since: Option<String>,
+    /// Entries before this time (RFC 3339; default: now).
+    pub until: Option<String>,
+    /// `jsonl` (default: one entry per line) or `ocsf` (one OCSF event per
+    /// line).
+    pub format: Option<String>,
+}
+
+/// An export bundle: the entries file and its signed manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditExport {
+    /// The signed manifest (`steward_audit::SignedManifest`): what the file
+    /// holds, its SHA-256, the checkpoints covering it and the log's
+    /// signature. Write it to `manifest.json` as is.
+    pub manifest: serde_json::Value,
+    /// The entries file, one JSON object per line; write it byte for byte
+    /// (its SHA-256 is signed).
+    pub entries: String,
 }
 
 /// The key that verifies the log's checkpoints.

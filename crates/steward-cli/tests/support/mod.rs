@@ -15,6 +15,8 @@ pub struct Serve {
     pub url: String,
     /// The data directory (kept across restarts by the test that owns it).
     pub data: PathBuf,
+    /// The temporary folder holding it, when the server owns one.
+    pub dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Serve {
@@ -59,7 +61,16 @@ pub fn serve_in(data: &Path, token: Option<&str>, stdout: Stdio) -> Serve {
         child,
         url: format!("http://127.0.0.1:{port}"),
         data: data.to_path_buf(),
+        dir: None,
     }
+}
+
+/// Start `steward serve` on a new temporary data directory it owns.
+pub fn serve(token: Option<&str>, stdout: Stdio) -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve_in(&dir.path().join("data"), token, stdout);
+    server.dir = Some(dir);
+    server
 }
 
 /// Run the CLI against `server` with `token`.

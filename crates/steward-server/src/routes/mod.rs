@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod apply;
 pub mod audit;
+pub mod audit_export;
 pub mod authzen;
 pub mod catalog;
 pub mod decisions;
@@ -85,6 +86,7 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::inclusion))
         .routes(routes!(audit::consistency))
         .routes(routes!(audit::verify))
+        .routes(routes!(audit_export::export))
         .routes(routes!(
             policies::list_resource_types,
             policies::put_resource_type

@@ -54,5 +54,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApiToken>> {
     let ctx = caller.admin()?;
-    Ok(Json(state.store.revoke_token(&ctx, &id).await?))
+    let revoked = state.store.revoke_token(&ctx, &id).await?;
+    state.tokens.clear();
+    Ok(Json(revoked))
 }

@@ -6,6 +6,7 @@
 mod access;
 mod apply;
 mod audit_log;
+mod audit_read;
 mod authzen;
 mod bad_input;
 mod decisions;

@@ -1,0 +1,444 @@
+//! `POST /access/v1/evaluation` and `POST /access/v1/evaluations`: one
+//! request through the decision service, or a batch of them with defaults.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Map, Value, json};
+use steward_core::{AuditEvent, Error};
+use steward_types::{Decision, DecisionRequest, DecisionResponse, PrincipalRef};
+
+use super::wire::{
+    ACTION_HINT, AuthzenAction, AuthzenEntity, AuthzenJson, ENTITY_HINT, EvaluationRequest,
+    EvaluationResponse, EvaluationsAnswer, EvaluationsOptions, EvaluationsRequest,
+    EvaluationsResponse, action_name, entity_id, entity_type, merged_context, present,
+};
+use super::{
+    MAX_EVALUATIONS, change_context, is_unknown, may_ask, principal_type, resource_ref,
+    resource_type,
+};
+use crate::auth::Caller;
+use crate::decisions::decide;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+// ---------------------------------------------------------------- evaluation
+
+/// A complete evaluation, validated.
+#[derive(Debug, Clone)]
+struct Query {
+    subject_type: String,
+    subject_id: String,
+    action: String,
+    resource_type: String,
+    resource_id: String,
+    resource_properties: Map<String, Value>,
+    context: Map<String, Value>,
+}
+
+impl Query {
+    /// Subject, action and resource must all be there before their fields
+    /// are looked at.
+    fn of(req: &EvaluationRequest) -> Result<Query, Error> {
+        let s = present(req.subject.as_ref(), "subject", ENTITY_HINT)?;
+        let a = present(req.action.as_ref(), "action", ACTION_HINT)?;
+        let r = present(req.resource.as_ref(), "resource", ENTITY_HINT)?;
+        Ok(Query {
+            subject_type: entity_type(s, "subject")?,
+            subject_id: entity_id(s, "subject")?,
+            action: action_name(a)?,
+            resource_type: entity_type(r, "resource")?,
+            resource_id: entity_id(r, "resource")?,
+            resource_properties: r.properties.clone().unwrap_or_default(),
+            context: merged_context(Some(a), req.context.as_ref()),
+        })
+    }
+}
+
+/// The context of a denial.
+fn denial_context(r: &DecisionResponse) -> Value {
+    let reason = r
+        .remediation
+        .as_ref()
+        .map(|h| h.message.clone())
+        .filter(|m| !m.is_empty())
+        .or_else(|| r.errors.first().cloned())
+        .unwrap_or_else(|| "no policy permits this request".into());
+    let outcome = match r.decision {
+        Decision::ApprovalRequired => "approval_required",
+        _ => "deny",
+    };
+    let mut context = json!({
+        "decision_id": r.decision_id,
+        "reason": reason,
+        "outcome": outcome,
+        "policies": r.policies.iter().map(|p| &p.id).collect::<Vec<_>>(),
+    });
+    if let Some(roles) = r
+        .remediation
+        .as_ref()
+        .map(|h| &h.roles_that_allow)
+        .filter(|roles| !roles.is_empty())
+    {
+        context["roles_that_allow"] = json!(roles);
+    }
+    context
+}
+
+fn answer(r: &DecisionResponse) -> EvaluationResponse {
+    match r.decision {
+        Decision::Allow => EvaluationResponse {
+            decision: true,
+            context: None,
+        },
+        Decision::Deny | Decision::ApprovalRequired => EvaluationResponse {
+            decision: false,
+            context: Some(denial_context(r)),
+        },
+    }
+}
+
+/// Record and answer a denial for something Steward does not know (a subject,
+/// a resource type, a resource), in the shape of any other decision record.
+async fn refuse(
+    state: &AppState,
+    caller: &Caller,
+    q: &Query,
+    message: String,
+) -> Result<EvaluationResponse, Error> {
+    let decision_id = format!("dec_{}", uuid::Uuid::now_v7().simple());
+    let event = AuditEvent {
+        action: "decision.deny".into(),
+        resource_type: q.resource_type.clone(),
+        resource_id: q.resource_id.clone(),
+        before: None,
+        after: Some(json!({
+            "decision_id": decision_id,
+            "decision": "deny",
+            "principal": { "type": q.subject_type, "id": q.subject_id },
+            "action": q.action,
+            "resource": { "type": q.resource_type, "id": q.resource_id, "attributes": q.resource_properties },
+            "context": q.context,
+            "chain": [],
+            "policies": [],
+            "errors": [message],
+            "api": "authzen",
+        })),
+        reason: Some(message.clone()),
+    };
+    state
+        .store
+        .record_event(&change_context(caller), event)
+        .await?;
+    Ok(EvaluationResponse {
+        decision: false,
+        context: Some(json!({
+            "decision_id": decision_id,
+            "reason": message,
+            "outcome": "deny",
+            "policies": [],
+        })),
+    })
+}
+
+/// Evaluate one complete request through the decision service.
+async fn evaluate(
+    state: &AppState,
+    caller: &Caller,
+    q: &Query,
+) -> Result<EvaluationResponse, Error> {
+    let Some(principal_type) = principal_type(&q.subject_type) else {
+        let message = format!(
+            "subject.type: '{}' is not a kind of identity Steward knows (user, human or agent)",
+            q.subject_type
+        );
+        return refuse(state, caller, q, message).await;
+    };
+    let engine = state.engines.get(&state.store, caller.tenant_id()).await?;
+    let Some(resource_type) = resource_type(&engine, &q.resource_type) else {
+        let message = format!(
+            "resource.type: '{}' is neither a declared resource type nor agent, human, user or team",
+            q.resource_type
+        );
+        return refuse(state, caller, q, message).await;
+    };
+    let request = DecisionRequest {
+        principal: Some(PrincipalRef {
+            principal_type: principal_type.into(),
+            id: q.subject_id.clone(),
+        }),
+        action: q.action.clone(),
+        resource: resource_ref(resource_type, &q.resource_id, &q.resource_properties),
+        context: q.context.clone(),
+        on_behalf_of: None,
+    };
+    match decide(state, caller, request).await {
+        Ok(r) => Ok(answer(&r)),
+        Err(e) if is_unknown(&e) => refuse(state, caller, q, e.message).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// May this subject do this action on this resource? A deny is
+/// `200 {"decision": false, "context": {...}}`; an unknown subject, resource
+/// or action is a deny. Every decision is audited before it is answered.
+#[utoipa::path(post, path = "/access/v1/evaluation", tag = "authzen",
+    request_body = EvaluationRequest,
+    responses(
+        (status = 200, body = EvaluationResponse),
+        (status = 400, body = steward_types::ErrorBody),
+        (status = 401, body = steward_types::ErrorBody),
+        (status = 403, body = steward_types::ErrorBody)))]
+pub async fn evaluation(
+    State(state): State<AppState>,
+    caller: Caller,
+    AuthzenJson(req): AuthzenJson<EvaluationRequest>,
+) -> ApiResult<Json<EvaluationResponse>> {
+    may_ask(&caller)?;
+    let q = Query::of(&req)?;
+    Ok(Json(evaluate(&state, &caller, &q).await?))
+}
+
+// ---------------------------------------------------------------- evaluations
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Semantic {
+    ExecuteAll,
+    DenyOnFirstDeny,
+    PermitOnFirstPermit,
+}
+
+impl Semantic {
+    fn parse(options: Option<&EvaluationsOptions>) -> Result<Semantic, Error> {
+        match options.and_then(|o| o.evaluations_semantic.as_deref()) {
+            None | Some("execute_all") => Ok(Semantic::ExecuteAll),
+            Some("deny_on_first_deny") => Ok(Semantic::DenyOnFirstDeny),
+            Some("permit_on_first_permit") => Ok(Semantic::PermitOnFirstPermit),
+            Some(other) => Err(Error::invalid(
+                "options.evaluations_semantic",
+                format!(
+                    "'{other}' is not execute_all, deny_on_first_deny or permit_on_first_permit"
+                ),
+            )),
+        }
+    }
+
+    /// Whether this decision ends the batch.
+    fn stops_at(self, decision: bool) -> bool {
+        match self {
+            Semantic::ExecuteAll => false,
+            Semantic::DenyOnFirstDeny => !decision,
+            Semantic::PermitOnFirstPermit => decision,
+        }
+    }
+}
+
+/// An item's entity over the default: the item's replaces the default's
+/// whole, except that a missing `type` or `id` falls back to the default's.
+fn merge_entity(
+    item: Option<&AuthzenEntity>,
+    default: Option<&AuthzenEntity>,
+) -> Option<AuthzenEntity> {
+    let Some(i) = item else {
+        return default.cloned();
+    };
+    Some(AuthzenEntity {
+        entity_type: i
+            .entity_type
+            .clone()
+            .or_else(|| default?.entity_type.clone()),
+        id: i.id.clone().or_else(|| default?.id.clone()),
+        properties: i.properties.clone(),
+    })
+}
+
+/// An item's action over the default: a missing `name` falls back to the
+/// default's.
+fn merge_action(
+    item: Option<&AuthzenAction>,
+    default: Option<&AuthzenAction>,
+) -> Option<AuthzenAction> {
+    let Some(i) = item else {
+        return default.cloned();
+    };
+    Some(AuthzenAction {
+        name: i.name.clone().or_else(|| default?.name.clone()),
+        properties: i.properties.clone(),
+    })
+}
+
+/// An item with the batch's top level as its defaults (an item's own
+/// context replaces the default context whole).
+fn with_defaults(item: &EvaluationRequest, defaults: &EvaluationsRequest) -> EvaluationRequest {
+    EvaluationRequest {
+        subject: merge_entity(item.subject.as_ref(), defaults.subject.as_ref()),
+        action: merge_action(item.action.as_ref(), defaults.action.as_ref()),
+        resource: merge_entity(item.resource.as_ref(), defaults.resource.as_ref()),
+        context: item.context.as_ref().or(defaults.context.as_ref()).cloned(),
+    }
+}
+
+/// An item that could not be evaluated: denied in place, with the error.
+fn item_error(e: &Error) -> EvaluationResponse {
+    EvaluationResponse {
+        decision: false,
+        context: Some(json!({
+            "error": { "status": e.code.http_status(), "code": e.code, "message": e.message }
+        })),
+    }
+}
+
+/// One item: parse, apply the defaults, validate, evaluate. Client errors
+/// become an error in the item's place; server errors fail the request.
+async fn evaluate_item(
+    state: &AppState,
+    caller: &Caller,
+    defaults: &EvaluationsRequest,
+    index: usize,
+    item: Value,
+) -> Result<EvaluationResponse, Error> {
+    let item: EvaluationRequest = match serde_json::from_value(item) {
+        Ok(i) => i,
+        Err(e) => {
+            return Ok(item_error(&Error::invalid(
+                &format!("evaluations[{index}]"),
+                format!("does not match the expected shape: {e}"),
+            )));
+        }
+    };
+    let outcome = match Query::of(&with_defaults(&item, defaults)) {
+        Ok(q) => evaluate(state, caller, &q).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        // Evaluated items are exactly {"decision": bool}.
+        Ok(r) => Ok(EvaluationResponse {
+            decision: r.decision,
+            context: None,
+        }),
+        Err(e) if e.code.http_status() < 500 => Ok(item_error(&e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Several decisions in one request, answered in request order. Top-level
+/// `subject`, `action`, `resource` and `context` are defaults for every item
+/// (an item's own replaces them). `options.evaluations_semantic`:
+/// `execute_all` (default) answers every item; `deny_on_first_deny` stops
+/// after the first denial and `permit_on_first_permit` after the first permit
+/// (the answer ends with that item; later items are not evaluated). Without
+/// `evaluations` (or with an empty array) this is a single evaluation of the
+/// top level, answered as `{"decision": ...}`.
+#[utoipa::path(post, path = "/access/v1/evaluations", tag = "authzen",
+    request_body = EvaluationsRequest,
+    responses(
+        (status = 200, body = EvaluationsAnswer),
+        (status = 400, body = steward_types::ErrorBody),
+        (status = 401, body = steward_types::ErrorBody),
+        (status = 403, body = steward_types::ErrorBody)))]
+pub async fn evaluations(
+    State(state): State<AppState>,
+    caller: Caller,
+    AuthzenJson(mut req): AuthzenJson<EvaluationsRequest>,
+) -> ApiResult<Json<EvaluationsAnswer>> {
+    may_ask(&caller)?;
+    let semantic = Semantic::parse(req.options.as_ref())?;
+    let items = req.evaluations.take().unwrap_or_default();
+    if items.is_empty() {
+        // The top level alone: an empty item takes every default.
+        let q = Query::of(&with_defaults(&EvaluationRequest::default(), &req))?;
+        return Ok(Json(EvaluationsAnswer::Single(
+            evaluate(&state, &caller, &q).await?,
+        )));
+    }
+    if items.len() > MAX_EVALUATIONS {
+        return Err(ApiError(Error::invalid(
+            "evaluations",
+            format!(
+                "{} items; at most {MAX_EVALUATIONS} per request",
+                items.len()
+            ),
+        )));
+    }
+    let mut answers = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let answer = evaluate_item(&state, &caller, &req, index, item).await?;
+        let stop = semantic.stops_at(answer.decision);
+        answers.push(answer);
+        if stop {
+            break;
+        }
+    }
+    Ok(Json(EvaluationsAnswer::Batch(EvaluationsResponse {
+        evaluations: answers,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_replace_defaults_but_keep_missing_type_and_id() {
+        let default = AuthzenEntity {
+            entity_type: Some("record".into()),
+            id: Some("r0".into()),
+            properties: Some(Map::from_iter([("a".to_string(), json!(1))])),
+        };
+        let item = AuthzenEntity {
+            id: Some("r1".into()),
+            ..Default::default()
+        };
+        let merged = merge_entity(Some(&item), Some(&default));
+        assert_eq!(
+            merged,
+            Some(AuthzenEntity {
+                entity_type: Some("record".into()),
+                id: Some("r1".into()),
+                properties: None,
+            })
+        );
+        assert_eq!(merge_entity(None, Some(&default)), Some(default.clone()));
+    }
+
+    #[test]
+    fn semantics_stop_where_they_should() {
+        assert!(!Semantic::ExecuteAll.stops_at(false));
+        assert!(Semantic::DenyOnFirstDeny.stops_at(false));
+        assert!(!Semantic::DenyOnFirstDeny.stops_at(true));
+        assert!(Semantic::PermitOnFirstPermit.stops_at(true));
+        let bad = EvaluationsOptions {
+            evaluations_semantic: Some("sometimes".into()),
+        };
+        assert!(Semantic::parse(Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn approval_required_is_a_false_decision_that_says_so() {
+        let response = DecisionResponse {
+            decision: Decision::ApprovalRequired,
+            decision_id: "dec_1".into(),
+            policies: vec![],
+            errors: vec![],
+            chain: vec![],
+            remediation: Some(steward_types::Remediation {
+                message: "a human must approve refunds over 100".into(),
+                ..Default::default()
+            }),
+        };
+        let a = answer(&response);
+        assert!(!a.decision);
+        let context = a.context.unwrap_or_default();
+        assert_eq!(context["outcome"], "approval_required");
+        assert_eq!(context["decision_id"], "dec_1");
+        assert_eq!(context["reason"], "a human must approve refunds over 100");
+        let allowed = answer(&DecisionResponse {
+            decision: Decision::Allow,
+            remediation: None,
+            ..response
+        });
+        assert_eq!(
+            serde_json::to_value(&allowed).ok(),
+            Some(json!({"decision": true}))
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! `POST /access/v1/search/{subject,resource,action}`. The three share one
+//! code path: validate the request, resolve what it holds fixed, scan the
+//! candidates for the place searched (see `scan`), answer a page and record
+//! one summary audit entry.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Map, Value, json};
+use steward_core::{AuditEvent, Error};
+use steward_policy::{Engine, EntityData, Subject};
+use steward_types::ErrorCode;
+
+use super::scan::{Fixed, Scan, Source, chain_of};
+use super::wire::{
+    ACTION_HINT, AuthzenEntity, AuthzenJson, ENTITY_HINT, SearchPage, SearchPageOut, SearchRequest,
+    SearchResponse, TYPE_HINT, action_name, entity_id, entity_type, merged_context, present,
+};
+use super::{
+    DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, change_context, is_unknown, may_ask, principal_type,
+    resource_ref, resource_type,
+};
+use crate::auth::Caller;
+use crate::decisions::resolve_resource;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Which of the three searches: the place it varies, the shape of its
+/// results, and the search a page token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SearchKind {
+    Subject,
+    Resource,
+    Action,
+}
+
+impl SearchKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            SearchKind::Subject => "subject",
+            SearchKind::Resource => "resource",
+            SearchKind::Action => "action",
+        }
+    }
+}
+
+/// An opaque page token: the kind of search and the position, hex-encoded.
+fn encode_token(kind: SearchKind, position: &str) -> String {
+    format!("{}:{position}", kind.as_str())
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_token(kind: SearchKind, token: &str) -> Result<Option<String>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Error::invalid(
+            "page.next_token",
+            format!("not a token from a {} search", kind.as_str()),
+        )
+    };
+    if !token.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    match text.split_once(':') {
+        Some((k, position)) if k == kind.as_str() && !position.is_empty() => {
+            Ok(Some(position.to_string()))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The page size and start position of a search.
+fn paging(kind: SearchKind, page: Option<&SearchPage>) -> Result<(usize, Option<String>), Error> {
+    let limit = page.and_then(|p| p.limit).unwrap_or(DEFAULT_SEARCH_LIMIT);
+    if limit == 0 || limit > MAX_SEARCH_LIMIT {
+        return Err(Error::invalid(
+            "page.limit",
+            format!("{limit} is not between 1 and {MAX_SEARCH_LIMIT}"),
+        ));
+    }
+    let start = match page.and_then(|p| p.next_token.as_deref()) {
+        Some(token) => decode_token(kind, token)?,
+        None => None,
+    };
+    Ok((limit as usize, start))
+}
+
+/// A search request, validated. The place searched has only its `type`
+/// (subject, resource) or nothing (action): its id or name is `None`.
+struct SearchQuery {
+    subject_type: String,
+    subject_id: Option<String>,
+    action: Option<String>,
+    resource_type: String,
+    resource_id: Option<String>,
+    resource_properties: Map<String, Value>,
+    context: Map<String, Value>,
+    limit: usize,
+    start: Option<String>,
+}
+
+/// A search's subject or resource: its `type`, and its `id` unless it is
+/// the place searched.
+fn fixed_or_searched<'a>(
+    entity: Option<&'a AuthzenEntity>,
+    field: &str,
+    searched: bool,
+) -> Result<(&'a AuthzenEntity, String, Option<String>), Error> {
+    let e = present(
+        entity,
+        field,
+        if searched { TYPE_HINT } else { ENTITY_HINT },
+    )?;
+    let type_name = entity_type(e, field)?;
+    let id = if searched {
+        None
+    } else {
+        Some(entity_id(e, field)?)
+    };
+    Ok((e, type_name, id))
+}
+
+impl SearchQuery {
+    /// Fields are checked in order: subject, action (not in an action
+    /// search), resource, page.
+    fn parse(kind: SearchKind, req: &SearchRequest) -> Result<SearchQuery, Error> {
+        let (_, subject_type, subject_id) =
+            fixed_or_searched(req.subject.as_ref(), "subject", kind == SearchKind::Subject)?;
+        let a = match kind {
+            SearchKind::Action => None,
+            _ => Some(present(req.action.as_ref(), "action", ACTION_HINT)?),
+        };
+        let action = a.map(action_name).transpose()?;
+        let (r, resource_type, resource_id) = fixed_or_searched(
+            req.resource.as_ref(),
+            "resource",
+            kind == SearchKind::Resource,
+        )?;
+        let (limit, start) = paging(kind, req.page.as_ref())?;
+        Ok(SearchQuery {
+            subject_type,
+            subject_id,
+            action,
+            resource_type,
+            resource_id,
+            resource_properties: r.properties.clone().unwrap_or_default(),
+            context: merged_context(a, req.context.as_ref()),
+            limit,
+            start,
+        })
+    }
+}
+
+/// Subject search needs an admin token; the others are asked like an
+/// evaluation.
+fn may_search(caller: &Caller, kind: SearchKind) -> ApiResult<()> {
+    if kind != SearchKind::Subject {
+        return may_ask(caller);
+    }
+    if !matches!(caller, Caller::Token { .. }) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "subject search needs an admin token; an agent asks only about itself",
+        ));
+    }
+    caller.admin()?;
+    Ok(())
+}
+
+/// A lookup's result, with "Steward does not know it" as `None`: a search
+/// for it finds nothing rather than failing.
+fn known<T>(found: Result<T, Error>) -> Result<Option<T>, Error> {
+    match found {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_unknown(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The subject chain a resource or action search holds fixed; `None` in a
+/// subject search or when Steward does not know the subject.
+async fn fixed_chain(
+    state: &AppState,
+    caller: &Caller,
+    q: &SearchQuery,
+) -> Result<Option<Vec<Subject>>, Error> {
+    let (Some(id), Some(principal_type)) = (&q.subject_id, principal_type(&q.subject_type)) else {
+        return Ok(None);
+    };
+    known(chain_of(state, caller, principal_type, id).await)
+}
+
+/// The resource a subject or action search holds fixed; `None` in a
+/// resource search or when Steward does not know the resource.
+async fn fixed_resource(
+    state: &AppState,
+    engine: &Engine,
+    tenant: &str,
+    q: &SearchQuery,
+) -> Result<Option<EntityData>, Error> {
+    let (Some(id), Some(resource_type)) = (&q.resource_id, resource_type(engine, &q.resource_type))
+    else {
+        return Ok(None);
+    };
+    let r = resource_ref(resource_type, id, &q.resource_properties);
+    known(resolve_resource(state, tenant, engine, &r).await)
+}
+
+/// Where a search's candidates come from and what it holds fixed (`chain`
+/// and `resource` as resolved, `None` where unknown or searched for); `None`
+/// when there is nothing to search: a subject or resource type Steward has no
+/// candidates of, or a fixed subject or resource it does not know.
+fn plan(
+    kind: SearchKind,
+    q: &SearchQuery,
+    engine: &Engine,
+    chain: Option<Vec<Subject>>,
+    resource: Option<EntityData>,
+) -> Option<(Source, Fixed)> {
+    let action = q.action.clone();
+    Some(match kind {
+        SearchKind::Subject => (
+            Source::subjects(&q.subject_type)?,
+            Fixed::ActionAndResource {
+                action: action?,
+                resource: resource?,
+            },
+        ),
+        SearchKind::Resource => {
+            let resource_type = resource_type(engine, &q.resource_type)?;
+            let source = Source::resources(&resource_type);
+            let fixed = Fixed::SubjectAndAction {
+                chain: chain?,
+                action: action?,
+                resource_type,
+                filter: q.resource_properties.clone(),
+            };
+            (source, fixed)
+        }
+        SearchKind::Action => (
+            Source::Actions,
+            Fixed::SubjectAndResource {
+                chain: chain?,
+                resource: resource?,
+            },
+        ),
+    })
+}
+
+/// One summary audit record per search request.
+async fn record_search(
+    state: &AppState,
+    caller: &Caller,
+    kind: SearchKind,
+    req: &SearchRequest,
+    examined: usize,
+    results: &[Value],
+    next_token: &str,
+) -> Result<(), Error> {
+    let event = AuditEvent {
+        action: "decision.search".into(),
+        resource_type: "authzen_search".into(),
+        resource_id: kind.as_str().into(),
+        before: None,
+        after: Some(json!({
+            "search": kind.as_str(),
+            "subject": req.subject,
+            "action": req.action,
+            "resource": req.resource,
+            "context": req.context,
+            "examined": examined,
+            "results": results,
+            "next_token": next_token,
+            "api": "authzen",
+        })),
+        reason: None,
+    };
+    state
+        .store
+        .record_event(&change_context(caller), event)
+        .await
+}
+
+/// Every search: what the request holds fixed is resolved first (a subject,
+/// resource or resource type Steward does not know finds nothing), then the
+/// candidates for the place searched are scanned from the page token on.
+async fn search(
+    state: &AppState,
+    caller: &Caller,
+    kind: SearchKind,
+    req: &SearchRequest,
+) -> ApiResult<Json<SearchResponse>> {
+    may_search(caller, kind)?;
+    let q = SearchQuery::parse(kind, req)?;
+    let tenant = caller.tenant_id();
+    let engine = state.engines.get(&state.store, tenant).await?;
+    let chain = fixed_chain(state, caller, &q).await?;
+    let resource = fixed_resource(state, &engine, tenant, &q).await?;
+    let (ids, next, examined) = match plan(kind, &q, &engine, chain, resource) {
+        Some((source, fixed)) => {
+            let scan = Scan {
+                state,
+                caller,
+                engine: &engine,
+                context: q.context,
+                fixed,
+            };
+            scan.run(&source, q.start, q.limit).await?
+        }
+        None => (Vec::new(), None, 0),
+    };
+    let results: Vec<Value> = ids
+        .into_iter()
+        .map(|id| match kind {
+            SearchKind::Subject => json!({ "type": q.subject_type, "id": id }),
+            SearchKind::Resource => json!({ "type": q.resource_type, "id": id }),
+            SearchKind::Action => json!({ "name": id }),
+        })
+        .collect();
+    let next_token = next.map(|n| encode_token(kind, &n)).unwrap_or_default();
+    record_search(state, caller, kind, req, examined, &results, &next_token).await?;
+    Ok(Json(SearchResponse {
+        results,
+        page: SearchPageOut { next_token },
+    }))
+}
+
+/// Which subjects of `subject.type` (`user`/`human`: humans; `agent`:
+/// agents) may do `action` on `resource`? Results are `{type, id}` with the
+/// requested type; humans are named by external id, else e-mail; agents by
+/// name. Needs an admin token. Paged with `page.next_token` and `page.limit`.
+#[utoipa::path(post, path = "/access/v1/search/subject", tag = "authzen",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, body = SearchResponse),
+        (status = 400, body = steward_types::ErrorBody),
+        (status = 403, body = steward_types::ErrorBody)))]
+pub async fn search_subject(
+    State(state): State<AppState>,
+    caller: Caller,
+    AuthzenJson(req): AuthzenJson<SearchRequest>,
+) -> ApiResult<Json<SearchResponse>> {
+    search(&state, &caller, SearchKind::Subject, &req).await
+}
+
+/// Which resources of `resource.type` may `subject` do `action` on? Declared
+/// types list the known resources (`POST /v1/entities`; `resource.properties`
+/// keeps those whose stored attributes equal them); `agent`, `human`/`user`
+/// and `team` list the inventory. Paged with `page.next_token` and
+/// `page.limit`.
+#[utoipa::path(post, path = "/access/v1/search/resource", tag = "authzen",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, body = SearchResponse),
+        (status = 400, body = steward_types::ErrorBody),
+        (status = 403, body = steward_types::ErrorBody)))]
+pub async fn search_resource(
+    State(state): State<AppState>,
+    caller: Caller,
+    AuthzenJson(req): AuthzenJson<SearchRequest>,
+) -> ApiResult<Json<SearchResponse>> {
+    search(&state, &caller, SearchKind::Resource, &req).await
+}
+
+/// Which declared actions may `subject` do on `resource`? Results are
+/// `{name}` in name order. Paged with `page.next_token` and `page.limit`.
+#[utoipa::path(post, path = "/access/v1/search/action", tag = "authzen",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, body = SearchResponse),
+        (status = 400, body = steward_types::ErrorBody),
+        (status = 403, body = steward_types::ErrorBody)))]
+pub async fn search_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    AuthzenJson(req): AuthzenJson<SearchRequest>,
+) -> ApiResult<Json<SearchResponse>> {
+    search(&state, &caller, SearchKind::Action, &req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_are_bound_to_their_search() {
+        let t = encode_token(SearchKind::Resource, "todo-1");
+        assert_eq!(
+            decode_token(SearchKind::Resource, &t)
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("todo-1")
+        );
+        assert!(decode_token(SearchKind::Subject, &t).is_err());
+        assert!(decode_token(SearchKind::Resource, "zz").is_err());
+        assert!(decode_token(SearchKind::Resource, "abc").is_err());
+        assert_eq!(decode_token(SearchKind::Action, "").ok(), Some(None));
+    }
+}
