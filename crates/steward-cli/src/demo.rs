@@ -143,7 +143,7 @@ async fn scenario(client: &Client, story: &mut Story) -> anyhow::Result<()> {
                 .activate_agent(&agent.id, Some("approved by Alice in the demo"))
                 .await?;
             story.step(format!(
-                "Alice approves {} ({} risk needs a human's yes): now {}.",
+                "The administrator approves {} ({} risk needs a human's yes): now {}.",
                 result.agent.name,
                 result.agent.risk_tier.as_str(),
                 result.agent.state.as_str()
@@ -183,7 +183,7 @@ async fn scenario(client: &Client, story: &mut Story) -> anyhow::Result<()> {
         .suspend_agent(&bot.id, Some(SUSPENSION_REASON))
         .await?;
     story.step(format!(
-        "Alice suspends {} (\"{SUSPENSION_REASON}\"): now {}.",
+        "The administrator suspends {} (\"{SUSPENSION_REASON}\"): now {}.",
         suspended.agent.name,
         suspended.agent.state.as_str()
     ))?;
