@@ -74,7 +74,7 @@ pub fn canonical_entry(entry: &Value) -> Result<Vec<u8>, String> {
         .and_then(Value::as_object)
         .ok_or_else(|| "the entry has no \"actor\" object".to_owned())?;
     let actor_field = |name: &str| actor.get(name).cloned().unwrap_or(Value::Null);
-    Ok(canonical_json(&json!({
+    let mut canonical = json!({
         "seq": seq,
         "time": time,
         "tenant_id": field("tenant_id"),
@@ -90,7 +90,16 @@ pub fn canonical_entry(entry: &Value) -> Result<Vec<u8>, String> {
         "after": field("after"),
         "reason": field("reason"),
         "request_id": field("request_id"),
-    })))
+    });
+    // The source address joined the log later: it is covered when present,
+    // and entries without one hash as they always did.
+    if let (Some(source), Some(map)) = (
+        object.get("source").filter(|v| !v.is_null()),
+        canonical.as_object_mut(),
+    ) {
+        map.insert("source".into(), source.clone());
+    }
+    Ok(canonical_json(&canonical))
 }
 
 /// One line of an entries file (without the newline): the entry (an

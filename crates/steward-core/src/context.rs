@@ -13,6 +13,8 @@ pub struct ChangeContext {
     pub actor: Actor,
     /// The HTTP request id, when there is one.
     pub request_id: Option<String>,
+    /// The address the request came from, when there is one.
+    pub source: Option<String>,
     /// The time of the change.
     pub now: DateTime<Utc>,
 }
@@ -28,6 +30,7 @@ impl ChangeContext {
                 human_id: None,
             },
             request_id: None,
+            source: None,
             now,
         }
     }

@@ -103,11 +103,13 @@ impl Caller {
         }
     }
 
-    fn context(&self) -> ChangeContext {
+    /// The context of a change or decision made by this caller, now.
+    pub fn context(&self) -> ChangeContext {
         ChangeContext {
             tenant_id: self.tenant_id().to_string(),
             actor: self.actor(),
             request_id: current_request_id(),
+            source: crate::error::current_source(),
             now: Utc::now(),
         }
     }

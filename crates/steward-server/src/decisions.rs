@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use serde_json::{Map, Value, json};
-use steward_core::{AuditEvent, ChangeContext, Error};
+use steward_core::{AuditEvent, Error};
 use steward_policy::{DecisionInput, EntityData, Subject};
 use steward_store::agents::AgentContext;
 use steward_types::{
@@ -13,7 +13,6 @@ use steward_types::{
 };
 
 use crate::auth::Caller;
-use crate::error::current_request_id;
 use crate::state::AppState;
 
 /// Deepest spawn chain walked; deeper means a corrupt inventory.
@@ -280,12 +279,7 @@ async fn record(
     req: &DecisionRequest,
     response: &DecisionResponse,
 ) -> Result<(), Error> {
-    let ctx = ChangeContext {
-        tenant_id: caller.tenant_id().into(),
-        actor: caller.actor(),
-        request_id: current_request_id(),
-        now: Utc::now(),
-    };
+    let ctx = caller.context();
     let principal = response
         .chain
         .first()

@@ -14,6 +14,13 @@ use crate::metrics;
 tokio::task_local! {
     /// The id of the request being served, for error bodies and audit records.
     pub static REQUEST_ID: String;
+    /// The peer address of the request being served.
+    pub static REQUEST_SOURCE: Option<String>;
+}
+
+/// The address the current request came from (the TCP peer).
+pub fn current_source() -> Option<String> {
+    REQUEST_SOURCE.try_with(Clone::clone).ok().flatten()
 }
 
 /// The current request's id, when serving one.

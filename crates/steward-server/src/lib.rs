@@ -194,11 +194,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let serving = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.wait_for(|stop| *stop).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+        })
+        .await
     });
     let sweeper = tokio::spawn(background(state, sweep_every));
     tracing::info!(%addr, store = store.backend().as_str(), "steward listening");
@@ -244,7 +247,13 @@ async fn scope_request_id(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    error::REQUEST_ID.scope(id, next.run(req)).await
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    error::REQUEST_SOURCE
+        .scope(source, error::REQUEST_ID.scope(id, next.run(req)))
+        .await
 }
 
 /// Background work: pick up policy changes made on other nodes every

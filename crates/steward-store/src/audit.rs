@@ -9,29 +9,19 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
-use steward_audit::{Hash, SignedTreeHead, TreeHead, canonical_json, leaf_hash};
+use steward_audit::{Hash, SignedTreeHead, TreeHead, leaf_hash};
 use steward_core::{AuditEvent, ChangeContext, Error};
 use steward_types::{Actor, AuditEntry, AuditFilter, ErrorCode, Page};
 
 use crate::rows::{self, Cursor, Param, Select};
 use crate::{Store, db_error};
 
-/// The bytes an entry's leaf hash covers: its fields as canonical JSON.
-#[allow(clippy::too_many_arguments)]
+/// The bytes an entry's leaf hash covers: its fields as canonical JSON,
+/// exactly as [`steward_audit::canonical_entry`] computes them from an
+/// exported entry (one encoding for the store and the offline verifier).
 pub fn canonical_entry(e: &AuditEntry) -> Vec<u8> {
-    canonical_json(&serde_json::json!({
-        "seq": e.seq,
-        "time": e.time.timestamp_millis(),
-        "tenant_id": e.tenant_id,
-        "actor": { "kind": e.actor.kind, "id": e.actor.id, "human_id": e.actor.human_id },
-        "action": e.action,
-        "resource_type": e.resource_type,
-        "resource_id": e.resource_id,
-        "before": e.before,
-        "after": e.after,
-        "reason": e.reason,
-        "request_id": e.request_id,
-    }))
+    let value = serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
+    steward_audit::canonical_entry(&value).unwrap_or_default()
 }
 
 /// Lock the log's head and return its size (the last sequence number).
@@ -62,13 +52,14 @@ async fn insert(
         after: event.after,
         reason: event.reason,
         request_id: ctx.request_id.clone(),
+        source: ctx.source.clone(),
         leaf_hash: None,
     };
     let leaf = leaf_hash(&canonical_entry(&entry));
     sqlx::query(
         "INSERT INTO audit_log (seq, tenant_id, time, actor_kind, actor_id, actor_human_id, action, \
-         resource_type, resource_id, before, after, reason, request_id, leaf_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         resource_type, resource_id, before, after, reason, request_id, leaf_hash, source) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(seq)
     .bind(&entry.tenant_id)
@@ -84,6 +75,7 @@ async fn insert(
     .bind(&entry.reason)
     .bind(&entry.request_id)
     .bind(leaf.to_hex())
+    .bind(&entry.source)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;

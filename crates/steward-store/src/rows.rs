@@ -241,6 +241,7 @@ pub(crate) fn audit_entry(row: &AnyRow) -> Result<AuditEntry, Error> {
         after: json("after")?,
         reason: get(row, "reason")?,
         request_id: get(row, "request_id")?,
+        source: get(row, "source")?,
         leaf_hash: get(row, "leaf_hash")?,
     })
 }

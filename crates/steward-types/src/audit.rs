@@ -41,6 +41,9 @@ pub struct AuditEntry {
     pub reason: Option<String>,
     /// The HTTP request id.
     pub request_id: Option<String>,
+    /// The address the request came from.
+    #[serde(default)]
+    pub source: Option<String>,
     /// Hex SHA-256 leaf hash of the entry's canonical encoding (RFC 9162).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaf_hash: Option<String>,

@@ -14,17 +14,16 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::Utc;
 use serde_json::json;
 use steward_audit::{
     BundleFormat, BundleManifest, BundleWriter, Hash, SignedTreeHead, entries_sha256, leaf_hash,
 };
-use steward_core::{AuditEvent, ChangeContext, Error};
+use steward_core::{AuditEvent, Error};
 use steward_store::audit::{bad_filter, canonical_entry, parse_time_range};
 use steward_types::{AuditExport, AuditExportQuery};
 
 use crate::auth::Caller;
-use crate::error::{ApiQuery, ApiResult, current_request_id};
+use crate::error::{ApiQuery, ApiResult};
 use crate::state::AppState;
 
 /// The most log positions one export may span; a larger range is refused
@@ -197,12 +196,7 @@ async fn record_export(
     q: &AuditExportQuery,
     manifest: &BundleManifest,
 ) -> Result<(), Error> {
-    let ctx = ChangeContext {
-        tenant_id: caller.tenant_id().into(),
-        actor: caller.actor(),
-        request_id: current_request_id(),
-        now: Utc::now(),
-    };
+    let ctx = caller.context();
     let event = AuditEvent {
         action: "audit.export".into(),
         resource_type: "audit_log".into(),

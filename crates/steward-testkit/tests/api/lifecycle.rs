@@ -102,6 +102,11 @@ async fn suspended_agent_key_is_refused(b: Backend) {
     assert_eq!(suspend.after.as_ref().unwrap()["state"], "suspended");
     assert_eq!(suspend.reason.as_deref(), Some("investigating spend"));
     assert!(suspend.request_id.as_deref().is_some_and(|r| !r.is_empty()));
+    assert_eq!(
+        suspend.source.as_deref(),
+        Some("127.0.0.1"),
+        "the source address is recorded"
+    );
     s.stop().await;
 }
 

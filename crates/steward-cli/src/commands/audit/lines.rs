@@ -273,6 +273,7 @@ mod tests {
             after: Some(after),
             reason: None,
             request_id: Some("req-1".into()),
+            source: None,
             leaf_hash: None,
         }
     }

@@ -73,14 +73,13 @@ mod scan;
 mod search;
 mod wire;
 
-use chrono::Utc;
 use serde_json::{Map, Value};
 use steward_core::{ChangeContext, Error};
 use steward_policy::Engine;
 use steward_types::{ErrorCode, ResourceRef};
 
 use crate::auth::Caller;
-use crate::error::{ApiResult, current_request_id};
+use crate::error::ApiResult;
 
 pub use evaluation::{__path_evaluation, __path_evaluations, evaluation, evaluations};
 pub use metadata::{__path_configuration, configuration};
@@ -150,12 +149,7 @@ fn is_unknown(e: &Error) -> bool {
 
 /// Who and when, for an audit record.
 fn change_context(caller: &Caller) -> ChangeContext {
-    ChangeContext {
-        tenant_id: caller.tenant_id().into(),
-        actor: caller.actor(),
-        request_id: current_request_id(),
-        now: Utc::now(),
-    }
+    caller.context()
 }
 
 /// Admin tokens ask about anyone, agents about themselves (checked by the
