@@ -31,6 +31,9 @@ pub struct Config {
     pub default_max_children: u32,
     /// Default spawn depth for agents without a persona.
     pub default_max_depth: u32,
+    /// Days audit entries keep their payload (default 2557, seven years);
+    /// older ones keep only what the tree needs, unless under a legal hold.
+    pub audit_retention_days: u32,
     /// Extra data classifications beyond the built-in five.
     pub classifications: Vec<ClassificationConfig>,
 }
@@ -57,6 +60,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             expiry_sweep_secs: 30,
             seed_examples: true,
+            audit_retention_days: 2557,
             log_format: "pretty".into(),
             default_max_children: 10,
             default_max_depth: 3,

@@ -261,11 +261,31 @@ async fn scope_request_id(req: Request, next: Next) -> Response {
 async fn background(state: AppState, sweep_every: Duration) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_sweep = std::time::Instant::now() - sweep_every;
+    // The first pruning runs a day after start, then daily.
+    let mut last_prune = std::time::Instant::now();
     loop {
         ticker.tick().await;
         state.engines.refresh(&state.store, None).await;
         if let Err(e) = state.audit.checkpoint(&state.store).await {
             tracing::warn!(error = %e, "could not sign an audit checkpoint; will retry");
+        }
+        if last_prune.elapsed() >= Duration::from_secs(24 * 3600) {
+            last_prune = std::time::Instant::now();
+            let now = Utc::now();
+            let ctx = ChangeContext::system(DEFAULT_TENANT, "retention", now);
+            match state
+                .store
+                .prune_audit(&ctx, routes::audit::retention_cutoff(&state, now))
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    tracing::info!(pruned = n, "pruned audit payloads past retention")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit retention pruning failed; will retry tomorrow")
+                }
+            }
         }
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = std::time::Instant::now();

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
 use steward_audit::{Hash, SignedTreeHead, TreeHead, leaf_hash};
 use steward_core::{AuditEvent, ChangeContext, Error};
-use steward_types::{Actor, AuditEntry, AuditFilter, ErrorCode, Page};
+use steward_types::{Actor, AuditEntry, AuditFilter, ErrorCode, LegalHold, Page};
 
 use crate::rows::{self, Cursor, Param, Select};
 use crate::{Store, db_error};
@@ -624,5 +624,149 @@ fn unknown(e: Error, kind: &str, key: &str, what: &str) -> Error {
         ))
     } else {
         e
+    }
+}
+
+impl Store {
+    /// Place a legal hold on the tenant's entries.
+    pub async fn place_hold(&self, ctx: &ChangeContext, reason: &str) -> Result<LegalHold, Error> {
+        steward_core::validate::text("reason", reason)?;
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("reason", "a legal hold needs a reason"));
+        }
+        let hold = LegalHold {
+            id: rows::new_id("hold"),
+            tenant_id: ctx.tenant_id.clone(),
+            reason: reason.into(),
+            created_at: ctx.now,
+            released_at: None,
+        };
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO legal_holds (id, tenant_id, reason, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&hold.id)
+        .bind(&hold.tenant_id)
+        .bind(&hold.reason)
+        .bind(rows::ms(ctx.now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        commit(
+            tx,
+            ctx,
+            event(
+                "audit.hold",
+                "legal_hold",
+                &hold.id,
+                None,
+                Some(&hold),
+                Some(reason),
+            ),
+        )
+        .await?;
+        Ok(hold)
+    }
+
+    /// Release a legal hold.
+    pub async fn release_hold(&self, ctx: &ChangeContext, id: &str) -> Result<LegalHold, Error> {
+        let mut tx = self.begin().await?;
+        let row: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT tenant_id, reason, created_at, released_at FROM legal_holds WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(id)
+        .bind(&ctx.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let (tenant_id, reason, created, released) =
+            row.ok_or_else(|| Error::not_found("legal hold", id))?;
+        if released.is_some() {
+            return Err(Error::new(
+                ErrorCode::InvalidTransition,
+                format!("legal hold '{id}' is already released"),
+            ));
+        }
+        let before = LegalHold {
+            id: id.into(),
+            tenant_id,
+            reason,
+            created_at: time(created),
+            released_at: None,
+        };
+        let mut after = before.clone();
+        after.released_at = Some(ctx.now);
+        sqlx::query("UPDATE legal_holds SET released_at = $1 WHERE id = $2")
+            .bind(rows::ms(ctx.now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        commit(
+            tx,
+            ctx,
+            change("audit.hold.release", "legal_hold", id, &before, &after),
+        )
+        .await?;
+        Ok(after)
+    }
+
+    /// The tenant's legal holds, newest first.
+    pub async fn legal_holds(&self, tenant_id: &str) -> Result<Vec<LegalHold>, Error> {
+        let rows: Vec<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, tenant_id, reason, created_at, released_at FROM legal_holds WHERE tenant_id = $1 ORDER BY id DESC",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, tenant_id, reason, c, r)| LegalHold {
+                id,
+                tenant_id,
+                reason,
+                created_at: time(c),
+                released_at: r.map(time),
+            })
+            .collect())
+    }
+
+    /// Drop the payload of entries older than `before` (retention), except
+    /// for tenants under an active legal hold. The sequence number, time,
+    /// tenant, action and leaf hash stay, so the tree still verifies. Returns
+    /// how many entries were pruned. Recorded in the log.
+    pub async fn prune_audit(
+        &self,
+        ctx: &ChangeContext,
+        before: DateTime<Utc>,
+    ) -> Result<u64, Error> {
+        let mut tx = self.begin().await?;
+        let pruned = sqlx::query(
+            "UPDATE audit_log SET before = NULL, after = NULL, reason = NULL, request_id = NULL, source = NULL, \
+             actor_id = '', actor_human_id = NULL, resource_id = '', pruned = 1 \
+             WHERE pruned = 0 AND time < $1 \
+             AND tenant_id NOT IN (SELECT tenant_id FROM legal_holds WHERE released_at IS NULL)",
+        )
+        .bind(rows::ms(before))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        let summary = serde_json::json!({ "pruned": pruned, "older_than": before });
+        commit(
+            tx,
+            ctx,
+            event(
+                "audit.prune",
+                "audit_log",
+                "retention",
+                None,
+                Some(&summary),
+                None,
+            ),
+        )
+        .await?;
+        Ok(pruned)
     }
 }

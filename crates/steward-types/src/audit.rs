@@ -207,3 +207,45 @@ pub struct AuditVerification {
     /// Root over the entries checked, hex.
     pub root: String,
 }
+
+/// A legal hold: while it is active, no entry of its tenant is pruned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LegalHold {
+    /// Hold id.
+    pub id: String,
+    /// The tenant whose entries it keeps.
+    pub tenant_id: String,
+    /// Why (a case, a request from counsel).
+    pub reason: String,
+    /// When it was placed.
+    pub created_at: DateTime<Utc>,
+    /// When it was released, if it was.
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+/// Place a legal hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceHold {
+    /// Why.
+    pub reason: String,
+}
+
+/// Prune payloads past retention.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRequest {
+    /// Prune entries older than this (default: now minus the configured
+    /// retention). Retention is a minimum: a cut-off later than that is
+    /// refused.
+    pub older_than: Option<DateTime<Utc>>,
+}
+
+/// What pruning did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PruneResult {
+    /// Entries whose payload was dropped.
+    pub pruned: u64,
+    /// The cut-off used.
+    pub older_than: DateTime<Utc>,
+}

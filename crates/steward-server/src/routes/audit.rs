@@ -153,3 +153,73 @@ pub async fn verify(
         root: r.root.to_hex(),
     }))
 }
+
+/// The retention cut-off at `now`.
+pub fn retention_cutoff(
+    state: &AppState,
+    now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    now - chrono::Duration::days(i64::from(state.config.audit_retention_days))
+}
+
+/// Drop the payload of entries past retention (platform administrator),
+/// except under a legal hold. What the Merkle tree needs stays.
+#[utoipa::path(post, path = "/v1/audit/prune", tag = "audit", request_body = steward_types::PruneRequest,
+    responses((status = 200, body = steward_types::PruneResult), (status = 400, body = steward_types::ErrorBody)))]
+pub async fn prune(
+    State(state): State<AppState>,
+    caller: Caller,
+    crate::error::OptionalJson(req): crate::error::OptionalJson<steward_types::PruneRequest>,
+) -> ApiResult<Json<steward_types::PruneResult>> {
+    let ctx = caller.platform_admin()?;
+    let cutoff = retention_cutoff(&state, ctx.now);
+    let older_than = match req.older_than {
+        Some(t) if t > cutoff => {
+            return Err(steward_core::Error::invalid(
+                "older_than",
+                format!("{t} is within the retention period ({} days); the earliest allowed cut-off is {cutoff}", state.config.audit_retention_days),
+            )
+            .into());
+        }
+        Some(t) => t,
+        None => cutoff,
+    };
+    let pruned = state.store.prune_audit(&ctx, older_than).await?;
+    Ok(Json(steward_types::PruneResult { pruned, older_than }))
+}
+
+/// The tenant's legal holds.
+#[utoipa::path(get, path = "/v1/audit/holds", tag = "audit", responses((status = 200, body = Vec<steward_types::LegalHold>)))]
+pub async fn list_holds(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<steward_types::LegalHold>>> {
+    Ok(Json(state.store.legal_holds(caller.reader()?).await?))
+}
+
+/// Place a legal hold: nothing of this tenant is pruned while it is active.
+#[utoipa::path(post, path = "/v1/audit/holds", tag = "audit", request_body = steward_types::PlaceHold,
+    responses((status = 201, body = steward_types::LegalHold)))]
+pub async fn place_hold(
+    State(state): State<AppState>,
+    caller: Caller,
+    crate::error::ApiJson(req): crate::error::ApiJson<steward_types::PlaceHold>,
+) -> ApiResult<(axum::http::StatusCode, Json<steward_types::LegalHold>)> {
+    let ctx = caller.admin()?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(state.store.place_hold(&ctx, &req.reason).await?),
+    ))
+}
+
+/// Release a legal hold.
+#[utoipa::path(post, path = "/v1/audit/holds/{id}/release", tag = "audit", params(("id" = String, Path, description = "Hold id")),
+    responses((status = 200, body = steward_types::LegalHold), (status = 404, body = steward_types::ErrorBody)))]
+pub async fn release_hold(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Json<steward_types::LegalHold>> {
+    let ctx = caller.admin()?;
+    Ok(Json(state.store.release_hold(&ctx, &id).await?))
+}

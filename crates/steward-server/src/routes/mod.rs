@@ -86,6 +86,9 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::inclusion))
         .routes(routes!(audit::consistency))
         .routes(routes!(audit::verify))
+        .routes(routes!(audit::prune))
+        .routes(routes!(audit::list_holds, audit::place_hold))
+        .routes(routes!(audit::release_hold))
         .routes(routes!(audit_export::export))
         .routes(routes!(
             policies::list_resource_types,

@@ -9,7 +9,8 @@ use crate::support::*;
 
 on_both_backends!(
     proofs_verify_with_the_public_key_alone,
-    tampering_is_found_at_its_position
+    tampering_is_found_at_its_position,
+    retention_prunes_payloads_but_not_under_a_hold
 );
 
 fn h(s: &str) -> Hash {
@@ -218,5 +219,81 @@ async fn tampering_is_found_at_its_position(b: Backend) {
             .contains(&cp.size.to_string()),
         "{report:?}"
     );
+    s.stop().await;
+}
+
+async fn retention_prunes_payloads_but_not_under_a_hold(b: Backend) {
+    // Retention of zero days: everything before now is past retention.
+    let s = TestServer::start_with(b, |c| c.audit_retention_days = 0).await;
+    some_history(&s).await;
+    s.admin.audit_checkpoint().await.unwrap();
+    let http = s.admin.clone();
+    let hold: LegalHold = serde_json::from_value(
+        http.post_json("/v1/audit/holds", &serde_json::json!({"reason": "case 42"}))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(hold.released_at.is_none());
+    // Under the hold nothing is pruned.
+    let r: PruneResult = serde_json::from_value(
+        http.post_json("/v1/audit/prune", &serde_json::json!({}))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r.pruned, 0);
+    // A cut-off inside the retention period is refused.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (status, _) = http
+        .raw(
+            steward_client::Method::POST,
+            "/v1/audit/prune",
+            Some(serde_json::json!({"older_than": later}).to_string()),
+            Some("application/json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    // Released: the payloads go, the tree still verifies.
+    http.post_json(
+        &format!("/v1/audit/holds/{}/release", hold.id),
+        &serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    let r: PruneResult = serde_json::from_value(
+        http.post_json("/v1/audit/prune", &serde_json::json!({}))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(r.pruned >= 7, "{r:?}");
+    let entries = all_audit(&s.admin).await;
+    let first = &entries[0];
+    assert!(
+        first.after.is_none() && first.leaf_hash.is_some(),
+        "{first:?}"
+    );
+    let report = s.admin.audit_verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    // Only the platform administrator prunes.
+    let auditor = s
+        .admin
+        .create_token(&CreateToken {
+            name: "a".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    let (status, _) = s
+        .client(&auditor.secret)
+        .raw(steward_client::Method::POST, "/v1/audit/prune", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
     s.stop().await;
 }
