@@ -13,7 +13,8 @@ on_both_backends!(
     inventory_changes_apply_to_the_next_decision,
     delegation_narrows_access,
     policies_are_validated_and_versioned,
-    decision_bad_input
+    decision_bad_input,
+    decisions_fail_closed_when_the_log_cannot_append
 );
 
 /// A repo resource type, read/write/refund actions, three policies, two agents.
@@ -619,6 +620,47 @@ async fn decision_bad_input(b: Backend) {
         all_audit(&s.admin).await.len(),
         audit_before,
         "bad input reached the log"
+    );
+    s.stop().await;
+}
+
+async fn decisions_fail_closed_when_the_log_cannot_append(b: Backend) {
+    let s = TestServer::start(b).await;
+    setup(&s.admin).await;
+    assert_eq!(
+        s.admin
+            .decide(&ask("reviewer", "read", "internal"))
+            .await
+            .unwrap()
+            .decision,
+        Decision::Allow
+    );
+    // The log's head row disappears: no entry can be appended.
+    s.server
+        .store()
+        .execute_raw("ALTER TABLE audit_head RENAME TO audit_head_gone")
+        .await
+        .unwrap();
+    let err = s
+        .admin
+        .decide(&ask("reviewer", "read", "internal"))
+        .await
+        .unwrap_err();
+    assert!(err.status().is_some_and(|st| st >= 500), "{err}");
+    assert!(!err.to_string().is_empty());
+    // Back, and decisions are answered again.
+    s.server
+        .store()
+        .execute_raw("ALTER TABLE audit_head_gone RENAME TO audit_head")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.admin
+            .decide(&ask("reviewer", "read", "internal"))
+            .await
+            .unwrap()
+            .decision,
+        Decision::Allow
     );
     s.stop().await;
 }
