@@ -115,24 +115,8 @@ async fn policy_ids(admin: &Client) -> Vec<String> {
 /// Everything a refused or dry-run apply must leave alone: inventory counts,
 /// the audit log, roles, personas, policies and declarations.
 async fn full_snapshot(admin: &Client) -> impl PartialEq + std::fmt::Debug + use<> {
-    let roles = admin
-        .list_roles(&PageQuery {
-            limit: Some(500),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .items
-        .len();
-    let personas = admin
-        .list_personas(&PageQuery {
-            limit: Some(500),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .items
-        .len();
+    let roles = admin.list_roles(&page500()).await.unwrap().items.len();
+    let personas = admin.list_personas(&page500()).await.unwrap().items.len();
     let types = admin.list_resource_types().await.unwrap().len();
     let actions = admin.list_actions().await.unwrap().len();
     (

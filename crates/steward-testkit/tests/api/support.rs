@@ -38,6 +38,14 @@ pub fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
     }
 }
 
+/// A page of up to 500 records.
+pub fn page500() -> PageQuery {
+    PageQuery {
+        limit: Some(500),
+        ..Default::default()
+    }
+}
+
 /// Everything the tenant's store holds that a bad request must not change:
 /// agent, human and team counts and the audit log length.
 pub async fn snapshot(admin: &Client) -> (usize, usize, usize, usize) {
@@ -50,24 +58,8 @@ pub async fn snapshot(admin: &Client) -> (usize, usize, usize, usize) {
         .unwrap()
         .items
         .len();
-    let humans = admin
-        .list_humans(&PageQuery {
-            limit: Some(500),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .items
-        .len();
-    let teams = admin
-        .list_teams(&PageQuery {
-            limit: Some(500),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .items
-        .len();
+    let humans = admin.list_humans(&page500()).await.unwrap().items.len();
+    let teams = admin.list_teams(&page500()).await.unwrap().items.len();
     let audit = all_audit(admin).await.len();
     (agents, humans, teams, audit)
 }
