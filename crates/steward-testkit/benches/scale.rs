@@ -1,0 +1,125 @@
+//! How decision latency grows with the inventory and the policy set: a tenant
+//! grown to 1k, 10k and 100k agents and 10k policies, sequential decisions
+//! over HTTP for random agents (SQLite, audited).
+//!
+//! cargo bench -p steward-testkit --bench scale
+//! (STEWARD_BENCH_MAX_AGENTS caps the largest step, default 100000.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use steward_core::{ChangeContext, InventoryRules};
+use steward_testkit::{Backend, TestServer};
+use steward_types::*;
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6
+}
+
+async fn measure(s: &TestServer, agents: usize, samples: usize) -> (f64, f64) {
+    let mut rng = rand::thread_rng();
+    let mut lat = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let i = rng.gen_range(0..agents);
+        let req = DecisionRequest {
+            principal: Some(PrincipalRef {
+                principal_type: "agent".into(),
+                id: format!("agent-{i}"),
+            }),
+            action: "read".into(),
+            resource: ResourceRef {
+                resource_type: "repo".into(),
+                id: "steward".into(),
+                attributes: Default::default(),
+            },
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let d = s.admin.decide(&req).await.unwrap();
+        lat.push(t.elapsed());
+        assert_eq!(d.decision, Decision::Allow);
+    }
+    lat.sort();
+    (pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let max: usize = if full {
+        std::env::var("STEWARD_BENCH_MAX_AGENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000)
+    } else {
+        200
+    };
+    let policies = if full { 10_000 } else { 20 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = TestServer::start_with(Backend::Sqlite, |c| {
+            // Ten thousand policies in one apply are a few megabytes.
+            c.max_body_bytes = 32 * 1024 * 1024;
+            // Growing the inventory is not what is measured: relax fsync.
+            if let Some(url) = c.database_url.as_mut() {
+                url.push_str("?synchronous=normal");
+            }
+        })
+        .await;
+        let store = s.server.store();
+        let ctx = ChangeContext::system("default", "bench", chrono::Utc::now());
+        let mut req = ApplyRequest {
+            resource_types: vec![PutResourceType { name: "repo".into(), description: String::new(), attributes: Default::default() }],
+            actions: (0..50)
+                .map(|i| format!("act{i}"))
+                .chain(["read".to_string()])
+                .map(|name| PutAction { name, description: String::new(), resource_types: vec!["repo".into()], context: Default::default() })
+                .collect(),
+            ..Default::default()
+        };
+        req.policies.push(PutPolicy {
+            id: "readers".into(),
+            description: String::new(),
+            owner: String::new(),
+            text: r#"permit(principal in Role::"repo-reader", action == Action::"read", resource is repo);"#.into(),
+        });
+        for i in 0..policies {
+            req.policies.push(PutPolicy {
+                id: format!("p{i}"),
+                description: String::new(),
+                owner: String::new(),
+                text: format!(r#"permit(principal in Role::"role-{i}", action == Action::"act{}", resource is repo);"#, i % 50),
+            });
+        }
+        let t = Instant::now();
+        s.admin.apply(&req).await.unwrap();
+        println!("{} policies applied and compiled in {:.1} s", policies + 1, t.elapsed().as_secs_f64());
+        store.create_human(&ctx, CreateHuman { email: "owner@example.com".into(), display_name: "Owner".into(), ..Default::default() }).await.unwrap();
+        let rules = InventoryRules::default();
+        let mut have = 0usize;
+        let mut step = 1_000usize;
+        while step <= max {
+            let t = Instant::now();
+            for i in have..step {
+                store
+                    .register_agent(&ctx, &rules, RegisterAgent {
+                        name: format!("agent-{i}"),
+                        owner: "owner@example.com".into(),
+                        roles: Some(vec!["repo-reader".into()]),
+                        classifications: Some(vec!["public".into()]),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+            let grew = t.elapsed();
+            have = step;
+            let (p50, p99) = measure(&s, have, if full { 2_000 } else { 50 }).await;
+            println!("{have} agents, {policies} policies: decision p50 {p50:.0} µs, p99 {p99:.0} µs (grew in {:.1} s)", grew.as_secs_f64());
+            step *= 10;
+        }
+    });
+}
