@@ -17,6 +17,11 @@ on_both_backends!(
     decisions_fail_closed_when_the_log_cannot_append
 );
 
+/// The decision alone.
+async fn verdict(admin: &Client, request: &DecisionRequest) -> Decision {
+    admin.decide(request).await.unwrap().decision
+}
+
 /// A repo resource type, read/write/refund actions, three policies, two agents.
 async fn setup(admin: &Client) {
     admin
@@ -176,15 +181,9 @@ async fn decisions_follow_policies_and_explain_denials(b: Backend) {
         .unwrap();
     let mut refund = ask("support", "refund", "internal");
     refund.context = json!({ "amount": 80 }).as_object().unwrap().clone();
-    assert_eq!(
-        s.admin.decide(&refund).await.unwrap().decision,
-        Decision::Allow
-    );
+    assert_eq!(verdict(&s.admin, &refund).await, Decision::Allow);
     refund.context = json!({ "amount": 250 }).as_object().unwrap().clone();
-    assert_eq!(
-        s.admin.decide(&refund).await.unwrap().decision,
-        Decision::Deny
-    );
+    assert_eq!(verdict(&s.admin, &refund).await, Decision::Deny);
 
     // Every decision is in the audit log with its chain and policies.
     let log = all_audit(&s.admin).await;
@@ -214,11 +213,7 @@ async fn inventory_changes_apply_to_the_next_decision(b: Backend) {
     let s = TestServer::start(b).await;
     setup(&s.admin).await;
     assert_eq!(
-        s.admin
-            .decide(&ask("reviewer", "read", "internal"))
-            .await
-            .unwrap()
-            .decision,
+        verdict(&s.admin, &ask("reviewer", "read", "internal")).await,
         Decision::Allow
     );
     s.admin
@@ -240,11 +235,7 @@ async fn inventory_changes_apply_to_the_next_decision(b: Backend) {
     );
     s.admin.resume_agent("reviewer", None).await.unwrap();
     assert_eq!(
-        s.admin
-            .decide(&ask("reviewer", "read", "internal"))
-            .await
-            .unwrap()
-            .decision,
+        verdict(&s.admin, &ask("reviewer", "read", "internal")).await,
         Decision::Allow
     );
 
@@ -260,10 +251,7 @@ async fn inventory_changes_apply_to_the_next_decision(b: Backend) {
         .unwrap();
     let mut for_bob = ask("reviewer", "read", "internal");
     for_bob.on_behalf_of = Some("bob@example.com".into());
-    assert_eq!(
-        s.admin.decide(&for_bob).await.unwrap().decision,
-        Decision::Allow
-    );
+    assert_eq!(verdict(&s.admin, &for_bob).await, Decision::Allow);
     s.admin
         .update_human(
             "bob@example.com",
@@ -274,10 +262,7 @@ async fn inventory_changes_apply_to_the_next_decision(b: Backend) {
         )
         .await
         .unwrap();
-    assert_eq!(
-        s.admin.decide(&for_bob).await.unwrap().decision,
-        Decision::Deny
-    );
+    assert_eq!(verdict(&s.admin, &for_bob).await, Decision::Deny);
     // Deactivated: denied too, and said so.
     s.admin
         .update_human(
@@ -305,11 +290,7 @@ async fn inventory_changes_apply_to_the_next_decision(b: Backend) {
     // A policy removed: the next decision is denied, without a restart.
     s.admin.delete_policy("readers-read").await.unwrap();
     assert_eq!(
-        s.admin
-            .decide(&ask("reviewer", "read", "internal"))
-            .await
-            .unwrap()
-            .decision,
+        verdict(&s.admin, &ask("reviewer", "read", "internal")).await,
         Decision::Deny
     );
     s.stop().await;
@@ -354,11 +335,7 @@ async fn delegation_narrows_access(b: Backend) {
         ["helper", "lead"]
     );
     assert_eq!(
-        s.admin
-            .decide(&ask("helper", "write", "internal"))
-            .await
-            .unwrap()
-            .decision,
+        verdict(&s.admin, &ask("helper", "write", "internal")).await,
         Decision::Deny
     );
     // Suspending the parent stops the child.
@@ -628,11 +605,7 @@ async fn decisions_fail_closed_when_the_log_cannot_append(b: Backend) {
     let s = TestServer::start(b).await;
     setup(&s.admin).await;
     assert_eq!(
-        s.admin
-            .decide(&ask("reviewer", "read", "internal"))
-            .await
-            .unwrap()
-            .decision,
+        verdict(&s.admin, &ask("reviewer", "read", "internal")).await,
         Decision::Allow
     );
     // The log's head row disappears: no entry can be appended.
@@ -655,11 +628,7 @@ async fn decisions_fail_closed_when_the_log_cannot_append(b: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        s.admin
-            .decide(&ask("reviewer", "read", "internal"))
-            .await
-            .unwrap()
-            .decision,
+        verdict(&s.admin, &ask("reviewer", "read", "internal")).await,
         Decision::Allow
     );
     s.stop().await;
