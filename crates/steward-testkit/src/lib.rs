@@ -119,6 +119,22 @@ impl TestServer {
         }
     }
 
+    /// A second node: another server on the same store (PostgreSQL), as a
+    /// cluster of stateless nodes runs. Stop it before the first.
+    pub async fn second_node(&self) -> (RunningServer, Client) {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            database_url: Some(self.store.url.clone()),
+            admin_token: Some(ADMIN_TOKEN.into()),
+            ..Config::default()
+        };
+        let server = steward_server::start(config)
+            .await
+            .expect("second node starts");
+        let client = Client::new(&server.url(), Some(ADMIN_TOKEN.into()));
+        (server, client)
+    }
+
     /// A client with another credential.
     pub fn client(&self, token: &str) -> Client {
         Client::new(&self.server.url(), Some(token.into()))

@@ -9,6 +9,7 @@ mod audit_log;
 mod audit_read;
 mod authzen;
 mod bad_input;
+mod cluster;
 mod decisions;
 mod inventory;
 mod lifecycle;
