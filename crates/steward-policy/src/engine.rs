@@ -266,11 +266,6 @@ impl Engine {
         self.schema_text.clone()
     }
 
-    /// How many policies are loaded.
-    pub fn policy_count(&self) -> usize {
-        self.meta.len()
-    }
-
     /// Declared action names, sorted.
     pub fn action_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.actions.keys().cloned().collect();

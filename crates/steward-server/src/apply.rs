@@ -9,8 +9,6 @@
 //! directory twice changes nothing the second time. Apply creates and updates;
 //! it never deletes inventory (policies only with `prune_policies`).
 
-use std::collections::BTreeMap;
-
 use steward_core::lifecycle::Transition;
 use steward_core::{ChangeContext, Error};
 use steward_store::policies::PolicyChange;
@@ -255,22 +253,13 @@ pub async fn apply(
             .await
             .map_err(about(format!("persona {name}")))?;
     }
-    let mut compiled = None;
     let mut policy_report = Vec::new();
     if !policy_changes.is_empty() {
-        let changed = policy_changes
-            .iter()
-            .filter_map(|c| match c {
-                PolicyChange::PutPolicy(p) => Some(p.id.clone()),
-                _ => None,
-            })
-            .collect();
+        let changed = crate::engines::written_policies(&policy_changes);
         let report = store
             .change_policies_in(&mut tx, ctx, policy_changes, |st, entities| {
-                let (engine, effects) =
-                    crate::engines::check(st, entities, roles, personas, changed)?;
-                compiled = Some(engine);
-                Ok::<BTreeMap<String, String>, Error>(effects)
+                crate::engines::check(st, entities, roles, personas, changed)
+                    .map(|(_engine, effects)| effects)
             })
             .await?;
         policy_report = report.changes;
@@ -335,7 +324,6 @@ pub async fn apply(
         .map_err(|e| Error::internal(format!("commit failed: {e}")))?;
     out.applied = true;
     // The committed state is what the engine must reflect: rebuild it.
-    let _checked_engine = compiled;
     state.engines.reload(store, tenant).await?;
     Ok(out)
 }

@@ -46,7 +46,7 @@ fn catalog(
 }
 
 /// Ids of the policies a batch writes.
-fn written_policies(changes: &[PolicyChange]) -> Vec<String> {
+pub(crate) fn written_policies(changes: &[PolicyChange]) -> Vec<String> {
     changes
         .iter()
         .filter_map(|c| match c {
@@ -192,28 +192,6 @@ impl Engines {
             self.install(&ctx.tenant_id, report.state.epoch, engine, stored);
         }
         Ok(report)
-    }
-
-    /// Check changes without writing anything (`steward plan`).
-    pub async fn dry_run(
-        &self,
-        store: &Store,
-        tenant_id: &str,
-        changes: &[PolicyChange],
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), Error> {
-        let mut state = store.policy_state(tenant_id).await?;
-        let (roles, personas) = store.role_and_persona_names(tenant_id).await?;
-        let mut entities = Vec::new();
-        steward_store::policies::apply_changes(&mut state, changes, now, &mut entities);
-        check(
-            &state,
-            &entities,
-            roles,
-            personas,
-            written_policies(changes),
-        )
-        .map(|_| ())
     }
 
     /// Rebuild engines whose epoch moved on another node, and those whose

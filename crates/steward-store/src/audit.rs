@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
 use steward_audit::{Hash, SignedTreeHead, TreeHead, leaf_hash};
 use steward_core::{AuditEvent, ChangeContext, Error};
-use steward_types::{Actor, AuditEntry, AuditFilter, ErrorCode, LegalHold, Page};
+use steward_types::{AuditEntry, AuditFilter, ErrorCode, LegalHold, Page};
 
 use crate::rows::{self, Cursor, Param, Select};
 use crate::{Store, db_error};
@@ -181,12 +181,6 @@ impl Store {
         }
         tx.commit().await.map_err(db_error)?;
         Ok(seqs)
-    }
-
-    /// Record one event on its own.
-    pub async fn record_event(&self, ctx: &ChangeContext, event: AuditEvent) -> Result<(), Error> {
-        let tx = self.begin().await?;
-        commit(tx, ctx, event).await
     }
 
     /// Read the tenant's log, oldest first, filtered (see [`AuditFilter`]
@@ -365,21 +359,11 @@ impl Store {
             })
             .collect()
     }
-
-    /// Rebuild an entry from its row for an error message.
-    pub fn audit_time(ms: i64) -> DateTime<Utc> {
-        time(ms)
-    }
 }
 
 /// `invalid_query` for a bad audit filter value.
 pub fn bad_filter(message: impl Into<String>) -> Error {
     Error::new(ErrorCode::InvalidQuery, message)
-}
-
-/// The actor of an entry (for readers that only need it).
-pub fn actor_of(e: &AuditEntry) -> &Actor {
-    &e.actor
 }
 
 type CheckpointRow = (i64, String, String, i64, String, String);

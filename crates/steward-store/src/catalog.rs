@@ -87,16 +87,6 @@ impl Store {
             .await
     }
 
-    /// Whether any of the named roles writes.
-    pub async fn any_role_writes(&self, tenant_id: &str, roles: &[String]) -> Result<bool, Error> {
-        for role in roles {
-            if self.get_role(tenant_id, role).await?.writes {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// Create a persona.
     pub async fn create_persona(
         &self,

@@ -126,9 +126,10 @@ async fn refuse(
         reason: Some(message.clone()),
     };
     state
-        .store
-        .record_event(&change_context(caller), event)
-        .await?;
+        .audit
+        .record(change_context(caller), event)
+        .await
+        .map(|_| ())?;
     Ok(EvaluationResponse {
         decision: false,
         context: Some(json!({

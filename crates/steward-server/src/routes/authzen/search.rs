@@ -289,9 +289,10 @@ async fn record_search(
         reason: None,
     };
     state
-        .store
-        .record_event(&change_context(caller), event)
+        .audit
+        .record(change_context(caller), event)
         .await
+        .map(|_| ())
 }
 
 /// Every search: what the request holds fixed is resolved first (a subject,
