@@ -21,6 +21,7 @@ mod authzen;
 mod endpoints;
 mod error;
 mod policies;
+mod webhooks;
 
 pub use endpoints::AgentTransition;
 pub use error::ClientError;

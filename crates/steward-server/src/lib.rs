@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod routes;
 pub mod seed;
 pub mod state;
+pub mod webhooks;
 
 pub use config::{ClassificationConfig, Config};
 
@@ -59,6 +60,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    deliverer: JoinHandle<()>,
     store: Store,
 }
 
@@ -87,6 +89,7 @@ impl RunningServer {
     pub async fn shutdown(self) -> Result<(), StartError> {
         let _ = self.shutdown.send(true);
         self.sweeper.abort();
+        self.deliverer.abort();
         let served = self
             .serving
             .await
@@ -188,6 +191,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config,
         engines: Default::default(),
         tokens: Default::default(),
+        webhooks: Default::default(),
         audit: audit_log::AuditLog::start(&store).await?,
     }));
     let app = router(state.clone());
@@ -203,6 +207,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         })
         .await
     });
+    let deliverer = tokio::spawn(state.webhooks.clone().run(store.clone()));
     let sweeper = tokio::spawn(background(state, sweep_every));
     tracing::info!(%addr, store = store.backend().as_str(), "steward listening");
     Ok(RunningServer {
@@ -211,6 +216,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown,
         serving,
         sweeper,
+        deliverer,
         store,
     })
 }

@@ -26,6 +26,8 @@ pub struct Inner {
     pub audit: crate::audit_log::AuditLog,
     /// Recently authenticated API tokens.
     pub tokens: crate::auth::TokenCache,
+    /// The webhook delivery worker's handle.
+    pub webhooks: crate::webhooks::Webhooks,
     /// The configuration the server started with.
     pub config: Config,
 }

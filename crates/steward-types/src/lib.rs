@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod error;
 pub mod inventory;
 pub mod policy;
+pub mod webhook;
 
 pub use apply::*;
 pub use audit::*;
@@ -15,3 +16,4 @@ pub use credentials::*;
 pub use error::*;
 pub use inventory::*;
 pub use policy::*;
+pub use webhook::*;

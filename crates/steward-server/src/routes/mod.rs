@@ -15,6 +15,7 @@ pub mod policies;
 pub mod teams;
 pub mod tenants;
 pub mod tokens;
+pub mod webhooks;
 
 use axum::Router;
 use utoipa::OpenApi;
@@ -37,6 +38,7 @@ use crate::state::AppState;
         (name = "policies", description = "Resource types, actions, Cedar policies and known resources"),
         (name = "decisions", description = "Decisions"),
         (name = "authzen", description = "OpenID AuthZEN Authorization API 1.0"),
+        (name = "webhooks", description = "Signed notifications of events (quota thresholds, approvals)"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -112,6 +114,9 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(authzen::search_action))
         .routes(routes!(authzen::configuration))
         .routes(routes!(apply::apply))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
         .with_state(state)
         .split_for_parts();
     (router, doc)

@@ -15,3 +15,4 @@ mod inventory;
 mod lifecycle;
 mod operations;
 mod support;
+mod webhooks;
