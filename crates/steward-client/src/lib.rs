@@ -21,6 +21,7 @@ mod authzen;
 mod endpoints;
 mod error;
 mod policies;
+mod quotas;
 mod webhooks;
 
 pub use endpoints::AgentTransition;

@@ -12,6 +12,7 @@ pub mod health;
 pub mod humans;
 pub mod keys;
 pub mod policies;
+pub mod quotas;
 pub mod teams;
 pub mod tenants;
 pub mod tokens;
@@ -38,6 +39,7 @@ use crate::state::AppState;
         (name = "policies", description = "Resource types, actions, Cedar policies and known resources"),
         (name = "decisions", description = "Decisions"),
         (name = "authzen", description = "OpenID AuthZEN Authorization API 1.0"),
+        (name = "quotas", description = "Quotas, budgets, rate limits and usage"),
         (name = "webhooks", description = "Signed notifications of events (quota thresholds, approvals)"),
         (name = "operations", description = "Health and readiness"),
     )
@@ -107,6 +109,7 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(policies::list_entities))
         .routes(routes!(policies::delete_entity))
         .routes(routes!(decisions::create_decision))
+        .routes(routes!(decisions::report_outcome))
         .routes(routes!(authzen::evaluation))
         .routes(routes!(authzen::evaluations))
         .routes(routes!(authzen::search_subject))
@@ -114,6 +117,9 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(authzen::search_action))
         .routes(routes!(authzen::configuration))
         .routes(routes!(apply::apply))
+        .routes(routes!(quotas::list_quotas, quotas::put_quota))
+        .routes(routes!(quotas::get_quota, quotas::delete_quota))
+        .routes(routes!(quotas::usage))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))
