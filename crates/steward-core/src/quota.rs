@@ -267,7 +267,7 @@ impl Rule {
                         "a per-second rate is already a sliding limit (GCRA)",
                     ));
                 }
-                if limit < 1 || limit > 1_000_000 {
+                if !(1..=1_000_000).contains(&limit) {
                     return Err(Error::invalid("limit", "a rate is 1 to 1000000 per second"));
                 }
                 let burst = quota.burst.unwrap_or(limit as u64);

@@ -182,7 +182,7 @@ pub struct Quota {
 }
 
 /// Create or replace a quota (by name).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PutQuota {
     /// Unique in the tenant.

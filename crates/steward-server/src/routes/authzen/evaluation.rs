@@ -449,6 +449,9 @@ mod tests {
                 message: "a human must approve refunds over 100".into(),
                 ..Default::default()
             }),
+            quota: None,
+            warnings: Vec::new(),
+            exceeded: None,
         };
         let a = answer(&response);
         assert!(!a.decision);
