@@ -1,5 +1,6 @@
 //! Two `steward serve` processes on one PostgreSQL database share a quota:
 //! a limit of 100 allows exactly 100 decisions across both, not 200.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
