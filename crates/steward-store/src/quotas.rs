@@ -185,7 +185,9 @@ async fn read_counter(
                 resets_at: DateTime::from_timestamp_micros(full_at),
                 key: HEAD,
                 next_tat,
-                alert_window: now_us / 1_000_000,
+                // A rate has no thresholds; going over an alert_only rate
+                // alerts once an hour.
+                alert_window: now_us - now_us.rem_euclid(3_600_000_000),
             })
         }
         Window::Live => Err(Error::internal("live quotas are checked at registration")),
@@ -554,11 +556,13 @@ impl Store {
                 }
             }
             // A threshold fires once per window; going over an alert_only
-            // limit fires `quota.exceeded` once per window (key 1000).
-            let candidates = if fits {
-                quota::crossed(before, r.used, r.limit, &q.thresholds)
-            } else {
-                vec![EXCEEDED]
+            // limit fires `quota.exceeded` once per window (key 1000). A
+            // rate's burst filling up is what it is for: no thresholds.
+            let rate = matches!(c.rule.window, Window::Rate { .. });
+            let candidates = match (fits, rate) {
+                (false, _) => vec![EXCEEDED],
+                (true, true) => Vec::new(),
+                (true, false) => quota::crossed(before, r.used, r.limit, &q.thresholds),
             };
             let mut crossed = Vec::new();
             for t in candidates {
@@ -623,7 +627,11 @@ impl Store {
             });
             crossed.retain(|t| *t != EXCEEDED);
             counted.push(Counted {
-                reached: quota::highest_reached(r.used, r.limit, &q.thresholds),
+                reached: match (fits, rate) {
+                    (false, _) => Some(100),
+                    (true, true) => None,
+                    (true, false) => quota::highest_reached(r.used, r.limit, &q.thresholds),
+                },
                 status: s,
                 crossed,
                 on_exceed: q.on_exceed,
