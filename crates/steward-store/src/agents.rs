@@ -449,6 +449,11 @@ impl Store {
                 ),
             )
             .await?;
+            if to.is_terminal() {
+                let why = format!("agent '{}' is {}", after.name, to.as_str());
+                self.cancel_agent_approvals_in(tx, ctx, &after.id, &why)
+                    .await?;
+            }
             changed.push(after);
         }
         let mut changed = changed.into_iter();
@@ -536,7 +541,7 @@ async fn resolve(
     sqlx::Row::try_get(&row, "id").map_err(db_error)
 }
 
-async fn roles_write(
+pub(crate) async fn roles_write(
     tx: &mut Transaction<'static, Any>,
     tenant_id: &str,
     roles: &[String],
@@ -581,7 +586,7 @@ async fn spawn_limits(
 
 /// The tier registration approval follows: the derived tier, raised to the
 /// persona's approval tier when that is stricter.
-async fn effective_tier(
+pub(crate) async fn effective_tier(
     tx: &mut Transaction<'static, Any>,
     agent: &Agent,
 ) -> Result<RiskTier, Error> {
