@@ -261,14 +261,16 @@ pub async fn decide(
         context: req.context.clone(),
     };
     let outcome = engine.decide(&input)?;
-    let response = DecisionResponse {
+    let mut response = DecisionResponse {
         decision: outcome.decision,
         decision_id: format!("dec_{}", uuid::Uuid::now_v7().simple()),
         policies: outcome.policies,
         errors: outcome.errors,
         chain: outcome.chain,
         remediation: outcome.remediation,
+        approval: None,
     };
+    crate::approvals::gate(state, caller, &engine, &req, &input, &mut response).await?;
     record(state, caller, &req, &response).await?;
     Ok(response)
 }
@@ -306,6 +308,7 @@ async fn record(
             "chain": response.chain,
             "policies": response.policies.iter().map(|p| &p.id).collect::<Vec<_>>(),
             "errors": response.errors,
+            "approval": response.approval.as_ref().map(|a| &a.id),
         })),
         reason: response.remediation.as_ref().map(|r| r.message.clone()),
     };

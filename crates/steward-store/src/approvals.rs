@@ -1110,3 +1110,10 @@ impl Store {
         Ok(AccessChange { agent, approval })
     }
 }
+
+impl Store {
+    /// An agent by id or name, read inside a transaction.
+    pub async fn get_agent_in(&self, tx: &mut Tx, tenant_id: &str, key: &str) -> Result<Agent, Error> {
+        lock_agent(tx, "", tenant_id, key).await
+    }
+}

@@ -292,6 +292,7 @@ mod tests {
                 personas_that_allow: vec![],
                 forbidden_by: vec![guardrail],
             }),
+            approval: None,
         };
         let text = explain(&request, &response);
         assert!(
