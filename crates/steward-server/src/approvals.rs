@@ -360,12 +360,12 @@ pub async fn wait(
     }
 }
 
-/// Record that something happened to an approval: wake waiters, count it
-/// and send the webhook.
+/// Record that something happened to an approval: wake waiters, count it,
+/// and wake the webhook worker (the store queued the delivery with the change).
 pub fn announce(state: &AppState, event: &str, a: &Approval) {
     state.approvals.wake();
     crate::metrics::record_approval(event, a);
-    webhook(state, event, a);
+    state.webhooks.wake();
 }
 
 /// Expire what is due at `now` (the background loop calls this every second).
@@ -417,54 +417,3 @@ pub async fn stats(state: &AppState, tenant: &str) -> Result<ApprovalStats, Erro
     Ok(ApprovalStats { tiers })
 }
 
-/// The Slack-compatible message for an approval event: `text` for any
-/// incoming-webhook receiver, `blocks` for Slack, and the approval itself
-/// under `steward` for programs.
-pub fn webhook_payload(event: &str, a: &Approval) -> Value {
-    let what = match a.kind {
-        ApprovalKind::Action => format!(
-            "{} wants to {} on {}:{}",
-            a.agent_name.as_deref().unwrap_or("a principal"),
-            a.request["action"].as_str().unwrap_or("act"),
-            a.request["resource"]["type"].as_str().unwrap_or("?"),
-            a.request["resource"]["id"].as_str().unwrap_or("?"),
-        ),
-        ApprovalKind::Registration => format!(
-            "registration of agent {}",
-            a.agent_name.as_deref().unwrap_or("?")
-        ),
-        ApprovalKind::Change => format!(
-            "access change of agent {}",
-            a.agent_name.as_deref().unwrap_or("?")
-        ),
-    };
-    let headline = match event {
-        "approval.requested" => format!(
-            "Approval needed ({} risk) from {}: {what}",
-            a.risk_tier.as_str(),
-            a.current_group().unwrap_or("?")
-        ),
-        "approval.expired" => format!("Approval {} expired: {what}", a.id),
-        _ => format!("Approval {} is {}: {what}", a.id, a.status.as_str()),
-    };
-    let context = a.request.get("context").cloned().unwrap_or(Value::Null);
-    json!({
-        "text": headline,
-        "blocks": [
-            { "type": "section", "text": { "type": "mrkdwn", "text": format!("*{headline}*\n{}", a.reason) } },
-            { "type": "section", "fields": [
-                { "type": "mrkdwn", "text": format!("*Approval*\n`{}`", a.id) },
-                { "type": "mrkdwn", "text": format!("*Expires*\n{}", a.expires_at.to_rfc3339()) },
-                { "type": "mrkdwn", "text": format!("*Context*\n`{context}`") },
-                { "type": "mrkdwn", "text": format!("*Decide*\n`steward approvals approve {}`", a.id) },
-            ]},
-        ],
-        "steward": { "event": event, "approval": a },
-    })
-}
-
-/// Send an approval event to the webhook receivers.
-fn webhook(state: &AppState, event: &str, a: &Approval) {
-    let _ = state;
-    tracing::info!(event, approval = %a.id, payload = %webhook_payload(event, a), "approval webhook");
-}

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod routes;
 pub mod seed;
 pub mod state;
+pub mod webhooks;
 
 pub use config::{ApprovalsConfig, ClassificationConfig, Config};
 
@@ -60,6 +61,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    deliverer: JoinHandle<()>,
     store: Store,
 }
 
@@ -88,6 +90,7 @@ impl RunningServer {
     pub async fn shutdown(self) -> Result<(), StartError> {
         let _ = self.shutdown.send(true);
         self.sweeper.abort();
+        self.deliverer.abort();
         let served = self
             .serving
             .await
@@ -192,6 +195,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         engines: Default::default(),
         tokens: Default::default(),
         approvals: Default::default(),
+        webhooks: Default::default(),
         audit: audit_log::AuditLog::start(&store).await?,
     }));
     let app = router(state.clone());
@@ -207,6 +211,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         })
         .await
     });
+    let deliverer = tokio::spawn(state.webhooks.clone().run(store.clone()));
     let sweeper = tokio::spawn(background(state, sweep_every));
     tracing::info!(%addr, store = store.backend().as_str(), "steward listening");
     Ok(RunningServer {
@@ -215,6 +220,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown,
         serving,
         sweeper,
+        deliverer,
         store,
     })
 }

@@ -28,6 +28,8 @@ pub struct Inner {
     pub approvals: crate::approvals::Approvals,
     /// Recently authenticated API tokens.
     pub tokens: crate::auth::TokenCache,
+    /// The webhook delivery worker's handle.
+    pub webhooks: crate::webhooks::Webhooks,
     /// The configuration the server started with.
     pub config: Config,
 }

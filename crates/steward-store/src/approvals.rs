@@ -179,11 +179,61 @@ fn audit_view(a: &Approval) -> Value {
     })
 }
 
+/// One line a person reads in a chat channel.
+fn webhook_text(event: &str, a: &Approval) -> String {
+    let name = a.agent_name.as_deref().unwrap_or("a principal");
+    let what = match a.kind {
+        ApprovalKind::Action => format!(
+            "{name} wants to {} on {}:{} (context {})",
+            a.request["action"].as_str().unwrap_or("act"),
+            a.request["resource"]["type"].as_str().unwrap_or("?"),
+            a.request["resource"]["id"].as_str().unwrap_or("?"),
+            a.request.get("context").cloned().unwrap_or(Value::Null),
+        ),
+        ApprovalKind::Registration => format!("registration of agent {name}"),
+        ApprovalKind::Change => format!("access change of agent {name}"),
+    };
+    match event {
+        "approval.requested" | "approval.step_approved" => format!(
+            "Approval {} needed from {} ({} risk, expires {}): {what}. {}",
+            a.id,
+            a.current_group().unwrap_or("?"),
+            a.risk_tier.as_str(),
+            a.expires_at.to_rfc3339(),
+            a.reason
+        ),
+        _ => format!("Approval {} is {}: {what}.", a.id, a.status.as_str()),
+    }
+}
+
 fn requested_by(ctx: &ChangeContext) -> String {
     format!("{}:{}", ctx.actor.kind, ctx.actor.id)
 }
 
 impl Store {
+    /// Queue the webhook for an approval event (`approval.requested`,
+    /// `approval.step_approved`, `approval.approved`, `approval.denied`,
+    /// `approval.expired`, `approval.cancelled`, `approval.used`) in the
+    /// transaction of the change it reports. The body is Slack-compatible.
+    async fn announce_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        event_name: &str,
+        a: &Approval,
+    ) -> Result<(), Error> {
+        let body = json!({
+            "text": webhook_text(event_name, a),
+            "event": event_name,
+            "tenant": ctx.tenant_id,
+            "occurred_at": ctx.now,
+            "data": a,
+        });
+        self.enqueue_webhooks_in(tx, &ctx.tenant_id, event_name, &body, ctx.now)
+            .await
+            .map(|_| ())
+    }
+
     /// File a new approval request (audited as `approval.request`).
     pub async fn create_approval(
         &self,
@@ -277,6 +327,7 @@ impl Store {
             ),
         )
         .await?;
+        self.announce_in(tx, ctx, "approval.requested", &a).await?;
         Ok(a)
     }
 
@@ -431,6 +482,7 @@ impl Store {
             ),
         )
         .await?;
+        self.announce_in(&mut tx, ctx, "approval.used", &a).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(a))
     }
@@ -519,6 +571,12 @@ impl Store {
             ),
         )
         .await?;
+        let announced = match a.status {
+            ApprovalStatus::Approved => "approval.approved",
+            ApprovalStatus::Denied => "approval.denied",
+            _ => "approval.step_approved",
+        };
+        self.announce_in(&mut tx, ctx, announced, &a).await?;
         if finished {
             let why = format!(
                 "{} approval {} {}",
@@ -581,6 +639,11 @@ impl Store {
             ),
         )
         .await?;
+        let announced = match status {
+            ApprovalStatus::Expired => "approval.expired",
+            _ => "approval.cancelled",
+        };
+        self.announce_in(tx, ctx, announced, &a).await?;
         Ok(a)
     }
 

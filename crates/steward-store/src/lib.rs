@@ -19,6 +19,7 @@ pub mod humans;
 pub mod policies;
 mod rows;
 pub mod tenants;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

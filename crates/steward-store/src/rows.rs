@@ -26,7 +26,7 @@ pub(crate) fn opt_ms(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(ms)
 }
 
-fn time(v: i64) -> DateTime<Utc> {
+pub(crate) fn time(v: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(v).unwrap_or_default()
 }
 
@@ -34,23 +34,23 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn from_json<T: DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, Error> {
+pub(crate) fn from_json<T: DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, Error> {
     let text: String = get(row, col)?;
     serde_json::from_str(&text).map_err(|e| Error::internal(format!("corrupt column {col}: {e}")))
 }
 
-fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T, Error>
+pub(crate) fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T, Error>
 where
     T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
     row.try_get(col).map_err(db_error)
 }
 
-fn get_time(row: &AnyRow, col: &str) -> Result<DateTime<Utc>, Error> {
+pub(crate) fn get_time(row: &AnyRow, col: &str) -> Result<DateTime<Utc>, Error> {
     Ok(time(get::<i64>(row, col)?))
 }
 
-fn get_opt_time(row: &AnyRow, col: &str) -> Result<Option<DateTime<Utc>>, Error> {
+pub(crate) fn get_opt_time(row: &AnyRow, col: &str) -> Result<Option<DateTime<Utc>>, Error> {
     Ok(get::<Option<i64>>(row, col)?.map(time))
 }
 

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod error;
 pub mod inventory;
 pub mod policy;
+pub mod webhook;
 
 pub use apply::*;
 pub use approval::*;
@@ -17,3 +18,4 @@ pub use credentials::*;
 pub use error::*;
 pub use inventory::*;
 pub use policy::*;
+pub use webhook::*;

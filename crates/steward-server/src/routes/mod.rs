@@ -16,6 +16,7 @@ pub mod policies;
 pub mod teams;
 pub mod tenants;
 pub mod tokens;
+pub mod webhooks;
 
 use axum::Router;
 use utoipa::OpenApi;
@@ -39,6 +40,7 @@ use crate::state::AppState;
         (name = "decisions", description = "Decisions"),
         (name = "approvals", description = "Human approvals of actions, registrations and changes"),
         (name = "authzen", description = "OpenID AuthZEN Authorization API 1.0"),
+        (name = "webhooks", description = "Signed notifications of events (quota thresholds, approvals)"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -120,6 +122,9 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::deny))
         .routes(routes!(approvals::wait))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
         .with_state(state)
         .split_for_parts();
     (router, doc)

@@ -113,6 +113,19 @@ fn refund(amount: i64, id: &str) -> DecisionRequest {
 
 async fn refund_flow(b: Backend) {
     let Refunds { s, bot, lead } = refunds(b).await;
+    // Approval events go to chat, signed (the receiver here is unreachable:
+    // what matters is what was queued, in order).
+    let hook = s
+        .admin
+        .create_webhook(&CreateWebhook {
+            name: "approvals-channel".into(),
+            url: "http://127.0.0.1:9/slack".into(),
+            events: vec!["approval.*".into()],
+            secret: None,
+        })
+        .await
+        .unwrap()
+        .webhook;
     // Small refunds need nobody.
     let small = bot.decide(&refund(80, "R-1")).await.unwrap();
     assert_eq!(small.decision, Decision::Allow);
@@ -182,6 +195,22 @@ async fn refund_flow(b: Backend) {
             .any(|e| e.action == "decision.approval_required"
                 && e.after.as_ref().unwrap()["approval"] == json!(pending.id))
     );
+
+    // Webhooks on creation, decision and use, Slack-compatible.
+    let deliveries = s
+        .admin
+        .list_deliveries(&hook.id, &DeliveryQuery { limit: Some(500), ..Default::default() })
+        .await
+        .unwrap()
+        .items;
+    let events: Vec<&str> = deliveries
+        .iter()
+        .filter(|d| d.payload["data"]["id"] == json!(pending.id))
+        .map(|d| d.event.as_str())
+        .collect();
+    assert_eq!(events, ["approval.requested", "approval.approved", "approval.used"]);
+    let text = deliveries[0].payload["text"].as_str().unwrap();
+    assert!(text.contains("support-leads") && text.contains("issue_refund"), "{text}");
 
     // Metrics: through the API and Prometheus.
     let stats = s.admin.approval_stats().await.unwrap();

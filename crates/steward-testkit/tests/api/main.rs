@@ -16,3 +16,4 @@ mod inventory;
 mod lifecycle;
 mod operations;
 mod support;
+mod webhooks;
