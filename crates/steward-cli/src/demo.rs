@@ -307,7 +307,9 @@ impl Approvers {
         let mut decided = Vec::new();
         while let Some(group) = approval.current_group().map(str::to_owned) {
             let (email, person) = self.of(&group)?;
-            approval = person.approve(&approval.id, Some("reviewed in the demo")).await?;
+            approval = person
+                .approve(&approval.id, Some("reviewed in the demo"))
+                .await?;
             decided.push(format!("{email} ({group})"));
         }
         Ok(decided)

@@ -427,21 +427,62 @@ mod tests {
         let mut a = approval(&["security", "legal"]);
         let now = t0() + Duration::minutes(1);
         // Legal cannot go first.
-        let err = approve(&mut a, &person("h2", "l@x", &legal), &[], None, now, Duration::minutes(5))
-            .unwrap_err();
+        let err = approve(
+            &mut a,
+            &person("h2", "l@x", &legal),
+            &[],
+            None,
+            now,
+            Duration::minutes(5),
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::NotAnApprover);
-        assert!(!approve(&mut a, &person("h1", "s@x", &security), &[], None, now, Duration::minutes(5)).unwrap());
+        assert!(
+            !approve(
+                &mut a,
+                &person("h1", "s@x", &security),
+                &[],
+                None,
+                now,
+                Duration::minutes(5)
+            )
+            .unwrap()
+        );
         assert_eq!(a.current_group(), Some("legal"));
         // The same person may not take the second step, even holding the role.
-        let err = approve(&mut a, &person("h1", "s@x", &security), &[], None, now, Duration::minutes(5))
-            .unwrap_err();
+        let err = approve(
+            &mut a,
+            &person("h1", "s@x", &security),
+            &[],
+            None,
+            now,
+            Duration::minutes(5),
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::SeparationOfDuties);
-        assert!(approve(&mut a, &person("h2", "l@x", &legal), &[], None, now, Duration::minutes(5)).unwrap());
+        assert!(
+            approve(
+                &mut a,
+                &person("h2", "l@x", &legal),
+                &[],
+                None,
+                now,
+                Duration::minutes(5)
+            )
+            .unwrap()
+        );
         assert_eq!(a.status, ApprovalStatus::Approved);
         assert_eq!(a.grant_expires_at, Some(now + Duration::minutes(5)));
         // Nothing is left.
-        let err = approve(&mut a, &person("h3", "o@x", &legal), &[], None, now, Duration::minutes(5))
-            .unwrap_err();
+        let err = approve(
+            &mut a,
+            &person("h3", "o@x", &legal),
+            &[],
+            None,
+            now,
+            Duration::minutes(5),
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::ApprovalClosed);
     }
 
@@ -450,11 +491,25 @@ mod tests {
         let roles = vec!["approvers".to_string()];
         let mut a = approval(&["approvers"]);
         let excluded = vec!["owner@x".to_string()];
-        let err = approve(&mut a, &person("h9", "Owner@X", &roles), &excluded, None, t0(), Duration::minutes(5))
-            .unwrap_err();
+        let err = approve(
+            &mut a,
+            &person("h9", "Owner@X", &roles),
+            &excluded,
+            None,
+            t0(),
+            Duration::minutes(5),
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::SeparationOfDuties);
         let excluded = vec!["h9".to_string()];
-        let err = deny(&mut a, &person("h9", "z@x", &roles), &excluded, Some("no".into()), t0()).unwrap_err();
+        let err = deny(
+            &mut a,
+            &person("h9", "z@x", &roles),
+            &excluded,
+            Some("no".into()),
+            t0(),
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::SeparationOfDuties);
         assert_eq!(a.status, ApprovalStatus::Pending);
     }
@@ -463,9 +518,23 @@ mod tests {
     fn deny_needs_a_comment_and_ends_it() {
         let roles = vec!["approvers".to_string()];
         let mut a = approval(&["approvers", "legal"]);
-        let err = deny(&mut a, &person("h1", "a@x", &roles), &[], Some("  ".into()), t0()).unwrap_err();
+        let err = deny(
+            &mut a,
+            &person("h1", "a@x", &roles),
+            &[],
+            Some("  ".into()),
+            t0(),
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
-        deny(&mut a, &person("h1", "a@x", &roles), &[], Some("too much".into()), t0()).unwrap();
+        deny(
+            &mut a,
+            &person("h1", "a@x", &roles),
+            &[],
+            Some("too much".into()),
+            t0(),
+        )
+        .unwrap();
         assert_eq!(a.status, ApprovalStatus::Denied);
         assert_eq!(a.steps[0].comment.as_deref(), Some("too much"));
     }
@@ -474,22 +543,49 @@ mod tests {
     fn expiry_follows_the_injected_clock() {
         let roles = vec!["approvers".to_string()];
         let mut a = approval(&["approvers"]);
-        assert_eq!(status_at(&a, t0() + Duration::minutes(59)), ApprovalStatus::Pending);
-        assert_eq!(status_at(&a, t0() + Duration::hours(1)), ApprovalStatus::Expired);
-        let err = approve(&mut a, &person("h1", "a@x", &roles), &[], None, t0() + Duration::hours(2), Duration::minutes(5))
-            .unwrap_err();
+        assert_eq!(
+            status_at(&a, t0() + Duration::minutes(59)),
+            ApprovalStatus::Pending
+        );
+        assert_eq!(
+            status_at(&a, t0() + Duration::hours(1)),
+            ApprovalStatus::Expired
+        );
+        let err = approve(
+            &mut a,
+            &person("h1", "a@x", &roles),
+            &[],
+            None,
+            t0() + Duration::hours(2),
+            Duration::minutes(5),
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::ApprovalClosed);
         let now = t0() + Duration::minutes(10);
-        approve(&mut a, &person("h1", "a@x", &roles), &[], None, now, Duration::minutes(5)).unwrap();
+        approve(
+            &mut a,
+            &person("h1", "a@x", &roles),
+            &[],
+            None,
+            now,
+            Duration::minutes(5),
+        )
+        .unwrap();
         assert!(grant_allows(&a, "d", now + Duration::minutes(4)));
         assert!(!grant_allows(&a, "d", now + Duration::minutes(5)));
         assert!(!grant_allows(&a, "other", now));
-        assert_eq!(status_at(&a, now + Duration::minutes(5)), ApprovalStatus::Expired);
+        assert_eq!(
+            status_at(&a, now + Duration::minutes(5)),
+            ApprovalStatus::Expired
+        );
     }
 
     #[test]
     fn groups_come_from_annotations_or_the_persona() {
-        assert_eq!(runtime_groups(&["support-leads, finance", "finance"], true, "approvers"), vec!["support-leads", "finance"]);
+        assert_eq!(
+            runtime_groups(&["support-leads, finance", "finance"], true, "approvers"),
+            vec!["support-leads", "finance"]
+        );
         assert_eq!(runtime_groups(&[], true, "approvers"), vec!["approvers"]);
         assert!(runtime_groups(&[], false, "approvers").is_empty());
         assert!(runtime_groups(&[" , "], false, "approvers").is_empty());

@@ -289,9 +289,10 @@ pub async fn apply(
             .map_err(about(format!("agent {name}")))?
         {
             Some(_) => agent,
-            None if agent.state == AgentState::PendingApproval => {
-                steward_types::Agent { state: AgentState::Active, ..agent }
-            }
+            None if agent.state == AgentState::PendingApproval => steward_types::Agent {
+                state: AgentState::Active,
+                ..agent
+            },
             None => agent,
         };
         if matches!(

@@ -23,13 +23,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use steward_core::approval::{self, RequestBinding};
 use steward_core::Error;
+use steward_core::approval::{self, RequestBinding};
 use steward_policy::DecisionInput;
 use steward_store::approvals::{NewApproval, Verdict};
 use steward_types::{
-    Approval, ApprovalKind, ApprovalRef, ApprovalStats, ApprovalStatus, Decision,
-    DecisionRequest, DecisionResponse, ErrorCode, Remediation, RiskTier, TierApprovalStats,
+    Approval, ApprovalKind, ApprovalRef, ApprovalStats, ApprovalStatus, Decision, DecisionRequest,
+    DecisionResponse, ErrorCode, Remediation, RiskTier, TierApprovalStats,
 };
 use tokio::sync::Notify;
 
@@ -46,8 +46,11 @@ const RECHECK: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct Approvals {
     changed: Notify,
-    persona_actions: Mutex<HashMap<(String, String), Arc<Vec<String>>>>,
+    persona_actions: Mutex<PersonaActions>,
 }
+
+/// (tenant, persona name) → the actions its agents need approval for.
+type PersonaActions = HashMap<(String, String), Arc<Vec<String>>>;
 
 impl Approvals {
     fn wake(&self) {
@@ -132,16 +135,14 @@ pub async fn gate(
     }
     let principal_is_agent = input.chain.first().is_some_and(|s| s.kind == "agent");
     let mut persona_requires = false;
-    if principal_is_agent {
-        if let Some(persona) = attr(input, 0, "persona") {
-            if persona_actions(state, &tenant, persona)
-                .await?
-                .contains(&req.action)
-            {
-                persona_requires = true;
-                rules.push(format!("persona '{persona}'"));
-            }
-        }
+    if principal_is_agent
+        && let Some(persona) = attr(input, 0, "persona")
+        && persona_actions(state, &tenant, persona)
+            .await?
+            .contains(&req.action)
+    {
+        persona_requires = true;
+        rules.push(format!("persona '{persona}'"));
     }
     let groups = approval::runtime_groups(
         &annotations,
@@ -230,7 +231,12 @@ pub async fn gate(
         risk_tier,
         digest,
         agent: principal_is_agent
-            .then(|| input.chain.first().map(|s| (s.entity.id.clone(), s.name.clone())))
+            .then(|| {
+                input
+                    .chain
+                    .first()
+                    .map(|s| (s.entity.id.clone(), s.name.clone()))
+            })
             .flatten(),
         excluded,
         request,
@@ -318,10 +324,10 @@ pub async fn decide(
 /// agent only its own.
 pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Approval, Error> {
     let a = state.store.get_approval(caller.tenant_id(), id).await?;
-    if let Caller::Agent { agent, .. } = caller {
-        if a.agent_id.as_deref() != Some(agent.id.as_str()) {
-            return Err(Error::not_found("approval", id));
-        }
+    if let Caller::Agent { agent, .. } = caller
+        && a.agent_id.as_deref() != Some(agent.id.as_str())
+    {
+        return Err(Error::not_found("approval", id));
     }
     Ok(a)
 }
@@ -416,4 +422,3 @@ pub async fn stats(state: &AppState, tenant: &str) -> Result<ApprovalStats, Erro
     }
     Ok(ApprovalStats { tiers })
 }
-

@@ -135,14 +135,14 @@ pub fn record_approval(event: &str, a: &steward_types::Approval) {
             risk_tier: risk_tier.clone(),
         })
         .inc();
-    if event == "approval.approved" {
-        if let Some(decided) = a.decided_at {
-            let secs = (decided - a.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-            METRICS
-                .time_to_approval
-                .get_or_create(&TierLabels { kind, risk_tier })
-                .observe(secs);
-        }
+    if event == "approval.approved"
+        && let Some(decided) = a.decided_at
+    {
+        let secs = (decided - a.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+        METRICS
+            .time_to_approval
+            .get_or_create(&TierLabels { kind, risk_tier })
+            .observe(secs);
     }
 }
 

@@ -368,7 +368,8 @@ impl Store {
             q = q.and("status = ?", Param::Text(s));
         }
         if let Some(k) = filter.kind {
-            ApprovalKind::parse(&k).ok_or_else(|| bad("kind", &k, "action, registration, change"))?;
+            ApprovalKind::parse(&k)
+                .ok_or_else(|| bad("kind", &k, "action, registration, change"))?;
             q = q.and("kind = ?", Param::Text(k));
         }
         if let Some(t) = filter.risk_tier {
@@ -582,26 +583,51 @@ impl Store {
                 "{} approval {} {}",
                 a.kind.as_str(),
                 a.id,
-                if verdict == Verdict::Approve { "approved" } else { "denied" }
+                if verdict == Verdict::Approve {
+                    "approved"
+                } else {
+                    "denied"
+                }
             );
             match (a.kind, verdict, &agent) {
                 (ApprovalKind::Registration, Verdict::Approve, Some(agent)) => {
-                    self.transition_agent_in(&mut tx, ctx, &agent.id, Transition::Activate, Some(why))
-                        .await?;
+                    self.transition_agent_in(
+                        &mut tx,
+                        ctx,
+                        &agent.id,
+                        Transition::Activate,
+                        Some(why),
+                    )
+                    .await?;
                 }
                 (ApprovalKind::Registration, Verdict::Deny, Some(agent)) => {
                     let reason = comment.map_or(why.clone(), |c| format!("{why}: {c}"));
-                    self.transition_agent_in(&mut tx, ctx, &agent.id, Transition::Reject, Some(reason))
-                        .await?;
+                    self.transition_agent_in(
+                        &mut tx,
+                        ctx,
+                        &agent.id,
+                        Transition::Reject,
+                        Some(reason),
+                    )
+                    .await?;
                 }
                 (ApprovalKind::Change, Verdict::Approve, Some(agent)) => {
-                    let roles: Vec<String> = serde_json::from_value(a.request["to"]["roles"].clone())
-                        .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))?;
+                    let roles: Vec<String> =
+                        serde_json::from_value(a.request["to"]["roles"].clone())
+                            .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))?;
                     let classifications: Vec<String> =
                         serde_json::from_value(a.request["to"]["classifications"].clone())
                             .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))?;
-                    self.apply_access_in(&mut tx, ctx, rules, agent, roles, classifications, Some(&why))
-                        .await?;
+                    self.apply_access_in(
+                        &mut tx,
+                        ctx,
+                        rules,
+                        agent,
+                        roles,
+                        classifications,
+                        Some(&why),
+                    )
+                    .await?;
                 }
                 _ => {}
             }
@@ -886,7 +912,11 @@ impl Store {
                     format!(
                         "a child of '{}' may not hold what its parent does not: {}",
                         parent.name,
-                        extra.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        extra
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -975,19 +1005,19 @@ impl Store {
             let a = self
                 .close_in(&mut tx, &ctx, a, ApprovalStatus::Expired, reason)
                 .await?;
-            if a.kind == ApprovalKind::Registration {
-                if let Some(agent_id) = &a.agent_id {
-                    let agent = lock_agent(&mut tx, lock, &tenant, agent_id).await?;
-                    if agent.state == AgentState::PendingApproval {
-                        self.transition_agent_in(
-                            &mut tx,
-                            &ctx,
-                            agent_id,
-                            Transition::Reject,
-                            Some(format!("registration approval {} expired", a.id)),
-                        )
-                        .await?;
-                    }
+            if a.kind == ApprovalKind::Registration
+                && let Some(agent_id) = &a.agent_id
+            {
+                let agent = lock_agent(&mut tx, lock, &tenant, agent_id).await?;
+                if agent.state == AgentState::PendingApproval {
+                    self.transition_agent_in(
+                        &mut tx,
+                        &ctx,
+                        agent_id,
+                        Transition::Reject,
+                        Some(format!("registration approval {} expired", a.id)),
+                    )
+                    .await?;
                 }
             }
             tx.commit().await.map_err(db_error)?;
@@ -1010,8 +1040,9 @@ impl Store {
                 let status: String = col(row, "status")?;
                 Ok(ApprovalFact {
                     risk_tier: tier(&col::<String>(row, "risk_tier")?)?,
-                    status: ApprovalStatus::parse(&status)
-                        .ok_or_else(|| Error::internal(format!("unknown approval status {status}")))?,
+                    status: ApprovalStatus::parse(&status).ok_or_else(|| {
+                        Error::internal(format!("unknown approval status {status}"))
+                    })?,
                     created_at: time(col(row, "created_at")?),
                     decided_at: col::<Option<i64>>(row, "decided_at")?.map(time),
                     sla_due_at: time(col(row, "sla_due_at")?),
@@ -1046,8 +1077,14 @@ impl Store {
                 if open.expires_at > ctx.now {
                     return Ok((open, false));
                 }
-                self.close_in(&mut tx, ctx, open, ApprovalStatus::Expired, "nobody decided in time")
-                    .await?;
+                self.close_in(
+                    &mut tx,
+                    ctx,
+                    open,
+                    ApprovalStatus::Expired,
+                    "nobody decided in time",
+                )
+                .await?;
             }
             match self.create_approval_in(&mut tx, ctx, new.clone()).await {
                 Ok(a) => {
@@ -1059,7 +1096,9 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::internal("could not file the approval request; try again"))
+        Err(Error::internal(
+            "could not file the approval request; try again",
+        ))
     }
 
     /// Register an agent and, when it waits for approval, file its
@@ -1095,15 +1134,25 @@ impl Store {
         if transition == Transition::Activate {
             let lock = self.backend.for_update();
             let agent = lock_agent(&mut tx, lock, &ctx.tenant_id, key).await?;
-            if matches!(agent.state, AgentState::Proposed | AgentState::PendingApproval) {
+            if matches!(
+                agent.state,
+                AgentState::Proposed | AgentState::PendingApproval
+            ) {
                 let tier = effective_tier(&mut tx, &agent).await?;
                 let chain = rules.approval_chains.for_tier(tier);
                 if !chain.is_empty() {
                     let open = self
-                        .open_agent_approval_in(&mut tx, &ctx.tenant_id, &agent.id, ApprovalKind::Registration)
+                        .open_agent_approval_in(
+                            &mut tx,
+                            &ctx.tenant_id,
+                            &agent.id,
+                            ApprovalKind::Registration,
+                        )
                         .await?;
                     let how = match &open {
-                        Some(a) => format!("approve {} (`steward approvals approve {}`)", a.id, a.id),
+                        Some(a) => {
+                            format!("approve {} (`steward approvals approve {}`)", a.id, a.id)
+                        }
                         None => "submit it to file its registration approval".into(),
                     };
                     return Err(Error::new(
@@ -1176,7 +1225,12 @@ impl Store {
 
 impl Store {
     /// An agent by id or name, read inside a transaction.
-    pub async fn get_agent_in(&self, tx: &mut Tx, tenant_id: &str, key: &str) -> Result<Agent, Error> {
+    pub async fn get_agent_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        key: &str,
+    ) -> Result<Agent, Error> {
         lock_agent(tx, "", tenant_id, key).await
     }
 }

@@ -129,7 +129,13 @@ fn chain(a: &Approval) -> String {
 
 impl Tabular for Approval {
     const HEADERS: &'static [&'static str] = &[
-        "ID", "KIND", "STATUS", "RISK", "WAITS FOR", "ABOUT", "EXPIRES",
+        "ID",
+        "KIND",
+        "STATUS",
+        "RISK",
+        "WAITS FOR",
+        "ABOUT",
+        "EXPIRES",
     ];
     const PLURAL: &'static str = "approvals";
     fn row(&self) -> Vec<String> {
@@ -160,13 +166,23 @@ impl Detail for Approval {
             ("about", subject(self)),
             ("why", self.reason.clone()),
             ("chain", chain(self)),
-            ("comments", if comments.is_empty() { "-".into() } else { comments.join("; ") }),
+            (
+                "comments",
+                if comments.is_empty() {
+                    "-".into()
+                } else {
+                    comments.join("; ")
+                },
+            ),
             ("requested by", self.requested_by.clone()),
             ("requested", time(&self.created_at)),
             ("sla due", time(&self.sla_due_at)),
             ("expires", time(&self.expires_at)),
             ("grant until", optional_time(self.grant_expires_at.as_ref())),
-            ("used by", self.used_by_decision.clone().unwrap_or_else(|| "-".into())),
+            (
+                "used by",
+                self.used_by_decision.clone().unwrap_or_else(|| "-".into()),
+            ),
             ("request", self.request.to_string()),
         ]
     }

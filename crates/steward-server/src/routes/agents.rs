@@ -78,7 +78,10 @@ pub async fn update_agent(
             crate::approvals::announce(&state, "approval.requested", &a);
             (
                 StatusCode::ACCEPTED,
-                [(axum::http::header::LOCATION, format!("/v1/approvals/{}", a.id))],
+                [(
+                    axum::http::header::LOCATION,
+                    format!("/v1/approvals/{}", a.id),
+                )],
                 Json(change.agent),
             )
                 .into_response()

@@ -94,6 +94,9 @@ pub async fn wait(
 /// Approved, denied, expired and pending counts and time-to-approval
 /// percentiles per risk tier.
 #[utoipa::path(get, path = "/v1/approvals/stats", tag = "approvals", responses((status = 200, body = ApprovalStats)))]
-pub async fn stats(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ApprovalStats>> {
+pub async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<ApprovalStats>> {
     Ok(Json(approvals::stats(&state, caller.reader()?).await?))
 }

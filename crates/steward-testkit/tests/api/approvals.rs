@@ -158,7 +158,10 @@ async fn refund_flow(b: Backend) {
         let id = pending.id.clone();
         tokio::spawn(async move { bot.wait_approval(&id, 30).await })
     };
-    let approved = lead.approve(&pending.id, Some("customer is right")).await.unwrap();
+    let approved = lead
+        .approve(&pending.id, Some("customer is right"))
+        .await
+        .unwrap();
     assert_eq!(approved.status, ApprovalStatus::Approved);
     assert!(approved.grant_expires_at.is_some());
     assert_eq!(
@@ -168,9 +171,15 @@ async fn refund_flow(b: Backend) {
     let retry = bot.decide(&refund(250, "R-2")).await.unwrap();
     assert_eq!(retry.decision, Decision::Allow);
     let used = retry.approval.unwrap();
-    assert_eq!((used.id.as_str(), used.status), (pending.id.as_str(), ApprovalStatus::Used));
+    assert_eq!(
+        (used.id.as_str(), used.status),
+        (pending.id.as_str(), ApprovalStatus::Used)
+    );
     let spent = lead.get_approval(&pending.id).await.unwrap();
-    assert_eq!(spent.used_by_decision.as_deref(), Some(retry.decision_id.as_str()));
+    assert_eq!(
+        spent.used_by_decision.as_deref(),
+        Some(retry.decision_id.as_str())
+    );
 
     // A second retry is pending again, on a new approval.
     let second = bot.decide(&refund(250, "R-2")).await.unwrap();
@@ -184,22 +193,28 @@ async fn refund_flow(b: Backend) {
         .filter(|e| e.resource_id == pending.id)
         .map(|e| e.action.as_str())
         .collect();
-    assert_eq!(steps, ["approval.request", "approval.approve", "approval.use"]);
-    let approve = log
-        .iter()
-        .find(|e| e.action == "approval.approve")
-        .unwrap();
-    assert!(approve.actor.human_id.is_some(), "the approver is attributable");
-    assert!(
-        log.iter()
-            .any(|e| e.action == "decision.approval_required"
-                && e.after.as_ref().unwrap()["approval"] == json!(pending.id))
+    assert_eq!(
+        steps,
+        ["approval.request", "approval.approve", "approval.use"]
     );
+    let approve = log.iter().find(|e| e.action == "approval.approve").unwrap();
+    assert!(
+        approve.actor.human_id.is_some(),
+        "the approver is attributable"
+    );
+    assert!(log.iter().any(|e| e.action == "decision.approval_required"
+        && e.after.as_ref().unwrap()["approval"] == json!(pending.id)));
 
     // Webhooks on creation, decision and use, Slack-compatible.
     let deliveries = s
         .admin
-        .list_deliveries(&hook.id, &DeliveryQuery { limit: Some(500), ..Default::default() })
+        .list_deliveries(
+            &hook.id,
+            &DeliveryQuery {
+                limit: Some(500),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .items;
@@ -208,26 +223,50 @@ async fn refund_flow(b: Backend) {
         .filter(|d| d.payload["data"]["id"] == json!(pending.id))
         .map(|d| d.event.as_str())
         .collect();
-    assert_eq!(events, ["approval.requested", "approval.approved", "approval.used"]);
+    assert_eq!(
+        events,
+        ["approval.requested", "approval.approved", "approval.used"]
+    );
     let text = deliveries[0].payload["text"].as_str().unwrap();
-    assert!(text.contains("support-leads") && text.contains("issue_refund"), "{text}");
+    assert!(
+        text.contains("support-leads") && text.contains("issue_refund"),
+        "{text}"
+    );
 
     // Metrics: through the API and Prometheus.
     let stats = s.admin.approval_stats().await.unwrap();
     let low = stats.tiers.iter().find(|t| t.risk_tier == "low").unwrap();
     assert_eq!((low.approved, low.pending), (1, 1));
     assert!(low.p50_seconds.is_some());
-    let (status, metrics) = s.admin.raw(Method::GET, "/metrics", None, None).await.unwrap();
+    let (status, metrics) = s
+        .admin
+        .raw(Method::GET, "/metrics", None, None)
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     let text = metrics.as_str().unwrap();
-    assert!(text.contains("steward_approvals_total{event=\"approved\",kind=\"action\",risk_tier=\"low\"}"), "{text}");
-    assert!(text.contains("steward_approval_time_to_approval_seconds"), "{text}");
+    assert!(
+        text.contains(
+            "steward_approvals_total{event=\"approved\",kind=\"action\",risk_tier=\"low\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("steward_approval_time_to_approval_seconds"),
+        "{text}"
+    );
     s.stop().await;
 }
 
 async fn a_different_request_is_not_covered(b: Backend) {
     let Refunds { s, bot, lead } = refunds(b).await;
-    let id = bot.decide(&refund(250, "R-7")).await.unwrap().approval.unwrap().id;
+    let id = bot
+        .decide(&refund(250, "R-7"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
     lead.approve(&id, None).await.unwrap();
     // Another amount, another resource: not covered, each needs its own approval.
     for other in [refund(251, "R-7"), refund(250, "R-8")] {
@@ -249,18 +288,37 @@ async fn a_different_request_is_not_covered(b: Backend) {
     assert_eq!(via_admin.decision, Decision::Allow);
     assert_eq!(via_admin.approval.unwrap().id, id);
     // Denied means deny, with the approver's reason.
-    let id = bot.decide(&refund(900, "R-9")).await.unwrap().approval.unwrap().id;
-    lead.deny(&id, Some("over the customer's total")).await.unwrap();
+    let id = bot
+        .decide(&refund(900, "R-9"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    lead.deny(&id, Some("over the customer's total"))
+        .await
+        .unwrap();
     let d = bot.decide(&refund(900, "R-9")).await.unwrap();
     assert_eq!(d.decision, Decision::Deny);
-    assert!(d.remediation.unwrap().message.contains("over the customer's total"));
+    assert!(
+        d.remediation
+            .unwrap()
+            .message
+            .contains("over the customer's total")
+    );
     s.stop().await;
 }
 
 async fn expiry_follows_an_injected_clock(b: Backend) {
     let Refunds { s, bot, lead } = refunds(b).await;
     let store = s.server.store();
-    let id = bot.decide(&refund(300, "R-3")).await.unwrap().approval.unwrap().id;
+    let id = bot
+        .decide(&refund(300, "R-3"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
     // An hour later (the request lifetime) nobody decided: expired, which means no.
     let expired = store
         .expire_approvals(Utc::now() + Duration::hours(1) + Duration::minutes(1))
@@ -271,14 +329,23 @@ async fn expiry_follows_an_injected_clock(b: Backend) {
         bot.wait_approval(&id, 5).await.unwrap().status,
         ApprovalStatus::Expired
     );
-    assert_eq!(code(lead.approve(&id, None).await), ErrorCode::ApprovalClosed);
+    assert_eq!(
+        code(lead.approve(&id, None).await),
+        ErrorCode::ApprovalClosed
+    );
     // Asking again files a new request; approved, its grant lasts 15 minutes.
     let again = bot.decide(&refund(300, "R-3")).await.unwrap();
     assert_eq!(again.decision, Decision::ApprovalRequired);
     let renewed = again.approval.unwrap().id;
     assert_ne!(renewed, id);
     lead.approve(&renewed, None).await.unwrap();
-    assert!(store.expire_approvals(Utc::now() + Duration::minutes(14)).await.unwrap().is_empty());
+    assert!(
+        store
+            .expire_approvals(Utc::now() + Duration::minutes(14))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let expired = store
         .expire_approvals(Utc::now() + Duration::minutes(16))
         .await
@@ -288,9 +355,20 @@ async fn expiry_follows_an_injected_clock(b: Backend) {
     let late = bot.decide(&refund(300, "R-3")).await.unwrap();
     assert_eq!(late.decision, Decision::ApprovalRequired);
     let log = all_audit(&s.admin).await;
-    assert_eq!(log.iter().filter(|e| e.action == "approval.expire").count(), 2);
+    assert_eq!(
+        log.iter().filter(|e| e.action == "approval.expire").count(),
+        2
+    );
     let stats = s.admin.approval_stats().await.unwrap();
-    assert_eq!(stats.tiers.iter().find(|t| t.risk_tier == "low").unwrap().expired, 2);
+    assert_eq!(
+        stats
+            .tiers
+            .iter()
+            .find(|t| t.risk_tier == "low")
+            .unwrap()
+            .expired,
+        2
+    );
     s.stop().await;
 }
 
@@ -309,16 +387,34 @@ async fn separation_of_duties_is_enforced(b: Backend) {
         .await
         .unwrap();
     let (_, alice) = person(admin, "alice@example.com", &[]).await;
-    let id = bot.decide(&refund(500, "R-4")).await.unwrap().approval.unwrap().id;
+    let id = bot
+        .decide(&refund(500, "R-4"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
     let before = all_audit(admin).await.len();
-    assert_eq!(code(alice.approve(&id, None).await), ErrorCode::SeparationOfDuties);
+    assert_eq!(
+        code(alice.approve(&id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
     // Not a person, not in the group, an agent, a denial without reason: refused.
-    assert_eq!(code(admin.approve(&id, None).await), ErrorCode::NotAnApprover);
+    assert_eq!(
+        code(admin.approve(&id, None).await),
+        ErrorCode::NotAnApprover
+    );
     let (_, outsider) = person(admin, "olga@example.com", &[]).await;
-    assert_eq!(code(outsider.approve(&id, None).await), ErrorCode::NotAnApprover);
+    assert_eq!(
+        code(outsider.approve(&id, None).await),
+        ErrorCode::NotAnApprover
+    );
     assert_eq!(code(bot.approve(&id, None).await), ErrorCode::Forbidden);
     assert_eq!(code(lead.deny(&id, None).await), ErrorCode::InvalidRequest);
-    assert_eq!(code(lead.approve("apr_nope", None).await), ErrorCode::NotFound);
+    assert_eq!(
+        code(lead.approve("apr_nope", None).await),
+        ErrorCode::NotFound
+    );
     // A person the agent acts for may not approve its request either.
     let mut for_lee = refund(500, "R-5");
     for_lee.principal = Some(PrincipalRef {
@@ -328,7 +424,8 @@ async fn separation_of_duties_is_enforced(b: Backend) {
     admin
         .put_policy(&PutPolicy {
             id: "humans-refund".into(),
-            text: r#"permit(principal is Human, action == Action::"issue_refund", resource);"#.into(),
+            text: r#"permit(principal is Human, action == Action::"issue_refund", resource);"#
+                .into(),
             ..Default::default()
         })
         .await
@@ -336,20 +433,39 @@ async fn separation_of_duties_is_enforced(b: Backend) {
     for_lee.on_behalf_of = Some("lee@example.com".into());
     let d = admin.decide(&for_lee).await.unwrap();
     let lee_id = d.approval.unwrap().id;
-    assert_eq!(code(lead.approve(&lee_id, None).await), ErrorCode::SeparationOfDuties);
+    assert_eq!(
+        code(lead.approve(&lee_id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
     // Nothing changed: still pending, and only the new request is in the log.
-    assert_eq!(admin.get_approval(&id).await.unwrap().status, ApprovalStatus::Pending);
+    assert_eq!(
+        admin.get_approval(&id).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
     let log = all_audit(admin).await;
-    assert!(log[before..].iter().all(|e| !e.action.starts_with("approval.approve")));
+    assert!(
+        log[before..]
+            .iter()
+            .all(|e| !e.action.starts_with("approval.approve"))
+    );
     // Another lead may.
     let (_, other) = person(admin, "lin@example.com", &["support-leads"]).await;
-    assert_eq!(other.approve(&id, None).await.unwrap().status, ApprovalStatus::Approved);
+    assert_eq!(
+        other.approve(&id, None).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
     s.stop().await;
 }
 
 async fn one_grant_two_concurrent_uses(b: Backend) {
     let Refunds { s, bot, lead } = refunds(b).await;
-    let id = bot.decide(&refund(400, "R-6")).await.unwrap().approval.unwrap().id;
+    let id = bot
+        .decide(&refund(400, "R-6"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
     lead.approve(&id, None).await.unwrap();
     let tries: Vec<_> = (0..8)
         .map(|_| {
@@ -399,7 +515,10 @@ async fn high_risk_registration_walks_security_then_legal(b: Backend) {
         })
         .await
         .unwrap();
-    assert_eq!((agent.state, agent.risk_tier), (AgentState::PendingApproval, RiskTier::High));
+    assert_eq!(
+        (agent.state, agent.risk_tier),
+        (AgentState::PendingApproval, RiskTier::High)
+    );
     let approval = pending_approval(admin, "support-assistant", "registration").await;
     let groups: Vec<&str> = approval.steps.iter().map(|s| s.group.as_str()).collect();
     assert_eq!(groups, ["security", "legal"]);
@@ -414,27 +533,64 @@ async fn high_risk_registration_walks_security_then_legal(b: Backend) {
         .unwrap();
     assert_eq!(for_security.items.len(), 1);
     assert_eq!(
-        code(admin.list_approvals(&ApprovalFilter { status: Some("maybe".into()), ..Default::default() }).await),
+        code(
+            admin
+                .list_approvals(&ApprovalFilter {
+                    status: Some("maybe".into()),
+                    ..Default::default()
+                })
+                .await
+        ),
         ErrorCode::InvalidQuery
     );
     // No shortcut: activation goes through the chain.
-    assert_eq!(code(admin.activate_agent("support-assistant", None).await), ErrorCode::ApprovalPending);
+    assert_eq!(
+        code(admin.activate_agent("support-assistant", None).await),
+        ErrorCode::ApprovalPending
+    );
     let (_, sam) = person(admin, "sam@example.com", &["security", "legal"]).await;
     let (_, lucia) = person(admin, "lucia@example.com", &["legal"]).await;
     // Legal cannot go first; the owner cannot approve at all.
-    assert_eq!(code(lucia.approve(&approval.id, None).await), ErrorCode::NotAnApprover);
-    assert_eq!(code(owner.approve(&approval.id, None).await), ErrorCode::SeparationOfDuties);
-    let step = sam.approve(&approval.id, Some("scopes reviewed")).await.unwrap();
+    assert_eq!(
+        code(lucia.approve(&approval.id, None).await),
+        ErrorCode::NotAnApprover
+    );
+    assert_eq!(
+        code(owner.approve(&approval.id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
+    let step = sam
+        .approve(&approval.id, Some("scopes reviewed"))
+        .await
+        .unwrap();
     assert_eq!(step.status, ApprovalStatus::Pending);
     assert_eq!(step.current_group(), Some("legal"));
-    assert_eq!(admin.get_agent("support-assistant").await.unwrap().state, AgentState::PendingApproval);
+    assert_eq!(
+        admin.get_agent("support-assistant").await.unwrap().state,
+        AgentState::PendingApproval
+    );
     // The same person may not take the legal step too.
-    assert_eq!(code(sam.approve(&approval.id, None).await), ErrorCode::SeparationOfDuties);
-    let done = lucia.approve(&approval.id, Some("DPA in place")).await.unwrap();
+    assert_eq!(
+        code(sam.approve(&approval.id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
+    let done = lucia
+        .approve(&approval.id, Some("DPA in place"))
+        .await
+        .unwrap();
     assert_eq!(done.status, ApprovalStatus::Approved);
-    assert_eq!(done.steps[1].decided_by_email.as_deref(), Some("lucia@example.com"));
-    assert_eq!(admin.get_agent("support-assistant").await.unwrap().state, AgentState::Active);
-    assert_eq!(code(lucia.approve(&approval.id, None).await), ErrorCode::ApprovalClosed);
+    assert_eq!(
+        done.steps[1].decided_by_email.as_deref(),
+        Some("lucia@example.com")
+    );
+    assert_eq!(
+        admin.get_agent("support-assistant").await.unwrap().state,
+        AgentState::Active
+    );
+    assert_eq!(
+        code(lucia.approve(&approval.id, None).await),
+        ErrorCode::ApprovalClosed
+    );
 
     // A medium one needs security only; a denial rejects it.
     admin
@@ -449,16 +605,28 @@ async fn high_risk_registration_walks_security_then_legal(b: Backend) {
         .unwrap();
     let medium = pending_approval(admin, "reader", "registration").await;
     assert_eq!(medium.steps.len(), 1);
-    sam.deny(&medium.id, Some("no purpose given")).await.unwrap();
+    sam.deny(&medium.id, Some("no purpose given"))
+        .await
+        .unwrap();
     let reader = admin.get_agent("reader").await.unwrap();
     assert_eq!(reader.state, AgentState::Rejected);
     assert!(reader.state_reason.unwrap().contains("no purpose given"));
     let log = all_audit(admin).await;
-    assert!(log.iter().any(|e| e.action == "agent.activate" && e.actor.human_id.is_some()));
-    assert!(log.iter().any(|e| e.action == "agent.reject" && e.resource_id == reader.id));
+    assert!(
+        log.iter()
+            .any(|e| e.action == "agent.activate" && e.actor.human_id.is_some())
+    );
+    assert!(
+        log.iter()
+            .any(|e| e.action == "agent.reject" && e.resource_id == reader.id)
+    );
     let stats = admin.approval_stats().await.unwrap();
     let high = stats.tiers.iter().find(|t| t.risk_tier == "high").unwrap();
-    let medium = stats.tiers.iter().find(|t| t.risk_tier == "medium").unwrap();
+    let medium = stats
+        .tiers
+        .iter()
+        .find(|t| t.risk_tier == "medium")
+        .unwrap();
     assert_eq!((high.approved, medium.denied), (1, 1));
     s.stop().await;
 }
@@ -495,22 +663,48 @@ async fn mover_change_waits_for_approval(b: Backend) {
     assert_eq!(body["risk_tier"], json!("low"));
     let change = pending_approval(admin, "helper", "change").await;
     assert_eq!(change.risk_tier, RiskTier::Medium);
-    assert_eq!(change.request["to"]["classifications"], json!(["public", "internal"]));
+    assert_eq!(
+        change.request["to"]["classifications"],
+        json!(["public", "internal"])
+    );
     // Unknown roles are refused and change nothing.
     assert_eq!(
-        code(admin.update_agent("helper", &UpdateAgent { roles: Some(vec!["nope".into()]), ..Default::default() }).await),
+        code(
+            admin
+                .update_agent(
+                    "helper",
+                    &UpdateAgent {
+                        roles: Some(vec!["nope".into()]),
+                        ..Default::default()
+                    }
+                )
+                .await
+        ),
         ErrorCode::UnknownReference
     );
     // A second change while one waits is refused.
     assert_eq!(
-        code(admin.update_agent("helper", &UpdateAgent { classifications: Some(vec!["pii".into()]), ..Default::default() }).await),
+        code(
+            admin
+                .update_agent(
+                    "helper",
+                    &UpdateAgent {
+                        classifications: Some(vec!["pii".into()]),
+                        ..Default::default()
+                    }
+                )
+                .await
+        ),
         ErrorCode::ApprovalPending
     );
     let (_, sam) = person(admin, "sam@example.com", &["security"]).await;
     sam.approve(&change.id, None).await.unwrap();
     let moved = admin.get_agent("helper").await.unwrap();
     assert_eq!(moved.classifications, vec!["public", "internal"]);
-    assert_eq!((moved.risk_tier, moved.state), (RiskTier::Medium, AgentState::Active));
+    assert_eq!(
+        (moved.risk_tier, moved.state),
+        (RiskTier::Medium, AgentState::Active)
+    );
     s.stop().await;
 }
 
@@ -519,7 +713,10 @@ async fn persona_rule_and_authzen(b: Backend) {
     let admin = &s.admin;
     human(admin, "jordan@example.com").await;
     admin
-        .put_resource_type(&PutResourceType { name: "refund".into(), ..Default::default() })
+        .put_resource_type(&PutResourceType {
+            name: "refund".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     admin
@@ -569,8 +766,14 @@ async fn persona_rule_and_authzen(b: Backend) {
     assert_eq!(status, 200);
     assert_eq!(body["decision"], json!(false));
     assert_eq!(body["context"]["outcome"], json!("approval_required"));
-    let id = body["context"]["approval"]["id"].as_str().unwrap().to_string();
-    assert_eq!(body["context"]["approval"]["approver_groups"], json!(["approvers"]));
+    let id = body["context"]["approval"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        body["context"]["approval"]["approver_groups"],
+        json!(["approvers"])
+    );
     assert_eq!(
         body["context"]["approval"]["wait"]["href"],
         json!(format!("/v1/approvals/{id}/wait"))
@@ -578,14 +781,24 @@ async fn persona_rule_and_authzen(b: Backend) {
     let (_, ana) = person(admin, "ana@example.com", &["approvers"]).await;
     ana.approve(&id, None).await.unwrap();
     let mut req = DecisionRequest {
-        principal: Some(PrincipalRef { principal_type: "agent".into(), id: "assistant".into() }),
+        principal: Some(PrincipalRef {
+            principal_type: "agent".into(),
+            id: "assistant".into(),
+        }),
         action: "issue_refund".into(),
-        resource: ResourceRef { resource_type: "refund".into(), id: "R-1".into(), attributes: Default::default() },
+        resource: ResourceRef {
+            resource_type: "refund".into(),
+            id: "R-1".into(),
+            attributes: Default::default(),
+        },
         context: json!({ "amount": 20 }).as_object().unwrap().clone(),
         ..Default::default()
     };
     assert_eq!(admin.decide(&req).await.unwrap().decision, Decision::Allow);
     req.context = json!({ "amount": 21 }).as_object().unwrap().clone();
-    assert_eq!(admin.decide(&req).await.unwrap().decision, Decision::ApprovalRequired);
+    assert_eq!(
+        admin.decide(&req).await.unwrap().decision,
+        Decision::ApprovalRequired
+    );
     s.stop().await;
 }

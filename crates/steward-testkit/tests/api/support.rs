@@ -124,7 +124,11 @@ pub async fn pending_approval(admin: &Client, agent: &str, kind: &str) -> Approv
         })
         .await
         .unwrap();
-    assert_eq!(page.items.len(), 1, "one pending {kind} approval for {agent}");
+    assert_eq!(
+        page.items.len(),
+        1,
+        "one pending {kind} approval for {agent}"
+    );
     page.items.into_iter().next().unwrap()
 }
 
@@ -135,7 +139,8 @@ pub async fn approve_registration(admin: &Client, agent: &str) -> Result<Approva
     let mut approval = pending_approval(admin, agent, "registration").await;
     loop {
         let group = approval.current_group().unwrap().to_string();
-        let (_, reviewer) = person(admin, &format!("{group}-reviewer@example.com"), &[&group]).await;
+        let (_, reviewer) =
+            person(admin, &format!("{group}-reviewer@example.com"), &[&group]).await;
         approval = reviewer.approve(&approval.id, Some("reviewed")).await?;
         if approval.status != ApprovalStatus::Pending {
             return Ok(approval);
