@@ -5,7 +5,8 @@
 //! can need one (a denial stays a denial). It needs one when a permitting
 //! policy carries `@approval("group, ...")` (those groups, in order), or when
 //! the principal agent's persona lists the action in `approval_required_for`
-//! (the configured `runtime_group`, default `approvers`). Approver groups are
+//! (the configured `runtime_group`, default `approvers`) and not every
+//! permitting policy waives it with `@approval("none")`. Approver groups are
 //! human roles.
 //!
 //! **Binding and use.** The approval is bound to the digest of the principal
@@ -127,15 +128,24 @@ pub async fn gate(
     let tenant = caller.tenant_id().to_string();
     let mut annotations = Vec::new();
     let mut rules = Vec::new();
+    // `@approval("none")` on every permitting policy waives the persona's
+    // rule (a reviewed policy that says "these need nobody", e.g. small refunds).
+    let mut waived = !response.policies.is_empty();
     for p in &response.policies {
-        if let Some(groups) = engine.annotation(&p.id, "approval") {
-            annotations.push(groups);
-            rules.push(format!("policy '{}'", p.id));
+        match engine.annotation(&p.id, "approval").map(str::trim) {
+            Some("none") => {}
+            Some(groups) => {
+                waived = false;
+                annotations.push(groups);
+                rules.push(format!("policy '{}'", p.id));
+            }
+            None => waived = false,
         }
     }
     let principal_is_agent = input.chain.first().is_some_and(|s| s.kind == "agent");
     let mut persona_requires = false;
     if principal_is_agent
+        && !waived
         && let Some(persona) = attr(input, 0, "persona")
         && persona_actions(state, &tenant, persona)
             .await?
