@@ -19,6 +19,7 @@ on_both_backends!(
     high_risk_registration_walks_security_then_legal,
     mover_change_waits_for_approval,
     persona_rule_and_authzen,
+    bad_input_changes_nothing,
 );
 
 /// A support bot (low risk, active) that may refund up to 100 on its own
@@ -799,6 +800,175 @@ async fn persona_rule_and_authzen(b: Backend) {
     assert_eq!(
         admin.decide(&req).await.unwrap().decision,
         Decision::ApprovalRequired
+    );
+    s.stop().await;
+}
+
+/// Two nodes on one PostgreSQL: an agent waits on one node while a person
+/// approves on the other; the waiter sees it (it re-reads the store), and the
+/// grant is used once across both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_sees_a_decision_taken_on_another_node() {
+    let Refunds { s, bot, lead } = refunds(Backend::Postgres).await;
+    let (node2, admin2) = s.second_node().await;
+    let id = bot
+        .decide(&refund(700, "R-10"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    let bot2 = Client::new(&node2.url(), bot.token().map(str::to_string));
+    let waiter = {
+        let bot2 = bot2.clone();
+        let id = id.clone();
+        tokio::spawn(async move { bot2.wait_approval(&id, 30).await })
+    };
+    lead.approve(&id, None).await.unwrap();
+    assert_eq!(
+        waiter.await.unwrap().unwrap().status,
+        ApprovalStatus::Approved
+    );
+    // Used on node 2; node 1 finds it spent.
+    assert_eq!(
+        bot2.decide(&refund(700, "R-10")).await.unwrap().decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        bot.decide(&refund(700, "R-10")).await.unwrap().decision,
+        Decision::ApprovalRequired
+    );
+    assert_eq!(
+        admin2.get_approval(&id).await.unwrap().status,
+        ApprovalStatus::Used
+    );
+    node2.shutdown().await.unwrap();
+    s.stop().await;
+}
+
+async fn bad_input_changes_nothing(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let id = bot
+        .decide(&refund(150, "R-11"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    let before = all_audit(&s.admin).await.len();
+    let json_ct = Some("application/json");
+    let cases: Vec<(Method, String, Option<String>, u16, &str)> = vec![
+        (
+            Method::GET,
+            format!("/v1/approvals/{id}/wait?timeout=31"),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            format!("/v1/approvals/{id}/wait?timeout=soon"),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/approvals?kind=vibes".into(),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/approvals?risk_tier=extreme".into(),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/approvals/apr_missing".into(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            format!("/v1/approvals/{id}/approve"),
+            Some("{\"comment\": 5}".into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            format!("/v1/approvals/{id}/approve"),
+            Some("{\"coment\": \"x\"}".into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            format!("/v1/approvals/{id}/deny"),
+            Some("{".into()),
+            400,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            format!("/v1/approvals/{id}/deny"),
+            Some("{}".into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/approvals/apr_missing/approve".into(),
+            Some("{}".into()),
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, answer) = lead
+            .raw(method.clone(), &path, body, json_ct)
+            .await
+            .unwrap();
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert_eq!(
+            answer["error"]["code"],
+            json!(code),
+            "{method} {path}: {answer}"
+        );
+    }
+    // Another tenant's approval is not found.
+    let other = s
+        .admin
+        .create_tenant(&CreateTenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+        })
+        .await
+        .unwrap();
+    let token = s
+        .admin
+        .create_token(&CreateToken {
+            name: "acme admin".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: Some(other.id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(s.client(&token.secret).get_approval(&id).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(all_audit(&s.admin).await.len(), before);
+    assert_eq!(
+        lead.get_approval(&id).await.unwrap().status,
+        ApprovalStatus::Pending
     );
     s.stop().await;
 }
