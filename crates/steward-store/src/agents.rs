@@ -112,10 +112,13 @@ impl Store {
             .as_ref()
             .and_then(|p| p.approval_tier)
             .map_or(risk_tier, |t| t.max(risk_tier));
+        // The tier's approval chain decides: none means active at once.
         let state = if req.draft {
             AgentState::Proposed
+        } else if rules.approval_chains.for_tier(approval_tier).is_empty() {
+            AgentState::Active
         } else {
-            lifecycle::registration_state(approval_tier)
+            AgentState::PendingApproval
         };
         let agent = Agent {
             id: rows::new_id("agt"),

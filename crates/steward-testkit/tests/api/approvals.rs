@@ -20,6 +20,7 @@ on_both_backends!(
     mover_change_waits_for_approval,
     persona_rule_and_authzen,
     bad_input_changes_nothing,
+    chains_are_configurable,
 );
 
 /// A support bot (low risk, active) that may refund up to 100 on its own
@@ -969,6 +970,46 @@ async fn bad_input_changes_nothing(b: Backend) {
     assert_eq!(
         lead.get_approval(&id).await.unwrap().status,
         ApprovalStatus::Pending
+    );
+    s.stop().await;
+}
+
+async fn chains_are_configurable(b: Backend) {
+    // Low risk needs security; medium needs nobody.
+    let s = TestServer::start_with(b, |c| {
+        c.approvals.chains.low = vec!["security".into()];
+        c.approvals.chains.medium = vec![];
+    })
+    .await;
+    let admin = &s.admin;
+    human(admin, "jordan@example.com").await;
+    let low = low_risk_agent(admin, "helper", "jordan@example.com").await;
+    assert_eq!(low.state, AgentState::PendingApproval);
+    assert_eq!(
+        pending_approval(admin, "helper", "registration")
+            .await
+            .steps
+            .len(),
+        1
+    );
+    let medium = admin
+        .register_agent(&RegisterAgent {
+            name: "reader".into(),
+            owner: "jordan@example.com".into(),
+            roles: Some(vec!["db-reader".into()]),
+            classifications: Some(vec!["confidential".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (medium.risk_tier, medium.state),
+        (RiskTier::Medium, AgentState::Active)
+    );
+    approve_registration(admin, "helper").await.unwrap();
+    assert_eq!(
+        admin.get_agent("helper").await.unwrap().state,
+        AgentState::Active
     );
     s.stop().await;
 }
