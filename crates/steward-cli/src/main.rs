@@ -107,6 +107,14 @@ enum Command {
     /// Declared actions.
     #[command(subcommand)]
     Actions(commands::policies::ActionsCommand),
+    /// Quotas, budgets and rate limits.
+    #[command(subcommand)]
+    Quotas(commands::quotas::QuotasCommand),
+    /// Draw each quota that applies (to an agent) as a bar: used/limit and time to reset.
+    Usage(commands::quotas::UsageArgs),
+    /// Signed notifications of events (quota thresholds, approvals).
+    #[command(subcommand)]
+    Webhooks(commands::quotas::WebhooksCommand),
     /// Print the tenant's Cedar schema.
     Schema,
     /// Show who the server takes your credential for.
@@ -161,6 +169,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Actions(command) => commands::policies::run_actions(&ctx, command).await,
         Command::Schema => commands::policies::schema(&ctx).await,
+        Command::Quotas(command) => commands::quotas::run(&ctx, command).await,
+        Command::Usage(args) => commands::quotas::usage(&ctx, args).await,
+        Command::Webhooks(command) => commands::quotas::webhooks(&ctx, command).await,
         Command::Whoami => commands::whoami(&ctx).await,
     }
 }

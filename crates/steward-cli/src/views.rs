@@ -1,7 +1,8 @@
 //! How each wire type looks in a list table and in a detail view.
 
 use steward_types::{
-    Agent, ApiKey, ApiToken, AuditEntry, Human, HumanStatus, Persona, Role, Team, Tenant, WhoAmI,
+    Agent, ApiKey, ApiToken, AuditEntry, Human, HumanStatus, Persona, Quota, QuotaScope,
+    QuotaUsage, Role, Team, Tenant, Webhook, WebhookDelivery, WhoAmI,
 };
 
 use crate::output::{Detail, Tabular, list, optional_time, or_dash, time};
@@ -409,5 +410,260 @@ mod tests {
         assert_eq!(field("labels"), "env=prod");
         assert_eq!(field("classifications"), "public");
         assert_eq!(field("expires"), "-");
+    }
+}
+
+fn limit_text(q: &Quota) -> String {
+    match (&q.currency, q.window.as_str()) {
+        (Some(c), _) => format!("{:.2} {c}", q.limit),
+        (None, "second") => format!("{}/s burst {}", q.limit, q.burst.unwrap_or(q.limit as u64)),
+        (None, _) => format!("{}", q.limit),
+    }
+}
+
+fn window_text(q: &Quota) -> String {
+    let mut w = q.window.clone();
+    if q.rolling {
+        w = format!("rolling {w}");
+    }
+    if q.timezone != "UTC" && !q.rolling && q.window != "second" && q.window != "live" {
+        w = format!("{w} ({})", q.timezone);
+    }
+    w
+}
+
+impl Tabular for Quota {
+    const HEADERS: &'static [&'static str] = &[
+        "NAME",
+        "SCOPE",
+        "SUBJECT",
+        "METRIC",
+        "WINDOW",
+        "LIMIT",
+        "ON EXCEED",
+    ];
+    const PLURAL: &'static str = "quotas";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.scope.as_str().into(),
+            or_dash(self.subject.as_deref().unwrap_or_default()),
+            self.metric.as_str().into(),
+            window_text(self),
+            limit_text(self),
+            self.on_exceed.as_str().into(),
+        ]
+    }
+}
+
+impl Detail for Quota {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("name", self.name.clone()),
+            ("description", or_dash(&self.description)),
+            ("scope", self.scope.as_str().into()),
+            (
+                "subject",
+                or_dash(self.subject.as_deref().unwrap_or_default()),
+            ),
+            ("metric", self.metric.as_str().into()),
+            (
+                "action",
+                or_dash(self.action.as_deref().unwrap_or_default()),
+            ),
+            (
+                "resource type",
+                or_dash(self.resource_type.as_deref().unwrap_or_default()),
+            ),
+            (
+                "resource id",
+                or_dash(self.resource_id.as_deref().unwrap_or_default()),
+            ),
+            ("window", window_text(self)),
+            ("limit", limit_text(self)),
+            (
+                "thresholds",
+                self.thresholds
+                    .iter()
+                    .map(|t| format!("{t}%"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            ("on exceed", self.on_exceed.as_str().into()),
+            ("updated", time(&self.updated_at)),
+        ]
+    }
+}
+
+impl Tabular for Webhook {
+    const HEADERS: &'static [&'static str] = &["ID", "NAME", "URL", "EVENTS", "CREATED"];
+    const PLURAL: &'static str = "webhooks";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.name.clone(),
+            self.url.clone(),
+            if self.events.is_empty() {
+                "all".into()
+            } else {
+                list(&self.events)
+            },
+            time(&self.created_at),
+        ]
+    }
+}
+
+impl Tabular for WebhookDelivery {
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "EVENT",
+        "STATUS",
+        "ATTEMPTS",
+        "HTTP",
+        "LAST ERROR",
+        "CREATED",
+    ];
+    const PLURAL: &'static str = "deliveries";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.event.clone(),
+            self.status.as_str().into(),
+            self.attempts.to_string(),
+            self.response_status.map_or("-".into(), |s| s.to_string()),
+            or_dash(self.last_error.as_deref().unwrap_or_default()),
+            time(&self.created_at),
+        ]
+    }
+}
+
+/// `2h 5m`, `45s`, `3d 4h`.
+pub fn duration_text(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let (days, hours, mins, secs) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m {secs}s"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// One quota as a bar: name, a 30-cell bar, used/limit, window, time to reset.
+pub fn usage_bar(u: &QuotaUsage, now: chrono::DateTime<chrono::Utc>) -> String {
+    const CELLS: usize = 30;
+    let s = &u.status;
+    let share = if s.limit > 0.0 {
+        (s.used / s.limit).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let filled = (share * CELLS as f64).round() as usize;
+    let figure = |v: f64| match &s.currency {
+        Some(_) => format!("{v:.2}"),
+        None => format!("{v}"),
+    };
+    let unit = s
+        .currency
+        .clone()
+        .unwrap_or_else(|| s.metric.as_str().to_string());
+    let reset = match s.resets_at {
+        Some(t) if t > now => format!("resets in {}", duration_text(t - now)),
+        Some(_) => "resets now".into(),
+        None => "no reset (live count)".into(),
+    };
+    let mut out = format!(
+        "{:<28} [{}{}] {:>3}%  {}/{} {}  {}  {}",
+        u.quota.name,
+        "#".repeat(filled),
+        "-".repeat(CELLS - filled),
+        (share * 100.0).round() as u32,
+        figure(s.used),
+        figure(s.limit),
+        unit,
+        s.window,
+        reset
+    );
+    if s.subject != u.quota.subject.clone().unwrap_or_default()
+        && u.quota.scope != QuotaScope::Tenant
+    {
+        out.push_str(&format!("  (for {})", s.subject));
+    }
+    for w in &u.history {
+        out.push_str(&format!(
+            "\n{:<28}   {}  {}",
+            "",
+            w.start.format("%Y-%m-%d %H:%M"),
+            figure(w.used)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+    use steward_types::{Metric, OnExceed, QuotaStatus};
+
+    #[test]
+    fn a_bar_shows_share_figures_and_reset() {
+        let now = chrono::Utc::now();
+        let quota = Quota {
+            id: "q".into(),
+            name: "calls".into(),
+            description: String::new(),
+            scope: QuotaScope::Agent,
+            subject: Some("agt_1".into()),
+            metric: Metric::Requests,
+            action: None,
+            resource_type: None,
+            resource_id: None,
+            window: "day".into(),
+            rolling: false,
+            timezone: "UTC".into(),
+            burst: None,
+            limit: 1000.0,
+            currency: None,
+            thresholds: vec![50, 80, 95],
+            on_exceed: OnExceed::Deny,
+            updated_at: now,
+        };
+        let status = QuotaStatus {
+            quota_id: "q".into(),
+            name: "calls".into(),
+            metric: Metric::Requests,
+            subject: "agt_1".into(),
+            used: 820.0,
+            limit: 1000.0,
+            remaining: 180.0,
+            window: "day".into(),
+            window_start: None,
+            resets_at: Some(now + chrono::Duration::minutes(192)),
+            currency: None,
+        };
+        let bar = usage_bar(
+            &QuotaUsage {
+                quota,
+                status,
+                history: vec![],
+            },
+            now,
+        );
+        assert!(
+            bar.contains(&format!("[{}{}]", "#".repeat(25), "-".repeat(5))),
+            "{bar}"
+        );
+        assert!(bar.contains("82%"));
+        assert!(bar.contains("820/1000 requests"));
+        assert!(
+            bar.contains("resets in 3h 1") || bar.contains("resets in 3h 12m"),
+            "{bar}"
+        );
+        assert_eq!(duration_text(chrono::Duration::seconds(45)), "45s");
+        assert_eq!(
+            duration_text(chrono::Duration::days(3) + chrono::Duration::hours(4)),
+            "3d 4h"
+        );
     }
 }

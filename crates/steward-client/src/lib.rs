@@ -22,6 +22,7 @@ mod authzen;
 mod endpoints;
 mod error;
 mod policies;
+mod quotas;
 mod webhooks;
 
 pub use endpoints::AgentTransition;

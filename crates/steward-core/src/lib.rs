@@ -8,6 +8,7 @@ pub mod context;
 pub mod credentials;
 pub mod error;
 pub mod lifecycle;
+pub mod quota;
 pub mod risk;
 pub mod spawn;
 pub mod validate;

@@ -342,6 +342,22 @@ pub async fn apply(
             return Err(Error::unknown_reference("activate", "agent", name));
         }
     }
+    for q in &req.quotas {
+        let before = match store.get_quota(tenant, &q.name).await {
+            Ok(b) => Some(b),
+            Err(e) if missing(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let after = store
+            .put_quota_in(&mut tx, ctx, q.clone())
+            .await
+            .map_err(about(format!("quota {}", q.name)))?;
+        match before {
+            None => out.changes.push(format!("quota {}: create", q.name)),
+            Some(b) if b.updated_at == after.updated_at => out.unchanged += 1,
+            Some(_) => out.changes.push(format!("quota {}: update", q.name)),
+        }
+    }
     if req.dry_run {
         tx.rollback()
             .await
@@ -352,6 +368,7 @@ pub async fn apply(
         .await
         .map_err(|e| Error::internal(format!("commit failed: {e}")))?;
     out.applied = true;
+    state.quotas.invalidate(tenant);
     // The committed state is what the engine must reflect: rebuild it.
     state.engines.reload(store, tenant).await?;
     Ok(out)

@@ -21,20 +21,15 @@ use steward_audit::{
 use steward_core::{AuditEvent, ChangeContext, Error};
 use steward_store::Store;
 use steward_store::audit::canonical_entry;
-use tokio::sync::{mpsc, oneshot};
 
-type Pending = (
-    ChangeContext,
-    AuditEvent,
-    oneshot::Sender<Result<i64, Error>>,
-);
+use crate::batch::Batcher;
 
 /// Largest batch one group commit writes.
 const MAX_BATCH: usize = 2048;
 
 /// The log: writer queue, tree and signer.
 pub struct AuditLog {
-    queue: mpsc::Sender<Pending>,
+    queue: Batcher<(ChangeContext, AuditEvent), i64>,
     tree: Mutex<MerkleTree>,
     signer: LogSigner,
     origin: String,
@@ -67,8 +62,11 @@ impl AuditLog {
                 format!("{}", uuid::Uuid::now_v7().simple())
             })
             .await?;
-        let (queue, rx) = mpsc::channel(65_536);
-        tokio::spawn(writer(store.clone(), rx));
+        let writer = store.clone();
+        let queue = Batcher::start("audit", MAX_BATCH, move |events| {
+            let store = writer.clone();
+            async move { store.append_batch(events).await }
+        });
         let log = AuditLog {
             queue,
             tree: Mutex::new(MerkleTree::new()),
@@ -82,19 +80,7 @@ impl AuditLog {
     /// Append an event through the group-commit writer; resolves once it is
     /// durable, with its sequence number.
     pub async fn record(&self, ctx: ChangeContext, event: AuditEvent) -> Result<i64, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.queue.send((ctx, event, tx)).await.map_err(|_| {
-            Error::new(
-                steward_types::ErrorCode::StoreUnavailable,
-                "the audit writer has stopped; nothing is decided unaudited",
-            )
-        })?;
-        rx.await.map_err(|_| {
-            Error::new(
-                steward_types::ErrorCode::StoreUnavailable,
-                "the audit writer stopped before recording",
-            )
-        })?
+        self.queue.submit((ctx, event)).await
     }
 
     fn tree(&self) -> std::sync::MutexGuard<'_, MerkleTree> {
@@ -251,34 +237,5 @@ impl AuditLog {
             }
         }
         Ok(verifier.finish())
-    }
-}
-
-/// The group-commit writer: take everything waiting, append it in one
-/// transaction, answer each caller.
-async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        let (events, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|(c, e, r)| ((c, e), r)).unzip();
-        match store.append_batch(events).await {
-            Ok(seqs) => {
-                for (reply, seq) in replies.into_iter().zip(seqs) {
-                    let _ = reply.send(Ok(seq));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit append failed; the waiting decisions fail closed");
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
     }
 }

@@ -36,6 +36,9 @@ pub struct Config {
     pub audit_retention_days: u32,
     /// Extra data classifications beyond the built-in five.
     pub classifications: Vec<ClassificationConfig>,
+    /// Seconds after which a reservation whose outcome was never reported
+    /// settles at its estimate (default 900).
+    pub quota_settle_secs: u64,
     /// Human approvals: chains per tier, lifetimes, the default approver group.
     pub approvals: ApprovalsConfig,
 }
@@ -118,6 +121,7 @@ impl Default for Config {
             default_max_depth: 3,
             classifications: Vec::new(),
             approvals: ApprovalsConfig::default(),
+            quota_settle_secs: 900,
         }
     }
 }

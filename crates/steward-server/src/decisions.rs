@@ -9,7 +9,7 @@ use steward_core::{AuditEvent, Error};
 use steward_policy::{DecisionInput, EntityData, Subject};
 use steward_store::agents::AgentContext;
 use steward_types::{
-    AgentState, DecisionRequest, DecisionResponse, ErrorCode, HumanStatus, ResourceRef,
+    AgentState, Decision, DecisionRequest, DecisionResponse, ErrorCode, HumanStatus, ResourceRef,
 };
 
 use crate::auth::Caller;
@@ -88,7 +88,7 @@ fn entity(entity_type: &str, id: &str, attrs: Value, parents: Vec<(String, Strin
 }
 
 /// The agent and each ancestor, nearest first.
-async fn agent_chain(
+pub(crate) async fn agent_chain(
     state: &AppState,
     tenant: &str,
     key: &str,
@@ -260,6 +260,9 @@ pub async fn decide(
         resource,
         context: req.context.clone(),
     };
+    if let Some(e) = &req.estimate {
+        crate::quotas::check_estimate(e)?;
+    }
     let outcome = engine.decide(&input)?;
     let mut response = DecisionResponse {
         decision: outcome.decision,
@@ -269,8 +272,40 @@ pub async fn decide(
         chain: outcome.chain,
         remediation: outcome.remediation,
         approval: None,
+        quota: None,
+        warnings: Vec::new(),
+        exceeded: None,
     };
+    // A human's approval first (it may hold the request, or let it through
+    // once), then quotas for what is still allowed.
     crate::approvals::gate(state, caller, &engine, &req, &input, &mut response).await?;
+    if response.decision == Decision::Allow {
+        let rules = state.quotas.get(&state.store, &tenant).await?;
+        let charges = crate::quotas::charges(&rules, &tenant, &input.chain, &req)?;
+        let principal = input
+            .chain
+            .first()
+            .map(|s| s.entity.id.as_str())
+            .unwrap_or_default();
+        let answer = crate::quotas::reserve(
+            &state.reservations,
+            &tenant,
+            &response.decision_id,
+            principal,
+            charges,
+            Utc::now(),
+            std::time::Duration::from_secs(state.config.quota_settle_secs),
+        )
+        .await?;
+        response.quota = answer.tightest;
+        response.warnings = answer.warnings;
+        if let Some((status, on_exceed)) = answer.refused {
+            let (decision, remediation) = crate::quotas::refusal(&status, on_exceed);
+            response.decision = decision;
+            response.remediation = Some(remediation);
+            response.exceeded = Some(status);
+        }
+    }
     record(state, caller, &req, &response).await?;
     Ok(response)
 }
@@ -309,6 +344,9 @@ async fn record(
             "policies": response.policies.iter().map(|p| &p.id).collect::<Vec<_>>(),
             "errors": response.errors,
             "approval": response.approval.as_ref().map(|a| &a.id),
+            "estimate": req.estimate,
+            "exceeded": response.exceeded,
+            "warnings": response.warnings.iter().map(|w| &w.message).collect::<Vec<_>>(),
         })),
         reason: response.remediation.as_ref().map(|r| r.message.clone()),
     };

@@ -6,11 +6,13 @@ pub mod apply;
 pub mod approvals;
 pub mod audit_log;
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod decisions;
 pub mod engines;
 pub mod error;
 pub mod metrics;
+pub mod quotas;
 pub mod routes;
 pub mod seed;
 pub mod state;
@@ -196,6 +198,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tokens: Default::default(),
         approvals: Default::default(),
         webhooks: Default::default(),
+        quotas: Default::default(),
+        reservations: quotas::reservations(&store),
         audit: audit_log::AuditLog::start(&store).await?,
     }));
     let app = router(state.clone());
@@ -302,6 +306,16 @@ async fn background(state: AppState, sweep_every: Duration) {
             last_sweep = std::time::Instant::now();
             if let Err(e) = expire_due(&state.store, Utc::now()).await {
                 tracing::warn!(error = %e, "expiry sweep failed; will retry");
+            }
+            match state.store.settle_expired(Utc::now()).await {
+                Ok(n) if n > 0 => tracing::info!(
+                    settled = n,
+                    "settled unreported reservations at their estimates"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "settling unreported reservations failed; will retry")
+                }
             }
         }
     }

@@ -69,7 +69,7 @@ pub async fn seed_examples(
             description: "Reads from databases and writes to the warehouse; may spawn up to 5 child agents.".into(),
             roles: list(&["db-reader", "warehouse-writer"]),
             classifications: list(&["internal", "confidential"]),
-            quotas: vec![QuotaTemplate { metric: "child_agents".into(), window: "day".into(), limit: 5 }],
+            quotas: vec![QuotaTemplate { metric: "child_agents".into(), window: "live".into(), limit: 5 }],
             max_children: Some(5),
             max_depth: Some(2),
             approval_tier: None,

@@ -28,6 +28,10 @@ pub struct Inner {
     pub approvals: crate::approvals::Approvals,
     /// Recently authenticated API tokens.
     pub tokens: crate::auth::TokenCache,
+    /// Each tenant's quota rules, briefly cached.
+    pub quotas: crate::quotas::QuotaRules,
+    /// The group-commit writer of quota reservations.
+    pub reservations: crate::quotas::Reservations,
     /// The webhook delivery worker's handle.
     pub webhooks: crate::webhooks::Webhooks,
     /// The configuration the server started with.

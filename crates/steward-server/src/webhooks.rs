@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use serde_json::{Value, json};
 use sha2::Sha256;
 use steward_core::{ChangeContext, Error};
 use steward_store::Store;
@@ -47,10 +46,7 @@ impl Default for Webhooks {
     }
 }
 
-/// A Slack-compatible body: `text` for people, the event for machines.
-pub fn payload(event: &str, tenant_id: &str, text: &str, data: Value, at: DateTime<Utc>) -> Value {
-    json!({ "text": text, "event": event, "tenant": tenant_id, "occurred_at": at, "data": data })
-}
+pub use steward_store::webhooks::payload;
 
 /// `sha256=HEX` over `TIMESTAMP.BODY`.
 pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {

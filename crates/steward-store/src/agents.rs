@@ -19,7 +19,7 @@ use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
 use crate::{Store, Tx, db_error, is_unique_violation};
 
-const LIVE_STATES: &str = "('proposed', 'pending_approval', 'active', 'suspended')";
+pub(crate) const LIVE_STATES: &str = "('proposed', 'pending_approval', 'active', 'suspended')";
 
 impl Store {
     /// Register an agent. Low risk is active at once; medium and high wait in
@@ -101,6 +101,7 @@ impl Store {
                 };
                 let depth =
                     spawn::check_spawn(&parent, limits, u64::try_from(live).unwrap_or(0), child)?;
+                self.check_child_quotas(tx, &ctx.tenant_id, &parent).await?;
                 (Some(parent.id), depth)
             }
             None => (None, 0),

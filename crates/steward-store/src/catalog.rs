@@ -9,18 +9,6 @@ use crate::rows::{self, Cursor, Select};
 use crate::tenants::find_row;
 use crate::{Store, Tx, db_error, is_unique_violation};
 
-/// Quota metrics and windows a persona template may name.
-const QUOTA_METRICS: &[&str] = &[
-    "requests",
-    "tool_calls",
-    "tokens",
-    "cost",
-    "records",
-    "bytes",
-    "child_agents",
-];
-const QUOTA_WINDOWS: &[&str] = &["second", "minute", "hour", "day", "month"];
-
 impl Store {
     /// Create a role.
     pub async fn create_role(&self, ctx: &ChangeContext, req: CreateRole) -> Result<Role, Error> {
@@ -116,21 +104,11 @@ impl Store {
             .classifications
             .validate("classifications", &req.classifications)?;
         for q in &req.quotas {
-            if !QUOTA_METRICS.contains(&q.metric.as_str()) {
-                return Err(Error::invalid(
-                    "quotas.metric",
-                    format!("'{}' is not one of {}", q.metric, QUOTA_METRICS.join(", ")),
-                ));
-            }
-            if !QUOTA_WINDOWS.contains(&q.window.as_str()) {
-                return Err(Error::invalid(
-                    "quotas.window",
-                    format!("'{}' is not one of {}", q.window, QUOTA_WINDOWS.join(", ")),
-                ));
-            }
             if q.limit == 0 {
                 return Err(Error::invalid("quotas.limit", "must be at least 1"));
             }
+            steward_core::quota::template_rule(&req.name, q, ctx.now)
+                .map_err(|e| Error::invalid("quotas", e.message))?;
         }
         validate::name_list("approval_required_for", &req.approval_required_for)?;
         let max_depth = req.max_depth.unwrap_or(rules.default_limits.max_depth);

@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod credentials;
 pub mod humans;
 pub mod policies;
+pub mod quotas;
 mod rows;
 pub mod tenants;
 pub mod webhooks;

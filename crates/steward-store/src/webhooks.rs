@@ -85,6 +85,17 @@ fn delivery(row: &AnyRow) -> Result<WebhookDelivery, Error> {
     })
 }
 
+/// A Slack-compatible body: `text` for people, the event for machines.
+pub fn payload(
+    event: &str,
+    tenant_id: &str,
+    text: &str,
+    data: serde_json::Value,
+    at: DateTime<Utc>,
+) -> serde_json::Value {
+    serde_json::json!({ "text": text, "event": event, "tenant": tenant_id, "occurred_at": at, "data": data })
+}
+
 /// Whether `event` matches a subscription's patterns (`x.*` is a prefix).
 pub fn subscribed(patterns: &[String], event: &str) -> bool {
     patterns.is_empty()

@@ -52,6 +52,9 @@ pub struct ApplyRequest {
     /// Policies.
     #[serde(default)]
     pub policies: Vec<PutPolicy>,
+    /// Quotas (created or replaced by name; quotas not in the directory are kept).
+    #[serde(default)]
+    pub quotas: Vec<crate::PutQuota>,
 }
 
 /// The plan, and whether it was carried out.

@@ -49,6 +49,8 @@ catalogue! {
     RouteNotFound => ("route_not_found", 404, "No such endpoint."),
     MethodNotAllowed => ("method_not_allowed", 405, "The endpoint does not accept this HTTP method."),
     AlreadyExists => ("already_exists", 409, "A resource with this unique name already exists in the tenant."),
+    AlreadySettled => ("already_settled", 409, "The decision's outcome was already reported, or its reservation settled at the estimate after the timeout."),
+    QuotaExceeded => ("quota_exceeded", 429, "A quota would be exceeded (for example an agent's live child agents); the error names the quota, its usage and limit."),
     InvalidTransition => ("invalid_transition", 409, "The agent's lifecycle state does not allow this transition."),
     OwnerInactive => ("owner_inactive", 422, "The named owner is deactivated; agents need an active human owner."),
     UnknownReference => ("unknown_reference", 422, "A referenced team, human, persona, role, classification or parent does not exist."),

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod error;
 pub mod inventory;
 pub mod policy;
+pub mod quota;
 pub mod webhook;
 
 pub use apply::*;
@@ -18,4 +19,5 @@ pub use credentials::*;
 pub use error::*;
 pub use inventory::*;
 pub use policy::*;
+pub use quota::*;
 pub use webhook::*;

@@ -154,6 +154,10 @@ pub struct DecisionRequest {
     pub context: serde_json::Map<String, serde_json::Value>,
     /// The human the agent acts for (id, e-mail or external id).
     pub on_behalf_of: Option<String>,
+    /// Usage the action expects (tokens, cost, records, bytes), reserved
+    /// against quotas when it is allowed; settle with `POST /v1/decisions/{id}/outcome`.
+    #[serde(default)]
+    pub estimate: Option<crate::UsageEstimate>,
 }
 
 /// The outcome.
@@ -228,6 +232,15 @@ pub struct DecisionResponse {
     /// used a human's grant: that approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::ApprovalRef>,
+    /// The tightest quota that applied, after this decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<crate::QuotaStatus>,
+    /// Quotas past a warning threshold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::QuotaWarning>,
+    /// The quota this decision would have gone over (deny or approval_required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exceeded: Option<crate::QuotaStatus>,
 }
 
 /// Filters for listing policies.

@@ -274,6 +274,8 @@ struct TomlFile {
     action: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     entity: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    quota: Vec<Spanned<toml::Table>>,
 }
 
 /// 1-based line and column of a byte offset.
@@ -402,6 +404,12 @@ impl Declared {
             let name = format!("{}::{}", entity.resource_type, entity.id);
             s.declare(&kind, &name, at)?;
             r.entities.push(entity);
+        }
+        for t in parsed.quota {
+            let (kind, at, table) = read("quota", t);
+            let quota: steward_types::PutQuota = convert(&kind, &at, table)?;
+            s.declare(&kind, &quota.name, at)?;
+            r.quotas.push(quota);
         }
         Ok(())
     }

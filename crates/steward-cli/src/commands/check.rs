@@ -117,6 +117,7 @@ pub async fn run(ctx: &Ctx, args: CheckArgs) -> anyhow::Result<()> {
         },
         context: to_map(args.context, "context value")?,
         on_behalf_of: args.on_behalf_of,
+        estimate: None,
     };
     let response = ctx.client.decide(&request).await?;
     output::print_outcome(ctx.output, &response, |r| explain(&request, r))?;
@@ -185,6 +186,24 @@ pub fn explain(request: &DecisionRequest, r: &DecisionResponse) -> String {
             };
             lines.push(format!("  {} {}: {verdict}", link.kind, link.name));
         }
+    }
+    if let Some(q) = r.exceeded.as_ref().or(r.quota.as_ref()) {
+        lines.push(String::new());
+        lines.push(format!(
+            "Quota {}: {} of {} {} used, {} left ({}){}.",
+            q.name,
+            q.used,
+            q.limit,
+            q.currency.as_deref().unwrap_or(q.metric.as_str()),
+            q.remaining,
+            q.window,
+            q.resets_at
+                .map(|t| format!(", resets {}", output::time(&t)))
+                .unwrap_or_default()
+        ));
+    }
+    for w in &r.warnings {
+        lines.push(format!("Warning: {}", w.message));
     }
     if let Some(hint) = &r.remediation {
         lines.push(String::new());
@@ -298,6 +317,9 @@ mod tests {
                 forbidden_by: vec![guardrail],
             }),
             approval: None,
+            quota: None,
+            warnings: vec![],
+            exceeded: None,
         };
         let text = explain(&request, &response);
         assert!(

@@ -10,6 +10,7 @@ pub mod humans;
 pub mod keys;
 pub mod personas;
 pub mod policies;
+pub mod quotas;
 pub mod roles;
 pub mod serve;
 pub mod teams;

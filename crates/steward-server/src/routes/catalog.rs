@@ -66,7 +66,11 @@ pub async fn create_persona(
     let ctx = caller.admin()?;
     Ok((
         StatusCode::CREATED,
-        Json(state.store.create_persona(&ctx, &state.rules, req).await?),
+        Json({
+            let p = state.store.create_persona(&ctx, &state.rules, req).await?;
+            state.quotas.invalidate(&ctx.tenant_id);
+            p
+        }),
     ))
 }
 

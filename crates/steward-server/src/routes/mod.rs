@@ -13,6 +13,7 @@ pub mod health;
 pub mod humans;
 pub mod keys;
 pub mod policies;
+pub mod quotas;
 pub mod teams;
 pub mod tenants;
 pub mod tokens;
@@ -40,6 +41,7 @@ use crate::state::AppState;
         (name = "decisions", description = "Decisions"),
         (name = "approvals", description = "Human approvals of actions, registrations and changes"),
         (name = "authzen", description = "OpenID AuthZEN Authorization API 1.0"),
+        (name = "quotas", description = "Quotas, budgets, rate limits and usage"),
         (name = "webhooks", description = "Signed notifications of events (quota thresholds, approvals)"),
         (name = "operations", description = "Health and readiness"),
     )
@@ -109,6 +111,7 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(policies::list_entities))
         .routes(routes!(policies::delete_entity))
         .routes(routes!(decisions::create_decision))
+        .routes(routes!(decisions::report_outcome))
         .routes(routes!(authzen::evaluation))
         .routes(routes!(authzen::evaluations))
         .routes(routes!(authzen::search_subject))
@@ -122,6 +125,9 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::deny))
         .routes(routes!(approvals::wait))
+        .routes(routes!(quotas::list_quotas, quotas::put_quota))
+        .routes(routes!(quotas::get_quota, quotas::delete_quota))
+        .routes(routes!(quotas::usage))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))

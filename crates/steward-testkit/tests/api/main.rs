@@ -15,5 +15,6 @@ mod decisions;
 mod inventory;
 mod lifecycle;
 mod operations;
+mod quotas;
 mod support;
 mod webhooks;

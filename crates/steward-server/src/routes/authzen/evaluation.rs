@@ -93,14 +93,28 @@ fn denial_context(r: &DecisionResponse) -> Value {
     {
         context["roles_that_allow"] = json!(roles);
     }
+    if let Some(q) = &r.exceeded {
+        context["quota"] = json!(q);
+    }
     context
+}
+
+/// The context of an allowed decision that quotas apply to: the tightest
+/// quota's standing and any warnings.
+fn quota_context(r: &DecisionResponse) -> Option<Value> {
+    let q = r.quota.as_ref()?;
+    let mut context = json!({ "decision_id": r.decision_id, "quota": q });
+    if !r.warnings.is_empty() {
+        context["warnings"] = json!(r.warnings.iter().map(|w| &w.message).collect::<Vec<_>>());
+    }
+    Some(context)
 }
 
 fn answer(r: &DecisionResponse) -> EvaluationResponse {
     match r.decision {
         Decision::Allow => EvaluationResponse {
             decision: true,
-            context: None,
+            context: quota_context(r),
         },
         Decision::Deny | Decision::ApprovalRequired => EvaluationResponse {
             decision: false,
@@ -183,6 +197,7 @@ async fn evaluate(
         resource: resource_ref(resource_type, &q.resource_id, &q.resource_properties),
         context: q.context.clone(),
         on_behalf_of: None,
+        estimate: None,
     };
     match decide(state, caller, request).await {
         Ok(r) => Ok(answer(&r)),
@@ -205,10 +220,19 @@ pub async fn evaluation(
     State(state): State<AppState>,
     caller: Caller,
     AuthzenJson(req): AuthzenJson<EvaluationRequest>,
-) -> ApiResult<Json<EvaluationResponse>> {
+) -> ApiResult<(axum::http::HeaderMap, Json<EvaluationResponse>)> {
     may_ask(&caller)?;
     let q = Query::of(&req)?;
-    Ok(Json(evaluate(&state, &caller, &q).await?))
+    let answer = evaluate(&state, &caller, &q).await?;
+    let headers = answer
+        .context
+        .as_ref()
+        .and_then(|c| {
+            serde_json::from_value::<steward_types::QuotaStatus>(c.get("quota")?.clone()).ok()
+        })
+        .map(|s| crate::quotas::headers(&s, chrono::Utc::now()))
+        .unwrap_or_default();
+    Ok((headers, Json(answer)))
 }
 
 // ---------------------------------------------------------------- evaluations
@@ -438,6 +462,9 @@ mod tests {
                 ..Default::default()
             }),
             approval: None,
+            quota: None,
+            warnings: Vec::new(),
+            exceeded: None,
         };
         let a = answer(&response);
         assert!(!a.decision);

@@ -1,0 +1,647 @@
+//! Quota arithmetic: amounts in fixed point, windows (calendar-aligned in a
+//! time zone, rolling, per-second rates with GCRA, live gauges), admission,
+//! warning thresholds. Pure functions of the counters and `now`; the store
+//! applies them under a row lock so that concurrent decisions on any number
+//! of nodes never go over a limit.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use steward_types::{Metric, OnExceed, PutQuota, Quota, QuotaScope, QuotaTemplate};
+
+use crate::{Error, validate};
+
+/// Fixed-point scale of cost: amounts are stored in millionths.
+pub const COST_SCALE: i64 = 1_000_000;
+/// The largest limit or amount accepted, in display units.
+pub const MAX_AMOUNT: f64 = 1e12;
+/// Default warning thresholds, in percent.
+pub const DEFAULT_THRESHOLDS: [u32; 3] = [50, 80, 95];
+/// Slices per rolling window: usage leaves a rolling window at most one
+/// slice late, never early, so a rolling limit is never exceeded.
+pub const ROLLING_SLICES: i64 = 60;
+
+/// A display amount (`12.5` dollars, `1000` requests) in stored units.
+pub fn to_units(field: &str, metric: Metric, value: f64) -> Result<i64, Error> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(Error::invalid(
+            field,
+            format!("must be a number ≥ 0, got {value}"),
+        ));
+    }
+    if value > MAX_AMOUNT {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_AMOUNT}"),
+        ));
+    }
+    if metric == Metric::Cost {
+        let units = (value * COST_SCALE as f64).round();
+        if ((units / COST_SCALE as f64) - value).abs() > 1e-9 * value.max(1.0) {
+            return Err(Error::invalid(field, "cost has at most 6 decimal places"));
+        }
+        Ok(units as i64)
+    } else if value.fract() != 0.0 {
+        Err(Error::invalid(
+            field,
+            format!(
+                "{} are counted in whole units, got {value}",
+                metric.as_str()
+            ),
+        ))
+    } else {
+        Ok(value as i64)
+    }
+}
+
+/// Stored units back to a display amount.
+pub fn from_units(metric: Metric, units: i64) -> f64 {
+    if metric == Metric::Cost {
+        units as f64 / COST_SCALE as f64
+    } else {
+        units as f64
+    }
+}
+
+/// A calendar unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Minute.
+    Minute,
+    /// Hour.
+    Hour,
+    /// Day.
+    Day,
+    /// Month (rolling: 30 days).
+    Month,
+}
+
+impl Unit {
+    fn parse(s: &str) -> Option<Unit> {
+        match s {
+            "minute" => Some(Unit::Minute),
+            "hour" => Some(Unit::Hour),
+            "day" => Some(Unit::Day),
+            "month" => Some(Unit::Month),
+            _ => None,
+        }
+    }
+
+    /// Length of a rolling window of this unit.
+    pub fn length(self) -> Duration {
+        match self {
+            Unit::Minute => Duration::minutes(1),
+            Unit::Hour => Duration::hours(1),
+            Unit::Day => Duration::days(1),
+            Unit::Month => Duration::days(30),
+        }
+    }
+}
+
+/// How a quota's usage is windowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Aligned to the calendar in a time zone; resets at each boundary.
+    Calendar(Unit, Tz),
+    /// The last `unit.length()`, counted in [`ROLLING_SLICES`] slices.
+    Rolling(Unit),
+    /// A rate per second with a burst, by GCRA: `interval_us` between requests.
+    Rate {
+        /// Microseconds earned back per unit.
+        interval_us: i64,
+        /// Units allowed at once.
+        burst: i64,
+    },
+    /// A gauge of live things (child agents), no window.
+    Live,
+}
+
+/// Start and end of the calendar window holding `now`.
+pub fn calendar_bounds(unit: Unit, tz: Tz, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let local = now.with_timezone(&tz);
+    let start_naive = match unit {
+        Unit::Minute => local
+            .naive_local()
+            .with_second(0)
+            .and_then(|t| t.with_nanosecond(0)),
+        Unit::Hour => local
+            .naive_local()
+            .with_minute(0)
+            .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0)),
+        Unit::Day => local.date_naive().and_hms_opt(0, 0, 0),
+        Unit::Month => NaiveDate::from_ymd_opt(local.year(), local.month(), 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0)),
+    };
+    let Some(start_naive) = start_naive else {
+        return (now, now + Duration::seconds(1));
+    };
+    let next_naive = match unit {
+        Unit::Minute => start_naive + Duration::minutes(1),
+        Unit::Hour => start_naive + Duration::hours(1),
+        Unit::Day => start_naive + Duration::days(1),
+        Unit::Month => {
+            let (y, m) = if start_naive.month() == 12 {
+                (start_naive.year() + 1, 1)
+            } else {
+                (start_naive.year(), start_naive.month() + 1)
+            };
+            NaiveDate::from_ymd_opt(y, m, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .unwrap_or(start_naive + Duration::days(31))
+        }
+    };
+    // Local midnight may not exist or be ambiguous around DST changes.
+    let to_utc = |n: chrono::NaiveDateTime| -> DateTime<Utc> {
+        match tz.from_local_datetime(&n) {
+            chrono::LocalResult::Single(t) => t.with_timezone(&Utc),
+            chrono::LocalResult::Ambiguous(a, _) => a.with_timezone(&Utc),
+            chrono::LocalResult::None => tz
+                .from_local_datetime(&(n + Duration::hours(1)))
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(|| Utc.from_utc_datetime(&n)),
+        }
+    };
+    let (start, end) = (to_utc(start_naive), to_utc(next_naive));
+    if start <= now && now < end {
+        (start, end)
+    } else {
+        // Inside a DST gap the local boundary can fall after `now`; fall back to UTC.
+        calendar_bounds(unit, chrono_tz::UTC, now)
+    }
+}
+
+/// The slice of a rolling window that `now` falls in: (slice start, slice length).
+pub fn rolling_slice(unit: Unit, now: DateTime<Utc>) -> (i64, i64) {
+    let slice = unit.length().num_milliseconds() / ROLLING_SLICES;
+    let t = now.timestamp_millis();
+    (t - t.rem_euclid(slice), slice)
+}
+
+/// Whether `estimate` more fits: within the limit, and (for a zero
+/// estimate) the limit is not used up already.
+pub fn admits(used: i64, estimate: i64, limit: i64) -> bool {
+    used < limit && used.saturating_add(estimate) <= limit
+}
+
+/// GCRA: the new theoretical arrival time if `cost` units fit at `now_us`,
+/// else how long until they would (microseconds).
+pub fn gcra(tat_us: i64, now_us: i64, interval_us: i64, burst: i64, cost: i64) -> Result<i64, i64> {
+    let base = tat_us.max(now_us);
+    let new_tat = base.saturating_add(interval_us.saturating_mul(cost.max(1)));
+    let allowance = interval_us.saturating_mul(burst);
+    if new_tat - now_us <= allowance {
+        Ok(new_tat)
+    } else {
+        Err(new_tat - now_us - allowance)
+    }
+}
+
+/// Units a GCRA limit would still admit at once.
+pub fn gcra_remaining(tat_us: i64, now_us: i64, interval_us: i64, burst: i64) -> i64 {
+    let debt = tat_us.max(now_us) - now_us;
+    ((interval_us.saturating_mul(burst) - debt) / interval_us.max(1)).max(0)
+}
+
+/// Thresholds (percent) crossed by going from `before` to `after`.
+pub fn crossed(before: i64, after: i64, limit: i64, thresholds: &[u32]) -> Vec<u32> {
+    if limit <= 0 {
+        return Vec::new();
+    }
+    thresholds
+        .iter()
+        .copied()
+        .filter(|t| {
+            let mark = i128::from(*t) * i128::from(limit);
+            i128::from(before) * 100 < mark && mark <= i128::from(after) * 100
+        })
+        .collect()
+}
+
+/// The highest threshold at or below `used`.
+pub fn highest_reached(used: i64, limit: i64, thresholds: &[u32]) -> Option<u32> {
+    thresholds
+        .iter()
+        .copied()
+        .filter(|t| limit > 0 && i128::from(*t) * i128::from(limit) <= i128::from(used) * 100)
+        .max()
+}
+
+/// A validated rule, with its limit in stored units and its window parsed.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The rule as shown.
+    pub quota: Quota,
+    /// The limit in stored units (per second for a rate).
+    pub limit: i64,
+    /// Its window.
+    pub window: Window,
+}
+
+impl Rule {
+    /// Parse a stored or requested rule.
+    pub fn new(quota: Quota) -> Result<Rule, Error> {
+        let limit = to_units("limit", quota.metric, quota.limit)?;
+        let tz: Tz = quota.timezone.parse().map_err(|_| {
+            Error::invalid(
+                "timezone",
+                format!(
+                    "'{}' is not an IANA time zone (for example Europe/Paris)",
+                    quota.timezone
+                ),
+            )
+        })?;
+        let window = match (quota.metric, quota.window.as_str()) {
+            (Metric::ChildAgents, "live") => Window::Live,
+            (Metric::ChildAgents, w) => {
+                return Err(Error::invalid(
+                    "window",
+                    format!("child_agents counts live agents: use window 'live', not '{w}'"),
+                ));
+            }
+            (_, "live") => return Err(Error::invalid("window", "'live' is only for child_agents")),
+            (_, "second") => {
+                if quota.rolling {
+                    return Err(Error::invalid(
+                        "rolling",
+                        "a per-second rate is already a sliding limit (GCRA)",
+                    ));
+                }
+                if !(1..=1_000_000).contains(&limit) {
+                    return Err(Error::invalid("limit", "a rate is 1 to 1000000 per second"));
+                }
+                let burst = quota.burst.unwrap_or(limit as u64);
+                if burst == 0 || burst > 1_000_000 {
+                    return Err(Error::invalid("burst", "must be 1 to 1000000"));
+                }
+                Window::Rate {
+                    interval_us: 1_000_000 / limit,
+                    burst: burst as i64,
+                }
+            }
+            (_, w) => {
+                let unit = Unit::parse(w).ok_or_else(|| {
+                    Error::invalid(
+                        "window",
+                        format!("'{w}' is not a window (second, minute, hour, day, month, live)"),
+                    )
+                })?;
+                if quota.rolling {
+                    Window::Rolling(unit)
+                } else {
+                    Window::Calendar(unit, tz)
+                }
+            }
+        };
+        if quota.burst.is_some() && !matches!(window, Window::Rate { .. }) {
+            return Err(Error::invalid(
+                "burst",
+                "only a per-second rate (window 'second') has a burst",
+            ));
+        }
+        Ok(Rule {
+            quota,
+            limit,
+            window,
+        })
+    }
+
+    /// Whether a decision for `action` on `resource_type/resource_id` counts.
+    pub fn counts(&self, action: &str, resource_type: &str, resource_id: &str) -> bool {
+        let q = &self.quota;
+        let want_action = match (&q.action, q.metric) {
+            (Some(a), _) => Some(a.as_str()),
+            (None, Metric::ToolCalls) => Some("call_tool"),
+            (None, _) => None,
+        };
+        q.metric != Metric::ChildAgents
+            && want_action.is_none_or(|a| a == action)
+            && q.resource_type
+                .as_deref()
+                .is_none_or(|t| t == resource_type)
+            && q.resource_id.as_deref().is_none_or(|r| r == resource_id)
+    }
+
+    /// What a decision reserves against this rule, from its estimate.
+    pub fn estimate(&self, e: &steward_types::UsageEstimate) -> Result<i64, Error> {
+        let amount = |field: &str, v: Option<u64>| -> Result<i64, Error> {
+            v.map_or(Ok(0), |n| to_units(field, self.quota.metric, n as f64))
+        };
+        match self.quota.metric {
+            Metric::Requests | Metric::ToolCalls => Ok(1),
+            Metric::Tokens => amount("estimate.tokens", e.tokens),
+            Metric::Records => amount("estimate.records", e.records),
+            Metric::Bytes => amount("estimate.bytes", e.bytes),
+            Metric::Cost => {
+                let currency = e.currency.as_deref().unwrap_or("USD");
+                let counts = self.quota.currency.as_deref().unwrap_or("USD");
+                match e.cost {
+                    Some(c) if c != 0.0 && currency != counts => Err(Error::invalid(
+                        "estimate.currency",
+                        format!(
+                            "the estimate is in {currency} but quota '{}' counts {counts}; Steward does not convert currencies",
+                            self.quota.name
+                        ),
+                    )),
+                    Some(c) => to_units("estimate.cost", Metric::Cost, c),
+                    None => Ok(0),
+                }
+            }
+            Metric::ChildAgents => Ok(0),
+        }
+    }
+
+    /// The window's label for people: `day (Europe/Paris)`, `rolling hour`, `10/s burst 20`.
+    pub fn window_label(&self) -> String {
+        match self.window {
+            Window::Calendar(_, tz) if tz == chrono_tz::UTC => self.quota.window.clone(),
+            Window::Calendar(_, tz) => format!("{} ({tz})", self.quota.window),
+            Window::Rolling(_) => format!("rolling {}", self.quota.window),
+            Window::Rate { burst, .. } => format!("second (burst {burst})"),
+            Window::Live => "live".into(),
+        }
+    }
+}
+
+/// Validate a request into a rule (its subject already resolved to its canonical key).
+pub fn rule_from_request(
+    id: String,
+    req: PutQuota,
+    subject: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Rule, Error> {
+    validate::name("name", &req.name)?;
+    validate::text("description", &req.description)?;
+    let metric = steward_types::Metric::parse(&req.metric).ok_or_else(|| {
+        Error::invalid(
+            "metric",
+            format!(
+                "'{}' is not a metric ({})",
+                req.metric,
+                Metric::ALL.map(|m| m.as_str()).join(", ")
+            ),
+        )
+    })?;
+    let scope = req.scope.unwrap_or(QuotaScope::Tenant);
+    if metric == Metric::ChildAgents && scope != QuotaScope::Agent {
+        return Err(Error::invalid(
+            "scope",
+            "child_agents counts one agent's live descendants: scope it to an agent (or give it to a persona as a default quota)",
+        ));
+    }
+    let mut thresholds = req
+        .thresholds
+        .unwrap_or_else(|| DEFAULT_THRESHOLDS.to_vec());
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    if thresholds.iter().any(|t| *t == 0 || *t > 100) {
+        return Err(Error::invalid("thresholds", "percentages from 1 to 100"));
+    }
+    let currency = match (metric, req.currency) {
+        (Metric::Cost, c) => {
+            let c = c.unwrap_or_else(|| "USD".into());
+            if c.len() != 3 || !c.chars().all(|ch| ch.is_ascii_uppercase()) {
+                return Err(Error::invalid(
+                    "currency",
+                    format!("'{c}' is not an ISO 4217 code such as USD"),
+                ));
+            }
+            Some(c)
+        }
+        (_, Some(_)) => {
+            return Err(Error::invalid(
+                "currency",
+                "only cost quotas have a currency",
+            ));
+        }
+        (_, None) => None,
+    };
+    if metric == Metric::ChildAgents && req.on_exceed == OnExceed::ApprovalRequired {
+        return Err(Error::invalid(
+            "on_exceed",
+            "child_agents is checked at registration: deny or alert_only",
+        ));
+    }
+    for (field, v) in [
+        ("action", &req.action),
+        ("resource_type", &req.resource_type),
+        ("resource_id", &req.resource_id),
+    ] {
+        if let Some(v) = v {
+            validate::text(field, v)?;
+            if v.is_empty() {
+                return Err(Error::invalid(field, "must not be empty when given"));
+            }
+        }
+    }
+    Rule::new(Quota {
+        id,
+        name: req.name,
+        description: req.description,
+        scope,
+        subject,
+        metric,
+        action: req.action,
+        resource_type: req.resource_type,
+        resource_id: req.resource_id,
+        window: req.window,
+        rolling: req.rolling,
+        timezone: req.timezone.unwrap_or_else(|| "UTC".into()),
+        burst: req.burst,
+        limit: req.limit,
+        currency,
+        thresholds,
+        on_exceed: req.on_exceed,
+        updated_at: now,
+    })
+}
+
+/// A persona's default quota as a rule on each of its agents.
+pub fn template_rule(
+    persona: &str,
+    t: &QuotaTemplate,
+    updated_at: DateTime<Utc>,
+) -> Result<Rule, Error> {
+    let metric = Metric::parse(&t.metric).ok_or_else(|| {
+        Error::invalid("quotas.metric", format!("'{}' is not a metric", t.metric))
+    })?;
+    Rule::new(Quota {
+        id: format!("persona:{persona}:{}:{}", t.metric, t.window),
+        name: format!("{persona} default {} per {}", t.metric, t.window),
+        description: format!("Default quota of every {persona} agent"),
+        scope: QuotaScope::Agent,
+        subject: None,
+        metric,
+        action: None,
+        resource_type: None,
+        resource_id: None,
+        window: t.window.clone(),
+        rolling: false,
+        timezone: "UTC".into(),
+        burst: None,
+        limit: t.limit as f64,
+        currency: (metric == Metric::Cost).then(|| "USD".into()),
+        thresholds: DEFAULT_THRESHOLDS.to_vec(),
+        on_exceed: OnExceed::Deny,
+        updated_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn cost_is_fixed_point() {
+        assert_eq!(to_units("l", Metric::Cost, 12.5), Ok(12_500_000));
+        assert_eq!(to_units("l", Metric::Cost, 0.000001), Ok(1));
+        assert!(to_units("l", Metric::Cost, 0.0000001).is_err());
+        assert!(to_units("l", Metric::Requests, 1.5).is_err());
+        assert!(to_units("l", Metric::Requests, -1.0).is_err());
+        assert!(to_units("l", Metric::Requests, f64::NAN).is_err());
+        assert_eq!(from_units(Metric::Cost, 12_500_000), 12.5);
+    }
+
+    #[test]
+    fn days_align_to_the_time_zone() {
+        let paris: Tz = "Europe/Paris".parse().unwrap_or(chrono_tz::UTC);
+        // 23:30 UTC on 1 March is 00:30 on 2 March in Paris.
+        let (start, end) = calendar_bounds(Unit::Day, paris, at("2026-03-01T23:30:00Z"));
+        assert_eq!(start, at("2026-03-01T23:00:00Z"));
+        assert_eq!(end, at("2026-03-02T23:00:00Z"));
+        // The day DST starts in Paris has 23 hours.
+        let (start, end) = calendar_bounds(Unit::Day, paris, at("2026-03-29T12:00:00Z"));
+        assert_eq!(end - start, Duration::hours(23));
+        let (start, end) = calendar_bounds(Unit::Month, chrono_tz::UTC, at("2026-12-31T23:59:59Z"));
+        assert_eq!(
+            (start, end),
+            (at("2026-12-01T00:00:00Z"), at("2027-01-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn exactly_at_the_limit_is_allowed_and_one_more_is_not() {
+        assert!(admits(99, 1, 100));
+        assert!(!admits(100, 1, 100));
+        assert!(admits(99, 0, 100));
+        assert!(!admits(100, 0, 100));
+        assert!(!admits(0, 0, 0));
+        assert!(!admits(90, 11, 100));
+    }
+
+    #[test]
+    fn thresholds_fire_once_when_crossed() {
+        assert_eq!(crossed(49, 50, 100, &[50, 80, 95]), vec![50]);
+        assert_eq!(crossed(50, 51, 100, &[50, 80, 95]), Vec::<u32>::new());
+        assert_eq!(crossed(10, 96, 100, &[50, 80, 95]), vec![50, 80, 95]);
+        assert_eq!(highest_reached(81, 100, &[50, 80, 95]), Some(80));
+        assert_eq!(highest_reached(49, 100, &[50, 80, 95]), None);
+    }
+
+    #[test]
+    fn rules_reject_nonsense() {
+        let base = || PutQuota {
+            name: "q".into(),
+            metric: "requests".into(),
+            window: "day".into(),
+            limit: 10.0,
+            ..Default::default()
+        };
+        let now = Utc::now();
+        assert!(rule_from_request("x".into(), base(), None, now).is_ok());
+        for bad in [
+            PutQuota {
+                metric: "calories".into(),
+                ..base()
+            },
+            PutQuota {
+                window: "fortnight".into(),
+                ..base()
+            },
+            PutQuota {
+                limit: -1.0,
+                ..base()
+            },
+            PutQuota {
+                timezone: Some("Mars/Base".into()),
+                ..base()
+            },
+            PutQuota {
+                thresholds: Some(vec![0]),
+                ..base()
+            },
+            PutQuota {
+                currency: Some("USD".into()),
+                ..base()
+            },
+            PutQuota {
+                burst: Some(5),
+                ..base()
+            },
+            PutQuota {
+                metric: "child_agents".into(),
+                window: "live".into(),
+                ..base()
+            },
+            PutQuota {
+                window: "live".into(),
+                ..base()
+            },
+        ] {
+            assert!(
+                rule_from_request("x".into(), bad.clone(), None, now).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Every calendar window holds `now`, is aligned, and the next one
+        /// starts where it ends.
+        #[test]
+        fn calendar_windows_tile_time(secs in 0i64..4_000_000_000, unit in 0usize..4, tz in 0usize..4) {
+            let unit = [Unit::Minute, Unit::Hour, Unit::Day, Unit::Month][unit];
+            let tz: Tz = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"][tz].parse().unwrap_or(chrono_tz::UTC);
+            let now = DateTime::from_timestamp(secs, 0).unwrap_or_default();
+            let (start, end) = calendar_bounds(unit, tz, now);
+            prop_assert!(start <= now && now < end);
+            let (next_start, _) = calendar_bounds(unit, tz, end);
+            prop_assert_eq!(next_start, end);
+            let (same, _) = calendar_bounds(unit, tz, end - Duration::milliseconds(1));
+            prop_assert_eq!(same, start);
+        }
+
+        /// Admitting requests one by one reaches the limit exactly and never passes it.
+        #[test]
+        fn admission_never_overshoots(limit in 0i64..500, estimates in proptest::collection::vec(0i64..20, 0..200)) {
+            let mut used = 0;
+            for e in estimates {
+                if admits(used, e, limit) { used += e; }
+                prop_assert!(used <= limit);
+            }
+            let mut calls = 0;
+            while admits(calls, 1, limit) { calls += 1; }
+            prop_assert_eq!(calls, limit);
+        }
+
+        /// GCRA: over any span, at most burst + span/interval are admitted.
+        #[test]
+        fn gcra_respects_rate_and_burst(rate in 1i64..1000, burst in 1i64..50, gaps in proptest::collection::vec(0i64..5_000, 1..400)) {
+            let interval = 1_000_000 / rate;
+            let (mut tat, mut now, mut admitted) = (0i64, 0i64, 0i64);
+            let start = now;
+            for g in gaps {
+                now += g;
+                if let Ok(t) = gcra(tat, now, interval, burst, 1) { tat = t; admitted += 1; }
+            }
+            prop_assert!(admitted <= burst + (now - start) / interval);
+        }
+    }
+}

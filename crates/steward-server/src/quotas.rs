@@ -1,0 +1,377 @@
+//! Quotas in the decision path: which rules a decision charges (the agent's
+//! own, its persona's, team's, owner's and tenant's, every ancestor's, and
+//! each persona's defaults per agent), reserving them, and what the answer
+//! then says (tightest quota, warnings, the quota that refused it).
+//!
+//! Rules are cached per tenant for a second (changes on this node clear the
+//! cache at once); counters are never cached: every reservation reads and
+//! writes them in the store under a lock, which is what makes limits exact
+//! across nodes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue};
+use chrono::{DateTime, Utc};
+use steward_core::Error;
+use steward_core::quota::{self, Rule};
+use steward_policy::Subject;
+use steward_store::Store;
+use steward_store::quotas::{Admission, Charge, Reservation, scope_key};
+use steward_types::{
+    Decision, DecisionRequest, Metric, OnExceed, QuotaScope, QuotaStatus, QuotaWarning,
+    Remediation, UsageEstimate,
+};
+
+/// How long a tenant's rules are reused before being read again.
+const RULES_TTL: Duration = Duration::from_secs(1);
+
+/// A tenant's rules: stored ones and persona defaults.
+#[derive(Default)]
+pub struct RuleSet {
+    /// Stored rules.
+    pub rules: Vec<Rule>,
+    /// Persona name → its default rules (one counter per agent).
+    pub templates: HashMap<String, Vec<Rule>>,
+}
+
+impl RuleSet {
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.templates.is_empty()
+    }
+}
+
+/// Every tenant's rules, briefly cached.
+#[derive(Default)]
+pub struct QuotaRules {
+    by_tenant: RwLock<HashMap<String, (Instant, Arc<RuleSet>)>>,
+}
+
+impl QuotaRules {
+    /// The tenant's rules (cached up to a second).
+    pub async fn get(&self, store: &Store, tenant: &str) -> Result<Arc<RuleSet>, Error> {
+        if let Ok(map) = self.by_tenant.read()
+            && let Some((at, set)) = map.get(tenant)
+            && at.elapsed() < RULES_TTL
+        {
+            return Ok(set.clone());
+        }
+        let mut set = RuleSet::default();
+        for q in store.list_quotas(tenant).await? {
+            set.rules.push(Rule::new(q)?);
+        }
+        let now = Utc::now();
+        for (persona, templates) in store.quota_templates(tenant).await? {
+            let rules = templates
+                .iter()
+                .filter_map(|t| quota::template_rule(&persona, t, now).ok())
+                .collect::<Vec<_>>();
+            if !rules.is_empty() {
+                set.templates.insert(persona, rules);
+            }
+        }
+        let set = Arc::new(set);
+        if let Ok(mut map) = self.by_tenant.write() {
+            map.insert(tenant.to_string(), (Instant::now(), set.clone()));
+        }
+        Ok(set)
+    }
+
+    /// Forget a tenant's rules (after a change on this node).
+    pub fn invalidate(&self, tenant: &str) {
+        if let Ok(mut map) = self.by_tenant.write() {
+            map.remove(tenant);
+        }
+    }
+}
+
+fn parent(s: &Subject, kind: &str) -> Option<String> {
+    s.entity
+        .parents
+        .iter()
+        .find(|(t, _)| t == kind)
+        .map(|(_, n)| n.clone())
+}
+
+/// Check an estimate's amounts whether or not a quota applies.
+pub fn check_estimate(e: &UsageEstimate) -> Result<(), Error> {
+    if let Some(c) = e.cost {
+        quota::to_units("estimate.cost", Metric::Cost, c)?;
+    }
+    if let Some(c) = &e.currency
+        && (c.len() != 3 || !c.chars().all(|ch| ch.is_ascii_uppercase()))
+    {
+        return Err(Error::invalid(
+            "estimate.currency",
+            format!("'{c}' is not an ISO 4217 code such as USD"),
+        ));
+    }
+    Ok(())
+}
+
+/// Every (rule, counter key) whose scope holds an agent of the chain: its
+/// own rules, its persona's, team's, owner's, the tenant's, and its
+/// persona's defaults (unless it has its own rule for that metric and
+/// window), for the agent and each ancestor, each pair once.
+pub fn applicable(set: &RuleSet, tenant: &str, chain: &[Subject]) -> Vec<(Rule, String)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for s in chain.iter().filter(|s| s.kind == "agent") {
+        let agent = s.entity.id.as_str();
+        let persona = parent(s, "Persona");
+        let team = parent(s, "Team");
+        let owner = s
+            .entity
+            .attrs
+            .get("owner")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let mut own = HashSet::new();
+        let mut found = Vec::new();
+        for rule in &set.rules {
+            let key = scope_key(
+                rule.quota.scope,
+                agent,
+                persona.as_deref(),
+                team.as_deref(),
+                owner,
+                tenant,
+            );
+            let applies = match rule.quota.scope {
+                QuotaScope::Tenant => true,
+                _ => key.is_some() && rule.quota.subject == key,
+            };
+            if applies {
+                if rule.quota.scope == QuotaScope::Agent {
+                    own.insert((rule.quota.metric, rule.quota.window.clone()));
+                }
+                found.push((rule, key.unwrap_or_else(|| tenant.to_string())));
+            }
+        }
+        if let Some(defaults) = persona.as_ref().and_then(|p| set.templates.get(p)) {
+            for rule in defaults {
+                if !own.contains(&(rule.quota.metric, rule.quota.window.clone())) {
+                    found.push((rule, agent.to_string()));
+                }
+            }
+        }
+        for (rule, key) in found {
+            if seen.insert((rule.quota.id.clone(), key.clone())) {
+                out.push((rule.clone(), key));
+            }
+        }
+    }
+    out
+}
+
+/// The counters a decision charges: the applicable rules that count its
+/// action and resource, with its estimate.
+pub fn charges(
+    set: &RuleSet,
+    tenant: &str,
+    chain: &[Subject],
+    req: &DecisionRequest,
+) -> Result<Vec<Charge>, Error> {
+    if set.is_empty() {
+        return Ok(Vec::new());
+    }
+    let estimate = req.estimate.clone().unwrap_or_default();
+    applicable(set, tenant, chain)
+        .into_iter()
+        .filter(|(rule, _)| rule.counts(&req.action, &req.resource.resource_type, &req.resource.id))
+        .map(|(rule, subject)| {
+            Ok(Charge {
+                estimate: rule.estimate(&estimate)?,
+                rule,
+                subject,
+            })
+        })
+        .collect()
+}
+
+/// The quota part of a decision's answer.
+#[derive(Debug, Default)]
+pub struct QuotaAnswer {
+    /// The tightest quota after the decision.
+    pub tightest: Option<QuotaStatus>,
+    /// Thresholds reached.
+    pub warnings: Vec<QuotaWarning>,
+    /// The quota that refused, and what it says to do.
+    pub refused: Option<(QuotaStatus, OnExceed)>,
+}
+
+fn fraction_left(s: &QuotaStatus) -> f64 {
+    if s.limit <= 0.0 {
+        0.0
+    } else {
+        s.remaining / s.limit
+    }
+}
+
+/// The group-commit writer of reservations.
+pub type Reservations = crate::batch::Batcher<Reservation, Admission>;
+
+/// Start the reservation writer (at most 512 decisions per transaction).
+pub fn reservations(store: &Store) -> Reservations {
+    let store = store.clone();
+    crate::batch::Batcher::start("quota", 512, move |batch| {
+        let store = store.clone();
+        async move { store.reserve_batch(batch).await }
+    })
+}
+
+/// Reserve the charges of an allowed decision.
+pub async fn reserve(
+    writer: &Reservations,
+    tenant: &str,
+    decision_id: &str,
+    principal: &str,
+    charges: Vec<Charge>,
+    now: DateTime<Utc>,
+    settle_after: Duration,
+) -> Result<QuotaAnswer, Error> {
+    if charges.is_empty() {
+        return Ok(QuotaAnswer::default());
+    }
+    let settle_by = now + chrono::Duration::from_std(settle_after).unwrap_or_default();
+    let request = Reservation {
+        tenant: tenant.to_string(),
+        decision_id: decision_id.to_string(),
+        principal: principal.to_string(),
+        charges,
+        now,
+        settle_by,
+    };
+    match writer.submit(request).await? {
+        Admission::Refused(c) => Ok(QuotaAnswer {
+            tightest: Some(c.status.clone()),
+            warnings: Vec::new(),
+            refused: Some((c.status, c.on_exceed)),
+        }),
+        Admission::Admitted(counted) => {
+            let warnings = counted
+                .iter()
+                .filter_map(|c| {
+                    let t = c.reached?;
+                    let s = &c.status;
+                    Some(QuotaWarning {
+                        quota_id: s.quota_id.clone(),
+                        name: s.name.clone(),
+                        threshold: t,
+                        message: warning_text(s, t, c.over),
+                        status: s.clone(),
+                    })
+                })
+                .collect();
+            let tightest = counted
+                .into_iter()
+                .map(|c| c.status)
+                .min_by(|a, b| fraction_left(a).total_cmp(&fraction_left(b)));
+            Ok(QuotaAnswer {
+                tightest,
+                warnings,
+                refused: None,
+            })
+        }
+    }
+}
+
+fn amount(s: &QuotaStatus, v: f64) -> String {
+    match &s.currency {
+        Some(c) => format!("{v:.2} {c}"),
+        None => format!("{v}"),
+    }
+}
+
+fn resets(s: &QuotaStatus) -> String {
+    s.resets_at.map_or_else(
+        || "as usage ages out".into(),
+        |t| {
+            format!(
+                "at {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        },
+    )
+}
+
+fn warning_text(s: &QuotaStatus, threshold: u32, over: bool) -> String {
+    if over {
+        return format!(
+            "quota '{}' is over its limit ({} of {} {}); allowed because it only alerts",
+            s.name,
+            amount(s, s.used),
+            amount(s, s.limit),
+            s.metric.as_str()
+        );
+    }
+    format!(
+        "quota '{}' is at {threshold}%: {} of {} {} used ({}), resets {}",
+        s.name,
+        amount(s, s.used),
+        amount(s, s.limit),
+        s.metric.as_str(),
+        s.window,
+        resets(s)
+    )
+}
+
+/// The decision and remediation for a refusal by quota.
+pub fn refusal(s: &QuotaStatus, on_exceed: OnExceed) -> (Decision, Remediation) {
+    let decision = if on_exceed == OnExceed::ApprovalRequired {
+        Decision::ApprovalRequired
+    } else {
+        Decision::Deny
+    };
+    let then = if on_exceed == OnExceed::ApprovalRequired {
+        "a human must approve going over it"
+    } else {
+        "wait for the reset, or ask an admin to raise the quota (PUT /v1/quotas)"
+    };
+    let message = format!(
+        "quota '{}' would be exceeded: {} of {} {} used ({}) for {}; it resets {}; {then}",
+        s.name,
+        amount(s, s.used),
+        amount(s, s.limit),
+        s.metric.as_str(),
+        s.window,
+        s.subject,
+        resets(s)
+    );
+    (
+        decision,
+        Remediation {
+            message,
+            ..Default::default()
+        },
+    )
+}
+
+/// `RateLimit` headers for the tightest quota: the IETF draft's
+/// `RateLimit-Policy` and `RateLimit`, and the widely used
+/// `RateLimit-Limit`/`-Remaining`/`-Reset`.
+pub fn headers(s: &QuotaStatus, now: DateTime<Utc>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let reset = s.resets_at.map_or(0, |t| (t - now).num_seconds().max(0));
+    let window = s
+        .window_start
+        .zip(s.resets_at)
+        .map_or(reset, |(a, b)| (b - a).num_seconds());
+    let name = s.name.replace(['"', '\\'], "");
+    let (limit, remaining) = (s.limit.floor() as i64, s.remaining.floor() as i64);
+    let mut put = |k: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    };
+    put(
+        "ratelimit-policy",
+        format!("\"{name}\";q={limit};w={window}"),
+    );
+    put("ratelimit", format!("\"{name}\";r={remaining};t={reset}"));
+    put("ratelimit-limit", limit.to_string());
+    put("ratelimit-remaining", remaining.to_string());
+    put("ratelimit-reset", reset.to_string());
+    h
+}

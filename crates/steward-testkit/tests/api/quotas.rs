@@ -1,0 +1,698 @@
+//! Quotas over HTTP: exact under concurrency and across nodes, windows,
+//! reservations and outcomes, parents paying for children, warnings with
+//! webhooks, rate limits, bad input.
+
+use std::sync::Arc;
+
+use steward_client::{Client, Method};
+use steward_testkit::{Backend, TestServer, on_both_backends};
+use steward_types::*;
+
+use crate::support::*;
+
+on_both_backends!(
+    a_limit_of_100_admits_exactly_100_of_1000_concurrent,
+    two_nodes_share_one_limit,
+    outcomes_settle_reservations,
+    children_count_against_their_parents,
+    child_agent_quotas_limit_spawning,
+    thresholds_warn_once_per_window,
+    exceeding_follows_the_quota_action,
+    rate_limits_allow_a_burst,
+    bad_quota_input_changes_nothing
+);
+
+/// An `api` resource type, a `call` action any agent may do, and an owner.
+async fn setup(admin: &Client) {
+    admin
+        .put_resource_type(&PutResourceType {
+            name: "api".into(),
+            description: "An API".into(),
+            attributes: Default::default(),
+        })
+        .await
+        .unwrap();
+    admin
+        .put_action(&PutAction {
+            name: "call".into(),
+            description: String::new(),
+            resource_types: vec!["api".into()],
+            context: Default::default(),
+        })
+        .await
+        .unwrap();
+    admin
+        .put_policy(&PutPolicy {
+            id: "agents-call".into(),
+            description: "Any agent may call APIs".into(),
+            owner: "platform@example.com".into(),
+            text: r#"permit(principal is Agent, action == Action::"call", resource is api);"#
+                .into(),
+        })
+        .await
+        .unwrap();
+    human(admin, "owner@example.com").await;
+}
+
+fn call(agent: &str) -> DecisionRequest {
+    DecisionRequest {
+        principal: Some(PrincipalRef {
+            principal_type: "agent".into(),
+            id: agent.into(),
+        }),
+        action: "call".into(),
+        resource: ResourceRef {
+            resource_type: "api".into(),
+            id: "billing".into(),
+            attributes: Default::default(),
+        },
+        ..Default::default()
+    }
+}
+
+fn quota(
+    name: &str,
+    scope: QuotaScope,
+    subject: Option<&str>,
+    metric: &str,
+    window: &str,
+    limit: f64,
+) -> PutQuota {
+    PutQuota {
+        name: name.into(),
+        scope: Some(scope),
+        subject: subject.map(String::from),
+        metric: metric.into(),
+        window: window.into(),
+        limit,
+        ..Default::default()
+    }
+}
+
+async fn child(admin: &Client, name: &str, parent: &str) -> Agent {
+    admin
+        .register_agent(&RegisterAgent {
+            name: name.into(),
+            owner: "owner@example.com".into(),
+            classifications: Some(vec!["public".into()]),
+            parent: Some(parent.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn allowed(c: &Client, agent: &str) -> bool {
+    c.decide(&call(agent)).await.unwrap().decision == Decision::Allow
+}
+
+/// Fire `n` decisions at once over `clients` (round robin); count the allowed.
+async fn burst(clients: &[Client], agent: &str, n: usize) -> usize {
+    let mut set = tokio::task::JoinSet::new();
+    let gate = Arc::new(tokio::sync::Barrier::new(n));
+    for i in 0..n {
+        let c = clients[i % clients.len()].clone();
+        let (agent, gate) = (agent.to_string(), gate.clone());
+        set.spawn(async move {
+            gate.wait().await;
+            let r = c.decide(&call(&agent)).await.unwrap();
+            if r.decision == Decision::Deny {
+                let exceeded = r.exceeded.expect("a refusal names the quota");
+                assert_eq!(exceeded.name, "hundred");
+                assert_eq!(exceeded.used, 100.0);
+                assert_eq!(exceeded.limit, 100.0);
+                assert!(
+                    r.remediation
+                        .unwrap()
+                        .message
+                        .contains("quota 'hundred' would be exceeded")
+                );
+            }
+            r.decision == Decision::Allow
+        });
+    }
+    let mut allowed = 0;
+    while let Some(ok) = set.join_next().await {
+        allowed += usize::from(ok.unwrap());
+    }
+    allowed
+}
+
+async fn a_limit_of_100_admits_exactly_100_of_1000_concurrent(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin).await;
+    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    ts.admin
+        .put_quota(&quota(
+            "hundred",
+            QuotaScope::Tenant,
+            None,
+            "requests",
+            "day",
+            100.0,
+        ))
+        .await
+        .unwrap();
+    let allowed = burst(std::slice::from_ref(&ts.admin), "bot", 1000).await;
+    println!("{backend:?}: {allowed} of 1000 concurrent decisions allowed against a limit of 100");
+    assert_eq!(allowed, 100);
+    let usage = ts.admin.usage(&UsageQuery::default()).await.unwrap();
+    assert_eq!(usage[0].status.used, 100.0);
+    assert_eq!(usage[0].status.remaining, 0.0);
+    ts.stop().await;
+}
+
+async fn two_nodes_share_one_limit(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return; // One SQLite file has one server; the PostgreSQL run is the test.
+    }
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin).await;
+    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    ts.admin
+        .put_quota(&quota(
+            "hundred",
+            QuotaScope::Tenant,
+            None,
+            "requests",
+            "day",
+            100.0,
+        ))
+        .await
+        .unwrap();
+    let (node, other) = ts.second_node().await;
+    let allowed = burst(&[ts.admin.clone(), other], "bot", 400).await;
+    assert_eq!(allowed, 100, "two nodes, one limit: not 200");
+    node.shutdown().await.unwrap();
+    ts.stop().await;
+}
+
+async fn outcomes_settle_reservations(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin).await;
+    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    ts.admin
+        .put_quota(&quota(
+            "tokens",
+            QuotaScope::Agent,
+            Some("bot"),
+            "tokens",
+            "day",
+            1000.0,
+        ))
+        .await
+        .unwrap();
+    let mut cost = quota("spend", QuotaScope::Tenant, None, "cost", "month", 5.0);
+    cost.currency = Some("EUR".into());
+    ts.admin.put_quota(&cost).await.unwrap();
+
+    let mut req = call("bot");
+    req.estimate = Some(UsageEstimate {
+        tokens: Some(600),
+        cost: Some(1.25),
+        currency: Some("EUR".into()),
+        ..Default::default()
+    });
+    let first = ts.admin.decide(&req).await.unwrap();
+    assert_eq!(first.decision, Decision::Allow);
+    // 600 reserved: a second estimate of 600 would exceed 1000.
+    let second = ts.admin.decide(&req).await.unwrap();
+    assert_eq!(second.decision, Decision::Deny);
+    assert_eq!(second.exceeded.as_ref().unwrap().name, "tokens");
+
+    // The first used only 100 tokens and 0.50 EUR: the rest is released.
+    let settled = ts
+        .admin
+        .report_outcome(
+            &first.decision_id,
+            &Outcome {
+                tokens: Some(100),
+                cost: Some(0.5),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled.entries.len(), 2);
+    let usage = ts
+        .admin
+        .usage(&UsageQuery {
+            agent: Some("bot".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let used = |name: &str| {
+        usage
+            .iter()
+            .find(|u| u.quota.name == name)
+            .unwrap()
+            .status
+            .used
+    };
+    assert_eq!(used("tokens"), 100.0);
+    assert_eq!(used("spend"), 0.5);
+    let fourth = ts.admin.decide(&req).await.unwrap();
+    assert_eq!(fourth.decision, Decision::Allow);
+    // It failed and used nothing: everything it reserved is released.
+    let zero = Outcome {
+        status: Some("error".into()),
+        tokens: Some(0),
+        cost: Some(0.0),
+        ..Default::default()
+    };
+    ts.admin
+        .report_outcome(&fourth.decision_id, &zero)
+        .await
+        .unwrap();
+
+    // Settled once only; unknown ids and other tenants' ids are not found.
+    let before = snapshot(&ts.admin).await;
+    assert_eq!(
+        code(
+            ts.admin
+                .report_outcome(&first.decision_id, &Outcome::default())
+                .await
+        ),
+        ErrorCode::AlreadySettled
+    );
+    assert_eq!(
+        code(
+            ts.admin
+                .report_outcome("dec_nope", &Outcome::default())
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            ts.admin
+                .report_outcome(&second.decision_id, &Outcome::default())
+                .await
+        ),
+        ErrorCode::NotFound,
+        "a denied decision reserved nothing"
+    );
+    assert_eq!(
+        code(
+            ts.admin
+                .report_outcome(
+                    &first.decision_id,
+                    &Outcome {
+                        status: Some("maybe".into()),
+                        ..Default::default()
+                    }
+                )
+                .await
+        ),
+        ErrorCode::InvalidRequest
+    );
+    ts.admin
+        .create_tenant(&CreateTenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+        })
+        .await
+        .unwrap();
+    let acme = ts
+        .admin
+        .create_token(&CreateToken {
+            name: "acme".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: Some("acme".into()),
+        })
+        .await
+        .unwrap();
+    let third = ts.admin.decide(&req).await.unwrap();
+    assert_eq!(third.decision, Decision::Allow);
+    assert_eq!(
+        code(
+            ts.client(&acme.secret)
+                .report_outcome(&third.decision_id, &Outcome::default())
+                .await
+        ),
+        ErrorCode::NotFound,
+        "another tenant's decision"
+    );
+    assert_eq!(
+        snapshot(&ts.admin).await.3,
+        before.3 + 1,
+        "refused reports changed nothing: only the third decision was logged"
+    );
+
+    // An estimate in another currency than the quota counts is refused.
+    let mut usd = req.clone();
+    usd.estimate.as_mut().unwrap().currency = Some("USD".into());
+    assert_eq!(code(ts.admin.decide(&usd).await), ErrorCode::InvalidRequest);
+
+    // Unreported reservations settle at their estimate after the timeout.
+    let store = ts.server.store();
+    assert_eq!(store.settle_expired(chrono::Utc::now()).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .settle_expired(chrono::Utc::now() + chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        code(
+            ts.admin
+                .report_outcome(&third.decision_id, &Outcome::default())
+                .await
+        ),
+        ErrorCode::AlreadySettled
+    );
+    let audit = all_audit(&ts.admin).await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "decision.outcome" && e.resource_id == first.decision_id)
+    );
+    ts.stop().await;
+}
+
+async fn children_count_against_their_parents(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin).await;
+    low_risk_agent(&ts.admin, "parent", "owner@example.com").await;
+    child(&ts.admin, "kid", "parent").await;
+    ts.admin
+        .put_quota(&quota(
+            "family",
+            QuotaScope::Agent,
+            Some("parent"),
+            "requests",
+            "hour",
+            3.0,
+        ))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(allowed(&ts.admin, "kid").await);
+    }
+    let refused = ts.admin.decide(&call("kid")).await.unwrap();
+    assert_eq!(
+        refused.decision,
+        Decision::Deny,
+        "the child used up its parent's quota"
+    );
+    assert_eq!(
+        refused.exceeded.unwrap().subject,
+        ts.admin.get_agent("parent").await.unwrap().id
+    );
+    assert!(!allowed(&ts.admin, "parent").await);
+    ts.stop().await;
+}
+
+async fn child_agent_quotas_limit_spawning(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin).await;
+    low_risk_agent(&ts.admin, "pipeline", "owner@example.com").await;
+    ts.admin
+        .put_quota(&quota(
+            "kids",
+            QuotaScope::Agent,
+            Some("pipeline"),
+            "child_agents",
+            "live",
+            2.0,
+        ))
+        .await
+        .unwrap();
+    child(&ts.admin, "a", "pipeline").await;
+    child(&ts.admin, "b", "a").await; // a grandchild counts too
+    let refused = ts
+        .admin
+        .register_agent(&RegisterAgent {
+            name: "c".into(),
+            owner: "owner@example.com".into(),
+            classifications: Some(vec!["public".into()]),
+            parent: Some("pipeline".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(refused), ErrorCode::QuotaExceeded);
+    ts.admin.decommission_agent("b", None).await.unwrap();
+    child(&ts.admin, "c", "pipeline").await;
+    let usage = ts
+        .admin
+        .usage(&UsageQuery {
+            agent: Some("pipeline".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(usage[0].status.used, 2.0);
+    ts.stop().await;
+}
+
+async fn thresholds_warn_once_per_window(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin).await;
+    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    let r = crate::webhooks::receiver(vec![200]).await;
+    let secret = crate::webhooks::subscribe(&ts.admin, &r, &["quota.*"]).await;
+    let mut q = quota(
+        "ten",
+        QuotaScope::Agent,
+        Some("bot"),
+        "requests",
+        "day",
+        10.0,
+    );
+    q.thresholds = Some(vec![50, 80]);
+    ts.admin.put_quota(&q).await.unwrap();
+    for i in 1..=10 {
+        let d = ts.admin.decide(&call("bot")).await.unwrap();
+        assert_eq!(d.decision, Decision::Allow);
+        assert_eq!(d.quota.as_ref().unwrap().remaining, (10 - i) as f64);
+        let warned = d.warnings.first().map(|w| w.threshold);
+        let want = match i {
+            1..=4 => None,
+            5..=7 => Some(50),
+            _ => Some(80),
+        };
+        assert_eq!(warned, want, "decision {i}");
+    }
+    // Headers on the decision API carry the tightest quota.
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/decisions", ts.server.url()))
+        .bearer_auth(steward_testkit::ADMIN_TOKEN)
+        .json(&call("bot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let h = response.headers();
+    assert_eq!(h["ratelimit-limit"], "10");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    assert_eq!(
+        h["ratelimit-policy"].to_str().unwrap(),
+        format!("\"ten\";q=10;w={}", 24 * 3600)
+    );
+    assert!(
+        h["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"ten\";r=0;t=")
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while r.seen.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "threshold webhooks not delivered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let seen = r.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one webhook per threshold per window");
+    let mut thresholds = Vec::new();
+    for (headers, body) in &seen {
+        crate::webhooks::assert_signed(&secret, headers, body);
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(json["event"], "quota.threshold");
+        assert!(json["text"].as_str().unwrap().contains("Quota 'ten'"));
+        thresholds.push(json["data"]["threshold"].as_u64().unwrap());
+    }
+    thresholds.sort();
+    assert_eq!(thresholds, vec![50, 80]);
+    ts.stop().await;
+}
+
+async fn exceeding_follows_the_quota_action(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin).await;
+    low_risk_agent(&ts.admin, "held", "owner@example.com").await;
+    low_risk_agent(&ts.admin, "loud", "owner@example.com").await;
+    let mut q = quota(
+        "gate",
+        QuotaScope::Agent,
+        Some("held"),
+        "requests",
+        "day",
+        1.0,
+    );
+    q.on_exceed = OnExceed::ApprovalRequired;
+    ts.admin.put_quota(&q).await.unwrap();
+    let mut q = quota(
+        "alarm",
+        QuotaScope::Agent,
+        Some("loud"),
+        "requests",
+        "day",
+        1.0,
+    );
+    q.on_exceed = OnExceed::AlertOnly;
+    ts.admin.put_quota(&q).await.unwrap();
+    assert!(allowed(&ts.admin, "held").await);
+    let held = ts.admin.decide(&call("held")).await.unwrap();
+    assert_eq!(held.decision, Decision::ApprovalRequired);
+    assert_eq!(held.exceeded.unwrap().name, "gate");
+    assert!(allowed(&ts.admin, "loud").await);
+    let loud = ts.admin.decide(&call("loud")).await.unwrap();
+    assert_eq!(loud.decision, Decision::Allow, "alert_only never refuses");
+    assert!(loud.warnings[0].message.contains("over its limit"));
+    assert_eq!(loud.quota.unwrap().used, 2.0);
+    ts.stop().await;
+}
+
+async fn rate_limits_allow_a_burst(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin).await;
+    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    let mut q = quota(
+        "rate",
+        QuotaScope::Agent,
+        Some("bot"),
+        "requests",
+        "second",
+        1.0,
+    );
+    q.burst = Some(3);
+    ts.admin.put_quota(&q).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut admitted = 0;
+    for _ in 0..10 {
+        admitted += usize::from(allowed(&ts.admin, "bot").await);
+    }
+    let earned = start.elapsed().as_secs() as usize + 1;
+    assert!(admitted >= 3, "the burst is allowed");
+    assert!(
+        admitted <= 3 + earned,
+        "no more than the burst plus one per second"
+    );
+    ts.stop().await;
+}
+
+async fn bad_quota_input_changes_nothing(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin).await;
+    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    let before = snapshot(&ts.admin).await;
+    let base = || quota("q", QuotaScope::Agent, Some("bot"), "requests", "day", 10.0);
+    let cases = [
+        (
+            PutQuota {
+                limit: -1.0,
+                ..base()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            PutQuota {
+                metric: "calories".into(),
+                ..base()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            PutQuota {
+                window: "fortnight".into(),
+                ..base()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            PutQuota {
+                timezone: Some("Mars/Olympus".into()),
+                ..base()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            PutQuota {
+                subject: Some("nobody".into()),
+                ..base()
+            },
+            ErrorCode::UnknownReference,
+        ),
+        (
+            PutQuota {
+                subject: None,
+                ..base()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            PutQuota {
+                scope: Some(QuotaScope::Tenant),
+                ..base()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            PutQuota {
+                limit: 1.5,
+                ..base()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            PutQuota {
+                metric: "child_agents".into(),
+                scope: Some(QuotaScope::Tenant),
+                subject: None,
+                window: "live".into(),
+                ..base()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+    ];
+    for (bad, want) in cases {
+        assert_eq!(code(ts.admin.put_quota(&bad).await), want, "{bad:?}");
+    }
+    for body in [
+        r#"{"name":"q","metric":"requests","window":"day","limit":"lots"}"#,
+        r#"{"name":"q","metric":"requests","window":"day"}"#,
+    ] {
+        let (status, _) = ts
+            .admin
+            .raw(
+                Method::POST,
+                "/v1/quotas",
+                Some(body.to_string()),
+                Some("application/json"),
+            )
+            .await
+            .unwrap();
+        assert!((400..500).contains(&status), "{body} -> {status}");
+    }
+    let mut neg = call("bot");
+    neg.estimate = Some(UsageEstimate {
+        cost: Some(-1.0),
+        ..Default::default()
+    });
+    assert_eq!(code(ts.admin.decide(&neg).await), ErrorCode::InvalidRequest);
+    assert!(ts.admin.list_quotas().await.unwrap().is_empty());
+    assert_eq!(snapshot(&ts.admin).await, before, "nothing changed");
+    assert_eq!(
+        code(ts.admin.delete_quota("nope").await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(code(ts.admin.get_quota("nope").await), ErrorCode::NotFound);
+    ts.stop().await;
+}
