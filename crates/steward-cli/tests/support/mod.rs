@@ -38,6 +38,12 @@ pub fn free_port() -> u16 {
 /// Start `steward serve` with its SQLite store in `data`, the admin token
 /// `token` (none: generated), and wait until it accepts connections.
 pub fn serve_in(data: &Path, token: Option<&str>, stdout: Stdio) -> Serve {
+    serve_on(data, None, token, stdout)
+}
+
+/// Start `steward serve` on the database at `url` (`data` is only its
+/// working folder).
+pub fn serve_on(data: &Path, url: Option<&str>, token: Option<&str>, stdout: Stdio) -> Serve {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -50,6 +56,9 @@ pub fn serve_in(data: &Path, token: Option<&str>, stdout: Stdio) -> Serve {
         .stderr(Stdio::null());
     if let Some(token) = token {
         cmd.env("STEWARD_ADMIN_TOKEN", token);
+    }
+    if let Some(url) = url {
+        cmd.arg("--database-url").arg(url);
     }
     let child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

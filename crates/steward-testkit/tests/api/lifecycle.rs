@@ -250,6 +250,13 @@ async fn spawn_rules(b: Backend) {
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::SpawnDepthExceeded));
     assert!(err.to_string().contains("max_depth"), "{err}");
+    // The persona's child_agents quota (5) counts every live agent below etl,
+    // grandchildren included: 4 workers and `sub` leave no room.
+    assert_eq!(
+        code(s.admin.register_agent(&reg("waiting", "etl")).await),
+        ErrorCode::QuotaExceeded
+    );
+    s.admin.decommission_agent("worker-3", None).await.unwrap();
     // A suspended parent cannot spawn, and a pending child cannot activate under it.
     s.admin
         .register_agent(&reg("waiting", "etl"))
