@@ -21,6 +21,7 @@ on_both_backends!(
     persona_rule_and_authzen,
     bad_input_changes_nothing,
     chains_are_configurable,
+    high_risk_actions_need_several_groups,
 );
 
 /// A support bot (low risk, active) that may refund up to 100 on its own
@@ -1010,6 +1011,50 @@ async fn chains_are_configurable(b: Backend) {
     assert_eq!(
         admin.get_agent("helper").await.unwrap().state,
         AgentState::Active
+    );
+    s.stop().await;
+}
+
+async fn high_risk_actions_need_several_groups(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let admin = &s.admin;
+    admin
+        .create_role(&CreateRole {
+            name: "finance".into(),
+            description: "Approve very large refunds".into(),
+            writes: false,
+        })
+        .await
+        .unwrap();
+    admin
+        .put_policy(&PutPolicy {
+            id: "refunds-over-1000".into(),
+            text: r#"@approval("support-leads, finance") permit(principal in Role::"refund-issuer", action == Action::"issue_refund", resource) when { context.amount > 1000 };"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let held = bot.decide(&refund(5000, "R-12")).await.unwrap();
+    let approval = held.approval.unwrap();
+    assert_eq!(approval.groups, vec!["support-leads", "finance"]);
+    let step = lead.approve(&approval.id, None).await.unwrap();
+    assert_eq!(
+        (step.status, step.current_group()),
+        (ApprovalStatus::Pending, Some("finance"))
+    );
+    // Still held until finance says yes too.
+    assert_eq!(
+        bot.decide(&refund(5000, "R-12")).await.unwrap().decision,
+        Decision::ApprovalRequired
+    );
+    let (_, fiona) = person(admin, "fiona@example.com", &["finance"]).await;
+    assert_eq!(
+        fiona.approve(&approval.id, None).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
+    assert_eq!(
+        bot.decide(&refund(5000, "R-12")).await.unwrap().decision,
+        Decision::Allow
     );
     s.stop().await;
 }
