@@ -137,22 +137,23 @@ async fn scenario(client: &Client, story: &mut Story) -> anyhow::Result<()> {
     ))?;
     agents.push(helper);
 
+    let approvers = Approvers::join(client, story).await?;
     for agent in &mut agents {
         if agent.state == AgentState::PendingApproval {
-            let result = client
-                .activate_agent(&agent.id, Some("approved by Alice in the demo"))
-                .await?;
+            let decided = approvers.walk_registration(client, &agent.name).await?;
+            *agent = client.get_agent(&agent.id).await?;
             story.step(format!(
-                "The administrator approves {} ({} risk needs a human's yes): now {}.",
-                result.agent.name,
-                result.agent.risk_tier.as_str(),
-                result.agent.state.as_str()
+                "{} is {} risk, so people decide: its registration is approved by {}; it is now {}.",
+                agent.name,
+                agent.risk_tier.as_str(),
+                decided.join(", then "),
+                agent.state.as_str()
             ))?;
-            *agent = result.agent;
         }
     }
 
     decisions(client, story).await?;
+    runtime_approval(client, &approvers, story).await?;
 
     let bot = agents
         .first()
@@ -237,6 +238,127 @@ async fn scenario(client: &Client, story: &mut Story) -> anyhow::Result<()> {
     say(format!(
         "\nThe inventory now:\n\n{}\n",
         summary(&agents, &personas)
+    ))?;
+    Ok(())
+}
+
+/// The people who decide approvals, each with their own token.
+struct Approvers {
+    /// (group, e-mail, client acting as them).
+    people: Vec<(&'static str, &'static str, Client)>,
+}
+
+impl Approvers {
+    /// Sam (security), Lucia (legal) and Lee (runtime approvers) join.
+    async fn join(client: &Client, story: &mut Story) -> anyhow::Result<Approvers> {
+        let mut people = Vec::new();
+        for (group, email, name) in [
+            ("security", "sam@example.com", "Sam Security"),
+            ("legal", "lucia@example.com", "Lucia Legal"),
+            ("approvers", "lee@example.com", "Lee Support-Lead"),
+        ] {
+            let human = client
+                .create_human(&CreateHuman {
+                    external_id: None,
+                    email: email.into(),
+                    display_name: name.into(),
+                    teams: vec![],
+                    roles: vec![group.into()],
+                })
+                .await?;
+            let token = client
+                .create_token(&CreateToken {
+                    name: format!("{group} approvals"),
+                    role: TokenRole::Auditor,
+                    human: Some(human.id),
+                    expires_at: None,
+                    tenant: None,
+                })
+                .await?;
+            people.push((group, email, client.with_token(token.secret)));
+        }
+        story.step("Sam (security), Lucia (legal) and Lee (approves refunds) join, each with their own token: approvals are attributable.")?;
+        Ok(Approvers { people })
+    }
+
+    fn of(&self, group: &str) -> anyhow::Result<(&'static str, &Client)> {
+        self.people
+            .iter()
+            .find(|(g, _, _)| *g == group)
+            .map(|(_, email, c)| (*email, c))
+            .ok_or_else(|| anyhow!("nobody in the demo approves for {group}"))
+    }
+
+    /// Approve an agent's registration step by step; returns who decided.
+    async fn walk_registration(&self, client: &Client, agent: &str) -> anyhow::Result<Vec<String>> {
+        let pending = client
+            .list_approvals(&ApprovalFilter {
+                agent: Some(agent.into()),
+                kind: Some("registration".into()),
+                status: Some("pending".into()),
+                ..ApprovalFilter::default()
+            })
+            .await?
+            .items;
+        let mut approval = pending
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{agent} has no pending registration approval"))?;
+        let mut decided = Vec::new();
+        while let Some(group) = approval.current_group().map(str::to_owned) {
+            let (email, person) = self.of(&group)?;
+            approval = person
+                .approve(&approval.id, Some("reviewed in the demo"))
+                .await?;
+            decided.push(format!("{email} ({group})"));
+        }
+        Ok(decided)
+    }
+}
+
+/// A refund over 100 waits for a person, is allowed once, then waits again.
+async fn runtime_approval(
+    client: &Client,
+    approvers: &Approvers,
+    story: &mut Story,
+) -> anyhow::Result<()> {
+    let refund = ask(
+        "customer-support-assistant",
+        "refund",
+        "ticket",
+        "T-89",
+        json!({"amount": 250}),
+    );
+    let held = client.decide(&refund).await?;
+    let approval = held
+        .approval
+        .clone()
+        .ok_or_else(|| anyhow!("the refund of 250 should wait for an approval"))?;
+    story.step(format!(
+        "It tries to refund 250 on T-89: {} (approval {}, for the {} group; it may wait at {}).",
+        verdict(&held),
+        approval.id,
+        approval.groups.join(", "),
+        approval.wait
+    ))?;
+    let (email, lee) = approvers.of("approvers")?;
+    let decided = lee
+        .approve(&approval.id, Some("customer was double-charged"))
+        .await?;
+    story.step(format!(
+        "{email} reads the exact request (amount {}) and approves it: {}.",
+        decided.request["context"]["amount"],
+        decided.status.as_str()
+    ))?;
+    let retry = client.decide(&refund).await?;
+    story.step(format!(
+        "The identical request again: {} (the grant is used once).",
+        verdict(&retry)
+    ))?;
+    let again = client.decide(&refund).await?;
+    story.step(format!(
+        "And once more: {}; an approval is never reused.",
+        verdict(&again)
     ))?;
     Ok(())
 }
@@ -329,6 +451,11 @@ async fn decisions(client: &Client, story: &mut Story) -> anyhow::Result<()> {
             "Refund issuers may refund up to 100",
             r#"permit(principal in Role::"refund-issuer", action == Action::"refund", resource is ticket) when { context.amount <= 100 };"#,
         ),
+        (
+            "large-refunds-with-approval",
+            "Refunds over 100 need a support lead's approval",
+            r#"@approval("approvers") permit(principal in Role::"refund-issuer", action == Action::"refund", resource is ticket) when { context.amount > 100 };"#,
+        ),
     ];
     for (id, description, text) in policies {
         client
@@ -340,7 +467,7 @@ async fn decisions(client: &Client, story: &mut Story) -> anyhow::Result<()> {
             })
             .await?;
     }
-    story.step("Declared repositories and tickets, read/write/refund, and three Cedar policies (validated against the schema).")?;
+    story.step("Declared repositories and tickets, read/write/refund, and four Cedar policies (validated against the schema; refunds over 100 carry @approval).")?;
 
     let read = client
         .decide(&ask(
@@ -379,19 +506,6 @@ async fn decisions(client: &Client, story: &mut Story) -> anyhow::Result<()> {
     story.step(format!(
         "customer-support-assistant refunds 80 on ticket T-88: {}.",
         verdict(&small)
-    ))?;
-    let large = client
-        .decide(&ask(
-            "customer-support-assistant",
-            "refund",
-            "ticket",
-            "T-89",
-            json!({"amount": 250}),
-        ))
-        .await?;
-    story.step(format!(
-        "It tries to refund 250: {} (no policy permits refunds over 100; human approval of those arrives with the approvals feature).",
-        verdict(&large)
     ))?;
     Ok(())
 }

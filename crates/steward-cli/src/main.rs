@@ -93,6 +93,9 @@ enum Command {
     Plan(commands::apply::PlanArgs),
     /// Bring the tenant to what a governance directory declares, in one transaction.
     Apply(commands::apply::ApplyArgs),
+    /// Human approvals: list, show, approve, deny, wait.
+    #[command(subcommand)]
+    Approvals(commands::approvals::ApprovalsCommand),
     /// Ask for a decision and explain it (exit code 0 allow, 3 deny, 4 approval required).
     Check(commands::check::CheckArgs),
     /// Cedar policies.
@@ -159,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => commands::apply::plan(&ctx, args).await,
         Command::Apply(args) => commands::apply::apply(&ctx, args).await,
         Command::Check(args) => commands::check::run(&ctx, args).await,
+        Command::Approvals(command) => commands::approvals::run(&ctx, command).await,
         Command::Policies(command) => commands::policies::run(&ctx, command).await,
         Command::ResourceTypes(command) => {
             commands::policies::run_resource_types(&ctx, command).await

@@ -127,26 +127,76 @@ fn the_personas_example_plans_applies_and_explains_decisions() {
     assert!(allow.starts_with("ALLOW"), "{allow}");
     assert!(allow.contains("code-review.comment"), "{allow}");
 
-    // A refund over 100 is forbidden by a guardrail with an owner: exit 3.
-    let deny = exits(
+    // A refund over 100 waits for a support lead's approval: exit 4.
+    let refund = [
+        "check",
+        "--agent",
+        "support-assistant",
+        "--action",
+        "issue_refund",
+        "--resource",
+        "refund:R-7",
+        "--context",
+        "amount=250",
+    ];
+    let held = exits(&server, 4, &refund);
+    assert!(held.starts_with("APPROVAL REQUIRED"), "{held}");
+    assert!(held.contains("support-leads"), "{held}");
+    assert!(held.contains("support.refund-over-100"), "{held}");
+    let pending = json(
         &server,
-        3,
         &[
-            "check",
-            "--agent",
-            "support-assistant",
-            "--action",
-            "issue_refund",
-            "--resource",
-            "refund:R-7",
-            "--context",
-            "amount=250",
+            "approvals",
+            "list",
+            "--status",
+            "pending",
+            "--group",
+            "support-leads",
         ],
     );
-    assert!(deny.starts_with("DENY"), "{deny}");
-    assert!(deny.contains("support.agent-refunds-up-to-100"), "{deny}");
-    assert!(deny.contains("jordan.lee@example.com"), "{deny}");
-    assert!(deny.contains("What to do:"), "{deny}");
+    let id = pending["items"][0]["id"].as_str().unwrap().to_string();
+    // Riley, a support lead, approves with her own token; the refund then
+    // goes through once.
+    let token = json(
+        &server,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "riley",
+            "--role",
+            "auditor",
+            "--human",
+            "riley.chen@example.com",
+        ],
+    );
+    let riley = token["secret"].as_str().unwrap().to_string();
+    let approved = support::steward(
+        &server,
+        &riley,
+        &[
+            "approvals",
+            "approve",
+            &id,
+            "--comment",
+            "customer was double-charged",
+        ],
+    );
+    assert!(
+        approved.status.success(),
+        "{}{}",
+        text(&approved.stdout),
+        text(&approved.stderr)
+    );
+    assert!(
+        text(&approved.stdout).contains("approved"),
+        "{}",
+        text(&approved.stdout)
+    );
+    let shown = ok(&server, &["approvals", "show", &id]);
+    assert!(shown.contains("riley.chen@example.com"), "{shown}");
+    assert!(ok(&server, &refund).starts_with("ALLOW"));
+    assert!(exits(&server, 4, &refund).starts_with("APPROVAL REQUIRED"));
     // ... while a small one on behalf of the support lead is allowed.
     let small = ok(
         &server,

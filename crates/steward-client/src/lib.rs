@@ -17,6 +17,7 @@
 //! [`Client::raw`] sends arbitrary bytes, for tests of malformed requests.
 #![deny(missing_docs)]
 
+mod approvals;
 mod authzen;
 mod endpoints;
 mod error;

@@ -60,4 +60,8 @@ pub struct InventoryRules {
     pub classifications: crate::risk::ClassificationCatalog,
     /// Spawn limits for agents whose persona does not set them.
     pub default_limits: crate::spawn::SpawnLimits,
+    /// Approver groups for registrations and tier-raising changes, per tier.
+    pub approval_chains: crate::approval::TierChains,
+    /// How long approvals and grants live.
+    pub approval_times: crate::approval::ApprovalTimes,
 }

@@ -3,6 +3,7 @@
 //! reads the clock: `now` is always passed in.
 #![deny(missing_docs)]
 
+pub mod approval;
 pub mod context;
 pub mod credentials;
 pub mod error;

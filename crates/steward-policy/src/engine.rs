@@ -288,6 +288,14 @@ impl Engine {
         self.meta.get(id)
     }
 
+    /// The value of annotation `key` on policy `id` (for example
+    /// `@approval("support-leads")`), if the policy has it.
+    pub fn annotation(&self, id: &str, key: &str) -> Option<&str> {
+        self.policies
+            .policy(&PolicyId::new(id))
+            .and_then(|p| p.annotation(key))
+    }
+
     /// The policy set (benchmarks compare against bare Cedar with it).
     pub fn policy_set(&self) -> &PolicySet {
         &self.policies

@@ -281,6 +281,20 @@ pub async fn apply(
             .register_agent_in(&mut tx, ctx, &state.rules, a)
             .await
             .map_err(about(format!("agent {name}")))?;
+        // A pending registration files its approval (or, with an empty
+        // chain for its tier, is active at once).
+        let agent = match store
+            .request_registration_approval_in(&mut tx, ctx, &state.rules, &agent)
+            .await
+            .map_err(about(format!("agent {name}")))?
+        {
+            Some(_) => agent,
+            None if agent.state == AgentState::PendingApproval => steward_types::Agent {
+                state: AgentState::Active,
+                ..agent
+            },
+            None => agent,
+        };
         if matches!(
             agent.state,
             AgentState::PendingApproval | AgentState::Proposed
@@ -296,6 +310,21 @@ pub async fn apply(
     }
     for name in &req.activate {
         if pending_names.contains(name) {
+            // The reviewed directory is the approval: its open
+            // registration approval is closed, saying so.
+            let agent = store
+                .get_agent_in(&mut tx, tenant, name)
+                .await
+                .map_err(about(format!("activate {name}")))?;
+            store
+                .cancel_agent_approvals_in(
+                    &mut tx,
+                    ctx,
+                    &agent.id,
+                    "approved by applying a reviewed governance directory",
+                )
+                .await
+                .map_err(about(format!("activate {name}")))?;
             store
                 .transition_agent_in(
                     &mut tx,

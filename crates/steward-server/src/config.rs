@@ -39,6 +39,58 @@ pub struct Config {
     /// Seconds after which a reservation whose outcome was never reported
     /// settles at its estimate (default 900).
     pub quota_settle_secs: u64,
+    /// Human approvals: chains per tier, lifetimes, the default approver group.
+    pub approvals: ApprovalsConfig,
+}
+
+/// Human approvals (`[approvals]` in the file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Approver groups (human roles) per risk tier for registrations and
+    /// tier-raising changes: `[approvals.chains] medium = ["security"]`.
+    /// An empty chain means automatic.
+    pub chains: steward_core::approval::TierChains,
+    /// The group asked when a persona's `approval_required_for` names the
+    /// action and no policy annotation names a group (default `approvers`).
+    pub runtime_group: String,
+    /// Seconds a pending runtime approval waits before it expires (default 3600).
+    pub request_ttl_secs: u64,
+    /// Seconds a pending registration or change approval waits (default 14 days).
+    pub registration_ttl_secs: u64,
+    /// Seconds approvers should decide within (the SLA; default 900).
+    pub sla_secs: u64,
+    /// Seconds an approved action may be retried, once (default 900).
+    pub grant_ttl_secs: u64,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            chains: Default::default(),
+            runtime_group: "approvers".into(),
+            request_ttl_secs: 3600,
+            registration_ttl_secs: 14 * 24 * 3600,
+            sla_secs: 900,
+            grant_ttl_secs: 900,
+        }
+    }
+}
+
+impl ApprovalsConfig {
+    /// The lifetimes as the domain rules take them.
+    pub fn times(&self) -> steward_core::approval::ApprovalTimes {
+        // At least a second, at most ten years (no overflow).
+        let secs = |s: u64| {
+            chrono::Duration::seconds(i64::try_from(s.clamp(1, 10 * 365 * 86_400)).unwrap_or(1))
+        };
+        steward_core::approval::ApprovalTimes {
+            request_ttl: secs(self.request_ttl_secs),
+            registration_ttl: secs(self.registration_ttl_secs),
+            sla: secs(self.sla_secs),
+            grant_ttl: secs(self.grant_ttl_secs),
+        }
+    }
 }
 
 /// A custom data classification and the risk tiers it implies.
@@ -68,6 +120,7 @@ impl Default for Config {
             default_max_children: 10,
             default_max_depth: 3,
             classifications: Vec::new(),
+            approvals: ApprovalsConfig::default(),
             quota_settle_secs: 900,
         }
     }

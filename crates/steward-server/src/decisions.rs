@@ -271,10 +271,14 @@ pub async fn decide(
         errors: outcome.errors,
         chain: outcome.chain,
         remediation: outcome.remediation,
+        approval: None,
         quota: None,
         warnings: Vec::new(),
         exceeded: None,
     };
+    // A human's approval first (it may hold the request, or let it through
+    // once), then quotas for what is still allowed.
+    crate::approvals::gate(state, caller, &engine, &req, &input, &mut response).await?;
     if response.decision == Decision::Allow {
         let rules = state.quotas.get(&state.store, &tenant).await?;
         let charges = crate::quotas::charges(&rules, &tenant, &input.chain, &req)?;
@@ -339,6 +343,7 @@ async fn record(
             "chain": response.chain,
             "policies": response.policies.iter().map(|p| &p.id).collect::<Vec<_>>(),
             "errors": response.errors,
+            "approval": response.approval.as_ref().map(|a| &a.id),
             "estimate": req.estimate,
             "exceeded": response.exceeded,
             "warnings": response.warnings.iter().map(|w| &w.message).collect::<Vec<_>>(),

@@ -3,6 +3,7 @@
 //! stop it gracefully.
 
 pub mod apply;
+pub mod approvals;
 pub mod audit_log;
 pub mod auth;
 pub mod batch;
@@ -17,7 +18,7 @@ pub mod seed;
 pub mod state;
 pub mod webhooks;
 
-pub use config::{ClassificationConfig, Config};
+pub use config::{ApprovalsConfig, ClassificationConfig, Config};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -138,6 +139,8 @@ fn rules_from(config: &Config) -> InventoryRules {
             max_children: config.default_max_children,
             max_depth: config.default_max_depth,
         },
+        approval_chains: config.approvals.chains.clone(),
+        approval_times: config.approvals.times(),
     }
 }
 
@@ -193,6 +196,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config,
         engines: Default::default(),
         tokens: Default::default(),
+        approvals: Default::default(),
         webhooks: Default::default(),
         quotas: Default::default(),
         reservations: quotas::reservations(&store),
@@ -297,6 +301,7 @@ async fn background(state: AppState, sweep_every: Duration) {
                 }
             }
         }
+        approvals::expire_due(&state, Utc::now()).await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = std::time::Instant::now();
             if let Err(e) = expire_due(&state.store, Utc::now()).await {

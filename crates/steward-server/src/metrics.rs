@@ -32,11 +32,32 @@ struct ErrorLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApprovalLabels {
+    event: String,
+    kind: String,
+    risk_tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabels {
+    kind: String,
+    risk_tier: String,
+}
+
 struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     errors: Family<ErrorLabels, Counter>,
+    approvals: Family<ApprovalLabels, Counter>,
+    time_to_approval: Family<TierLabels, Histogram>,
+}
+
+fn approval_histogram() -> Histogram {
+    Histogram::new([
+        10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+    ])
 }
 
 fn latency_histogram() -> Histogram {
@@ -67,11 +88,27 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Error responses by stable error code",
         errors.clone(),
     );
+    let approvals = Family::<ApprovalLabels, Counter>::default();
+    let time_to_approval = Family::<TierLabels, Histogram>::new_with_constructor(
+        approval_histogram as fn() -> Histogram,
+    );
+    registry.register(
+        "approvals",
+        "Approval events (requested, approved, denied, expired, used) by kind and risk tier",
+        approvals.clone(),
+    );
+    registry.register(
+        "approval_time_to_approval_seconds",
+        "Seconds from an approval request to its final approval, by kind and risk tier",
+        time_to_approval.clone(),
+    );
     Metrics {
         registry,
         requests,
         latency,
         errors,
+        approvals,
+        time_to_approval,
     }
 });
 
@@ -83,6 +120,30 @@ pub fn record_error(code: ErrorCode) {
             code: code.as_str().into(),
         })
         .inc();
+}
+
+/// Count an approval event (`approval.requested`, `approval.approved`, ...)
+/// and, for a final approval, observe its time to approval.
+pub fn record_approval(event: &str, a: &steward_types::Approval) {
+    let kind = a.kind.as_str().to_string();
+    let risk_tier = a.risk_tier.as_str().to_string();
+    METRICS
+        .approvals
+        .get_or_create(&ApprovalLabels {
+            event: event.trim_start_matches("approval.").into(),
+            kind: kind.clone(),
+            risk_tier: risk_tier.clone(),
+        })
+        .inc();
+    if event == "approval.approved"
+        && let Some(decided) = a.decided_at
+    {
+        let secs = (decided - a.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+        METRICS
+            .time_to_approval
+            .get_or_create(&TierLabels { kind, risk_tier })
+            .observe(secs);
+    }
 }
 
 /// Middleware: count and time every request by its route template.

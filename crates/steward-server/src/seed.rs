@@ -15,6 +15,22 @@ const ROLES: &[(&str, &str, bool)] = &[
     ("ticket-reader", "Read support tickets", false),
     ("response-writer", "Write responses to customers", true),
     ("refund-issuer", "Issue refunds to customers", true),
+    // Approver groups: people holding these roles decide approvals.
+    (
+        "approvers",
+        "Approves agents' high-risk actions at run time",
+        false,
+    ),
+    (
+        "security",
+        "Reviews agent registrations and access changes",
+        false,
+    ),
+    (
+        "legal",
+        "Reviews high-risk agent registrations after security",
+        false,
+    ),
 ];
 
 /// Seed the example catalogue into `ctx.tenant_id`.

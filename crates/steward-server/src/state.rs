@@ -24,6 +24,8 @@ pub struct Inner {
     pub engines: crate::engines::Engines,
     /// The tamper-evident log: group-commit writer, Merkle tree, signer.
     pub audit: crate::audit_log::AuditLog,
+    /// Approval wake-ups and persona approval rules.
+    pub approvals: crate::approvals::Approvals,
     /// Recently authenticated API tokens.
     pub tokens: crate::auth::TokenCache,
     /// Each tenant's quota rules, briefly cached.

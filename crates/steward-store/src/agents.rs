@@ -113,10 +113,13 @@ impl Store {
             .as_ref()
             .and_then(|p| p.approval_tier)
             .map_or(risk_tier, |t| t.max(risk_tier));
+        // The tier's approval chain decides: none means active at once.
         let state = if req.draft {
             AgentState::Proposed
+        } else if rules.approval_chains.for_tier(approval_tier).is_empty() {
+            AgentState::Active
         } else {
-            lifecycle::registration_state(approval_tier)
+            AgentState::PendingApproval
         };
         let agent = Agent {
             id: rows::new_id("agt"),
@@ -450,6 +453,11 @@ impl Store {
                 ),
             )
             .await?;
+            if to.is_terminal() {
+                let why = format!("agent '{}' is {}", after.name, to.as_str());
+                self.cancel_agent_approvals_in(tx, ctx, &after.id, &why)
+                    .await?;
+            }
             changed.push(after);
         }
         let mut changed = changed.into_iter();
@@ -537,7 +545,7 @@ async fn resolve(
     sqlx::Row::try_get(&row, "id").map_err(db_error)
 }
 
-async fn roles_write(
+pub(crate) async fn roles_write(
     tx: &mut Transaction<'static, Any>,
     tenant_id: &str,
     roles: &[String],
@@ -582,7 +590,7 @@ async fn spawn_limits(
 
 /// The tier registration approval follows: the derived tier, raised to the
 /// persona's approval tier when that is stricter.
-async fn effective_tier(
+pub(crate) async fn effective_tier(
     tx: &mut Transaction<'static, Any>,
     agent: &Agent,
 ) -> Result<RiskTier, Error> {

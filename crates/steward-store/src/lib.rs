@@ -11,6 +11,7 @@
 //! record, in one transaction, through [`audit::append`].
 
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod catalog;
 pub mod credentials;

@@ -399,6 +399,13 @@ pub struct UpdateAgent {
     pub labels: Option<BTreeMap<String, String>>,
     /// New expiry.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Replacement roles. A change that raises an active agent's risk tier
+    /// waits for the tier's approval chain (the answer is then 202).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// Replacement data classifications (approval as for `roles`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifications: Option<Vec<String>>,
 }
 
 /// A lifecycle transition with an optional reason.

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+pub mod approval;
 pub mod audit;
 pub mod credentials;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod quota;
 pub mod webhook;
 
 pub use apply::*;
+pub use approval::*;
 pub use audit::*;
 pub use credentials::*;
 pub use error::*;

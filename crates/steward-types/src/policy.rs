@@ -228,6 +228,10 @@ pub struct DecisionResponse {
     pub chain: Vec<ChainLink>,
     /// For a denial: what to do about it.
     pub remediation: Option<Remediation>,
+    /// For `approval_required`: the approval to wait for; for an allow that
+    /// used a human's grant: that approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::ApprovalRef>,
     /// The tightest quota that applied, after this decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<crate::QuotaStatus>,

@@ -189,6 +189,13 @@ pub struct UpdateArgs {
     /// New expiry (RFC 3339).
     #[arg(long, value_parser = parse_time)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Replacement role (repeatable). Raising an active agent's risk tier
+    /// waits for approval (`steward approvals list`).
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Replacement data classification (repeatable); approval as for --role.
+    #[arg(long = "classification")]
+    pub classifications: Vec<String>,
 }
 
 impl UpdateArgs {
@@ -206,6 +213,8 @@ impl UpdateArgs {
             model: self.model,
             labels,
             expires_at: self.expires_at,
+            roles: (!self.roles.is_empty()).then_some(self.roles),
+            classifications: (!self.classifications.is_empty()).then_some(self.classifications),
         };
         let nothing = request.owner.is_none()
             && request.team.is_none()
@@ -213,11 +222,13 @@ impl UpdateArgs {
             && request.platform.is_none()
             && request.model.is_none()
             && request.labels.is_none()
-            && request.expires_at.is_none();
+            && request.expires_at.is_none()
+            && request.roles.is_none()
+            && request.classifications.is_none();
         if nothing {
             bail!(
                 "nothing to change: pass at least one of --owner, --team, --purpose, \
-                 --platform, --model, --label, --expires-at"
+                 --platform, --model, --label, --expires-at, --role, --classification"
             );
         }
         Ok((self.id, request))

@@ -155,9 +155,14 @@ pub fn explain(request: &DecisionRequest, r: &DecisionResponse) -> String {
     let mut lines = vec![match r.decision {
         Decision::Allow => format!("ALLOW: {who} may {what}."),
         Decision::Deny => format!("DENY: {who} may not {what}."),
-        Decision::ApprovalRequired => {
-            format!("APPROVAL REQUIRED: {who} may {what} once a person approves it.")
-        }
+        Decision::ApprovalRequired => match &r.approval {
+            Some(a) => format!(
+                "APPROVAL REQUIRED: {who} may {what} once a person approves it (approval {}, by {}).",
+                a.id,
+                a.groups.join(" then ")
+            ),
+            None => format!("APPROVAL REQUIRED: {who} may {what} once a person approves it."),
+        },
     }];
     if !r.policies.is_empty() {
         lines.push(String::new());
@@ -311,6 +316,7 @@ mod tests {
                 personas_that_allow: vec![],
                 forbidden_by: vec![guardrail],
             }),
+            approval: None,
             quota: None,
             warnings: vec![],
             exceeded: None,

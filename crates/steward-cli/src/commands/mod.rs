@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod apply;
+pub mod approvals;
 pub mod audit;
 pub mod check;
 pub mod humans;

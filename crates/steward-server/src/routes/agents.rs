@@ -32,10 +32,14 @@ pub async fn register_agent(
     ApiJson(req): ApiJson<RegisterAgent>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
     let ctx = caller.admin()?;
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.register_agent(&ctx, &state.rules, req).await?),
-    ))
+    let (agent, approval) = state
+        .store
+        .register_agent_for_approval(&ctx, &state.rules, req)
+        .await?;
+    if let Some(a) = &approval {
+        crate::approvals::announce(&state, "approval.requested", a);
+    }
+    Ok((StatusCode::CREATED, Json(agent)))
 }
 
 /// An agent by id or name.
@@ -49,23 +53,49 @@ pub async fn get_agent(
     Ok(Json(state.store.get_agent(caller.reader()?, &id).await?))
 }
 
-/// Change an agent's owner (clears `orphaned`), team, purpose, platform, model, labels or expiry.
+/// Change an agent's owner (clears `orphaned`), team, purpose, platform,
+/// model, labels, expiry, roles or classifications. New roles or
+/// classifications that raise an active agent's risk tier wait for that
+/// tier's approval chain: the answer is then `202` with the agent as it is,
+/// and a `Location` header naming the approval.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", request_body = UpdateAgent,
-    params(("id" = String, Path, description = "Agent id or name")), responses((status = 200, body = Agent)))]
+    params(("id" = String, Path, description = "Agent id or name")),
+    responses((status = 200, body = Agent), (status = 202, body = Agent, description = "The change waits for approval")))]
 pub async fn update_agent(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateAgent>,
-) -> ApiResult<Json<Agent>> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     let ctx = caller.admin()?;
-    Ok(Json(state.store.update_agent(&ctx, &id, req).await?))
+    let change = state
+        .store
+        .update_agent_with_access(&ctx, &state.rules, &id, req)
+        .await?;
+    Ok(match change.approval {
+        Some(a) => {
+            crate::approvals::announce(&state, "approval.requested", &a);
+            (
+                StatusCode::ACCEPTED,
+                [(
+                    axum::http::header::LOCATION,
+                    format!("/v1/approvals/{}", a.id),
+                )],
+                Json(change.agent),
+            )
+                .into_response()
+        }
+        None => Json(change.agent).into_response(),
+    })
 }
 
 /// Move an agent through its lifecycle: `submit`, `activate`, `reject`,
 /// `suspend` (a reason is required), `resume`, `decommission` (cascades to
 /// descendants and revokes every key). An invalid transition is 409
-/// `invalid_transition`.
+/// `invalid_transition`. `activate` is refused (409 `approval_pending`) for
+/// an agent whose tier has an approval chain: the chain's last approval
+/// activates it; `submit` files that approval.
 #[utoipa::path(post, path = "/v1/agents/{id}/{transition}", tag = "agents", request_body = TransitionRequest,
     params(("id" = String, Path, description = "Agent id or name"),
            ("transition" = String, Path, description = "submit | activate | reject | suspend | resume | decommission")),
@@ -93,10 +123,12 @@ pub async fn transition_agent(
             "reason: suspending an agent needs a reason (it is shown to its owner)",
         ));
     }
-    Ok(Json(
-        state
-            .store
-            .transition_agent(&ctx, &id, transition, reason)
-            .await?,
-    ))
+    let (result, approval) = state
+        .store
+        .transition_agent_gated(&ctx, &state.rules, &id, transition, reason)
+        .await?;
+    if let Some(a) = &approval {
+        crate::approvals::announce(&state, "approval.requested", a);
+    }
+    Ok(Json(result))
 }

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod apply;
+pub mod approvals;
 pub mod audit;
 pub mod audit_export;
 pub mod authzen;
@@ -38,6 +39,7 @@ use crate::state::AppState;
         (name = "audit", description = "The audit log"),
         (name = "policies", description = "Resource types, actions, Cedar policies and known resources"),
         (name = "decisions", description = "Decisions"),
+        (name = "approvals", description = "Human approvals of actions, registrations and changes"),
         (name = "authzen", description = "OpenID AuthZEN Authorization API 1.0"),
         (name = "quotas", description = "Quotas, budgets, rate limits and usage"),
         (name = "webhooks", description = "Signed notifications of events (quota thresholds, approvals)"),
@@ -117,6 +119,12 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(authzen::search_action))
         .routes(routes!(authzen::configuration))
         .routes(routes!(apply::apply))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::stats))
+        .routes(routes!(approvals::get_approval))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::deny))
+        .routes(routes!(approvals::wait))
         .routes(routes!(quotas::list_quotas, quotas::put_quota))
         .routes(routes!(quotas::get_quota, quotas::delete_quota))
         .routes(routes!(quotas::usage))

@@ -102,9 +102,14 @@ async fn registration_follows_risk_tier(b: Backend) {
         .await
         .unwrap();
     assert_eq!(reader.risk_tier, RiskTier::Medium);
-    // An administrator activates a pending one.
-    let activated = s.admin.activate_agent("reviewer", None).await.unwrap();
-    assert_eq!(activated.agent.state, AgentState::Active);
+    // A pending one is not activated directly: its approval chain does.
+    assert_eq!(
+        code(s.admin.activate_agent("reviewer", None).await),
+        ErrorCode::ApprovalPending
+    );
+    approve_registration(&s.admin, "reviewer").await.unwrap();
+    let activated = s.admin.get_agent("reviewer").await.unwrap();
+    assert_eq!(activated.state, AgentState::Active);
     // A draft stays proposed until submitted.
     let draft = s
         .admin

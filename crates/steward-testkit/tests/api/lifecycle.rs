@@ -205,7 +205,7 @@ async fn spawn_rules(b: Backend) {
         code(s.admin.register_agent(&reg("early", "etl")).await),
         ErrorCode::ParentNotActive
     );
-    s.admin.activate_agent("etl", None).await.unwrap();
+    approve_registration(&s.admin, "etl").await.unwrap();
     for i in 0..5 {
         s.admin
             .register_agent(&reg(&format!("worker-{i}"), "etl"))
@@ -237,12 +237,12 @@ async fn spawn_rules(b: Backend) {
     assert_eq!(err.code(), Some(ErrorCode::ExceedsParent));
     assert!(err.to_string().contains("pii"), "{err}");
     // Depth: the persona allows two levels below the root.
-    s.admin.activate_agent("worker-0", None).await.unwrap();
+    approve_registration(&s.admin, "worker-0").await.unwrap();
     s.admin
         .register_agent(&reg("sub", "worker-0"))
         .await
         .unwrap();
-    s.admin.activate_agent("sub", None).await.unwrap();
+    approve_registration(&s.admin, "sub").await.unwrap();
     let err = s
         .admin
         .register_agent(&reg("subsub", "sub"))
@@ -271,7 +271,7 @@ async fn spawn_rules(b: Backend) {
         ErrorCode::ParentNotActive
     );
     assert_eq!(
-        code(s.admin.activate_agent("waiting", None).await),
+        code(approve_registration(&s.admin, "waiting").await),
         ErrorCode::ParentNotActive
     );
     s.stop().await;

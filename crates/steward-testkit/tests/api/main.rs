@@ -5,6 +5,7 @@
 
 mod access;
 mod apply;
+mod approvals;
 mod audit_log;
 mod audit_read;
 mod authzen;

@@ -84,3 +84,66 @@ pub async fn all_audit(admin: &Client) -> Vec<AuditEntry> {
         }
     }
 }
+
+/// A person holding `roles`, and a client acting with their own token.
+pub async fn person(admin: &Client, email: &str, roles: &[&str]) -> (Human, Client) {
+    let human = match admin.get_human(email).await {
+        Ok(h) => h,
+        Err(_) => admin
+            .create_human(&CreateHuman {
+                external_id: None,
+                email: email.into(),
+                display_name: email.split('@').next().unwrap().into(),
+                teams: vec![],
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+            })
+            .await
+            .unwrap(),
+    };
+    let token = admin
+        .create_token(&CreateToken {
+            name: format!("approvals {}", email.split('@').next().unwrap()),
+            role: TokenRole::Auditor,
+            human: Some(human.id.clone()),
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    (human, admin.with_token(token.secret))
+}
+
+/// The pending approval of `kind` for an agent.
+pub async fn pending_approval(admin: &Client, agent: &str, kind: &str) -> Approval {
+    let page = admin
+        .list_approvals(&ApprovalFilter {
+            agent: Some(agent.into()),
+            kind: Some(kind.into()),
+            status: Some("pending".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.len(),
+        1,
+        "one pending {kind} approval for {agent}"
+    );
+    page.items.into_iter().next().unwrap()
+}
+
+/// Walk an agent's registration approval through its chain, each step by a
+/// reviewer of that group (`GROUP-reviewer@example.com`): the last step
+/// activates it. Returns the last step's answer (an error if it failed).
+pub async fn approve_registration(admin: &Client, agent: &str) -> Result<Approval, ClientError> {
+    let mut approval = pending_approval(admin, agent, "registration").await;
+    loop {
+        let group = approval.current_group().unwrap().to_string();
+        let (_, reviewer) =
+            person(admin, &format!("{group}-reviewer@example.com"), &[&group]).await;
+        approval = reviewer.approve(&approval.id, Some("reviewed")).await?;
+        if approval.status != ApprovalStatus::Pending {
+            return Ok(approval);
+        }
+    }
+}

@@ -73,6 +73,18 @@ fn denial_context(r: &DecisionResponse) -> Value {
         "outcome": outcome,
         "policies": r.policies.iter().map(|p| &p.id).collect::<Vec<_>>(),
     });
+    if let Some(a) = &r.approval {
+        // In the spirit of the draft AuthZEN access-request profile: what
+        // to wait for, where, and until when.
+        context["approval"] = json!({
+            "id": a.id,
+            "status": a.status,
+            "approver_groups": a.groups,
+            "expires_at": a.expires_at,
+            "wait": { "method": "GET", "href": a.wait, "max_seconds": crate::approvals::MAX_WAIT_SECS },
+            "retry": "send the identical request again once approved; it is allowed once",
+        });
+    }
     if let Some(roles) = r
         .remediation
         .as_ref()
@@ -449,6 +461,7 @@ mod tests {
                 message: "a human must approve refunds over 100".into(),
                 ..Default::default()
             }),
+            approval: None,
             quota: None,
             warnings: Vec::new(),
             exceeded: None,

@@ -1,0 +1,434 @@
+//! Human approvals in the server: the runtime gate on decisions, deciding
+//! steps, waiting for an outcome, expiry, metrics and announcements.
+//!
+//! **When a decision needs an approval.** Only a request the policies allow
+//! can need one (a denial stays a denial). It needs one when a permitting
+//! policy carries `@approval("group, ...")` (those groups, in order), or when
+//! the principal agent's persona lists the action in `approval_required_for`
+//! (the configured `runtime_group`, default `approvers`) and not every
+//! permitting policy waives it with `@approval("none")`. Approver groups are
+//! human roles.
+//!
+//! **Binding and use.** The approval is bound to the digest of the principal
+//! chain, action, resource and context. Once every group approved, the
+//! identical request is allowed exactly once within the grant's validity
+//! (the store consumes the grant atomically); any other request, a denied or
+//! an expired approval means no.
+//!
+//! **Waiting.** A waiter is woken by a local change at once, and re-reads the
+//! store every second, so a decision taken on another node is seen too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use steward_core::Error;
+use steward_core::approval::{self, RequestBinding};
+use steward_policy::DecisionInput;
+use steward_store::approvals::{NewApproval, Verdict};
+use steward_types::{
+    Approval, ApprovalKind, ApprovalRef, ApprovalStats, ApprovalStatus, Decision, DecisionRequest,
+    DecisionResponse, ErrorCode, Remediation, RiskTier, TierApprovalStats,
+};
+use tokio::sync::Notify;
+
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// Longest a wait may last, in seconds.
+pub const MAX_WAIT_SECS: u32 = 30;
+/// How often a waiter re-reads the store (decisions taken on other nodes).
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Shared approval state of one server: wake-ups for waiters and the
+/// personas' approval rules (personas never change once created).
+#[derive(Default)]
+pub struct Approvals {
+    changed: Notify,
+    persona_actions: Mutex<PersonaActions>,
+}
+
+/// (tenant, persona name) → the actions its agents need approval for.
+type PersonaActions = HashMap<(String, String), Arc<Vec<String>>>;
+
+impl Approvals {
+    fn wake(&self) {
+        self.changed.notify_waiters();
+    }
+}
+
+/// How a decision refers to an approval.
+pub fn reference(a: &Approval) -> ApprovalRef {
+    ApprovalRef {
+        id: a.id.clone(),
+        status: a.status,
+        groups: a.steps.iter().map(|s| s.group.clone()).collect(),
+        expires_at: a.expires_at,
+        wait: format!("/v1/approvals/{}/wait", a.id),
+    }
+}
+
+/// The actions a persona's agents need a runtime approval for.
+async fn persona_actions(
+    state: &AppState,
+    tenant: &str,
+    persona: &str,
+) -> Result<Arc<Vec<String>>, Error> {
+    let key = (tenant.to_string(), persona.to_string());
+    if let Some(found) = state
+        .approvals
+        .persona_actions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return Ok(found.clone());
+    }
+    let actions = Arc::new(
+        state
+            .store
+            .get_persona(tenant, persona)
+            .await?
+            .approval_required_for,
+    );
+    state
+        .approvals
+        .persona_actions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(key, actions.clone());
+    Ok(actions)
+}
+
+fn attr<'a>(input: &'a DecisionInput, index: usize, name: &str) -> Option<&'a str> {
+    input
+        .chain
+        .get(index)
+        .and_then(|s| s.entity.attrs.get(name))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// The runtime gate: turn an allow that needs a human's approval into
+/// `approval_required` (filing or reusing the approval request), or let it
+/// through once when an approved grant for this exact request exists.
+pub async fn gate(
+    state: &AppState,
+    caller: &Caller,
+    engine: &steward_policy::Engine,
+    req: &DecisionRequest,
+    input: &DecisionInput,
+    response: &mut DecisionResponse,
+) -> Result<(), Error> {
+    if response.decision != Decision::Allow {
+        return Ok(());
+    }
+    let tenant = caller.tenant_id().to_string();
+    let mut annotations = Vec::new();
+    let mut rules = Vec::new();
+    // `@approval("none")` on every permitting policy waives the persona's
+    // rule (a reviewed policy that says "these need nobody", e.g. small refunds).
+    let mut waived = !response.policies.is_empty();
+    for p in &response.policies {
+        match engine.annotation(&p.id, "approval").map(str::trim) {
+            Some("none") => {}
+            Some(groups) => {
+                waived = false;
+                annotations.push(groups);
+                rules.push(format!("policy '{}'", p.id));
+            }
+            None => waived = false,
+        }
+    }
+    let principal_is_agent = input.chain.first().is_some_and(|s| s.kind == "agent");
+    let mut persona_requires = false;
+    if principal_is_agent
+        && !waived
+        && let Some(persona) = attr(input, 0, "persona")
+        && persona_actions(state, &tenant, persona)
+            .await?
+            .contains(&req.action)
+    {
+        persona_requires = true;
+        rules.push(format!("persona '{persona}'"));
+    }
+    let groups = approval::runtime_groups(
+        &annotations,
+        persona_requires,
+        &state.config.approvals.runtime_group,
+    );
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let chain: Vec<(String, String)> = response
+        .chain
+        .iter()
+        .map(|l| (l.kind.clone(), l.id.clone()))
+        .collect();
+    let attributes: Map<String, Value> = req
+        .resource
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let binding = RequestBinding {
+        chain: &chain,
+        action: &req.action,
+        resource_type: &req.resource.resource_type,
+        resource_id: &req.resource.id,
+        resource_attributes: &attributes,
+        context: &req.context,
+    };
+    let digest = binding.digest();
+    let ctx = caller.context();
+
+    if let Some(used) = state
+        .store
+        .use_grant(&ctx, &digest, &response.decision_id)
+        .await?
+    {
+        announce(state, "approval.used", &used);
+        response.approval = Some(reference(&used));
+        return Ok(());
+    }
+    let times = state.config.approvals.times();
+    if let Some(denied) = state
+        .store
+        .recent_denial_for(&tenant, &digest, ctx.now - times.grant_ttl)
+        .await?
+    {
+        let why = denied
+            .steps
+            .iter()
+            .find_map(|s| s.comment.clone().filter(|_| s.status == "denied"))
+            .unwrap_or_default();
+        response.decision = Decision::Deny;
+        response.remediation = Some(Remediation {
+            message: format!(
+                "A human denied this exact request (approval {}): {why}. Ask again later with a different request, or talk to the approvers.",
+                denied.id
+            ),
+            ..Default::default()
+        });
+        response.approval = Some(reference(&denied));
+        return Ok(());
+    }
+
+    // Who may not approve: the owners of every agent in the chain, the
+    // humans in it (acted for), and the requester (added by the store).
+    let mut excluded = Vec::new();
+    for (i, s) in input.chain.iter().enumerate() {
+        match s.kind {
+            "agent" => excluded.extend(attr(input, i, "owner").map(String::from)),
+            _ => {
+                excluded.push(s.entity.id.clone());
+                excluded.push(s.name.clone());
+            }
+        }
+    }
+    let risk_tier = match attr(input, 0, "risk_tier") {
+        Some("low") => RiskTier::Low,
+        Some("high") => RiskTier::High,
+        _ => RiskTier::Medium,
+    };
+    let mut request = binding.to_json();
+    request["on_behalf_of"] = json!(req.on_behalf_of);
+    request["decision_id"] = json!(response.decision_id);
+    let new = NewApproval {
+        kind: ApprovalKind::Action,
+        risk_tier,
+        digest,
+        agent: principal_is_agent
+            .then(|| {
+                input
+                    .chain
+                    .first()
+                    .map(|s| (s.entity.id.clone(), s.name.clone()))
+            })
+            .flatten(),
+        excluded,
+        request,
+        reason: format!(
+            "{} requires a human approval of '{}' by {}",
+            rules.join(" and "),
+            req.action,
+            groups.join(" then ")
+        ),
+        groups,
+        expires_at: ctx.now + times.request_ttl,
+        sla_due_at: ctx.now + times.sla,
+    };
+    let (pending, created) = state.store.file_action_approval(&ctx, new).await?;
+    if created {
+        announce(state, "approval.requested", &pending);
+    }
+    response.decision = Decision::ApprovalRequired;
+    response.remediation = Some(Remediation {
+        message: format!(
+            "{}. Approval {} is pending (expires {}); wait at GET /v1/approvals/{}/wait, then send the identical request again: it is allowed once.",
+            pending.reason,
+            pending.id,
+            pending.expires_at.to_rfc3339(),
+            pending.id
+        ),
+        ..Default::default()
+    });
+    response.approval = Some(reference(&pending));
+    Ok(())
+}
+
+/// Decide the current step of an approval as the calling person.
+pub async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    verdict: Verdict,
+    comment: Option<String>,
+) -> Result<Approval, Error> {
+    let human = match caller {
+        Caller::Token { token, .. } => token.human_id.clone(),
+        Caller::Agent { .. } => {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                "agents cannot decide approvals; a person does, with their own token",
+            ));
+        }
+    };
+    let human = human.ok_or_else(|| {
+        Error::new(
+            ErrorCode::NotAnApprover,
+            "approvals are decided by people: use a token issued to you (`steward tokens create --human EMAIL`), so the approval is attributable",
+        )
+    })?;
+    let ctx = caller.context();
+    let comment = comment.filter(|c| !c.trim().is_empty());
+    let decided = state
+        .store
+        .decide_approval(&ctx, &state.rules, id, &human, verdict, comment)
+        .await
+        .map_err(|e| {
+            if e.code == ErrorCode::NotFound && e.message.contains("human") {
+                Error::new(
+                    ErrorCode::NotAnApprover,
+                    "the token's person is not in this tenant",
+                )
+            } else {
+                e
+            }
+        });
+    // A cancellation on the way is news for waiters too.
+    state.approvals.wake();
+    let decided = decided?;
+    let event = match decided.status {
+        ApprovalStatus::Approved => "approval.approved",
+        ApprovalStatus::Denied => "approval.denied",
+        _ => "approval.step_approved",
+    };
+    announce(state, event, &decided);
+    Ok(decided)
+}
+
+/// An approval the caller may see: readers see all of the tenant's, an
+/// agent only its own.
+pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Approval, Error> {
+    let a = state.store.get_approval(caller.tenant_id(), id).await?;
+    if let Caller::Agent { agent, .. } = caller
+        && a.agent_id.as_deref() != Some(agent.id.as_str())
+    {
+        return Err(Error::not_found("approval", id));
+    }
+    Ok(a)
+}
+
+/// The approval with its status as of now (expired when past its time,
+/// even before the sweep records it).
+fn current(mut a: Approval, now: DateTime<Utc>) -> Approval {
+    a.status = approval::status_at(&a, now);
+    a
+}
+
+/// Wait up to `timeout` for an approval to leave `pending`: woken at once by
+/// a change on this node, re-reading the store every second for changes on
+/// others. Answers the approval as it stands.
+pub async fn wait(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    timeout: Duration,
+) -> Result<Approval, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = state.approvals.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let a = current(visible(state, caller, id).await?, Utc::now());
+        let now = tokio::time::Instant::now();
+        if a.status != ApprovalStatus::Pending || now >= deadline {
+            return Ok(a);
+        }
+        let nap = (deadline - now).min(RECHECK);
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(nap) => {}
+        }
+    }
+}
+
+/// Record that something happened to an approval: wake waiters, count it,
+/// and wake the webhook worker (the store queued the delivery with the change).
+pub fn announce(state: &AppState, event: &str, a: &Approval) {
+    state.approvals.wake();
+    crate::metrics::record_approval(event, a);
+    state.webhooks.wake();
+}
+
+/// Expire what is due at `now` (the background loop calls this every second).
+pub async fn expire_due(state: &AppState, now: DateTime<Utc>) {
+    match state.store.expire_approvals(now).await {
+        Ok(expired) => {
+            for (_, a) in &expired {
+                announce(state, "approval.expired", a);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "approval expiry failed; will retry"),
+    }
+}
+
+/// Counts and time-to-approval percentiles per tier, from the store (so
+/// every node answers the same).
+pub async fn stats(state: &AppState, tenant: &str) -> Result<ApprovalStats, Error> {
+    let facts = state.store.approval_facts(tenant).await?;
+    let mut tiers = Vec::new();
+    for tier in [RiskTier::Low, RiskTier::Medium, RiskTier::High] {
+        let mut s = TierApprovalStats {
+            risk_tier: tier.as_str().into(),
+            ..Default::default()
+        };
+        let mut times = Vec::new();
+        for f in facts.iter().filter(|f| f.risk_tier == tier) {
+            match f.status {
+                ApprovalStatus::Pending => s.pending += 1,
+                ApprovalStatus::Approved | ApprovalStatus::Used => {
+                    s.approved += 1;
+                    if let Some(d) = f.decided_at {
+                        times.push((d - f.created_at).num_milliseconds() as f64 / 1000.0);
+                        if d > f.sla_due_at {
+                            s.sla_breached += 1;
+                        }
+                    }
+                }
+                ApprovalStatus::Denied => s.denied += 1,
+                ApprovalStatus::Expired => s.expired += 1,
+                ApprovalStatus::Cancelled => {}
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        s.p50_seconds = approval::percentile(&times, 50.0);
+        s.p90_seconds = approval::percentile(&times, 90.0);
+        s.p99_seconds = approval::percentile(&times, 99.0);
+        tiers.push(s);
+    }
+    Ok(ApprovalStats { tiers })
+}

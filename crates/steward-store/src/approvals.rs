@@ -1,0 +1,856 @@
+//! Human approvals: requests, step decisions (which activate or reject a
+//! registration and apply an approved change), the atomic one-time use of a
+//! runtime grant, expiry and the facts metrics are computed from.
+//!
+//! A grant is used with a locked read (`FOR UPDATE` on PostgreSQL; SQLite's
+//! single writer) followed by a conditional update: of two concurrent uses
+//! exactly one changes the row.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use steward_core::approval::{self, Approver};
+use steward_core::lifecycle::Transition;
+use steward_core::{ChangeContext, Error, InventoryRules, validate};
+use steward_types::{
+    Agent, AgentState, Approval, ApprovalFilter, ApprovalKind, ApprovalStatus, ErrorCode, Page,
+    RiskTier,
+};
+
+mod agents;
+
+use crate::agents::lock_agent;
+use crate::audit::{append, event};
+use crate::humans::lock_human;
+use crate::rows::{self, Cursor, Param, Select};
+use crate::{Store, Tx, db_error};
+
+/// What a new approval request holds.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    /// What it is about.
+    pub kind: ApprovalKind,
+    /// The tier it is filed under.
+    pub risk_tier: RiskTier,
+    /// The digest it is bound to.
+    pub digest: String,
+    /// The agent concerned.
+    pub agent: Option<(String, String)>,
+    /// Ids and e-mails of people who may not decide it.
+    pub excluded: Vec<String>,
+    /// The request shown to approvers.
+    pub request: Value,
+    /// Why an approval is needed.
+    pub reason: String,
+    /// Approver groups, in order.
+    pub groups: Vec<String>,
+    /// When it expires if undecided.
+    pub expires_at: DateTime<Utc>,
+    /// When approvers should have decided.
+    pub sla_due_at: DateTime<Utc>,
+}
+
+/// Approve or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Approve the current step.
+    Approve,
+    /// Deny (ends the approval).
+    Deny,
+}
+
+/// The outcome of asking for new roles or classifications.
+#[derive(Debug, Clone)]
+pub struct AccessChange {
+    /// The agent (changed, or as it was while the change waits).
+    pub agent: Agent,
+    /// The approval the change waits for, if it raises the tier.
+    pub approval: Option<Approval>,
+}
+
+/// One approval's timing facts, for metrics.
+#[derive(Debug, Clone)]
+pub struct ApprovalFact {
+    /// Its tier.
+    pub risk_tier: RiskTier,
+    /// Its status.
+    pub status: ApprovalStatus,
+    /// Requested.
+    pub created_at: DateTime<Utc>,
+    /// Decided (approved or denied).
+    pub decided_at: Option<DateTime<Utc>>,
+    /// SLA due.
+    pub sla_due_at: DateTime<Utc>,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T, Error>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(name).map_err(db_error)
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, name: &str) -> Result<T, Error> {
+    let text: String = col(row, name)?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::internal(format!("corrupt approvals.{name}: {e}")))
+}
+
+fn tier(s: &str) -> Result<RiskTier, Error> {
+    rows::parse_tier(s)
+}
+
+fn decode(row: &AnyRow) -> Result<Approval, Error> {
+    let kind: String = col(row, "kind")?;
+    let status: String = col(row, "status")?;
+    Ok(Approval {
+        id: col(row, "id")?,
+        kind: ApprovalKind::parse(&kind)
+            .ok_or_else(|| Error::internal(format!("unknown approval kind {kind}")))?,
+        status: ApprovalStatus::parse(&status)
+            .ok_or_else(|| Error::internal(format!("unknown approval status {status}")))?,
+        risk_tier: tier(&col::<String>(row, "risk_tier")?)?,
+        digest: col(row, "digest")?,
+        agent_id: col(row, "agent_id")?,
+        agent_name: col(row, "agent_name")?,
+        requested_by: col(row, "requested_by")?,
+        requested_by_human: col(row, "requested_by_human")?,
+        request: json_col(row, "request")?,
+        reason: col(row, "reason")?,
+        steps: json_col(row, "steps")?,
+        created_at: time(col(row, "created_at")?),
+        expires_at: time(col(row, "expires_at")?),
+        sla_due_at: time(col(row, "sla_due_at")?),
+        decided_at: col::<Option<i64>>(row, "decided_at")?.map(time),
+        grant_expires_at: col::<Option<i64>>(row, "grant_expires_at")?.map(time),
+        used_at: col::<Option<i64>>(row, "used_at")?.map(time),
+        used_by_decision: col(row, "used_by_decision")?,
+    })
+}
+
+async fn lock_approval(
+    tx: &mut Tx,
+    lock: &str,
+    tenant_id: &str,
+    id: &str,
+) -> Result<(Approval, Vec<String>), Error> {
+    let row = sqlx::query(&format!(
+        "SELECT * FROM approvals WHERE tenant_id = $1 AND id = $2{lock}"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| Error::not_found("approval", id))?;
+    Ok((decode(&row)?, json_col(&row, "excluded")?))
+}
+
+/// Write an approval's changing columns.
+async fn save(tx: &mut Tx, a: &Approval) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE approvals SET status = $1, steps = $2, current_group = $3, decided_at = $4, \
+         grant_expires_at = $5, used_at = $6, used_by_decision = $7 WHERE id = $8",
+    )
+    .bind(a.status.as_str())
+    .bind(rows::to_json(&a.steps))
+    .bind(a.current_group())
+    .bind(rows::opt_ms(a.decided_at))
+    .bind(rows::opt_ms(a.grant_expires_at))
+    .bind(rows::opt_ms(a.used_at))
+    .bind(&a.used_by_decision)
+    .bind(&a.id)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn audit_view(a: &Approval) -> Value {
+    json!({
+        "id": a.id, "kind": a.kind, "status": a.status, "risk_tier": a.risk_tier,
+        "digest": a.digest, "agent_id": a.agent_id, "agent_name": a.agent_name,
+        "request": a.request, "reason": a.reason, "steps": a.steps,
+        "expires_at": a.expires_at, "sla_due_at": a.sla_due_at,
+        "grant_expires_at": a.grant_expires_at, "used_by_decision": a.used_by_decision,
+    })
+}
+
+/// One line a person reads in a chat channel.
+fn webhook_text(event: &str, a: &Approval) -> String {
+    let name = a.agent_name.as_deref().unwrap_or("a principal");
+    let what = match a.kind {
+        ApprovalKind::Action => format!(
+            "{name} wants to {} on {}:{} (context {})",
+            a.request["action"].as_str().unwrap_or("act"),
+            a.request["resource"]["type"].as_str().unwrap_or("?"),
+            a.request["resource"]["id"].as_str().unwrap_or("?"),
+            a.request.get("context").cloned().unwrap_or(Value::Null),
+        ),
+        ApprovalKind::Registration => format!("registration of agent {name}"),
+        ApprovalKind::Change => format!("access change of agent {name}"),
+    };
+    match event {
+        "approval.requested" | "approval.step_approved" => format!(
+            "Approval {} needed from {} ({} risk, expires {}): {what}. {}",
+            a.id,
+            a.current_group().unwrap_or("?"),
+            a.risk_tier.as_str(),
+            a.expires_at.to_rfc3339(),
+            a.reason
+        ),
+        _ => format!("Approval {} is {}: {what}.", a.id, a.status.as_str()),
+    }
+}
+
+fn requested_by(ctx: &ChangeContext) -> String {
+    format!("{}:{}", ctx.actor.kind, ctx.actor.id)
+}
+
+impl Store {
+    /// Queue the webhook for an approval event (`approval.requested`,
+    /// `approval.step_approved`, `approval.approved`, `approval.denied`,
+    /// `approval.expired`, `approval.cancelled`, `approval.used`) in the
+    /// transaction of the change it reports. The body is Slack-compatible.
+    async fn announce_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        event_name: &str,
+        a: &Approval,
+    ) -> Result<(), Error> {
+        let body = json!({
+            "text": webhook_text(event_name, a),
+            "event": event_name,
+            "tenant": ctx.tenant_id,
+            "occurred_at": ctx.now,
+            "data": a,
+        });
+        self.enqueue_webhooks_in(tx, &ctx.tenant_id, event_name, &body, ctx.now)
+            .await
+            .map(|_| ())
+    }
+
+    /// File a new approval request (audited as `approval.request`).
+    pub async fn create_approval(
+        &self,
+        ctx: &ChangeContext,
+        new: NewApproval,
+    ) -> Result<Approval, Error> {
+        let mut tx = self.begin().await?;
+        let out = self.create_approval_in(&mut tx, ctx, new).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::create_approval`] inside a caller's transaction.
+    pub async fn create_approval_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        new: NewApproval,
+    ) -> Result<Approval, Error> {
+        if new.groups.is_empty() {
+            return Err(Error::internal("an approval needs at least one group"));
+        }
+        let mut excluded = new.excluded;
+        if let Some(h) = &ctx.actor.human_id {
+            excluded.push(h.clone());
+        }
+        let (agent_id, agent_name) = new.agent.unzip();
+        let a = Approval {
+            id: rows::new_id("apr"),
+            kind: new.kind,
+            status: ApprovalStatus::Pending,
+            risk_tier: new.risk_tier,
+            digest: new.digest,
+            agent_id,
+            agent_name,
+            requested_by: requested_by(ctx),
+            requested_by_human: ctx.actor.human_id.clone(),
+            request: new.request,
+            reason: new.reason,
+            steps: approval::new_steps(&new.groups),
+            created_at: ctx.now,
+            expires_at: new.expires_at,
+            sla_due_at: new.sla_due_at.min(new.expires_at),
+            decided_at: None,
+            grant_expires_at: None,
+            used_at: None,
+            used_by_decision: None,
+        };
+        sqlx::query(
+            "INSERT INTO approvals (id, tenant_id, kind, status, risk_tier, digest, agent_id, agent_name, \
+             requested_by, requested_by_human, excluded, request, reason, steps, current_group, created_at, \
+             expires_at, sla_due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(&a.id)
+        .bind(&ctx.tenant_id)
+        .bind(a.kind.as_str())
+        .bind(a.status.as_str())
+        .bind(a.risk_tier.as_str())
+        .bind(&a.digest)
+        .bind(&a.agent_id)
+        .bind(&a.agent_name)
+        .bind(&a.requested_by)
+        .bind(&a.requested_by_human)
+        .bind(rows::to_json(&excluded))
+        .bind(rows::to_json(&a.request))
+        .bind(&a.reason)
+        .bind(rows::to_json(&a.steps))
+        .bind(a.current_group())
+        .bind(rows::ms(a.created_at))
+        .bind(rows::ms(a.expires_at))
+        .bind(rows::ms(a.sla_due_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| {
+            if crate::is_unique_violation(&e) {
+                Error::already_exists("pending approval for", &a.digest)
+            } else {
+                db_error(e)
+            }
+        })?;
+        append(
+            tx,
+            ctx,
+            event(
+                "approval.request",
+                "approval",
+                &a.id,
+                None,
+                Some(&audit_view(&a)),
+                Some(&a.reason),
+            ),
+        )
+        .await?;
+        self.announce_in(tx, ctx, "approval.requested", &a).await?;
+        Ok(a)
+    }
+
+    /// An approval by id.
+    pub async fn get_approval(&self, tenant_id: &str, id: &str) -> Result<Approval, Error> {
+        let row = sqlx::query("SELECT * FROM approvals WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::not_found("approval", id))?;
+        decode(&row)
+    }
+
+    /// The tenant's approvals, filtered, oldest first.
+    pub async fn list_approvals(
+        &self,
+        tenant_id: &str,
+        filter: ApprovalFilter,
+    ) -> Result<Page<Approval>, Error> {
+        let cursor = Cursor::text(filter.cursor, filter.limit)?;
+        let bad = |field: &str, value: &str, allowed: &str| {
+            Error::new(
+                ErrorCode::InvalidQuery,
+                format!("{field}: '{value}' is not one of {allowed}"),
+            )
+        };
+        let mut q = Select::tenant_rows("approvals", tenant_id);
+        if let Some(s) = filter.status {
+            ApprovalStatus::parse(&s).ok_or_else(|| {
+                bad(
+                    "status",
+                    &s,
+                    "pending, approved, denied, expired, used, cancelled",
+                )
+            })?;
+            q = q.and("status = ?", Param::Text(s));
+        }
+        if let Some(k) = filter.kind {
+            ApprovalKind::parse(&k)
+                .ok_or_else(|| bad("kind", &k, "action, registration, change"))?;
+            q = q.and("kind = ?", Param::Text(k));
+        }
+        if let Some(t) = filter.risk_tier {
+            tier(&t).map_err(|_| bad("risk_tier", &t, "low, medium, high"))?;
+            q = q.and("risk_tier = ?", Param::Text(t));
+        }
+        if let Some(agent) = filter.agent {
+            q = q.and("(agent_id = ? OR agent_name = ?)", Param::Text(agent));
+        }
+        if let Some(group) = filter.group {
+            q = q.and("current_group = ?", Param::Text(group));
+        }
+        q.page(&self.read, "id", &cursor, decode, |a| a.id.clone())
+            .await
+    }
+
+    /// The pending, unexpired approval for a request digest, if any.
+    pub async fn pending_approval_for(
+        &self,
+        tenant_id: &str,
+        digest: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Approval>, Error> {
+        let row = sqlx::query(
+            "SELECT * FROM approvals WHERE tenant_id = $1 AND digest = $2 AND status = 'pending' \
+             AND expires_at > $3 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(digest)
+        .bind(rows::ms(now))
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// A denial of this digest decided after `since`, if any (a denied
+    /// request is not asked again at once).
+    pub async fn recent_denial_for(
+        &self,
+        tenant_id: &str,
+        digest: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Approval>, Error> {
+        let row = sqlx::query(
+            "SELECT * FROM approvals WHERE tenant_id = $1 AND digest = $2 AND status = 'denied' \
+             AND decided_at > $3 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(digest)
+        .bind(rows::ms(since))
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Use an approved grant for `digest` once, atomically: returns the
+    /// approval it used, or `None` when there is no valid unused grant (or a
+    /// concurrent request used it first). Audited as `approval.use`.
+    pub async fn use_grant(
+        &self,
+        ctx: &ChangeContext,
+        digest: &str,
+        decision_id: &str,
+    ) -> Result<Option<Approval>, Error> {
+        let mut tx = self.begin().await?;
+        let lock = self.backend.for_update();
+        let row = sqlx::query(&format!(
+            "SELECT * FROM approvals WHERE tenant_id = $1 AND digest = $2 AND status = 'approved' \
+             AND grant_expires_at > $3 ORDER BY id LIMIT 1{lock}"
+        ))
+        .bind(&ctx.tenant_id)
+        .bind(digest)
+        .bind(rows::ms(ctx.now))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut a = decode(&row)?;
+        let changed = sqlx::query(
+            "UPDATE approvals SET status = 'used', used_at = $1, used_by_decision = $2 \
+             WHERE id = $3 AND status = 'approved'",
+        )
+        .bind(rows::ms(ctx.now))
+        .bind(decision_id)
+        .bind(&a.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if changed != 1 {
+            return Ok(None);
+        }
+        let before = audit_view(&a);
+        a.status = ApprovalStatus::Used;
+        a.used_at = Some(ctx.now);
+        a.used_by_decision = Some(decision_id.into());
+        append(
+            &mut tx,
+            ctx,
+            event(
+                "approval.use",
+                "approval",
+                &a.id,
+                Some(&before),
+                Some(&audit_view(&a)),
+                None,
+            ),
+        )
+        .await?;
+        self.announce_in(&mut tx, ctx, "approval.used", &a).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(a))
+    }
+
+    /// Approve or deny the current step of an approval as the human
+    /// `approver` (their id). The last approval of a registration activates
+    /// the agent, a denial rejects it; the last approval of a change applies
+    /// it. Everything lands in one transaction with its audit records.
+    pub async fn decide_approval(
+        &self,
+        ctx: &ChangeContext,
+        rules: &InventoryRules,
+        id: &str,
+        approver: &str,
+        verdict: Verdict,
+        comment: Option<String>,
+    ) -> Result<Approval, Error> {
+        if let Some(c) = &comment {
+            validate::text("comment", c)?;
+        }
+        let mut tx = self.begin().await?;
+        let lock = self.backend.for_update();
+        let (mut a, mut excluded) = lock_approval(&mut tx, lock, &ctx.tenant_id, id).await?;
+        let human = lock_human(&mut tx, "", &ctx.tenant_id, approver).await?;
+        // The agent's current owner, whoever it is now.
+        let mut agent = None;
+        if let Some(agent_id) = &a.agent_id {
+            let current = lock_agent(&mut tx, lock, &ctx.tenant_id, agent_id).await?;
+            excluded.push(current.owner_id.clone());
+            agent = Some(current);
+        }
+        // An approval about an agent that went away cannot be decided.
+        if let Some(agent) = &agent {
+            let gone = match a.kind {
+                ApprovalKind::Registration => agent.state != AgentState::PendingApproval,
+                ApprovalKind::Change => agent.state.is_terminal(),
+                ApprovalKind::Action => false,
+            };
+            if gone && a.status == ApprovalStatus::Pending {
+                let reason = format!("agent '{}' is {}", agent.name, agent.state.as_str());
+                self.close_in(&mut tx, ctx, a.clone(), ApprovalStatus::Cancelled, &reason)
+                    .await?;
+                tx.commit().await.map_err(db_error)?;
+                return Err(Error::new(
+                    ErrorCode::ApprovalClosed,
+                    format!("approval {id} was cancelled: {reason}"),
+                ));
+            }
+        }
+        let person = Approver {
+            human_id: &human.id,
+            email: &human.email,
+            roles: &human.roles,
+            active: human.status == steward_types::HumanStatus::Active,
+        };
+        let before = audit_view(&a);
+        let finished = match verdict {
+            Verdict::Approve => approval::approve(
+                &mut a,
+                &person,
+                &excluded,
+                comment.clone(),
+                ctx.now,
+                rules.approval_times.grant_ttl,
+            )?,
+            Verdict::Deny => {
+                approval::deny(&mut a, &person, &excluded, comment.clone(), ctx.now)?;
+                true
+            }
+        };
+        save(&mut tx, &a).await?;
+        let action = match verdict {
+            Verdict::Approve => "approval.approve",
+            Verdict::Deny => "approval.deny",
+        };
+        append(
+            &mut tx,
+            ctx,
+            event(
+                action,
+                "approval",
+                &a.id,
+                Some(&before),
+                Some(&audit_view(&a)),
+                comment.as_deref(),
+            ),
+        )
+        .await?;
+        let announced = match a.status {
+            ApprovalStatus::Approved => "approval.approved",
+            ApprovalStatus::Denied => "approval.denied",
+            _ => "approval.step_approved",
+        };
+        self.announce_in(&mut tx, ctx, announced, &a).await?;
+        if finished {
+            let why = format!(
+                "{} approval {} {}",
+                a.kind.as_str(),
+                a.id,
+                if verdict == Verdict::Approve {
+                    "approved"
+                } else {
+                    "denied"
+                }
+            );
+            match (a.kind, verdict, &agent) {
+                (ApprovalKind::Registration, Verdict::Approve, Some(agent)) => {
+                    self.transition_agent_in(
+                        &mut tx,
+                        ctx,
+                        &agent.id,
+                        Transition::Activate,
+                        Some(why),
+                    )
+                    .await?;
+                }
+                (ApprovalKind::Registration, Verdict::Deny, Some(agent)) => {
+                    let reason = comment.map_or(why.clone(), |c| format!("{why}: {c}"));
+                    self.transition_agent_in(
+                        &mut tx,
+                        ctx,
+                        &agent.id,
+                        Transition::Reject,
+                        Some(reason),
+                    )
+                    .await?;
+                }
+                (ApprovalKind::Change, Verdict::Approve, Some(agent)) => {
+                    let roles: Vec<String> =
+                        serde_json::from_value(a.request["to"]["roles"].clone())
+                            .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))?;
+                    let classifications: Vec<String> =
+                        serde_json::from_value(a.request["to"]["classifications"].clone())
+                            .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))?;
+                    self.apply_access_in(
+                        &mut tx,
+                        ctx,
+                        rules,
+                        agent,
+                        roles,
+                        classifications,
+                        Some(&why),
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(a)
+    }
+
+    /// Close an open approval (expired or cancelled) with its audit record.
+    async fn close_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        mut a: Approval,
+        status: ApprovalStatus,
+        reason: &str,
+    ) -> Result<Approval, Error> {
+        let before = audit_view(&a);
+        a.status = status;
+        save(tx, &a).await?;
+        let action = match status {
+            ApprovalStatus::Expired => "approval.expire",
+            _ => "approval.cancel",
+        };
+        append(
+            tx,
+            ctx,
+            event(
+                action,
+                "approval",
+                &a.id,
+                Some(&before),
+                Some(&audit_view(&a)),
+                Some(reason),
+            ),
+        )
+        .await?;
+        let announced = match status {
+            ApprovalStatus::Expired => "approval.expired",
+            _ => "approval.cancelled",
+        };
+        self.announce_in(tx, ctx, announced, &a).await?;
+        Ok(a)
+    }
+
+    /// The open (pending) approval of `kind` for an agent, inside a transaction.
+    pub async fn open_agent_approval_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        agent_id: &str,
+        kind: ApprovalKind,
+    ) -> Result<Option<Approval>, Error> {
+        let row = sqlx::query(
+            "SELECT * FROM approvals WHERE tenant_id = $1 AND agent_id = $2 AND kind = $3 \
+             AND status = 'pending' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .bind(kind.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Cancel every open approval about an agent (it was rejected,
+    /// decommissioned or expired, or a governance directory activated it).
+    pub async fn cancel_agent_approvals_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        agent_id: &str,
+        reason: &str,
+    ) -> Result<Vec<Approval>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM approvals WHERE tenant_id = $1 AND agent_id = $2 AND status = 'pending' ORDER BY id",
+        )
+        .bind(&ctx.tenant_id)
+        .bind(agent_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let a = decode(&row)?;
+            out.push(
+                self.close_in(tx, ctx, a, ApprovalStatus::Cancelled, reason)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Expire, as of `now`, every pending approval past its expiry and every
+    /// unused grant past its validity; an expired registration rejects its
+    /// agent. Returns (tenant, approval) for each.
+    pub async fn expire_approvals(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Approval)>, Error> {
+        let due: Vec<(String, String)> = sqlx::query_as(
+            "SELECT tenant_id, id FROM approvals WHERE (status = 'pending' AND expires_at <= $1) \
+             OR (status = 'approved' AND grant_expires_at <= $1) ORDER BY id",
+        )
+        .bind(rows::ms(now))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        let mut out = Vec::new();
+        let lock = self.backend.for_update();
+        for (tenant, id) in due {
+            let ctx = ChangeContext::system(&tenant, "approval-expiry", now);
+            let mut tx = self.begin().await?;
+            let (a, _) = lock_approval(&mut tx, lock, &tenant, &id).await?;
+            if approval::status_at(&a, now) != ApprovalStatus::Expired
+                || a.status == ApprovalStatus::Expired
+            {
+                continue;
+            }
+            let reason = if a.status == ApprovalStatus::Approved {
+                "the grant was not used in time"
+            } else {
+                "nobody decided in time"
+            };
+            let a = self
+                .close_in(&mut tx, &ctx, a, ApprovalStatus::Expired, reason)
+                .await?;
+            if a.kind == ApprovalKind::Registration
+                && let Some(agent_id) = &a.agent_id
+            {
+                let agent = lock_agent(&mut tx, lock, &tenant, agent_id).await?;
+                if agent.state == AgentState::PendingApproval {
+                    self.transition_agent_in(
+                        &mut tx,
+                        &ctx,
+                        agent_id,
+                        Transition::Reject,
+                        Some(format!("registration approval {} expired", a.id)),
+                    )
+                    .await?;
+                }
+            }
+            tx.commit().await.map_err(db_error)?;
+            out.push((tenant, a));
+        }
+        Ok(out)
+    }
+
+    /// Timing facts of the tenant's approvals, for metrics.
+    pub async fn approval_facts(&self, tenant_id: &str) -> Result<Vec<ApprovalFact>, Error> {
+        let rows = sqlx::query(
+            "SELECT risk_tier, status, created_at, decided_at, sla_due_at FROM approvals WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let status: String = col(row, "status")?;
+                Ok(ApprovalFact {
+                    risk_tier: tier(&col::<String>(row, "risk_tier")?)?,
+                    status: ApprovalStatus::parse(&status).ok_or_else(|| {
+                        Error::internal(format!("unknown approval status {status}"))
+                    })?,
+                    created_at: time(col(row, "created_at")?),
+                    decided_at: col::<Option<i64>>(row, "decided_at")?.map(time),
+                    sla_due_at: time(col(row, "sla_due_at")?),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Store {
+    /// File the runtime approval for a request digest, or return the one
+    /// already pending for it (an expired one is closed first). Two
+    /// concurrent identical requests share one approval.
+    pub async fn file_action_approval(
+        &self,
+        ctx: &ChangeContext,
+        new: NewApproval,
+    ) -> Result<(Approval, bool), Error> {
+        for _ in 0..3 {
+            let mut tx = self.begin().await?;
+            let lock = self.backend.for_update();
+            let row = sqlx::query(&format!(
+                "SELECT * FROM approvals WHERE tenant_id = $1 AND digest = $2 AND status = 'pending'{lock}"
+            ))
+            .bind(&ctx.tenant_id)
+            .bind(&new.digest)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if let Some(row) = row {
+                let open = decode(&row)?;
+                if open.expires_at > ctx.now {
+                    return Ok((open, false));
+                }
+                self.close_in(
+                    &mut tx,
+                    ctx,
+                    open,
+                    ApprovalStatus::Expired,
+                    "nobody decided in time",
+                )
+                .await?;
+            }
+            match self.create_approval_in(&mut tx, ctx, new.clone()).await {
+                Ok(a) => {
+                    tx.commit().await.map_err(db_error)?;
+                    return Ok((a, true));
+                }
+                // Another request filed it first: read theirs.
+                Err(e) if e.code == ErrorCode::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::internal(
+            "could not file the approval request; try again",
+        ))
+    }
+}

@@ -1,0 +1,1060 @@
+//! Human approvals end to end: the refund flow, binding to the exact
+//! request, expiry on an injected clock, separation of duties, concurrent use
+//! of one grant, registration chains and the mover case.
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use steward_client::{Client, Method};
+use steward_testkit::{Backend, TestServer, on_both_backends};
+use steward_types::*;
+
+use crate::support::*;
+
+on_both_backends!(
+    refund_flow,
+    a_different_request_is_not_covered,
+    expiry_follows_an_injected_clock,
+    separation_of_duties_is_enforced,
+    one_grant_two_concurrent_uses,
+    high_risk_registration_walks_security_then_legal,
+    mover_change_waits_for_approval,
+    persona_rule_and_authzen,
+    bad_input_changes_nothing,
+    chains_are_configurable,
+    high_risk_actions_need_several_groups,
+);
+
+/// A support bot (low risk, active) that may refund up to 100 on its own
+/// and more with a support lead's approval; its key; and a support lead.
+struct Refunds {
+    s: TestServer,
+    bot: Client,
+    lead: Client,
+}
+
+async fn refunds(b: Backend) -> Refunds {
+    let s = TestServer::start(b).await;
+    let admin = &s.admin;
+    admin
+        .create_role(&CreateRole {
+            name: "support-leads".into(),
+            description: "Approve large refunds".into(),
+            writes: false,
+        })
+        .await
+        .unwrap();
+    human(admin, "alice@example.com").await;
+    admin
+        .put_resource_type(&PutResourceType {
+            name: "refund".into(),
+            attributes: [("ticket".to_string(), "String?".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .put_action(&PutAction {
+            name: "issue_refund".into(),
+            resource_types: vec!["refund".into()],
+            context: [("amount".to_string(), "Long".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (id, text) in [
+        (
+            "refunds-up-to-100",
+            r#"permit(principal in Role::"refund-issuer", action == Action::"issue_refund", resource) when { context.amount <= 100 };"#,
+        ),
+        (
+            "refunds-over-100",
+            r#"@approval("support-leads") permit(principal in Role::"refund-issuer", action == Action::"issue_refund", resource) when { context.amount > 100 };"#,
+        ),
+    ] {
+        admin
+            .put_policy(&PutPolicy {
+                id: id.into(),
+                text: text.into(),
+                owner: "finance@example.com".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let agent = admin
+        .register_agent(&RegisterAgent {
+            name: "support-bot".into(),
+            owner: "alice@example.com".into(),
+            roles: Some(vec!["refund-issuer".into()]),
+            classifications: Some(vec!["public".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(agent.state, AgentState::Active);
+    let key = admin
+        .create_key("support-bot", &CreateKey::default())
+        .await
+        .unwrap();
+    let bot = s.client(&key.secret);
+    let (_, lead) = person(admin, "lee@example.com", &["support-leads"]).await;
+    Refunds { s, bot, lead }
+}
+
+fn refund(amount: i64, id: &str) -> DecisionRequest {
+    DecisionRequest {
+        action: "issue_refund".into(),
+        resource: ResourceRef {
+            resource_type: "refund".into(),
+            id: id.into(),
+            attributes: Default::default(),
+        },
+        context: json!({ "amount": amount }).as_object().unwrap().clone(),
+        ..Default::default()
+    }
+}
+
+async fn refund_flow(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    // Approval events go to chat, signed (the receiver here is unreachable:
+    // what matters is what was queued, in order).
+    let hook = s
+        .admin
+        .create_webhook(&CreateWebhook {
+            name: "approvals-channel".into(),
+            url: "http://127.0.0.1:9/slack".into(),
+            events: vec!["approval.*".into()],
+            secret: None,
+        })
+        .await
+        .unwrap()
+        .webhook;
+    // Small refunds need nobody.
+    let small = bot.decide(&refund(80, "R-1")).await.unwrap();
+    assert_eq!(small.decision, Decision::Allow);
+    assert!(small.approval.is_none());
+
+    // Over 100: pending, with an approval to wait for; asking again is the same one.
+    let first = bot.decide(&refund(250, "R-2")).await.unwrap();
+    assert_eq!(first.decision, Decision::ApprovalRequired);
+    let pending = first.approval.clone().unwrap();
+    assert_eq!(pending.status, ApprovalStatus::Pending);
+    assert_eq!(pending.groups, vec!["support-leads"]);
+    assert!(first.remediation.unwrap().message.contains(&pending.id));
+    let again = bot.decide(&refund(250, "R-2")).await.unwrap();
+    assert_eq!(again.approval.unwrap().id, pending.id);
+
+    // The approver sees the exact request; the bot waits (nothing yet).
+    let shown = lead.get_approval(&pending.id).await.unwrap();
+    assert_eq!(shown.kind, ApprovalKind::Action);
+    assert_eq!(shown.request["context"]["amount"], json!(250));
+    assert_eq!(shown.request["resource"]["id"], json!("R-2"));
+    assert_eq!(shown.agent_name.as_deref(), Some("support-bot"));
+    assert_eq!(
+        bot.wait_approval(&pending.id, 0).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
+
+    // Approved: a waiter learns it, the identical request is allowed once.
+    let waiter = {
+        let bot = bot.clone();
+        let id = pending.id.clone();
+        tokio::spawn(async move { bot.wait_approval(&id, 30).await })
+    };
+    let approved = lead
+        .approve(&pending.id, Some("customer is right"))
+        .await
+        .unwrap();
+    assert_eq!(approved.status, ApprovalStatus::Approved);
+    assert!(approved.grant_expires_at.is_some());
+    assert_eq!(
+        waiter.await.unwrap().unwrap().status,
+        ApprovalStatus::Approved
+    );
+    let retry = bot.decide(&refund(250, "R-2")).await.unwrap();
+    assert_eq!(retry.decision, Decision::Allow);
+    let used = retry.approval.unwrap();
+    assert_eq!(
+        (used.id.as_str(), used.status),
+        (pending.id.as_str(), ApprovalStatus::Used)
+    );
+    let spent = lead.get_approval(&pending.id).await.unwrap();
+    assert_eq!(
+        spent.used_by_decision.as_deref(),
+        Some(retry.decision_id.as_str())
+    );
+
+    // A second retry is pending again, on a new approval.
+    let second = bot.decide(&refund(250, "R-2")).await.unwrap();
+    assert_eq!(second.decision, Decision::ApprovalRequired);
+    assert_ne!(second.approval.unwrap().id, pending.id);
+
+    // Every step is in the audit log.
+    let log = all_audit(&s.admin).await;
+    let steps: Vec<&str> = log
+        .iter()
+        .filter(|e| e.resource_id == pending.id)
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        ["approval.request", "approval.approve", "approval.use"]
+    );
+    let approve = log.iter().find(|e| e.action == "approval.approve").unwrap();
+    assert!(
+        approve.actor.human_id.is_some(),
+        "the approver is attributable"
+    );
+    assert!(log.iter().any(|e| e.action == "decision.approval_required"
+        && e.after.as_ref().unwrap()["approval"] == json!(pending.id)));
+
+    // Webhooks on creation, decision and use, Slack-compatible.
+    let deliveries = s
+        .admin
+        .list_deliveries(
+            &hook.id,
+            &DeliveryQuery {
+                limit: Some(500),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    let events: Vec<&str> = deliveries
+        .iter()
+        .filter(|d| d.payload["data"]["id"] == json!(pending.id))
+        .map(|d| d.event.as_str())
+        .collect();
+    assert_eq!(
+        events,
+        ["approval.requested", "approval.approved", "approval.used"]
+    );
+    let text = deliveries[0].payload["text"].as_str().unwrap();
+    assert!(
+        text.contains("support-leads") && text.contains("issue_refund"),
+        "{text}"
+    );
+
+    // Metrics: through the API and Prometheus.
+    let stats = s.admin.approval_stats().await.unwrap();
+    let low = stats.tiers.iter().find(|t| t.risk_tier == "low").unwrap();
+    assert_eq!((low.approved, low.pending), (1, 1));
+    assert!(low.p50_seconds.is_some());
+    let (status, metrics) = s
+        .admin
+        .raw(Method::GET, "/metrics", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains(
+            "steward_approvals_total{event=\"approved\",kind=\"action\",risk_tier=\"low\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("steward_approval_time_to_approval_seconds"),
+        "{text}"
+    );
+    s.stop().await;
+}
+
+async fn a_different_request_is_not_covered(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let id = bot
+        .decide(&refund(250, "R-7"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    lead.approve(&id, None).await.unwrap();
+    // Another amount, another resource: not covered, each needs its own approval.
+    for other in [refund(251, "R-7"), refund(250, "R-8")] {
+        let d = bot.decide(&other).await.unwrap();
+        assert_eq!(d.decision, Decision::ApprovalRequired);
+        assert_ne!(d.approval.unwrap().id, id);
+    }
+    // The same request through another principal chain is not covered either.
+    let mut on_behalf = refund(250, "R-7");
+    human(&s.admin, "carol@example.com").await;
+    on_behalf.on_behalf_of = Some("carol@example.com".into());
+    on_behalf.principal = Some(PrincipalRef {
+        principal_type: "agent".into(),
+        id: "support-bot".into(),
+    });
+    on_behalf.on_behalf_of = None;
+    let via_admin = s.admin.decide(&on_behalf).await.unwrap();
+    // Same chain (the agent) named by an enforcement point: the same request.
+    assert_eq!(via_admin.decision, Decision::Allow);
+    assert_eq!(via_admin.approval.unwrap().id, id);
+    // Denied means deny, with the approver's reason.
+    let id = bot
+        .decide(&refund(900, "R-9"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    lead.deny(&id, Some("over the customer's total"))
+        .await
+        .unwrap();
+    let d = bot.decide(&refund(900, "R-9")).await.unwrap();
+    assert_eq!(d.decision, Decision::Deny);
+    assert!(
+        d.remediation
+            .unwrap()
+            .message
+            .contains("over the customer's total")
+    );
+    s.stop().await;
+}
+
+async fn expiry_follows_an_injected_clock(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let store = s.server.store();
+    let id = bot
+        .decide(&refund(300, "R-3"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    // An hour later (the request lifetime) nobody decided: expired, which means no.
+    let expired = store
+        .expire_approvals(Utc::now() + Duration::hours(1) + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        bot.wait_approval(&id, 5).await.unwrap().status,
+        ApprovalStatus::Expired
+    );
+    assert_eq!(
+        code(lead.approve(&id, None).await),
+        ErrorCode::ApprovalClosed
+    );
+    // Asking again files a new request; approved, its grant lasts 15 minutes.
+    let again = bot.decide(&refund(300, "R-3")).await.unwrap();
+    assert_eq!(again.decision, Decision::ApprovalRequired);
+    let renewed = again.approval.unwrap().id;
+    assert_ne!(renewed, id);
+    lead.approve(&renewed, None).await.unwrap();
+    assert!(
+        store
+            .expire_approvals(Utc::now() + Duration::minutes(14))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let expired = store
+        .expire_approvals(Utc::now() + Duration::minutes(16))
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].1.status, ApprovalStatus::Expired);
+    let late = bot.decide(&refund(300, "R-3")).await.unwrap();
+    assert_eq!(late.decision, Decision::ApprovalRequired);
+    let log = all_audit(&s.admin).await;
+    assert_eq!(
+        log.iter().filter(|e| e.action == "approval.expire").count(),
+        2
+    );
+    let stats = s.admin.approval_stats().await.unwrap();
+    assert_eq!(
+        stats
+            .tiers
+            .iter()
+            .find(|t| t.risk_tier == "low")
+            .unwrap()
+            .expired,
+        2
+    );
+    s.stop().await;
+}
+
+async fn separation_of_duties_is_enforced(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let admin = &s.admin;
+    // Alice owns the bot; even as a support lead she may not approve for it.
+    admin
+        .update_human(
+            "alice@example.com",
+            &UpdateHuman {
+                roles: Some(vec!["support-leads".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (_, alice) = person(admin, "alice@example.com", &[]).await;
+    let id = bot
+        .decide(&refund(500, "R-4"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    let before = all_audit(admin).await.len();
+    assert_eq!(
+        code(alice.approve(&id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
+    // Not a person, not in the group, an agent, a denial without reason: refused.
+    assert_eq!(
+        code(admin.approve(&id, None).await),
+        ErrorCode::NotAnApprover
+    );
+    let (_, outsider) = person(admin, "olga@example.com", &[]).await;
+    assert_eq!(
+        code(outsider.approve(&id, None).await),
+        ErrorCode::NotAnApprover
+    );
+    assert_eq!(code(bot.approve(&id, None).await), ErrorCode::Forbidden);
+    assert_eq!(code(lead.deny(&id, None).await), ErrorCode::InvalidRequest);
+    assert_eq!(
+        code(lead.approve("apr_nope", None).await),
+        ErrorCode::NotFound
+    );
+    // A person the agent acts for may not approve its request either.
+    let mut for_lee = refund(500, "R-5");
+    for_lee.principal = Some(PrincipalRef {
+        principal_type: "agent".into(),
+        id: "support-bot".into(),
+    });
+    admin
+        .put_policy(&PutPolicy {
+            id: "humans-refund".into(),
+            text: r#"permit(principal is Human, action == Action::"issue_refund", resource);"#
+                .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for_lee.on_behalf_of = Some("lee@example.com".into());
+    let d = admin.decide(&for_lee).await.unwrap();
+    let lee_id = d.approval.unwrap().id;
+    assert_eq!(
+        code(lead.approve(&lee_id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
+    // Nothing changed: still pending, and only the new request is in the log.
+    assert_eq!(
+        admin.get_approval(&id).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
+    let log = all_audit(admin).await;
+    assert!(
+        log[before..]
+            .iter()
+            .all(|e| !e.action.starts_with("approval.approve"))
+    );
+    // Another lead may.
+    let (_, other) = person(admin, "lin@example.com", &["support-leads"]).await;
+    assert_eq!(
+        other.approve(&id, None).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
+    s.stop().await;
+}
+
+async fn one_grant_two_concurrent_uses(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let id = bot
+        .decide(&refund(400, "R-6"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    lead.approve(&id, None).await.unwrap();
+    let tries: Vec<_> = (0..8)
+        .map(|_| {
+            let bot = bot.clone();
+            tokio::spawn(async move { bot.decide(&refund(400, "R-6")).await.unwrap() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tries {
+        let d = t.await.unwrap();
+        match d.decision {
+            Decision::Allow => {
+                allowed += 1;
+                assert_eq!(d.approval.unwrap().id, id);
+            }
+            Decision::ApprovalRequired => assert_ne!(d.approval.unwrap().id, id),
+            Decision::Deny => panic!("unexpected deny: {d:?}"),
+        }
+    }
+    assert_eq!(allowed, 1, "exactly one use of one grant");
+    let log = all_audit(&s.admin).await;
+    assert_eq!(log.iter().filter(|e| e.action == "approval.use").count(), 1);
+    // The losers share one new pending approval.
+    let pending = s
+        .admin
+        .list_approvals(&ApprovalFilter {
+            status: Some("pending".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.items.len(), 1);
+    s.stop().await;
+}
+
+async fn high_risk_registration_walks_security_then_legal(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = &s.admin;
+    human(admin, "jordan@example.com").await;
+    let (_, owner) = person(admin, "jordan@example.com", &[]).await;
+    let agent = admin
+        .register_agent(&RegisterAgent {
+            name: "support-assistant".into(),
+            owner: "jordan@example.com".into(),
+            persona: Some("Customer Support Assistant".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (agent.state, agent.risk_tier),
+        (AgentState::PendingApproval, RiskTier::High)
+    );
+    let approval = pending_approval(admin, "support-assistant", "registration").await;
+    let groups: Vec<&str> = approval.steps.iter().map(|s| s.group.as_str()).collect();
+    assert_eq!(groups, ["security", "legal"]);
+    assert_eq!(approval.risk_tier, RiskTier::High);
+    // Waiting for security, as a filter shows.
+    let for_security = admin
+        .list_approvals(&ApprovalFilter {
+            group: Some("security".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(for_security.items.len(), 1);
+    assert_eq!(
+        code(
+            admin
+                .list_approvals(&ApprovalFilter {
+                    status: Some("maybe".into()),
+                    ..Default::default()
+                })
+                .await
+        ),
+        ErrorCode::InvalidQuery
+    );
+    // No shortcut: activation goes through the chain.
+    assert_eq!(
+        code(admin.activate_agent("support-assistant", None).await),
+        ErrorCode::ApprovalPending
+    );
+    let (_, sam) = person(admin, "sam@example.com", &["security", "legal"]).await;
+    let (_, lucia) = person(admin, "lucia@example.com", &["legal"]).await;
+    // Legal cannot go first; the owner cannot approve at all.
+    assert_eq!(
+        code(lucia.approve(&approval.id, None).await),
+        ErrorCode::NotAnApprover
+    );
+    assert_eq!(
+        code(owner.approve(&approval.id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
+    let step = sam
+        .approve(&approval.id, Some("scopes reviewed"))
+        .await
+        .unwrap();
+    assert_eq!(step.status, ApprovalStatus::Pending);
+    assert_eq!(step.current_group(), Some("legal"));
+    assert_eq!(
+        admin.get_agent("support-assistant").await.unwrap().state,
+        AgentState::PendingApproval
+    );
+    // The same person may not take the legal step too.
+    assert_eq!(
+        code(sam.approve(&approval.id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
+    let done = lucia
+        .approve(&approval.id, Some("DPA in place"))
+        .await
+        .unwrap();
+    assert_eq!(done.status, ApprovalStatus::Approved);
+    assert_eq!(
+        done.steps[1].decided_by_email.as_deref(),
+        Some("lucia@example.com")
+    );
+    assert_eq!(
+        admin.get_agent("support-assistant").await.unwrap().state,
+        AgentState::Active
+    );
+    assert_eq!(
+        code(lucia.approve(&approval.id, None).await),
+        ErrorCode::ApprovalClosed
+    );
+
+    // A medium one needs security only; a denial rejects it.
+    admin
+        .register_agent(&RegisterAgent {
+            name: "reader".into(),
+            owner: "jordan@example.com".into(),
+            roles: Some(vec!["db-reader".into()]),
+            classifications: Some(vec!["confidential".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let medium = pending_approval(admin, "reader", "registration").await;
+    assert_eq!(medium.steps.len(), 1);
+    sam.deny(&medium.id, Some("no purpose given"))
+        .await
+        .unwrap();
+    let reader = admin.get_agent("reader").await.unwrap();
+    assert_eq!(reader.state, AgentState::Rejected);
+    assert!(reader.state_reason.unwrap().contains("no purpose given"));
+    let log = all_audit(admin).await;
+    assert!(
+        log.iter()
+            .any(|e| e.action == "agent.activate" && e.actor.human_id.is_some())
+    );
+    assert!(
+        log.iter()
+            .any(|e| e.action == "agent.reject" && e.resource_id == reader.id)
+    );
+    let stats = admin.approval_stats().await.unwrap();
+    let high = stats.tiers.iter().find(|t| t.risk_tier == "high").unwrap();
+    let medium = stats
+        .tiers
+        .iter()
+        .find(|t| t.risk_tier == "medium")
+        .unwrap();
+    assert_eq!((high.approved, medium.denied), (1, 1));
+    s.stop().await;
+}
+
+async fn mover_change_waits_for_approval(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = &s.admin;
+    human(admin, "jordan@example.com").await;
+    low_risk_agent(admin, "helper", "jordan@example.com").await;
+    // A change within the tier applies at once.
+    let same = admin
+        .update_agent(
+            "helper",
+            &UpdateAgent {
+                roles: Some(vec!["kb-reader".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(same.roles, vec!["kb-reader"]);
+    // Internal data raises it to medium: 202, unchanged, waiting for security.
+    let (status, body) = admin
+        .raw(
+            Method::PATCH,
+            "/v1/agents/helper",
+            Some(json!({ "classifications": ["public", "internal"] }).to_string()),
+            Some("application/json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["classifications"], json!(["public"]));
+    assert_eq!(body["risk_tier"], json!("low"));
+    let change = pending_approval(admin, "helper", "change").await;
+    assert_eq!(change.risk_tier, RiskTier::Medium);
+    assert_eq!(
+        change.request["to"]["classifications"],
+        json!(["public", "internal"])
+    );
+    // Unknown roles are refused and change nothing.
+    assert_eq!(
+        code(
+            admin
+                .update_agent(
+                    "helper",
+                    &UpdateAgent {
+                        roles: Some(vec!["nope".into()]),
+                        ..Default::default()
+                    }
+                )
+                .await
+        ),
+        ErrorCode::UnknownReference
+    );
+    // A second change while one waits is refused.
+    assert_eq!(
+        code(
+            admin
+                .update_agent(
+                    "helper",
+                    &UpdateAgent {
+                        classifications: Some(vec!["pii".into()]),
+                        ..Default::default()
+                    }
+                )
+                .await
+        ),
+        ErrorCode::ApprovalPending
+    );
+    let (_, sam) = person(admin, "sam@example.com", &["security"]).await;
+    sam.approve(&change.id, None).await.unwrap();
+    let moved = admin.get_agent("helper").await.unwrap();
+    assert_eq!(moved.classifications, vec!["public", "internal"]);
+    assert_eq!(
+        (moved.risk_tier, moved.state),
+        (RiskTier::Medium, AgentState::Active)
+    );
+    s.stop().await;
+}
+
+async fn persona_rule_and_authzen(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = &s.admin;
+    human(admin, "jordan@example.com").await;
+    admin
+        .put_resource_type(&PutResourceType {
+            name: "refund".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .put_action(&PutAction {
+            name: "issue_refund".into(),
+            resource_types: vec!["refund".into()],
+            context: [("amount".to_string(), "Long".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .put_policy(&PutPolicy {
+            id: "refunds".into(),
+            text: r#"permit(principal in Role::"refund-issuer", action == Action::"issue_refund", resource);"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .register_agent(&RegisterAgent {
+            name: "assistant".into(),
+            owner: "jordan@example.com".into(),
+            persona: Some("Customer Support Assistant".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    approve_registration(admin, "assistant").await.unwrap();
+    // The persona asks for a human on every refund: the default group.
+    let (status, body) = admin
+        .raw(
+            Method::POST,
+            "/access/v1/evaluation",
+            Some(
+                json!({
+                    "subject": {"type": "agent", "id": "assistant"},
+                    "action": {"name": "issue_refund", "properties": {"amount": 20}},
+                    "resource": {"type": "refund", "id": "R-1"},
+                })
+                .to_string(),
+            ),
+            Some("application/json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["decision"], json!(false));
+    assert_eq!(body["context"]["outcome"], json!("approval_required"));
+    let id = body["context"]["approval"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        body["context"]["approval"]["approver_groups"],
+        json!(["approvers"])
+    );
+    assert_eq!(
+        body["context"]["approval"]["wait"]["href"],
+        json!(format!("/v1/approvals/{id}/wait"))
+    );
+    let (_, ana) = person(admin, "ana@example.com", &["approvers"]).await;
+    ana.approve(&id, None).await.unwrap();
+    let mut req = DecisionRequest {
+        principal: Some(PrincipalRef {
+            principal_type: "agent".into(),
+            id: "assistant".into(),
+        }),
+        action: "issue_refund".into(),
+        resource: ResourceRef {
+            resource_type: "refund".into(),
+            id: "R-1".into(),
+            attributes: Default::default(),
+        },
+        context: json!({ "amount": 20 }).as_object().unwrap().clone(),
+        ..Default::default()
+    };
+    assert_eq!(admin.decide(&req).await.unwrap().decision, Decision::Allow);
+    req.context = json!({ "amount": 21 }).as_object().unwrap().clone();
+    assert_eq!(
+        admin.decide(&req).await.unwrap().decision,
+        Decision::ApprovalRequired
+    );
+    s.stop().await;
+}
+
+/// Two nodes on one PostgreSQL: an agent waits on one node while a person
+/// approves on the other; the waiter sees it (it re-reads the store), and the
+/// grant is used once across both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_sees_a_decision_taken_on_another_node() {
+    let Refunds { s, bot, lead } = refunds(Backend::Postgres).await;
+    let (node2, admin2) = s.second_node().await;
+    let id = bot
+        .decide(&refund(700, "R-10"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    let bot2 = Client::new(&node2.url(), bot.token().map(str::to_string));
+    let waiter = {
+        let bot2 = bot2.clone();
+        let id = id.clone();
+        tokio::spawn(async move { bot2.wait_approval(&id, 30).await })
+    };
+    lead.approve(&id, None).await.unwrap();
+    assert_eq!(
+        waiter.await.unwrap().unwrap().status,
+        ApprovalStatus::Approved
+    );
+    // Used on node 2; node 1 finds it spent.
+    assert_eq!(
+        bot2.decide(&refund(700, "R-10")).await.unwrap().decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        bot.decide(&refund(700, "R-10")).await.unwrap().decision,
+        Decision::ApprovalRequired
+    );
+    assert_eq!(
+        admin2.get_approval(&id).await.unwrap().status,
+        ApprovalStatus::Used
+    );
+    node2.shutdown().await.unwrap();
+    s.stop().await;
+}
+
+async fn bad_input_changes_nothing(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let id = bot
+        .decide(&refund(150, "R-11"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    let before = all_audit(&s.admin).await.len();
+    let json_ct = Some("application/json");
+    let cases: Vec<(Method, String, Option<String>, u16, &str)> = vec![
+        (
+            Method::GET,
+            format!("/v1/approvals/{id}/wait?timeout=31"),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            format!("/v1/approvals/{id}/wait?timeout=soon"),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/approvals?kind=vibes".into(),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/approvals?risk_tier=extreme".into(),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/approvals/apr_missing".into(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            format!("/v1/approvals/{id}/approve"),
+            Some("{\"comment\": 5}".into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            format!("/v1/approvals/{id}/approve"),
+            Some("{\"coment\": \"x\"}".into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            format!("/v1/approvals/{id}/deny"),
+            Some("{".into()),
+            400,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            format!("/v1/approvals/{id}/deny"),
+            Some("{}".into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/approvals/apr_missing/approve".into(),
+            Some("{}".into()),
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, answer) = lead
+            .raw(method.clone(), &path, body, json_ct)
+            .await
+            .unwrap();
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert_eq!(
+            answer["error"]["code"],
+            json!(code),
+            "{method} {path}: {answer}"
+        );
+    }
+    // Another tenant's approval is not found.
+    let other = s
+        .admin
+        .create_tenant(&CreateTenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+        })
+        .await
+        .unwrap();
+    let token = s
+        .admin
+        .create_token(&CreateToken {
+            name: "acme admin".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: Some(other.id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(s.client(&token.secret).get_approval(&id).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(all_audit(&s.admin).await.len(), before);
+    assert_eq!(
+        lead.get_approval(&id).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
+    s.stop().await;
+}
+
+async fn chains_are_configurable(b: Backend) {
+    // Low risk needs security; medium needs nobody.
+    let s = TestServer::start_with(b, |c| {
+        c.approvals.chains.low = vec!["security".into()];
+        c.approvals.chains.medium = vec![];
+    })
+    .await;
+    let admin = &s.admin;
+    human(admin, "jordan@example.com").await;
+    let low = low_risk_agent(admin, "helper", "jordan@example.com").await;
+    assert_eq!(low.state, AgentState::PendingApproval);
+    assert_eq!(
+        pending_approval(admin, "helper", "registration")
+            .await
+            .steps
+            .len(),
+        1
+    );
+    let medium = admin
+        .register_agent(&RegisterAgent {
+            name: "reader".into(),
+            owner: "jordan@example.com".into(),
+            roles: Some(vec!["db-reader".into()]),
+            classifications: Some(vec!["confidential".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (medium.risk_tier, medium.state),
+        (RiskTier::Medium, AgentState::Active)
+    );
+    approve_registration(admin, "helper").await.unwrap();
+    assert_eq!(
+        admin.get_agent("helper").await.unwrap().state,
+        AgentState::Active
+    );
+    s.stop().await;
+}
+
+async fn high_risk_actions_need_several_groups(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let admin = &s.admin;
+    admin
+        .create_role(&CreateRole {
+            name: "finance".into(),
+            description: "Approve very large refunds".into(),
+            writes: false,
+        })
+        .await
+        .unwrap();
+    admin
+        .put_policy(&PutPolicy {
+            id: "refunds-over-1000".into(),
+            text: r#"@approval("support-leads, finance") permit(principal in Role::"refund-issuer", action == Action::"issue_refund", resource) when { context.amount > 1000 };"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let held = bot.decide(&refund(5000, "R-12")).await.unwrap();
+    let approval = held.approval.unwrap();
+    assert_eq!(approval.groups, vec!["support-leads", "finance"]);
+    let step = lead.approve(&approval.id, None).await.unwrap();
+    assert_eq!(
+        (step.status, step.current_group()),
+        (ApprovalStatus::Pending, Some("finance"))
+    );
+    // Still held until finance says yes too.
+    assert_eq!(
+        bot.decide(&refund(5000, "R-12")).await.unwrap().decision,
+        Decision::ApprovalRequired
+    );
+    let (_, fiona) = person(admin, "fiona@example.com", &["finance"]).await;
+    assert_eq!(
+        fiona.approve(&approval.id, None).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
+    assert_eq!(
+        bot.decide(&refund(5000, "R-12")).await.unwrap().decision,
+        Decision::Allow
+    );
+    s.stop().await;
+}
