@@ -162,6 +162,43 @@ pub async fn gate(
     if groups.is_empty() {
         return Ok(());
     }
+    require(
+        state,
+        caller,
+        req,
+        input,
+        response,
+        groups,
+        &rules.join(" and "),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether `require` let the request through on an approved grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// An approved grant for this exact request was used: go ahead, once.
+    Granted,
+    /// Held for approval, or denied after a recent refusal.
+    Held,
+}
+
+/// Hold an allowed request for `groups`' approval (`why` names the rule
+/// that asks for it): use an approved grant for this exact request if there
+/// is one, deny it if a human recently refused it, or file (or reuse) the
+/// pending approval and answer `approval_required`.
+pub async fn require(
+    state: &AppState,
+    caller: &Caller,
+    req: &DecisionRequest,
+    input: &DecisionInput,
+    response: &mut DecisionResponse,
+    groups: Vec<String>,
+    why: &str,
+) -> Result<Held, Error> {
+    let tenant = caller.tenant_id().to_string();
+    let principal_is_agent = input.chain.first().is_some_and(|s| s.kind == "agent");
     let chain: Vec<(String, String)> = response
         .chain
         .iter()
@@ -191,7 +228,7 @@ pub async fn gate(
     {
         announce(state, "approval.used", &used);
         response.approval = Some(reference(&used));
-        return Ok(());
+        return Ok(Held::Granted);
     }
     let times = state.config.approvals.times();
     if let Some(denied) = state
@@ -213,7 +250,7 @@ pub async fn gate(
             ..Default::default()
         });
         response.approval = Some(reference(&denied));
-        return Ok(());
+        return Ok(Held::Held);
     }
 
     // Who may not approve: the owners of every agent in the chain, the
@@ -251,8 +288,7 @@ pub async fn gate(
         excluded,
         request,
         reason: format!(
-            "{} requires a human approval of '{}' by {}",
-            rules.join(" and "),
+            "{why} requires a human approval of '{}' by {}",
             req.action,
             groups.join(" then ")
         ),
@@ -276,7 +312,7 @@ pub async fn gate(
         ..Default::default()
     });
     response.approval = Some(reference(&pending));
-    Ok(())
+    Ok(Held::Held)
 }
 
 /// Decide the current step of an approval as the calling person.

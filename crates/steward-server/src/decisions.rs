@@ -9,7 +9,8 @@ use steward_core::{AuditEvent, Error};
 use steward_policy::{DecisionInput, EntityData, Subject};
 use steward_store::agents::AgentContext;
 use steward_types::{
-    AgentState, Decision, DecisionRequest, DecisionResponse, ErrorCode, HumanStatus, ResourceRef,
+    AgentState, Decision, DecisionRequest, DecisionResponse, ErrorCode, HumanStatus, OnExceed,
+    ResourceRef,
 };
 
 use crate::auth::Caller;
@@ -285,18 +286,43 @@ pub async fn decide(
         let principal = input
             .chain
             .first()
-            .map(|s| s.entity.id.as_str())
+            .map(|s| s.entity.id.clone())
             .unwrap_or_default();
-        let answer = crate::quotas::reserve(
-            &state.reservations,
-            &tenant,
-            &response.decision_id,
-            principal,
-            charges,
-            Utc::now(),
-            std::time::Duration::from_secs(state.config.quota_settle_secs),
-        )
-        .await?;
+        let decision_id = response.decision_id.clone();
+        let reserve = |charges, approved| {
+            crate::quotas::reserve(
+                &state.reservations,
+                &tenant,
+                &decision_id,
+                &principal,
+                charges,
+                Utc::now(),
+                std::time::Duration::from_secs(state.config.quota_settle_secs),
+                approved,
+            )
+        };
+        let mut answer = reserve(charges.clone(), false).await?;
+        // Going over an `approval_required` quota is a request for a
+        // human's approval like any other: once approved, the identical
+        // request goes over it once.
+        if let Some((status, OnExceed::ApprovalRequired)) = &answer.refused {
+            let why = format!(
+                "quota '{}' ({} of {} used)",
+                status.name, status.used, status.limit
+            );
+            let groups = vec![state.config.approvals.runtime_group.clone()];
+            let held =
+                crate::approvals::require(state, caller, &req, &input, &mut response, groups, &why)
+                    .await?;
+            if held == crate::approvals::Held::Granted {
+                answer = reserve(charges, true).await?;
+            } else {
+                response.exceeded = Some(status.clone());
+                response.quota = answer.tightest;
+                record(state, caller, &req, &response).await?;
+                return Ok(response);
+            }
+        }
         response.quota = answer.tightest;
         response.warnings = answer.warnings;
         if let Some((status, on_exceed)) = answer.refused {

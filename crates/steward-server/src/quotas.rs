@@ -230,6 +230,7 @@ pub async fn reserve(
     charges: Vec<Charge>,
     now: DateTime<Utc>,
     settle_after: Duration,
+    approved: bool,
 ) -> Result<QuotaAnswer, Error> {
     if charges.is_empty() {
         return Ok(QuotaAnswer::default());
@@ -242,6 +243,7 @@ pub async fn reserve(
         charges,
         now,
         settle_by,
+        approved,
     };
     match writer.submit(request).await? {
         Admission::Refused(c) => Ok(QuotaAnswer {

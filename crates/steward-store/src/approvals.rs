@@ -224,13 +224,13 @@ impl Store {
         event_name: &str,
         a: &Approval,
     ) -> Result<(), Error> {
-        let body = json!({
-            "text": webhook_text(event_name, a),
-            "event": event_name,
-            "tenant": ctx.tenant_id,
-            "occurred_at": ctx.now,
-            "data": a,
-        });
+        let body = crate::webhooks::payload(
+            event_name,
+            &ctx.tenant_id,
+            &webhook_text(event_name, a),
+            serde_json::to_value(a).unwrap_or_default(),
+            ctx.now,
+        );
         self.enqueue_webhooks_in(tx, &ctx.tenant_id, event_name, &body, ctx.now)
             .await
             .map(|_| ())

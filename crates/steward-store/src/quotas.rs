@@ -6,6 +6,8 @@
 //! writer; PostgreSQL row locks serialise decisions on any number of nodes.
 //! So a limit of N admits exactly N, however many nodes share the store.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -67,6 +69,8 @@ pub struct Reservation {
     pub now: DateTime<Utc>,
     /// When an unreported reservation settles at its estimate.
     pub settle_by: DateTime<Utc>,
+    /// A human approved this request: `approval_required` quotas let it go over.
+    pub approved: bool,
 }
 
 /// What a reservation came to.
@@ -219,6 +223,11 @@ async fn lock_head(
     quota_id: &str,
     subject: &str,
 ) -> Result<i64, Error> {
+    if let Some(head) = read_head(tx, lock, tenant, quota_id, subject).await? {
+        return Ok(head);
+    }
+    // The first use of this counter: create its head row (a concurrent
+    // first use on another node waits here, then finds it).
     sqlx::query("INSERT INTO quota_usage (tenant_id, quota_id, subject, window_start, used) VALUES ($1, $2, $3, -1, 0) ON CONFLICT DO NOTHING")
         .bind(tenant)
         .bind(quota_id)
@@ -226,13 +235,25 @@ async fn lock_head(
         .execute(&mut **tx)
         .await
         .map_err(db_error)?;
+    read_head(tx, lock, tenant, quota_id, subject)
+        .await?
+        .ok_or_else(|| Error::internal("a quota counter vanished while it was locked"))
+}
+
+async fn read_head(
+    tx: &mut Tx,
+    lock: &str,
+    tenant: &str,
+    quota_id: &str,
+    subject: &str,
+) -> Result<Option<i64>, Error> {
     sqlx::query_scalar(&format!(
         "SELECT used FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = -1{lock}"
     ))
     .bind(tenant)
     .bind(quota_id)
     .bind(subject)
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(db_error)
 }
@@ -477,19 +498,34 @@ impl Store {
             .collect();
         keys.sort_unstable();
         keys.dedup();
+        let mut heads = HashMap::with_capacity(keys.len());
         for (tenant, quota_id, subject) in keys {
-            lock_head(&mut tx, lock, tenant, quota_id, subject).await?;
+            let head = lock_head(&mut tx, lock, tenant, quota_id, subject).await?;
+            heads.insert(
+                (
+                    tenant.to_string(),
+                    quota_id.to_string(),
+                    subject.to_string(),
+                ),
+                head,
+            );
         }
         let mut out = Vec::with_capacity(batch.len());
         for r in batch {
-            out.push(self.reserve_in(&mut tx, r).await?);
+            out.push(self.reserve_in(&mut tx, r, &mut heads).await?);
         }
         tx.commit().await.map_err(db_error)?;
         Ok(out)
     }
 
-    /// Reserve one decision's charges, or none, in `tx`.
-    async fn reserve_in(&self, tx: &mut Tx, r: Reservation) -> Result<Admission, Error> {
+    /// Reserve one decision's charges, or none, in `tx`, where every head
+    /// row it charges is locked and its value is in `heads`.
+    async fn reserve_in(
+        &self,
+        tx: &mut Tx,
+        r: Reservation,
+        heads: &mut HashMap<(String, String, String), i64>,
+    ) -> Result<Admission, Error> {
         let Reservation {
             tenant,
             decision_id,
@@ -497,20 +533,33 @@ impl Store {
             mut charges,
             now,
             settle_by,
+            approved,
         } = r;
         let (tenant, decision_id) = (tenant.as_str(), decision_id.as_str());
         charges.sort_by(|a, b| (&a.rule.quota.id, &a.subject).cmp(&(&b.rule.quota.id, &b.subject)));
-        let lock = self.backend.for_update();
         let mut readings = Vec::with_capacity(charges.len());
         let mut refused: Option<Counted> = None;
+        let key = |c: &Charge| {
+            (
+                tenant.to_string(),
+                c.rule.quota.id.clone(),
+                c.subject.clone(),
+            )
+        };
         for c in &charges {
-            let head = lock_head(tx, lock, tenant, &c.rule.quota.id, &c.subject).await?;
+            let head = heads
+                .get(&key(c))
+                .copied()
+                .ok_or_else(|| Error::internal("a charged counter was not locked"))?;
             let r = read_counter(tx, tenant, c, head, now).await?;
             let fits = match c.rule.window {
                 Window::Rate { .. } => r.next_tat.is_some(),
                 _ => quota::admits(r.used, c.estimate, r.limit),
             };
-            let on_exceed = c.rule.quota.on_exceed;
+            let on_exceed = match c.rule.quota.on_exceed {
+                OnExceed::ApprovalRequired if approved => OnExceed::AlertOnly,
+                other => other,
+            };
             if !fits && on_exceed != OnExceed::AlertOnly {
                 let worse = refused.as_ref().is_none_or(|f| {
                     f.on_exceed == OnExceed::ApprovalRequired && on_exceed == OnExceed::Deny
@@ -545,6 +594,7 @@ impl Store {
                         .execute(&mut **tx)
                         .await
                         .map_err(db_error)?;
+                    heads.insert(key(c), tat);
                     r = read_counter(tx, tenant, c, tat, now).await?;
                 }
                 (Window::Rate { .. }, None) => {}

@@ -121,6 +121,7 @@ fn criterion_benches(rt: &tokio::runtime::Runtime, c: &mut Criterion) {
                                 charges: three,
                                 now,
                                 settle_by: now,
+                                approved: false,
                             }])
                             .await
                             .unwrap()

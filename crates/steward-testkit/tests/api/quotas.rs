@@ -552,6 +552,26 @@ async fn exceeding_follows_the_quota_action(backend: Backend) {
     let held = ts.admin.decide(&call("held")).await.unwrap();
     assert_eq!(held.decision, Decision::ApprovalRequired);
     assert_eq!(held.exceeded.unwrap().name, "gate");
+    // Going over it is a request for approval like any other: once a person
+    // of the runtime approver group approves, the identical request goes
+    // over the quota once; the next one is held again.
+    let approval = held.approval.expect("an approval to wait for");
+    let (_, approver) = person(&ts.admin, "lead@example.com", &["approvers"]).await;
+    approver
+        .approve(&approval.id, Some("one more today"))
+        .await
+        .unwrap();
+    let granted = ts.admin.decide(&call("held")).await.unwrap();
+    assert_eq!(granted.decision, Decision::Allow);
+    assert_eq!(
+        granted.quota.unwrap().used,
+        2.0,
+        "the approved call is counted"
+    );
+    assert_eq!(
+        ts.admin.decide(&call("held")).await.unwrap().decision,
+        Decision::ApprovalRequired
+    );
     assert!(allowed(&ts.admin, "loud").await);
     let loud = ts.admin.decide(&call("loud")).await.unwrap();
     assert_eq!(loud.decision, Decision::Allow, "alert_only never refuses");
