@@ -288,20 +288,21 @@ pub async fn decide(
             .first()
             .map(|s| s.entity.id.clone())
             .unwrap_or_default();
-        let decision_id = response.decision_id.clone();
-        let reserve = |charges, approved| {
-            crate::quotas::reserve(
-                &state.reservations,
-                &tenant,
-                &decision_id,
-                &principal,
-                charges,
-                Utc::now(),
-                std::time::Duration::from_secs(state.config.quota_settle_secs),
-                approved,
-            )
+        let now = Utc::now();
+        // At most ten years, so the sum cannot overflow.
+        let settle_after =
+            chrono::Duration::seconds(state.config.quota_settle_secs.min(315_360_000) as i64);
+        let request = steward_store::quotas::Reservation {
+            tenant: tenant.clone(),
+            decision_id: response.decision_id.clone(),
+            principal,
+            charges,
+            now,
+            settle_by: now + settle_after,
+            approved: false,
         };
-        let mut answer = reserve(charges.clone(), false).await?;
+        let reserve = |request| crate::quotas::reserve(&state.reservations, request);
+        let mut answer = reserve(request.clone()).await?;
         // Going over an `approval_required` quota is a request for a
         // human's approval like any other: once approved, the identical
         // request goes over it once.
@@ -315,7 +316,11 @@ pub async fn decide(
                 crate::approvals::require(state, caller, &req, &input, &mut response, groups, &why)
                     .await?;
             if held == crate::approvals::Held::Granted {
-                answer = reserve(charges, true).await?;
+                answer = reserve(steward_store::quotas::Reservation {
+                    approved: true,
+                    ..request
+                })
+                .await?;
             } else {
                 response.exceeded = Some(status.clone());
                 response.quota = answer.tightest;

@@ -222,29 +222,10 @@ pub fn reservations(store: &Store) -> Reservations {
 }
 
 /// Reserve the charges of an allowed decision.
-pub async fn reserve(
-    writer: &Reservations,
-    tenant: &str,
-    decision_id: &str,
-    principal: &str,
-    charges: Vec<Charge>,
-    now: DateTime<Utc>,
-    settle_after: Duration,
-    approved: bool,
-) -> Result<QuotaAnswer, Error> {
-    if charges.is_empty() {
+pub async fn reserve(writer: &Reservations, request: Reservation) -> Result<QuotaAnswer, Error> {
+    if request.charges.is_empty() {
         return Ok(QuotaAnswer::default());
     }
-    let settle_by = now + chrono::Duration::from_std(settle_after).unwrap_or_default();
-    let request = Reservation {
-        tenant: tenant.to_string(),
-        decision_id: decision_id.to_string(),
-        principal: principal.to_string(),
-        charges,
-        now,
-        settle_by,
-        approved,
-    };
     match writer.submit(request).await? {
         Admission::Refused(c) => Ok(QuotaAnswer {
             tightest: Some(c.status.clone()),
