@@ -12,7 +12,6 @@ use crate::support::*;
 
 on_both_backends!(
     a_limit_of_100_admits_exactly_100_of_1000_concurrent,
-    two_nodes_share_one_limit,
     outcomes_settle_reservations,
     children_count_against_their_parents,
     child_agent_quotas_limit_spawning,
@@ -162,11 +161,10 @@ async fn a_limit_of_100_admits_exactly_100_of_1000_concurrent(backend: Backend) 
     ts.stop().await;
 }
 
-async fn two_nodes_share_one_limit(backend: Backend) {
-    if backend == Backend::Sqlite {
-        return; // One SQLite file has one server; the PostgreSQL run is the test.
-    }
-    let ts = TestServer::start(backend).await;
+/// PostgreSQL only: one SQLite file has one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_limit() {
+    let ts = TestServer::start(Backend::Postgres).await;
     setup(&ts.admin).await;
     low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
     ts.admin
