@@ -8,74 +8,18 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use steward_client::Client;
+use steward_testkit::callers::{self, call};
 use steward_testkit::{Backend, TempStore};
 use steward_types::*;
 use support::serve_on;
 
 const TOKEN: &str = "stwt_two-process-quota-test-token";
 
-fn call() -> DecisionRequest {
-    DecisionRequest {
-        principal: Some(PrincipalRef {
-            principal_type: "agent".into(),
-            id: "bot".into(),
-        }),
-        action: "call".into(),
-        resource: ResourceRef {
-            resource_type: "api".into(),
-            id: "billing".into(),
-            attributes: Default::default(),
-        },
-        ..Default::default()
-    }
-}
-
-async fn setup(a: &Client) {
-    a.put_resource_type(&PutResourceType {
-        name: "api".into(),
-        description: String::new(),
-        attributes: Default::default(),
-    })
-    .await
-    .unwrap();
-    a.put_action(&PutAction {
-        name: "call".into(),
-        description: String::new(),
-        resource_types: vec!["api".into()],
-        context: Default::default(),
-    })
-    .await
-    .unwrap();
-    a.put_policy(&PutPolicy {
-        id: "agents-call".into(),
-        description: String::new(),
-        owner: String::new(),
-        text: r#"permit(principal is Agent, action == Action::"call", resource is api);"#.into(),
-    })
-    .await
-    .unwrap();
-    a.create_human(&CreateHuman {
-        email: "owner@example.com".into(),
-        display_name: "Owner".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    a.register_agent(&RegisterAgent {
-        name: "bot".into(),
-        owner: "owner@example.com".into(),
-        classifications: Some(vec!["public".into()]),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
-
 /// Decide on `node` until `done` holds for the answer (bounded).
 async fn until(node: &Client, done: impl Fn(&DecisionResponse) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = node.decide(&call()).await.unwrap();
+        let r = node.decide(&call("bot")).await.unwrap();
         if done(&r) {
             return;
         }
@@ -99,7 +43,7 @@ async fn two_serve_processes_share_one_limit() {
         Client::new(&a.url, Some(TOKEN.into())),
         Client::new(&b.url, Some(TOKEN.into())),
     );
-    setup(&ca).await;
+    callers::setup(&ca, "bot").await.unwrap();
     // The policy reaches the second process's engine within a second or so.
     until(&cb, |r| r.decision == Decision::Allow).await;
     ca.put_quota(&PutQuota {
@@ -120,7 +64,9 @@ async fn two_serve_processes_share_one_limit() {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..600 {
         let c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
-        tasks.spawn(async move { c.decide(&call()).await.unwrap().decision == Decision::Allow });
+        tasks.spawn(
+            async move { c.decide(&call("bot")).await.unwrap().decision == Decision::Allow },
+        );
     }
     while let Some(ok) = tasks.join_next().await {
         allowed += usize::from(ok.unwrap());

@@ -168,3 +168,77 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A tenant where any agent may `call` an `api` (one resource type, one
+/// action, one policy), with the owner `owner@example.com` and one active,
+/// low-risk agent named `agent`; and the request of that agent calling
+/// `api:billing`. Quota tests and benchmarks start here.
+pub mod callers {
+    use steward_client::Client;
+    use steward_types::{
+        CreateHuman, DecisionRequest, PrincipalRef, PutAction, PutPolicy, PutResourceType,
+        RegisterAgent, ResourceRef,
+    };
+
+    /// Declare the `api` type, the `call` action and the policy, the owner
+    /// and the agent.
+    pub async fn setup(admin: &Client, agent: &str) -> Result<(), steward_client::ClientError> {
+        admin
+            .put_resource_type(&PutResourceType {
+                name: "api".into(),
+                description: "An API".into(),
+                attributes: Default::default(),
+            })
+            .await?;
+        admin
+            .put_action(&PutAction {
+                name: "call".into(),
+                description: String::new(),
+                resource_types: vec!["api".into()],
+                context: Default::default(),
+            })
+            .await?;
+        admin
+            .put_policy(&PutPolicy {
+                id: "agents-call".into(),
+                description: "Any agent may call APIs".into(),
+                owner: "platform@example.com".into(),
+                text: r#"permit(principal is Agent, action == Action::"call", resource is api);"#
+                    .into(),
+            })
+            .await?;
+        admin
+            .create_human(&CreateHuman {
+                email: "owner@example.com".into(),
+                display_name: "Owner".into(),
+                ..Default::default()
+            })
+            .await?;
+        admin
+            .register_agent(&RegisterAgent {
+                name: agent.into(),
+                owner: "owner@example.com".into(),
+                classifications: Some(vec!["public".into()]),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `agent` calls `api:billing`.
+    pub fn call(agent: &str) -> DecisionRequest {
+        DecisionRequest {
+            principal: Some(PrincipalRef {
+                principal_type: "agent".into(),
+                id: agent.into(),
+            }),
+            action: "call".into(),
+            resource: ResourceRef {
+                resource_type: "api".into(),
+                id: "billing".into(),
+                attributes: Default::default(),
+            },
+            ..Default::default()
+        }
+    }
+}

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use steward_client::{Client, Method};
+use steward_testkit::callers::{self, call};
 use steward_testkit::{Backend, TestServer, on_both_backends};
 use steward_types::*;
 
@@ -21,52 +22,9 @@ on_both_backends!(
     bad_quota_input_changes_nothing
 );
 
-/// An `api` resource type, a `call` action any agent may do, and an owner.
-async fn setup(admin: &Client) {
-    admin
-        .put_resource_type(&PutResourceType {
-            name: "api".into(),
-            description: "An API".into(),
-            attributes: Default::default(),
-        })
-        .await
-        .unwrap();
-    admin
-        .put_action(&PutAction {
-            name: "call".into(),
-            description: String::new(),
-            resource_types: vec!["api".into()],
-            context: Default::default(),
-        })
-        .await
-        .unwrap();
-    admin
-        .put_policy(&PutPolicy {
-            id: "agents-call".into(),
-            description: "Any agent may call APIs".into(),
-            owner: "platform@example.com".into(),
-            text: r#"permit(principal is Agent, action == Action::"call", resource is api);"#
-                .into(),
-        })
-        .await
-        .unwrap();
-    human(admin, "owner@example.com").await;
-}
-
-fn call(agent: &str) -> DecisionRequest {
-    DecisionRequest {
-        principal: Some(PrincipalRef {
-            principal_type: "agent".into(),
-            id: agent.into(),
-        }),
-        action: "call".into(),
-        resource: ResourceRef {
-            resource_type: "api".into(),
-            id: "billing".into(),
-            attributes: Default::default(),
-        },
-        ..Default::default()
-    }
+/// The `api`/`call` tenant of the testkit with its first agent `name`.
+async fn setup(admin: &Client, name: &str) {
+    callers::setup(admin, name).await.unwrap();
 }
 
 fn quota(
@@ -139,8 +97,7 @@ async fn burst(clients: &[Client], agent: &str, n: usize) -> usize {
 
 async fn a_limit_of_100_admits_exactly_100_of_1000_concurrent(backend: Backend) {
     let ts = TestServer::start(backend).await;
-    setup(&ts.admin).await;
-    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    setup(&ts.admin, "bot").await;
     ts.admin
         .put_quota(&quota(
             "hundred",
@@ -165,8 +122,7 @@ async fn a_limit_of_100_admits_exactly_100_of_1000_concurrent(backend: Backend) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_one_limit() {
     let ts = TestServer::start(Backend::Postgres).await;
-    setup(&ts.admin).await;
-    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    setup(&ts.admin, "bot").await;
     ts.admin
         .put_quota(&quota(
             "hundred",
@@ -187,8 +143,7 @@ async fn two_nodes_share_one_limit() {
 
 async fn outcomes_settle_reservations(backend: Backend) {
     let ts = TestServer::start(backend).await;
-    setup(&ts.admin).await;
-    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    setup(&ts.admin, "bot").await;
     ts.admin
         .put_quota(&quota(
             "tokens",
@@ -374,8 +329,7 @@ async fn outcomes_settle_reservations(backend: Backend) {
 
 async fn children_count_against_their_parents(backend: Backend) {
     let ts = TestServer::start(backend).await;
-    setup(&ts.admin).await;
-    low_risk_agent(&ts.admin, "parent", "owner@example.com").await;
+    setup(&ts.admin, "parent").await;
     child(&ts.admin, "kid", "parent").await;
     ts.admin
         .put_quota(&quota(
@@ -407,8 +361,7 @@ async fn children_count_against_their_parents(backend: Backend) {
 
 async fn child_agent_quotas_limit_spawning(backend: Backend) {
     let ts = TestServer::start(backend).await;
-    setup(&ts.admin).await;
-    low_risk_agent(&ts.admin, "pipeline", "owner@example.com").await;
+    setup(&ts.admin, "pipeline").await;
     ts.admin
         .put_quota(&quota(
             "kids",
@@ -449,8 +402,7 @@ async fn child_agent_quotas_limit_spawning(backend: Backend) {
 
 async fn thresholds_warn_once_per_window(backend: Backend) {
     let ts = TestServer::start(backend).await;
-    setup(&ts.admin).await;
-    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    setup(&ts.admin, "bot").await;
     let r = crate::webhooks::receiver(vec![200]).await;
     let secret = crate::webhooks::subscribe(&ts.admin, &r, &["quota.*"]).await;
     let mut q = quota(
@@ -523,8 +475,7 @@ async fn thresholds_warn_once_per_window(backend: Backend) {
 
 async fn exceeding_follows_the_quota_action(backend: Backend) {
     let ts = TestServer::start(backend).await;
-    setup(&ts.admin).await;
-    low_risk_agent(&ts.admin, "held", "owner@example.com").await;
+    setup(&ts.admin, "held").await;
     low_risk_agent(&ts.admin, "loud", "owner@example.com").await;
     let mut q = quota(
         "gate",
@@ -580,8 +531,7 @@ async fn exceeding_follows_the_quota_action(backend: Backend) {
 
 async fn rate_limits_allow_a_burst(backend: Backend) {
     let ts = TestServer::start(backend).await;
-    setup(&ts.admin).await;
-    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    setup(&ts.admin, "bot").await;
     let mut q = quota(
         "rate",
         QuotaScope::Agent,
@@ -608,8 +558,7 @@ async fn rate_limits_allow_a_burst(backend: Backend) {
 
 async fn bad_quota_input_changes_nothing(backend: Backend) {
     let ts = TestServer::start(backend).await;
-    setup(&ts.admin).await;
-    low_risk_agent(&ts.admin, "bot", "owner@example.com").await;
+    setup(&ts.admin, "bot").await;
     let before = snapshot(&ts.admin).await;
     let base = || quota("q", QuotaScope::Agent, Some("bot"), "requests", "day", 10.0);
     let cases = [
