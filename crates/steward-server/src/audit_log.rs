@@ -22,14 +22,21 @@ use steward_core::{AuditEvent, ChangeContext, Error};
 use steward_store::Store;
 use steward_store::audit::canonical_entry;
 
+use std::sync::Arc;
+
+use steward_store::quotas::{Write, Written};
+
 use crate::batch::Batcher;
+
+/// The shared group-commit writer of the decision path.
+pub type Writer = Arc<Batcher<Write, Written>>;
 
 /// Largest batch one group commit writes.
 const MAX_BATCH: usize = 2048;
 
 /// The log: writer queue, tree and signer.
 pub struct AuditLog {
-    queue: Batcher<(ChangeContext, AuditEvent), i64>,
+    queue: Writer,
     tree: Mutex<MerkleTree>,
     signer: LogSigner,
     origin: String,
@@ -63,10 +70,10 @@ impl AuditLog {
             })
             .await?;
         let writer = store.clone();
-        let queue = Batcher::start("audit", MAX_BATCH, move |events| {
+        let queue = Arc::new(Batcher::start("decision", MAX_BATCH, move |writes| {
             let store = writer.clone();
-            async move { store.append_batch(events).await }
-        });
+            async move { store.write_batch(writes).await }
+        }));
         let log = AuditLog {
             queue,
             tree: Mutex::new(MerkleTree::new()),
@@ -80,7 +87,20 @@ impl AuditLog {
     /// Append an event through the group-commit writer; resolves once it is
     /// durable, with its sequence number.
     pub async fn record(&self, ctx: ChangeContext, event: AuditEvent) -> Result<i64, Error> {
-        self.queue.submit((ctx, event)).await
+        match self
+            .queue
+            .submit(Write::Audit(Box::new((ctx, event))))
+            .await?
+        {
+            Written::Audited(seq) => Ok(seq),
+            Written::Reserved(_) => Err(Error::internal("the decision writer mixed up two writes")),
+        }
+    }
+
+    /// The group-commit writer audit records go through; quota reservations
+    /// share it, so a batch of decisions costs one commit.
+    pub fn writer(&self) -> Writer {
+        self.queue.clone()
     }
 
     fn tree(&self) -> std::sync::MutexGuard<'_, MerkleTree> {

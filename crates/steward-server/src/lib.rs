@@ -189,6 +189,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
+    let audit = audit_log::AuditLog::start(&store).await?;
     let state = AppState(Arc::new(Inner {
         store: store.clone(),
         hasher,
@@ -199,8 +200,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         approvals: Default::default(),
         webhooks: Default::default(),
         quotas: Default::default(),
-        reservations: quotas::reservations(&store),
-        audit: audit_log::AuditLog::start(&store).await?,
+        reservations: audit.writer(),
+        audit,
     }));
     let app = router(state.clone());
 

@@ -209,24 +209,24 @@ fn fraction_left(s: &QuotaStatus) -> f64 {
     }
 }
 
-/// The group-commit writer of reservations.
-pub type Reservations = crate::batch::Batcher<Reservation, Admission>;
-
-/// Start the reservation writer (at most 512 decisions per transaction).
-pub fn reservations(store: &Store) -> Reservations {
-    let store = store.clone();
-    crate::batch::Batcher::start("quota", 512, move |batch| {
-        let store = store.clone();
-        async move { store.reserve_batch(batch).await }
-    })
-}
+/// The group-commit writer reservations go through (the audit log's).
+pub type Reservations = crate::audit_log::Writer;
 
 /// Reserve the charges of an allowed decision.
 pub async fn reserve(writer: &Reservations, request: Reservation) -> Result<QuotaAnswer, Error> {
     if request.charges.is_empty() {
         return Ok(QuotaAnswer::default());
     }
-    match writer.submit(request).await? {
+    let admission = match writer
+        .submit(steward_store::quotas::Write::Reserve(request))
+        .await?
+    {
+        steward_store::quotas::Written::Reserved(a) => a,
+        steward_store::quotas::Written::Audited(_) => {
+            return Err(Error::internal("the decision writer mixed up two writes"));
+        }
+    };
+    match admission {
         Admission::Refused(c) => Ok(QuotaAnswer {
             tightest: Some(c.status.clone()),
             warnings: Vec::new(),

@@ -25,14 +25,17 @@ pub fn canonical_entry(e: &AuditEntry) -> Vec<u8> {
 }
 
 /// Lock the log's head and return its size (the last sequence number).
-async fn lock_head(tx: &mut Transaction<'static, Any>, lock: &str) -> Result<i64, Error> {
+pub(crate) async fn lock_head(
+    tx: &mut Transaction<'static, Any>,
+    lock: &str,
+) -> Result<i64, Error> {
     sqlx::query_scalar(&format!("SELECT size FROM audit_head WHERE id = 1{lock}"))
         .fetch_one(&mut **tx)
         .await
         .map_err(db_error)
 }
 
-async fn insert(
+pub(crate) async fn insert(
     tx: &mut Transaction<'static, Any>,
     seq: i64,
     ctx: &ChangeContext,
@@ -82,7 +85,7 @@ async fn insert(
     Ok(())
 }
 
-async fn set_head(tx: &mut Transaction<'static, Any>, size: i64) -> Result<(), Error> {
+pub(crate) async fn set_head(tx: &mut Transaction<'static, Any>, size: i64) -> Result<(), Error> {
     sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
         .bind(size)
         .execute(&mut **tx)
@@ -168,19 +171,19 @@ impl Store {
         &self,
         events: Vec<(ChangeContext, AuditEvent)>,
     ) -> Result<Vec<i64>, Error> {
-        let mut tx = self.begin().await?;
-        let start = lock_head(&mut tx, self.backend.for_update()).await?;
-        let mut seqs = Vec::with_capacity(events.len());
-        for (i, (ctx, event)) in events.into_iter().enumerate() {
-            let seq = start + 1 + i as i64;
-            insert(&mut tx, seq, &ctx, event).await?;
-            seqs.push(seq);
-        }
-        if let Some(last) = seqs.last() {
-            set_head(&mut tx, *last).await?;
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(seqs)
+        let writes = events
+            .into_iter()
+            .map(|audit| crate::quotas::Write::Audit(Box::new(audit)))
+            .collect();
+        Ok(self
+            .write_batch(writes)
+            .await?
+            .into_iter()
+            .filter_map(|w| match w {
+                crate::quotas::Written::Audited(seq) => Some(seq),
+                crate::quotas::Written::Reserved(_) => None,
+            })
+            .collect())
     }
 
     /// Read the tenant's log, oldest first, filtered (see [`AuditFilter`]

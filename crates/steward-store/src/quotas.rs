@@ -482,40 +482,16 @@ impl Store {
     /// (no deadlock between nodes), then each decision is admitted or
     /// refused in turn, all of its charges or none.
     pub async fn reserve_batch(&self, batch: Vec<Reservation>) -> Result<Vec<Admission>, Error> {
-        let lock = self.backend.for_update();
-        let mut tx = self.begin().await?;
-        let mut keys: Vec<(&str, &str, &str)> = batch
-            .iter()
-            .flat_map(|r| {
-                r.charges.iter().map(move |c| {
-                    (
-                        r.tenant.as_str(),
-                        c.rule.quota.id.as_str(),
-                        c.subject.as_str(),
-                    )
-                })
+        let written = self
+            .write_batch(batch.into_iter().map(Write::Reserve).collect())
+            .await?;
+        Ok(written
+            .into_iter()
+            .filter_map(|w| match w {
+                Written::Reserved(a) => Some(a),
+                Written::Audited(_) => None,
             })
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut heads = HashMap::with_capacity(keys.len());
-        for (tenant, quota_id, subject) in keys {
-            let head = lock_head(&mut tx, lock, tenant, quota_id, subject).await?;
-            heads.insert(
-                (
-                    tenant.to_string(),
-                    quota_id.to_string(),
-                    subject.to_string(),
-                ),
-                head,
-            );
-        }
-        let mut out = Vec::with_capacity(batch.len());
-        for r in batch {
-            out.push(self.reserve_in(&mut tx, r, &mut heads).await?);
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(out)
+            .collect())
     }
 
     /// Reserve one decision's charges, or none, in `tx`, where every head
@@ -1001,5 +977,88 @@ impl Store {
         rows.iter()
             .map(|r| Ok((rows::get(r, "name")?, rows::from_json(r, "quotas")?)))
             .collect()
+    }
+}
+
+/// One durable write of the decision path, for group commit.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Append an audit record (a decision's).
+    Audit(Box<(ChangeContext, steward_core::AuditEvent)>),
+    /// Reserve a decision's quota charges.
+    Reserve(Reservation),
+}
+
+/// What a [`Write`] came to.
+#[derive(Debug, Clone)]
+pub enum Written {
+    /// The record's sequence number.
+    Audited(i64),
+    /// Admitted or refused.
+    Reserved(Admission),
+}
+
+impl Store {
+    /// Write a batch of the decision path's writes (reservations and audit
+    /// records) in one transaction, one commit. Lock order: quota counter
+    /// heads (sorted), then the audit head, as every other writer takes them.
+    pub async fn write_batch(&self, items: Vec<Write>) -> Result<Vec<Written>, Error> {
+        let lock = self.backend.for_update();
+        let mut tx = self.begin().await?;
+        let mut keys: Vec<(&str, &str, &str)> = items
+            .iter()
+            .filter_map(|w| match w {
+                Write::Reserve(r) => Some(r),
+                Write::Audit(_) => None,
+            })
+            .flat_map(|r| {
+                r.charges.iter().map(move |c| {
+                    (
+                        r.tenant.as_str(),
+                        c.rule.quota.id.as_str(),
+                        c.subject.as_str(),
+                    )
+                })
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut heads = HashMap::with_capacity(keys.len());
+        for (tenant, quota_id, subject) in keys {
+            let head = lock_head(&mut tx, lock, tenant, quota_id, subject).await?;
+            heads.insert(
+                (
+                    tenant.to_string(),
+                    quota_id.to_string(),
+                    subject.to_string(),
+                ),
+                head,
+            );
+        }
+        let audits = items.iter().any(|w| matches!(w, Write::Audit(_)));
+        let mut seq = if audits {
+            crate::audit::lock_head(&mut tx, lock).await?
+        } else {
+            0
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for w in items {
+            out.push(match w {
+                Write::Reserve(r) => {
+                    Written::Reserved(self.reserve_in(&mut tx, r, &mut heads).await?)
+                }
+                Write::Audit(audit) => {
+                    let (ctx, event) = *audit;
+                    seq += 1;
+                    crate::audit::insert(&mut tx, seq, &ctx, event).await?;
+                    Written::Audited(seq)
+                }
+            });
+        }
+        if audits {
+            crate::audit::set_head(&mut tx, seq).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
     }
 }
