@@ -9,6 +9,7 @@ pub mod config;
 pub mod decisions;
 pub mod engines;
 pub mod error;
+pub mod mcp;
 pub mod metrics;
 pub mod routes;
 pub mod seed;
@@ -181,6 +182,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
+    let max_body_bytes = config.max_body_bytes;
     let state = AppState(Arc::new(Inner {
         store: store.clone(),
         hasher,
@@ -189,10 +191,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         engines: Default::default(),
         tokens: Default::default(),
         audit: audit_log::AuditLog::start(&store).await?,
+        mcp: mcp::Gateway::new(max_body_bytes),
     }));
     let app = router(state.clone());
 
     let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let gateway = state.clone();
     let serving = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -200,6 +204,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         )
         .with_graceful_shutdown(async move {
             let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            // Open MCP streams would otherwise keep the drain waiting.
+            gateway.mcp.shutdown();
         })
         .await
     });
@@ -218,7 +224,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 /// The complete application: API routes, OpenAPI, metrics and middleware.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    let (api, doc) = routes::api(state);
+    let (api, doc) = routes::api(state.clone());
+    let api = api.merge(mcp::router(state));
     let doc = Arc::new(doc);
     let request_id = HeaderName::from_static("x-request-id");
     api.route("/openapi.json", axum::routing::get(move || {

@@ -26,6 +26,8 @@ pub struct Inner {
     pub audit: crate::audit_log::AuditLog,
     /// Recently authenticated API tokens.
     pub tokens: crate::auth::TokenCache,
+    /// The MCP gateway's sessions.
+    pub mcp: crate::mcp::Gateway,
     /// The configuration the server started with.
     pub config: Config,
 }

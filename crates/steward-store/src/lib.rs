@@ -15,6 +15,7 @@ pub mod audit;
 pub mod catalog;
 pub mod credentials;
 pub mod humans;
+pub mod mcp_servers;
 pub mod policies;
 mod rows;
 pub mod tenants;

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod credentials;
 pub mod error;
 pub mod inventory;
+pub mod mcp;
 pub mod policy;
 
 pub use apply::*;
@@ -14,4 +15,5 @@ pub use audit::*;
 pub use credentials::*;
 pub use error::*;
 pub use inventory::*;
+pub use mcp::*;
 pub use policy::*;

@@ -11,6 +11,7 @@ pub mod decisions;
 pub mod health;
 pub mod humans;
 pub mod keys;
+pub mod mcp_servers;
 pub mod policies;
 pub mod teams;
 pub mod tenants;
@@ -38,6 +39,7 @@ use crate::state::AppState;
         (name = "decisions", description = "Decisions"),
         (name = "authzen", description = "OpenID AuthZEN Authorization API 1.0"),
         (name = "operations", description = "Health and readiness"),
+        (name = "mcp", description = "Upstream MCP servers behind the gateway at /mcp/{name}"),
     )
 )]
 struct ApiDoc;
@@ -112,6 +114,14 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(authzen::search_action))
         .routes(routes!(authzen::configuration))
         .routes(routes!(apply::apply))
+        .routes(routes!(
+            mcp_servers::list_mcp_servers,
+            mcp_servers::put_mcp_server
+        ))
+        .routes(routes!(
+            mcp_servers::get_mcp_server,
+            mcp_servers::delete_mcp_server
+        ))
         .with_state(state)
         .split_for_parts();
     (router, doc)
