@@ -20,6 +20,7 @@
 mod authzen;
 mod endpoints;
 mod error;
+mod mcp;
 mod policies;
 
 pub use endpoints::AgentTransition;

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
-    CreateHuman, CreatePersona, CreateRole, CreateTeam, PutAction, PutPolicy, PutResourceType,
-    RegisterAgent, ResourceEntity,
+    CreateHuman, CreatePersona, CreateRole, CreateTeam, PutAction, PutMcpServer, PutPolicy,
+    PutResourceType, RegisterAgent, ResourceEntity,
 };
 
 /// Everything a directory declares. Absent lists declare nothing (apply
@@ -52,6 +52,9 @@ pub struct ApplyRequest {
     /// Policies.
     #[serde(default)]
     pub policies: Vec<PutPolicy>,
+    /// Upstream MCP servers for the gateway (created or replaced; never deleted).
+    #[serde(default)]
+    pub mcp_servers: Vec<PutMcpServer>,
 }
 
 /// The plan, and whether it was carried out.

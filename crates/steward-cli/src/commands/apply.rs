@@ -274,6 +274,8 @@ struct TomlFile {
     action: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     entity: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    mcp_server: Vec<Spanned<toml::Table>>,
 }
 
 /// 1-based line and column of a byte offset.
@@ -402,6 +404,12 @@ impl Declared {
             let name = format!("{}::{}", entity.resource_type, entity.id);
             s.declare(&kind, &name, at)?;
             r.entities.push(entity);
+        }
+        for t in parsed.mcp_server {
+            let (kind, at, table) = read("mcp_server", t);
+            let server: steward_types::PutMcpServer = convert(&kind, &at, table)?;
+            s.declare(&kind, &server.name, at)?;
+            r.mcp_servers.push(server);
         }
         Ok(())
     }
