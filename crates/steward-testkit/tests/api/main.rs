@@ -13,5 +13,6 @@ mod cluster;
 mod decisions;
 mod inventory;
 mod lifecycle;
+mod mcp;
 mod operations;
 mod support;
