@@ -297,15 +297,32 @@ fn the_mcp_example_registers_upstreams_and_governs_tool_arguments() {
     assert!(again.contains("No changes."), "{again}");
 
     let listed = ok(&server, &["mcp-servers", "list"]);
-    assert!(listed.contains("everything") && listed.contains("files"), "{listed}");
+    assert!(
+        listed.contains("everything") && listed.contains("files"),
+        "{listed}"
+    );
     let shown = json(&server, &["mcp-servers", "show", "everything"]);
     assert_eq!(shown["tools"]["get-sum"]["classification"], "financial");
 
     // The argument guardrail decides like the gateway asks.
     let base = [
-        "check", "--agent", "mcp-helper", "--action", "call_tool", "--resource",
-        "Tool:everything/get-sum", "--attr", "server=everything", "--attr", "name=get-sum",
-        "--attr", "classification=financial", "--attr", "risk=high", "--attr", "cost_estimate=5",
+        "check",
+        "--agent",
+        "mcp-helper",
+        "--action",
+        "call_tool",
+        "--resource",
+        "Tool:everything/get-sum",
+        "--attr",
+        "server=everything",
+        "--attr",
+        "name=get-sum",
+        "--attr",
+        "classification=financial",
+        "--attr",
+        "risk=high",
+        "--attr",
+        "cost_estimate=5",
     ];
     let mut small = base.to_vec();
     small.extend(["--context", r#"arguments={"a": 2, "b": 3}"#]);
@@ -318,7 +335,15 @@ fn the_mcp_example_registers_upstreams_and_governs_tool_arguments() {
     // Added from the command line, removed again.
     ok(
         &server,
-        &["mcp-servers", "add", "remote", "--url", "http://127.0.0.1:9/mcp", "--tool", "search=public,low,2"],
+        &[
+            "mcp-servers",
+            "add",
+            "remote",
+            "--url",
+            "http://127.0.0.1:9/mcp",
+            "--tool",
+            "search=public,low,2",
+        ],
     );
     let remote = json(&server, &["mcp-servers", "show", "remote"]);
     assert_eq!(remote["tools"]["search"]["cost_estimate"], 2);

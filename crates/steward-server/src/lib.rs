@@ -181,6 +181,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
+    // Streamed responses (MCP's server-sent events) are written in small
+    // pieces; without TCP_NODELAY each waits for the peer's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     let max_body_bytes = config.max_body_bytes;
     let state = AppState(Arc::new(Inner {

@@ -23,21 +23,16 @@ async fn measure(url: &str, key: &str, calls: u64) -> Value {
     result
 }
 
-#[tokio::main]
-async fn main() {
-    if mcp::node_status() != NodeStatus::Ready {
-        eprintln!(
-            "the MCP benchmark needs node and `npm ci` in {}",
-            mcp::material_dir().display()
-        );
-        std::process::exit(1);
-    }
-    let calls: u64 = std::env::var("STEWARD_BENCH_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
-    let upstream = HttpUpstream::start().await.unwrap();
-    let server = TestServer::start(Backend::Sqlite).await;
+/// A Steward server on SQLite (with `synchronous=normal` when `relaxed`)
+/// with an agent allowed to call `echo` on the upstream; its gateway URL and
+/// the agent's key.
+async fn gateway(upstream: &HttpUpstream, relaxed: bool) -> (TestServer, String, String) {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        if let Some(url) = c.database_url.as_mut().filter(|_| relaxed) {
+            url.push_str("?synchronous=normal");
+        }
+    })
+    .await;
     let a = &server.admin;
     a.create_human(&CreateHuman {
         external_id: None,
@@ -88,16 +83,43 @@ async fn main() {
     .await
     .unwrap();
 
-    let gateway_url = format!("{}/mcp/everything", server.server.url());
+    let url = format!("{}/mcp/everything", server.server.url());
+    (server, url, key)
+}
+
+#[tokio::main]
+async fn main() {
+    if mcp::node_status() != NodeStatus::Ready {
+        eprintln!(
+            "the MCP benchmark needs node and `npm ci` in {}",
+            mcp::material_dir().display()
+        );
+        std::process::exit(1);
+    }
+    let calls: u64 = std::env::var("STEWARD_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let upstream = HttpUpstream::start().await.unwrap();
+    let (durable, durable_url, durable_key) = gateway(&upstream, false).await;
+    let (relaxed, relaxed_url, relaxed_key) = gateway(&upstream, true).await;
     let direct = measure(&upstream.url, "", calls).await;
-    let through = measure(&gateway_url, &key, calls).await;
+    let through = measure(&durable_url, &durable_key, calls).await;
+    let through_relaxed = measure(&relaxed_url, &relaxed_key, calls).await;
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_default();
     println!("MCP tool call (echo), {calls} sequential calls after 300 warm-up, one session:");
     println!("| path | p50 | p99 | sequential calls/s | 8 in flight calls/s |");
     println!("|---|---:|---:|---:|---:|");
     for (name, r) in [
         ("direct to upstream", &direct),
-        ("through the gateway", &through),
+        (
+            "through the gateway (SQLite, synchronous=full: the default)",
+            &through,
+        ),
+        (
+            "through the gateway (SQLite, synchronous=normal)",
+            &through_relaxed,
+        ),
     ] {
         println!(
             "| {name} | {:.0} µs | {:.0} µs | {:.0} | {:.0} |",
@@ -107,10 +129,16 @@ async fn main() {
             f(r, "concurrent_per_sec")
         );
     }
-    println!(
-        "added by the gateway: p50 {:.0} µs, p99 {:.0} µs",
-        f(&through, "p50_us") - f(&direct, "p50_us"),
-        f(&through, "p99_us") - f(&direct, "p99_us")
-    );
-    server.stop().await;
+    for (name, r) in [
+        ("synchronous=full", &through),
+        ("synchronous=normal", &through_relaxed),
+    ] {
+        println!(
+            "added by the gateway ({name}): p50 {:.0} µs, p99 {:.0} µs",
+            f(r, "p50_us") - f(&direct, "p50_us"),
+            f(r, "p99_us") - f(&direct, "p99_us")
+        );
+    }
+    durable.stop().await;
+    relaxed.stop().await;
 }

@@ -280,9 +280,17 @@ impl Proxy {
                 outcome.error = Some(e.message.to_string());
             }
         }
-        govern::report_outcome(&call.state, &call.caller, Some(&decision_id), &outcome)
-            .await
-            .map_err(steward_error)?;
+        // The decision was durable before the call went upstream; the
+        // outcome is queued for the same group-commit log without holding
+        // the answer back for its fsync.
+        let (state, caller) = (call.state.clone(), call.caller.clone());
+        tokio::spawn(async move {
+            if let Err(e) =
+                govern::report_outcome(&state, &caller, Some(&decision_id), &outcome).await
+            {
+                tracing::error!(error = %e.message, tool = %outcome.tool, "could not record an MCP call's outcome");
+            }
+        });
         result
     }
 

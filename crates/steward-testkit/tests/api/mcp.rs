@@ -147,6 +147,22 @@ impl Gateway {
         out["steps"].as_array().unwrap().clone()
     }
 
+    /// The `mcp.tool_call` entries, once there are `count` (outcomes are
+    /// recorded right after the answer, so they may trail it briefly).
+    async fn tool_calls(&self, count: usize) -> Vec<AuditEntry> {
+        for _ in 0..200 {
+            let calls = self.audit("mcp.tool_call").await;
+            if calls.len() >= count {
+                return calls;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "fewer than {count} mcp.tool_call entries: {:?}",
+            self.audit("mcp.tool_call").await
+        )
+    }
+
     async fn audit(&self, action: &str) -> Vec<AuditEntry> {
         all_audit(self.admin())
             .await
@@ -277,7 +293,7 @@ when { context has arguments && context.arguments has a && context.arguments.a >
     assert_eq!(steps[9]["ok"]["progress"], json!([1, 2]), "{}", steps[9]);
 
     // Every call is audited with agent, tool and outcome.
-    let calls = gw.audit("mcp.tool_call").await;
+    let calls = gw.tool_calls(4).await;
     let by_tool = |tool: &str| -> Vec<&Value> {
         calls
             .iter()
@@ -566,7 +582,7 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
     let message = steps[0]["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("did not answer within 1 s"), "{out}");
     assert_eq!(text(&steps[1]), "Echo: still here");
-    let calls = gw.audit("mcp.tool_call").await;
+    let calls = gw.tool_calls(2).await;
     assert!(calls.iter().any(|e| {
         let a = e.after.as_ref().unwrap();
         a["tool"] == "trigger-long-running-operation" && a["outcome"] == "error"
