@@ -295,7 +295,6 @@ impl Proxy {
     }
 
     async fn read_checked(
-        &self,
         call: &GatewayCall,
         session: &Session,
         kind: Kind,
@@ -353,12 +352,12 @@ impl Proxy {
             ClientRequest::GetPromptRequest(r) => {
                 let name = r.params.name.clone();
                 let args = r.params.arguments.clone().unwrap_or_default();
-                self.read_checked(&call, session, Kind::Prompt, &name, args, request, &context)
+                Self::read_checked(&call, session, Kind::Prompt, &name, args, request, &context)
                     .await
             }
             ClientRequest::ReadResourceRequest(r) => {
                 let uri = r.params.uri.clone();
-                self.read_checked(
+                Self::read_checked(
                     &call,
                     session,
                     Kind::Resource,
@@ -469,8 +468,10 @@ impl ServerHandler for Proxy {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        let mut r = ListPromptsRequest::default();
-        r.params = request;
+        let r = ListPromptsRequest {
+            params: request,
+            ..Default::default()
+        };
         match self
             .request(ClientRequest::ListPromptsRequest(r), context)
             .await?
@@ -485,8 +486,10 @@ impl ServerHandler for Proxy {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let mut r = ListResourcesRequest::default();
-        r.params = request;
+        let r = ListResourcesRequest {
+            params: request,
+            ..Default::default()
+        };
         match self
             .request(ClientRequest::ListResourcesRequest(r), context)
             .await?
@@ -501,8 +504,10 @@ impl ServerHandler for Proxy {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        let mut r = ListResourceTemplatesRequest::default();
-        r.params = request;
+        let r = ListResourceTemplatesRequest {
+            params: request,
+            ..Default::default()
+        };
         match self
             .request(ClientRequest::ListResourceTemplatesRequest(r), context)
             .await?
@@ -582,8 +587,10 @@ impl ServerHandler for Proxy {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let mut r = ListToolsRequest::default();
-        r.params = request;
+        let r = ListToolsRequest {
+            params: request,
+            ..Default::default()
+        };
         match self
             .request(ClientRequest::ListToolsRequest(r), context)
             .await?
