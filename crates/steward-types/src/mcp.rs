@@ -39,7 +39,8 @@ pub enum McpTransport {
         /// Its arguments.
         #[serde(default)]
         args: Vec<String>,
-        /// Extra environment variables (the gateway's environment is not passed on).
+        /// Environment variables (of the gateway's own, only `PATH`, `HOME`,
+        /// `LANG`, `TMPDIR` and `USER` are passed on).
         #[serde(default)]
         env: BTreeMap<String, String>,
     },

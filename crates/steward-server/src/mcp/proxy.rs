@@ -43,6 +43,9 @@ use steward_types::{McpServer, McpTransport};
 use super::GatewayCall;
 use super::govern::{self, CallOutcome, Kind, Refusal};
 
+/// Variables a stdio upstream inherits from the gateway's environment.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR", "USER"];
+
 /// Upstream progress tokens → the downstream's, for relaying progress.
 type ProgressMap = Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>;
 
@@ -129,13 +132,16 @@ async fn connect(
     let started = match &server.transport {
         McpTransport::Stdio { command, args, env } => {
             let mut cmd = tokio::process::Command::new(command);
-            cmd.args(args).env_clear().envs(env);
-            // A bare environment still needs PATH to find interpreters.
-            if !env.contains_key("PATH")
-                && let Some(path) = std::env::var_os("PATH")
-            {
-                cmd.env("PATH", path);
+            // Steward's own environment (its admin token, database URL)
+            // is not the upstream's business: only what programs need to
+            // run at all is passed on, then the registered variables.
+            cmd.args(args).env_clear();
+            for name in INHERITED_ENV {
+                if let Some(value) = std::env::var_os(name) {
+                    cmd.env(name, value);
+                }
             }
+            cmd.envs(env);
             let (transport, _stderr) = TokioChildProcess::builder(cmd)
                 .stderr(std::process::Stdio::null())
                 .spawn()
