@@ -67,12 +67,14 @@ impl Parser {
     fn ident(&mut self) -> String {
         self.skip_ws();
         let start = self.at;
-        while self
-            .chars
-            .get(self.at)
-            .is_some_and(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-        {
-            self.at += 1;
+        loop {
+            match self.chars.get(self.at) {
+                Some(c) if c.is_alphanumeric() || *c == '_' => self.at += 1,
+                // `::` joins a namespace (`__cedar::String`); a lone `:`
+                // ends a record attribute's name.
+                Some(':') if self.chars.get(self.at + 1) == Some(&':') => self.at += 2,
+                _ => break,
+            }
         }
         self.chars[start..self.at].iter().collect()
     }
@@ -287,6 +289,17 @@ mod tests {
         let e = for_policies(Some(declared), &args(json!({}))).unwrap_err();
         assert!(e.contains("'required' is required"), "{e}");
         assert!(for_policies(Some("Long"), &args(json!({}))).is_err());
+        assert_eq!(
+            parse_type("{ n: __cedar::Long, \"s t\"?: Set<String> }"),
+            Ok(CedarType::Record(vec![
+                ("n".into(), false, CedarType::Long),
+                (
+                    "s t".into(),
+                    true,
+                    CedarType::Set(Box::new(CedarType::String))
+                ),
+            ]))
+        );
         assert_eq!(for_policies(None, &args(json!({"a": 1}))).unwrap(), None);
     }
 }
