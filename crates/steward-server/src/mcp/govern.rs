@@ -118,18 +118,18 @@ pub(crate) async fn decide_call(
             ))));
         }
     }
-    let response = decisions::decide(
-        state,
-        &call.caller,
-        DecisionRequest {
-            principal: None,
-            action: kind.action().into(),
-            resource: resource(&call.server, kind, name),
-            context,
-            on_behalf_of: call.on_behalf_of.clone(),
-        },
-    )
-    .await?;
+    // Fields the decision service grows (a usage estimate for quotas) keep
+    // their defaults here until the gateway fills them.
+    #[allow(clippy::needless_update)]
+    let request = DecisionRequest {
+        principal: None,
+        action: kind.action().into(),
+        resource: resource(&call.server, kind, name),
+        context,
+        on_behalf_of: call.on_behalf_of.clone(),
+        ..DecisionRequest::default()
+    };
+    let response = decisions::decide(state, &call.caller, request).await?;
     Ok(match response.decision {
         Decision::Allow => Ok(response.decision_id),
         _ => Err(Refusal::Decided(refusal_text(
