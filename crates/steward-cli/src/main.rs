@@ -115,6 +115,9 @@ enum Command {
     /// Signed notifications of events (quota thresholds, approvals).
     #[command(subcommand)]
     Webhooks(commands::quotas::WebhooksCommand),
+    /// Upstream MCP servers behind the gateway at /mcp/NAME.
+    #[command(subcommand)]
+    McpServers(commands::mcp_servers::McpServersCommand),
     /// Print the tenant's Cedar schema.
     Schema,
     /// Show who the server takes your credential for.
@@ -154,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => commands::keys::run(&ctx, command).await,
         Command::Humans(command) => commands::humans::run(&ctx, command).await,
         Command::Teams(command) => commands::teams::run(&ctx, command).await,
+        Command::McpServers(command) => commands::mcp_servers::run(&ctx, command).await,
         Command::Personas(command) => commands::personas::run(&ctx, command).await,
         Command::Roles(command) => commands::roles::run(&ctx, command).await,
         Command::Tokens(command) => commands::tokens::run(&ctx, command).await,

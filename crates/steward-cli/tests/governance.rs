@@ -329,6 +329,78 @@ fn the_personas_example_plans_applies_and_explains_decisions() {
     );
 }
 
+#[test]
+fn the_mcp_example_registers_upstreams_and_governs_tool_arguments() {
+    let server = support::serve(Some(TOKEN), Stdio::null());
+    let dir = example("mcp");
+    let dir = dir.to_str().unwrap();
+    let plan = ok(&server, &["plan", dir]);
+    for line in [
+        "mcp_server everything: register",
+        "mcp_server files: register",
+        "policy mcp-no-large-sums: created (version 1)",
+    ] {
+        assert!(plan.contains(line), "missing {line:?} in:\n{plan}");
+    }
+    ok(&server, &["apply", dir]);
+    let again = ok(&server, &["plan", dir]);
+    assert!(again.contains("No changes."), "{again}");
+
+    let listed = ok(&server, &["mcp-servers", "list"]);
+    assert!(
+        listed.contains("everything") && listed.contains("files"),
+        "{listed}"
+    );
+    let shown = json(&server, &["mcp-servers", "show", "everything"]);
+    assert_eq!(shown["tools"]["get-sum"]["classification"], "financial");
+
+    // The argument guardrail decides like the gateway asks.
+    let base = [
+        "check",
+        "--agent",
+        "mcp-helper",
+        "--action",
+        "call_tool",
+        "--resource",
+        "Tool:everything/get-sum",
+        "--attr",
+        "server=everything",
+        "--attr",
+        "name=get-sum",
+        "--attr",
+        "classification=financial",
+        "--attr",
+        "risk=high",
+        "--attr",
+        "cost_estimate=5",
+    ];
+    let mut small = base.to_vec();
+    small.extend(["--context", r#"arguments={"a": 2, "b": 3}"#]);
+    exits(&server, 0, &small);
+    let mut large = base.to_vec();
+    large.extend(["--context", r#"arguments={"a": 500, "b": 3}"#]);
+    let denied = exits(&server, 3, &large);
+    assert!(denied.contains("mcp-no-large-sums"), "{denied}");
+
+    // Added from the command line, removed again.
+    ok(
+        &server,
+        &[
+            "mcp-servers",
+            "add",
+            "remote",
+            "--url",
+            "http://127.0.0.1:9/mcp",
+            "--tool",
+            "search=public,low,2",
+        ],
+    );
+    let remote = json(&server, &["mcp-servers", "show", "remote"]);
+    assert_eq!(remote["tools"]["search"]["cost_estimate"], 2);
+    ok(&server, &["mcp-servers", "remove", "remote"]);
+    refused(&server, &["mcp-servers", "show", "remote"]);
+}
+
 fn write(dir: &Path, name: &str, content: &str) {
     let path = dir.join(name);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -21,6 +21,7 @@ mod approvals;
 mod authzen;
 mod endpoints;
 mod error;
+mod mcp;
 mod policies;
 mod quotas;
 mod webhooks;

@@ -273,6 +273,11 @@ impl Engine {
         names
     }
 
+    /// A declared action, if it is declared.
+    pub fn action(&self, name: &str) -> Option<&ActionDef> {
+        self.actions.get(name)
+    }
+
     /// Whether `type_name` is a declared resource type.
     pub fn is_resource_type(&self, type_name: &str) -> bool {
         self.resource_types.contains_key(type_name)

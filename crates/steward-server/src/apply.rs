@@ -196,8 +196,46 @@ pub async fn apply(
         }
     }
 
+    // Upstream MCP servers: created or replaced when they differ.
+    let mut mcp_servers = Vec::new();
+    for m in &req.mcp_servers {
+        steward_store::mcp_servers::validate_mcp_server(m)
+            .map_err(about(format!("mcp_server {}", m.name)))?;
+        match store.get_mcp_server(tenant, &m.name).await {
+            Ok(existing) => {
+                let timeout = m
+                    .timeout_secs
+                    .unwrap_or(steward_types::MCP_DEFAULT_TIMEOUT_SECS);
+                if existing.description == m.description
+                    && existing.transport == m.transport
+                    && existing.tools == m.tools
+                    && existing.timeout_secs == timeout
+                {
+                    out.unchanged += 1;
+                } else {
+                    out.changes.push(format!("mcp_server {}: update", m.name));
+                    mcp_servers.push(m.clone());
+                }
+            }
+            Err(e) if missing(&e) => {
+                out.changes.push(format!("mcp_server {}: register", m.name));
+                mcp_servers.push(m.clone());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
     // The policy part: declarations, entities and policies.
     let mut policy_changes = Vec::new();
+    // What MCP policies talk about, where the tenant lacks it (the
+    // directory's own declarations come later and win).
+    let mcp_declarations = if req.mcp_servers.is_empty() {
+        Vec::new()
+    } else {
+        crate::routes::mcp_servers::missing_declarations(&store.policy_state(tenant).await?)
+    };
+    let mcp_declared = mcp_declarations.len();
+    policy_changes.extend(mcp_declarations);
     policy_changes.extend(
         req.resource_types
             .iter()
@@ -263,7 +301,8 @@ pub async fn apply(
             })
             .await?;
         policy_report = report.changes;
-        out.unchanged += (req.resource_types.len()
+        out.unchanged += (mcp_declared
+            + req.resource_types.len()
             + req.actions.len()
             + req.entities.len()
             + req.policies.len())
@@ -275,6 +314,13 @@ pub async fn apply(
         );
     }
     out.changes.extend(policy_report);
+    for m in mcp_servers {
+        let name = m.name.clone();
+        store
+            .put_mcp_server_in(&mut tx, ctx, m)
+            .await
+            .map_err(about(format!("mcp_server {name}")))?;
+    }
     for a in new_agents {
         let name = a.name.clone();
         let agent = store

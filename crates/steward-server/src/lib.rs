@@ -11,6 +11,7 @@ pub mod config;
 pub mod decisions;
 pub mod engines;
 pub mod error;
+pub mod mcp;
 pub mod metrics;
 pub mod quotas;
 pub mod routes;
@@ -188,8 +189,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
+    // Streamed responses (MCP's server-sent events) are written in small
+    // pieces; without TCP_NODELAY each waits for the peer's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     let audit = audit_log::AuditLog::start(&store).await?;
+    let max_body_bytes = config.max_body_bytes;
     let state = AppState(Arc::new(Inner {
         store: store.clone(),
         hasher,
@@ -202,10 +209,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         quotas: Default::default(),
         reservations: audit.writer(),
         audit,
+        mcp: mcp::Gateway::new(max_body_bytes),
     }));
     let app = router(state.clone());
 
     let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let gateway = state.clone();
     let serving = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -213,6 +222,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         )
         .with_graceful_shutdown(async move {
             let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            // Open MCP streams would otherwise keep the drain waiting.
+            gateway.mcp.shutdown();
         })
         .await
     });
@@ -233,7 +244,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 /// The complete application: API routes, OpenAPI, metrics and middleware.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    let (api, doc) = routes::api(state);
+    let (api, doc) = routes::api(state.clone());
+    let api = api.merge(mcp::router(state));
     let doc = Arc::new(doc);
     let request_id = HeaderName::from_static("x-request-id");
     api.route("/openapi.json", axum::routing::get(move || {

@@ -34,6 +34,8 @@ pub struct Inner {
     pub reservations: crate::quotas::Reservations,
     /// The webhook delivery worker's handle.
     pub webhooks: crate::webhooks::Webhooks,
+    /// The MCP gateway's sessions.
+    pub mcp: crate::mcp::Gateway,
     /// The configuration the server started with.
     pub config: Config,
 }

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod catalog;
 pub mod credentials;
 pub mod humans;
+pub mod mcp_servers;
 pub mod policies;
 pub mod quotas;
 mod rows;

@@ -10,6 +10,8 @@ use sqlx::{Connection, Executor};
 use steward_client::Client;
 use steward_server::{Config, RunningServer};
 
+pub mod mcp;
+
 /// The admin token every test server starts with.
 pub const ADMIN_TOKEN: &str = "stwt_test-admin-token-0123456789";
 

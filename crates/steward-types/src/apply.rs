@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
-    CreateHuman, CreatePersona, CreateRole, CreateTeam, PutAction, PutPolicy, PutResourceType,
-    RegisterAgent, ResourceEntity,
+    CreateHuman, CreatePersona, CreateRole, CreateTeam, PutAction, PutMcpServer, PutPolicy,
+    PutResourceType, RegisterAgent, ResourceEntity,
 };
 
 /// Everything a directory declares. Absent lists declare nothing (apply
@@ -55,6 +55,9 @@ pub struct ApplyRequest {
     /// Quotas (created or replaced by name; quotas not in the directory are kept).
     #[serde(default)]
     pub quotas: Vec<crate::PutQuota>,
+    /// Upstream MCP servers for the gateway (created or replaced; never deleted).
+    #[serde(default)]
+    pub mcp_servers: Vec<PutMcpServer>,
 }
 
 /// The plan, and whether it was carried out.

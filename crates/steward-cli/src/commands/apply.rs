@@ -276,6 +276,7 @@ struct TomlFile {
     entity: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     quota: Vec<Spanned<toml::Table>>,
+    mcp_server: Vec<Spanned<toml::Table>>,
 }
 
 /// 1-based line and column of a byte offset.
@@ -410,6 +411,12 @@ impl Declared {
             let quota: steward_types::PutQuota = convert(&kind, &at, table)?;
             s.declare(&kind, &quota.name, at)?;
             r.quotas.push(quota);
+        }
+        for t in parsed.mcp_server {
+            let (kind, at, table) = read("mcp_server", t);
+            let server: steward_types::PutMcpServer = convert(&kind, &at, table)?;
+            s.declare(&kind, &server.name, at)?;
+            r.mcp_servers.push(server);
         }
         Ok(())
     }

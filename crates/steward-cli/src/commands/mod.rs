@@ -8,6 +8,7 @@ pub mod audit;
 pub mod check;
 pub mod humans;
 pub mod keys;
+pub mod mcp_servers;
 pub mod personas;
 pub mod policies;
 pub mod quotas;

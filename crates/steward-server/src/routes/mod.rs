@@ -12,6 +12,7 @@ pub mod decisions;
 pub mod health;
 pub mod humans;
 pub mod keys;
+pub mod mcp_servers;
 pub mod policies;
 pub mod quotas;
 pub mod teams;
@@ -44,6 +45,7 @@ use crate::state::AppState;
         (name = "quotas", description = "Quotas, budgets, rate limits and usage"),
         (name = "webhooks", description = "Signed notifications of events (quota thresholds, approvals)"),
         (name = "operations", description = "Health and readiness"),
+        (name = "mcp", description = "Upstream MCP servers behind the gateway at /mcp/{name}"),
     )
 )]
 struct ApiDoc;
@@ -131,6 +133,14 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(
+            mcp_servers::list_mcp_servers,
+            mcp_servers::put_mcp_server
+        ))
+        .routes(routes!(
+            mcp_servers::get_mcp_server,
+            mcp_servers::delete_mcp_server
+        ))
         .with_state(state)
         .split_for_parts();
     (router, doc)

@@ -14,6 +14,7 @@ mod cluster;
 mod decisions;
 mod inventory;
 mod lifecycle;
+mod mcp;
 mod operations;
 mod quotas;
 mod support;

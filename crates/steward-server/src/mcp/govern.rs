@@ -1,0 +1,330 @@
+//! What Steward decides and records about MCP traffic: a tool call is a
+//! decision (`call_tool` on `Tool::"server/tool"`, arguments in the
+//! context); a listing keeps what the agent may use; every call's outcome
+//! goes to the audit log through [`report_outcome`].
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value, json};
+use steward_core::{AuditEvent, Error};
+use steward_policy::DecisionInput;
+use steward_types::{
+    Decision, DecisionRequest, DecisionResponse, MCP_CALL_TOOL, MCP_GET_PROMPT, MCP_PROMPT_TYPE,
+    MCP_READ_RESOURCE, MCP_RESOURCE_TYPE, MCP_TOOL_TYPE, McpServer, ResourceRef,
+};
+
+use super::GatewayCall;
+use crate::auth::Caller;
+use crate::decisions;
+use crate::state::AppState;
+
+/// What an agent reaches through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Tool,
+    Prompt,
+    Resource,
+}
+
+impl Kind {
+    fn resource_type(self) -> &'static str {
+        match self {
+            Kind::Tool => MCP_TOOL_TYPE,
+            Kind::Prompt => MCP_PROMPT_TYPE,
+            Kind::Resource => MCP_RESOURCE_TYPE,
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Kind::Tool => MCP_CALL_TOOL,
+            Kind::Prompt => MCP_GET_PROMPT,
+            Kind::Resource => MCP_READ_RESOURCE,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Tool => "tool",
+            Kind::Prompt => "prompt",
+            Kind::Resource => "resource",
+        }
+    }
+}
+
+/// The policy resource for `name` (a tool, prompt or resource URI) of `server`:
+/// `Tool::"server/tool"` carries the registered metadata as attributes.
+pub(crate) fn resource(server: &McpServer, kind: Kind, name: &str) -> ResourceRef {
+    let mut attributes: std::collections::BTreeMap<String, Value> =
+        [("server".to_string(), Value::from(server.name.clone()))].into();
+    match kind {
+        Kind::Tool => {
+            let meta = server.tools.get(name).cloned().unwrap_or_default();
+            attributes.insert("name".into(), name.into());
+            attributes.insert("classification".into(), meta.classification.into());
+            attributes.insert("risk".into(), meta.risk.into());
+            attributes.insert("cost_estimate".into(), meta.cost_estimate.into());
+        }
+        Kind::Prompt => {
+            attributes.insert("name".into(), name.into());
+        }
+        Kind::Resource => {
+            attributes.insert("uri".into(), name.into());
+        }
+    }
+    ResourceRef {
+        resource_type: kind.resource_type().into(),
+        id: format!("{}/{name}", server.name),
+        attributes,
+    }
+}
+
+/// Why a call was not made, worded for the model and the person behind it.
+pub(crate) enum Refusal {
+    /// The decision said no (or not yet); the text names the decision.
+    Decided(String),
+    /// The arguments cannot be checked against the policies.
+    Arguments(String),
+}
+
+/// Decide a call of `kind` `name` with `arguments`. `Ok(Ok(decision_id))`
+/// allows it.
+pub(crate) async fn decide_call(
+    call: &GatewayCall,
+    kind: Kind,
+    name: &str,
+    arguments: &Map<String, Value>,
+) -> Result<Result<String, Refusal>, Error> {
+    let state = &call.state;
+    let engine = state
+        .engines
+        .get(&state.store, call.caller.tenant_id())
+        .await?;
+    let declared = engine
+        .action(kind.action())
+        .and_then(|a| a.context.get("arguments"))
+        .map(String::as_str);
+    let mut context = Map::new();
+    match super::arguments::for_policies(declared, arguments) {
+        Ok(Some(args)) => {
+            context.insert("arguments".into(), args);
+        }
+        Ok(None) => {}
+        Err(why) => {
+            return Ok(Err(Refusal::Arguments(format!(
+                "Steward refused this call of {} '{name}' on '{}': {why}.",
+                kind.noun(),
+                call.server.name
+            ))));
+        }
+    }
+    // Fields the decision service grows (a usage estimate for quotas) keep
+    // their defaults here until the gateway fills them.
+    #[allow(clippy::needless_update)]
+    let request = DecisionRequest {
+        principal: None,
+        action: kind.action().into(),
+        resource: resource(&call.server, kind, name),
+        context,
+        on_behalf_of: call.on_behalf_of.clone(),
+        ..DecisionRequest::default()
+    };
+    let response = decisions::decide(state, &call.caller, request).await?;
+    Ok(match response.decision {
+        Decision::Allow => Ok(response.decision_id),
+        _ => Err(Refusal::Decided(refusal_text(
+            &response,
+            &call.server,
+            kind,
+            name,
+        ))),
+    })
+}
+
+/// A denial or an approval to wait for, as text a model can relay and a
+/// person can act on.
+fn refusal_text(r: &DecisionResponse, server: &McpServer, kind: Kind, name: &str) -> String {
+    let what = format!(
+        "the {} '{name}' on MCP server '{}'",
+        kind.noun(),
+        server.name
+    );
+    let mut out = match r.decision {
+        Decision::ApprovalRequired => {
+            format!("Steward holds this call of {what}: it needs a person's approval first.")
+        }
+        _ => format!("Steward denied this call of {what}."),
+    };
+    if let Some(rem) = &r.remediation {
+        if !rem.message.is_empty() {
+            out.push(' ');
+            out.push_str(&rem.message);
+        }
+        if !rem.forbidden_by.is_empty() {
+            let rules: Vec<String> = rem
+                .forbidden_by
+                .iter()
+                .map(|p| {
+                    let mut s = format!("'{}'", p.id);
+                    if !p.description.is_empty() {
+                        s.push_str(&format!(" ({})", p.description));
+                    }
+                    if !p.owner.is_empty() {
+                        s.push_str(&format!(", owned by {}", p.owner));
+                    }
+                    s
+                })
+                .collect();
+            out.push_str(&format!(" Forbidden by {}.", rules.join("; ")));
+        }
+        if !rem.roles_that_allow.is_empty() {
+            out.push_str(&format!(
+                " Roles that would allow it: {}.",
+                rem.roles_that_allow.join(", ")
+            ));
+        }
+        if !rem.personas_that_allow.is_empty() {
+            out.push_str(&format!(
+                " Personas that would allow it: {}.",
+                rem.personas_that_allow.join(", ")
+            ));
+        }
+    }
+    // The approval (when the approvals layer adds one) is rendered as given.
+    if let Ok(Value::Object(fields)) = serde_json::to_value(r)
+        && let Some(approval) = fields.get("approval").filter(|a| !a.is_null())
+    {
+        let id = approval
+            .get("id")
+            .and_then(Value::as_str)
+            .map(|id| format!(" {id}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            " Approval{id}: {approval}. Once it is approved, make the same call again."
+        ));
+    } else if r.decision == Decision::ApprovalRequired {
+        out.push_str(" Ask an approver, then make the same call again.");
+    }
+    if r.decision == Decision::Deny
+        && r.remediation
+            .as_ref()
+            .is_none_or(|m| m.roles_that_allow.is_empty())
+    {
+        out.push_str(" To get access, ask the owner of the policy or of this agent.");
+    }
+    out.push_str(&format!(" (decision {})", r.decision_id));
+    out
+}
+
+/// Which of `names` the caller may use; one summary audit entry.
+pub(crate) async fn visible(
+    call: &GatewayCall,
+    kind: Kind,
+    names: &[String],
+) -> Result<HashSet<String>, Error> {
+    let state = &call.state;
+    let tenant = call.caller.tenant_id();
+    let engine = state.engines.get(&state.store, tenant).await?;
+    let chain =
+        decisions::resolve_chain(state, &call.caller, None, call.on_behalf_of.as_deref()).await?;
+    let mut allowed = HashSet::new();
+    for name in names {
+        let resource = decisions::resolve_resource(
+            state,
+            tenant,
+            &engine,
+            &resource(&call.server, kind, name),
+        )
+        .await;
+        let Ok(resource) = resource else {
+            continue;
+        };
+        let input = DecisionInput {
+            chain: chain.clone(),
+            action: kind.action().into(),
+            resource,
+            context: Map::new(),
+        };
+        if engine
+            .decide(&input)
+            .is_ok_and(|o| o.decision == Decision::Allow)
+        {
+            allowed.insert(name.clone());
+        }
+    }
+    let mut shown: Vec<&String> = allowed.iter().collect();
+    shown.sort();
+    let event = AuditEvent {
+        action: format!("mcp.list_{}s", kind.noun()),
+        resource_type: "mcp_server".into(),
+        resource_id: call.server.id.clone(),
+        before: None,
+        after: Some(json!({
+            "server": call.server.name,
+            "agent": agent_name(&call.caller),
+            "on_behalf_of": call.on_behalf_of,
+            "offered": names.len(),
+            "shown": shown,
+        })),
+        reason: None,
+    };
+    state.audit.record(call.caller.context(), event).await?;
+    Ok(allowed)
+}
+
+fn agent_name(caller: &Caller) -> Option<String> {
+    match caller {
+        Caller::Agent { agent, .. } => Some(agent.name.clone()),
+        Caller::Token { .. } => None,
+    }
+}
+
+/// What happened to a tool call Steward let through (or refused before
+/// asking the upstream).
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    /// Upstream server name.
+    pub server: String,
+    /// Tool name.
+    pub tool: String,
+    /// `success`, `error` (the tool or the upstream failed) or `refused`.
+    pub outcome: &'static str,
+    /// Bytes of the result as JSON (0 when there was none).
+    pub response_bytes: usize,
+    /// The error, when there was one.
+    pub error: Option<String>,
+    /// Milliseconds the upstream took.
+    pub duration_ms: u64,
+}
+
+/// Record a tool call's outcome: the one place the gateway reports what a
+/// call did (quotas settle on the same report when they land).
+pub async fn report_outcome(
+    state: &AppState,
+    caller: &Caller,
+    decision_id: Option<&str>,
+    outcome: &CallOutcome,
+) -> Result<(), Error> {
+    let event = AuditEvent {
+        action: "mcp.tool_call".into(),
+        resource_type: MCP_TOOL_TYPE.into(),
+        resource_id: format!("{}/{}", outcome.server, outcome.tool),
+        before: None,
+        after: Some(json!({
+            "decision_id": decision_id,
+            "agent": agent_name(caller),
+            "server": outcome.server,
+            "tool": outcome.tool,
+            "outcome": outcome.outcome,
+            "response_bytes": outcome.response_bytes,
+            "duration_ms": outcome.duration_ms,
+            "error": outcome.error,
+        })),
+        reason: outcome.error.clone(),
+    };
+    state
+        .audit
+        .record(caller.context(), event)
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,137 @@
+//! The MCP gateway: a Streamable HTTP endpoint per registered upstream
+//! server at `/mcp/{server}`. Agents connect with their API key; every
+//! `tools/call` is a Steward decision on the tool and its arguments, every
+//! listing shows only what the agent may use, and every call's outcome is
+//! audited. `rmcp` (the official Rust SDK) speaks MCP on both sides and stays
+//! behind this module.
+//!
+//! - `proxy.rs`: one [`proxy::Proxy`] per downstream session, holding one
+//!   upstream client session; requests and notifications are relayed.
+//! - `govern.rs`: decisions for calls and listings, the outcome record.
+//! - `arguments.rs`: tool arguments made into values policies can compare.
+
+mod arguments;
+mod govern;
+mod proxy;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use steward_types::{ErrorCode, McpServer, ON_BEHALF_OF_HEADER};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub use govern::{CallOutcome, report_outcome};
+
+/// The gateway: rmcp's Streamable HTTP service (sessions in memory) and the
+/// token that closes every session when the server shuts down.
+pub struct Gateway {
+    service: StreamableHttpService<proxy::Proxy, LocalSessionManager>,
+    shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// A gateway accepting request bodies up to `max_body_bytes`.
+    pub fn new(max_body_bytes: usize) -> Gateway {
+        let shutdown = CancellationToken::new();
+        let mut config = StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .with_cancellation_token(shutdown.clone())
+            .with_max_request_body_bytes(max_body_bytes);
+        // Steward authenticates every request with a bearer key, so the
+        // loopback-only Host check meant for unauthenticated local servers
+        // would only get in the way of real deployments.
+        config.sse_keep_alive = Some(std::time::Duration::from_secs(15));
+        Gateway {
+            service: StreamableHttpService::new(
+                || Ok(proxy::Proxy::default()),
+                Arc::new(LocalSessionManager::default()),
+                config,
+            ),
+            shutdown,
+        }
+    }
+
+    /// Close every session (the server is stopping).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// What the gateway learnt about a request before MCP sees it: who calls,
+/// for whom, and which upstream.
+#[derive(Clone)]
+pub(crate) struct GatewayCall {
+    pub state: AppState,
+    pub caller: Caller,
+    pub server: McpServer,
+    pub on_behalf_of: Option<String>,
+}
+
+/// The `/mcp/{server}` route.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/mcp/{server}", axum::routing::any(endpoint))
+        .with_state(state)
+}
+
+/// Authenticate (401 with `WWW-Authenticate: Bearer` as MCP clients expect),
+/// find the upstream in the agent's tenant, then hand over to rmcp.
+async fn endpoint(
+    State(state): State<AppState>,
+    Path(server): Path<String>,
+    request: Request,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let caller = match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if !matches!(caller, Caller::Agent { .. }) {
+        return ApiError::new(
+            ErrorCode::Forbidden,
+            "the MCP gateway serves agents: connect with an agent key (stw_...)",
+        )
+        .into_response();
+    }
+    let server = match state
+        .store
+        .get_mcp_server(caller.tenant_id(), &server)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let on_behalf_of = match parts.headers.get(ON_BEHALF_OF_HEADER) {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            _ => {
+                return ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{ON_BEHALF_OF_HEADER}: name a human by id, e-mail or external id"),
+                )
+                .into_response();
+            }
+        },
+    };
+    parts.extensions.insert(GatewayCall {
+        state: state.clone(),
+        caller,
+        server,
+        on_behalf_of,
+    });
+    let request = Request::from_parts(parts, body);
+    match state.mcp.service.clone().oneshot(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(never) => match never {},
+    }
+}

@@ -1,0 +1,729 @@
+//! One downstream MCP session relayed to one upstream session.
+//!
+//! The downstream `initialize` opens the upstream (a child process or a
+//! Streamable HTTP client) with the downstream client's identity and
+//! capabilities; the upstream's answer becomes ours. Afterwards requests go
+//! up (tool calls decided first, listings filtered on the way back), and the
+//! upstream's requests (sampling, roots, elicitation) and notifications
+//! (progress, logging, list changes) come down. A cancelled downstream
+//! request cancels the upstream one; an upstream that fails or does not
+//! answer within the server's timeout gives an MCP error.
+
+// Logging levels and resource subscriptions are deprecated in the newest
+// protocol version, but the upstreams speak older ones; relay them as is.
+#![allow(deprecated)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult,
+    CancelledNotification, CancelledNotificationParam, ClientNotification, ClientRequest,
+    ClientResult, CompleteRequest, CompleteRequestParams, CompleteResult, ContentBlock,
+    ErrorCode as McpErrorCode, GetPromptRequest, GetPromptRequestParams, GetPromptResponse,
+    InitializeRequest, InitializeRequestParams, InitializeResult, ListPromptsRequest,
+    ListPromptsResult, ListResourceTemplatesRequest, ListResourceTemplatesResult,
+    ListResourcesRequest, ListResourcesResult, ListToolsRequest, ListToolsResult,
+    PaginatedRequestParams, ProgressNotification, ProgressNotificationParam, ProgressToken,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse,
+    RootsListChangedNotification, ServerNotification, ServerRequest, ServerResult, SetLevelRequest,
+    SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, UnsubscribeRequest,
+    UnsubscribeRequestParams,
+};
+use rmcp::service::{
+    NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer,
+    RunningService, ServiceError,
+};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ErrorData as McpError, ServerHandler, Service, ServiceExt};
+use serde_json::Map;
+use steward_types::{McpServer, McpTransport};
+
+use super::GatewayCall;
+use super::govern::{self, CallOutcome, Kind, Refusal};
+
+/// Variables a stdio upstream inherits from the gateway's environment.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR", "USER"];
+
+/// Upstream progress tokens → the downstream's, for relaying progress.
+type ProgressMap = Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>;
+
+/// The upstream half of a session.
+struct Session {
+    server: McpServer,
+    agent_id: String,
+    upstream: RunningService<RoleClient, Relay>,
+    progress: ProgressMap,
+}
+
+/// A downstream session (rmcp makes one per `Mcp-Session-Id`).
+#[derive(Default)]
+pub(crate) struct Proxy {
+    session: tokio::sync::OnceCell<Session>,
+}
+
+fn gateway_call(extensions: &rmcp::model::Extensions) -> Result<GatewayCall, McpError> {
+    extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<GatewayCall>())
+        .cloned()
+        .ok_or_else(|| {
+            McpError::internal_error("request arrived without Steward's authentication", None)
+        })
+}
+
+fn agent_id(call: &GatewayCall) -> String {
+    match &call.caller {
+        crate::auth::Caller::Agent { agent, .. } => agent.id.clone(),
+        crate::auth::Caller::Token { token, .. } => token.id.clone(),
+    }
+}
+
+fn upstream_error(server: &McpServer, e: ServiceError) -> McpError {
+    match e {
+        ServiceError::McpError(e) => e,
+        ServiceError::Timeout { timeout } => McpError::internal_error(
+            format!(
+                "the upstream MCP server '{}' did not answer within {} s",
+                server.name,
+                timeout.as_secs()
+            ),
+            None,
+        ),
+        ServiceError::Cancelled { .. } => {
+            McpError::internal_error("the request was cancelled", None)
+        }
+        other => McpError::internal_error(
+            format!("the upstream MCP server '{}' failed: {other}", server.name),
+            None,
+        ),
+    }
+}
+
+fn steward_error(e: steward_core::Error) -> McpError {
+    McpError::internal_error(format!("Steward could not decide: {}", e.message), None)
+}
+
+/// Start the upstream session for `call.server`, introducing ourselves with
+/// the downstream client's parameters.
+async fn connect(
+    call: &GatewayCall,
+    params: InitializeRequestParams,
+    downstream: Peer<RoleServer>,
+) -> Result<Session, McpError> {
+    let server = call.server.clone();
+    let progress = ProgressMap::default();
+    let relay = Relay {
+        downstream,
+        client: params,
+        progress: progress.clone(),
+    };
+    let timeout = Duration::from_secs(u64::from(server.timeout_secs));
+    let unreachable = |why: String| {
+        McpError::internal_error(
+            format!(
+                "the upstream MCP server '{}' is unavailable: {why}",
+                server.name
+            ),
+            None,
+        )
+    };
+    let started = match &server.transport {
+        McpTransport::Stdio { command, args, env } => {
+            let mut cmd = tokio::process::Command::new(command);
+            // Steward's own environment (its admin token, database URL)
+            // is not the upstream's business: only what programs need to
+            // run at all is passed on, then the registered variables.
+            cmd.args(args).env_clear();
+            for name in INHERITED_ENV {
+                if let Some(value) = std::env::var_os(name) {
+                    cmd.env(name, value);
+                }
+            }
+            cmd.envs(env);
+            let (transport, _stderr) = TokioChildProcess::builder(cmd)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| unreachable(format!("cannot start '{command}': {e}")))?;
+            tokio::time::timeout(timeout, relay.serve(transport)).await
+        }
+        McpTransport::StreamableHttp { url } => {
+            let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+            tokio::time::timeout(timeout, relay.serve(transport)).await
+        }
+    };
+    let upstream = match started {
+        Ok(Ok(running)) => running,
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no answer to initialize within {} s",
+                timeout.as_secs()
+            )));
+        }
+    };
+    Ok(Session {
+        server,
+        agent_id: agent_id(call),
+        upstream,
+        progress,
+    })
+}
+
+impl Session {
+    /// Send `request` upstream, relaying progress and cancellation.
+    async fn forward(
+        &self,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
+        let mut options = PeerRequestOptions::no_options();
+        options.timeout = Some(Duration::from_secs(u64::from(self.server.timeout_secs)));
+        let peer = self.upstream.peer().clone();
+        let handle = peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| upstream_error(&self.server, e))?;
+        let id = handle.id.clone();
+        let upstream_token = handle.progress_token.clone();
+        let downstream_token = context.meta.get_progress_token();
+        if let Some(token) = &downstream_token {
+            self.progress
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(upstream_token.clone(), token.clone());
+        }
+        let result = tokio::select! {
+            r = handle.await_response() => r.map_err(|e| upstream_error(&self.server, e)),
+            _ = context.ct.cancelled() => {
+                let cancel = CancelledNotification::new(CancelledNotificationParam::new(
+                    Some(id),
+                    Some("cancelled by the client".into()),
+                ));
+                let _ = peer.send_notification(ClientNotification::CancelledNotification(cancel)).await;
+                Err(McpError::internal_error("the request was cancelled", None))
+            }
+        };
+        if downstream_token.is_some() {
+            self.progress
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&upstream_token);
+        }
+        result
+    }
+}
+
+fn text_error(message: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+impl Proxy {
+    fn session(&self, call: &GatewayCall) -> Result<&Session, McpError> {
+        let session = self
+            .session
+            .get()
+            .ok_or_else(|| McpError::invalid_request("initialize the session first", None))?;
+        if session.agent_id != agent_id(call) || session.server.id != call.server.id {
+            return Err(McpError::invalid_request(
+                "this session belongs to another agent or server",
+                None,
+            ));
+        }
+        Ok(session)
+    }
+
+    async fn call_tool(
+        &self,
+        call: &GatewayCall,
+        session: &Session,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
+        let ClientRequest::CallToolRequest(req) = &request else {
+            return Err(McpError::internal_error("not a tool call", None));
+        };
+        let tool = req.params.name.to_string();
+        let arguments = req.params.arguments.clone().unwrap_or_default();
+        let mut outcome = CallOutcome {
+            server: session.server.name.clone(),
+            tool: tool.clone(),
+            outcome: "refused",
+            response_bytes: 0,
+            error: None,
+            duration_ms: 0,
+        };
+        let decided = govern::decide_call(call, Kind::Tool, &tool, &arguments)
+            .await
+            .map_err(steward_error)?;
+        let decision_id = match decided {
+            Ok(id) => id,
+            // The decision itself is in the audit log already.
+            Err(Refusal::Decided(text)) => {
+                return Ok(ServerResult::CallToolResult(text_error(text)));
+            }
+            Err(Refusal::Arguments(text)) => {
+                outcome.error = Some(text.clone());
+                govern::report_outcome(&call.state, &call.caller, None, &outcome)
+                    .await
+                    .map_err(steward_error)?;
+                return Ok(ServerResult::CallToolResult(text_error(text)));
+            }
+        };
+        let started = Instant::now();
+        let result = session.forward(request, context).await;
+        outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(r) => {
+                outcome.response_bytes = serde_json::to_vec(r).map(|v| v.len()).unwrap_or(0);
+                let is_error =
+                    matches!(r, ServerResult::CallToolResult(c) if c.is_error == Some(true));
+                outcome.outcome = if is_error { "error" } else { "success" };
+            }
+            Err(e) => {
+                outcome.outcome = "error";
+                outcome.error = Some(e.message.to_string());
+            }
+        }
+        // The decision was durable before the call went upstream; the
+        // outcome is queued for the same group-commit log without holding
+        // the answer back for its fsync.
+        let (state, caller) = (call.state.clone(), call.caller.clone());
+        tokio::spawn(async move {
+            if let Err(e) =
+                govern::report_outcome(&state, &caller, Some(&decision_id), &outcome).await
+            {
+                tracing::error!(error = %e.message, tool = %outcome.tool, "could not record an MCP call's outcome");
+            }
+        });
+        result
+    }
+
+    async fn read_checked(
+        call: &GatewayCall,
+        session: &Session,
+        kind: Kind,
+        name: &str,
+        arguments: Map<String, serde_json::Value>,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
+        match govern::decide_call(call, kind, name, &arguments)
+            .await
+            .map_err(steward_error)?
+        {
+            Ok(_) => session.forward(request, context).await,
+            Err(Refusal::Decided(text) | Refusal::Arguments(text)) => {
+                Err(McpError::new(McpErrorCode::INVALID_REQUEST, text, None))
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Answer one downstream request: initialize opens the upstream; calls
+    /// are decided; listings filtered; the rest relayed.
+    async fn request(
+        &self,
+        request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
+        let call = gateway_call(&context.extensions)?;
+        if let ClientRequest::InitializeRequest(init) = &request {
+            let params = init.params.clone();
+            context.peer.set_peer_info(params.clone());
+            let session = self
+                .session
+                .get_or_try_init(|| connect(&call, params.clone(), context.peer.clone()))
+                .await?;
+            let info = session.upstream.peer_info().ok_or_else(|| {
+                McpError::internal_error("the upstream did not introduce itself", None)
+            })?;
+            let mut result = InitializeResult::new(info.capabilities.clone())
+                .with_protocol_version(params.protocol_version.clone());
+            if let Some(server_info) = &info.server_info {
+                result = result.with_server_info(server_info.clone());
+            }
+            if let Some(instructions) = &info.instructions {
+                result = result.with_instructions(instructions.clone());
+            }
+            return Ok(ServerResult::InitializeResult(result));
+        }
+        let session = self.session(&call)?;
+        match &request {
+            ClientRequest::CallToolRequest(_) => {
+                self.call_tool(&call, session, request, &context).await
+            }
+            ClientRequest::GetPromptRequest(r) => {
+                let name = r.params.name.clone();
+                let args = r.params.arguments.clone().unwrap_or_default();
+                Self::read_checked(&call, session, Kind::Prompt, &name, args, request, &context)
+                    .await
+            }
+            ClientRequest::ReadResourceRequest(r) => {
+                let uri = r.params.uri.clone();
+                Self::read_checked(
+                    &call,
+                    session,
+                    Kind::Resource,
+                    &uri,
+                    Map::new(),
+                    request,
+                    &context,
+                )
+                .await
+            }
+            ClientRequest::ListToolsRequest(_)
+            | ClientRequest::ListPromptsRequest(_)
+            | ClientRequest::ListResourcesRequest(_) => {
+                let result = session.forward(request, &context).await?;
+                filter_listing(&call, result).await
+            }
+            _ => session.forward(request, &context).await,
+        }
+    }
+
+    async fn notify(&self, notification: ClientNotification) {
+        if let Some(session) = self.session.get() {
+            // An upstream that went away answers the next request with an error.
+            let _ = session
+                .upstream
+                .peer()
+                .send_notification(notification)
+                .await;
+        }
+    }
+}
+
+fn unexpected(what: &str) -> McpError {
+    McpError::internal_error(
+        format!("the upstream answered {what} with something else"),
+        None,
+    )
+}
+
+impl ServerHandler for Proxy {
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        match self
+            .request(
+                ClientRequest::InitializeRequest(InitializeRequest::new(request)),
+                context,
+            )
+            .await?
+        {
+            ServerResult::InitializeResult(r) => Ok(r),
+            _ => Err(unexpected("initialize")),
+        }
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        match self
+            .request(
+                ClientRequest::CompleteRequest(CompleteRequest::new(request)),
+                context,
+            )
+            .await?
+        {
+            ServerResult::CompleteResult(r) => Ok(r),
+            _ => Err(unexpected("completion/complete")),
+        }
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.request(
+            ClientRequest::SetLevelRequest(SetLevelRequest::new(request)),
+            context,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        match self
+            .request(
+                ClientRequest::GetPromptRequest(GetPromptRequest::new(request)),
+                context,
+            )
+            .await?
+        {
+            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+            _ => Err(unexpected("prompts/get")),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let r = ListPromptsRequest {
+            params: request,
+            ..Default::default()
+        };
+        match self
+            .request(ClientRequest::ListPromptsRequest(r), context)
+            .await?
+        {
+            ServerResult::ListPromptsResult(r) => Ok(r),
+            _ => Err(unexpected("prompts/list")),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let r = ListResourcesRequest {
+            params: request,
+            ..Default::default()
+        };
+        match self
+            .request(ClientRequest::ListResourcesRequest(r), context)
+            .await?
+        {
+            ServerResult::ListResourcesResult(r) => Ok(r),
+            _ => Err(unexpected("resources/list")),
+        }
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let r = ListResourceTemplatesRequest {
+            params: request,
+            ..Default::default()
+        };
+        match self
+            .request(ClientRequest::ListResourceTemplatesRequest(r), context)
+            .await?
+        {
+            ServerResult::ListResourceTemplatesResult(r) => Ok(r),
+            _ => Err(unexpected("resources/templates/list")),
+        }
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        match self
+            .request(
+                ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request)),
+                context,
+            )
+            .await?
+        {
+            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+            _ => Err(unexpected("resources/read")),
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.request(
+            ClientRequest::SubscribeRequest(SubscribeRequest::new(request)),
+            context,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.request(
+            ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(request)),
+            context,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        match self
+            .request(
+                ClientRequest::CallToolRequest(CallToolRequest::new(request)),
+                context,
+            )
+            .await?
+        {
+            ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+            _ => Err(unexpected("tools/call")),
+        }
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let r = ListToolsRequest {
+            params: request,
+            ..Default::default()
+        };
+        match self
+            .request(ClientRequest::ListToolsRequest(r), context)
+            .await?
+        {
+            ServerResult::ListToolsResult(r) => Ok(r),
+            _ => Err(unexpected("tools/list")),
+        }
+    }
+
+    async fn on_progress(
+        &self,
+        notification: ProgressNotificationParam,
+        _context: NotificationContext<RoleServer>,
+    ) {
+        self.notify(ClientNotification::ProgressNotification(
+            ProgressNotification::new(notification),
+        ))
+        .await;
+    }
+
+    async fn on_roots_list_changed(&self, _context: NotificationContext<RoleServer>) {
+        self.notify(ClientNotification::RootsListChangedNotification(
+            RootsListChangedNotification::default(),
+        ))
+        .await;
+    }
+
+    async fn on_initialized(&self, _context: NotificationContext<RoleServer>) {}
+
+    fn get_info(&self) -> InitializeResult {
+        match self.session.get().and_then(|s| s.upstream.peer_info()) {
+            Some(info) => InitializeResult::new(info.capabilities.clone()),
+            None => InitializeResult::default(),
+        }
+    }
+}
+
+/// Keep only the tools, prompts or resources the agent may use.
+async fn filter_listing(
+    call: &GatewayCall,
+    result: ServerResult,
+) -> Result<ServerResult, McpError> {
+    Ok(match result {
+        ServerResult::ListToolsResult(mut r) => {
+            let names: Vec<String> = r.tools.iter().map(|t| t.name.to_string()).collect();
+            let keep = govern::visible(call, Kind::Tool, &names)
+                .await
+                .map_err(steward_error)?;
+            r.tools.retain(|t| keep.contains(t.name.as_ref()));
+            ServerResult::ListToolsResult(r)
+        }
+        ServerResult::ListPromptsResult(mut r) => {
+            let names: Vec<String> = r.prompts.iter().map(|p| p.name.clone()).collect();
+            let keep = govern::visible(call, Kind::Prompt, &names)
+                .await
+                .map_err(steward_error)?;
+            r.prompts.retain(|p| keep.contains(&p.name));
+            ServerResult::ListPromptsResult(r)
+        }
+        ServerResult::ListResourcesResult(mut r) => {
+            let names: Vec<String> = r.resources.iter().map(|x| x.uri.clone()).collect();
+            let keep = govern::visible(call, Kind::Resource, &names)
+                .await
+                .map_err(steward_error)?;
+            r.resources.retain(|x| keep.contains(&x.uri));
+            ServerResult::ListResourcesResult(r)
+        }
+        other => other,
+    })
+}
+
+/// The upstream client: relays what the upstream asks of and tells the
+/// downstream client.
+struct Relay {
+    downstream: Peer<RoleServer>,
+    client: InitializeRequestParams,
+    progress: ProgressMap,
+}
+
+impl Service<RoleClient> for Relay {
+    async fn handle_request(
+        &self,
+        request: ServerRequest,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ClientResult, McpError> {
+        let _ = context;
+        self.downstream
+            .send_request(request)
+            .await
+            .map_err(|e| match e {
+                ServiceError::McpError(e) => e,
+                other => {
+                    McpError::internal_error(format!("the client did not answer: {other}"), None)
+                }
+            })
+    }
+
+    async fn handle_notification(
+        &self,
+        notification: ServerNotification,
+        context: NotificationContext<RoleClient>,
+    ) -> Result<(), McpError> {
+        let _ = context;
+        let notification = match notification {
+            ServerNotification::ProgressNotification(mut n) => {
+                let mapped = self
+                    .progress
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&n.params.progress_token)
+                    .cloned();
+                let Some(token) = mapped else {
+                    return Ok(());
+                };
+                n.params.progress_token = token;
+                ServerNotification::ProgressNotification(n)
+            }
+            // Upstream request ids mean nothing downstream.
+            ServerNotification::CancelledNotification(_) => return Ok(()),
+            other => other,
+        };
+        // A client that went away is not the upstream's problem.
+        let _ = self.downstream.send_notification(notification).await;
+        Ok(())
+    }
+
+    fn get_info(&self) -> InitializeRequestParams {
+        self.client.clone()
+    }
+}

@@ -1,0 +1,162 @@
+//! Upstream MCP servers for the gateway at `/mcp/{name}`. Registering the
+//! first one declares what policies about MCP traffic talk about, unless the
+//! tenant declared it already: resource types `Tool` (server, name,
+//! classification, risk, cost_estimate), `Prompt` (server, name) and
+//! `McpResource` (server, uri); actions `call_tool` (context: optional
+//! `arguments` record), `get_prompt` and `read_resource`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use steward_store::mcp_servers::redacted;
+use steward_store::policies::PolicyChange;
+use steward_types::{
+    MCP_CALL_TOOL, MCP_GET_PROMPT, MCP_PROMPT_TYPE, MCP_READ_RESOURCE, MCP_RESOURCE_TYPE,
+    MCP_TOOL_TYPE, McpServer, PutAction, PutMcpServer, PutResourceType,
+};
+
+use crate::auth::Caller;
+use crate::error::{ApiJson, ApiResult};
+use crate::state::AppState;
+
+fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The declarations the gateway's decisions use, those the tenant lacks.
+pub fn missing_declarations(state: &steward_store::policies::PolicyState) -> Vec<PolicyChange> {
+    let has_type = |n: &str| state.resource_types.iter().any(|r| r.name == n);
+    let has_action = |n: &str| state.actions.iter().any(|a| a.name == n);
+    let mut changes = Vec::new();
+    let types = [
+        (
+            MCP_TOOL_TYPE,
+            "A tool of an upstream MCP server, id 'server/tool'",
+            attrs(&[
+                ("server", "String"),
+                ("name", "String"),
+                ("classification", "String"),
+                ("risk", "String"),
+                ("cost_estimate", "Long"),
+            ]),
+        ),
+        (
+            MCP_PROMPT_TYPE,
+            "A prompt of an upstream MCP server, id 'server/prompt'",
+            attrs(&[("server", "String"), ("name", "String")]),
+        ),
+        (
+            MCP_RESOURCE_TYPE,
+            "A resource of an upstream MCP server, id 'server/uri'",
+            attrs(&[("server", "String"), ("uri", "String")]),
+        ),
+    ];
+    for (name, description, attributes) in types {
+        if !has_type(name) {
+            changes.push(PolicyChange::PutResourceType(PutResourceType {
+                name: name.into(),
+                description: description.into(),
+                attributes,
+            }));
+        }
+    }
+    let actions = [
+        (
+            MCP_CALL_TOOL,
+            MCP_TOOL_TYPE,
+            "Call a tool through the MCP gateway (and see it listed)",
+            attrs(&[("arguments", "{}?")]),
+        ),
+        (
+            MCP_GET_PROMPT,
+            MCP_PROMPT_TYPE,
+            "Get a prompt through the MCP gateway (and see it listed)",
+            BTreeMap::new(),
+        ),
+        (
+            MCP_READ_RESOURCE,
+            MCP_RESOURCE_TYPE,
+            "Read a resource through the MCP gateway (and see it listed)",
+            BTreeMap::new(),
+        ),
+    ];
+    for (name, ty, description, context) in actions {
+        if !has_action(name) {
+            changes.push(PolicyChange::PutAction(PutAction {
+                name: name.into(),
+                description: description.into(),
+                resource_types: vec![ty.into()],
+                context,
+            }));
+        }
+    }
+    changes
+}
+
+/// Declare what MCP policies talk about, where missing.
+pub async fn ensure_declarations(
+    state: &AppState,
+    ctx: &steward_core::ChangeContext,
+) -> Result<(), steward_core::Error> {
+    let current = state.store.policy_state(&ctx.tenant_id).await?;
+    let changes = missing_declarations(&current);
+    if !changes.is_empty() {
+        state.engines.change(&state.store, ctx, changes).await?;
+    }
+    Ok(())
+}
+
+/// Registered upstream MCP servers (environment values shown as `***`).
+#[utoipa::path(get, path = "/v1/mcp-servers", tag = "mcp", responses((status = 200, body = Vec<McpServer>)))]
+pub async fn list_mcp_servers(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<McpServer>>> {
+    let servers = state.store.list_mcp_servers(caller.reader()?).await?;
+    Ok(Json(servers.iter().map(redacted).collect()))
+}
+
+/// Register an upstream MCP server, or replace the one with this name.
+#[utoipa::path(post, path = "/v1/mcp-servers", tag = "mcp", request_body = PutMcpServer,
+    responses((status = 200, body = McpServer), (status = 400, body = steward_types::ErrorBody)))]
+pub async fn put_mcp_server(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<PutMcpServer>,
+) -> ApiResult<Json<McpServer>> {
+    let ctx = caller.admin()?;
+    steward_store::mcp_servers::validate_mcp_server(&req)?;
+    ensure_declarations(&state, &ctx).await?;
+    let (server, _) = state.store.put_mcp_server(&ctx, req).await?;
+    Ok(Json(redacted(&server)))
+}
+
+/// One registered server by id or name.
+#[utoipa::path(get, path = "/v1/mcp-servers/{name}", tag = "mcp", params(("name" = String, Path, description = "Server id or name")),
+    responses((status = 200, body = McpServer), (status = 404, body = steward_types::ErrorBody)))]
+pub async fn get_mcp_server(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<McpServer>> {
+    let server = state.store.get_mcp_server(caller.reader()?, &name).await?;
+    Ok(Json(redacted(&server)))
+}
+
+/// Remove a registered server; its gateway endpoint answers 404 from then on.
+#[utoipa::path(delete, path = "/v1/mcp-servers/{name}", tag = "mcp", params(("name" = String, Path, description = "Server id or name")),
+    responses((status = 204), (status = 404, body = steward_types::ErrorBody)))]
+pub async fn delete_mcp_server(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let ctx = caller.admin()?;
+    state.store.delete_mcp_server(&ctx, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

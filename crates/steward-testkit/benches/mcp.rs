@@ -1,0 +1,144 @@
+//! Tool-call latency through the MCP gateway against the same upstream
+//! called directly, in one run: `server-everything` over Streamable HTTP,
+//! the official TypeScript SDK as the client (one session, `echo` called
+//! sequentially for p50/p99, then 8 calls in flight for throughput). Through
+//! the gateway every call is authenticated, decided by Cedar, audited
+//! durably before it is forwarded, and its outcome audited.
+//!
+//! cargo bench -p steward-testkit --bench mcp
+//! (STEWARD_BENCH_CALLS sets the number of calls; needs `npm ci` in tests/mcp.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use steward_testkit::mcp::{self, HttpUpstream, NodeStatus};
+use steward_testkit::{Backend, TestServer};
+use steward_types::{CreateHuman, CreateKey, McpTransport, PutMcpServer, PutPolicy, RegisterAgent};
+
+async fn measure(url: &str, key: &str, calls: u64) -> Value {
+    let script = json!([{"op": "bench", "name": "echo", "arguments": {"message": "benchmark"},
+        "warmup": 300, "calls": calls, "concurrency": 8}]);
+    let out = mcp::run_client(url, key, &script, None).await.unwrap();
+    let result = out["steps"][0]["ok"].clone();
+    assert!(result.is_object(), "benchmark failed: {out}");
+    result
+}
+
+/// A Steward server on SQLite (with `synchronous=normal` when `relaxed`)
+/// with an agent allowed to call `echo` on the upstream; its gateway URL and
+/// the agent's key.
+async fn gateway(upstream: &HttpUpstream, relaxed: bool) -> (TestServer, String, String) {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        if let Some(url) = c.database_url.as_mut().filter(|_| relaxed) {
+            url.push_str("?synchronous=normal");
+        }
+    })
+    .await;
+    let a = &server.admin;
+    a.create_human(&CreateHuman {
+        external_id: None,
+        email: "owner@example.com".into(),
+        display_name: "Owner".into(),
+        teams: vec![],
+        roles: vec![],
+    })
+    .await
+    .unwrap();
+    let agent = a
+        .register_agent(&RegisterAgent {
+            name: "bench".into(),
+            owner: "owner@example.com".into(),
+            classifications: Some(vec!["public".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let key = a
+        .create_key(
+            &agent.id,
+            &CreateKey {
+                name: "bench".into(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap()
+        .secret;
+    a.put_mcp_server(&PutMcpServer {
+        name: "everything".into(),
+        description: String::new(),
+        transport: McpTransport::StreamableHttp {
+            url: upstream.url.clone(),
+        },
+        tools: Default::default(),
+        timeout_secs: None,
+    })
+    .await
+    .unwrap();
+    a.put_policy(&PutPolicy {
+        id: "echo".into(),
+        description: String::new(),
+        owner: String::new(),
+        text: r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool) when { resource.name == "echo" };"#.into(),
+    })
+    .await
+    .unwrap();
+
+    let url = format!("{}/mcp/everything", server.server.url());
+    (server, url, key)
+}
+
+#[tokio::main]
+async fn main() {
+    if mcp::node_status() != NodeStatus::Ready {
+        eprintln!(
+            "the MCP benchmark needs node and `npm ci` in {}",
+            mcp::material_dir().display()
+        );
+        std::process::exit(1);
+    }
+    let calls: u64 = std::env::var("STEWARD_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let upstream = HttpUpstream::start().await.unwrap();
+    let (durable, durable_url, durable_key) = gateway(&upstream, false).await;
+    let (relaxed, relaxed_url, relaxed_key) = gateway(&upstream, true).await;
+    let direct = measure(&upstream.url, "", calls).await;
+    let through = measure(&durable_url, &durable_key, calls).await;
+    let through_relaxed = measure(&relaxed_url, &relaxed_key, calls).await;
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_default();
+    println!("MCP tool call (echo), {calls} sequential calls after 300 warm-up, one session:");
+    println!("| path | p50 | p99 | sequential calls/s | 8 in flight calls/s |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, r) in [
+        ("direct to upstream", &direct),
+        (
+            "through the gateway (SQLite, synchronous=full: the default)",
+            &through,
+        ),
+        (
+            "through the gateway (SQLite, synchronous=normal)",
+            &through_relaxed,
+        ),
+    ] {
+        println!(
+            "| {name} | {:.0} µs | {:.0} µs | {:.0} | {:.0} |",
+            f(r, "p50_us"),
+            f(r, "p99_us"),
+            f(r, "sequential_per_sec"),
+            f(r, "concurrent_per_sec")
+        );
+    }
+    for (name, r) in [
+        ("synchronous=full", &through),
+        ("synchronous=normal", &through_relaxed),
+    ] {
+        println!(
+            "added by the gateway ({name}): p50 {:.0} µs, p99 {:.0} µs",
+            f(r, "p50_us") - f(&direct, "p50_us"),
+            f(r, "p99_us") - f(&direct, "p99_us")
+        );
+    }
+    durable.stop().await;
+    relaxed.stop().await;
+}

@@ -1,0 +1,156 @@
+//! Real MCP software for the gateway's tests and benchmark: the official
+//! TypeScript SDK as the client (`tests/mcp/client.mjs`) and the reference
+//! servers (`server-everything`, `server-filesystem`) as upstreams, installed
+//! at pinned versions by `npm ci` in `tests/mcp/` (`.ci/run` does it).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use steward_types::McpTransport;
+
+/// Where the Node.js material lives.
+pub fn material_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mcp")
+}
+
+/// Whether the third-party MCP software can run here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// `node` runs and the pinned packages are installed.
+    Ready,
+    /// No `node` on this machine.
+    NodeMissing,
+    /// `node` runs but `npm ci` has not been run in [`material_dir`].
+    PackagesMissing,
+}
+
+/// Check for `node` and the installed packages.
+pub fn node_status() -> NodeStatus {
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !node.is_ok_and(|s| s.success()) {
+        return NodeStatus::NodeMissing;
+    }
+    let modules = material_dir().join("node_modules/@modelcontextprotocol");
+    let all = ["sdk", "server-everything", "server-filesystem"]
+        .iter()
+        .all(|p| modules.join(p).is_dir());
+    if all {
+        NodeStatus::Ready
+    } else {
+        NodeStatus::PackagesMissing
+    }
+}
+
+fn package_entry(package: &str) -> String {
+    material_dir()
+        .join("node_modules/@modelcontextprotocol")
+        .join(package)
+        .join("dist/index.js")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `server-everything` as a child process speaking stdio.
+pub fn everything_stdio() -> McpTransport {
+    McpTransport::Stdio {
+        command: "node".into(),
+        args: vec![package_entry("server-everything"), "stdio".into()],
+        env: Default::default(),
+    }
+}
+
+/// `server-filesystem` over stdio, allowed to touch `dir` only.
+pub fn filesystem_stdio(dir: &std::path::Path) -> McpTransport {
+    McpTransport::Stdio {
+        command: "node".into(),
+        args: vec![
+            package_entry("server-filesystem"),
+            dir.to_string_lossy().into_owned(),
+        ],
+        env: Default::default(),
+    }
+}
+
+/// `server-everything` serving Streamable HTTP on a free local port; killed
+/// when dropped.
+pub struct HttpUpstream {
+    _child: tokio::process::Child,
+    /// Its MCP endpoint.
+    pub url: String,
+}
+
+impl HttpUpstream {
+    /// Start it and wait until it accepts connections.
+    pub async fn start() -> anyhow::Result<HttpUpstream> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut child = tokio::process::Command::new("node")
+            .arg(package_entry("server-everything"))
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting server-everything over HTTP")?;
+        // Readiness, not timing: poll until it listens (or has died).
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait()? {
+                bail!("server-everything exited early: {status}");
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(HttpUpstream {
+                    _child: child,
+                    url: format!("http://127.0.0.1:{port}/mcp"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("server-everything did not listen on port {port} within 30 s")
+    }
+}
+
+/// Run `client.mjs` against `url` with `key` (and an on-behalf-of header):
+/// the script's steps, answered as `{"steps": [...]}` or `{"connect_error"}`.
+pub async fn run_client(
+    url: &str,
+    key: &str,
+    script: &Value,
+    on_behalf_of: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(material_dir().join("client.mjs"))
+        .arg(url)
+        .arg(key)
+        .arg(script.to_string());
+    if let Some(h) = on_behalf_of {
+        cmd.arg(h);
+    }
+    let out = cmd
+        .current_dir(material_dir())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running the MCP client")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| {
+        format!(
+            "the MCP client printed no result (status {}): {stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

@@ -1,0 +1,685 @@
+//! The MCP gateway with real third-party software: the official TypeScript
+//! SDK as the agent's client, `server-everything` (stdio and Streamable
+//! HTTP) and `server-filesystem` (stdio) as upstreams, installed at pinned
+//! versions by `npm ci` in `tests/mcp/` (`.ci/run` does it).
+//!
+//! Each gateway test builds a [`Gateway`] fixture (a server, an agent with a
+//! key, a registered upstream, policies) and runs client scripts through it.
+//! New cases (quotas, approvals) add a policy or a quota to the fixture and
+//! one more script step.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use steward_client::Client;
+use steward_testkit::mcp::{self, HttpUpstream, NodeStatus};
+use steward_testkit::{Backend, TestServer, on_both_backends};
+use steward_types::*;
+
+use crate::support::*;
+
+on_both_backends!(servers_are_registered_listed_replaced_and_removed);
+
+/// Whether the third-party software is here. Without `node` the gateway
+/// tests skip loudly; with `node` but without the packages they fail, since
+/// `.ci/run` installs them.
+fn node_ready(test: &str) -> bool {
+    match mcp::node_status() {
+        NodeStatus::Ready => true,
+        NodeStatus::NodeMissing => {
+            eprintln!(
+                "\n*** SKIPPED {test}: `node` is not installed, so the MCP gateway cannot be \
+                 tested with the official SDK and reference servers. ***\n"
+            );
+            false
+        }
+        NodeStatus::PackagesMissing => panic!(
+            "{test}: run `npm ci` in {} first (.ci/run does)",
+            mcp::material_dir().display()
+        ),
+    }
+}
+
+/// A server with an agent, its key and one registered upstream.
+struct Gateway {
+    server: TestServer,
+    key: String,
+    upstream: String,
+}
+
+impl Gateway {
+    /// `agent` (public data, active at once) and the upstream `name`.
+    async fn start(name: &str, transport: McpTransport, timeout_secs: Option<u32>) -> Gateway {
+        let server = TestServer::start(Backend::Sqlite).await;
+        let admin = &server.admin;
+        human(admin, "owner@example.com").await;
+        human(admin, "alice@example.com").await;
+        let agent = low_risk_agent(admin, "helper", "owner@example.com").await;
+        let key = admin
+            .create_key(
+                &agent.id,
+                &CreateKey {
+                    name: "mcp".into(),
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap()
+            .secret;
+        let tools: BTreeMap<String, McpToolMeta> = [
+            (
+                "echo".to_string(),
+                McpToolMeta {
+                    classification: "public".into(),
+                    risk: "low".into(),
+                    cost_estimate: 1,
+                },
+            ),
+            (
+                "get-sum".to_string(),
+                McpToolMeta {
+                    classification: "financial".into(),
+                    risk: "high".into(),
+                    cost_estimate: 5,
+                },
+            ),
+        ]
+        .into();
+        admin
+            .put_mcp_server(&PutMcpServer {
+                name: name.into(),
+                description: "reference server".into(),
+                transport,
+                tools,
+                timeout_secs,
+            })
+            .await
+            .unwrap();
+        Gateway {
+            server,
+            key,
+            upstream: name.into(),
+        }
+    }
+
+    fn admin(&self) -> &Client {
+        &self.server.admin
+    }
+
+    fn url(&self) -> String {
+        format!("{}/mcp/{}", self.server.server.url(), self.upstream)
+    }
+
+    /// Let tools read `arguments` fields (strict validation needs them declared).
+    async fn declare_arguments(&self, record: &str) {
+        self.admin()
+            .put_action(&PutAction {
+                name: MCP_CALL_TOOL.into(),
+                description: "Call a tool through the MCP gateway".into(),
+                resource_types: vec![MCP_TOOL_TYPE.into()],
+                context: [("arguments".to_string(), record.to_string())].into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn policy(&self, id: &str, description: &str, text: &str) {
+        self.admin()
+            .put_policy(&PutPolicy {
+                id: id.into(),
+                description: description.into(),
+                owner: "security@example.com".into(),
+                text: text.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Run client steps as the agent (optionally on behalf of a human).
+    async fn run(&self, steps: Value, on_behalf_of: Option<&str>) -> Vec<Value> {
+        let out = mcp::run_client(&self.url(), &self.key, &steps, on_behalf_of)
+            .await
+            .unwrap();
+        assert!(
+            out.get("connect_error").is_none(),
+            "could not connect: {out}"
+        );
+        out["steps"].as_array().unwrap().clone()
+    }
+
+    /// The `mcp.tool_call` entries, once there are `count` (outcomes are
+    /// recorded right after the answer, so they may trail it briefly).
+    async fn tool_calls(&self, count: usize) -> Vec<AuditEntry> {
+        for _ in 0..200 {
+            let calls = self.audit("mcp.tool_call").await;
+            if calls.len() >= count {
+                return calls;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "fewer than {count} mcp.tool_call entries: {:?}",
+            self.audit("mcp.tool_call").await
+        )
+    }
+
+    async fn audit(&self, action: &str) -> Vec<AuditEntry> {
+        all_audit(self.admin())
+            .await
+            .into_iter()
+            .filter(|e| e.action == action)
+            .collect()
+    }
+
+    async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+/// The text of a tool result.
+fn text(result: &Value) -> String {
+    result["ok"]["content"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no content in {result}"))
+        .iter()
+        .filter_map(|c| c["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn is_error(result: &Value) -> bool {
+    result["ok"]["isError"] == json!(true)
+}
+
+fn names(result: &Value) -> Vec<String> {
+    let mut v: Vec<String> = serde_json::from_value(result["ok"].clone())
+        .unwrap_or_else(|_| panic!("not a list: {result}"));
+    v.sort();
+    v
+}
+
+const CALLS_ON_EVERYTHING: &str = r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool)
+when { resource.server == "everything" && ["echo", "get-sum", "trigger-long-running-operation"].contains(resource.name) };"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_are_decided_on_tool_and_arguments_and_audited() {
+    if !node_ready("tool_calls_are_decided_on_tool_and_arguments_and_audited") {
+        return;
+    }
+    let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
+    gw.declare_arguments("{ a?: Long, b?: Long, message?: String }?")
+        .await;
+    gw.policy(
+        "everything-tools",
+        "Agents may echo and add",
+        CALLS_ON_EVERYTHING,
+    )
+    .await;
+    gw.policy(
+        "no-large-sums",
+        "Sums over 100 need a finance agent",
+        r#"forbid(principal, action == Action::"call_tool", resource is Tool)
+when { context has arguments && context.arguments has a && context.arguments.a > 100 };"#,
+    )
+    .await;
+    gw.policy(
+        "simple-prompt-only",
+        "Only the simple prompt",
+        r#"permit(principal is Agent, action == Action::"get_prompt", resource is Prompt) when { resource.name == "simple-prompt" };"#,
+    )
+    .await;
+
+    let steps = gw
+        .run(
+            json!([
+                {"op": "list_tools"},
+                {"op": "call", "name": "echo", "arguments": {"message": "hello"}},
+                {"op": "call", "name": "get-env"},
+                {"op": "call", "name": "get-sum", "arguments": {"a": 500, "b": 1}},
+                {"op": "call", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
+                {"op": "call", "name": "get-sum", "arguments": {"a": 2.5, "b": 3}},
+                {"op": "list_prompts"},
+                {"op": "get_prompt", "name": "args-prompt", "arguments": {"city": "Paris"}},
+                {"op": "list_resources"},
+                {"op": "call", "name": "trigger-long-running-operation",
+                 "arguments": {"duration": 1, "steps": 2}, "progress": true},
+            ]),
+            None,
+        )
+        .await;
+
+    // The listing shrinks to what the agent may call.
+    assert_eq!(
+        names(&steps[0]),
+        ["echo", "get-sum", "trigger-long-running-operation"]
+    );
+    // An allowed call returns the upstream's real result.
+    assert!(!is_error(&steps[1]), "{}", steps[1]);
+    assert_eq!(text(&steps[1]), "Echo: hello");
+    // A forbidden tool: an error result saying why and how to get access.
+    assert!(is_error(&steps[2]), "{}", steps[2]);
+    let denied = text(&steps[2]);
+    assert!(
+        denied.contains("Steward denied this call of the tool 'get-env'"),
+        "{denied}"
+    );
+    assert!(denied.contains("To get access"), "{denied}");
+    // A forbidden argument value: the guardrail is named with its owner.
+    assert!(is_error(&steps[3]), "{}", steps[3]);
+    let guarded = text(&steps[3]);
+    assert!(guarded.contains("'no-large-sums'"), "{guarded}");
+    assert!(
+        guarded.contains("Sums over 100 need a finance agent"),
+        "{guarded}"
+    );
+    assert!(guarded.contains("security@example.com"), "{guarded}");
+    // The same tool with a small value goes through.
+    assert!(!is_error(&steps[4]), "{}", steps[4]);
+    assert!(text(&steps[4]).contains('5'), "{}", steps[4]);
+    // A value policies cannot compare is refused, not silently ignored.
+    assert!(is_error(&steps[5]), "{}", steps[5]);
+    assert!(
+        text(&steps[5]).contains("'a' must be a whole number"),
+        "{}",
+        steps[5]
+    );
+    // Prompts and resources are filtered too.
+    assert_eq!(names(&steps[6]), ["simple-prompt"]);
+    let prompt_error = steps[7]["error"]["message"].as_str().unwrap_or_default();
+    assert!(prompt_error.contains("denied"), "{}", steps[7]);
+    assert_eq!(names(&steps[8]), Vec::<String>::new());
+    // Progress passes through, with the client's token (the last step's
+    // notification may race the result, which ends the request's stream).
+    assert!(!is_error(&steps[9]), "{}", steps[9]);
+    let progress = steps[9]["ok"]["progress"].as_array().unwrap();
+    assert_eq!(progress.first(), Some(&json!(1)), "{}", steps[9]);
+
+    // Every call is audited with agent, tool and outcome.
+    let calls = gw.tool_calls(4).await;
+    let by_tool = |tool: &str| -> Vec<&Value> {
+        calls
+            .iter()
+            .filter_map(|e| e.after.as_ref())
+            .filter(|a| a["tool"] == tool)
+            .collect()
+    };
+    let echo = by_tool("echo");
+    assert_eq!(echo.len(), 1, "{calls:?}");
+    assert_eq!(echo[0]["agent"], "helper");
+    assert_eq!(echo[0]["outcome"], "success");
+    assert!(echo[0]["response_bytes"].as_u64().unwrap() > 0);
+    assert!(echo[0]["decision_id"].as_str().unwrap().starts_with("dec_"));
+    let sums = by_tool("get-sum");
+    assert_eq!(sums.len(), 2, "one success, one refused argument: {sums:?}");
+    assert!(sums.iter().any(|s| s["outcome"] == "refused"));
+    // Denied calls are decisions in the log, naming the tool.
+    let denials = gw.audit("decision.deny").await;
+    for tool in ["everything/get-env", "everything/get-sum"] {
+        assert!(
+            denials.iter().any(|e| e.resource_id == tool),
+            "{tool} denial missing"
+        );
+    }
+    // Listings leave one summary entry each.
+    let listed = gw.audit("mcp.list_tools").await;
+    assert_eq!(
+        listed[0].after.as_ref().unwrap()["shown"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acting_for_a_person_narrows_to_what_they_may_do() {
+    if !node_ready("acting_for_a_person_narrows_to_what_they_may_do") {
+        return;
+    }
+    let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
+    gw.policy(
+        "everything-tools",
+        "Agents may echo and add",
+        CALLS_ON_EVERYTHING,
+    )
+    .await;
+    // Alice may only echo; the agent may do more, but for her it may not.
+    gw.policy(
+        "alice-echo",
+        "People may echo",
+        r#"permit(principal is Human, action == Action::"call_tool", resource is Tool) when { resource.name == "echo" };"#,
+    )
+    .await;
+    let steps = gw
+        .run(
+            json!([
+                {"op": "list_tools"},
+                {"op": "call", "name": "echo", "arguments": {"message": "for alice"}},
+                {"op": "call", "name": "get-sum", "arguments": {"a": 1, "b": 1}},
+            ]),
+            Some("alice@example.com"),
+        )
+        .await;
+    assert_eq!(names(&steps[0]), ["echo"]);
+    assert_eq!(text(&steps[1]), "Echo: for alice");
+    assert!(is_error(&steps[2]));
+    assert!(text(&steps[2]).contains("denied"), "{}", steps[2]);
+    // An unknown person is a clean error, not a session.
+    let out = mcp::run_client(&gw.url(), &gw.key, &json!([]), Some("nobody@example.com"))
+        .await
+        .unwrap();
+    assert!(
+        out.get("connect_error").is_some() || out["steps"] == json!([]),
+        "{out}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamable_http_upstream_and_credentials() {
+    if !node_ready("streamable_http_upstream_and_credentials") {
+        return;
+    }
+    let upstream = HttpUpstream::start().await.unwrap();
+    let transport = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    let gw = Gateway::start("everything", transport, None).await;
+    gw.policy(
+        "everything-tools",
+        "Agents may echo and add",
+        CALLS_ON_EVERYTHING,
+    )
+    .await;
+    let steps = gw
+        .run(
+            json!([
+                {"op": "list_tools"},
+                {"op": "call", "name": "echo", "arguments": {"message": "over http"}},
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(
+        names(&steps[0]),
+        ["echo", "get-sum", "trigger-long-running-operation"]
+    );
+    assert_eq!(text(&steps[1]), "Echo: over http");
+
+    // Missing or bad credentials: 401 with a Bearer challenge, as MCP clients expect.
+    let http = reqwest::Client::new();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "curl", "version": "1"}}});
+    for auth in [None, Some("Bearer stw_not-a-real-key")] {
+        let mut req = http
+            .post(gw.url())
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    }
+    // An admin token is not an agent.
+    let res = http
+        .post(gw.url())
+        .bearer_auth(steward_testkit::ADMIN_TOKEN)
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    // An unknown upstream is 404.
+    let res = http
+        .post(format!("{}/mcp/nope", gw.server.server.url()))
+        .bearer_auth(&gw.key)
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_paths_are_governed() {
+    if !node_ready("filesystem_paths_are_governed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(root.join("public")).unwrap();
+    std::fs::write(root.join("public/readme.txt"), "hello from the file").unwrap();
+    std::fs::write(root.join("secret.txt"), "the secret").unwrap();
+    let gw = Gateway::start("files", mcp::filesystem_stdio(&root), None).await;
+    gw.declare_arguments("{ path?: String }?").await;
+    gw.policy(
+        "files-read",
+        "Agents may read files",
+        r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool)
+when { resource.server == "files" && ["read_text_file", "list_allowed_directories"].contains(resource.name) };"#,
+    )
+    .await;
+    gw.policy(
+        "no-secrets",
+        "Secret files stay with people",
+        r#"forbid(principal, action == Action::"call_tool", resource is Tool)
+when { context has arguments && context.arguments has path && context.arguments.path like "*secret*" };"#,
+    )
+    .await;
+    let public = root
+        .join("public/readme.txt")
+        .to_string_lossy()
+        .into_owned();
+    let secret = root.join("secret.txt").to_string_lossy().into_owned();
+    let steps = gw
+        .run(
+            json!([
+                {"op": "list_tools"},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": public}},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": secret}},
+                {"op": "call", "name": "write_file", "arguments": {"path": public, "content": "x"}},
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(
+        names(&steps[0]),
+        ["list_allowed_directories", "read_text_file"]
+    );
+    assert_eq!(text(&steps[1]), "hello from the file");
+    assert!(is_error(&steps[2]));
+    assert!(text(&steps[2]).contains("'no-secrets'"), "{}", steps[2]);
+    assert!(!text(&steps[2]).contains("the secret"));
+    assert!(is_error(&steps[3]));
+    assert_eq!(
+        std::fs::read_to_string(root.join("public/readme.txt")).unwrap(),
+        "hello from the file"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_or_hanging_gives_clean_errors() {
+    if !node_ready("upstream_down_or_hanging_gives_clean_errors") {
+        return;
+    }
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = McpTransport::StreamableHttp {
+        url: format!("http://127.0.0.1:{port}/mcp"),
+    };
+    let gw = Gateway::start("down", down, Some(5)).await;
+    let out = mcp::run_client(&gw.url(), &gw.key, &json!([{"op": "list_tools"}]), None)
+        .await
+        .unwrap();
+    let message = out["connect_error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("upstream MCP server 'down' is unavailable"),
+        "{out}"
+    );
+    // A program that does not exist.
+    gw.admin()
+        .put_mcp_server(&PutMcpServer {
+            name: "missing".into(),
+            description: String::new(),
+            transport: McpTransport::Stdio {
+                command: "/nonexistent/mcp-server".into(),
+                args: vec![],
+                env: Default::default(),
+            },
+            tools: Default::default(),
+            timeout_secs: Some(5),
+        })
+        .await
+        .unwrap();
+    let url = format!("{}/mcp/missing", gw.server.server.url());
+    let out = mcp::run_client(&url, &gw.key, &json!([]), None)
+        .await
+        .unwrap();
+    let message = out["connect_error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot start '/nonexistent/mcp-server'"),
+        "{out}"
+    );
+
+    // An upstream that does not answer in time: an MCP error, the call audited.
+    gw.admin()
+        .put_mcp_server(&PutMcpServer {
+            name: "everything".into(),
+            description: String::new(),
+            transport: mcp::everything_stdio(),
+            tools: Default::default(),
+            timeout_secs: Some(1),
+        })
+        .await
+        .unwrap();
+    gw.policy(
+        "everything-tools",
+        "Agents may echo and add",
+        CALLS_ON_EVERYTHING,
+    )
+    .await;
+    let url = format!("{}/mcp/everything", gw.server.server.url());
+    let out = mcp::run_client(
+        &url,
+        &gw.key,
+        &json!([
+            {"op": "call", "name": "trigger-long-running-operation", "arguments": {"duration": 5, "steps": 5}},
+            {"op": "call", "name": "echo", "arguments": {"message": "still here"}},
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    let steps = out["steps"].as_array().unwrap();
+    let message = steps[0]["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("did not answer within 1 s"), "{out}");
+    assert_eq!(text(&steps[1]), "Echo: still here");
+    let calls = gw.tool_calls(2).await;
+    assert!(calls.iter().any(|e| {
+        let a = e.after.as_ref().unwrap();
+        a["tool"] == "trigger-long-running-operation" && a["outcome"] == "error"
+    }));
+    gw.stop().await;
+}
+
+async fn servers_are_registered_listed_replaced_and_removed(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = &server.admin;
+    let before = snapshot(admin).await;
+    let mut req = PutMcpServer {
+        name: "github".into(),
+        description: "GitHub tools".into(),
+        transport: McpTransport::Stdio {
+            command: "npx".into(),
+            args: vec!["github-mcp".into()],
+            env: [("GITHUB_TOKEN".to_string(), "ghp_secret".to_string())].into(),
+        },
+        tools: [("create_issue".to_string(), McpToolMeta::default())].into(),
+        timeout_secs: None,
+    };
+    let created = admin.put_mcp_server(&req).await.unwrap();
+    assert_eq!(created.timeout_secs, MCP_DEFAULT_TIMEOUT_SECS);
+    // Secrets in the environment never come back.
+    let McpTransport::Stdio { env, .. } = &created.transport else {
+        panic!("stdio expected");
+    };
+    assert_eq!(env["GITHUB_TOKEN"], "***");
+    assert!(
+        !serde_json::to_string(&all_audit(admin).await)
+            .unwrap()
+            .contains("ghp_secret")
+    );
+    // The declarations MCP policies use came with it.
+    let types = admin.list_resource_types().await.unwrap();
+    assert!(types.iter().any(|t| t.name == MCP_TOOL_TYPE));
+    let actions = admin.list_actions().await.unwrap();
+    assert!(actions.iter().any(|a| a.name == MCP_CALL_TOOL));
+    // Replacing with the same content changes nothing; a change is audited.
+    let audit_len = all_audit(admin).await.len();
+    admin.put_mcp_server(&req).await.unwrap();
+    assert_eq!(all_audit(admin).await.len(), audit_len);
+    req.timeout_secs = Some(10);
+    assert_eq!(admin.put_mcp_server(&req).await.unwrap().timeout_secs, 10);
+    assert_eq!(all_audit(admin).await.len(), audit_len + 1);
+    assert_eq!(admin.list_mcp_servers().await.unwrap().len(), 1);
+    assert_eq!(admin.get_mcp_server("github").await.unwrap().id, created.id);
+    // Bad input is a clear 4xx and changes nothing.
+    let bad = [
+        PutMcpServer {
+            name: "no spaces".into(),
+            ..req.clone()
+        },
+        PutMcpServer {
+            transport: McpTransport::StreamableHttp {
+                url: "ftp://x".into(),
+            },
+            ..req.clone()
+        },
+        PutMcpServer {
+            tools: [(
+                "t".to_string(),
+                McpToolMeta {
+                    risk: "extreme".into(),
+                    ..McpToolMeta::default()
+                },
+            )]
+            .into(),
+            ..req.clone()
+        },
+        PutMcpServer {
+            timeout_secs: Some(0),
+            ..req.clone()
+        },
+    ];
+    let len = all_audit(admin).await.len();
+    for b in &bad {
+        assert_eq!(
+            code(admin.put_mcp_server(b).await),
+            ErrorCode::InvalidRequest
+        );
+    }
+    assert_eq!(all_audit(admin).await.len(), len);
+    assert_eq!(
+        code(admin.get_mcp_server("nope").await),
+        ErrorCode::NotFound
+    );
+    admin.delete_mcp_server("github").await.unwrap();
+    assert_eq!(
+        code(admin.get_mcp_server("github").await),
+        ErrorCode::NotFound
+    );
+    assert!(admin.list_mcp_servers().await.unwrap().is_empty());
+    let after = snapshot(admin).await;
+    assert_eq!((before.0, before.1, before.2), (after.0, after.1, after.2));
+    server.stop().await;
+}

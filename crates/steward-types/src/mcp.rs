@@ -1,0 +1,124 @@
+//! Upstream MCP servers behind Steward's gateway (`/mcp/{name}`): how to
+//! reach them and what Steward knows about their tools.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Resource type of an upstream tool in policies (`Tool::"server/tool"`).
+pub const MCP_TOOL_TYPE: &str = "Tool";
+/// Action deciding a tool call and whether a tool is listed.
+pub const MCP_CALL_TOOL: &str = "call_tool";
+/// Resource type of an upstream prompt (`Prompt::"server/prompt"`).
+pub const MCP_PROMPT_TYPE: &str = "Prompt";
+/// Action deciding a prompt read and whether a prompt is listed.
+pub const MCP_GET_PROMPT: &str = "get_prompt";
+/// Resource type of an upstream resource (`McpResource::"server/uri"`).
+pub const MCP_RESOURCE_TYPE: &str = "McpResource";
+/// Action deciding a resource read and whether a resource is listed.
+pub const MCP_READ_RESOURCE: &str = "read_resource";
+/// Header an agent sends to say which human it acts for (id, e-mail or external id).
+pub const ON_BEHALF_OF_HEADER: &str = "x-steward-on-behalf-of";
+
+/// How the gateway reaches an upstream MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum McpTransport {
+    /// Streamable HTTP at a URL (`http://host:port/mcp`).
+    StreamableHttp {
+        /// The upstream's MCP endpoint.
+        url: String,
+    },
+    /// A child process speaking MCP over standard input and output; one
+    /// process per gateway session.
+    Stdio {
+        /// The program to run.
+        command: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Environment variables (of the gateway's own, only `PATH`, `HOME`,
+        /// `LANG`, `TMPDIR` and `USER` are passed on).
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
+}
+
+/// What Steward knows about one upstream tool; becomes the attributes of
+/// `Tool::"server/tool"` in policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpToolMeta {
+    /// Data classification it touches (`public`, `internal`, `pii`, ...).
+    #[serde(default = "default_classification")]
+    pub classification: String,
+    /// `low`, `medium` or `high`.
+    #[serde(default = "default_risk")]
+    pub risk: String,
+    /// Estimated cost of one call, in the unit cost quotas count.
+    #[serde(default)]
+    pub cost_estimate: i64,
+}
+
+fn default_classification() -> String {
+    "internal".into()
+}
+
+fn default_risk() -> String {
+    "medium".into()
+}
+
+impl Default for McpToolMeta {
+    fn default() -> Self {
+        McpToolMeta {
+            classification: default_classification(),
+            risk: default_risk(),
+            cost_estimate: 0,
+        }
+    }
+}
+
+/// A registered upstream MCP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct McpServer {
+    /// Stable id.
+    pub id: String,
+    /// Unique name in the tenant; the gateway serves it at `/mcp/{name}`.
+    pub name: String,
+    /// What it offers.
+    pub description: String,
+    /// How to reach it.
+    pub transport: McpTransport,
+    /// Tools by name; tools not listed get the defaults (`internal`, `medium`, cost 0).
+    pub tools: BTreeMap<String, McpToolMeta>,
+    /// Seconds the gateway waits for the upstream before answering an error.
+    pub timeout_secs: u32,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Register an upstream MCP server, or replace the one with this name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutMcpServer {
+    /// Letters, digits, `-` and `_`, 1 to 64 characters.
+    pub name: String,
+    /// What it offers.
+    #[serde(default)]
+    pub description: String,
+    /// How to reach it.
+    pub transport: McpTransport,
+    /// Tools by name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, McpToolMeta>,
+    /// Seconds to wait for the upstream (1 to 600, default 30).
+    #[serde(default)]
+    pub timeout_secs: Option<u32>,
+}
+
+/// Default wait for an upstream.
+pub const MCP_DEFAULT_TIMEOUT_SECS: u32 = 30;
