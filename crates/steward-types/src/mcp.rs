@@ -57,7 +57,9 @@ pub struct McpToolMeta {
     /// `low`, `medium` or `high`.
     #[serde(default = "default_risk")]
     pub risk: String,
-    /// Estimated cost of one call, in the unit cost quotas count.
+    /// Estimated cost of one call in millionths of the currency cost quotas
+    /// count (USD unless a quota says otherwise): 2500 is 0.0025. Reserved
+    /// against cost quotas when the call is allowed.
     #[serde(default)]
     pub cost_estimate: i64,
 }

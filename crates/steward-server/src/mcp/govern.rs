@@ -118,16 +118,26 @@ pub(crate) async fn decide_call(
             ))));
         }
     }
-    // Fields the decision service grows (a usage estimate for quotas) keep
-    // their defaults here until the gateway fills them.
-    #[allow(clippy::needless_update)]
+    // A tool's registered cost estimate (millionths of the currency) is
+    // reserved against cost quotas; the response size settles bytes quotas.
+    let cost = match kind {
+        Kind::Tool => call
+            .server
+            .tools
+            .get(name)
+            .map_or(0, |m| m.cost_estimate.max(0)),
+        _ => 0,
+    };
     let request = DecisionRequest {
         principal: None,
         action: kind.action().into(),
         resource: resource(&call.server, kind, name),
         context,
         on_behalf_of: call.on_behalf_of.clone(),
-        ..DecisionRequest::default()
+        estimate: (cost > 0).then(|| steward_types::UsageEstimate {
+            cost: Some(cost as f64 / steward_core::quota::COST_SCALE as f64),
+            ..Default::default()
+        }),
     };
     let response = decisions::decide(state, &call.caller, request).await?;
     Ok(match response.decision {
@@ -298,7 +308,8 @@ pub struct CallOutcome {
 }
 
 /// Record a tool call's outcome: the one place the gateway reports what a
-/// call did (quotas settle on the same report when they land).
+/// call did. Its quota reservation (if any quota applied) settles on the
+/// same report: the estimate for cost, the response size for bytes.
 pub async fn report_outcome(
     state: &AppState,
     caller: &Caller,
@@ -322,9 +333,34 @@ pub async fn report_outcome(
         })),
         reason: outcome.error.clone(),
     };
-    state
-        .audit
-        .record(caller.context(), event)
+    state.audit.record(caller.context(), event).await?;
+    let Some(decision_id) = decision_id else {
+        return Ok(());
+    };
+    let settled = steward_types::Outcome {
+        status: Some(
+            if outcome.outcome == "success" {
+                "success"
+            } else {
+                "error"
+            }
+            .into(),
+        ),
+        bytes: Some(outcome.response_bytes as u64),
+        detail: outcome.error.clone(),
+        ..Default::default()
+    };
+    let principal = match caller {
+        Caller::Agent { agent, .. } => Some(agent.id.as_str()),
+        Caller::Token { .. } => None,
+    };
+    match state
+        .store
+        .settle(&caller.context(), decision_id, principal, &settled)
         .await
-        .map(|_| ())
+    {
+        // No quota applied to the call: nothing was reserved.
+        Err(e) if e.code == steward_types::ErrorCode::NotFound => Ok(()),
+        other => other.map(|_| ()),
+    }
 }

@@ -333,6 +333,133 @@ when { context has arguments && context.arguments has a && context.arguments.a >
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_approvals_govern_tool_calls() {
+    if !node_ready("quotas_and_approvals_govern_tool_calls") {
+        return;
+    }
+    let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
+    gw.declare_arguments("{ a?: Long, b?: Long, message?: String }?")
+        .await;
+    gw.policy(
+        "echo",
+        "Agents may echo",
+        r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool) when { resource.name == "echo" };"#,
+    )
+    .await;
+    gw.policy(
+        "sums-need-a-person",
+        "Sums wait for an approver",
+        r#"@approval("approvers")
+permit(principal is Agent, action == Action::"call_tool", resource is Tool) when { resource.name == "get-sum" };"#,
+    )
+    .await;
+    gw.admin()
+        .put_quota(&PutQuota {
+            name: "two-echoes".into(),
+            scope: Some(QuotaScope::Agent),
+            subject: Some("helper".into()),
+            metric: "tool_calls".into(),
+            resource_id: Some("everything/echo".into()),
+            window: "day".into(),
+            limit: 2.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    gw.admin()
+        .put_quota(&PutQuota {
+            name: "echo-bytes".into(),
+            scope: Some(QuotaScope::Agent),
+            subject: Some("helper".into()),
+            metric: "bytes".into(),
+            window: "day".into(),
+            limit: 1e9,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let steps = gw
+        .run(
+            json!([
+                {"op": "call", "name": "echo", "arguments": {"message": "one"}},
+                {"op": "call", "name": "echo", "arguments": {"message": "two"}},
+                {"op": "call", "name": "echo", "arguments": {"message": "three"}},
+                {"op": "call", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(text(&steps[0]), "Echo: one");
+    assert_eq!(text(&steps[1]), "Echo: two");
+    // Over quota: refused, the quota named with its usage and limit.
+    assert!(is_error(&steps[2]), "{}", steps[2]);
+    let over = text(&steps[2]);
+    assert!(
+        over.contains("quota 'two-echoes' would be exceeded"),
+        "{over}"
+    );
+    assert!(over.contains("2 of 2"), "{over}");
+    // Approval-gated: held, with the approval to wait for.
+    assert!(is_error(&steps[3]), "{}", steps[3]);
+    let held = text(&steps[3]);
+    assert!(held.contains("needs a person's approval"), "{held}");
+    let pending = gw
+        .admin()
+        .list_approvals(&ApprovalFilter {
+            status: Some("pending".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pending.len(), 1);
+    assert!(held.contains(&pending[0].id), "{held}");
+    let (_, approver) = person(gw.admin(), "lead@example.com", &["approvers"]).await;
+    approver
+        .approve(&pending[0].id, Some("fine"))
+        .await
+        .unwrap();
+    // Allowed once after approval, with the upstream's real result; the
+    // same call again is held again.
+    let steps = gw
+        .run(
+            json!([
+                {"op": "call", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
+                {"op": "call", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
+            ]),
+            None,
+        )
+        .await;
+    assert!(!is_error(&steps[0]), "{}", steps[0]);
+    assert!(text(&steps[0]).contains('5'), "{}", steps[0]);
+    assert!(is_error(&steps[1]), "{}", steps[1]);
+    // The outcomes settled the reservations: the response bytes are counted.
+    gw.tool_calls(3).await;
+    let mut used = 0.0;
+    for _ in 0..200 {
+        let usage = gw
+            .admin()
+            .usage(&UsageQuery {
+                agent: Some("helper".into()),
+                quota: Some("echo-bytes".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        used = usage[0].status.used;
+        if used > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        used > 0.0,
+        "response bytes were settled against the bytes quota"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acting_for_a_person_narrows_to_what_they_may_do() {
     if !node_ready("acting_for_a_person_narrows_to_what_they_may_do") {
         return;
