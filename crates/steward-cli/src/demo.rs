@@ -482,6 +482,16 @@ async fn decisions(client: &Client, story: &mut Story) -> anyhow::Result<()> {
         "code-review-bot asks to read repo \"steward\": {}.",
         verdict(&read)
     ))?;
+    if let Some(q) = &read.quota {
+        story.step(format!(
+            "That counted against its persona's default quota \"{}\": {} of {} {} used, {} left today.",
+            q.name,
+            q.used,
+            q.limit,
+            q.metric.as_str(),
+            q.remaining
+        ))?;
+    }
     let write = client
         .decide(&ask("docs-helper", "write", "repo", "steward", json!({})))
         .await?;

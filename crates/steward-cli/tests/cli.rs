@@ -163,3 +163,31 @@ fn first_start_prints_a_generated_admin_token_once() {
     let who: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(who["platform_admin"], true);
 }
+
+/// `steward demo` plays its whole story: approvals walked by people, a
+/// quota counted, one runtime approval used once, a suspension, a verified log.
+#[test]
+fn the_demo_runs_end_to_end() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+        .arg("demo")
+        .env_remove("STEWARD_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "then lucia@example.com (legal); it is now active",
+        "persona's default quota",
+        "held for a human's approval",
+        "(the grant is used once)",
+        "an approval is never reused",
+        "is refused with 401",
+        "verifying it: intact",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
