@@ -276,6 +276,7 @@ struct TomlFile {
     entity: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     quota: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
     mcp_server: Vec<Spanned<toml::Table>>,
 }
 
