@@ -99,8 +99,8 @@ impl AuditLog {
 
     /// The group-commit writer audit records go through; quota reservations
     /// share it, so a batch of decisions costs one commit.
-    pub fn writer(&self) -> Writer {
-        self.queue.clone()
+    pub fn writer(&self) -> &Writer {
+        &self.queue
     }
 
     fn tree(&self) -> std::sync::MutexGuard<'_, MerkleTree> {

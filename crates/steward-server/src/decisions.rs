@@ -301,7 +301,7 @@ pub async fn decide(
             settle_by: now + settle_after,
             approved: false,
         };
-        let reserve = |request| crate::quotas::reserve(&state.reservations, request);
+        let reserve = |request| crate::quotas::reserve(state.audit.writer(), request);
         let mut answer = reserve(request.clone()).await?;
         // Going over an `approval_required` quota is a request for a
         // human's approval like any other: once approved, the identical

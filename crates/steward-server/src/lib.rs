@@ -207,7 +207,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         approvals: Default::default(),
         webhooks: Default::default(),
         quotas: Default::default(),
-        reservations: audit.writer(),
         audit,
         mcp: mcp::Gateway::new(max_body_bytes),
     }));

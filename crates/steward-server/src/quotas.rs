@@ -209,11 +209,11 @@ fn fraction_left(s: &QuotaStatus) -> f64 {
     }
 }
 
-/// The group-commit writer reservations go through (the audit log's).
-pub type Reservations = crate::audit_log::Writer;
-
 /// Reserve the charges of an allowed decision.
-pub async fn reserve(writer: &Reservations, request: Reservation) -> Result<QuotaAnswer, Error> {
+pub async fn reserve(
+    writer: &crate::audit_log::Writer,
+    request: Reservation,
+) -> Result<QuotaAnswer, Error> {
     if request.charges.is_empty() {
         return Ok(QuotaAnswer::default());
     }

@@ -30,8 +30,6 @@ pub struct Inner {
     pub tokens: crate::auth::TokenCache,
     /// Each tenant's quota rules, briefly cached.
     pub quotas: crate::quotas::QuotaRules,
-    /// The group-commit writer of quota reservations.
-    pub reservations: crate::quotas::Reservations,
     /// The webhook delivery worker's handle.
     pub webhooks: crate::webhooks::Webhooks,
     /// The MCP gateway's sessions.

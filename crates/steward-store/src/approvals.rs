@@ -388,26 +388,6 @@ impl Store {
             .await
     }
 
-    /// The pending, unexpired approval for a request digest, if any.
-    pub async fn pending_approval_for(
-        &self,
-        tenant_id: &str,
-        digest: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Approval>, Error> {
-        let row = sqlx::query(
-            "SELECT * FROM approvals WHERE tenant_id = $1 AND digest = $2 AND status = 'pending' \
-             AND expires_at > $3 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(tenant_id)
-        .bind(digest)
-        .bind(rows::ms(now))
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db_error)?;
-        row.as_ref().map(decode).transpose()
-    }
-
     /// A denial of this digest decided after `since`, if any (a denied
     /// request is not asked again at once).
     pub async fn recent_denial_for(

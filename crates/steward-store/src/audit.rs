@@ -164,28 +164,6 @@ fn time(ms: i64) -> DateTime<Utc> {
 }
 
 impl Store {
-    /// Record events that are not part of another change (decisions), many
-    /// at once: one transaction, one commit (group commit). Returns their
-    /// sequence numbers.
-    pub async fn append_batch(
-        &self,
-        events: Vec<(ChangeContext, AuditEvent)>,
-    ) -> Result<Vec<i64>, Error> {
-        let writes = events
-            .into_iter()
-            .map(|audit| crate::quotas::Write::Audit(Box::new(audit)))
-            .collect();
-        Ok(self
-            .write_batch(writes)
-            .await?
-            .into_iter()
-            .filter_map(|w| match w {
-                crate::quotas::Written::Audited(seq) => Some(seq),
-                crate::quotas::Written::Reserved(_) => None,
-            })
-            .collect())
-    }
-
     /// Read the tenant's log, oldest first, filtered (see [`AuditFilter`]
     /// and [`AuditConditions::resolve`]).
     pub async fn list_audit(

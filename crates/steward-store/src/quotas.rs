@@ -477,23 +477,6 @@ impl Store {
         Ok(q)
     }
 
-    /// Reserve many decisions' charges in one transaction (group commit):
-    /// every counter any of them touches is locked first, in a fixed order
-    /// (no deadlock between nodes), then each decision is admitted or
-    /// refused in turn, all of its charges or none.
-    pub async fn reserve_batch(&self, batch: Vec<Reservation>) -> Result<Vec<Admission>, Error> {
-        let written = self
-            .write_batch(batch.into_iter().map(Write::Reserve).collect())
-            .await?;
-        Ok(written
-            .into_iter()
-            .filter_map(|w| match w {
-                Written::Reserved(a) => Some(a),
-                Written::Audited(_) => None,
-            })
-            .collect())
-    }
-
     /// Reserve one decision's charges, or none, in `tx`, where every head
     /// row it charges is locked and its value is in `heads`.
     async fn reserve_in(

@@ -19,7 +19,7 @@ use serde_json::json;
 use steward_core::quota::{Rule, rule_from_request};
 use steward_policy::{EntityData, Subject};
 use steward_server::quotas::{RuleSet, charges};
-use steward_store::quotas::{Charge, Reservation};
+use steward_store::quotas::{Charge, Reservation, Write};
 use steward_testkit::{Backend, TempStore, TestServer};
 use steward_types::*;
 
@@ -114,7 +114,7 @@ fn criterion_benches(rt: &tokio::runtime::Runtime, c: &mut Criterion) {
                     async move {
                         let now = Utc::now();
                         store
-                            .reserve_batch(vec![Reservation {
+                            .write_batch(vec![Write::Reserve(Reservation {
                                 tenant: "default".into(),
                                 decision_id: format!("dec_{}", uuid::Uuid::now_v7().simple()),
                                 principal: "agt_bot".into(),
@@ -122,7 +122,7 @@ fn criterion_benches(rt: &tokio::runtime::Runtime, c: &mut Criterion) {
                                 now,
                                 settle_by: now,
                                 approved: false,
-                            }])
+                            })])
                             .await
                             .unwrap()
                     }
