@@ -93,7 +93,7 @@ impl AuditLog {
             .await?
         {
             Written::Audited(seq) => Ok(seq),
-            Written::Reserved(_) => Err(Error::internal("the decision writer mixed up two writes")),
+            _ => Err(Error::internal("the decision writer mixed up two writes")),
         }
     }
 

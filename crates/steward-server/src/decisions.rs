@@ -9,8 +9,7 @@ use steward_core::{AuditEvent, Error};
 use steward_policy::{DecisionInput, EntityData, Subject};
 use steward_store::agents::AgentContext;
 use steward_types::{
-    AgentState, Decision, DecisionRequest, DecisionResponse, ErrorCode, HumanStatus, OnExceed,
-    ResourceRef,
+    AgentState, Decision, DecisionRequest, DecisionResponse, ErrorCode, HumanStatus, ResourceRef,
 };
 
 use crate::auth::Caller;
@@ -301,44 +300,88 @@ pub async fn decide(
             settle_by: now + settle_after,
             approved: false,
         };
-        let reserve = |request| crate::quotas::reserve(state.audit.writer(), request);
-        let mut answer = reserve(request.clone()).await?;
+        if request.charges.is_empty() {
+            record(state, caller, &req, &response).await?;
+            return Ok(response);
+        }
+        let Some(status) =
+            reserve_and_record(state, caller, &req, &mut response, request.clone()).await?
+        else {
+            return Ok(response);
+        };
         // Going over an `approval_required` quota is a request for a
         // human's approval like any other: once approved, the identical
         // request goes over it once.
-        if let Some((status, OnExceed::ApprovalRequired)) = &answer.refused {
-            let why = format!(
-                "quota '{}' ({} of {} used)",
-                status.name, status.used, status.limit
-            );
-            let groups = vec![state.config.approvals.runtime_group.clone()];
-            let held =
-                crate::approvals::require(state, caller, &req, &input, &mut response, groups, &why)
-                    .await?;
-            if held == crate::approvals::Held::Granted {
-                answer = reserve(steward_store::quotas::Reservation {
-                    approved: true,
-                    ..request
-                })
+        let why = format!(
+            "quota '{}' ({} of {} used)",
+            status.name, status.used, status.limit
+        );
+        let groups = vec![state.config.approvals.runtime_group.clone()];
+        let held =
+            crate::approvals::require(state, caller, &req, &input, &mut response, groups, &why)
                 .await?;
-            } else {
-                response.exceeded = Some(status.clone());
-                response.quota = answer.tightest;
-                record(state, caller, &req, &response).await?;
-                return Ok(response);
+        if held == crate::approvals::Held::Granted {
+            let approved = steward_store::quotas::Reservation {
+                approved: true,
+                ..request
+            };
+            // Approved, the quota only alerts: the record is always written.
+            if let Some(status) =
+                reserve_and_record(state, caller, &req, &mut response, approved).await?
+            {
+                return Err(Error::internal(format!(
+                    "quota '{}' refused an approved request",
+                    status.name
+                )));
             }
+            return Ok(response);
         }
-        response.quota = answer.tightest;
-        response.warnings = answer.warnings;
-        if let Some((status, on_exceed)) = answer.refused {
-            let (decision, remediation) = crate::quotas::refusal(&status, on_exceed);
-            response.decision = decision;
-            response.remediation = Some(remediation);
-            response.exceeded = Some(status);
-        }
+        response.exceeded = Some(status.clone());
+        response.quota = Some(status);
     }
     record(state, caller, &req, &response).await?;
     Ok(response)
+}
+
+/// Reserve an allowed decision's quota charges and record the decision in
+/// the same commit (one wait, not two). An `approval_required` quota that
+/// refuses leaves the decision unrecorded and unchanged and is returned:
+/// the caller asks for approval and records the outcome.
+async fn reserve_and_record(
+    state: &AppState,
+    caller: &Caller,
+    req: &DecisionRequest,
+    response: &mut DecisionResponse,
+    reservation: steward_store::quotas::Reservation,
+) -> Result<Option<steward_types::QuotaStatus>, Error> {
+    let (ctx, req_copy, mut recorded) = (caller.context(), req.clone(), response.clone());
+    let build: steward_store::quotas::RecordAfter = Box::new(move |admission| {
+        let answer = crate::quotas::answer(admission);
+        if answer.needs_approval().is_some() {
+            return None;
+        }
+        answer.apply(&mut recorded);
+        Some((ctx, decision_event(&req_copy, &recorded)))
+    });
+    let written = state
+        .audit
+        .writer()
+        .submit(steward_store::quotas::Write::Decision(reservation, build))
+        .await?;
+    let steward_store::quotas::Written::Decided(admission, recorded) = written else {
+        return Err(Error::internal("the decision writer mixed up two writes"));
+    };
+    let answer = crate::quotas::answer(&admission);
+    match (answer.needs_approval().cloned(), recorded) {
+        (Some(status), None) => Ok(Some(status)),
+        (None, Some(_)) => {
+            answer.apply(response);
+            Ok(None)
+        }
+        _ => Err(Error::internal(
+            "the decision writer recorded a decision it should have held",
+        )),
+    }
 }
 
 async fn record(
@@ -347,12 +390,21 @@ async fn record(
     req: &DecisionRequest,
     response: &DecisionResponse,
 ) -> Result<(), Error> {
-    let ctx = caller.context();
+    let event = decision_event(req, response);
+    state
+        .audit
+        .record(caller.context(), event)
+        .await
+        .map(|_| ())
+}
+
+/// A decision's audit record.
+fn decision_event(req: &DecisionRequest, response: &DecisionResponse) -> AuditEvent {
     let principal = response
         .chain
         .first()
         .map(|l| json!({ "kind": l.kind, "id": l.id, "name": l.name }));
-    let event = AuditEvent {
+    AuditEvent {
         action: format!(
             "decision.{}",
             serde_json::to_value(response.decision)
@@ -380,6 +432,5 @@ async fn record(
             "warnings": response.warnings.iter().map(|w| &w.message).collect::<Vec<_>>(),
         })),
         reason: response.remediation.as_ref().map(|r| r.message.clone()),
-    };
-    state.audit.record(ctx, event).await.map(|_| ())
+    }
 }

@@ -18,10 +18,10 @@ use steward_core::Error;
 use steward_core::quota::{self, Rule};
 use steward_policy::Subject;
 use steward_store::Store;
-use steward_store::quotas::{Admission, Charge, Reservation, scope_key};
+use steward_store::quotas::{Admission, Charge, scope_key};
 use steward_types::{
-    Decision, DecisionRequest, Metric, OnExceed, QuotaScope, QuotaStatus, QuotaWarning,
-    Remediation, UsageEstimate,
+    Decision, DecisionRequest, DecisionResponse, Metric, OnExceed, QuotaScope, QuotaStatus,
+    QuotaWarning, Remediation, UsageEstimate,
 };
 
 /// How long a tenant's rules are reused before being read again.
@@ -209,29 +209,14 @@ fn fraction_left(s: &QuotaStatus) -> f64 {
     }
 }
 
-/// Reserve the charges of an allowed decision.
-pub async fn reserve(
-    writer: &crate::audit_log::Writer,
-    request: Reservation,
-) -> Result<QuotaAnswer, Error> {
-    if request.charges.is_empty() {
-        return Ok(QuotaAnswer::default());
-    }
-    let admission = match writer
-        .submit(steward_store::quotas::Write::Reserve(request))
-        .await?
-    {
-        steward_store::quotas::Written::Reserved(a) => a,
-        steward_store::quotas::Written::Audited(_) => {
-            return Err(Error::internal("the decision writer mixed up two writes"));
-        }
-    };
+/// What a reservation's admission means for the decision's answer.
+pub fn answer(admission: &Admission) -> QuotaAnswer {
     match admission {
-        Admission::Refused(c) => Ok(QuotaAnswer {
+        Admission::Refused(c) => QuotaAnswer {
             tightest: Some(c.status.clone()),
             warnings: Vec::new(),
-            refused: Some((c.status, c.on_exceed)),
-        }),
+            refused: Some((c.status.clone(), c.on_exceed)),
+        },
         Admission::Admitted(counted) => {
             let warnings = counted
                 .iter()
@@ -248,14 +233,39 @@ pub async fn reserve(
                 })
                 .collect();
             let tightest = counted
-                .into_iter()
-                .map(|c| c.status)
-                .min_by(|a, b| fraction_left(a).total_cmp(&fraction_left(b)));
-            Ok(QuotaAnswer {
+                .iter()
+                .map(|c| &c.status)
+                .min_by(|a, b| fraction_left(a).total_cmp(&fraction_left(b)))
+                .cloned();
+            QuotaAnswer {
                 tightest,
                 warnings,
                 refused: None,
-            })
+            }
+        }
+    }
+}
+
+impl QuotaAnswer {
+    /// Whether an `approval_required` quota refused: a person's approval
+    /// can let the decision go over it.
+    pub fn needs_approval(&self) -> Option<&QuotaStatus> {
+        match &self.refused {
+            Some((status, OnExceed::ApprovalRequired)) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// Put the quota part into a decision's answer: the tightest quota,
+    /// warnings, and for a refusal the decision and its remediation.
+    pub fn apply(self, response: &mut DecisionResponse) {
+        response.quota = self.tightest;
+        response.warnings = self.warnings;
+        if let Some((status, on_exceed)) = self.refused {
+            let (decision, remediation) = refusal(&status, on_exceed);
+            response.decision = decision;
+            response.remediation = Some(remediation);
+            response.exceeded = Some(status);
         }
     }
 }

@@ -963,13 +963,31 @@ impl Store {
     }
 }
 
+/// Builds a decision's audit record once its reservation's admission is
+/// known, inside the same transaction; `None` leaves the decision unrecorded
+/// (its caller has more to do before recording it, and records it itself).
+pub type RecordAfter =
+    Box<dyn FnOnce(&Admission) -> Option<(ChangeContext, steward_core::AuditEvent)> + Send>;
+
 /// One durable write of the decision path, for group commit.
-#[derive(Debug, Clone)]
 pub enum Write {
     /// Append an audit record (a decision's).
     Audit(Box<(ChangeContext, steward_core::AuditEvent)>),
     /// Reserve a decision's quota charges.
     Reserve(Reservation),
+    /// Reserve a decision's charges and append its record in one go, so the
+    /// decision waits for one commit, not two.
+    Decision(Reservation, RecordAfter),
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Write::Audit(a) => f.debug_tuple("Audit").field(&a.1.action).finish(),
+            Write::Reserve(r) => f.debug_tuple("Reserve").field(&r.decision_id).finish(),
+            Write::Decision(r, _) => f.debug_tuple("Decision").field(&r.decision_id).finish(),
+        }
+    }
 }
 
 /// What a [`Write`] came to.
@@ -979,6 +997,9 @@ pub enum Written {
     Audited(i64),
     /// Admitted or refused.
     Reserved(Admission),
+    /// Admitted or refused, and the record's sequence number if it was
+    /// recorded.
+    Decided(Admission, Option<i64>),
 }
 
 impl Store {
@@ -991,7 +1012,7 @@ impl Store {
         let mut keys: Vec<(&str, &str, &str)> = items
             .iter()
             .filter_map(|w| match w {
-                Write::Reserve(r) => Some(r),
+                Write::Reserve(r) | Write::Decision(r, _) => Some(r),
                 Write::Audit(_) => None,
             })
             .flat_map(|r| {
@@ -1018,12 +1039,15 @@ impl Store {
                 head,
             );
         }
-        let audits = items.iter().any(|w| matches!(w, Write::Audit(_)));
-        let mut seq = if audits {
+        let audits = items
+            .iter()
+            .any(|w| matches!(w, Write::Audit(_) | Write::Decision(..)));
+        let start = if audits {
             crate::audit::lock_head(&mut tx, lock).await?
         } else {
             0
         };
+        let mut seq = start;
         let mut out = Vec::with_capacity(items.len());
         for w in items {
             out.push(match w {
@@ -1036,9 +1060,21 @@ impl Store {
                     crate::audit::insert(&mut tx, seq, &ctx, event).await?;
                     Written::Audited(seq)
                 }
+                Write::Decision(r, record) => {
+                    let admission = self.reserve_in(&mut tx, r, &mut heads).await?;
+                    let recorded = match record(&admission) {
+                        Some((ctx, event)) => {
+                            seq += 1;
+                            crate::audit::insert(&mut tx, seq, &ctx, event).await?;
+                            Some(seq)
+                        }
+                        None => None,
+                    };
+                    Written::Decided(admission, recorded)
+                }
             });
         }
-        if audits {
+        if seq != start {
             crate::audit::set_head(&mut tx, seq).await?;
         }
         tx.commit().await.map_err(db_error)?;

@@ -9,7 +9,6 @@
 //! (STEWARD_BENCH_RATE and STEWARD_BENCH_SECONDS change the open-loop load.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -73,17 +72,10 @@ fn body() -> String {
     .to_string()
 }
 
-async fn run(backend: Backend, relaxed: bool, full: bool) {
-    let s = Arc::new(
-        TestServer::start_with(backend, |c| {
-            if let Some(url) = c.database_url.as_mut().filter(|_| relaxed) {
-                url.push_str("?synchronous=normal");
-            }
-        })
-        .await,
-    );
-    setup(&s).await;
-    let url = format!("{}/access/v1/evaluation", s.server.url());
+/// The load, in a process of its own (this binary run again with
+/// `STEWARD_BENCH_LOAD=url`) so that the load generator does not share the
+/// server's runtime: closed loop, then open loop; prints one line of figures.
+async fn load(url: String, full: bool) {
     let http = reqwest::Client::new();
     let send = |http: reqwest::Client, url: String| async move {
         let r = http
@@ -145,21 +137,53 @@ async fn run(backend: Backend, relaxed: bool, full: bool) {
     }
     latencies.sort();
     println!(
-        "{backend:?}{}: /access/v1/evaluation audited: closed loop 16 clients {throughput:.0} req/s | open loop {rate} req/s for {seconds}s: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
-        if relaxed { " (synchronous=normal)" } else { "" },
+        "closed loop 16 clients {throughput:.0} req/s | open loop {rate} req/s for {seconds}s: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
         pct(&latencies, 0.5),
         pct(&latencies, 0.99),
         pct(&latencies, 1.0),
     );
-    Arc::try_unwrap(s)
-        .ok()
-        .expect("no other handles")
-        .stop()
-        .await;
+}
+
+async fn run(backend: Backend, relaxed: bool, full: bool) {
+    let s = TestServer::start_with(backend, |c| {
+        if let Some(url) = c.database_url.as_mut().filter(|_| relaxed) {
+            url.push_str("?synchronous=normal");
+        }
+    })
+    .await;
+    setup(&s).await;
+    let url = format!("{}/access/v1/evaluation", s.server.url());
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+    child.env("STEWARD_BENCH_LOAD", &url);
+    if full {
+        child.arg("--bench");
+    }
+    let out = child.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "the load generator failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "{backend:?}{}: /access/v1/evaluation audited: {}",
+        if relaxed { " (synchronous=normal)" } else { "" },
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    s.stop().await;
 }
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    if let Ok(url) = std::env::var("STEWARD_BENCH_LOAD") {
+        // One thread is plenty for 1000 requests a second and leaves the
+        // other core to the server.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(load(url, full));
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
