@@ -35,6 +35,18 @@ pub(crate) async fn lock_head(
         .map_err(db_error)
 }
 
+/// Claim `n` sequence numbers at the log's head in one statement (locking
+/// the head as [`lock_head`] does); returns the size before them.
+pub(crate) async fn claim_head(tx: &mut Transaction<'static, Any>, n: i64) -> Result<i64, Error> {
+    let size: i64 =
+        sqlx::query_scalar("UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size")
+            .bind(n)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_error)?;
+    Ok(size - n)
+}
+
 pub(crate) async fn insert(
     tx: &mut Transaction<'static, Any>,
     seq: i64,

@@ -1039,11 +1039,15 @@ impl Store {
                 head,
             );
         }
-        let audits = items
+        // Every record the batch may append, claimed at the head at once;
+        // a decision held for approval appends none, and the head is put
+        // back to what was appended.
+        let claimed = items
             .iter()
-            .any(|w| matches!(w, Write::Audit(_) | Write::Decision(..)));
-        let start = if audits {
-            crate::audit::lock_head(&mut tx, lock).await?
+            .filter(|w| matches!(w, Write::Audit(_) | Write::Decision(..)))
+            .count() as i64;
+        let start = if claimed > 0 {
+            crate::audit::claim_head(&mut tx, claimed).await?
         } else {
             0
         };
@@ -1074,7 +1078,7 @@ impl Store {
                 }
             });
         }
-        if seq != start {
+        if seq != start + claimed {
             crate::audit::set_head(&mut tx, seq).await?;
         }
         tx.commit().await.map_err(db_error)?;
