@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Any, Transaction};
+
 use steward_core::lifecycle::{self, Transition};
 use steward_core::spawn::{self, ChildRequest, SpawnLimits};
 use steward_core::{ChangeContext, Error, InventoryRules, validate};
@@ -491,7 +491,7 @@ impl Store {
 
 /// Lock and read an agent inside a write transaction.
 pub(crate) async fn lock_agent(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     lock: &str,
     tenant_id: &str,
     key: &str,
@@ -504,7 +504,7 @@ pub(crate) async fn lock_agent(
 
 /// The id of the owner named by id or e-mail, who must exist and be active.
 async fn active_owner(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     lock: &str,
     tenant_id: &str,
     key: &str,
@@ -531,7 +531,7 @@ async fn active_owner(
 
 /// The id of the row named by id or name, or `unknown_reference`.
 async fn resolve(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     table: &str,
     name_col: &str,
     tenant_id: &str,
@@ -546,7 +546,7 @@ async fn resolve(
 }
 
 pub(crate) async fn roles_write(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     tenant_id: &str,
     roles: &[String],
 ) -> Result<bool, Error> {
@@ -566,7 +566,7 @@ pub(crate) async fn roles_write(
 }
 
 async fn spawn_limits(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     rules: &InventoryRules,
     parent: &Agent,
 ) -> Result<SpawnLimits, Error> {
@@ -590,10 +590,7 @@ async fn spawn_limits(
 
 /// The tier registration approval follows: the derived tier, raised to the
 /// persona's approval tier when that is stricter.
-pub(crate) async fn effective_tier(
-    tx: &mut Transaction<'static, Any>,
-    agent: &Agent,
-) -> Result<RiskTier, Error> {
+pub(crate) async fn effective_tier(tx: &mut crate::Tx, agent: &Agent) -> Result<RiskTier, Error> {
     let Some(persona_id) = &agent.persona_id else {
         return Ok(agent.risk_tier);
     };
@@ -612,7 +609,7 @@ pub(crate) async fn effective_tier(
 /// An agent may become active only with an active owner, before its expiry,
 /// and (for a child) while its parent is active.
 async fn check_may_become_active(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     tenant_id: &str,
     agent: &Agent,
     now: DateTime<Utc>,
@@ -653,7 +650,7 @@ async fn check_may_become_active(
 
 /// Every descendant of `root`, breadth first.
 async fn descendants(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     lock: &str,
     tenant_id: &str,
     root: &str,
@@ -722,6 +719,10 @@ impl Store {
         tenant_id: &str,
         key: &str,
     ) -> Result<Option<AgentContext>, Error> {
+        if let Some(hit) = self.identities.agent(tenant_id, key) {
+            return Ok(Some(hit));
+        }
+        let seen = self.identities.before_read();
         let row = sqlx::query(
             "SELECT a.*, p.name AS persona_name, t.name AS team_name, h.email AS owner_email \
              FROM agents a LEFT JOIN personas p ON p.id = a.persona_id LEFT JOIN teams t ON t.id = a.team_id \
@@ -741,6 +742,11 @@ impl Store {
             })
         })
         .transpose()
+        .inspect(|found| {
+            if let (Some(seen), Some(ctx)) = (seen, found) {
+                self.identities.put_agent(tenant_id, key, seen, ctx);
+            }
+        })
     }
 
     /// A human by id, e-mail or external id, with the names of their teams.
@@ -749,6 +755,10 @@ impl Store {
         tenant_id: &str,
         key: &str,
     ) -> Result<Option<(steward_types::Human, Vec<String>)>, Error> {
+        if let Some(hit) = self.identities.human(tenant_id, key) {
+            return Ok(Some(hit));
+        }
+        let seen = self.identities.before_read();
         let human = match self.get_human(tenant_id, key).await {
             Ok(h) => h,
             Err(e) if e.code == ErrorCode::NotFound => return Ok(None),
@@ -761,7 +771,11 @@ impl Store {
         .fetch_all(&self.read)
         .await
         .map_err(db_error)?;
-        Ok(Some((human, teams)))
+        let found = (human, teams);
+        if let Some(seen) = seen {
+            self.identities.put_human(tenant_id, key, seen, &found);
+        }
+        Ok(Some(found))
     }
 
     /// Names of the tenant's roles, and its personas with their roles (for

@@ -8,7 +8,7 @@
 //! leaves, signed checkpoints and proofs are built from them.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 use steward_audit::{Hash, SignedTreeHead, TreeHead, leaf_hash};
 use steward_core::{AuditEvent, ChangeContext, Error};
 use steward_types::{AuditEntry, AuditFilter, ErrorCode, LegalHold, Page};
@@ -25,10 +25,7 @@ pub fn canonical_entry(e: &AuditEntry) -> Vec<u8> {
 }
 
 /// Lock the log's head and return its size (the last sequence number).
-pub(crate) async fn lock_head(
-    tx: &mut Transaction<'static, Any>,
-    lock: &str,
-) -> Result<i64, Error> {
+pub(crate) async fn lock_head(tx: &mut crate::Tx, lock: &str) -> Result<i64, Error> {
     sqlx::query_scalar(&format!("SELECT size FROM audit_head WHERE id = 1{lock}"))
         .fetch_one(&mut **tx)
         .await
@@ -37,7 +34,7 @@ pub(crate) async fn lock_head(
 
 /// Claim `n` sequence numbers at the log's head in one statement (locking
 /// the head as [`lock_head`] does); returns the size before them.
-pub(crate) async fn claim_head(tx: &mut Transaction<'static, Any>, n: i64) -> Result<i64, Error> {
+pub(crate) async fn claim_head(tx: &mut crate::Tx, n: i64) -> Result<i64, Error> {
     let size: i64 =
         sqlx::query_scalar("UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size")
             .bind(n)
@@ -48,7 +45,7 @@ pub(crate) async fn claim_head(tx: &mut Transaction<'static, Any>, n: i64) -> Re
 }
 
 pub(crate) async fn insert(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     seq: i64,
     ctx: &ChangeContext,
     event: AuditEvent,
@@ -97,7 +94,7 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-pub(crate) async fn set_head(tx: &mut Transaction<'static, Any>, size: i64) -> Result<(), Error> {
+pub(crate) async fn set_head(tx: &mut crate::Tx, size: i64) -> Result<(), Error> {
     sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
         .bind(size)
         .execute(&mut **tx)
@@ -108,7 +105,7 @@ pub(crate) async fn set_head(tx: &mut Transaction<'static, Any>, size: i64) -> R
 
 /// Append one event to the log within `tx`.
 pub async fn append(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     ctx: &ChangeContext,
     event: AuditEvent,
 ) -> Result<(), Error> {
@@ -126,7 +123,7 @@ pub async fn append(
 /// Append the event and commit: the change and its record land together or
 /// not at all.
 pub async fn commit(
-    mut tx: Transaction<'static, Any>,
+    mut tx: crate::Tx,
     ctx: &ChangeContext,
     event: AuditEvent,
 ) -> Result<(), Error> {

@@ -181,7 +181,8 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        // Only when a key was last used: no decision depends on it.
+        tx.commit_unchanged().await.map_err(db_error)
     }
 
     /// Create an API token in `ctx.tenant_id`.
@@ -358,7 +359,7 @@ impl Store {
 /// Mark a credential revoked now, with its audit record. `revoked_at` picks
 /// the field of the record; `kind` names it in messages and audit actions.
 async fn revoke<T: serde::Serialize + Clone + HasId>(
-    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    mut tx: crate::Tx,
     ctx: &ChangeContext,
     table: &str,
     kind: &str,
@@ -418,7 +419,7 @@ impl HasId for ApiToken {
 }
 
 async fn insert_token(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut crate::Tx,
     token: &ApiToken,
     hash: &str,
     platform_admin: bool,

@@ -1,7 +1,6 @@
 //! Humans and their team memberships. Deactivating a human flags the agents
 //! they own as orphaned; reactivating clears the flag.
 
-use sqlx::{Any, Transaction};
 use steward_core::{ChangeContext, Error, validate};
 use steward_types::{
     CreateHuman, ErrorCode, Human, HumanDeactivated, HumanStatus, Page, PageQuery, UpdateHuman,
@@ -302,7 +301,7 @@ impl Store {
 
 /// Lock and read a human inside a write transaction.
 pub(crate) async fn lock_human(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     lock: &str,
     tenant_id: &str,
     key: &str,
@@ -324,7 +323,7 @@ async fn memberships(conn: &mut sqlx::AnyConnection, human_id: &str) -> Result<V
 }
 
 async fn set_memberships(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     tenant_id: &str,
     human_id: &str,
     teams: &[String],
@@ -343,7 +342,7 @@ async fn set_memberships(
 
 /// Team ids for a list of ids or names, each of which must exist.
 async fn resolve_teams(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     tenant_id: &str,
     keys: &[String],
 ) -> Result<Vec<String>, Error> {
@@ -363,7 +362,7 @@ async fn resolve_teams(
 
 /// Check every role name exists in the tenant.
 pub(crate) async fn check_roles(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     tenant_id: &str,
     field: &str,
     roles: &[String],

@@ -13,6 +13,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod cache;
 pub mod catalog;
 pub mod credentials;
 pub mod humans;
@@ -70,6 +71,7 @@ pub struct Store {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    identities: std::sync::Arc<cache::Identities>,
 }
 
 /// Map a database error to the catalogue: unreachable stores are
@@ -196,6 +198,10 @@ impl Store {
             read,
             write,
             backend,
+            // Only a single node's own writes are seen: identities are
+            // cached on SQLite (one node), read fresh on PostgreSQL, where
+            // other nodes write too.
+            identities: std::sync::Arc::new(cache::Identities::new(backend == Backend::Sqlite)),
         })
     }
 
@@ -257,12 +263,51 @@ impl Store {
             .execute(&self.write)
             .await
             .map_err(db_error)?;
+        self.identities.changes().bump();
         Ok(())
     }
 }
 
-/// A write transaction.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A write transaction. Committing it tells the store's identity cache that
+/// the inventory may have changed (see [`cache`]); the decision path's own
+/// writes, which change no identity, commit with [`Tx::commit_unchanged`].
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    changes: std::sync::Arc<cache::Changes>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.inner
+    }
+}
+
+impl Tx {
+    /// Commit, then invalidate cached identities.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await?;
+        self.changes.bump();
+        Ok(())
+    }
+
+    /// Commit a transaction that changed no identity (audit records, quota
+    /// counters): cached identities stay valid.
+    pub(crate) async fn commit_unchanged(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    /// Roll back: nothing changed.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
 
 fn sqlite_pool(max: u32, synchronous: &'static str) -> AnyPoolOptions {
     AnyPoolOptions::new()

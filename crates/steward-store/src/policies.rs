@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{Any, Transaction};
 use steward_core::{ChangeContext, Error};
 use steward_types::{
     ActionDef, ErrorCode, Page, Policy, PolicyQuery, PutAction, PutPolicy, PutResourceType,
@@ -398,7 +397,7 @@ fn apply_one(
 
 /// Write what differs between `before` and `after`, with audit records.
 async fn write_diff(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     ctx: &ChangeContext,
     before: &PolicyState,
     after: &mut PolicyState,
@@ -575,7 +574,7 @@ async fn write_diff(
 }
 
 async fn record_version(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     ctx: &ChangeContext,
     p: &Policy,
     text: Option<&str>,
@@ -591,7 +590,7 @@ async fn record_version(
 }
 
 async fn put_entity(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     ctx: &ChangeContext,
     e: &ResourceEntity,
     report: &mut Vec<String>,
@@ -636,7 +635,7 @@ async fn put_entity(
 }
 
 async fn delete_entity(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::Tx,
     ctx: &ChangeContext,
     t: &str,
     id: &str,

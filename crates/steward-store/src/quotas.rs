@@ -422,7 +422,7 @@ impl Store {
 
     /// A rule by id or name.
     pub async fn get_quota(&self, tenant: &str, key: &str) -> Result<Quota, Error> {
-        let mut tx = self.read.begin().await.map_err(db_error)?;
+        let mut tx = self.begin_read().await?;
         self.quota_in(&mut tx, tenant, key).await
     }
 
@@ -755,7 +755,7 @@ impl Store {
             ),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit_unchanged().await.map_err(db_error)?;
         Ok(settlement)
     }
 
@@ -778,7 +778,7 @@ impl Store {
         now: DateTime<Utc>,
         history: u32,
     ) -> Result<(QuotaStatus, Vec<WindowUsage>), Error> {
-        let mut tx = self.read.begin().await.map_err(db_error)?;
+        let mut tx = self.begin_read().await?;
         let head: Option<i64> = sqlx::query_scalar("SELECT used FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = -1")
             .bind(tenant)
             .bind(&rule.quota.id)
@@ -832,10 +832,7 @@ impl Store {
     }
 
     /// Live agents below `agent_id` (children, their children, ...).
-    pub(crate) async fn live_descendants(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        agent_id: &str,
-    ) -> Result<i64, Error> {
+    pub(crate) async fn live_descendants(tx: &mut crate::Tx, agent_id: &str) -> Result<i64, Error> {
         sqlx::query_scalar(&format!(
             "WITH RECURSIVE d(id) AS (SELECT id FROM agents WHERE parent_id = $1 UNION ALL SELECT a.id FROM agents a JOIN d ON a.parent_id = d.id) \
              SELECT COUNT(*) FROM agents WHERE id IN (SELECT id FROM d) AND state IN {}",
@@ -1081,7 +1078,8 @@ impl Store {
         if seq != start + claimed {
             crate::audit::set_head(&mut tx, seq).await?;
         }
-        tx.commit().await.map_err(db_error)?;
+        // Audit records and counters: no identity changed.
+        tx.commit_unchanged().await.map_err(db_error)?;
         Ok(out)
     }
 }

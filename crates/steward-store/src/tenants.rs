@@ -1,7 +1,7 @@
 //! Tenants and teams.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Transaction};
+use sqlx::{Any, Executor};
 use steward_core::{ChangeContext, Error, validate};
 use steward_types::{CreateTeam, CreateTenant, ErrorCode, Page, PageQuery, Team, Tenant};
 
@@ -37,8 +37,20 @@ where
 
 impl Store {
     /// Begin a write transaction.
-    pub async fn begin(&self) -> Result<Transaction<'static, Any>, Error> {
-        self.write.begin().await.map_err(db_error)
+    pub async fn begin(&self) -> Result<crate::Tx, Error> {
+        Ok(crate::Tx {
+            inner: self.write.begin().await.map_err(db_error)?,
+            changes: self.identities.changes().clone(),
+        })
+    }
+
+    /// Begin a transaction on the read pool (a consistent snapshot for
+    /// reads; dropping it ends it).
+    pub(crate) async fn begin_read(&self) -> Result<crate::Tx, Error> {
+        Ok(crate::Tx {
+            inner: self.read.begin().await.map_err(db_error)?,
+            changes: self.identities.changes().clone(),
+        })
     }
 
     /// Create the tenant if it does not exist; true when it was created.

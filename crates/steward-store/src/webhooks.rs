@@ -411,7 +411,7 @@ impl Store {
     ) -> Result<Page<WebhookDelivery>, Error> {
         let cursor = Cursor::text(q.cursor, q.limit)?;
         let hook = {
-            let mut tx = self.read.begin().await.map_err(db_error)?;
+            let mut tx = self.begin_read().await?;
             Self::webhook_in(&mut tx, tenant_id, webhook_key).await?
         };
         let mut select = Select::tenant_rows("webhook_deliveries", tenant_id)

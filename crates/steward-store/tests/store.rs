@@ -132,3 +132,137 @@ async fn scenario_on_postgres() {
     let store = postgres().await;
     scenario(&store).await;
 }
+
+/// The identities a decision reads follow every committed change at once,
+/// whether or not the backend caches them, and the decision path's own
+/// writes do not disturb them.
+async fn identities_follow_changes(store: &Store) {
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    let rules = InventoryRules::default();
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    for name in ["reader", "writer"] {
+        store
+            .create_role(
+                &ctx,
+                CreateRole {
+                    name: name.into(),
+                    description: String::new(),
+                    writes: false,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let human = store
+        .create_human(
+            &ctx,
+            CreateHuman {
+                external_id: None,
+                email: "bo@example.com".into(),
+                display_name: "Bo".into(),
+                teams: vec![],
+                roles: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let agent = store
+        .register_agent(
+            &ctx,
+            &rules,
+            RegisterAgent {
+                name: "a".into(),
+                owner: human.email.clone(),
+                roles: Some(vec!["reader".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let read = || async { store.agent_context("default", "a").await.unwrap().unwrap() };
+    assert_eq!(read().await.agent.roles, vec!["reader".to_string()]);
+    assert_eq!(read().await.agent.state, AgentState::Active);
+
+    // A decision's own writes change no identity.
+    store
+        .write_batch(vec![steward_store::quotas::Write::Audit(Box::new((
+            ctx.clone(),
+            steward_core::AuditEvent {
+                action: "decision.allow".into(),
+                resource_type: "repo".into(),
+                resource_id: "r".into(),
+                before: None,
+                after: None,
+                reason: None,
+            },
+        )))])
+        .await
+        .unwrap();
+    assert_eq!(read().await, read().await);
+
+    store
+        .update_agent_with_access(
+            &ctx,
+            &rules,
+            &agent.id,
+            UpdateAgent {
+                roles: Some(vec!["writer".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(read().await.agent.roles, vec!["writer".to_string()]);
+    store
+        .transition_agent(&ctx, "a", Transition::Suspend, Some("test".into()))
+        .await
+        .unwrap();
+    assert_eq!(read().await.agent.state, AgentState::Suspended);
+    // By id as well as by name.
+    let by_id = store
+        .agent_context("default", &agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_id.agent.state, AgentState::Suspended);
+
+    let human_status = || async {
+        store
+            .human_context("default", "bo@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .status
+    };
+    assert_eq!(human_status().await, HumanStatus::Active);
+    assert_eq!(human_status().await, HumanStatus::Active);
+    store
+        .deactivate_human(&ctx, "bo@example.com", None)
+        .await
+        .unwrap();
+    assert_eq!(human_status().await, HumanStatus::Deactivated);
+    assert_eq!(read().await.owner_email, "bo@example.com");
+
+    // Even a change made with raw SQL is seen.
+    store
+        .execute_raw("UPDATE humans SET email = 'bo2@example.com'")
+        .await
+        .unwrap();
+    assert_eq!(read().await.owner_email, "bo2@example.com");
+}
+
+#[tokio::test]
+async fn identities_follow_changes_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    identities_follow_changes(&store).await;
+}
+
+#[tokio::test]
+async fn identities_follow_changes_on_postgres() {
+    let store = postgres().await;
+    identities_follow_changes(&store).await;
+}

@@ -3,7 +3,9 @@
 //! open-loop load of 1000 requests per second (a request is sent every
 //! millisecond whether or not earlier ones have finished; latency is measured
 //! from when each is sent, since the pacing timer's millisecond granularity
-//! would otherwise count its own lateness).
+//! would otherwise count its own lateness). The server runs in this process;
+//! the load comes from a second process (this binary again), so the two do
+//! not share a runtime.
 //!
 //! cargo bench -p steward-testkit --bench decisions
 //! (STEWARD_BENCH_RATE and STEWARD_BENCH_SECONDS change the open-loop load.)

@@ -1,0 +1,161 @@
+//! Identities a decision reads (an agent with its persona, team and owner; a
+//! human with their teams), kept in memory between changes.
+//!
+//! Every write transaction that commits through [`crate::Tx::commit`] bumps a
+//! change counter; a cached identity is used only while the counter is what
+//! it was before the identity was read, so the first decision after any
+//! committed change reads the store again (a suspension, a removed role or
+//! a deactivated human changes the very next decision). The decision path's
+//! own writes (audit records, quota counters) change no identity and leave
+//! the cache valid. Only this process's writes are seen, so the cache is on
+//! for SQLite (one node) and off for PostgreSQL (several nodes write).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::agents::AgentContext;
+
+/// Entries kept per kind before the cache starts over.
+const CAPACITY: usize = 200_000;
+
+/// The change counter.
+#[derive(Debug, Default)]
+pub struct Changes(AtomicU64);
+
+impl Changes {
+    /// Something committed.
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The count now; read it before reading what is to be cached.
+    pub(crate) fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A map of values each read at a known change count.
+#[derive(Debug)]
+struct Map<V>(RwLock<HashMap<(String, String), (u64, V)>>);
+
+impl<V: Clone> Map<V> {
+    fn new() -> Self {
+        Map(RwLock::new(HashMap::new()))
+    }
+
+    fn get(&self, key: &(String, String), now: u64) -> Option<V> {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(key)
+            .filter(|(seen, _)| *seen == now)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: (String, String), seen: u64, value: V) {
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= CAPACITY {
+            map.clear();
+        }
+        map.insert(key, (seen, value));
+    }
+}
+
+/// The cached identities of one store.
+#[derive(Debug)]
+pub struct Identities {
+    enabled: bool,
+    changes: Arc<Changes>,
+    agents: Map<AgentContext>,
+    humans: Map<(steward_types::Human, Vec<String>)>,
+}
+
+fn key(tenant: &str, key: &str) -> (String, String) {
+    (tenant.to_string(), key.to_string())
+}
+
+impl Identities {
+    /// A cache, used only when `enabled`.
+    pub(crate) fn new(enabled: bool) -> Self {
+        Identities {
+            enabled,
+            changes: Arc::new(Changes::default()),
+            agents: Map::new(),
+            humans: Map::new(),
+        }
+    }
+
+    /// The change counter write transactions bump.
+    pub(crate) fn changes(&self) -> &Arc<Changes> {
+        &self.changes
+    }
+
+    /// The change count to remember with what is read next; `None` when
+    /// caching is off.
+    pub(crate) fn before_read(&self) -> Option<u64> {
+        self.enabled.then(|| self.changes.now())
+    }
+
+    pub(crate) fn agent(&self, tenant: &str, k: &str) -> Option<AgentContext> {
+        let now = self.before_read()?;
+        self.agents.get(&key(tenant, k), now)
+    }
+
+    pub(crate) fn put_agent(&self, tenant: &str, k: &str, seen: u64, v: &AgentContext) {
+        self.agents.put(key(tenant, k), seen, v.clone());
+    }
+
+    pub(crate) fn human(
+        &self,
+        tenant: &str,
+        k: &str,
+    ) -> Option<(steward_types::Human, Vec<String>)> {
+        let now = self.before_read()?;
+        self.humans.get(&key(tenant, k), now)
+    }
+
+    pub(crate) fn put_human(
+        &self,
+        tenant: &str,
+        k: &str,
+        seen: u64,
+        v: &(steward_types::Human, Vec<String>),
+    ) {
+        self.humans.put(key(tenant, k), seen, v.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_serves_only_until_the_next_change() {
+        let changes = Changes::default();
+        let map: Map<u32> = Map::new();
+        let k = key("t", "a");
+        let seen = changes.now();
+        map.put(k.clone(), seen, 7);
+        assert_eq!(map.get(&k, changes.now()), Some(7));
+        changes.bump();
+        assert_eq!(map.get(&k, changes.now()), None);
+        // Read before a change committed: stale at once.
+        let seen = changes.now();
+        changes.bump();
+        map.put(k.clone(), seen, 8);
+        assert_eq!(map.get(&k, changes.now()), None);
+    }
+
+    #[test]
+    fn off_means_never_cached() {
+        let off = Identities::new(false);
+        assert_eq!(off.before_read(), None);
+        let on = Identities::new(true);
+        assert_eq!(on.before_read(), Some(0));
+    }
+}
