@@ -5,16 +5,19 @@
 //!
 //! "bare cedar" evaluates one prepared request against prepared entities.
 //! "steward decide" is what a decision costs inside Steward once the
-//! identities are loaded: building the entities and context from JSON with
-//! schema checks, evaluating every identity of the chain, collecting the
-//! deciding policies. Both allow; a denial adds the remediation search.
+//! identities are loaded: checking the values against their declared types,
+//! building the context, evaluating every identity of the chain, collecting
+//! the deciding policies. The same request again reuses the Cedar entities
+//! built for identical data; "steward decide, new resource" makes every call
+//! a first (another resource id each time), so the entities are built from
+//! the JSON each call. All allow; a denial adds the remediation search.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::Utc;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use steward_policy::{Catalog, DecisionInput, Engine, EntityData, Subject};
 use steward_types::{ActionDef, Policy, ResourceType};
@@ -157,6 +160,19 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("steward decide", |b| {
             b.iter(|| engine.decide(&input).unwrap())
+        });
+        let mut n = 0u64;
+        group.bench_function("steward decide, new resource", |b| {
+            b.iter_batched_ref(
+                || {
+                    n += 1;
+                    let mut first = input.clone();
+                    first.resource.id = format!("repo-{n}");
+                    first
+                },
+                |first| engine.decide(first).unwrap(),
+                BatchSize::SmallInput,
+            )
         });
         group.finish();
     }

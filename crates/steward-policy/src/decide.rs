@@ -6,16 +6,18 @@
 //! one is active and allowed. Access therefore only narrows along a chain.
 //! A `forbid` policy that fails to evaluate denies (guardrails fail closed).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Request,
+    Context, Decision as CedarDecision, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
     RestrictedExpression,
 };
 use serde_json::{Map, Value};
 use steward_core::Error;
 use steward_types::{ChainLink, Decision, DeterminingPolicy, ErrorCode, Remediation};
 
+use crate::cache::Cached;
 use crate::engine::Engine;
 
 /// An entity as the engine sees it: Cedar type, id, attributes, parents.
@@ -72,38 +74,67 @@ pub struct Outcome {
     pub remediation: Option<Remediation>,
 }
 
+/// What every identity of a request is evaluated against.
+struct Prepared<'a> {
+    action: &'a EntityUid,
+    resource: &'a EntityUid,
+    context: &'a Context,
+    /// The action's slice of the policies.
+    policies: &'a PolicySet,
+}
+
 struct LinkResult {
     allowed: bool,
     reason: Option<String>,
-    permits: Vec<String>,
-    forbids: Vec<String>,
+    permits: Vec<PolicyId>,
+    forbids: Vec<PolicyId>,
     errors: Vec<String>,
 }
 
 /// A JSON value as a Cedar restricted expression, built without parsing.
-fn restricted(what: &str, v: &Value) -> Result<RestrictedExpression, Error> {
-    let bad = |msg: &str| Error::new(ErrorCode::InvalidEntity, format!("{what}: {msg}"));
+/// The error is the problem with the value, for the caller to place.
+fn restricted(v: &Value) -> Result<RestrictedExpression, String> {
     Ok(match v {
         Value::String(s) => RestrictedExpression::new_string(s.clone()),
         Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(n) => RestrictedExpression::new_long(
-            n.as_i64().ok_or_else(|| bad("numbers must be integers"))?,
-        ),
+        Value::Number(n) => RestrictedExpression::new_long(n.as_i64().ok_or(NOT_INTEGER)?),
         Value::Array(items) => RestrictedExpression::new_set(
             items
                 .iter()
-                .map(|i| restricted(what, i))
+                .map(restricted)
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         Value::Object(fields) => RestrictedExpression::new_record(
             fields
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), restricted(what, v)?)))
-                .collect::<Result<Vec<_>, Error>>()?,
+                .map(|(k, v)| Ok((k.clone(), restricted(v)?)))
+                .collect::<Result<Vec<_>, String>>()?,
         )
-        .map_err(|e| bad(&e.to_string()))?,
-        Value::Null => return Err(bad("null is not a value policies can use")),
+        .map_err(|e| e.to_string())?,
+        Value::Null => return Err(NULL.into()),
     })
+}
+
+const NOT_INTEGER: &str = "numbers must be integers";
+const NULL: &str = "null is not a value policies can use";
+
+/// Whether [`restricted`] would accept `v`, with the same error, without
+/// building anything (for attributes no policy reads). A record's fields
+/// come from a JSON object, so they are distinct and `new_record` accepts
+/// them whenever their values are accepted.
+fn check_value(v: &Value) -> Result<(), String> {
+    match v {
+        Value::String(_) | Value::Bool(_) => Ok(()),
+        Value::Number(n) if n.as_i64().is_some() => Ok(()),
+        Value::Number(_) => Err(NOT_INTEGER.into()),
+        Value::Array(items) => items.iter().try_for_each(check_value),
+        Value::Object(fields) => fields.values().try_for_each(check_value),
+        Value::Null => Err(NULL.into()),
+    }
+}
+
+fn invalid(what: &str, problem: &str) -> Error {
+    Error::new(ErrorCode::InvalidEntity, format!("{what}: {problem}"))
 }
 
 impl Engine {
@@ -121,20 +152,34 @@ impl Engine {
         ))
     }
 
-    /// A Cedar entity from Steward's description of it.
+    /// Whether some policy may read an attribute of this name.
+    fn is_referenced(&self, attribute: &str) -> bool {
+        self.referenced.as_ref().is_none_or(|names| {
+            names
+                .binary_search_by(|n| n.as_str().cmp(attribute))
+                .is_ok()
+        })
+    }
+
+    /// A Cedar entity from Steward's description of it. Every attribute
+    /// value is checked; only those some policy can read are built.
     fn entity(&self, e: &EntityData, extra_parents: &[(String, String)]) -> Result<Entity, Error> {
-        let attrs = e
-            .attrs
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), restricted(&format!("attribute '{k}'"), v)?)))
-            .collect::<Result<HashMap<_, _>, Error>>()?;
+        let mut attrs = Vec::new();
+        for (k, v) in &e.attrs {
+            if self.is_referenced(k) {
+                let value = restricted(v).map_err(|p| invalid(&format!("attribute '{k}'"), &p))?;
+                attrs.push((k.clone(), value));
+            } else {
+                check_value(v).map_err(|p| invalid(&format!("attribute '{k}'"), &p))?;
+            }
+        }
         let parents = e
             .parents
             .iter()
             .chain(extra_parents)
             .map(|(t, i)| self.uid(t, i))
-            .collect::<Result<HashSet<_>, Error>>()?;
-        Entity::new(self.uid(&e.entity_type, &e.id)?, attrs, parents)
+            .collect::<Result<Vec<_>, Error>>()?;
+        Entity::new_with_tags(self.uid(&e.entity_type, &e.id)?, attrs, parents, [])
             .map_err(|err| Error::new(ErrorCode::InvalidEntity, err.to_string()))
     }
 
@@ -171,28 +216,33 @@ impl Engine {
                 &input.chain,
             ));
         };
-        if !action.resource_types.contains(&input.resource.entity_type) {
+        if !action
+            .def
+            .resource_types
+            .contains(&input.resource.entity_type)
+        {
             return Ok(deny_with(
                 format!(
                     "action '{}' does not apply to resources of type '{}' (it applies to {})",
                     input.action,
                     input.resource.entity_type,
-                    action.resource_types.join(", ")
+                    action.def.resource_types.join(", ")
                 ),
                 &input.chain,
             ));
         }
-        let action_uid = self.uid("Action", &input.action)?;
-        let context = self.context(&input.context, action, &action_uid)?;
-        let resource_uid = self.uid(&input.resource.entity_type, &input.resource.id)?;
-        if let Some(declared) = self.resource_types.get(&input.resource.entity_type) {
-            crate::values::check_attributes("resource", declared, &input.resource.attrs)?;
-        }
-        let entities = self.entities(&input.chain, &input.resource, None)?;
+        let context = self.context(&input.context, &action.def)?;
+        let built = self.request_entities(&input.chain, &input.resource)?;
+        let request = Prepared {
+            action: &action.uid,
+            resource: &built.resource_uid,
+            context: &context,
+            policies: &action.policies,
+        };
 
         let mut links = Vec::with_capacity(input.chain.len());
         let mut results = Vec::with_capacity(input.chain.len());
-        for subject in &input.chain {
+        for (subject, principal) in input.chain.iter().zip(&built.principals) {
             let result = match &subject.inactive {
                 Some(why) => LinkResult {
                     allowed: false,
@@ -201,7 +251,7 @@ impl Engine {
                     forbids: vec![],
                     errors: vec![],
                 },
-                None => self.evaluate(subject, &action_uid, &resource_uid, &context, &entities)?,
+                None => self.evaluate(subject, principal, &request, &built.entities)?,
             };
             links.push(ChainLink {
                 kind: subject.kind.into(),
@@ -222,7 +272,8 @@ impl Engine {
             let policies = results
                 .iter()
                 .flat_map(|r| r.permits.iter())
-                .filter(|id| seen.insert((*id).clone()))
+                .map(AsRef::<str>::as_ref)
+                .filter(|id| seen.insert(*id))
                 .filter_map(|id| self.meta.get(id).cloned())
                 .collect();
             return Ok(Outcome {
@@ -241,17 +292,9 @@ impl Engine {
         let forbidden_by: Vec<DeterminingPolicy> = failed
             .forbids
             .iter()
-            .filter_map(|id| self.meta.get(id).cloned())
+            .filter_map(|id| self.meta.get(AsRef::<str>::as_ref(id)).cloned())
             .collect();
-        let remediation = self.remediation(
-            input,
-            index,
-            failed,
-            forbidden_by.clone(),
-            &action_uid,
-            &resource_uid,
-            &context,
-        )?;
+        let remediation = self.remediation(input, index, forbidden_by.clone(), &request)?;
         Ok(Outcome {
             decision: Decision::Deny,
             policies: forbidden_by,
@@ -266,19 +309,23 @@ impl Engine {
         &self,
         given: &Map<String, Value>,
         action: &steward_types::ActionDef,
-        action_uid: &EntityUid,
     ) -> Result<Context, Error> {
-        let kept: Map<String, Value> = given
+        // Only declared names are looked up, so the undeclared ones given
+        // need not be dropped first.
+        crate::values::check_attributes("context", &action.context, given)?;
+        let pairs = given
             .iter()
             .filter(|(k, _)| action.context.contains_key(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        crate::values::check_attributes("context", &action.context, &kept)?;
-        let _ = action_uid;
-        let pairs = kept
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), restricted("context", v)?)))
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    restricted(v).map_err(|p| invalid("context", &p))?,
+                ))
+            })
             .collect::<Result<Vec<_>, Error>>()?;
+        if pairs.is_empty() {
+            return Ok(self.empty_context.clone());
+        }
         Context::from_pairs(pairs).map_err(|e| {
             Error::new(
                 ErrorCode::InvalidEntity,
@@ -287,23 +334,66 @@ impl Engine {
         })
     }
 
-    /// The entities of a request: the chain (optionally one identity with an
-    /// extra parent, for remediation) and the resource.
-    fn entities(
+    /// The resource checked against its declared type, and the Cedar uids
+    /// and entities of a request: reused from the cache when the chain and
+    /// resource are exactly those of a recent request (which passed the same
+    /// checks, so would pass them again), built and checked otherwise.
+    fn request_entities(
         &self,
         chain: &[Subject],
         resource: &EntityData,
+    ) -> Result<Arc<Cached>, Error> {
+        let key = self.entity_cache.key(chain, resource);
+        if let Some(hit) = self.entity_cache.get(key, chain, resource) {
+            return Ok(hit);
+        }
+        let resource_uid = self.uid(&resource.entity_type, &resource.id)?;
+        if let Some(declared) = self.resource_types.get(&resource.entity_type) {
+            crate::values::check_attributes("resource", declared, &resource.attrs)?;
+        }
+        let entities = self.entities(chain, resource, None)?;
+        // Every identity's type was resolved building its entity.
+        let principals = chain
+            .iter()
+            .map(|s| self.uid(&s.entity.entity_type, &s.entity.id))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let built = Arc::new(Cached::new(
+            chain,
+            resource,
+            entities,
+            resource_uid,
+            principals,
+        ));
+        self.entity_cache.put(key, Arc::clone(&built));
+        Ok(built)
+    }
+
+    /// The entities of a request: the chain (optionally one identity with an
+    /// extra parent, for remediation) and the resource.
+    fn entities<'a>(
+        &self,
+        chain: &'a [Subject],
+        resource: &'a EntityData,
         extra: Option<(usize, &[(String, String)])>,
     ) -> Result<Entities, Error> {
-        let mut seen = HashSet::new();
+        let mut seen: Vec<(&str, &str)> = Vec::with_capacity(chain.len() + 1);
         let mut list = Vec::with_capacity(chain.len() + 1);
+        // Each (type, id) once: the first occurrence is the one built.
+        let mut first = |e: &'a EntityData| {
+            let uid = (e.entity_type.as_str(), e.id.as_str());
+            let new = !seen.contains(&uid);
+            if new {
+                seen.push(uid);
+            }
+            new
+        };
         for (i, s) in chain.iter().enumerate() {
-            if seen.insert((s.entity.entity_type.as_str(), s.entity.id.as_str())) {
+            if first(&s.entity) {
                 let parents = extra.filter(|(at, _)| *at == i).map_or(&[][..], |(_, p)| p);
                 list.push(self.entity(&s.entity, parents)?);
             }
         }
-        if seen.insert((resource.entity_type.as_str(), resource.id.as_str())) {
+        if first(resource) {
             list.push(self.entity(resource, &[])?);
         }
         // Values were checked against their declarations already (resource
@@ -319,17 +409,15 @@ impl Engine {
     fn evaluate(
         &self,
         subject: &Subject,
-        action: &EntityUid,
-        resource: &EntityUid,
-        context: &Context,
+        principal: &EntityUid,
+        prepared: &Prepared<'_>,
         entities: &Entities,
     ) -> Result<LinkResult, Error> {
-        let principal = self.uid(&subject.entity.entity_type, &subject.entity.id)?;
         let request = Request::new(
-            principal,
-            action.clone(),
-            resource.clone(),
-            context.clone(),
+            principal.clone(),
+            prepared.action.clone(),
+            prepared.resource.clone(),
+            prepared.context.clone(),
             None,
         )
         .map_err(|e| {
@@ -338,24 +426,22 @@ impl Engine {
                 format!("the request does not match the schema: {e}"),
             )
         })?;
-        let slice = self
-            .by_action
-            .get(action.id().unescaped())
-            .unwrap_or(&self.policies);
-        let response = Authorizer::new().is_authorized(&request, slice, entities);
-        let determining: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(|p| p.to_string())
-            .collect();
+        let response = self
+            .authorizer
+            .is_authorized(&request, prepared.policies, entities);
+        let determining: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
         let mut errors = Vec::new();
         let mut failed_guardrails = Vec::new();
         for err in response.diagnostics().errors() {
             let text = err.to_string();
             let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
-            let id = e.policy_id().to_string();
-            if self.meta.get(&id).is_some_and(|m| m.effect == "forbid") {
-                failed_guardrails.push(id);
+            let id = e.policy_id();
+            if self
+                .meta
+                .get(AsRef::<str>::as_ref(id))
+                .is_some_and(|m| m.effect == "forbid")
+            {
+                failed_guardrails.push(id.clone());
             }
             errors.push(text);
         }
@@ -374,7 +460,8 @@ impl Engine {
                     subject.kind, subject.name
                 )
             } else {
-                format!("forbidden by {}", forbids.join(", "))
+                let ids: Vec<&str> = forbids.iter().map(AsRef::as_ref).collect();
+                format!("forbidden by {}", ids.join(", "))
             }
         });
         Ok(LinkResult {
@@ -386,16 +473,12 @@ impl Engine {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn remediation(
         &self,
         input: &DecisionInput,
         index: usize,
-        failed: &LinkResult,
         forbidden_by: Vec<DeterminingPolicy>,
-        action: &EntityUid,
-        resource: &EntityUid,
-        context: &Context,
+        request: &Prepared<'_>,
     ) -> Result<Remediation, Error> {
         let subject = &input.chain[index];
         let who = format!("{} '{}'", subject.kind, subject.name);
@@ -441,14 +524,7 @@ impl Engine {
             if held.contains(&("Role".to_string(), role.clone())) {
                 continue;
             }
-            if self.would_allow(
-                input,
-                index,
-                &[("Role".to_string(), role.clone())],
-                action,
-                resource,
-                context,
-            )? {
+            if self.would_allow(input, index, &[("Role".to_string(), role.clone())], request)? {
                 roles.push(role.clone());
             }
         }
@@ -462,9 +538,7 @@ impl Engine {
                         .iter()
                         .map(|r| ("Role".to_string(), r.clone())),
                 );
-                if !held.contains(&extra[0])
-                    && self.would_allow(input, index, &extra, action, resource, context)?
-                {
+                if !held.contains(&extra[0]) && self.would_allow(input, index, &extra, request)? {
                     personas.push(persona.clone());
                 }
             }
@@ -495,7 +569,6 @@ impl Engine {
                 options.join(", or ")
             )
         };
-        let _ = failed;
         Ok(Remediation {
             message,
             roles_that_allow: roles,
@@ -504,20 +577,54 @@ impl Engine {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn would_allow(
         &self,
         input: &DecisionInput,
         index: usize,
         extra_parents: &[(String, String)],
-        action: &EntityUid,
-        resource: &EntityUid,
-        context: &Context,
+        request: &Prepared<'_>,
     ) -> Result<bool, Error> {
         let entities =
             self.entities(&input.chain, &input.resource, Some((index, extra_parents)))?;
+        let subject = &input.chain[index];
+        let principal = self.uid(&subject.entity.entity_type, &subject.entity.id)?;
         Ok(self
-            .evaluate(&input.chain[index], action, resource, context, &entities)?
+            .evaluate(subject, &principal, request, &entities)?
             .allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::{check_value, restricted};
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z]{0,4}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,3}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Checking an unused attribute refuses exactly what building it
+        /// would, with the same message.
+        #[test]
+        fn check_agrees_with_build(v in json_value()) {
+            prop_assert_eq!(check_value(&v).err(), restricted(&v).err());
+        }
     }
 }

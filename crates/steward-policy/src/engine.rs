@@ -1,13 +1,14 @@
 //! A tenant's compiled policies: the schema, the policy set and each policy's
 //! metadata, built once and swapped whole when anything changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
-use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{Authorizer, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use steward_core::Error;
 use steward_types::{ActionDef, DeterminingPolicy, ErrorCode, Policy, ResourceType};
 
+use crate::cache::EntityCache;
 use crate::schema::schema_text;
 
 /// Everything a tenant's engine is compiled from.
@@ -34,13 +35,33 @@ pub struct Engine {
     pub(crate) schema_text: String,
     pub(crate) policies: PolicySet,
     pub(crate) meta: HashMap<String, DeterminingPolicy>,
-    pub(crate) actions: HashMap<String, ActionDef>,
+    /// Declared actions, each with what a decision on it needs ready.
+    pub(crate) actions: HashMap<String, PreparedAction>,
     pub(crate) resource_types: HashMap<String, BTreeMap<String, String>>,
     pub(crate) roles: Vec<String>,
     pub(crate) type_names: HashMap<String, cedar_policy::EntityTypeName>,
-    /// For each action, only the policies whose scope can match it.
-    pub(crate) by_action: HashMap<String, PolicySet>,
     pub(crate) personas: Vec<(String, Vec<String>)>,
+    /// Attribute names the policies can read (sorted), or `None` to keep
+    /// every attribute. See [`referenced_names`].
+    pub(crate) referenced: Option<Vec<String>>,
+    pub(crate) authorizer: Authorizer,
+    pub(crate) empty_context: cedar_policy::Context,
+    /// Cedar entities of recent requests, reused only for identical data.
+    pub(crate) entity_cache: EntityCache,
+}
+
+// The server shares engines between threads; the cache must not change that.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Engine>();
+};
+
+/// A declared action with its Cedar uid and its slice of the policies.
+pub(crate) struct PreparedAction {
+    pub(crate) def: ActionDef,
+    pub(crate) uid: EntityUid,
+    /// Only the policies whose scope can match this action.
+    pub(crate) policies: PolicySet,
 }
 
 impl std::fmt::Debug for Engine {
@@ -190,6 +211,35 @@ fn slice_by_action(
     Ok(slices)
 }
 
+/// Every string in the policies' JSON form (attribute names, literals,
+/// operators, keys): a superset of the attribute names any policy can read.
+/// Cedar has no way to reach an entity attribute other than naming it
+/// (`e.name`, `e["name"]`, `e has name`), so an attribute whose name is not
+/// in this set cannot affect a decision, and need not be built into the
+/// entity. `None` (keep every attribute) if a policy has no JSON form.
+fn referenced_names(policies: &[cedar_policy::Policy]) -> Option<Vec<String>> {
+    fn collect(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.insert(s.clone());
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            serde_json::Value::Object(fields) => {
+                for (k, v) in fields {
+                    out.insert(k.clone());
+                    collect(v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut names = BTreeSet::new();
+    for policy in policies {
+        collect(&policy.to_json().ok()?, &mut names);
+    }
+    Some(names.into_iter().collect())
+}
+
 impl Engine {
     /// Compile a catalog. Every policy must validate against the schema the
     /// declarations make; the first that does not is named in the error.
@@ -234,18 +284,37 @@ impl Engine {
             type_names.insert(name.to_string(), ty);
         }
         let by_action = slice_by_action(&catalog.actions, &compiled)?;
+        let action_type = type_names
+            .get("Action")
+            .ok_or_else(|| Error::internal("the Action type name"))?;
+        let actions = catalog
+            .actions
+            .iter()
+            .map(|a| {
+                let uid = EntityUid::from_type_name_and_id(
+                    action_type.clone(),
+                    cedar_policy::EntityId::new(&a.name),
+                );
+                let policies = by_action.get(&a.name).cloned().unwrap_or_default();
+                let prepared = PreparedAction {
+                    def: a.clone(),
+                    uid,
+                    policies,
+                };
+                (a.name.clone(), prepared)
+            })
+            .collect();
         Ok(Engine {
-            by_action,
+            referenced: referenced_names(&compiled),
+            authorizer: Authorizer::new(),
+            empty_context: cedar_policy::Context::empty(),
+            entity_cache: EntityCache::default(),
             type_names,
             schema,
             schema_text,
             policies,
             meta,
-            actions: catalog
-                .actions
-                .iter()
-                .map(|a| (a.name.clone(), a.clone()))
-                .collect(),
+            actions,
             resource_types: catalog
                 .resource_types
                 .iter()
@@ -275,7 +344,7 @@ impl Engine {
 
     /// A declared action, if it is declared.
     pub fn action(&self, name: &str) -> Option<&ActionDef> {
-        self.actions.get(name)
+        self.actions.get(name).map(|a| &a.def)
     }
 
     /// Whether `type_name` is a declared resource type.

@@ -4,6 +4,7 @@
 //! No I/O: the server loads catalogs and entities from the store.
 #![deny(missing_docs)]
 
+mod cache;
 pub mod decide;
 pub mod engine;
 pub mod files;

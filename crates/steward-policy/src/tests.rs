@@ -315,3 +315,178 @@ proptest! {
         }
     }
 }
+
+/// Decisions reuse built entities only for identical data: every change to
+/// the identities or the resource shows in the next decision, and a reused
+/// decision is the one a fresh engine makes.
+#[test]
+fn cached_entities_follow_the_data() {
+    let engine = standard();
+    let decide = |chain: Vec<Subject>, resource: EntityData| {
+        engine
+            .decide(&input(chain, "read", resource, Map::new()))
+            .unwrap()
+    };
+    let fresh = |chain: Vec<Subject>, resource: EntityData| {
+        standard()
+            .decide(&input(chain, "read", resource, Map::new()))
+            .unwrap()
+    };
+
+    let first = decide(vec![agent("bot", &["reader"])], repo("internal"));
+    assert_eq!(first.decision, Decision::Allow);
+    assert_eq!(engine.entity_cache.len(), 1);
+    let again = decide(vec![agent("bot", &["reader"])], repo("internal"));
+    assert_eq!(again, first);
+    assert_eq!(engine.entity_cache.len(), 1);
+
+    // The role removed: same identities, other data.
+    let without = decide(vec![agent("bot", &[])], repo("internal"));
+    assert_eq!(without.decision, Decision::Deny);
+    assert_eq!(without, fresh(vec![agent("bot", &[])], repo("internal")));
+    assert_eq!(engine.entity_cache.len(), 1);
+    // And given back.
+    assert_eq!(
+        decide(vec![agent("bot", &["reader"])], repo("internal")).decision,
+        Decision::Allow
+    );
+
+    // Suspended: the entity is the same, the decision is not.
+    let mut suspended = agent("bot", &["reader"]);
+    suspended.inactive = Some("suspended by alice@example.com".into());
+    let out = decide(vec![suspended], repo("internal"));
+    assert_eq!(out.decision, Decision::Deny);
+    assert!(out.remediation.unwrap().message.contains("suspended"));
+
+    // An attribute of the resource, then of the agent.
+    assert_eq!(
+        decide(vec![agent("bot", &["reader"])], repo("pii")).decision,
+        Decision::Deny
+    );
+    let mut cleared = agent("bot", &["reader"]);
+    cleared
+        .entity
+        .attrs
+        .insert("classifications".into(), json!(["pii"]));
+    assert_eq!(
+        decide(vec![cleared.clone()], repo("pii")).decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        decide(vec![cleared.clone()], repo("pii")),
+        fresh(vec![cleared], repo("pii"))
+    );
+
+    // The same attributes in another order are the same data.
+    let mut reordered = agent("bot", &["reader"]);
+    reordered.entity.attrs = reordered
+        .entity
+        .attrs
+        .into_iter()
+        .rev()
+        .collect::<Map<_, _>>();
+    assert_eq!(
+        decide(vec![reordered], repo("internal")).decision,
+        Decision::Allow
+    );
+
+    // A longer chain with the same principal is another request.
+    let chain = vec![agent("bot", &["reader"]), human("bob@example.com", &[])];
+    assert_eq!(
+        decide(chain.clone(), repo("internal")),
+        fresh(chain, repo("internal"))
+    );
+}
+
+#[test]
+fn the_entity_cache_is_bounded() {
+    let engine = standard();
+    for i in 0..crate::cache::CAPACITY + 10 {
+        let mut resource = repo("internal");
+        resource.id = format!("repo-{i}");
+        let out = engine
+            .decide(&input(
+                vec![agent("bot", &["reader"])],
+                "read",
+                resource,
+                Map::new(),
+            ))
+            .unwrap();
+        assert_eq!(out.decision, Decision::Allow);
+    }
+    assert_eq!(engine.entity_cache.len(), crate::cache::CAPACITY);
+}
+
+/// Invalid values are refused on every call, whether or not a policy reads
+/// the attribute, and whether or not the same identity was decided before.
+#[test]
+fn invalid_values_are_refused_every_time() {
+    let engine = standard();
+    let ok = input(
+        vec![agent("bot", &["reader"])],
+        "read",
+        repo("internal"),
+        Map::new(),
+    );
+    assert_eq!(engine.decide(&ok).unwrap().decision, Decision::Allow);
+    let cases = [
+        (
+            "purpose",
+            json!(null),
+            "attribute 'purpose': null is not a value policies can use",
+        ),
+        (
+            "depth",
+            json!(1.5),
+            "attribute 'depth': numbers must be integers",
+        ),
+        (
+            "labels",
+            json!(["a", {"b": null}]),
+            "attribute 'labels': null is not a value policies can use",
+        ),
+        (
+            "classifications",
+            json!([null]),
+            "attribute 'classifications': null is not a value policies can use",
+        ),
+    ];
+    for (attr, value, message) in cases {
+        let mut bad = agent("bot", &["reader"]);
+        bad.entity.attrs.insert(attr.into(), value);
+        let request = input(vec![bad], "read", repo("internal"), Map::new());
+        for _ in 0..2 {
+            let err = engine.decide(&request).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidEntity);
+            assert_eq!(err.message, message);
+        }
+    }
+    assert_eq!(engine.decide(&ok).unwrap().decision, Decision::Allow);
+}
+
+/// Attributes are built only when a policy names them, however it names
+/// them; the others cannot change a decision.
+#[test]
+fn attributes_named_by_policies_are_built() {
+    let engine = Engine::compile(&catalog(vec![
+        policy("ci", r#"permit(principal is Agent, action == Action::"read", resource is repo) when { principal has platform && principal.platform == "ci" };"#),
+        policy("model", r#"permit(principal is Agent, action == Action::"read", resource is repo) when { principal["model"] == "m1" };"#),
+    ]))
+    .unwrap();
+    let referenced = engine.referenced.as_ref().unwrap();
+    for name in ["platform", "model"] {
+        assert!(referenced.iter().any(|n| n == name), "{name}");
+    }
+    assert!(!referenced.iter().any(|n| n == "purpose"));
+    let with = |attr: &str, value: &str| {
+        let mut a = agent("bot", &[]);
+        a.entity.attrs.insert(attr.into(), json!(value));
+        engine
+            .decide(&input(vec![a], "read", repo("internal"), Map::new()))
+            .unwrap()
+            .decision
+    };
+    assert_eq!(with("platform", "ci"), Decision::Allow);
+    assert_eq!(with("model", "m1"), Decision::Allow);
+    assert_eq!(with("purpose", "ci"), Decision::Deny);
+}
