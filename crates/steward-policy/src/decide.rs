@@ -206,6 +206,12 @@ impl Engine {
                 ..Default::default()
             }),
         };
+        if input.chain.is_empty() {
+            return Ok(deny_with(
+                "the request names no principal to decide for".into(),
+                &input.chain,
+            ));
+        }
         let Some(action) = self.actions.get(&input.action) else {
             let known = self.action_names().join(", ");
             return Ok(deny_with(
@@ -284,11 +290,9 @@ impl Engine {
                 remediation: None,
             });
         }
-        let (index, failed) = results
-            .iter()
-            .enumerate()
-            .find(|(_, r)| !r.allowed)
-            .unwrap_or((0, &results[0]));
+        let Some((index, failed)) = results.iter().enumerate().find(|(_, r)| !r.allowed) else {
+            return Err(Error::internal("a denied chain has no denied link"));
+        };
         let forbidden_by: Vec<DeterminingPolicy> = failed
             .forbids
             .iter()

@@ -129,6 +129,15 @@ fn input(
 }
 
 #[test]
+fn an_empty_chain_is_denied_not_a_panic() {
+    let out = standard()
+        .decide(&input(vec![], "read", repo("internal"), Map::new()))
+        .unwrap();
+    assert_eq!(out.decision, Decision::Deny);
+    assert!(out.errors[0].contains("no principal"));
+}
+
+#[test]
 fn allow_names_the_permitting_policy() {
     let out = standard()
         .decide(&input(
