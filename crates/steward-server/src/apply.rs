@@ -415,6 +415,7 @@ pub async fn apply(
         .map_err(|e| Error::internal(format!("commit failed: {e}")))?;
     out.applied = true;
     state.quotas.invalidate(tenant);
+    state.mcp.registrations_changed(tenant);
     // The committed state is what the engine must reflect: rebuild it.
     state.engines.reload(store, tenant).await?;
     Ok(out)

@@ -208,7 +208,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         webhooks: Default::default(),
         quotas: Default::default(),
         audit,
-        mcp: mcp::Gateway::new(max_body_bytes),
+        mcp: mcp::Gateway::new(max_body_bytes).map_err(StartError)?,
     }));
     let app = router(state.clone());
 

@@ -1,9 +1,11 @@
 //! Tool-call latency through the MCP gateway against the same upstream
 //! called directly, in one run: `server-everything` over Streamable HTTP,
-//! the official TypeScript SDK as the client (one session, `echo` called
-//! sequentially for p50/p99, then 8 calls in flight for throughput). Through
-//! the gateway every call is authenticated, decided by Cedar, audited
-//! durably before it is forwarded, and its outcome audited.
+//! the official TypeScript SDK as the client (one session per path; `echo`
+//! called sequentially for p50/p99, the paths taking turns 100 calls at a
+//! time so that they are measured under the same conditions, then 8 calls
+//! in flight on each path in turn for throughput). Through the gateway every call is
+//! authenticated, decided by Cedar, audited durably before it is forwarded,
+//! and its outcome audited.
 //!
 //! cargo bench -p steward-testkit --bench mcp
 //! (STEWARD_BENCH_CALLS sets the number of calls; needs `npm ci` in tests/mcp.)
@@ -14,13 +16,25 @@ use steward_testkit::mcp::{self, HttpUpstream, NodeStatus};
 use steward_testkit::{Backend, TestServer};
 use steward_types::{CreateHuman, CreateKey, McpTransport, PutMcpServer, PutPolicy, RegisterAgent};
 
-async fn measure(url: &str, key: &str, calls: u64) -> Value {
-    let script = json!([{"op": "bench", "name": "echo", "arguments": {"message": "benchmark"},
-        "warmup": 300, "calls": calls, "concurrency": 8}]);
+/// Each path's figures: `paths` are (URL, key) pairs.
+async fn measure(paths: &[(&str, &str)], calls: u64) -> Vec<Value> {
+    let paths: Vec<Value> = paths
+        .iter()
+        .map(|(url, key)| json!({"url": url, "key": key}))
+        .collect();
+    let script = json!([{"op": "bench_paths", "paths": paths, "name": "echo",
+        "arguments": {"message": "benchmark"}, "warmup": 300, "calls": calls, "concurrency": 8}]);
+    let (url, key) = (paths[0]["url"].as_str().unwrap(), "");
     let out = mcp::run_client(url, key, &script, None).await.unwrap();
-    let result = out["steps"][0]["ok"].clone();
-    assert!(result.is_object(), "benchmark failed: {out}");
-    result
+    let results = out["steps"][0]["ok"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        results.len() == paths.len() && results.iter().all(Value::is_object),
+        "benchmark failed: {out}"
+    );
+    results
 }
 
 /// A Steward server on SQLite (with `synchronous=normal` when `relaxed`)
@@ -103,11 +117,18 @@ async fn main() {
     let upstream = HttpUpstream::start().await.unwrap();
     let (durable, durable_url, durable_key) = gateway(&upstream, false).await;
     let (relaxed, relaxed_url, relaxed_key) = gateway(&upstream, true).await;
-    let direct = measure(&upstream.url, "", calls).await;
-    let through = measure(&durable_url, &durable_key, calls).await;
-    let through_relaxed = measure(&relaxed_url, &relaxed_key, calls).await;
+    let paths = [
+        (upstream.url.as_str(), ""),
+        (durable_url.as_str(), durable_key.as_str()),
+        (relaxed_url.as_str(), relaxed_key.as_str()),
+    ];
+    let [direct, through, through_relaxed]: [Value; 3] =
+        measure(&paths, calls).await.try_into().unwrap();
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_default();
-    println!("MCP tool call (echo), {calls} sequential calls after 300 warm-up, one session:");
+    println!(
+        "MCP tool call (echo), {calls} sequential calls per path after 300 warm-up, \
+         one session per path, the paths taking turns:"
+    );
     println!("| path | p50 | p99 | sequential calls/s | 8 in flight calls/s |");
     println!("|---|---:|---:|---:|---:|");
     for (name, r) in [

@@ -87,14 +87,21 @@ pub(crate) enum Refusal {
     Arguments(String),
 }
 
-/// Decide a call of `kind` `name` with `arguments`. `Ok(Ok(decision_id))`
-/// allows it.
+/// A call Steward allowed.
+pub(crate) struct Allowed {
+    /// The decision's id.
+    pub decision_id: String,
+    /// Whether the decision reserved quota, which the outcome settles.
+    pub reserved: bool,
+}
+
+/// Decide a call of `kind` `name` with `arguments`. `Ok(Ok(_))` allows it.
 pub(crate) async fn decide_call(
     call: &GatewayCall,
     kind: Kind,
     name: &str,
     arguments: &Map<String, Value>,
-) -> Result<Result<String, Refusal>, Error> {
+) -> Result<Result<Allowed, Refusal>, Error> {
     let state = &call.state;
     let engine = state
         .engines
@@ -141,7 +148,12 @@ pub(crate) async fn decide_call(
     };
     let response = decisions::decide(state, &call.caller, request).await?;
     Ok(match response.decision {
-        Decision::Allow => Ok(response.decision_id),
+        // A reservation reports where its tightest quota stands; a decision
+        // no quota applied to reserved nothing.
+        Decision::Allow => Ok(Allowed {
+            reserved: response.quota.is_some(),
+            decision_id: response.decision_id,
+        }),
         _ => Err(Refusal::Decided(refusal_text(
             &response,
             &call.server,
@@ -308,12 +320,14 @@ pub struct CallOutcome {
 }
 
 /// Record a tool call's outcome: the one place the gateway reports what a
-/// call did. Its quota reservation (if any quota applied) settles on the
-/// same report: the estimate for cost, the response size for bytes.
+/// call did. Its quota reservation (`reserved`: a quota applied to the
+/// decision) settles on the same report: the estimate for cost, the response
+/// size for bytes.
 pub async fn report_outcome(
     state: &AppState,
     caller: &Caller,
     decision_id: Option<&str>,
+    reserved: bool,
     outcome: &CallOutcome,
 ) -> Result<(), Error> {
     let event = AuditEvent {
@@ -334,7 +348,7 @@ pub async fn report_outcome(
         reason: outcome.error.clone(),
     };
     state.audit.record(caller.context(), event).await?;
-    let Some(decision_id) = decision_id else {
+    let Some(decision_id) = decision_id.filter(|_| reserved) else {
         return Ok(());
     };
     let settled = steward_types::Outcome {

@@ -8,11 +8,13 @@
 //! - `proxy.rs`: one [`proxy::Proxy`] per downstream session, holding one
 //!   upstream client session; requests and notifications are relayed.
 //! - `govern.rs`: decisions for calls and listings, the outcome record.
+//! - `registrations.rs`: the upstreams' registrations, briefly cached.
 //! - `arguments.rs`: tool arguments made into values policies can compare.
 
 mod arguments;
 mod govern;
 mod proxy;
+mod registrations;
 
 use std::sync::Arc;
 
@@ -23,7 +25,6 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use steward_types::{ErrorCode, McpServer, ON_BEHALF_OF_HEADER};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -31,16 +32,19 @@ use crate::state::AppState;
 
 pub use govern::{CallOutcome, report_outcome};
 
-/// The gateway: rmcp's Streamable HTTP service (sessions in memory) and the
-/// token that closes every session when the server shuts down.
+/// The gateway: rmcp's Streamable HTTP service (sessions in memory), the
+/// token that closes every session when the server shuts down, the HTTP
+/// client upstream sessions share and the registrations recently used.
 pub struct Gateway {
     service: StreamableHttpService<proxy::Proxy, LocalSessionManager>,
     shutdown: CancellationToken,
+    upstream_http: rmcp_reqwest::Client,
+    registrations: registrations::Registrations,
 }
 
 impl Gateway {
     /// A gateway accepting request bodies up to `max_body_bytes`.
-    pub fn new(max_body_bytes: usize) -> Gateway {
+    pub fn new(max_body_bytes: usize) -> Result<Gateway, String> {
         let shutdown = CancellationToken::new();
         let mut config = StreamableHttpServerConfig::default()
             .disable_allowed_hosts()
@@ -50,14 +54,22 @@ impl Gateway {
         // loopback-only Host check meant for unauthenticated local servers
         // would only get in the way of real deployments.
         config.sse_keep_alive = Some(std::time::Duration::from_secs(15));
-        Gateway {
+        Ok(Gateway {
             service: StreamableHttpService::new(
                 || Ok(proxy::Proxy::default()),
                 Arc::new(LocalSessionManager::default()),
                 config,
             ),
             shutdown,
-        }
+            upstream_http: upstream_http_client()?,
+            registrations: Default::default(),
+        })
+    }
+
+    /// Forget the tenant's cached upstream registrations: one was
+    /// registered, replaced or removed on this node.
+    pub fn registrations_changed(&self, tenant: &str) {
+        self.registrations.forget(tenant);
     }
 
     /// Close every session (the server is stopping).
@@ -66,13 +78,48 @@ impl Gateway {
     }
 }
 
+/// Most redirects an upstream request follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// How long an idle upstream connection is kept: less than the 5 s after
+/// which common servers (Node.js, uvicorn) close idle connections, so a
+/// call is not sent on a connection the upstream is closing.
+const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The client every Streamable HTTP upstream session uses. Unlike rmcp's
+/// default client it keeps idle connections (rmcp reads each response
+/// stream to its end, so a connection goes back to the pool clean): a tool
+/// call reuses a connection instead of opening one. Redirects are followed
+/// only when they keep the method and body (307, 308) and stay on the
+/// registered origin, so neither the message nor the session id leaves for
+/// another host.
+fn upstream_http_client() -> Result<rmcp_reqwest::Client, String> {
+    use rmcp_reqwest::redirect::{Attempt, Policy};
+    let same_origin = |attempt: Attempt<'_>| {
+        let keeps_body = matches!(attempt.status().as_u16(), 307 | 308);
+        let first = attempt.previous().first().map(|u| u.origin());
+        if !keeps_body || first.as_ref() != Some(&attempt.url().origin()) {
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    };
+    rmcp_reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(UPSTREAM_IDLE)
+        .redirect(Policy::custom(same_origin))
+        .build()
+        .map_err(|e| format!("cannot build the MCP gateway's HTTP client: {e}"))
+}
+
 /// What the gateway learnt about a request before MCP sees it: who calls,
 /// for whom, and which upstream.
-#[derive(Clone)]
 pub(crate) struct GatewayCall {
     pub state: AppState,
     pub caller: Caller,
-    pub server: McpServer,
+    pub server: Arc<McpServer>,
     pub on_behalf_of: Option<String>,
 }
 
@@ -103,8 +150,9 @@ async fn endpoint(
         .into_response();
     }
     let server = match state
-        .store
-        .get_mcp_server(caller.tenant_id(), &server)
+        .mcp
+        .registrations
+        .get(&state.store, caller.tenant_id(), &server)
         .await
     {
         Ok(s) => s,
@@ -123,15 +171,12 @@ async fn endpoint(
             }
         },
     };
-    parts.extensions.insert(GatewayCall {
+    parts.extensions.insert(Arc::new(GatewayCall {
         state: state.clone(),
         caller,
         server,
         on_behalf_of,
-    });
+    }));
     let request = Request::from_parts(parts, body);
-    match state.mcp.service.clone().oneshot(request).await {
-        Ok(response) => response.map(Body::new),
-        Err(never) => match never {},
-    }
+    state.mcp.service.handle(request).await.map(Body::new)
 }

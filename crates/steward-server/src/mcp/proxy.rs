@@ -35,6 +35,7 @@ use rmcp::service::{
     NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer,
     RunningService, ServiceError,
 };
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ErrorData as McpError, ServerHandler, Service, ServiceExt};
 use serde_json::Map;
@@ -51,7 +52,7 @@ type ProgressMap = Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>;
 
 /// The upstream half of a session.
 struct Session {
-    server: McpServer,
+    server: Arc<McpServer>,
     agent_id: String,
     upstream: RunningService<RoleClient, Relay>,
     progress: ProgressMap,
@@ -63,20 +64,20 @@ pub(crate) struct Proxy {
     session: tokio::sync::OnceCell<Session>,
 }
 
-fn gateway_call(extensions: &rmcp::model::Extensions) -> Result<GatewayCall, McpError> {
+fn gateway_call(extensions: &rmcp::model::Extensions) -> Result<Arc<GatewayCall>, McpError> {
     extensions
         .get::<axum::http::request::Parts>()
-        .and_then(|p| p.extensions.get::<GatewayCall>())
+        .and_then(|p| p.extensions.get::<Arc<GatewayCall>>())
         .cloned()
         .ok_or_else(|| {
             McpError::internal_error("request arrived without Steward's authentication", None)
         })
 }
 
-fn agent_id(call: &GatewayCall) -> String {
+fn agent_id(call: &GatewayCall) -> &str {
     match &call.caller {
-        crate::auth::Caller::Agent { agent, .. } => agent.id.clone(),
-        crate::auth::Caller::Token { token, .. } => token.id.clone(),
+        crate::auth::Caller::Agent { agent, .. } => &agent.id,
+        crate::auth::Caller::Token { token, .. } => &token.id,
     }
 }
 
@@ -149,7 +150,10 @@ async fn connect(
             tokio::time::timeout(timeout, relay.serve(transport)).await
         }
         McpTransport::StreamableHttp { url } => {
-            let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+            let transport = StreamableHttpClientTransport::with_client(
+                call.state.mcp.upstream_http.clone(),
+                StreamableHttpClientTransportConfig::with_uri(url.as_str()),
+            );
             tokio::time::timeout(timeout, relay.serve(transport)).await
         }
     };
@@ -165,7 +169,7 @@ async fn connect(
     };
     Ok(Session {
         server,
-        agent_id: agent_id(call),
+        agent_id: agent_id(call).to_string(),
         upstream,
         progress,
     })
@@ -215,6 +219,25 @@ impl Session {
     }
 }
 
+/// Bytes of `value` as JSON, counted without building the text.
+fn json_size(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => 0,
+    }
+}
+
 fn text_error(message: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
 }
@@ -236,7 +259,7 @@ impl Proxy {
 
     async fn call_tool(
         &self,
-        call: &GatewayCall,
+        call: &Arc<GatewayCall>,
         session: &Session,
         request: ClientRequest,
         context: &RequestContext<RoleServer>,
@@ -245,7 +268,8 @@ impl Proxy {
             return Err(McpError::internal_error("not a tool call", None));
         };
         let tool = req.params.name.to_string();
-        let arguments = req.params.arguments.clone().unwrap_or_default();
+        let no_arguments = Map::new();
+        let arguments = req.params.arguments.as_ref().unwrap_or(&no_arguments);
         let mut outcome = CallOutcome {
             server: session.server.name.clone(),
             tool: tool.clone(),
@@ -254,18 +278,18 @@ impl Proxy {
             error: None,
             duration_ms: 0,
         };
-        let decided = govern::decide_call(call, Kind::Tool, &tool, &arguments)
+        let decided = govern::decide_call(call, Kind::Tool, &tool, arguments)
             .await
             .map_err(steward_error)?;
-        let decision_id = match decided {
-            Ok(id) => id,
+        let allowed = match decided {
+            Ok(allowed) => allowed,
             // The decision itself is in the audit log already.
             Err(Refusal::Decided(text)) => {
                 return Ok(ServerResult::CallToolResult(text_error(text)));
             }
             Err(Refusal::Arguments(text)) => {
                 outcome.error = Some(text.clone());
-                govern::report_outcome(&call.state, &call.caller, None, &outcome)
+                govern::report_outcome(&call.state, &call.caller, None, false, &outcome)
                     .await
                     .map_err(steward_error)?;
                 return Ok(ServerResult::CallToolResult(text_error(text)));
@@ -276,7 +300,7 @@ impl Proxy {
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(r) => {
-                outcome.response_bytes = serde_json::to_vec(r).map(|v| v.len()).unwrap_or(0);
+                outcome.response_bytes = json_size(r);
                 let is_error =
                     matches!(r, ServerResult::CallToolResult(c) if c.is_error == Some(true));
                 outcome.outcome = if is_error { "error" } else { "success" };
@@ -289,10 +313,12 @@ impl Proxy {
         // The decision was durable before the call went upstream; the
         // outcome is queued for the same group-commit log without holding
         // the answer back for its fsync.
-        let (state, caller) = (call.state.clone(), call.caller.clone());
+        let call = call.clone();
         tokio::spawn(async move {
+            let (state, caller) = (&call.state, &call.caller);
+            let decision_id = Some(allowed.decision_id.as_str());
             if let Err(e) =
-                govern::report_outcome(&state, &caller, Some(&decision_id), &outcome).await
+                govern::report_outcome(state, caller, decision_id, allowed.reserved, &outcome).await
             {
                 tracing::error!(error = %e.message, tool = %outcome.tool, "could not record an MCP call's outcome");
             }

@@ -133,6 +133,7 @@ pub async fn put_mcp_server(
     steward_store::mcp_servers::validate_mcp_server(&req)?;
     ensure_declarations(&state, &ctx).await?;
     let (server, _) = state.store.put_mcp_server(&ctx, req).await?;
+    state.mcp.registrations_changed(&ctx.tenant_id);
     Ok(Json(redacted(&server)))
 }
 
@@ -158,5 +159,6 @@ pub async fn delete_mcp_server(
 ) -> ApiResult<StatusCode> {
     let ctx = caller.admin()?;
     state.store.delete_mcp_server(&ctx, &name).await?;
+    state.mcp.registrations_changed(&ctx.tenant_id);
     Ok(StatusCode::NO_CONTENT)
 }

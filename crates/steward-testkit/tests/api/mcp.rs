@@ -573,6 +573,100 @@ async fn streamable_http_upstream_and_credentials() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_changes_reach_the_gateway_at_once() {
+    if !node_ready("registration_changes_reach_the_gateway_at_once") {
+        return;
+    }
+    let upstream = HttpUpstream::start().await.unwrap();
+    let transport = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    let gw = Gateway::start("everything", transport.clone(), None).await;
+    gw.policy(
+        "not-high-risk",
+        "Agents may call tools that are not high risk",
+        r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool)
+when { resource.server == "everything" && resource.risk != "high" };"#,
+    )
+    .await;
+    // Several calls on one upstream session, with progress in between.
+    let steps = gw
+        .run(
+            json!([
+                {"op": "call", "name": "echo", "arguments": {"message": "one"}},
+                {"op": "call", "name": "trigger-long-running-operation",
+                 "arguments": {"duration": 1, "steps": 2}, "progress": true},
+                {"op": "call", "name": "echo", "arguments": {"message": "two"}},
+                {"op": "call", "name": "get-sum", "arguments": {"a": 1, "b": 1}},
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(text(&steps[0]), "Echo: one");
+    assert!(!is_error(&steps[1]), "{}", steps[1]);
+    let progress = steps[1]["ok"]["progress"].as_array().unwrap();
+    assert_eq!(progress.first(), Some(&json!(1)), "{}", steps[1]);
+    assert_eq!(text(&steps[2]), "Echo: two");
+    assert!(text(&steps[3]).contains("denied"), "{}", steps[3]);
+
+    // The registration now says echo is high risk: the next call is denied
+    // (the gateway used the old registration a moment ago).
+    let echo_at = |risk: &str| PutMcpServer {
+        name: "everything".into(),
+        description: "reference server".into(),
+        transport: transport.clone(),
+        tools: [(
+            "echo".to_string(),
+            McpToolMeta {
+                classification: "public".into(),
+                risk: risk.into(),
+                cost_estimate: 1,
+            },
+        )]
+        .into(),
+        timeout_secs: None,
+    };
+    gw.admin().put_mcp_server(&echo_at("high")).await.unwrap();
+    let echo = json!([{"op": "call", "name": "echo", "arguments": {"message": "three"}}]);
+    let steps = gw.run(echo.clone(), None).await;
+    assert!(is_error(&steps[0]), "{}", steps[0]);
+    assert!(text(&steps[0]).contains("denied"), "{}", steps[0]);
+    // A governance directory applied says low risk again: allowed again.
+    let applied = gw
+        .admin()
+        .apply(&ApplyRequest {
+            mcp_servers: vec![echo_at("low")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(applied.applied, "{applied:?}");
+    let steps = gw.run(echo, None).await;
+    assert_eq!(text(&steps[0]), "Echo: three");
+
+    // Removed: the endpoint is gone.
+    gw.admin().delete_mcp_server("everything").await.unwrap();
+    let http = reqwest::Client::new();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "curl", "version": "1"}}});
+    let res = http
+        .post(gw.url())
+        .bearer_auth(&gw.key)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let out = mcp::run_client(&gw.url(), &gw.key, &json!([]), None)
+        .await
+        .unwrap();
+    assert!(out.get("connect_error").is_some(), "{out}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesystem_paths_are_governed() {
     if !node_ready("filesystem_paths_are_governed") {
         return;

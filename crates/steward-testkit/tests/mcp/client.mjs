@@ -8,6 +8,11 @@
 //   {"op": "call", "name": "echo", "arguments": {...}, "progress": true}
 //   {"op": "read_resource", "uri": "..."} | {"op": "get_prompt", "name": "..."}
 //   {"op": "bench", "name": "echo", "arguments": {...}, "warmup": 200, "calls": 2000}
+//   {"op": "bench_paths", "paths": [{"url": ..., "key": ...}, ...], "name": "echo",
+//    "arguments": {...}, "warmup": 300, "calls": 3000, "concurrency": 8}
+//     (one session per path; the sequential calls take turns between the
+//     paths, `block` (100) calls at a time, so that every path is measured
+//     under the same conditions)
 // It prints one JSON object: {"steps": [...]} with each step's result or
 // error, or {"connect_error": "..."} when the session cannot start.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -19,10 +24,15 @@ const headers = {};
 if (key) headers["Authorization"] = `Bearer ${key}`;
 if (onBehalfOf) headers["X-Steward-On-Behalf-Of"] = onBehalfOf;
 
-const client = new Client({ name: "steward-gateway-test", version: "1.0.0" });
-const transport = new StreamableHTTPClientTransport(new URL(url), {
-  requestInit: { headers },
-});
+function connection(url, headers) {
+  const client = new Client({ name: "steward-gateway-test", version: "1.0.0" });
+  const transport = new StreamableHTTPClientTransport(new URL(url), {
+    requestInit: { headers },
+  });
+  return { client, transport };
+}
+
+const { client, transport } = connection(url, headers);
 
 function describe(err) {
   return { code: err?.code ?? null, message: String(err?.message ?? err) };
@@ -33,6 +43,44 @@ try {
 } catch (err) {
   process.stdout.write(JSON.stringify({ connect_error: describe(err) }) + "\n");
   process.exit(0);
+}
+
+// Microseconds one call takes; a tool error fails the benchmark.
+async function timed(call) {
+  const t0 = process.hrtime.bigint();
+  const r = await call();
+  const us = Number(process.hrtime.bigint() - t0) / 1000;
+  if (r.isError) throw new Error(`bench call failed: ${JSON.stringify(r.content)}`);
+  return us;
+}
+
+// Calls per second with `concurrency` calls in flight on one session.
+async function throughput(call, s) {
+  const concurrency = s.concurrency ?? 8;
+  const total = s.calls ?? 2000;
+  let next = 0;
+  const t0 = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < total) {
+        next++;
+        await call();
+      }
+    }),
+  );
+  return { concurrency, concurrent_per_sec: total / (Number(process.hrtime.bigint() - t0) / 1e9) };
+}
+
+function summary(latencies, elapsed, concurrent) {
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))];
+  return {
+    calls: latencies.length,
+    p50_us: pct(0.5),
+    p99_us: pct(0.99),
+    sequential_per_sec: latencies.length / elapsed,
+    ...concurrent,
+  };
 }
 
 async function step(s) {
@@ -62,37 +110,53 @@ async function step(s) {
       for (let i = 0; i < (s.warmup ?? 200); i++) await call();
       const latencies = [];
       const started = process.hrtime.bigint();
-      for (let i = 0; i < (s.calls ?? 2000); i++) {
-        const t0 = process.hrtime.bigint();
-        const r = await call();
-        latencies.push(Number(process.hrtime.bigint() - t0) / 1000);
-        if (r.isError) throw new Error(`bench call failed: ${JSON.stringify(r.content)}`);
-      }
+      for (let i = 0; i < (s.calls ?? 2000); i++) latencies.push(await timed(call));
       const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-      // Throughput with `concurrency` calls in flight on the same session.
-      const concurrency = s.concurrency ?? 8;
-      const total = s.calls ?? 2000;
-      let next = 0;
-      const t1 = process.hrtime.bigint();
-      await Promise.all(
-        Array.from({ length: concurrency }, async () => {
-          while (next < total) {
-            next++;
-            await call();
-          }
-        }),
+      return summary(latencies, elapsed, await throughput(call, s));
+    }
+    case "bench_paths": {
+      const sessions = [];
+      for (const p of s.paths) {
+        const h = p.key ? { Authorization: `Bearer ${p.key}` } : {};
+        const c = connection(p.url, h);
+        await c.client.connect(c.transport);
+        sessions.push(c);
+      }
+      const calls = sessions.map(
+        (c) => () => c.client.callTool({ name: s.name, arguments: s.arguments ?? {} }),
       );
-      const concurrentElapsed = Number(process.hrtime.bigint() - t1) / 1e9;
-      latencies.sort((a, b) => a - b);
-      const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))];
-      return {
-        calls: latencies.length,
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
-        sequential_per_sec: latencies.length / elapsed,
-        concurrency,
-        concurrent_per_sec: total / concurrentElapsed,
-      };
+      for (let i = 0; i < (s.warmup ?? 200); i++) for (const call of calls) await call();
+      const latencies = calls.map(() => []);
+      const elapsed = calls.map(() => 0);
+      // Rounds of `block` calls on each path, starting with a different path
+      // each round: a slow spell of the machine hits every path alike, and
+      // what a call leaves running (a gateway's outcome record) weighs on
+      // the next call of its own path, not another's.
+      const block = s.block ?? 100;
+      const total = s.calls ?? 2000;
+      for (let round = 0; round * block < total; round++) {
+        for (let j = 0; j < calls.length; j++) {
+          const k = (round + j) % calls.length;
+          for (let i = 0; i < block && latencies[k].length < total; i++) {
+            const us = await timed(calls[k]);
+            latencies[k].push(us);
+            elapsed[k] += us / 1e6;
+          }
+        }
+      }
+      const out = [];
+      for (let k = 0; k < calls.length; k++) {
+        out.push(summary(latencies[k], elapsed[k], await throughput(calls[k], s)));
+      }
+      for (const c of sessions) {
+        try {
+          await c.transport.terminateSession();
+        } catch {
+          // The session may be gone already.
+        }
+        await c.client.close();
+      }
+      return out;
     }
     default:
       throw new Error(`unknown step ${s.op}`);
