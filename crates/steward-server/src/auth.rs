@@ -117,8 +117,9 @@ impl Caller {
 
 /// How long a looked-up API token is trusted without reading the store again.
 /// Revoking a token on this node takes effect at once; on another node of a
-/// cluster within this time. Agent keys are never cached: an agent's state
-/// is read on every request.
+/// cluster within this time. Agent keys are cached by the store only until
+/// the next committed change (and only on SQLite, a single node): an agent's
+/// suspension or a key's revocation counts on the very next request.
 pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Recently authenticated API tokens, by secret hash.
@@ -240,16 +241,12 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 async fn authenticate_agent(state: &AppState, hash: &str) -> Result<Caller, ApiError> {
-    let found = state
+    let (found, agent) = state
         .store
-        .find_key(hash)
+        .find_agent_key(hash)
         .await?
         .ok_or_else(|| unauthenticated("unknown agent key"))?;
-    let (tenant_id, agent) = state
-        .store
-        .get_agent_by_id(&found.key.agent_id)
-        .await?
-        .ok_or_else(|| unauthenticated("unknown agent key"))?;
+    let tenant_id = found.tenant_id;
     let now = Utc::now();
     let admitted = admit_agent_key(
         agent.state,
@@ -299,7 +296,7 @@ async fn authenticate_agent(state: &AppState, hash: &str) -> Result<Caller, ApiE
             ));
         }
     }
-    state.store.touch_key(&found.key, now).await?;
+    state.store.touch_key(hash, &found.key, now).await?;
     Ok(Caller::Agent {
         tenant_id,
         agent: Box::new(agent),

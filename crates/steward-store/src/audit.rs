@@ -44,12 +44,38 @@ pub(crate) async fn claim_head(tx: &mut crate::Tx, n: i64) -> Result<i64, Error>
     Ok(size - n)
 }
 
-pub(crate) async fn insert(
-    tx: &mut crate::Tx,
-    seq: i64,
-    ctx: &ChangeContext,
-    event: AuditEvent,
-) -> Result<(), Error> {
+/// Columns of one audit row, in the order [`insert_many`] binds them.
+const COLUMNS: &str = "seq, tenant_id, time, actor_kind, actor_id, actor_human_id, action, \
+     resource_type, resource_id, before, after, reason, request_id, leaf_hash, source";
+const COLUMN_COUNT: usize = 15;
+
+/// Most rows one `INSERT` carries. Batches are cut into pieces of 32, 16,
+/// 8, 4, 2 and 1 rows, so that a handful of statement texts serve every
+/// batch size (prepared once per connection) and a batch of n records costs
+/// about log2(n) statements rather than n.
+const MAX_ROWS: usize = 32;
+
+/// `INSERT` text for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..COLUMN_COUNT {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * COLUMN_COUNT + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The stored entry for `event` at `seq`, with its leaf hash.
+pub(crate) fn entry(seq: i64, ctx: &ChangeContext, event: AuditEvent) -> (AuditEntry, Hash) {
     // Times are kept to the millisecond, as stored.
     let time = DateTime::from_timestamp_millis(ctx.now.timestamp_millis()).unwrap_or_default();
     let entry = AuditEntry {
@@ -68,29 +94,46 @@ pub(crate) async fn insert(
         leaf_hash: None,
     };
     let leaf = leaf_hash(&canonical_entry(&entry));
-    sqlx::query(
-        "INSERT INTO audit_log (seq, tenant_id, time, actor_kind, actor_id, actor_human_id, action, \
-         resource_type, resource_id, before, after, reason, request_id, leaf_hash, source) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(seq)
-    .bind(&entry.tenant_id)
-    .bind(rows::ms(entry.time))
-    .bind(&entry.actor.kind)
-    .bind(&entry.actor.id)
-    .bind(&entry.actor.human_id)
-    .bind(&entry.action)
-    .bind(&entry.resource_type)
-    .bind(&entry.resource_id)
-    .bind(entry.before.map(|v| v.to_string()))
-    .bind(entry.after.map(|v| v.to_string()))
-    .bind(&entry.reason)
-    .bind(&entry.request_id)
-    .bind(leaf.to_hex())
-    .bind(&entry.source)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    (entry, leaf)
+}
+
+/// Insert entries (made by [`entry`]) at the sequence numbers they carry,
+/// in as few statements as [`MAX_ROWS`] allows.
+pub(crate) async fn insert_many(
+    tx: &mut crate::Tx,
+    mut rest: Vec<(AuditEntry, Hash)>,
+) -> Result<(), Error> {
+    rest.reverse();
+    while !rest.is_empty() {
+        let n = [MAX_ROWS, 16, 8, 4, 2, 1]
+            .into_iter()
+            .find(|&n| n <= rest.len())
+            .unwrap_or(1);
+        let sql = insert_sql(n);
+        let mut q = sqlx::query(&sql);
+        for _ in 0..n {
+            let Some((entry, leaf)) = rest.pop() else {
+                break;
+            };
+            q = q
+                .bind(entry.seq)
+                .bind(entry.tenant_id)
+                .bind(rows::ms(entry.time))
+                .bind(entry.actor.kind)
+                .bind(entry.actor.id)
+                .bind(entry.actor.human_id)
+                .bind(entry.action)
+                .bind(entry.resource_type)
+                .bind(entry.resource_id)
+                .bind(entry.before.map(|v| v.to_string()))
+                .bind(entry.after.map(|v| v.to_string()))
+                .bind(entry.reason)
+                .bind(entry.request_id)
+                .bind(leaf.to_hex())
+                .bind(entry.source);
+        }
+        q.execute(&mut **tx).await.map_err(db_error)?;
+    }
     Ok(())
 }
 
@@ -116,7 +159,7 @@ pub async fn append(
         ""
     };
     let seq = lock_head(tx, lock).await? + 1;
-    insert(tx, seq, ctx, event).await?;
+    insert_many(tx, vec![entry(seq, ctx, event)]).await?;
     set_head(tx, seq).await
 }
 

@@ -73,7 +73,11 @@ pub struct Identities {
     changes: Arc<Changes>,
     agents: Map<AgentContext>,
     humans: Map<(steward_types::Human, Vec<String>)>,
+    keys: Map<AgentKey>,
 }
+
+/// An agent key found by its hash, with the agent it belongs to.
+pub type AgentKey = (crate::credentials::KeyLookup, steward_types::Agent);
 
 fn key(tenant: &str, key: &str) -> (String, String) {
     (tenant.to_string(), key.to_string())
@@ -87,6 +91,7 @@ impl Identities {
             changes: Arc::new(Changes::default()),
             agents: Map::new(),
             humans: Map::new(),
+            keys: Map::new(),
         }
     }
 
@@ -127,6 +132,28 @@ impl Identities {
         v: &(steward_types::Human, Vec<String>),
     ) {
         self.humans.put(key(tenant, k), seen, v.clone());
+    }
+
+    pub(crate) fn agent_key(&self, hash: &str) -> Option<AgentKey> {
+        let now = self.before_read()?;
+        self.keys.get(&key("", hash), now)
+    }
+
+    pub(crate) fn put_agent_key(&self, hash: &str, seen: u64, v: &AgentKey) {
+        self.keys.put(key("", hash), seen, v.clone());
+    }
+
+    /// A key's last use was written (a change no decision depends on): the
+    /// cached copy learns it, so that it is not written again at once.
+    pub(crate) fn key_used(&self, hash: &str, at: chrono::DateTime<chrono::Utc>) {
+        let mut map = self
+            .keys
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, (found, _))) = map.get_mut(&key("", hash)) {
+            found.key.last_used_at = Some(at);
+        }
     }
 }
 

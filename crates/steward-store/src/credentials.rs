@@ -159,9 +159,40 @@ impl Store {
         .transpose()
     }
 
+    /// An agent key by its hash, with its agent: what authentication needs,
+    /// kept in memory between changes (see [`crate::cache`]) on SQLite.
+    pub async fn find_agent_key(
+        &self,
+        hash: &str,
+    ) -> Result<Option<crate::cache::AgentKey>, Error> {
+        if let Some(hit) = self.identities.agent_key(hash) {
+            return Ok(Some(hit));
+        }
+        let seen = self.identities.before_read();
+        let Some(found) = self.find_key(hash).await? else {
+            return Ok(None);
+        };
+        let Some((tenant_id, agent)) = self.get_agent_by_id(&found.key.agent_id).await? else {
+            return Ok(None);
+        };
+        if tenant_id != found.tenant_id {
+            return Err(Error::internal("an agent key names another tenant's agent"));
+        }
+        let found = (found, agent);
+        if let Some(seen) = seen {
+            self.identities.put_agent_key(hash, seen, &found);
+        }
+        Ok(Some(found))
+    }
+
     /// Record that a key was used, at most once a minute per key so that
     /// authentication stays a read in the hot path.
-    pub async fn touch_key(&self, key: &ApiKey, now: DateTime<Utc>) -> Result<(), Error> {
+    pub async fn touch_key(
+        &self,
+        hash: &str,
+        key: &ApiKey,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
         if key
             .last_used_at
             .is_some_and(|t| now - t < chrono::Duration::seconds(60))
@@ -182,7 +213,9 @@ impl Store {
             .await
             .map_err(db_error)?;
         // Only when a key was last used: no decision depends on it.
-        tx.commit_unchanged().await.map_err(db_error)
+        tx.commit_unchanged().await.map_err(db_error)?;
+        self.identities.key_used(hash, now);
+        Ok(())
     }
 
     /// Create an API token in `ctx.tenant_id`.

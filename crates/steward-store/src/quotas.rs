@@ -1049,6 +1049,7 @@ impl Store {
             0
         };
         let mut seq = start;
+        let mut records = Vec::new();
         let mut out = Vec::with_capacity(items.len());
         for w in items {
             out.push(match w {
@@ -1058,7 +1059,7 @@ impl Store {
                 Write::Audit(audit) => {
                     let (ctx, event) = *audit;
                     seq += 1;
-                    crate::audit::insert(&mut tx, seq, &ctx, event).await?;
+                    records.push(crate::audit::entry(seq, &ctx, event));
                     Written::Audited(seq)
                 }
                 Write::Decision(r, record) => {
@@ -1066,7 +1067,7 @@ impl Store {
                     let recorded = match record(&admission) {
                         Some((ctx, event)) => {
                             seq += 1;
-                            crate::audit::insert(&mut tx, seq, &ctx, event).await?;
+                            records.push(crate::audit::entry(seq, &ctx, event));
                             Some(seq)
                         }
                         None => None,
@@ -1075,6 +1076,7 @@ impl Store {
                 }
             });
         }
+        crate::audit::insert_many(&mut tx, records).await?;
         if seq != start + claimed {
             crate::audit::set_head(&mut tx, seq).await?;
         }
