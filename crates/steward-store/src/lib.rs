@@ -22,7 +22,6 @@ pub mod policies;
 pub mod quotas;
 mod rows;
 pub mod tenants;
-mod wal;
 pub mod webhooks;
 
 use std::str::FromStr;
@@ -73,10 +72,6 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     identities: std::sync::Arc<cache::Identities>,
-    /// Held by every clone; the SQLite checkpointer stops when it is gone.
-    _alive: std::sync::Arc<()>,
-    /// The SQLite checkpointer's connection (see [`wal`]).
-    checkpoint: Option<AnyPool>,
 }
 
 /// Map a database error to the catalogue: unreachable stores are
@@ -130,7 +125,7 @@ impl Store {
                 format!("cannot open the store at {}: {e}", redact(url)),
             )
         };
-        let (read, write, checkpoint) = match backend {
+        let (read, write) = match backend {
             Backend::Sqlite => {
                 let path = url
                     .trim_start_matches("sqlite://")
@@ -161,8 +156,7 @@ impl Store {
                 let options = AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=rwc"))
                     .map_err(open_error)?
                     .disable_statement_logging();
-                // The writer never checkpoints; [`wal`] does, beside it.
-                let write = sqlite_pool(1, synchronous, true)
+                let write = sqlite_pool(1, synchronous)
                     .connect_with(options.clone())
                     .await
                     .map_err(open_error)?;
@@ -171,15 +165,11 @@ impl Store {
                     .execute("PRAGMA journal_mode = WAL")
                     .await
                     .map_err(open_error)?;
-                let read = sqlite_pool(4, synchronous, false)
-                    .connect_with(options.clone())
-                    .await
-                    .map_err(open_error)?;
-                let checkpoint = sqlite_pool(1, synchronous, false)
+                let read = sqlite_pool(4, synchronous)
                     .connect_with(options)
                     .await
                     .map_err(open_error)?;
-                (read, write, Some(checkpoint))
+                (read, write)
             }
             Backend::Postgres => {
                 let options = AnyConnectOptions::from_str(url)
@@ -191,7 +181,7 @@ impl Store {
                     .connect_with(options)
                     .await
                     .map_err(open_error)?;
-                (pool.clone(), pool, None)
+                (pool.clone(), pool)
             }
         };
         let migrator = match backend {
@@ -204,13 +194,7 @@ impl Store {
                 format!("migrating the store failed: {e}"),
             )
         })?;
-        let alive = std::sync::Arc::new(());
-        if let Some(pool) = &checkpoint {
-            wal::start(pool.clone(), std::sync::Arc::downgrade(&alive));
-        }
         Ok(Store {
-            _alive: alive,
-            checkpoint,
             read,
             write,
             backend,
@@ -239,9 +223,6 @@ impl Store {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
-        if let Some(pool) = &self.checkpoint {
-            pool.close().await;
-        }
     }
 
     /// A setting, created with `init` when absent (first writer wins across nodes).
@@ -328,29 +309,17 @@ impl Tx {
     }
 }
 
-fn sqlite_pool(max: u32, synchronous: &'static str, writer: bool) -> AnyPoolOptions {
+fn sqlite_pool(max: u32, synchronous: &'static str) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                conn.execute(sqlite_pragmas(synchronous, writer).as_str())
+                conn.execute(format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000").as_str())
                     .await?;
                 Ok(())
             })
         })
-}
-
-/// The settings of every SQLite connection; the writer's also turn off
-/// automatic checkpoints (see [`wal`]).
-fn sqlite_pragmas(synchronous: &str, writer: bool) -> String {
-    let mut pragmas = format!(
-        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000"
-    );
-    if writer {
-        pragmas.push_str("; PRAGMA wal_autocheckpoint = 0");
-    }
-    pragmas
 }
 
 /// The URL without its password, for messages.

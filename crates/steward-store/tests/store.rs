@@ -319,28 +319,3 @@ async fn a_batch_lands_in_order_on_postgres() {
     let store = postgres().await;
     a_batch_lands_in_order(&store).await;
 }
-
-/// The SQLite writer never checkpoints inside a commit; the store's own
-/// checkpointer copies the log into the database file beside it.
-#[tokio::test]
-async fn the_log_is_checkpointed_beside_the_writer_on_sqlite() {
-    let (store, dir) = sqlite().await;
-    let file = dir.path().join("s.db");
-    let size = || std::fs::metadata(&file).unwrap().len();
-    // Let the checkpointer catch up with the migrations first.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let start = size();
-    for _ in 0..20 {
-        a_batch_lands_in_order(&store).await;
-    }
-    // Waiting for the checkpointer (a few times a second), not timing it.
-    let mut grown = false;
-    for _ in 0..300 {
-        if size() > start {
-            grown = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(grown, "the database file never received the log's pages");
-}
