@@ -26,6 +26,7 @@ pub fn canonical_entry(e: &AuditEntry) -> Vec<u8> {
 
 /// Lock the log's head and return its size (the last sequence number).
 pub(crate) async fn lock_head(tx: &mut crate::Tx, lock: &str) -> Result<i64, Error> {
+    tx.moves_audit_head();
     sqlx::query_scalar(&format!("SELECT size FROM audit_head WHERE id = 1{lock}"))
         .fetch_one(&mut **tx)
         .await
@@ -35,6 +36,7 @@ pub(crate) async fn lock_head(tx: &mut crate::Tx, lock: &str) -> Result<i64, Err
 /// Claim `n` sequence numbers at the log's head in one statement (locking
 /// the head as [`lock_head`] does); returns the size before them.
 pub(crate) async fn claim_head(tx: &mut crate::Tx, n: i64) -> Result<i64, Error> {
+    tx.moves_audit_head();
     let size: i64 =
         sqlx::query_scalar("UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size")
             .bind(n)
@@ -97,44 +99,126 @@ pub(crate) fn entry(seq: i64, ctx: &ChangeContext, event: AuditEvent) -> (AuditE
     (entry, leaf)
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Bind one row's values, in [`COLUMNS`] order.
+fn bind_entry<'q>(q: AnyQuery<'q>, entry: &'q AuditEntry, leaf: &Hash) -> AnyQuery<'q> {
+    q.bind(entry.seq)
+        .bind(entry.tenant_id.as_str())
+        .bind(rows::ms(entry.time))
+        .bind(entry.actor.kind.as_str())
+        .bind(entry.actor.id.as_str())
+        .bind(entry.actor.human_id.as_deref())
+        .bind(entry.action.as_str())
+        .bind(entry.resource_type.as_str())
+        .bind(entry.resource_id.as_str())
+        .bind(entry.before.as_ref().map(|v| v.to_string()))
+        .bind(entry.after.as_ref().map(|v| v.to_string()))
+        .bind(entry.reason.as_deref())
+        .bind(entry.request_id.as_deref())
+        .bind(leaf.to_hex())
+        .bind(entry.source.as_deref())
+}
+
 /// Insert entries (made by [`entry`]) at the sequence numbers they carry,
 /// in as few statements as [`MAX_ROWS`] allows.
 pub(crate) async fn insert_many(
     tx: &mut crate::Tx,
-    mut rest: Vec<(AuditEntry, Hash)>,
+    entries: &[(AuditEntry, Hash)],
 ) -> Result<(), Error> {
-    rest.reverse();
+    let mut rest = entries;
     while !rest.is_empty() {
         let n = [MAX_ROWS, 16, 8, 4, 2, 1]
             .into_iter()
             .find(|&n| n <= rest.len())
             .unwrap_or(1);
+        let (piece, tail) = rest.split_at(n);
         let sql = insert_sql(n);
         let mut q = sqlx::query(&sql);
-        for _ in 0..n {
-            let Some((entry, leaf)) = rest.pop() else {
-                break;
-            };
-            q = q
-                .bind(entry.seq)
-                .bind(entry.tenant_id)
-                .bind(rows::ms(entry.time))
-                .bind(entry.actor.kind)
-                .bind(entry.actor.id)
-                .bind(entry.actor.human_id)
-                .bind(entry.action)
-                .bind(entry.resource_type)
-                .bind(entry.resource_id)
-                .bind(entry.before.map(|v| v.to_string()))
-                .bind(entry.after.map(|v| v.to_string()))
-                .bind(entry.reason)
-                .bind(entry.request_id)
-                .bind(leaf.to_hex())
-                .bind(entry.source);
+        for (entry, leaf) in piece {
+            q = bind_entry(q, entry, leaf);
         }
         q.execute(&mut **tx).await.map_err(db_error)?;
+        rest = tail;
     }
     Ok(())
+}
+
+/// Most records [`Store::append_in_one_trip`] takes: one statement text
+/// per count, each prepared once. Larger batches come only under load,
+/// where a round trip per statement is shared by many records.
+pub(crate) const ONE_TRIP_MAX: usize = 16;
+
+/// The one-trip text for `rows` records: the transaction, the rows and the
+/// new head (the last parameter) in one string SQLite runs statement after
+/// statement.
+fn one_trip_sql(rows: usize) -> String {
+    format!(
+        "BEGIN IMMEDIATE; {}; UPDATE audit_head SET size = ${} WHERE id = 1; COMMIT",
+        insert_sql(rows),
+        rows * COLUMN_COUNT + 1
+    )
+}
+
+impl Store {
+    /// Append records on SQLite with one round trip to the connection's
+    /// thread instead of one per statement (`BEGIN`, the head, the rows,
+    /// `COMMIT`), which is most of a lone decision's wait. Sequence numbers
+    /// follow the head this process last wrote, read again after any other
+    /// write moved it (see [`crate::cache::Changes::audit_head`]); if
+    /// another process appended meanwhile, the rows collide on their
+    /// sequence numbers, nothing is written, and the records go in by the
+    /// ordinary path, numbered under the head's lock.
+    pub(crate) async fn append_in_one_trip(
+        &self,
+        records: Vec<(ChangeContext, AuditEvent)>,
+    ) -> Result<Vec<i64>, Error> {
+        let changes = self.identities.changes();
+        let mut conn = self.write.acquire().await.map_err(db_error)?;
+        let head = match changes.audit_head() {
+            Some(head) => head,
+            None => sqlx::query_scalar("SELECT size FROM audit_head WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_error)?,
+        };
+        let mut entries: Vec<_> = records
+            .into_iter()
+            .zip(head + 1..)
+            .map(|((ctx, event), seq)| entry(seq, &ctx, event))
+            .collect();
+        let size = head + entries.len() as i64;
+        let sql = one_trip_sql(entries.len());
+        let mut q = sqlx::query(&sql);
+        for (entry, leaf) in &entries {
+            q = bind_entry(q, entry, leaf);
+        }
+        match q.bind(size).execute(&mut *conn).await {
+            Ok(_) => {
+                changes.set_audit_head(size);
+                return Ok((head + 1..=size).collect());
+            }
+            Err(e) => {
+                // A statement failed and the rest did not run: end the
+                // transaction it may have left open.
+                changes.forget_audit_head();
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    tracing::debug!(error = %rollback, "nothing to roll back");
+                }
+                tracing::warn!(error = %e, "a one-trip audit append failed; appending statement by statement");
+            }
+        }
+        drop(conn);
+        let mut tx = self.begin().await?;
+        let start = claim_head(&mut tx, entries.len() as i64).await?;
+        for ((entry, leaf), seq) in entries.iter_mut().zip(start + 1..) {
+            entry.seq = seq;
+            *leaf = leaf_hash(&canonical_entry(entry));
+        }
+        insert_many(&mut tx, &entries).await?;
+        tx.commit_unchanged().await.map_err(db_error)?;
+        Ok((start + 1..=start + entries.len() as i64).collect())
+    }
 }
 
 pub(crate) async fn set_head(tx: &mut crate::Tx, size: i64) -> Result<(), Error> {
@@ -159,7 +243,7 @@ pub async fn append(
         ""
     };
     let seq = lock_head(tx, lock).await? + 1;
-    insert_many(tx, vec![entry(seq, ctx, event)]).await?;
+    insert_many(tx, &[entry(seq, ctx, event)]).await?;
     set_head(tx, seq).await
 }
 

@@ -11,7 +11,7 @@
 //! for SQLite (one node) and off for PostgreSQL (several nodes write).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::agents::AgentContext;
@@ -19,19 +19,49 @@ use crate::agents::AgentContext;
 /// Entries kept per kind before the cache starts over.
 const CAPACITY: usize = 200_000;
 
-/// The change counter.
-#[derive(Debug, Default)]
-pub struct Changes(AtomicU64);
+/// The change counter, and the audit log's head as this process last
+/// wrote it.
+#[derive(Debug)]
+pub struct Changes {
+    count: AtomicU64,
+    /// The log's size after this process's last one-trip append (see
+    /// [`crate::audit`]); −1 when unknown. Any other write that touches the
+    /// head forgets it, holding the (single) write connection as it does.
+    audit_head: AtomicI64,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes {
+            count: AtomicU64::new(0),
+            audit_head: AtomicI64::new(-1),
+        }
+    }
+}
 
 impl Changes {
     /// Something committed.
     pub(crate) fn bump(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.count.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The count now; read it before reading what is to be cached.
     pub(crate) fn now(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// The audit log's size as last written here, if known.
+    pub(crate) fn audit_head(&self) -> Option<i64> {
+        Some(self.audit_head.load(Ordering::SeqCst)).filter(|h| *h >= 0)
+    }
+
+    pub(crate) fn set_audit_head(&self, size: i64) {
+        self.audit_head.store(size, Ordering::SeqCst);
+    }
+
+    /// Something else moves the head: read it from the store next time.
+    pub(crate) fn forget_audit_head(&self) {
+        self.audit_head.store(-1, Ordering::SeqCst);
     }
 }
 

@@ -22,6 +22,7 @@ pub mod policies;
 pub mod quotas;
 mod rows;
 pub mod tenants;
+mod wal;
 pub mod webhooks;
 
 use std::str::FromStr;
@@ -72,6 +73,9 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     identities: std::sync::Arc<cache::Identities>,
+    /// Held by every clone; the SQLite checkpointer ([`wal`]) stops when
+    /// the last one is dropped.
+    _alive: std::sync::Arc<()>,
 }
 
 /// Map a database error to the catalogue: unreachable stores are
@@ -125,7 +129,7 @@ impl Store {
                 format!("cannot open the store at {}: {e}", redact(url)),
             )
         };
-        let (read, write) = match backend {
+        let (read, write, checkpointer) = match backend {
             Backend::Sqlite => {
                 let path = url
                     .trim_start_matches("sqlite://")
@@ -156,7 +160,8 @@ impl Store {
                 let options = AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=rwc"))
                     .map_err(open_error)?
                     .disable_statement_logging();
-                let write = sqlite_pool(1, synchronous)
+                // The writer never checkpoints; `wal::checkpoint` does.
+                let write = sqlite_pool(1, synchronous, "; PRAGMA wal_autocheckpoint = 0")
                     .connect_with(options.clone())
                     .await
                     .map_err(open_error)?;
@@ -165,11 +170,15 @@ impl Store {
                     .execute("PRAGMA journal_mode = WAL")
                     .await
                     .map_err(open_error)?;
-                let read = sqlite_pool(4, synchronous)
+                let read = sqlite_pool(4, synchronous, "")
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(open_error)?;
+                let checkpointer = sqlite_pool(1, synchronous, "")
                     .connect_with(options)
                     .await
                     .map_err(open_error)?;
-                (read, write)
+                (read, write, Some(checkpointer))
             }
             Backend::Postgres => {
                 let options = AnyConnectOptions::from_str(url)
@@ -181,7 +190,7 @@ impl Store {
                     .connect_with(options)
                     .await
                     .map_err(open_error)?;
-                (pool.clone(), pool)
+                (pool.clone(), pool, None)
             }
         };
         let migrator = match backend {
@@ -194,7 +203,12 @@ impl Store {
                 format!("migrating the store failed: {e}"),
             )
         })?;
+        let alive = std::sync::Arc::new(());
+        if let Some(pool) = checkpointer {
+            tokio::spawn(wal::checkpoint(pool, std::sync::Arc::downgrade(&alive)));
+        }
         Ok(Store {
+            _alive: alive,
             read,
             write,
             backend,
@@ -264,6 +278,7 @@ impl Store {
             .await
             .map_err(db_error)?;
         self.identities.changes().bump();
+        self.identities.changes().forget_audit_head();
         Ok(())
     }
 }
@@ -303,19 +318,29 @@ impl Tx {
         self.inner.commit().await
     }
 
+    /// The audit head is moved in this transaction: forget what is known
+    /// of it (see [`cache::Changes::audit_head`]).
+    pub(crate) fn moves_audit_head(&self) {
+        self.changes.forget_audit_head();
+    }
+
     /// Roll back: nothing changed.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.inner.rollback().await
     }
 }
 
-fn sqlite_pool(max: u32, synchronous: &'static str) -> AnyPoolOptions {
+fn sqlite_pool(max: u32, synchronous: &'static str, more: &'static str) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))
+        // A file's connection does not go stale as a network one can; the
+        // ping before every use would be one more round trip to the
+        // connection's thread per transaction.
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                conn.execute(format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000").as_str())
+                conn.execute(format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000{more}").as_str())
                     .await?;
                 Ok(())
             })

@@ -1003,7 +1003,23 @@ impl Store {
     /// Write a batch of the decision path's writes (reservations and audit
     /// records) in one transaction, one commit. Lock order: quota counter
     /// heads (sorted), then the audit head, as every other writer takes them.
+    /// On SQLite a few audit records alone (decisions no quota applies to)
+    /// take one round trip ([`Store::append_in_one_trip`]).
     pub async fn write_batch(&self, items: Vec<Write>) -> Result<Vec<Written>, Error> {
+        if self.backend == crate::Backend::Sqlite
+            && items.len() <= crate::audit::ONE_TRIP_MAX
+            && items.iter().all(|w| matches!(w, Write::Audit(_)))
+        {
+            let records = items
+                .into_iter()
+                .filter_map(|w| match w {
+                    Write::Audit(audit) => Some(*audit),
+                    _ => None,
+                })
+                .collect();
+            let seqs = self.append_in_one_trip(records).await?;
+            return Ok(seqs.into_iter().map(Written::Audited).collect());
+        }
         let lock = self.backend.for_update();
         let mut tx = self.begin().await?;
         let mut keys: Vec<(&str, &str, &str)> = items
@@ -1076,7 +1092,7 @@ impl Store {
                 }
             });
         }
-        crate::audit::insert_many(&mut tx, records).await?;
+        crate::audit::insert_many(&mut tx, &records).await?;
         if seq != start + claimed {
             crate::audit::set_head(&mut tx, seq).await?;
         }

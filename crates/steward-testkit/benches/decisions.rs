@@ -8,7 +8,10 @@
 //! not share a runtime.
 //!
 //! cargo bench -p steward-testkit --bench decisions
-//! (STEWARD_BENCH_RATE and STEWARD_BENCH_SECONDS change the open-loop load.)
+//! (STEWARD_BENCH_RATE and STEWARD_BENCH_SECONDS change the open-loop load;
+//! STEWARD_BENCH_STORES=floor,full,normal,postgres picks the runs: `floor`
+//! is the same load on `/healthz`, which does nothing, for what HTTP and
+//! the two processes cost on their own.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -80,6 +83,12 @@ fn body() -> String {
 async fn load(url: String, full: bool) {
     let http = reqwest::Client::new();
     let send = |http: reqwest::Client, url: String| async move {
+        if url.ends_with("/healthz") {
+            let r = http.get(url).send().await.unwrap();
+            assert!(r.status().is_success());
+            r.bytes().await.unwrap();
+            return;
+        }
         let r = http
             .post(url)
             .bearer_auth(steward_testkit::ADMIN_TOKEN)
@@ -146,7 +155,8 @@ async fn load(url: String, full: bool) {
     );
 }
 
-async fn run(backend: Backend, relaxed: bool, full: bool) {
+/// The same load on `path` of a server on `backend`; prints one line.
+async fn run(backend: Backend, relaxed: bool, full: bool, path: &str) {
     let s = TestServer::start_with(backend, |c| {
         if let Some(url) = c.database_url.as_mut().filter(|_| relaxed) {
             url.push_str("?synchronous=normal");
@@ -154,7 +164,7 @@ async fn run(backend: Backend, relaxed: bool, full: bool) {
     })
     .await;
     setup(&s).await;
-    let url = format!("{}/access/v1/evaluation", s.server.url());
+    let url = format!("{}{path}", s.server.url());
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
     child.env("STEWARD_BENCH_LOAD", &url);
     if full {
@@ -167,12 +177,19 @@ async fn run(backend: Backend, relaxed: bool, full: bool) {
         String::from_utf8_lossy(&out.stderr)
     );
     println!(
-        "{backend:?}{}: /access/v1/evaluation audited: {}",
+        "{backend:?}{}: {path}{}: {}",
         if relaxed { " (synchronous=normal)" } else { "" },
+        if path == EVALUATION {
+            " audited"
+        } else {
+            " (the floor: does nothing)"
+        },
         String::from_utf8_lossy(&out.stdout).trim()
     );
     s.stop().await;
 }
+
+const EVALUATION: &str = "/access/v1/evaluation";
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -191,8 +208,20 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        run(Backend::Sqlite, false, full).await;
-        run(Backend::Sqlite, true, full).await;
-        run(Backend::Postgres, false, full).await;
+        // STEWARD_BENCH_STORES picks some of: floor, full, normal, postgres.
+        let only = std::env::var("STEWARD_BENCH_STORES").unwrap_or_default();
+        let wanted = |name: &str| only.is_empty() || only.split(',').any(|s| s == name);
+        if wanted("floor") {
+            run(Backend::Sqlite, false, full, "/healthz").await;
+        }
+        if wanted("full") {
+            run(Backend::Sqlite, false, full, EVALUATION).await;
+        }
+        if wanted("normal") {
+            run(Backend::Sqlite, true, full, EVALUATION).await;
+        }
+        if wanted("postgres") {
+            run(Backend::Postgres, false, full, EVALUATION).await;
+        }
     });
 }
