@@ -161,7 +161,7 @@ impl Store {
                     .map_err(open_error)?
                     .disable_statement_logging();
                 // The writer never checkpoints; `wal::checkpoint` does.
-                let write = sqlite_pool(1, synchronous, "; PRAGMA wal_autocheckpoint = 0")
+                let write = sqlite_pool(1, synchronous, "; PRAGMA wal_autocheckpoint = 0".into())
                     .connect_with(options.clone())
                     .await
                     .map_err(open_error)?;
@@ -170,14 +170,21 @@ impl Store {
                     .execute("PRAGMA journal_mode = WAL")
                     .await
                     .map_err(open_error)?;
-                let read = sqlite_pool(4, synchronous, "")
+                let read = sqlite_pool(4, synchronous, String::new())
                     .connect_with(options.clone())
                     .await
                     .map_err(open_error)?;
-                let checkpointer = sqlite_pool(1, synchronous, "")
-                    .connect_with(options)
-                    .await
-                    .map_err(open_error)?;
+                // A `RESTART` holds the writer while it waits for readers of the
+                // old log: give up after `wal::PATIENCE_MS` and try at the
+                // next tick rather than stall decisions.
+                let checkpointer = sqlite_pool(
+                    1,
+                    synchronous,
+                    format!("; PRAGMA busy_timeout = {}", wal::PATIENCE_MS),
+                )
+                .connect_with(options)
+                .await
+                .map_err(open_error)?;
                 (read, write, Some(checkpointer))
             }
             Backend::Postgres => {
@@ -330,7 +337,7 @@ impl Tx {
     }
 }
 
-fn sqlite_pool(max: u32, synchronous: &'static str, more: &'static str) -> AnyPoolOptions {
+fn sqlite_pool(max: u32, synchronous: &'static str, more: String) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))
@@ -339,6 +346,7 @@ fn sqlite_pool(max: u32, synchronous: &'static str, more: &'static str) -> AnyPo
         // connection's thread per transaction.
         .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
+            let more = more.clone();
             Box::pin(async move {
                 conn.execute(format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000{more}").as_str())
                     .await?;

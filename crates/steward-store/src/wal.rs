@@ -25,6 +25,11 @@ pub(crate) const EVERY: Duration = Duration::from_millis(100);
 /// Pages (4 KiB each) in the log past which it is restarted.
 pub(crate) const RESTART_AT: i64 = 4096;
 
+/// How long a `RESTART` waits for the writer to finish its commit and for
+/// readers of the old log to finish, holding the writer meanwhile, before
+/// giving up until the next tick: the checkpointer's busy timeout.
+pub(crate) const PATIENCE_MS: u32 = 20;
+
 /// Checkpoint until the store is dropped (`alive` gone) or closed.
 pub(crate) async fn checkpoint(pool: AnyPool, alive: Weak<()>) {
     let mut tick = tokio::time::interval(EVERY);
@@ -50,7 +55,9 @@ pub(crate) async fn checkpoint(pool: AnyPool, alive: Weak<()>) {
     pool.close().await;
 }
 
-/// One checkpoint; the pages in the log when it ran.
+/// One checkpoint; the pages in the log when it ran. A `RESTART` that
+/// could not finish in [`PATIENCE_MS`] reports busy, not an error, and the
+/// next tick tries again.
 async fn run(pool: &AnyPool, mode: &str) -> Result<i64, sqlx::Error> {
     let (_busy, log, _done): (i64, i64, i64) =
         sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
