@@ -74,8 +74,9 @@ pub struct Store {
     backend: Backend,
     identities: std::sync::Arc<cache::Identities>,
     /// Held by every clone; the SQLite checkpointer ([`wal`]) stops when
-    /// the last one is dropped.
+    /// the last one is dropped or its pool is closed.
     _alive: std::sync::Arc<()>,
+    checkpointer: Option<AnyPool>,
 }
 
 /// Map a database error to the catalogue: unreachable stores are
@@ -211,11 +212,15 @@ impl Store {
             )
         })?;
         let alive = std::sync::Arc::new(());
-        if let Some(pool) = checkpointer {
-            tokio::spawn(wal::checkpoint(pool, std::sync::Arc::downgrade(&alive)));
+        if let Some(pool) = &checkpointer {
+            tokio::spawn(wal::checkpoint(
+                pool.clone(),
+                std::sync::Arc::downgrade(&alive),
+            ));
         }
         Ok(Store {
             _alive: alive,
+            checkpointer,
             read,
             write,
             backend,
@@ -242,6 +247,9 @@ impl Store {
 
     /// Close every connection; later calls fail with `store_unavailable`.
     pub async fn close(&self) {
+        if let Some(pool) = &self.checkpointer {
+            pool.close().await;
+        }
         self.write.close().await;
         self.read.close().await;
     }
