@@ -9,10 +9,10 @@
 //! taking the writer's lock. A passive checkpoint racing a steady writer
 //! never finishes the log, though, and only a finished log starts again from
 //! its beginning; so once the log holds [`RESTART_AT`] pages, a `RESTART`
-//! checkpoint follows the passive one: it holds the writer only for the
-//! pages written since (a fraction of a millisecond's worth), and the next
-//! commit writes from the start of the file again, which keeps its size
-//! bounded.
+//! checkpoint follows the passive one: it holds the writer only while it
+//! copies the pages written since and syncs (1.5 to 5 ms measured under
+//! 1000 decisions/s, about once a second), and the next commit writes from
+//! the start of the file again, which keeps its size bounded.
 
 use std::sync::Weak;
 use std::time::Duration;

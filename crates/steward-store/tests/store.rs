@@ -267,9 +267,8 @@ async fn identities_follow_changes_on_postgres() {
     identities_follow_changes(&store).await;
 }
 
-/// A group commit of many records: consecutive sequence numbers in the
-/// order given, every stored row hashing to its leaf, in however many
-/// statements the batch is cut into.
+/// `n` audit records (a decision each) whose resource ids are `tag0`,
+/// `tag1`, ...
 fn records(tag: &str, n: usize) -> Vec<steward_store::quotas::Write> {
     let ctx = ChangeContext::system("default", "test", chrono::Utc::now());
     (0..n)
