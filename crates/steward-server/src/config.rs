@@ -41,6 +41,9 @@ pub struct Config {
     pub quota_settle_secs: u64,
     /// Human approvals: chains per tier, lifetimes, the default approver group.
     pub approvals: ApprovalsConfig,
+    /// PEM file of extra certificate authorities the MCP gateway trusts for
+    /// `https://` upstreams (an internal CA), on top of the system's.
+    pub mcp_upstream_ca_file: Option<PathBuf>,
 }
 
 /// Human approvals (`[approvals]` in the file).
@@ -122,6 +125,7 @@ impl Default for Config {
             classifications: Vec::new(),
             approvals: ApprovalsConfig::default(),
             quota_settle_secs: 900,
+            mcp_upstream_ca_file: None,
         }
     }
 }

@@ -196,7 +196,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     });
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     let audit = audit_log::AuditLog::start(&store).await?;
-    let max_body_bytes = config.max_body_bytes;
+    let mcp = mcp::Gateway::new(
+        config.max_body_bytes,
+        config.mcp_upstream_ca_file.as_deref(),
+    )
+    .map_err(StartError)?;
     let state = AppState(Arc::new(Inner {
         store: store.clone(),
         hasher,
@@ -208,7 +212,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         webhooks: Default::default(),
         quotas: Default::default(),
         audit,
-        mcp: mcp::Gateway::new(max_body_bytes).map_err(StartError)?,
+        mcp,
     }));
     let app = router(state.clone());
 

@@ -84,6 +84,8 @@ pub struct HttpUpstream {
     _child: tokio::process::Child,
     /// Its MCP endpoint.
     pub url: String,
+    /// The local port it listens on.
+    pub port: u16,
 }
 
 impl HttpUpstream {
@@ -114,6 +116,7 @@ impl HttpUpstream {
                 return Ok(HttpUpstream {
                     _child: child,
                     url: format!("http://127.0.0.1:{port}/mcp"),
+                    port,
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

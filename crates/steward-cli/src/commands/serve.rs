@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Log format (default pretty). `RUST_LOG` sets the filter (default info).
     #[arg(long, env = "STEWARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// PEM file of extra certificate authorities the MCP gateway trusts for
+    /// https:// upstreams, on top of the system's.
+    #[arg(long, env = "STEWARD_MCP_UPSTREAM_CA_FILE", value_name = "FILE")]
+    pub mcp_upstream_ca_file: Option<PathBuf>,
 }
 
 /// Run the server until Ctrl-C or SIGTERM.
@@ -124,6 +128,9 @@ pub fn apply_overrides(mut config: Config, args: &ServeArgs) -> Config {
     }
     if let Some(format) = args.log_format {
         config.log_format = format.as_str().to_owned();
+    }
+    if let Some(file) = &args.mcp_upstream_ca_file {
+        config.mcp_upstream_ca_file = Some(file.clone());
     }
     config
 }
@@ -239,6 +246,7 @@ mod tests {
             ("max_body_bytes", "STEWARD_MAX_BODY_BYTES"),
             ("expiry_sweep_secs", "STEWARD_EXPIRY_SWEEP_SECS"),
             ("log_format", "STEWARD_LOG_FORMAT"),
+            ("mcp_upstream_ca_file", "STEWARD_MCP_UPSTREAM_CA_FILE"),
         ] {
             assert_eq!(env_of(id).as_deref(), Some(variable), "{id}");
         }

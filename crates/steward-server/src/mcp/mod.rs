@@ -43,8 +43,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway accepting request bodies up to `max_body_bytes`.
-    pub fn new(max_body_bytes: usize) -> Result<Gateway, String> {
+    /// A gateway accepting request bodies up to `max_body_bytes` and
+    /// trusting, for `https://` upstreams, the system's certificate
+    /// authorities and those in `extra_ca_file` (PEM).
+    pub fn new(
+        max_body_bytes: usize,
+        extra_ca_file: Option<&std::path::Path>,
+    ) -> Result<Gateway, String> {
         let shutdown = CancellationToken::new();
         let mut config = StreamableHttpServerConfig::default()
             .disable_allowed_hosts()
@@ -61,7 +66,7 @@ impl Gateway {
                 config,
             ),
             shutdown,
-            upstream_http: upstream_http_client()?,
+            upstream_http: upstream_http_client(extra_ca_file)?,
             registrations: Default::default(),
         })
     }
@@ -92,8 +97,11 @@ const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(4);
 /// call reuses a connection instead of opening one. Redirects are followed
 /// only when they keep the method and body (307, 308) and stay on the
 /// registered origin, so neither the message nor the session id leaves for
-/// another host.
-fn upstream_http_client() -> Result<rmcp_reqwest::Client, String> {
+/// another host. TLS is verified by the platform's verifier (the system's
+/// roots) plus the certificates in `extra_ca_file`.
+fn upstream_http_client(
+    extra_ca_file: Option<&std::path::Path>,
+) -> Result<rmcp_reqwest::Client, String> {
     use rmcp_reqwest::redirect::{Attempt, Policy};
     let same_origin = |attempt: Attempt<'_>| {
         let keeps_body = matches!(attempt.status().as_u16(), 307 | 308);
@@ -106,12 +114,39 @@ fn upstream_http_client() -> Result<rmcp_reqwest::Client, String> {
             attempt.follow()
         }
     };
+    let extra_roots = match extra_ca_file {
+        None => Vec::new(),
+        Some(path) => read_ca_file(path)?,
+    };
+    // reqwest's TLS takes the process's rustls provider; ring is the one
+    // this build carries. A provider installed earlier is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     rmcp_reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(UPSTREAM_IDLE)
         .redirect(Policy::custom(same_origin))
+        .tls_certs_merge(extra_roots)
         .build()
         .map_err(|e| format!("cannot build the MCP gateway's HTTP client: {e}"))
+}
+
+/// The certificates of a PEM file, or why there are none.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<rmcp_reqwest::Certificate>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read mcp_upstream_ca_file {}: {e}", path.display()))?;
+    let certs = rmcp_reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        format!(
+            "mcp_upstream_ca_file {} is not a PEM certificate bundle: {e}",
+            path.display()
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(format!(
+            "mcp_upstream_ca_file {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// What the gateway learnt about a request before MCP sees it: who calls,

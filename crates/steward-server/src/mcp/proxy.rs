@@ -31,11 +31,14 @@ use rmcp::model::{
     SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, UnsubscribeRequest,
     UnsubscribeRequestParams,
 };
+use rmcp::service::ClientInitializeError;
 use rmcp::service::{
     NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer,
     RunningService, ServiceError,
 };
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ErrorData as McpError, ServerHandler, Service, ServiceExt};
 use serde_json::Map;
@@ -102,6 +105,38 @@ fn upstream_error(server: &McpServer, e: ServiceError) -> McpError {
     }
 }
 
+/// Why an upstream session did not start, in words a person can act on.
+/// rmcp wraps the HTTP client's error (a refused connection, an untrusted
+/// certificate) without naming it as a source, so it is unwrapped here.
+fn start_error(e: &ClientInitializeError) -> String {
+    let ClientInitializeError::TransportError { error, context } = e else {
+        return e.to_string();
+    };
+    let cause = match error
+        .error
+        .downcast_ref::<StreamableHttpError<rmcp_reqwest::Error>>()
+    {
+        Some(StreamableHttpError::Client(http)) => with_causes(http),
+        _ => with_causes(error.error.as_ref()),
+    };
+    format!("{cause} ({context})")
+}
+
+/// An error and each error that caused it, as one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 fn steward_error(e: steward_core::Error) -> McpError {
     McpError::internal_error(format!("Steward could not decide: {}", e.message), None)
 }
@@ -159,7 +194,7 @@ async fn connect(
     };
     let upstream = match started {
         Ok(Ok(running)) => running,
-        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Ok(Err(e)) => return Err(unreachable(start_error(&e))),
         Err(_) => {
             return Err(unreachable(format!(
                 "no answer to initialize within {} s",

@@ -50,7 +50,17 @@ struct Gateway {
 impl Gateway {
     /// `agent` (public data, active at once) and the upstream `name`.
     async fn start(name: &str, transport: McpTransport, timeout_secs: Option<u32>) -> Gateway {
-        let server = TestServer::start(Backend::Sqlite).await;
+        Gateway::start_with(name, transport, timeout_secs, |_| {}).await
+    }
+
+    /// [`Gateway::start`] on a server whose configuration `adjust` changes.
+    async fn start_with(
+        name: &str,
+        transport: McpTransport,
+        timeout_secs: Option<u32>,
+        adjust: impl FnOnce(&mut steward_server::Config),
+    ) -> Gateway {
+        let server = TestServer::start_with(Backend::Sqlite, adjust).await;
         let admin = &server.admin;
         human(admin, "owner@example.com").await;
         human(admin, "alice@example.com").await;
@@ -572,6 +582,136 @@ async fn streamable_http_upstream_and_credentials() {
     gw.stop().await;
 }
 
+/// A TLS front on a free local port, with a certificate for `localhost`
+/// issued by a fresh CA, relaying each connection's bytes to a plain local
+/// port; it stops when dropped.
+struct TlsFront {
+    port: u16,
+    ca_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    async fn start(to: u16) -> TlsFront {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "Steward test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    if let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    }
+                });
+            }
+        });
+        TlsFront {
+            port,
+            ca_pem: ca.pem(),
+            task,
+        }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_with_the_configured_ca() {
+    if !node_ready("https_upstreams_are_verified_with_the_configured_ca") {
+        return;
+    }
+    let upstream = HttpUpstream::start().await.unwrap();
+    let front = TlsFront::start(upstream.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("internal-ca.pem");
+    std::fs::write(&ca_file, &front.ca_pem).unwrap();
+    let transport = McpTransport::StreamableHttp {
+        url: format!("https://localhost:{}/mcp", front.port),
+    };
+
+    // Trusted through the configured CA file: the upstream's real answer.
+    let gw = Gateway::start_with("everything", transport.clone(), Some(10), |config| {
+        config.mcp_upstream_ca_file = Some(ca_file.clone());
+    })
+    .await;
+    gw.policy(
+        "everything-tools",
+        "Agents may echo and add",
+        CALLS_ON_EVERYTHING,
+    )
+    .await;
+    let steps = gw
+        .run(
+            json!([{"op": "call", "name": "echo", "arguments": {"message": "over tls"}}]),
+            None,
+        )
+        .await;
+    assert_eq!(text(&steps[0]), "Echo: over tls");
+    gw.stop().await;
+
+    // Without it the certificate is not trusted: a clean error that says so.
+    let gw = Gateway::start("everything", transport, Some(10)).await;
+    let out = mcp::run_client(&gw.url(), &gw.key, &json!([{"op": "list_tools"}]), None)
+        .await
+        .unwrap();
+    let message = out["connect_error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("upstream MCP server 'everything' is unavailable")
+            && message.contains("invalid peer certificate: UnknownIssuer"),
+        "{out}"
+    );
+    gw.stop().await;
+
+    // A CA file that is not PEM stops the server from starting, saying why.
+    std::fs::write(&ca_file, "not a certificate").unwrap();
+    let mut config = steward_server::Config {
+        data_dir: dir.path().join("data"),
+        mcp_upstream_ca_file: Some(ca_file.clone()),
+        ..Default::default()
+    };
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let error = steward_server::start(config)
+        .await
+        .err()
+        .expect("must not start");
+    assert!(
+        error.to_string().contains("holds no PEM certificate"),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_changes_reach_the_gateway_at_once() {
     if !node_ready("registration_changes_reach_the_gateway_at_once") {
@@ -744,7 +884,8 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
         .unwrap();
     let message = out["connect_error"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("upstream MCP server 'down' is unavailable"),
+        message.contains("upstream MCP server 'down' is unavailable")
+            && message.contains("Connection refused"),
         "{out}"
     );
     // A program that does not exist.
