@@ -380,6 +380,48 @@ async fn small_batches_between_other_writers_on_postgres() {
     small_batches_between_other_writers(&store, &store.clone()).await;
 }
 
+/// A transaction dropped before it ends changes nothing and does not keep
+/// the next writer waiting; a closed store refuses writes, loudly.
+async fn unfinished_transactions_change_nothing(store: &Store) {
+    let mut tx = store.begin().await.unwrap();
+    sqlx::query("INSERT INTO settings (key, value) VALUES ('left', 'open')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    let tx = store.begin().await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        store
+            .setting_or_init("left", || "later".into())
+            .await
+            .unwrap(),
+        "later"
+    );
+    let before = store.audit_size().await.unwrap();
+    assert_eq!(
+        write_records(store, "after", 2).await,
+        vec![before + 1, before + 2]
+    );
+    store.close().await;
+    let refused = store
+        .setting_or_init("closed", || "no".into())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::StoreUnavailable, "{refused:?}");
+}
+
+#[tokio::test]
+async fn unfinished_transactions_change_nothing_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    unfinished_transactions_change_nothing(&store).await;
+}
+
+#[tokio::test]
+async fn unfinished_transactions_change_nothing_on_postgres() {
+    unfinished_transactions_change_nothing(&postgres().await).await;
+}
+
 #[tokio::test]
 async fn a_batch_lands_in_order_on_sqlite() {
     let (store, _dir) = sqlite().await;
