@@ -1,5 +1,7 @@
 //! Tool-call latency through the MCP gateway against the same upstream
-//! called directly, in one run: `server-everything` over Streamable HTTP,
+//! called directly, and through a bare relay (the floor: rmcp's server in
+//! front and rmcp's client behind, as in the gateway, deciding and recording
+//! nothing), in one run: `server-everything` over Streamable HTTP,
 //! the official TypeScript SDK as the client (one session per path; `echo`
 //! called sequentially for p50/p99, the paths taking turns 100 calls at a
 //! time so that they are measured under the same conditions, then 8 calls
@@ -101,6 +103,86 @@ async fn gateway(upstream: &HttpUpstream, relaxed: bool) -> (TestServer, String,
     (server, url, key)
 }
 
+/// The floor: a relay built from the same rmcp pieces as the gateway (its
+/// Streamable HTTP server in front, its client with a kept-alive connection
+/// behind) that forwards each tool call and does nothing else: no
+/// authentication, decision, quota or audit record.
+mod bare {
+    use rmcp::model::{
+        CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, InitializeResult,
+        ServerCapabilities, ServerResult,
+    };
+    use rmcp::service::{Peer, RequestContext, RoleClient, RoleServer, RunningService};
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
+
+    #[derive(Clone)]
+    struct Relay(Peer<RoleClient>);
+
+    impl ServerHandler for Relay {
+        fn get_info(&self) -> InitializeResult {
+            InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        }
+
+        async fn call_tool(
+            &self,
+            request: CallToolRequestParams,
+            _context: RequestContext<RoleServer>,
+        ) -> Result<CallToolResponse, McpError> {
+            match self
+                .0
+                .send_request(ClientRequest::CallToolRequest(CallToolRequest::new(
+                    request,
+                )))
+                .await
+            {
+                Ok(ServerResult::CallToolResult(r)) => Ok(CallToolResponse::Complete(r)),
+                Ok(_) => Err(McpError::internal_error("not a tool result", None)),
+                Err(e) => Err(McpError::internal_error(e.to_string(), None)),
+            }
+        }
+    }
+
+    /// Start a relay to `upstream`; its URL, and the upstream session to
+    /// keep alive.
+    pub async fn start(upstream: &str) -> (String, RunningService<RoleClient, ()>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = rmcp_reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(std::time::Duration::from_secs(4))
+            .build()
+            .unwrap();
+        let client = ()
+            .serve(StreamableHttpClientTransport::with_client(
+                http,
+                StreamableHttpClientTransportConfig::with_uri(upstream),
+            ))
+            .await
+            .unwrap();
+        let relay = Relay(client.peer().clone());
+        let mut config = StreamableHttpServerConfig::default().disable_allowed_hosts();
+        config.sse_keep_alive = Some(std::time::Duration::from_secs(15));
+        let service = StreamableHttpService::new(
+            move || Ok(relay.clone()),
+            std::sync::Arc::new(LocalSessionManager::default()),
+            config,
+        );
+        let app = axum::Router::new().route_service("/mcp", service);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, client)
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if mcp::node_status() != NodeStatus::Ready {
@@ -117,12 +199,14 @@ async fn main() {
     let upstream = HttpUpstream::start().await.unwrap();
     let (durable, durable_url, durable_key) = gateway(&upstream, false).await;
     let (relaxed, relaxed_url, relaxed_key) = gateway(&upstream, true).await;
+    let (bare_url, _bare_upstream) = bare::start(&upstream.url).await;
     let paths = [
         (upstream.url.as_str(), ""),
+        (bare_url.as_str(), ""),
         (durable_url.as_str(), durable_key.as_str()),
         (relaxed_url.as_str(), relaxed_key.as_str()),
     ];
-    let [direct, through, through_relaxed]: [Value; 3] =
+    let [direct, bare, through, through_relaxed]: [Value; 4] =
         measure(&paths, calls).await.try_into().unwrap();
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_default();
     println!(
@@ -133,6 +217,7 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|");
     for (name, r) in [
         ("direct to upstream", &direct),
+        ("through a bare rmcp relay (the floor)", &bare),
         (
             "through the gateway (SQLite, synchronous=full: the default)",
             &through,
@@ -151,11 +236,12 @@ async fn main() {
         );
     }
     for (name, r) in [
-        ("synchronous=full", &through),
-        ("synchronous=normal", &through_relaxed),
+        ("the bare relay", &bare),
+        ("the gateway, synchronous=full", &through),
+        ("the gateway, synchronous=normal", &through_relaxed),
     ] {
         println!(
-            "added by the gateway ({name}): p50 {:.0} µs, p99 {:.0} µs",
+            "added by {name}: p50 {:.0} µs, p99 {:.0} µs",
             f(r, "p50_us") - f(&direct, "p50_us"),
             f(r, "p99_us") - f(&direct, "p99_us")
         );
