@@ -173,6 +173,27 @@ impl Gateway {
         )
     }
 
+    /// Let agents call `echo`, `get-sum` and the long-running tool.
+    async fn allow_everything_tools(&self) {
+        self.policy(
+            "everything-tools",
+            "Agents may echo and add",
+            CALLS_ON_EVERYTHING,
+        )
+        .await;
+    }
+
+    /// Why connecting to the gateway at `url` (and listing tools) failed.
+    async fn connect_error(&self, url: &str) -> String {
+        let out = mcp::run_client(url, &self.key, &json!([{"op": "list_tools"}]), None)
+            .await
+            .unwrap();
+        match out["connect_error"]["message"].as_str() {
+            Some(message) => message.to_string(),
+            None => panic!("the connection did not fail: {out}"),
+        }
+    }
+
     async fn audit(&self, action: &str) -> Vec<AuditEntry> {
         all_audit(self.admin())
             .await
@@ -219,12 +240,7 @@ async fn tool_calls_are_decided_on_tool_and_arguments_and_audited() {
     let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
     gw.declare_arguments("{ a?: Long, b?: Long, message?: String }?")
         .await;
-    gw.policy(
-        "everything-tools",
-        "Agents may echo and add",
-        CALLS_ON_EVERYTHING,
-    )
-    .await;
+    gw.allow_everything_tools().await;
     gw.policy(
         "no-large-sums",
         "Sums over 100 need a finance agent",
@@ -475,12 +491,7 @@ async fn acting_for_a_person_narrows_to_what_they_may_do() {
         return;
     }
     let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
-    gw.policy(
-        "everything-tools",
-        "Agents may echo and add",
-        CALLS_ON_EVERYTHING,
-    )
-    .await;
+    gw.allow_everything_tools().await;
     // Alice may only echo; the agent may do more, but for her it may not.
     gw.policy(
         "alice-echo",
@@ -523,12 +534,7 @@ async fn streamable_http_upstream_and_credentials() {
         url: upstream.url.clone(),
     };
     let gw = Gateway::start("everything", transport, None).await;
-    gw.policy(
-        "everything-tools",
-        "Agents may echo and add",
-        CALLS_ON_EVERYTHING,
-    )
-    .await;
+    gw.allow_everything_tools().await;
     let steps = gw
         .run(
             json!([
@@ -666,12 +672,7 @@ async fn https_upstreams_are_verified_with_the_configured_ca() {
         config.mcp_upstream_ca_file = Some(ca_file.clone());
     })
     .await;
-    gw.policy(
-        "everything-tools",
-        "Agents may echo and add",
-        CALLS_ON_EVERYTHING,
-    )
-    .await;
+    gw.allow_everything_tools().await;
     let steps = gw
         .run(
             json!([{"op": "call", "name": "echo", "arguments": {"message": "over tls"}}]),
@@ -683,14 +684,11 @@ async fn https_upstreams_are_verified_with_the_configured_ca() {
 
     // Without it the certificate is not trusted: a clean error that says so.
     let gw = Gateway::start("everything", transport, Some(10)).await;
-    let out = mcp::run_client(&gw.url(), &gw.key, &json!([{"op": "list_tools"}]), None)
-        .await
-        .unwrap();
-    let message = out["connect_error"]["message"].as_str().unwrap_or_default();
+    let message = gw.connect_error(&gw.url()).await;
     assert!(
         message.contains("upstream MCP server 'everything' is unavailable")
             && message.contains("invalid peer certificate: UnknownIssuer"),
-        "{out}"
+        "{message}"
     );
     gw.stop().await;
 
@@ -879,14 +877,11 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
         url: format!("http://127.0.0.1:{port}/mcp"),
     };
     let gw = Gateway::start("down", down, Some(5)).await;
-    let out = mcp::run_client(&gw.url(), &gw.key, &json!([{"op": "list_tools"}]), None)
-        .await
-        .unwrap();
-    let message = out["connect_error"]["message"].as_str().unwrap_or_default();
+    let message = gw.connect_error(&gw.url()).await;
     assert!(
         message.contains("upstream MCP server 'down' is unavailable")
             && message.contains("Connection refused"),
-        "{out}"
+        "{message}"
     );
     // A program that does not exist.
     gw.admin()
@@ -904,13 +899,10 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
         .await
         .unwrap();
     let url = format!("{}/mcp/missing", gw.server.server.url());
-    let out = mcp::run_client(&url, &gw.key, &json!([]), None)
-        .await
-        .unwrap();
-    let message = out["connect_error"]["message"].as_str().unwrap_or_default();
+    let message = gw.connect_error(&url).await;
     assert!(
         message.contains("cannot start '/nonexistent/mcp-server'"),
-        "{out}"
+        "{message}"
     );
 
     // An upstream that does not answer in time: an MCP error, the call audited.
@@ -924,12 +916,7 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
         })
         .await
         .unwrap();
-    gw.policy(
-        "everything-tools",
-        "Agents may echo and add",
-        CALLS_ON_EVERYTHING,
-    )
-    .await;
+    gw.allow_everything_tools().await;
     let url = format!("{}/mcp/everything", gw.server.server.url());
     let out = mcp::run_client(
         &url,
