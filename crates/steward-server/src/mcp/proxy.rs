@@ -788,3 +788,39 @@ impl Service<RoleClient> for Relay {
         self.client.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::with_causes;
+
+    /// An error that says what failed and keeps why as its source.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn an_error_reads_with_its_causes_each_said_once() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            with_causes(&Wrapped("client error (Connect)", refused())),
+            "client error (Connect): refused"
+        );
+        // A wrapper that already quotes its cause does not repeat it.
+        assert_eq!(
+            with_causes(&Wrapped("connect failed: refused", refused())),
+            "connect failed: refused"
+        );
+        assert_eq!(with_causes(&refused()), "refused");
+    }
+}
