@@ -104,7 +104,7 @@ async fn gateway(upstream: &HttpUpstream, relaxed: bool) -> (TestServer, String,
 }
 
 /// The floor: a relay built from the same rmcp pieces as the gateway (its
-/// Streamable HTTP server in front, its client with a kept-alive connection
+/// Streamable HTTP server in front, the gateway's own upstream HTTP client
 /// behind) that forwards each tool call and does nothing else: no
 /// authentication, decision, quota or audit record.
 mod bare {
@@ -151,12 +151,7 @@ mod bare {
     /// Start a relay to `upstream`; its URL, and the upstream session to
     /// keep alive.
     pub async fn start(upstream: &str) -> (String, RunningService<RoleClient, ()>) {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = rmcp_reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_idle_timeout(std::time::Duration::from_secs(4))
-            .build()
-            .unwrap();
+        let http = steward_server::mcp::upstream_http_client(None).unwrap();
         let client = ()
             .serve(StreamableHttpClientTransport::with_client(
                 http,

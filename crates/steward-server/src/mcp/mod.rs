@@ -98,8 +98,9 @@ const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(4);
 /// only when they keep the method and body (307, 308) and stay on the
 /// registered origin, so neither the message nor the session id leaves for
 /// another host. TLS is verified by the platform's verifier (the system's
-/// roots) plus the certificates in `extra_ca_file`.
-fn upstream_http_client(
+/// roots) plus the certificates in `extra_ca_file`. Public so that the MCP
+/// benchmark's bare relay reaches the upstream exactly as the gateway does.
+pub fn upstream_http_client(
     extra_ca_file: Option<&std::path::Path>,
 ) -> Result<rmcp_reqwest::Client, String> {
     use rmcp_reqwest::redirect::{Attempt, Policy};

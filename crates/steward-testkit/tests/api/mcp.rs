@@ -692,22 +692,26 @@ async fn https_upstreams_are_verified_with_the_configured_ca() {
     );
     gw.stop().await;
 
-    // A CA file that is not PEM stops the server from starting, saying why.
+    // A CA file that is not PEM, or is not there, stops the server from
+    // starting, saying why.
     std::fs::write(&ca_file, "not a certificate").unwrap();
-    let mut config = steward_server::Config {
-        data_dir: dir.path().join("data"),
-        mcp_upstream_ca_file: Some(ca_file.clone()),
-        ..Default::default()
-    };
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let error = steward_server::start(config)
-        .await
-        .err()
-        .expect("must not start");
-    assert!(
-        error.to_string().contains("holds no PEM certificate"),
-        "{error}"
-    );
+    let missing = dir.path().join("no-such-ca.pem");
+    for (file, why) in [
+        (&ca_file, "holds no PEM certificate"),
+        (&missing, "cannot read mcp_upstream_ca_file"),
+    ] {
+        let config = steward_server::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            mcp_upstream_ca_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let error = steward_server::start(config)
+            .await
+            .err()
+            .expect("must not start");
+        assert!(error.to_string().contains(why), "{error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
