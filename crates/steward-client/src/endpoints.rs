@@ -214,7 +214,34 @@ impl Client {
 
     /// `PATCH /v1/agents/{id}`.
     pub async fn update_agent(&self, id: &str, request: &UpdateAgent) -> Result<Agent> {
-        self.patch(&["v1", "agents", id], request).await
+        Ok(self.update_agent_or_hold(id, request).await?.0)
+    }
+
+    /// `PATCH /v1/agents/{id}`, telling a change held for approval (`202`)
+    /// from one applied: the agent as it now is, and the id of the approval
+    /// the change waits for, if it waits.
+    pub async fn update_agent_or_hold(
+        &self,
+        id: &str,
+        request: &UpdateAgent,
+    ) -> Result<(Agent, Option<String>)> {
+        let response = self
+            .request(reqwest::Method::PATCH, &["v1", "agents", id])?
+            .json(request)
+            .send()
+            .await?;
+        let held = (response.status() == reqwest::StatusCode::ACCEPTED)
+            .then(|| {
+                response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| l.rsplit('/').next())
+                    .map(str::to_owned)
+            })
+            .flatten();
+        let agent = crate::decode(response).await?;
+        Ok((agent, held))
     }
 
     /// `POST /v1/agents/{id}/{transition}`: move the agent through its

@@ -249,7 +249,12 @@ impl Client {
 /// Send a request; decode a success as `T` and an error status as the API's
 /// error body.
 async fn execute<T: DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T> {
-    let response = request.send().await?;
+    decode(request.send().await?).await
+}
+
+/// Decode a response: a success as `T`, an error status as the API's error
+/// body.
+pub(crate) async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
     let status = response.status();
     let bytes = response.bytes().await?;
     if status.is_success() {

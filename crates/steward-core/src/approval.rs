@@ -375,6 +375,24 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
+/// An approved change from the list `from` to the list `to`, applied to
+/// `current` (the list as it is when the approval is granted): what `to`
+/// added is added, what it dropped is dropped, and whatever changed in the
+/// meantime stays as it is. Order follows `current`, then `to`.
+pub fn apply_change(current: &[String], from: &[String], to: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = current
+        .iter()
+        .filter(|x| to.contains(x) || !from.contains(x))
+        .cloned()
+        .collect();
+    for x in to {
+        if !from.contains(x) && !out.contains(x) {
+            out.push(x.clone());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,5 +680,16 @@ mod tests {
             a.status = ApprovalStatus::Used;
             prop_assert!(!grant_allows(&a, "d", decided));
         }
+    }
+
+    #[test]
+    fn an_approved_change_applies_to_the_list_as_it_is_now() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // Filed as [a, b] -> [a, b, c]; meanwhile b was removed.
+        assert_eq!(apply_change(&v(&["a"]), &v(&["a", "b"]), &v(&["a", "b", "c"])), v(&["a", "c"]));
+        // Filed as [a, b] -> [a]; meanwhile d was added.
+        assert_eq!(apply_change(&v(&["a", "b", "d"]), &v(&["a", "b"]), &v(&["a"])), v(&["a", "d"]));
+        // Nothing changed meanwhile: exactly `to`.
+        assert_eq!(apply_change(&v(&["a", "b"]), &v(&["a", "b"]), &v(&["b", "c"])), v(&["b", "c"]));
     }
 }

@@ -37,7 +37,7 @@ pub fn email(field: &str, value: &str) -> Result<(), Error> {
         && !domain.ends_with('.')
         && !domain.contains('@')
         && value.len() <= 254
-        && !value.chars().any(char::is_whitespace);
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
     if !ok {
         return Err(Error::invalid(
             field,
@@ -47,13 +47,38 @@ pub fn email(field: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Free text no longer than [`MAX_TEXT`].
+/// Free text no longer than [`MAX_TEXT`], without NUL characters (which
+/// PostgreSQL cannot store).
 pub fn text(field: &str, value: &str) -> Result<(), Error> {
     if value.len() > MAX_TEXT {
         return Err(Error::invalid(
             field,
             format!("longer than {MAX_TEXT} bytes"),
         ));
+    }
+    if value.contains('\0') {
+        return Err(Error::invalid(field, "contains a NUL character"));
+    }
+    Ok(())
+}
+
+/// Longest identifier accepted where one is free-form (a resource's id,
+/// a type or action name in a decision, an external id): it is indexed.
+pub const MAX_KEY: usize = 512;
+
+/// A free-form identifier: 1 to [`MAX_KEY`] bytes, no control characters.
+pub fn key(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_KEY {
+        return Err(Error::invalid(
+            field,
+            format!("longer than {MAX_KEY} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "contains a control character"));
     }
     Ok(())
 }
@@ -73,6 +98,17 @@ pub fn name_list(field: &str, values: &[String]) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_and_text_refuse_what_a_store_cannot_keep() {
+        assert!(key("id", "repo/steward#1").is_ok());
+        assert!(key("id", "").is_err());
+        assert!(key("id", "a\0b").is_err());
+        assert!(key("id", &"x".repeat(MAX_KEY + 1)).is_err());
+        assert!(text("description", "a\0b").is_err());
+        assert!(text("description", "line one\nline two").is_ok());
+        assert!(email("email", "nul\0@example.com").is_err());
+    }
 
     #[test]
     fn names_and_emails() {

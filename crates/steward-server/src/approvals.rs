@@ -142,17 +142,26 @@ pub async fn gate(
             None => waived = false,
         }
     }
-    let principal_is_agent = input.chain.first().is_some_and(|s| s.kind == "agent");
+    // The persona rule of every agent up the chain: a child never skips an
+    // approval its parent's persona requires.
     let mut persona_requires = false;
-    if principal_is_agent
-        && !waived
-        && let Some(persona) = attr(input, 0, "persona")
-        && persona_actions(state, &tenant, persona)
-            .await?
-            .contains(&req.action)
-    {
-        persona_requires = true;
-        rules.push(format!("persona '{persona}'"));
+    if !waived {
+        for (index, s) in input.chain.iter().enumerate() {
+            if s.kind != "agent" {
+                continue;
+            }
+            if let Some(persona) = attr(input, index, "persona")
+                && persona_actions(state, &tenant, persona)
+                    .await?
+                    .contains(&req.action)
+            {
+                persona_requires = true;
+                let rule = format!("persona '{persona}'");
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
+            }
+        }
     }
     let groups = approval::runtime_groups(
         &annotations,

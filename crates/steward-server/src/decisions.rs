@@ -185,17 +185,17 @@ pub async fn resolve_chain(
     Ok(chain)
 }
 
-/// The resource entity: a declared type (stored attributes overlaid with the
-/// request's, undeclared attributes ignored) or an agent, human or team.
+/// The resource entity: a declared type (the request's attributes under the
+/// stored ones: a request may add what the store lacks but never change what
+/// an admin stored, or an agent could rewrite the classification a guardrail
+/// reads; undeclared attributes ignored) or an agent, human or team.
 pub async fn resolve_resource(
     state: &AppState,
     tenant: &str,
     engine: &steward_policy::Engine,
     r: &ResourceRef,
 ) -> Result<EntityData, Error> {
-    if r.id.is_empty() {
-        return Err(Error::invalid("resource.id", "must not be empty"));
-    }
+    steward_core::validate::key("resource.id", &r.id)?;
     let now = Utc::now();
     match r.resource_type.as_str() {
         "Agent" => match state.store.agent_context(tenant, &r.id).await? {
@@ -218,7 +218,11 @@ pub async fn resolve_resource(
                     format!("resource.type: '{t}' is not a declared resource type"),
                 )
             })?;
-            let mut attrs = Map::new();
+            let mut attrs: Map<String, Value> = r
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let stored = if state.engines.has_stored(tenant, t) {
                 state.store.get_resource_entity(tenant, t, &r.id).await?
             } else {
@@ -227,7 +231,6 @@ pub async fn resolve_resource(
             if let Some(stored) = stored {
                 attrs.extend(stored.attributes);
             }
-            attrs.extend(r.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
             attrs.retain(|k, _| declared.contains_key(k));
             Ok(entity(t, &r.id, Value::Object(attrs), vec![]))
         }
@@ -241,8 +244,16 @@ pub async fn decide(
     caller: &Caller,
     req: DecisionRequest,
 ) -> Result<DecisionResponse, Error> {
-    if req.action.is_empty() {
-        return Err(Error::invalid("action", "must not be empty"));
+    // Everything that reaches the audit log's indexed columns: a value the
+    // store cannot keep would fail the whole group commit it shares.
+    steward_core::validate::key("action", &req.action)?;
+    steward_core::validate::key("resource.type", &req.resource.resource_type)?;
+    steward_core::validate::key("resource.id", &req.resource.id)?;
+    if let Some(p) = &req.principal {
+        steward_core::validate::key("principal.id", &p.id)?;
+    }
+    if let Some(h) = &req.on_behalf_of {
+        steward_core::validate::key("on_behalf_of", h)?;
     }
     let tenant = caller.tenant_id().to_string();
     let engine = state.engines.get(&state.store, &tenant).await?;

@@ -42,6 +42,10 @@ use steward_types::{API_TOKEN_PREFIX, ErrorCode};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+/// What the token list shows as the prefix of an operator-chosen admin
+/// token, in place of any of its characters.
+pub const CONFIGURED_TOKEN_LABEL: &str = "(configured)";
 use tower_http::trace::TraceLayer;
 
 use crate::state::{AppState, Inner};
@@ -168,8 +172,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             ));
         }
         Some(token) => {
+            // No part of a secret the operator chose is shown anywhere (a
+            // generated token's prefix is random and says only its kind).
             store
-                .set_bootstrap_token(&ctx, &display_prefix(token), &hasher.hash(token))
+                .set_bootstrap_token(&ctx, CONFIGURED_TOKEN_LABEL, &hasher.hash(token))
                 .await?;
             None
         }

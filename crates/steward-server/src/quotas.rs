@@ -113,10 +113,20 @@ pub fn check_estimate(e: &UsageEstimate) -> Result<(), Error> {
 /// Every (rule, counter key) whose scope holds an agent of the chain: its
 /// own rules, its persona's, team's, owner's, the tenant's, and its
 /// persona's defaults (unless it has its own rule for that metric and
-/// window), for the agent and each ancestor, each pair once.
+/// window that counts everything the default does), for the agent and each
+/// ancestor, each pair once. A human principal (a chain with no agent) is
+/// charged by the tenant's rules.
 pub fn applicable(set: &RuleSet, tenant: &str, chain: &[Subject]) -> Vec<(Rule, String)> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
+    if !chain.is_empty() && chain.iter().all(|s| s.kind != "agent") {
+        return set
+            .rules
+            .iter()
+            .filter(|r| r.quota.scope == QuotaScope::Tenant)
+            .map(|r| (r.clone(), tenant.to_string()))
+            .collect();
+    }
     for s in chain.iter().filter(|s| s.kind == "agent") {
         let agent = s.entity.id.as_str();
         let persona = parent(s, "Persona");
@@ -143,7 +153,12 @@ pub fn applicable(set: &RuleSet, tenant: &str, chain: &[Subject]) -> Vec<(Rule, 
                 _ => key.is_some() && rule.quota.subject == key,
             };
             if applies {
-                if rule.quota.scope == QuotaScope::Agent {
+                // Only a rule as broad as a default replaces it: one on a
+                // single action or resource leaves the rest counted.
+                let broad = rule.quota.action.is_none()
+                    && rule.quota.resource_type.is_none()
+                    && rule.quota.resource_id.is_none();
+                if rule.quota.scope == QuotaScope::Agent && broad {
                     own.insert((rule.quota.metric, rule.quota.window.clone()));
                 }
                 found.push((rule, key.unwrap_or_else(|| tenant.to_string())));
@@ -320,7 +335,7 @@ pub fn refusal(s: &QuotaStatus, on_exceed: OnExceed) -> (Decision, Remediation) 
     let then = if on_exceed == OnExceed::ApprovalRequired {
         "a human must approve going over it"
     } else {
-        "wait for the reset, or ask an admin to raise the quota (PUT /v1/quotas)"
+        "wait for the reset, or ask an admin to raise the quota (steward quotas set, or POST /v1/quotas)"
     };
     let message = format!(
         "quota '{}' would be exceeded: {} of {} {} used ({}) for {}; it resets {}; {then}",

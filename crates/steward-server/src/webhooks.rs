@@ -147,7 +147,8 @@ async fn attempt(
         },
         Err(e) => AttemptResult::Failed {
             status: None,
-            error: format!("could not reach the receiver: {e}"),
+            // Without the URL, which may be the credential.
+            error: format!("could not reach the receiver: {}", e.without_url()),
             retry_at,
         },
     };

@@ -594,12 +594,23 @@ impl Store {
                     .await?;
                 }
                 (ApprovalKind::Change, Verdict::Approve, Some(agent)) => {
-                    let roles: Vec<String> =
-                        serde_json::from_value(a.request["to"]["roles"].clone())
-                            .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))?;
-                    let classifications: Vec<String> =
-                        serde_json::from_value(a.request["to"]["classifications"].clone())
-                            .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))?;
+                    // What was approved is the change from `from` to `to`,
+                    // applied to the agent as it is now: a role removed
+                    // while the approval waited stays removed.
+                    let list = |side: &str, field: &str| -> Result<Vec<String>, Error> {
+                        serde_json::from_value(a.request[side][field].clone())
+                            .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))
+                    };
+                    let roles = approval::apply_change(
+                        &agent.roles,
+                        &list("from", "roles")?,
+                        &list("to", "roles")?,
+                    );
+                    let classifications = approval::apply_change(
+                        &agent.classifications,
+                        &list("from", "classifications")?,
+                        &list("to", "classifications")?,
+                    );
                     self.apply_access_in(
                         &mut tx,
                         ctx,

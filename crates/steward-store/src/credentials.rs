@@ -231,12 +231,21 @@ impl Store {
         }
         let mut tx = self.begin().await?;
         let human_id = match &req.human {
-            Some(h) => Some(
-                lock_human(&mut tx, "", &ctx.tenant_id, h)
+            Some(h) => {
+                let human = lock_human(&mut tx, "", &ctx.tenant_id, h)
                     .await
-                    .map_err(|_| Error::unknown_reference("human", "human", h))?
-                    .id,
-            ),
+                    .map_err(|_| Error::unknown_reference("human", "human", h))?;
+                if human.status != steward_types::HumanStatus::Active {
+                    return Err(Error::new(
+                        ErrorCode::OwnerInactive,
+                        format!(
+                            "human '{}' is deactivated; a token cannot act for them",
+                            human.email
+                        ),
+                    ));
+                }
+                Some(human.id)
+            }
             None => None,
         };
         let secret = generate_secret(API_TOKEN_PREFIX);

@@ -11,8 +11,30 @@ use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
 use crate::{Store, Tx, db_error, is_unique_violation};
 
-/// A human is found by id, e-mail or external id.
-const HUMAN_KEYS: &str = "email = lower($2) OR external_id";
+/// The human whose id, e-mail or external id is `key`, in that order of
+/// precedence (an external id may equal another person's e-mail). E-mail
+/// addresses are stored lower-cased by Rust, which folds all of Unicode
+/// (SQLite's `lower()` folds only ASCII), so the key is folded the same way.
+async fn find_human_row<'e, E>(
+    executor: E,
+    tenant_id: &str,
+    key: &str,
+    lock: &str,
+) -> Result<Option<sqlx::any::AnyRow>, Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(&format!(
+        "SELECT * FROM humans WHERE tenant_id = $1 AND (id = $2 OR email = $3 OR external_id = $2) \
+         ORDER BY CASE WHEN id = $2 THEN 0 WHEN email = $3 THEN 1 ELSE 2 END LIMIT 1{lock}"
+    ))
+    .bind(tenant_id)
+    .bind(key)
+    .bind(key.trim().to_lowercase())
+    .fetch_optional(executor)
+    .await
+    .map_err(db_error)
+}
 
 impl Store {
     /// Create a human.
@@ -38,6 +60,9 @@ impl Store {
         validate::email("email", &email)?;
         validate::name("display_name", &req.display_name)?;
         validate::name_list("roles", &req.roles)?;
+        if let Some(x) = req.external_id.as_deref().filter(|x| !x.is_empty()) {
+            validate::key("external_id", x)?;
+        }
         let teams = resolve_teams(tx, &ctx.tenant_id, &req.teams).await?;
         check_roles(tx, &ctx.tenant_id, "roles", &req.roles).await?;
         let human = Human {
@@ -78,7 +103,7 @@ impl Store {
     /// A human by id or e-mail.
     pub async fn get_human(&self, tenant_id: &str, key: &str) -> Result<Human, Error> {
         let mut conn = self.read.acquire().await.map_err(db_error)?;
-        let row = find_row(&mut *conn, "humans", HUMAN_KEYS, tenant_id, key, "")
+        let row = find_human_row(&mut *conn, tenant_id, key, "")
             .await?
             .ok_or_else(|| Error::not_found("human", key))?;
         let mut human = rows::human(&row)?;
@@ -279,6 +304,38 @@ impl Store {
             )
             .await?;
         }
+        // A leaver's API tokens are revoked with the deactivation, each
+        // with its record.
+        let mut revoked_tokens = Vec::new();
+        if status == HumanStatus::Deactivated {
+            let tokens = sqlx::query(
+                "SELECT * FROM api_tokens WHERE tenant_id = $1 AND human_id = $2 \
+                 AND revoked_at IS NULL ORDER BY id",
+            )
+            .bind(&ctx.tenant_id)
+            .bind(&after.id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            for row in tokens {
+                let before = rows::api_token(&row)?;
+                let mut revoked = before.clone();
+                revoked.revoked_at = Some(ctx.now);
+                sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2")
+                    .bind(rows::ms(ctx.now))
+                    .bind(&before.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                append(
+                    &mut tx,
+                    ctx,
+                    change("token.revoke", "api_token", &before.id, &before, &revoked),
+                )
+                .await?;
+                revoked_tokens.push(before.id);
+            }
+        }
         commit(
             tx,
             ctx,
@@ -295,6 +352,7 @@ impl Store {
         Ok(HumanDeactivated {
             human: after,
             orphaned_agents: affected,
+            revoked_tokens,
         })
     }
 }
@@ -306,7 +364,7 @@ pub(crate) async fn lock_human(
     tenant_id: &str,
     key: &str,
 ) -> Result<Human, Error> {
-    let row = find_row(&mut **tx, "humans", HUMAN_KEYS, tenant_id, key, lock)
+    let row = find_human_row(&mut **tx, tenant_id, key, lock)
         .await?
         .ok_or_else(|| Error::not_found("human", key))?;
     let mut human = rows::human(&row)?;

@@ -94,6 +94,20 @@ pub(crate) fn db_error(e: sqlx::Error) -> Error {
                 "the store cannot be reached; nothing was changed",
             )
         }
+        // PostgreSQL refusing a value (a NUL character, a string too long
+        // for its column or index): the request's fault, not the store's.
+        sqlx::Error::Database(db)
+            if matches!(
+                db.code().as_deref(),
+                Some("22021" | "22001" | "54000" | "22P05")
+            ) =>
+        {
+            tracing::warn!(error = %e, "the store refused a value");
+            Error::invalid(
+                "request",
+                "a value cannot be stored (it holds a NUL character or is too long); nothing was changed",
+            )
+        }
         _ => {
             tracing::error!(error = %e, "store error");
             Error::internal("the store failed; nothing was changed")

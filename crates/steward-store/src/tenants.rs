@@ -12,7 +12,8 @@ use crate::{Store, Tx, db_error, is_unique_violation};
 /// The tenant every single-organisation install uses.
 pub const DEFAULT_TENANT: &str = "default";
 
-/// Fetch the row of `table` in the tenant whose id, or `name_col`, is `key`.
+/// Fetch the row of `table` in the tenant whose id, or `name_col`, is `key`;
+/// a row whose id is `key` wins over one whose name is.
 pub(crate) async fn find_row<'e, E>(
     executor: E,
     table: &str,
@@ -25,7 +26,8 @@ where
     E: Executor<'e, Database = Any>,
 {
     let sql = format!(
-        "SELECT * FROM {table} WHERE tenant_id = $1 AND (id = $2 OR {name_col} = $2){lock}"
+        "SELECT * FROM {table} WHERE tenant_id = $1 AND (id = $2 OR {name_col} = $2) \
+         ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1{lock}"
     );
     sqlx::query(&sql)
         .bind(tenant_id)

@@ -170,7 +170,7 @@ impl Store {
                 "webhook",
                 &hook.id,
                 None,
-                Some(&hook),
+                Some(&redacted(&hook)),
                 None,
             ),
         )
@@ -226,7 +226,7 @@ impl Store {
                 "webhook.delete",
                 "webhook",
                 &hook.id,
-                Some(&hook),
+                Some(&redacted(&hook)),
                 None,
                 None,
             ),
@@ -446,5 +446,50 @@ mod tests {
         assert!(check_url("ftp://x").is_err());
         assert!(check_url("https://").is_err());
         assert!(check_url("https://a b").is_err());
+    }
+}
+
+/// A receiver's URL as the audit log and readers see it: scheme, host and
+/// port only. The path and query often carry the credential (a Slack
+/// incoming webhook's URL is one), and so may a user name or password.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if end == rest.len() || &rest[end..] == "/" {
+        format!("{scheme}://{host}{}", &rest[end..])
+    } else {
+        format!("{scheme}://{host}/***")
+    }
+}
+
+/// A subscription with its URL redacted by [`redacted_url`].
+pub fn redacted(hook: &Webhook) -> Webhook {
+    Webhook {
+        url: redacted_url(&hook.url),
+        ..hook.clone()
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redacted_url;
+
+    #[test]
+    fn only_scheme_host_and_port_remain() {
+        assert_eq!(
+            redacted_url("https://hooks.slack.com/services/T000/B000/XXXX"),
+            "https://hooks.slack.com/***"
+        );
+        assert_eq!(
+            redacted_url("http://user:pw@10.0.0.1:9000/hook?token=abc"),
+            "http://10.0.0.1:9000/***"
+        );
+        assert_eq!(redacted_url("https://example.com/"), "https://example.com/");
+        assert_eq!(redacted_url("https://example.com"), "https://example.com");
+        assert_eq!(redacted_url("not a url"), "***");
     }
 }

@@ -483,6 +483,10 @@ pub struct HumanDeactivated {
     pub human: Human,
     /// Ids of the agents they owned, now flagged orphaned.
     pub orphaned_agents: Vec<String>,
+    /// Ids of their API tokens, revoked by a deactivation (a leaver's
+    /// credentials stop working; reactivating does not bring them back).
+    #[serde(default)]
+    pub revoked_tokens: Vec<String>,
 }
 
 /// Liveness and readiness answer.

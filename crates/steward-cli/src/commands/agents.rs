@@ -264,8 +264,17 @@ pub async fn run(ctx: &Ctx, command: AgentsCommand) -> anyhow::Result<()> {
         }
         AgentsCommand::Update(args) => {
             let (id, request) = args.into_request()?;
-            let agent = ctx.client.update_agent(&id, &request).await?;
-            output::print_record(ctx.output, &agent)
+            let (agent, held) = ctx.client.update_agent_or_hold(&id, &request).await?;
+            match held {
+                Some(approval) => output::print_outcome(ctx.output, &agent, |agent| {
+                    format!(
+                        "The change to {} raises its risk and waits for approval {approval}; \
+                         nothing changed yet.\nSee it with: steward approvals show {approval}",
+                        agent.name
+                    )
+                }),
+                None => output::print_record(ctx.output, &agent),
+            }
         }
         AgentsCommand::Submit(args) => transition(ctx, AgentTransition::Submit, args).await,
         AgentsCommand::Activate(args) => transition(ctx, AgentTransition::Activate, args).await,
@@ -329,7 +338,8 @@ pub fn describe_transition(result: &TransitionResult) -> String {
 fn describe_registered(agent: &Agent) -> String {
     let next_step = match agent.state {
         AgentState::PendingApproval => format!(
-            "\n\nIt needs an approval before it may act: steward agents activate {}",
+            "\n\nIt needs an approval before it may act: find it with `steward approvals list --agent {}`, \
+             and an approver grants it with `steward approvals approve ID`",
             agent.name
         ),
         AgentState::Proposed => format!(

@@ -113,14 +113,19 @@ pub async fn run(ctx: &Ctx, command: HumansCommand) -> anyhow::Result<()> {
 fn describe_deactivated(answer: &HumanDeactivated) -> String {
     let human = &answer.human;
     let orphaned = &answer.orphaned_agents;
+    let tokens = match answer.revoked_tokens.len() {
+        0 => String::new(),
+        1 => " Their API token was revoked.".to_string(),
+        n => format!(" Their {n} API tokens were revoked."),
+    };
     if orphaned.is_empty() {
         return format!(
-            "Deactivated {} ({}). They owned no agents.",
+            "Deactivated {} ({}).{tokens} They owned no agents.",
             human.email, human.id
         );
     }
     let mut text = format!(
-        "Deactivated {} ({}). {} agent{} orphaned and need{} a new owner:",
+        "Deactivated {} ({}).{tokens} {} agent{} orphaned and need{} a new owner:",
         human.email,
         human.id,
         orphaned.len(),
@@ -155,6 +160,7 @@ mod tests {
                 updated_at: Utc::now(),
             },
             orphaned_agents: orphaned.iter().map(|s| s.to_string()).collect(),
+            revoked_tokens: vec!["tok_1".into()],
         }
     }
 
@@ -169,5 +175,6 @@ mod tests {
 
         let text = describe_deactivated(&deactivated(&[]));
         assert!(text.contains("owned no agents"), "{text}");
+        assert!(text.contains("Their API token was revoked."), "{text}");
     }
 }

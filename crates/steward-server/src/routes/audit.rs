@@ -177,7 +177,7 @@ pub async fn prune(
         Some(t) if t > cutoff => {
             return Err(steward_core::Error::invalid(
                 "older_than",
-                format!("{t} is within the retention period ({} days); the earliest allowed cut-off is {cutoff}", state.config.audit_retention_days),
+                format!("{t} is within the retention period ({} days); the latest allowed cut-off is {cutoff}", state.config.audit_retention_days),
             )
             .into());
         }

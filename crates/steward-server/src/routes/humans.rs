@@ -70,9 +70,13 @@ pub async fn deactivate_human(
     OptionalJson(req): OptionalJson<TransitionRequest>,
 ) -> ApiResult<Json<HumanDeactivated>> {
     let ctx = caller.admin()?;
-    Ok(Json(
-        state.store.deactivate_human(&ctx, &id, req.reason).await?,
-    ))
+    let done = state.store.deactivate_human(&ctx, &id, req.reason).await?;
+    if !done.revoked_tokens.is_empty() {
+        // Revoked tokens stop at once on this node (other nodes' caches
+        // expire within seconds, as for any revocation).
+        state.tokens.clear();
+    }
+    Ok(Json(done))
 }
 
 /// Reactivate a human: their agents are no longer orphaned.

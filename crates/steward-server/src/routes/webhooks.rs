@@ -12,14 +12,24 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::state::AppState;
 
-/// The tenant's subscriptions (secrets are never shown again).
+/// The tenant's subscriptions (secrets are never shown again; readers who
+/// are not admins see each URL's scheme and host only).
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(PageQuery), responses((status = 200, body = Page<Webhook>)))]
 pub async fn list_webhooks(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<Webhook>>> {
-    Ok(Json(state.store.list_webhooks(caller.reader()?, q).await?))
+    let mut page = state.store.list_webhooks(caller.reader()?, q).await?;
+    // Only admins see where events go: the URL is often the credential.
+    if caller.admin().is_err() {
+        page.items = page
+            .items
+            .iter()
+            .map(steward_store::webhooks::redacted)
+            .collect();
+    }
+    Ok(Json(page))
 }
 
 /// Subscribe a receiver; the signing secret is in this response only.

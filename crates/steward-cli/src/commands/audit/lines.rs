@@ -150,17 +150,17 @@ fn render_decision(e: &AuditEntry, outcome: &str, names: &Names) -> String {
     let rtype = text("/resource/type").unwrap_or(&e.resource_type);
     let rid = text("/resource/id").unwrap_or(&e.resource_id);
     line.push_str(&format!(": {action} {rtype}:{rid}"));
-    if let Some(attributes) = after
-        .pointer("/resource/attributes")
-        .and_then(Value::as_object)
-    {
-        let shown: Vec<String> = attributes
-            .iter()
-            .map(|(k, v)| format!("{k} {}", plain(v)))
-            .collect();
-        if !shown.is_empty() {
-            line.push_str(&format!(" ({})", shown.join(", ")));
-        }
+    // The resource's attributes, then the request's scalar context values
+    // (an amount, a channel): what a reader needs to see why.
+    let shown: Vec<String> = ["/resource/attributes", "/context"]
+        .into_iter()
+        .filter_map(|at| after.pointer(at).and_then(Value::as_object))
+        .flat_map(|fields| fields.iter())
+        .filter(|(_, v)| !v.is_object() && !v.is_array() && !v.is_null())
+        .map(|(k, v)| format!("{k} {}", plain(v)))
+        .collect();
+    if !shown.is_empty() {
+        line.push_str(&format!(" ({})", shown.join(", ")));
     }
     line.push_str(&format!(" → {}", outcome.replace('_', " ")));
     let policies: Vec<String> = after
