@@ -686,10 +686,19 @@ mod tests {
     fn an_approved_change_applies_to_the_list_as_it_is_now() {
         let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         // Filed as [a, b] -> [a, b, c]; meanwhile b was removed.
-        assert_eq!(apply_change(&v(&["a"]), &v(&["a", "b"]), &v(&["a", "b", "c"])), v(&["a", "c"]));
+        assert_eq!(
+            apply_change(&v(&["a"]), &v(&["a", "b"]), &v(&["a", "b", "c"])),
+            v(&["a", "c"])
+        );
         // Filed as [a, b] -> [a]; meanwhile d was added.
-        assert_eq!(apply_change(&v(&["a", "b", "d"]), &v(&["a", "b"]), &v(&["a"])), v(&["a", "d"]));
+        assert_eq!(
+            apply_change(&v(&["a", "b", "d"]), &v(&["a", "b"]), &v(&["a"])),
+            v(&["a", "d"])
+        );
         // Nothing changed meanwhile: exactly `to`.
-        assert_eq!(apply_change(&v(&["a", "b"]), &v(&["a", "b"]), &v(&["b", "c"])), v(&["b", "c"]));
+        assert_eq!(
+            apply_change(&v(&["a", "b"]), &v(&["a", "b"]), &v(&["b", "c"])),
+            v(&["b", "c"])
+        );
     }
 }

@@ -26,6 +26,21 @@ pub fn name(field: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A person's name as they write it (any script: "Élodie Núñez", "李雷"):
+/// 1 to 128 characters, no control characters, not blank.
+pub fn display_name(field: &str, value: &str) -> Result<(), Error> {
+    if value.trim().is_empty() || value.chars().count() > 128 || value.chars().any(char::is_control)
+    {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "'{value}' is not a valid display name (1-128 characters, no control characters)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A plausible e-mail address: one `@`, something on both sides, a dot in the domain.
 pub fn email(field: &str, value: &str) -> Result<(), Error> {
     let mut parts = value.splitn(2, '@');
@@ -108,6 +123,10 @@ mod tests {
         assert!(text("description", "a\0b").is_err());
         assert!(text("description", "line one\nline two").is_ok());
         assert!(email("email", "nul\0@example.com").is_err());
+        assert!(display_name("display_name", "Élodie Núñez").is_ok());
+        assert!(display_name("display_name", "李雷").is_ok());
+        assert!(display_name("display_name", " ").is_err());
+        assert!(display_name("display_name", "a\nb").is_err());
     }
 
     #[test]

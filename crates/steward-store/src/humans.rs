@@ -24,6 +24,9 @@ async fn find_human_row<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
+    if key.contains('\0') {
+        return Ok(None);
+    }
     sqlx::query(&format!(
         "SELECT * FROM humans WHERE tenant_id = $1 AND (id = $2 OR email = $3 OR external_id = $2) \
          ORDER BY CASE WHEN id = $2 THEN 0 WHEN email = $3 THEN 1 ELSE 2 END LIMIT 1{lock}"
@@ -58,7 +61,7 @@ impl Store {
     ) -> Result<Human, Error> {
         let email = req.email.trim().to_lowercase();
         validate::email("email", &email)?;
-        validate::name("display_name", &req.display_name)?;
+        validate::display_name("display_name", &req.display_name)?;
         validate::name_list("roles", &req.roles)?;
         if let Some(x) = req.external_id.as_deref().filter(|x| !x.is_empty()) {
             validate::key("external_id", x)?;
@@ -172,7 +175,7 @@ impl Store {
         req: UpdateHuman,
     ) -> Result<Human, Error> {
         if let Some(n) = &req.display_name {
-            validate::name("display_name", n)?;
+            validate::display_name("display_name", n)?;
         }
         if let Some(r) = &req.roles {
             validate::name_list("roles", r)?;

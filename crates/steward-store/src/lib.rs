@@ -105,7 +105,7 @@ pub(crate) fn db_error(e: sqlx::Error) -> Error {
             tracing::warn!(error = %e, "the store refused a value");
             Error::invalid(
                 "request",
-                "a value cannot be stored (it holds a NUL character or is too long); nothing was changed",
+                "a value in the request holds a NUL character or is too long for the store; nothing was changed",
             )
         }
         _ => {

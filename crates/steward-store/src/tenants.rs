@@ -25,6 +25,10 @@ pub(crate) async fn find_row<'e, E>(
 where
     E: Executor<'e, Database = Any>,
 {
+    if key.contains('\0') {
+        // No id or name holds one (PostgreSQL could not even compare it).
+        return Ok(None);
+    }
     let sql = format!(
         "SELECT * FROM {table} WHERE tenant_id = $1 AND (id = $2 OR {name_col} = $2) \
          ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1{lock}"

@@ -9,8 +9,80 @@ use crate::support::*;
 on_both_backends!(
     credentials_are_required_and_roles_enforced,
     tenants_are_isolated,
-    secrets_never_stored_or_logged
+    secrets_never_stored_or_logged,
+    a_leavers_tokens_stop_working,
+    a_configured_admin_token_shows_none_of_itself
 );
+
+async fn a_leavers_tokens_stop_working(b: Backend) {
+    let s = TestServer::start(b).await;
+    human(&s.admin, "sam@example.com").await;
+    let token = s
+        .admin
+        .create_token(&CreateToken {
+            name: "sam-admin".into(),
+            role: TokenRole::Admin,
+            human: Some("sam@example.com".into()),
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    let sam = s.client(&token.secret);
+    sam.whoami().await.unwrap();
+    let done = s
+        .admin
+        .deactivate_human("sam@example.com", &TransitionRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(done.revoked_tokens, vec![token.token.id.clone()]);
+    assert_eq!(code(sam.whoami().await), ErrorCode::Unauthenticated);
+    assert_eq!(
+        code(
+            sam.create_team(&CreateTeam {
+                name: "ghost-team".into(),
+                description: String::new(),
+            })
+            .await
+        ),
+        ErrorCode::Unauthenticated
+    );
+    // No new token for a leaver, and the revocation is on the record.
+    let refused = s
+        .admin
+        .create_token(&CreateToken {
+            name: "sam-again".into(),
+            role: TokenRole::Admin,
+            human: Some("sam@example.com".into()),
+            expires_at: None,
+            tenant: None,
+        })
+        .await;
+    assert_eq!(code(refused), ErrorCode::OwnerInactive);
+    let revoked = all_audit(&s.admin)
+        .await
+        .into_iter()
+        .any(|e| e.action == "token.revoke" && e.resource_id == token.token.id);
+    assert!(revoked, "the revocation has no audit record");
+    s.stop().await;
+}
+
+async fn a_configured_admin_token_shows_none_of_itself(b: Backend) {
+    let s = TestServer::start(b).await;
+    let tokens = s.admin.list_tokens(&page500()).await.unwrap();
+    let bootstrap = tokens
+        .items
+        .iter()
+        .find(|t| t.id == "tok_bootstrap")
+        .expect("the bootstrap token is listed");
+    assert_eq!(bootstrap.prefix, steward_server::CONFIGURED_TOKEN_LABEL);
+    let log = serde_json::to_string(&all_audit(&s.admin).await).unwrap();
+    assert!(
+        !log.contains(&ADMIN_TOKEN[5..16]),
+        "part of the admin token is in the log"
+    );
+    s.stop().await;
+}
 
 async fn credentials_are_required_and_roles_enforced(b: Backend) {
     let s = TestServer::start(b).await;

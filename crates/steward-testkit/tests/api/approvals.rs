@@ -700,10 +700,27 @@ async fn mover_change_waits_for_approval(b: Backend) {
         ),
         ErrorCode::ApprovalPending
     );
+    // A change within the tier still applies while one waits; approving
+    // the waiting one later does not undo it.
+    let (unchanged, held) = admin
+        .update_agent_or_hold(
+            "helper",
+            &UpdateAgent {
+                roles: Some(vec![]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(unchanged.roles.is_empty() && held.is_none());
     let (_, sam) = person(admin, "sam@example.com", &["security"]).await;
     sam.approve(&change.id, None).await.unwrap();
     let moved = admin.get_agent("helper").await.unwrap();
     assert_eq!(moved.classifications, vec!["public", "internal"]);
+    assert!(
+        moved.roles.is_empty(),
+        "a removed role came back: {moved:?}"
+    );
     assert_eq!(
         (moved.risk_tier, moved.state),
         (RiskTier::Medium, AgentState::Active)
@@ -802,6 +819,47 @@ async fn persona_rule_and_authzen(b: Backend) {
     assert_eq!(
         admin.decide(&req).await.unwrap().decision,
         Decision::ApprovalRequired
+    );
+    // A child without the persona still needs what its parent's persona
+    // asks for: access only narrows down a chain.
+    admin
+        .create_persona(&CreatePersona {
+            name: "Payments Agent".into(),
+            roles: vec!["refund-issuer".into()],
+            classifications: vec!["public".into()],
+            max_children: Some(3),
+            approval_required_for: vec!["issue_refund".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (name, persona, parent) in [
+        ("payer", Some("Payments Agent"), None),
+        ("payer-child", None, Some("payer")),
+    ] {
+        admin
+            .register_agent(&RegisterAgent {
+                name: name.into(),
+                owner: "jordan@example.com".into(),
+                persona: persona.map(String::from),
+                parent: parent.map(String::from),
+                roles: parent.map(|_| vec!["refund-issuer".to_string()]),
+                classifications: parent.map(|_| vec!["public".to_string()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    req.principal.as_mut().unwrap().id = "payer-child".into();
+    let answer = admin.decide(&req).await.unwrap();
+    assert_eq!(answer.decision, Decision::ApprovalRequired, "{answer:?}");
+    let filed = admin
+        .get_approval(&answer.approval.as_ref().unwrap().id)
+        .await
+        .unwrap();
+    assert!(
+        filed.reason.contains("persona 'Payments Agent'"),
+        "{filed:?}"
     );
     s.stop().await;
 }

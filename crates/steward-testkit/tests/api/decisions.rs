@@ -14,8 +14,37 @@ on_both_backends!(
     delegation_narrows_access,
     policies_are_validated_and_versioned,
     decision_bad_input,
-    decisions_fail_closed_when_the_log_cannot_append
+    decisions_fail_closed_when_the_log_cannot_append,
+    stored_attributes_outrank_the_request
 );
+
+/// A guardrail reads what an admin stored about a resource; a request may
+/// add attributes the store lacks but cannot change a stored one.
+async fn stored_attributes_outrank_the_request(b: Backend) {
+    let s = TestServer::start(b).await;
+    setup(&s.admin).await;
+    s.admin
+        .put_entity(&ResourceEntity {
+            resource_type: "repo".into(),
+            id: "payroll".into(),
+            attributes: [("classification".to_string(), json!("pii"))].into(),
+        })
+        .await
+        .unwrap();
+    let mut request = ask("reviewer", "read", "public");
+    request.resource.id = "payroll".into();
+    let answer = s.admin.decide(&request).await.unwrap();
+    assert_eq!(answer.decision, Decision::Deny, "{answer:?}");
+    assert!(
+        answer.policies.iter().any(|p| p.id == "no-pii-repos"),
+        "{answer:?}"
+    );
+    // An unknown repository takes the request's attributes.
+    let mut request = ask("reviewer", "read", "public");
+    request.resource.id = "docs".into();
+    assert_eq!(verdict(&s.admin, &request).await, Decision::Allow);
+    s.stop().await;
+}
 
 /// The decision alone.
 async fn verdict(admin: &Client, request: &DecisionRequest) -> Decision {
@@ -533,6 +562,23 @@ async fn decision_bad_input(b: Backend) {
         ),
         (
             json!({"principal": {"type": "agent", "id": "reviewer"}, "action": 7, "resource": {"type": "repo", "id": "x"}}),
+            400,
+            "invalid_request",
+        ),
+        // What the audit log's columns cannot keep fails this request alone,
+        // never the group commit it would share with others.
+        (
+            json!({"principal": {"type": "agent", "id": "reviewer"}, "action": "read", "resource": {"type": "repo", "id": "x\u{0}y"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"principal": {"type": "agent", "id": "reviewer"}, "action": "read", "resource": {"type": "repo", "id": "x".repeat(600)}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"principal": {"type": "agent", "id": "reviewer"}, "action": "re\u{0}ad", "resource": {"type": "repo", "id": "x"}}),
             400,
             "invalid_request",
         ),

@@ -9,8 +9,76 @@ on_both_backends!(
     example_personas_are_seeded,
     registration_follows_risk_tier,
     lists_filter_and_page,
-    humans_and_teams
+    humans_and_teams,
+    a_person_is_found_by_id_then_email_then_external_id
 );
+
+async fn a_person_is_found_by_id_then_email_then_external_id(b: Backend) {
+    let s = TestServer::start(b).await;
+    // Mallory's external id is Bob's e-mail; Bob is still Bob.
+    let mallory = s
+        .admin
+        .create_human(&CreateHuman {
+            external_id: Some("bob@example.com".into()),
+            email: "mallory@example.com".into(),
+            display_name: "Mallory".into(),
+            teams: vec![],
+            roles: vec![],
+        })
+        .await
+        .unwrap();
+    let bob = human(&s.admin, "bob@example.com").await;
+    assert_eq!(
+        s.admin.get_human("bob@example.com").await.unwrap().id,
+        bob.id
+    );
+    assert_eq!(s.admin.get_human(&mallory.id).await.unwrap().id, mallory.id);
+    let token = s
+        .admin
+        .create_token(&CreateToken {
+            name: "bob".into(),
+            role: TokenRole::Auditor,
+            human: Some("bob@example.com".into()),
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(token.token.human_id.as_deref(), Some(bob.id.as_str()));
+    // An e-mail beyond ASCII is found as typed, on either store.
+    let elodie = human(&s.admin, "Élodie@example.com").await;
+    assert_eq!(elodie.email, "élodie@example.com");
+    assert_eq!(
+        s.admin.get_human("Élodie@example.com").await.unwrap().id,
+        elodie.id
+    );
+    low_risk_agent(&s.admin, "elodies-bot", "Élodie@example.com").await;
+    // What a store cannot keep is refused, not a 500.
+    let refused = s
+        .admin
+        .create_human(&CreateHuman {
+            external_id: Some("x".repeat(600)),
+            email: "long@example.com".into(),
+            display_name: "Long".into(),
+            teams: vec![],
+            roles: vec![],
+        })
+        .await;
+    assert_eq!(code(refused), ErrorCode::InvalidRequest);
+    let refused = s
+        .admin
+        .create_team(&CreateTeam {
+            name: "nul-team".into(),
+            description: "a\u{0}b".into(),
+        })
+        .await;
+    assert_eq!(code(refused), ErrorCode::InvalidRequest);
+    assert_eq!(
+        code(s.admin.get_agent("a\u{0}b").await),
+        ErrorCode::NotFound
+    );
+    s.stop().await;
+}
 
 async fn example_personas_are_seeded(b: Backend) {
     let s = TestServer::start(b).await;

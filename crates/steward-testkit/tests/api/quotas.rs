@@ -19,8 +19,100 @@ on_both_backends!(
     thresholds_warn_once_per_window,
     exceeding_follows_the_quota_action,
     rate_limits_allow_a_burst,
-    bad_quota_input_changes_nothing
+    bad_quota_input_changes_nothing,
+    humans_and_narrow_rules_are_counted
 );
+
+/// A tenant's rules count decisions made for a human principal, and an
+/// agent's rule on one action leaves its persona's default in force.
+async fn humans_and_narrow_rules_are_counted(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    let admin = &ts.admin;
+    setup(admin, "bot").await;
+    admin
+        .put_policy(&PutPolicy {
+            id: "humans-call".into(),
+            text: r#"permit(principal is Human, action == Action::"call", resource is api);"#
+                .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut tenant = quota(
+        "tenant-calls",
+        QuotaScope::Tenant,
+        None,
+        "requests",
+        "day",
+        2.0,
+    );
+    tenant.resource_type = Some("api".into());
+    admin.put_quota(&tenant).await.unwrap();
+    let mut for_human = call("bot");
+    for_human.principal = Some(PrincipalRef {
+        principal_type: "human".into(),
+        id: "owner@example.com".into(),
+    });
+    let verdicts = [
+        admin.decide(&for_human).await.unwrap(),
+        admin.decide(&for_human).await.unwrap(),
+        admin.decide(&for_human).await.unwrap(),
+    ];
+    assert_eq!(
+        verdicts.iter().map(|v| v.decision).collect::<Vec<_>>(),
+        [Decision::Allow, Decision::Allow, Decision::Deny]
+    );
+    assert_eq!(verdicts[2].exceeded.as_ref().unwrap().name, "tenant-calls");
+    admin.delete_quota("tenant-calls").await.unwrap();
+
+    admin
+        .create_persona(&CreatePersona {
+            name: "Caller".into(),
+            classifications: vec!["public".into()],
+            quotas: vec![QuotaTemplate {
+                metric: "requests".into(),
+                window: "day".into(),
+                limit: 3,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .register_agent(&RegisterAgent {
+            name: "narrow".into(),
+            owner: "owner@example.com".into(),
+            persona: Some("Caller".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut own = quota(
+        "narrow-calls",
+        QuotaScope::Agent,
+        Some("narrow"),
+        "requests",
+        "day",
+        100.0,
+    );
+    own.action = Some("call".into());
+    admin.put_quota(&own).await.unwrap();
+    for _ in 0..3 {
+        assert!(allowed(admin, "narrow").await);
+    }
+    let refused = admin.decide(&call("narrow")).await.unwrap();
+    assert_eq!(refused.decision, Decision::Deny, "{refused:?}");
+    assert!(
+        refused
+            .exceeded
+            .as_ref()
+            .unwrap()
+            .name
+            .starts_with("Caller default"),
+        "{refused:?}"
+    );
+    ts.stop().await;
+}
 
 /// The `api`/`call` tenant of the testkit with its first agent `name`.
 async fn setup(admin: &Client, name: &str) {

@@ -233,7 +233,7 @@ async fn rejects_bad_subscriptions(backend: Backend) {
         .admin
         .create_webhook(&CreateWebhook {
             name: "ok".into(),
-            url: "https://example.com/h".into(),
+            url: "https://hooks.example.com/services/T000/B000/XXXXSECRETXXXX".into(),
             ..Default::default()
         })
         .await
@@ -241,6 +241,32 @@ async fn rejects_bad_subscriptions(backend: Backend) {
     assert!(created.secret.starts_with("whsec_"));
     let listed = ts.admin.list_webhooks(&page500()).await.unwrap();
     assert_eq!(listed.items.len(), 1);
+    assert!(
+        listed.items[0].url.ends_with("XXXXSECRETXXXX"),
+        "admins see it"
+    );
+    // The URL is often the credential: the log and readers who are not
+    // admins see its host only.
+    let log = serde_json::to_string(&all_audit(&ts.admin).await).unwrap();
+    assert!(!log.contains("SECRET"), "the webhook URL is in the log");
+    human(&ts.admin, "audrey@example.com").await;
+    let auditor = ts
+        .admin
+        .create_token(&CreateToken {
+            name: "audit".into(),
+            role: TokenRole::Auditor,
+            human: Some("audrey@example.com".into()),
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    let seen = ts
+        .client(&auditor.secret)
+        .list_webhooks(&page500())
+        .await
+        .unwrap();
+    assert_eq!(seen.items[0].url, "https://hooks.example.com/***");
     assert!(
         !serde_json::to_string(&listed)
             .unwrap()
