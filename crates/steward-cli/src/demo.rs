@@ -385,6 +385,7 @@ fn ask(
         context: context.as_object().cloned().unwrap_or_default(),
         on_behalf_of: None,
         estimate: None,
+        call_arguments: None,
     }
 }
 

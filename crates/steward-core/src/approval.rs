@@ -132,12 +132,15 @@ pub struct RequestBinding<'a> {
     pub resource_attributes: &'a Map<String, Value>,
     /// The request context.
     pub context: &'a Map<String, Value>,
+    /// A gateway call's full arguments, when the request is one (absent
+    /// from the digest otherwise, so other requests' digests are as before).
+    pub arguments: Option<&'a Map<String, Value>>,
 }
 
 impl RequestBinding<'_> {
     /// The request as approvers see it.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
+        let mut out = serde_json::json!({
             "chain": self.chain.iter().map(|(k, i)| serde_json::json!({"kind": k, "id": i})).collect::<Vec<_>>(),
             "action": self.action,
             "resource": {
@@ -146,7 +149,11 @@ impl RequestBinding<'_> {
                 "attributes": self.resource_attributes,
             },
             "context": self.context,
-        })
+        });
+        if let (Some(arguments), Some(fields)) = (self.arguments, out.as_object_mut()) {
+            fields.insert("arguments".into(), Value::Object(arguments.clone()));
+        }
+        out
     }
 
     /// The digest an approval of this request is bound to.
@@ -634,6 +641,7 @@ mod tests {
             resource_id: id,
             resource_attributes: &Map::new(),
             context,
+            arguments: None,
         }
         .digest()
     }

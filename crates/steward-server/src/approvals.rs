@@ -226,6 +226,7 @@ pub async fn require(
         resource_id: &req.resource.id,
         resource_attributes: &attributes,
         context: &req.context,
+        arguments: req.call_arguments.as_ref(),
     };
     let digest = binding.digest();
     let ctx = caller.context();

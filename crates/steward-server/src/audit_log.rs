@@ -119,6 +119,10 @@ impl AuditLog {
             let leaves = store.audit_leaves(next, to).await?;
             let mut tree = self.tree();
             for (seq, leaf) in leaves {
+                // Another caller caught up meanwhile with the same leaves.
+                if seq <= i64::try_from(tree.len()).unwrap_or(i64::MAX) {
+                    continue;
+                }
                 if i64::try_from(tree.len()).unwrap_or(i64::MAX) + 1 != seq {
                     return Err(Error::internal(format!(
                         "audit entry {} is missing from the store",
@@ -156,7 +160,7 @@ impl AuditLog {
     /// last one. Returns the latest checkpoint.
     pub async fn checkpoint(&self, store: &Store) -> Result<Option<SignedTreeHead>, Error> {
         let size = self.catch_up(store).await?;
-        let latest = store.checkpoints().await?.pop();
+        let latest = store.latest_checkpoint().await?;
         if size == 0 || latest.as_ref().is_some_and(|c| c.head.size >= size) {
             return Ok(latest);
         }

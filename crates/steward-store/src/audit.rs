@@ -454,9 +454,21 @@ impl Store {
 
     /// Every checkpoint, smallest first.
     pub async fn checkpoints(&self) -> Result<Vec<SignedTreeHead>, Error> {
-        let rows: Vec<(i64, String, String, i64, String, String)> = sqlx::query_as(
-            "SELECT size, origin, root, time_ms, signature, key_id FROM audit_checkpoints ORDER BY size",
-        )
+        self.checkpoint_rows("ORDER BY size").await
+    }
+
+    /// The checkpoint of the largest tree, if any.
+    pub async fn latest_checkpoint(&self) -> Result<Option<SignedTreeHead>, Error> {
+        Ok(self
+            .checkpoint_rows("ORDER BY size DESC LIMIT 1")
+            .await?
+            .pop())
+    }
+
+    async fn checkpoint_rows(&self, order: &str) -> Result<Vec<SignedTreeHead>, Error> {
+        let rows: Vec<(i64, String, String, i64, String, String)> = sqlx::query_as(&format!(
+            "SELECT size, origin, root, time_ms, signature, key_id FROM audit_checkpoints {order}"
+        ))
         .fetch_all(&self.read)
         .await
         .map_err(db_error)?;

@@ -158,6 +158,11 @@ pub struct DecisionRequest {
     /// against quotas when it is allowed; settle with `POST /v1/decisions/{id}/outcome`.
     #[serde(default)]
     pub estimate: Option<crate::UsageEstimate>,
+    /// Not part of the API: a gateway call's arguments as sent, whatever
+    /// policies may read of them. An approval binds them and shows them to
+    /// approvers, so approving one call never approves another.
+    #[serde(skip)]
+    pub call_arguments: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The outcome.

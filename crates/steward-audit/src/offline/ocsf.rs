@@ -13,8 +13,9 @@ use super::{OCSF_VERSION, rfc3339_millis};
 /// (allow: Success; deny: Failure; approval required: Other). Changes: the
 /// person or agent behind the credential is `actor.user` (the credential id
 /// in `credential_uid`), the Steward action `api.operation`, the changed
-/// record `resources`, status Success. The log does not record network
-/// addresses, so `src_endpoint` is absent.
+/// record `resources`, status Success (a gateway's tool call: its outcome,
+/// an error or a refusal being a Failure). The address a request came
+/// from, when the entry has one, is `src_endpoint.ip`.
 pub fn ocsf_event(entry: &Value) -> Value {
     let text = |pointer: &str| entry.pointer(pointer).and_then(Value::as_str);
     let action = text("/action").unwrap_or_default();
@@ -62,6 +63,10 @@ pub fn ocsf_event(entry: &Value) -> Value {
     };
     if let (Some(fields), Value::Object(more)) = (event.as_object_mut(), details) {
         fields.extend(more);
+    }
+    let source = text("/source").filter(|s| s.parse::<std::net::IpAddr>().is_ok());
+    if let (Some(fields), Some(ip)) = (event.as_object_mut(), source) {
+        fields.insert("src_endpoint".into(), json!({ "ip": ip }));
     }
     event
 }
@@ -170,6 +175,14 @@ fn change_details(entry: &Value, action: &str) -> Value {
     if let (Some(fields), false) = (resource.as_object_mut(), name.is_null()) {
         fields.insert("name".into(), name);
     }
+    // A change happened; a tool call reports how it went.
+    let (status_id, status) = match record
+        .and_then(|r| r.get("outcome"))
+        .and_then(Value::as_str)
+    {
+        Some("error" | "refused") => (2, "Failure"),
+        _ => (1, "Success"),
+    };
     json!({
         "actor": { "user": user },
         "api": {
@@ -178,8 +191,8 @@ fn change_details(entry: &Value, action: &str) -> Value {
             "service": { "name": "Steward" },
         },
         "resources": [resource],
-        "status_id": 1,
-        "status": "Success",
+        "status_id": status_id,
+        "status": status,
         "message": format!(
             "{action} {}:{}{}",
             text("/resource_type").unwrap_or_default(),
@@ -187,4 +200,30 @@ fn change_details(entry: &Value, action: &str) -> Value {
             text("/reason").map(|r| format!(" ({r})")).unwrap_or_default(),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_tool_call_is_a_failure_from_its_source() {
+        let entry = |outcome: &str| {
+            json!({
+                "seq": 7, "time": "2026-11-27T10:00:00.000Z", "tenant_id": "default",
+                "actor": { "kind": "agent", "id": "agt_1" },
+                "action": "mcp.tool_call", "resource_type": "Tool", "resource_id": "files/read",
+                "after": { "outcome": outcome, "tool": "read" },
+                "source": "10.1.2.3",
+            })
+        };
+        let failed = ocsf_event(&entry("error"));
+        assert_eq!(
+            (failed["status_id"].clone(), failed["status"].clone()),
+            (json!(2), json!("Failure"))
+        );
+        assert_eq!(failed["src_endpoint"]["ip"], "10.1.2.3");
+        assert_eq!(ocsf_event(&entry("refused"))["status_id"], 2);
+        assert_eq!(ocsf_event(&entry("success"))["status_id"], 1);
+    }
 }

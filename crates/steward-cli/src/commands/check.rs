@@ -118,6 +118,7 @@ pub async fn run(ctx: &Ctx, args: CheckArgs) -> anyhow::Result<()> {
         context: to_map(args.context, "context value")?,
         on_behalf_of: args.on_behalf_of,
         estimate: None,
+        call_arguments: None,
     };
     let response = ctx.client.decide(&request).await?;
     output::print_outcome(ctx.output, &response, |r| explain(&request, r))?;

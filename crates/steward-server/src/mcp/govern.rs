@@ -145,6 +145,7 @@ pub(crate) async fn decide_call(
             cost: Some(cost as f64 / steward_core::quota::COST_SCALE as f64),
             ..Default::default()
         }),
+        call_arguments: Some(arguments.clone()),
     };
     let response = decisions::decide(state, &call.caller, request).await?;
     Ok(match response.decision {

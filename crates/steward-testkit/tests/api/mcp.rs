@@ -364,8 +364,8 @@ async fn quotas_and_approvals_govern_tool_calls() {
         return;
     }
     let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
-    gw.declare_arguments("{ a?: Long, b?: Long, message?: String }?")
-        .await;
+    // Policies see `message` only; an approval still binds every argument.
+    gw.declare_arguments("{ message?: String }?").await;
     gw.policy(
         "echo",
         "Agents may echo",
@@ -440,25 +440,39 @@ permit(principal is Agent, action == Action::"call_tool", resource is Tool) when
         .items;
     assert_eq!(pending.len(), 1);
     assert!(held.contains(&pending[0].id), "{held}");
+    // The approver sees the very arguments the call would send.
+    assert_eq!(
+        pending[0].request["arguments"],
+        json!({"a": 2, "b": 3}),
+        "{:?}",
+        pending[0].request
+    );
     let (_, approver) = person(gw.admin(), "lead@example.com", &["approvers"]).await;
     approver
         .approve(&pending[0].id, Some("fine"))
         .await
         .unwrap();
-    // Allowed once after approval, with the upstream's real result; the
-    // same call again is held again.
+    // Other arguments are another request, held; the approved one is
+    // allowed once with the upstream's real result, then held again.
     let steps = gw
         .run(
             json!([
+                {"op": "call", "name": "get-sum", "arguments": {"a": 999999, "b": 1}},
                 {"op": "call", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
                 {"op": "call", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
             ]),
             None,
         )
         .await;
-    assert!(!is_error(&steps[0]), "{}", steps[0]);
-    assert!(text(&steps[0]).contains('5'), "{}", steps[0]);
-    assert!(is_error(&steps[1]), "{}", steps[1]);
+    assert!(is_error(&steps[0]), "{}", steps[0]);
+    assert!(
+        text(&steps[0]).contains("needs a person's approval"),
+        "{}",
+        steps[0]
+    );
+    assert!(!is_error(&steps[1]), "{}", steps[1]);
+    assert!(text(&steps[1]).contains('5'), "{}", steps[1]);
+    assert!(is_error(&steps[2]), "{}", steps[2]);
     // The outcomes settled the reservations: the response bytes are counted.
     gw.tool_calls(3).await;
     let mut used = 0.0;

@@ -198,6 +198,7 @@ async fn evaluate(
         context: q.context.clone(),
         on_behalf_of: None,
         estimate: None,
+        call_arguments: None,
     };
     match decide(state, caller, request).await {
         Ok(r) => Ok(answer(&r)),
