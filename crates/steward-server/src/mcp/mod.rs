@@ -157,6 +157,23 @@ pub(crate) struct GatewayCall {
     pub caller: Caller,
     pub server: Arc<McpServer>,
     pub on_behalf_of: Option<String>,
+    /// The HTTP request's id and peer address: rmcp serves each message
+    /// on a task of its own, outside the request's scope.
+    pub request_id: Option<String>,
+    pub source: Option<String>,
+}
+
+impl GatewayCall {
+    /// Run `work` as part of the HTTP request this call came in with, so
+    /// that its audit records carry the request's id and source.
+    pub(crate) async fn within<F: std::future::Future>(&self, work: F) -> F::Output {
+        use crate::error::{REQUEST_ID, REQUEST_SOURCE};
+        let work = REQUEST_SOURCE.scope(self.source.clone(), work);
+        match &self.request_id {
+            Some(id) => REQUEST_ID.scope(id.clone(), work).await,
+            None => work.await,
+        }
+    }
 }
 
 /// The `/mcp/{server}` route.
@@ -212,6 +229,8 @@ async fn endpoint(
         caller,
         server,
         on_behalf_of,
+        request_id: crate::error::current_request_id(),
+        source: crate::error::current_source(),
     }));
     let request = Request::from_parts(parts, body);
     state.mcp.service.handle(request).await.map(Body::new)

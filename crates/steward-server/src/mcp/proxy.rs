@@ -352,9 +352,9 @@ impl Proxy {
         tokio::spawn(async move {
             let (state, caller) = (&call.state, &call.caller);
             let decision_id = Some(allowed.decision_id.as_str());
-            if let Err(e) =
-                govern::report_outcome(state, caller, decision_id, allowed.reserved, &outcome).await
-            {
+            let report =
+                govern::report_outcome(state, caller, decision_id, allowed.reserved, &outcome);
+            if let Err(e) = call.within(report).await {
                 tracing::error!(error = %e.message, tool = %outcome.tool, "could not record an MCP call's outcome");
             }
         });
@@ -391,6 +391,16 @@ impl Proxy {
         context: RequestContext<RoleServer>,
     ) -> Result<ServerResult, McpError> {
         let call = gateway_call(&context.extensions)?;
+        call.within(self.serve(call.clone(), request, context))
+            .await
+    }
+
+    async fn serve(
+        &self,
+        call: Arc<GatewayCall>,
+        request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
         if let ClientRequest::InitializeRequest(init) = &request {
             let params = init.params.clone();
             context.peer.set_peer_info(params.clone());

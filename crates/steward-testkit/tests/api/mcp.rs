@@ -346,6 +346,11 @@ when { context has arguments && context.arguments has a && context.arguments.a >
             "{tool} denial missing"
         );
     }
+    // Each names the HTTP request it came with and where from, like any
+    // entry of the REST API.
+    for e in calls.iter().chain(&denials) {
+        assert!(e.request_id.is_some() && e.source.is_some(), "{e:?}");
+    }
     // Listings leave one summary entry each.
     let listed = gw.audit("mcp.list_tools").await;
     assert_eq!(
