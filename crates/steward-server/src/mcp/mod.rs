@@ -16,10 +16,12 @@ mod govern;
 mod proxy;
 mod registrations;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -40,6 +42,39 @@ pub struct Gateway {
     shutdown: CancellationToken,
     upstream_http: rmcp_reqwest::Client,
     registrations: registrations::Registrations,
+    sessions: Arc<LocalSessionManager>,
+    /// Who opened each session, on which upstream: every later message
+    /// (requests, notifications, the event stream, the closing DELETE) must
+    /// come from that agent, to that upstream.
+    owners: std::sync::Mutex<HashMap<String, (String, String)>>,
+}
+
+/// The header carrying a Streamable HTTP session's id.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+impl Gateway {
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Record who opened a session, forgetting sessions rmcp has closed
+    /// (timed out or ended) once the record grows.
+    async fn opened(&self, session: String, owner: (String, String)) {
+        if self.owners().len() >= 1024 {
+            let live: std::collections::HashSet<String> = self
+                .sessions
+                .sessions
+                .read()
+                .await
+                .keys()
+                .map(|k| k.to_string())
+                .collect();
+            self.owners().retain(|id, _| live.contains(id));
+        }
+        self.owners().insert(session, owner);
+    }
 }
 
 impl Gateway {
@@ -59,15 +94,18 @@ impl Gateway {
         // loopback-only Host check meant for unauthenticated local servers
         // would only get in the way of real deployments.
         config.sse_keep_alive = Some(std::time::Duration::from_secs(15));
+        let sessions = Arc::new(LocalSessionManager::default());
         Ok(Gateway {
             service: StreamableHttpService::new(
                 || Ok(proxy::Proxy::default()),
-                Arc::new(LocalSessionManager::default()),
+                sessions.clone(),
                 config,
             ),
             shutdown,
             upstream_http: upstream_http_client(extra_ca_file)?,
             registrations: Default::default(),
+            sessions,
+            owners: Default::default(),
         })
     }
 
@@ -224,6 +262,23 @@ async fn endpoint(
             }
         },
     };
+    let owner = match &caller {
+        Caller::Agent { agent, .. } => (agent.id.clone(), server.id.clone()),
+        Caller::Token { token, .. } => (token.id.clone(), server.id.clone()),
+    };
+    let session = parts
+        .headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = &session
+        && state.mcp.owners().get(id) != Some(&owner)
+    {
+        // Another agent's session, or one this server does not know, is
+        // answered as rmcp answers an unknown one: it may not be touched.
+        return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+    }
+    let closing = parts.method == axum::http::Method::DELETE;
     parts.extensions.insert(Arc::new(GatewayCall {
         state: state.clone(),
         caller,
@@ -233,5 +288,22 @@ async fn endpoint(
         source: crate::error::current_source(),
     }));
     let request = Request::from_parts(parts, body);
-    state.mcp.service.handle(request).await.map(Body::new)
+    let response = state.mcp.service.handle(request).await.map(Body::new);
+    match session {
+        None => {
+            let opened = response
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if let Some(id) = opened {
+                state.mcp.opened(id, owner).await;
+            }
+        }
+        Some(id) if closing && response.status().is_success() => {
+            state.mcp.owners().remove(&id);
+        }
+        Some(_) => {}
+    }
+    response
 }

@@ -604,6 +604,51 @@ async fn streamable_http_upstream_and_credentials() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+
+    // A session belongs to the agent that opened it: another agent can
+    // neither end it nor write into it.
+    let res = http
+        .post(gw.url())
+        .bearer_auth(&gw.key)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let session = res.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    res.bytes().await.unwrap();
+    low_risk_agent(gw.admin(), "other", "owner@example.com").await;
+    let other = gw
+        .admin()
+        .create_key("other", &CreateKey::default())
+        .await
+        .unwrap()
+        .secret;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    for (key, status) in [(&other, 404), (&gw.key, 202)] {
+        let res = http
+            .post(gw.url())
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .json(&initialized)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status);
+    }
+    for key in [&other, &gw.key] {
+        let res = http
+            .delete(gw.url())
+            .bearer_auth(key)
+            .header("mcp-session-id", &session)
+            .send()
+            .await
+            .unwrap();
+        let owner = std::ptr::eq(key, &gw.key);
+        assert_eq!(res.status().is_success(), owner, "{}", res.status());
+    }
     gw.stop().await;
 }
 
