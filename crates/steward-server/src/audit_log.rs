@@ -11,6 +11,7 @@
 //!   second and on demand. The signing key is generated at first start and
 //!   kept in the store's settings.
 
+use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::Utc;
@@ -46,6 +47,77 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The store setting that holds the signing key when no file does.
+const SEED_SETTING: &str = "audit_signing_seed";
+
+/// The signing key from `path`. A missing file is created (readable by its
+/// owner only) with the key the store held, which then leaves the store, or
+/// with a new key; a store still holding a different key is refused, since
+/// its checkpoints were signed with that one.
+async fn key_from_file(store: &Store, path: &Path) -> Result<[u8; 32], Error> {
+    let bad = |m: String| Error::new(steward_types::ErrorCode::InvalidRequest, m);
+    let stored = store.setting(SEED_SETTING).await?;
+    let seed = match std::fs::read_to_string(path) {
+        Ok(text) => unhex(text.trim()).ok_or_else(|| {
+            bad(format!(
+                "audit_signing_key_file {} does not hold a key (64 hex digits)",
+                path.display()
+            ))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed = match &stored {
+                Some(text) => unhex(text)
+                    .ok_or_else(|| Error::internal("the stored audit signing key is corrupt"))?,
+                None => LogSigner::generate().seed_bytes(),
+            };
+            write_key(path, &hex(&seed)).map_err(|e| {
+                bad(format!(
+                    "cannot create audit_signing_key_file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::info!(file = %path.display(), moved_from_store = stored.is_some(), "audit signing key written");
+            seed
+        }
+        Err(e) => {
+            return Err(bad(format!(
+                "cannot read audit_signing_key_file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    match stored {
+        Some(text) if unhex(&text) != Some(seed) => Err(bad(format!(
+            "the store holds a different audit signing key than {}; its checkpoints were signed \
+             with that one (move it out by starting once with a key file that does not exist yet)",
+            path.display()
+        ))),
+        Some(_) => {
+            store.delete_setting(SEED_SETTING).await?;
+            Ok(seed)
+        }
+        None => Ok(seed),
+    }
+}
+
+fn write_key(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
 fn unhex(text: &str) -> Option<[u8; 32]> {
     let bytes: Option<Vec<u8>> = (0..text.len())
         .step_by(2)
@@ -56,14 +128,19 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 
 impl AuditLog {
     /// Load (or create) the signing key and start the group-commit writer.
-    pub async fn start(store: &Store) -> Result<AuditLog, Error> {
-        let seed = store
-            .setting_or_init("audit_signing_seed", || {
-                hex(&LogSigner::generate().seed_bytes())
-            })
-            .await?;
-        let seed = unhex(&seed)
-            .ok_or_else(|| Error::internal("the stored audit signing key is corrupt"))?;
+    /// With `key_file`, the key lives in that file and not in the store:
+    /// whoever can rewrite the store's log then cannot re-sign it.
+    pub async fn start(store: &Store, key_file: Option<&Path>) -> Result<AuditLog, Error> {
+        let seed = match key_file {
+            Some(path) => key_from_file(store, path).await?,
+            None => {
+                let seed = store
+                    .setting_or_init(SEED_SETTING, || hex(&LogSigner::generate().seed_bytes()))
+                    .await?;
+                unhex(&seed)
+                    .ok_or_else(|| Error::internal("the stored audit signing key is corrupt"))?
+            }
+        };
         let install = store
             .setting_or_init("install_id", || {
                 format!("{}", uuid::Uuid::now_v7().simple())

@@ -44,6 +44,11 @@ pub struct Config {
     /// PEM file of extra certificate authorities the MCP gateway trusts for
     /// `https://` upstreams (an internal CA), on top of the system's.
     pub mcp_upstream_ca_file: Option<PathBuf>,
+    /// File holding the audit log's Ed25519 signing key (64 hex digits),
+    /// kept apart from the store whose log it signs; created at first start
+    /// (from the key the store held, if any). Without it, the key is kept
+    /// in the store.
+    pub audit_signing_key_file: Option<PathBuf>,
 }
 
 /// Human approvals (`[approvals]` in the file).
@@ -126,6 +131,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             quota_settle_secs: 900,
             mcp_upstream_ca_file: None,
+            audit_signing_key_file: None,
         }
     }
 }

@@ -201,7 +201,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let _ = tcp.set_nodelay(true);
     });
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
-    let audit = audit_log::AuditLog::start(&store).await?;
+    let audit =
+        audit_log::AuditLog::start(&store, config.audit_signing_key_file.as_deref()).await?;
     let mcp = mcp::Gateway::new(
         config.max_body_bytes,
         config.mcp_upstream_ca_file.as_deref(),

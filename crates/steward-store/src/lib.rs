@@ -290,7 +290,18 @@ impl Store {
             .ok_or_else(|| Error::internal(format!("setting {key} vanished")))
     }
 
-    async fn setting(&self, key: &str) -> Result<Option<String>, Error> {
+    /// Remove a setting (a secret that moved out of the store).
+    pub async fn delete_setting(&self, key: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM settings WHERE key = $1")
+            .bind(key)
+            .execute(&self.write)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// A setting's value, if it is set.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, Error> {
         sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.write)

@@ -48,7 +48,7 @@ async fn run(backend: Backend, entries: usize) {
         .ensure_tenant(&ctx, "default", "Default")
         .await
         .unwrap();
-    let log = Arc::new(AuditLog::start(&store).await.unwrap());
+    let log = Arc::new(AuditLog::start(&store, None).await.unwrap());
 
     // Group commit: 256 producers, each waiting for durability before its next append.
     let producers = 256;

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// https:// upstreams, on top of the system's.
     #[arg(long, env = "STEWARD_MCP_UPSTREAM_CA_FILE", value_name = "FILE")]
     pub mcp_upstream_ca_file: Option<PathBuf>,
+    /// File with the audit log's signing key, kept apart from the store
+    /// (created at first start, from the store's key if it had one).
+    #[arg(long, env = "STEWARD_AUDIT_SIGNING_KEY_FILE", value_name = "FILE")]
+    pub audit_signing_key_file: Option<PathBuf>,
 }
 
 /// Run the server until Ctrl-C or SIGTERM.
@@ -131,6 +135,9 @@ pub fn apply_overrides(mut config: Config, args: &ServeArgs) -> Config {
     }
     if let Some(file) = &args.mcp_upstream_ca_file {
         config.mcp_upstream_ca_file = Some(file.clone());
+    }
+    if let Some(file) = &args.audit_signing_key_file {
+        config.audit_signing_key_file = Some(file.clone());
     }
     config
 }
@@ -247,6 +254,7 @@ mod tests {
             ("expiry_sweep_secs", "STEWARD_EXPIRY_SWEEP_SECS"),
             ("log_format", "STEWARD_LOG_FORMAT"),
             ("mcp_upstream_ca_file", "STEWARD_MCP_UPSTREAM_CA_FILE"),
+            ("audit_signing_key_file", "STEWARD_AUDIT_SIGNING_KEY_FILE"),
         ] {
             assert_eq!(env_of(id).as_deref(), Some(variable), "{id}");
         }

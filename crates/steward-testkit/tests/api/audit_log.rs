@@ -10,8 +10,90 @@ use crate::support::*;
 on_both_backends!(
     proofs_verify_with_the_public_key_alone,
     tampering_is_found_at_its_position,
-    retention_prunes_payloads_but_not_under_a_hold
+    retention_prunes_payloads_but_not_under_a_hold,
+    the_signing_key_can_live_outside_the_store
 );
+
+/// With `audit_signing_key_file`, the key that signs checkpoints moves out
+/// of the store (whoever can rewrite the log could otherwise re-sign it);
+/// a store still holding another key, or a file without a key, is refused.
+async fn the_signing_key_can_live_outside_the_store(b: Backend) {
+    use steward_testkit::{ADMIN_TOKEN, TempStore};
+    let config = |url: &str, key: Option<&std::path::Path>| steward_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: Some(url.to_string()),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        audit_signing_key_file: key.map(std::path::Path::to_path_buf),
+        ..Default::default()
+    };
+    let run = |server: &steward_server::RunningServer| {
+        steward_client::Client::new(&server.url(), Some(ADMIN_TOKEN.into()))
+    };
+    let store = TempStore::new(b).await.unwrap();
+    let server = steward_server::start(config(&store.url, None))
+        .await
+        .unwrap();
+    human(&run(&server), "ana@example.com").await;
+    let key = run(&server).audit_public_key().await.unwrap().public_key;
+    run(&server).audit_checkpoint().await.unwrap();
+    server.shutdown().await.unwrap();
+
+    // The first start with a file that does not exist moves the key there.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys").join("audit.key");
+    for _ in 0..2 {
+        let server = steward_server::start(config(&store.url, Some(&file)))
+            .await
+            .unwrap();
+        let admin = run(&server);
+        assert_eq!(admin.audit_public_key().await.unwrap().public_key, key);
+        human(
+            &admin,
+            &format!("{}@example.com", uuid::Uuid::now_v7().simple()),
+        )
+        .await;
+        admin.audit_checkpoint().await.unwrap();
+        assert!(admin.audit_verify().await.unwrap().ok);
+        server.shutdown().await.unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim().len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let opened = steward_store::Store::open(&store.url).await.unwrap();
+    assert_eq!(opened.setting("audit_signing_seed").await.unwrap(), None);
+    opened.close().await;
+
+    // Another store that holds its own key does not take this file's.
+    let other = TempStore::new(b).await.unwrap();
+    let server = steward_server::start(config(&other.url, None))
+        .await
+        .unwrap();
+    server.shutdown().await.unwrap();
+    let refused = steward_server::start(config(&other.url, Some(&file)))
+        .await
+        .err()
+        .expect("a second key is refused");
+    assert!(
+        refused.to_string().contains("different audit signing key"),
+        "{refused}"
+    );
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not a key").unwrap();
+    let refused = steward_server::start(config(&other.url, Some(&garbage)))
+        .await
+        .err()
+        .expect("a file without a key is refused");
+    assert!(
+        refused.to_string().contains("does not hold a key"),
+        "{refused}"
+    );
+    other.remove().await.unwrap();
+    store.remove().await.unwrap();
+}
 
 fn h(s: &str) -> Hash {
     Hash::from_hex(s).unwrap()

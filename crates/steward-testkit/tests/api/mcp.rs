@@ -616,7 +616,10 @@ async fn streamable_http_upstream_and_credentials() {
         .await
         .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
-    let session = res.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let session = res.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     res.bytes().await.unwrap();
     low_risk_agent(gw.admin(), "other", "owner@example.com").await;
     let other = gw
