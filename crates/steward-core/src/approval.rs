@@ -135,6 +135,9 @@ pub struct RequestBinding<'a> {
     /// A gateway call's full arguments, when the request is one (absent
     /// from the digest otherwise, so other requests' digests are as before).
     pub arguments: Option<&'a Map<String, Value>>,
+    /// The usage the request estimates, when it gives one: approving a
+    /// request over a quota approves that much, not any amount.
+    pub estimate: Option<&'a Value>,
 }
 
 impl RequestBinding<'_> {
@@ -152,6 +155,9 @@ impl RequestBinding<'_> {
         });
         if let (Some(arguments), Some(fields)) = (self.arguments, out.as_object_mut()) {
             fields.insert("arguments".into(), Value::Object(arguments.clone()));
+        }
+        if let (Some(estimate), Some(fields)) = (self.estimate, out.as_object_mut()) {
+            fields.insert("estimate".into(), estimate.clone());
         }
         out
     }
@@ -642,6 +648,7 @@ mod tests {
             resource_attributes: &Map::new(),
             context,
             arguments: None,
+            estimate: None,
         }
         .digest()
     }

@@ -13,7 +13,13 @@ use crate::{Error, validate};
 /// Fixed-point scale of cost: amounts are stored in millionths.
 pub const COST_SCALE: i64 = 1_000_000;
 /// The largest limit or amount accepted, in display units.
-pub const MAX_AMOUNT: f64 = 1e12;
+pub const MAX_AMOUNT: f64 = 1e11;
+
+/// Most one counter slice holds: above any limit ([`MAX_AMOUNT`] in the
+/// finest unit, millionths of a currency), and small enough that the
+/// [`ROLLING_SLICES`] slices of a window sum inside 64 bits, however much
+/// usage agents report.
+pub const USAGE_CAP: i64 = i64::MAX / (ROLLING_SLICES + 4);
 /// Default warning thresholds, in percent.
 pub const DEFAULT_THRESHOLDS: [u32; 3] = [50, 80, 95];
 /// Slices per rolling window: usage leaves a rolling window at most one
@@ -104,10 +110,10 @@ pub enum Window {
     Calendar(Unit, Tz),
     /// The last `unit.length()`, counted in [`ROLLING_SLICES`] slices.
     Rolling(Unit),
-    /// A rate per second with a burst, by GCRA: `interval_us` between requests.
+    /// A rate per second with a burst, by GCRA.
     Rate {
-        /// Microseconds earned back per unit.
-        interval_us: i64,
+        /// Units earned back per second.
+        per_second: i64,
         /// Units allowed at once.
         burst: i64,
     },
@@ -184,12 +190,28 @@ pub fn admits(used: i64, estimate: i64, limit: i64) -> bool {
     used < limit && used.saturating_add(estimate) <= limit
 }
 
+/// Microseconds `units` take to earn back at `per_second`, rounded up: a
+/// rate whose interval is not a whole number of microseconds (0.7 USD a
+/// second counts in millionths) is never rounded in the spender's favour.
+fn earn_back_us(units: i64, per_second: i64) -> i64 {
+    let units = u128::try_from(units.max(0)).unwrap_or(0);
+    let per_second = u128::try_from(per_second.max(1)).unwrap_or(1);
+    i64::try_from((units * 1_000_000).div_ceil(per_second)).unwrap_or(i64::MAX)
+}
+
+/// The burst as time ahead of now, rounded down (again never in the
+/// spender's favour).
+fn allowance_us(burst: i64, per_second: i64) -> i64 {
+    let burst = i128::from(burst.max(0));
+    i64::try_from(burst * 1_000_000 / i128::from(per_second.max(1))).unwrap_or(i64::MAX)
+}
+
 /// GCRA: the new theoretical arrival time if `cost` units fit at `now_us`,
 /// else how long until they would (microseconds).
-pub fn gcra(tat_us: i64, now_us: i64, interval_us: i64, burst: i64, cost: i64) -> Result<i64, i64> {
+pub fn gcra(tat_us: i64, now_us: i64, per_second: i64, burst: i64, cost: i64) -> Result<i64, i64> {
     let base = tat_us.max(now_us);
-    let new_tat = base.saturating_add(interval_us.saturating_mul(cost.max(1)));
-    let allowance = interval_us.saturating_mul(burst);
+    let new_tat = base.saturating_add(earn_back_us(cost.max(1), per_second));
+    let allowance = allowance_us(burst, per_second);
     if new_tat - now_us <= allowance {
         Ok(new_tat)
     } else {
@@ -198,9 +220,10 @@ pub fn gcra(tat_us: i64, now_us: i64, interval_us: i64, burst: i64, cost: i64) -
 }
 
 /// Units a GCRA limit would still admit at once.
-pub fn gcra_remaining(tat_us: i64, now_us: i64, interval_us: i64, burst: i64) -> i64 {
+pub fn gcra_remaining(tat_us: i64, now_us: i64, per_second: i64, burst: i64) -> i64 {
     let debt = tat_us.max(now_us) - now_us;
-    ((interval_us.saturating_mul(burst) - debt) / interval_us.max(1)).max(0)
+    let free = i128::from((allowance_us(burst, per_second) - debt).max(0));
+    i64::try_from(free * i128::from(per_second.max(1)) / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// Thresholds (percent) crossed by going from `before` to `after`.
@@ -275,7 +298,7 @@ impl Rule {
                     return Err(Error::invalid("burst", "must be 1 to 1000000"));
                 }
                 Window::Rate {
-                    interval_us: 1_000_000 / limit,
+                    per_second: limit,
                     burst: burst as i64,
                 }
             }
@@ -631,17 +654,19 @@ mod tests {
             prop_assert_eq!(calls, limit);
         }
 
-        /// GCRA: over any span, at most burst + span/interval are admitted.
+        /// GCRA: over any span, at most burst + span x rate units are
+        /// admitted, whatever the rate (one that does not divide a second
+        /// into whole microseconds too) and the size of each request.
         #[test]
-        fn gcra_respects_rate_and_burst(rate in 1i64..1000, burst in 1i64..50, gaps in proptest::collection::vec(0i64..5_000, 1..400)) {
-            let interval = 1_000_000 / rate;
+        fn gcra_respects_rate_and_burst(rate in 1i64..1_000_000, burst in 1i64..50, steps in proptest::collection::vec((0i64..5_000, 1i64..5), 1..400)) {
             let (mut tat, mut now, mut admitted) = (0i64, 0i64, 0i64);
             let start = now;
-            for g in gaps {
-                now += g;
-                if let Ok(t) = gcra(tat, now, interval, burst, 1) { tat = t; admitted += 1; }
+            for (gap, cost) in steps {
+                now += gap;
+                if let Ok(t) = gcra(tat, now, rate, burst, cost) { tat = t; admitted += cost; }
             }
-            prop_assert!(admitted <= burst + (now - start) / interval);
+            let bound = burst as f64 + (now - start) as f64 * rate as f64 / 1e6;
+            prop_assert!(admitted as f64 <= bound, "{} admitted, at most {}", admitted, bound);
         }
     }
 }

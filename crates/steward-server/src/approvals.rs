@@ -219,6 +219,14 @@ pub async fn require(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let estimate = req
+        .estimate
+        .as_ref()
+        .and_then(|e| serde_json::to_value(e).ok())
+        .filter(|e| {
+            e.as_object()
+                .is_some_and(|o| o.values().any(|v| !v.is_null()))
+        });
     let binding = RequestBinding {
         chain: &chain,
         action: &req.action,
@@ -227,6 +235,7 @@ pub async fn require(
         resource_attributes: &attributes,
         context: &req.context,
         arguments: req.call_arguments.as_ref(),
+        estimate: estimate.as_ref(),
     };
     let digest = binding.digest();
     let ctx = caller.context();

@@ -177,10 +177,10 @@ async fn read_counter(
                 alert_window: slice - slice.rem_euclid(length),
             })
         }
-        Window::Rate { interval_us, burst } => {
+        Window::Rate { per_second, burst } => {
             let now_us = now.timestamp_micros();
-            let remaining = quota::gcra_remaining(head, now_us, interval_us, burst);
-            let next_tat = quota::gcra(head, now_us, interval_us, burst, c.estimate).ok();
+            let remaining = quota::gcra_remaining(head, now_us, per_second, burst);
+            let next_tat = quota::gcra(head, now_us, per_second, burst, c.estimate).ok();
             let full_at = head.max(now_us);
             Ok(Reading {
                 used: burst - remaining,
@@ -266,15 +266,20 @@ async fn add_usage(
     window_start: i64,
     delta: i64,
 ) -> Result<(), Error> {
+    // A counter stops at `quota::USAGE_CAP` (past any limit), so that summing
+    // a window's slices never overflows, whatever usage agents report.
     sqlx::query(
         "INSERT INTO quota_usage (tenant_id, quota_id, subject, window_start, used) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (tenant_id, quota_id, subject, window_start) DO UPDATE SET used = CASE WHEN quota_usage.used + excluded.used < 0 THEN 0 ELSE quota_usage.used + excluded.used END",
+         ON CONFLICT (tenant_id, quota_id, subject, window_start) DO UPDATE SET used = CASE \
+         WHEN excluded.used > 0 AND quota_usage.used > $6 - excluded.used THEN $6 \
+         WHEN quota_usage.used + excluded.used < 0 THEN 0 ELSE quota_usage.used + excluded.used END",
     )
     .bind(tenant)
     .bind(quota_id)
     .bind(subject)
     .bind(window_start)
-    .bind(delta)
+    .bind(delta.clamp(-quota::USAGE_CAP, quota::USAGE_CAP))
+    .bind(quota::USAGE_CAP)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;

@@ -20,8 +20,44 @@ on_both_backends!(
     exceeding_follows_the_quota_action,
     rate_limits_allow_a_burst,
     bad_quota_input_changes_nothing,
-    humans_and_narrow_rules_are_counted
+    humans_and_narrow_rules_are_counted,
+    reported_usage_cannot_overflow_a_counter
 );
+
+/// Agents report what they used; however much, a rolling window's sum
+/// stays a number and decisions keep being answered.
+async fn reported_usage_cannot_overflow_a_counter(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin, "bot").await;
+    let mut spend = quota("spend", QuotaScope::Tenant, None, "cost", "minute", 1e11);
+    spend.rolling = true;
+    ts.admin.put_quota(&spend).await.unwrap();
+    let mut allowed = Vec::new();
+    for _ in 0..100 {
+        let decided = ts.admin.decide(&call("bot")).await.unwrap();
+        assert_eq!(decided.decision, Decision::Allow);
+        allowed.push(decided.decision_id);
+    }
+    // Each reports the most a report may say: 10^19 millionths in all,
+    // past 2^63, were counters not capped.
+    for id in &allowed {
+        ts.admin
+            .report_outcome(
+                id,
+                &Outcome {
+                    cost: Some(1e11),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let refused = ts.admin.decide(&call("bot")).await.unwrap();
+    assert_eq!(refused.decision, Decision::Deny, "{refused:?}");
+    assert_eq!(refused.exceeded.unwrap().name, "spend");
+    ts.admin.usage(&UsageQuery::default()).await.unwrap();
+    ts.stop().await;
+}
 
 /// A tenant's rules count decisions made for a human principal, and an
 /// agent's rule on one action leaves its persona's default in force.
@@ -618,6 +654,39 @@ async fn exceeding_follows_the_quota_action(backend: Backend) {
     assert_eq!(loud.decision, Decision::Allow, "alert_only never refuses");
     assert!(loud.warnings[0].message.contains("over its limit"));
     assert_eq!(loud.quota.unwrap().used, 2.0);
+
+    // An approval to go over a quota covers the amount it was shown.
+    low_risk_agent(&ts.admin, "thrifty", "owner@example.com").await;
+    let mut q = quota(
+        "token-gate",
+        QuotaScope::Agent,
+        Some("thrifty"),
+        "tokens",
+        "day",
+        100.0,
+    );
+    q.on_exceed = OnExceed::ApprovalRequired;
+    ts.admin.put_quota(&q).await.unwrap();
+    let spend = |tokens: u64| {
+        let mut r = call("thrifty");
+        r.estimate = Some(UsageEstimate {
+            tokens: Some(tokens),
+            ..Default::default()
+        });
+        r
+    };
+    let first = ts.admin.decide(&spend(90)).await.unwrap();
+    assert_eq!(first.decision, Decision::Allow);
+    let held = ts.admin.decide(&spend(20)).await.unwrap();
+    assert_eq!(held.decision, Decision::ApprovalRequired);
+    approver
+        .approve(&held.approval.unwrap().id, Some("20 more is fine"))
+        .await
+        .unwrap();
+    let more = ts.admin.decide(&spend(1_000_000)).await.unwrap();
+    assert_eq!(more.decision, Decision::ApprovalRequired, "{more:?}");
+    let approved = ts.admin.decide(&spend(20)).await.unwrap();
+    assert_eq!(approved.decision, Decision::Allow, "{approved:?}");
     ts.stop().await;
 }
 
