@@ -178,6 +178,12 @@ async fn connect(
                 }
             }
             cmd.envs(env);
+            // Its own process group, killed whole with the session: what
+            // a wrapper command started dies with it.
+            let mut cmd = process_wrap::tokio::CommandWrap::from(cmd);
+            #[cfg(unix)]
+            cmd.wrap(process_wrap::tokio::ProcessGroup::leader());
+            cmd.wrap(process_wrap::tokio::KillOnDrop);
             let (transport, _stderr) = TokioChildProcess::builder(cmd)
                 .stderr(std::process::Stdio::null())
                 .spawn()

@@ -933,6 +933,55 @@ when { context has arguments && context.arguments has path && context.arguments.
     gw.stop().await;
 }
 
+/// An upstream started through a wrapper (`sh -c`, as `npx` or `uvx` do)
+/// ends with its session: the whole process group, not the wrapper alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_stdio_upstream_ends_with_its_sessions() {
+    if !node_ready("a_wrapped_stdio_upstream_ends_with_its_sessions") {
+        return;
+    }
+    let marker = format!("steward-wrapped-{}", uuid::Uuid::now_v7().simple());
+    let McpTransport::Stdio { command, args, env } = mcp::everything_stdio() else {
+        unreachable!()
+    };
+    let transport = McpTransport::Stdio {
+        command: "sh".into(),
+        args: vec![
+            "-c".into(),
+            // After the server, something that ignores the closed stdin.
+            format!(
+                "{command} {}; {command} -e 'setTimeout(() => {{}}, 300000)' {marker}",
+                args.join(" ")
+            ),
+        ],
+        env,
+    };
+    let gw = Gateway::start("everything", transport, None).await;
+    gw.allow_everything_tools().await;
+    let steps = gw
+        .run(
+            json!([{"op": "call", "name": "echo", "arguments": {"message": "hi"}}]),
+            None,
+        )
+        .await;
+    assert_eq!(text(&steps[0]), "Echo: hi");
+    gw.stop().await;
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    };
+    for _ in 0..300 {
+        if !running() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("what the wrapper started outlived its sessions");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_or_hanging_gives_clean_errors() {
     if !node_ready("upstream_down_or_hanging_gives_clean_errors") {
