@@ -52,6 +52,10 @@ pub struct Gateway {
 /// The header carrying a Streamable HTTP session's id.
 const SESSION_HEADER: &str = "mcp-session-id";
 
+/// Most sessions one agent may hold open at once, across upstreams: each
+/// stdio session is a process on this host.
+pub const MAX_SESSIONS_PER_AGENT: usize = 16;
+
 impl Gateway {
     fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
         self.owners
@@ -63,17 +67,33 @@ impl Gateway {
     /// (timed out or ended) once the record grows.
     async fn opened(&self, session: String, owner: (String, String)) {
         if self.owners().len() >= 1024 {
-            let live: std::collections::HashSet<String> = self
-                .sessions
-                .sessions
-                .read()
-                .await
-                .keys()
-                .map(|k| k.to_string())
-                .collect();
-            self.owners().retain(|id, _| live.contains(id));
+            self.forget_closed().await;
         }
         self.owners().insert(session, owner);
+    }
+
+    /// Forget the owners of sessions rmcp no longer holds.
+    async fn forget_closed(&self) {
+        let live: std::collections::HashSet<String> = self
+            .sessions
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        self.owners().retain(|id, _| live.contains(id));
+    }
+
+    /// How many sessions `agent` has open (each may hold an upstream
+    /// process).
+    async fn open_sessions(&self, agent: &str) -> usize {
+        let count = || self.owners().values().filter(|(a, _)| a == agent).count();
+        if count() < MAX_SESSIONS_PER_AGENT {
+            return count();
+        }
+        self.forget_closed().await;
+        count()
     }
 }
 
@@ -279,6 +299,20 @@ async fn endpoint(
         return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
     }
     let closing = parts.method == axum::http::Method::DELETE;
+    if session.is_none() && parts.method == axum::http::Method::POST {
+        let open = state.mcp.open_sessions(&owner.0).await;
+        if open >= MAX_SESSIONS_PER_AGENT {
+            return ApiError::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "this agent has {open} MCP sessions open, the most allowed \
+                     ({MAX_SESSIONS_PER_AGENT}); end one (DELETE with its Mcp-Session-Id) \
+                     or let one time out"
+                ),
+            )
+            .into_response();
+        }
+    }
     parts.extensions.insert(Arc::new(GatewayCall {
         state: state.clone(),
         caller,

@@ -652,6 +652,48 @@ async fn streamable_http_upstream_and_credentials() {
         let owner = std::ptr::eq(key, &gw.key);
         assert_eq!(res.status().is_success(), owner, "{}", res.status());
     }
+
+    // An agent holds a bounded number of sessions (each may be a process).
+    let open = |key: String| {
+        let (http, url, init) = (http.clone(), gw.url(), init.clone());
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .header("accept", "application/json, text/event-stream")
+                .json(&init)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut sessions = Vec::new();
+    loop {
+        let res = open(other.clone()).await;
+        if res.status() == 429 {
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+            break;
+        }
+        assert!(res.status().is_success(), "{}", res.status());
+        sessions.push(
+            res.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        res.bytes().await.unwrap();
+        assert!(sessions.len() <= 16, "no limit on sessions");
+    }
+    assert_eq!(sessions.len(), 16);
+    let res = http
+        .delete(gw.url())
+        .bearer_auth(&other)
+        .header("mcp-session-id", &sessions[0])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    assert!(open(other.clone()).await.status().is_success());
     gw.stop().await;
 }
 
