@@ -408,6 +408,20 @@ async fn revoke<T: serde::Serialize + Clone + HasId>(
     before: T,
     revoked_at: impl Fn(&mut T) -> &mut Option<DateTime<Utc>>,
 ) -> Result<T, Error> {
+    let after = revoke_in(&mut tx, ctx, table, kind, before, revoked_at).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(after)
+}
+
+/// [`revoke`] inside the caller's transaction, which it leaves open.
+pub(crate) async fn revoke_in<T: serde::Serialize + Clone + HasId>(
+    tx: &mut crate::Tx,
+    ctx: &ChangeContext,
+    table: &str,
+    kind: &str,
+    before: T,
+    revoked_at: impl Fn(&mut T) -> &mut Option<DateTime<Utc>>,
+) -> Result<T, Error> {
     let id = before.id().to_string();
     let mut after = before.clone();
     if revoked_at(&mut after).is_some() {
@@ -420,7 +434,7 @@ async fn revoke<T: serde::Serialize + Clone + HasId>(
     sqlx::query(&format!("UPDATE {table} SET revoked_at = $1 WHERE id = $2"))
         .bind(rows::ms(ctx.now))
         .bind(&id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
     let resource_type = if kind == "key" {
@@ -428,7 +442,7 @@ async fn revoke<T: serde::Serialize + Clone + HasId>(
     } else {
         "api_token"
     };
-    commit(
+    append(
         tx,
         ctx,
         change(
@@ -444,7 +458,7 @@ async fn revoke<T: serde::Serialize + Clone + HasId>(
 }
 
 /// Records with an id.
-trait HasId {
+pub(crate) trait HasId {
     fn id(&self) -> &str;
 }
 

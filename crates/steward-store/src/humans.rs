@@ -321,22 +321,17 @@ impl Store {
             .await
             .map_err(db_error)?;
             for row in tokens {
-                let before = rows::api_token(&row)?;
-                let mut revoked = before.clone();
-                revoked.revoked_at = Some(ctx.now);
-                sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2")
-                    .bind(rows::ms(ctx.now))
-                    .bind(&before.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                append(
+                let token = rows::api_token(&row)?;
+                let revoked = crate::credentials::revoke_in(
                     &mut tx,
                     ctx,
-                    change("token.revoke", "api_token", &before.id, &before, &revoked),
+                    "api_tokens",
+                    "token",
+                    token,
+                    |t| &mut t.revoked_at,
                 )
                 .await?;
-                revoked_tokens.push(before.id);
+                revoked_tokens.push(revoked.id);
             }
         }
         commit(

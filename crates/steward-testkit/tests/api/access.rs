@@ -17,17 +17,7 @@ on_both_backends!(
 async fn a_leavers_tokens_stop_working(b: Backend) {
     let s = TestServer::start(b).await;
     human(&s.admin, "sam@example.com").await;
-    let token = s
-        .admin
-        .create_token(&CreateToken {
-            name: "sam-admin".into(),
-            role: TokenRole::Admin,
-            human: Some("sam@example.com".into()),
-            expires_at: None,
-            tenant: None,
-        })
-        .await
-        .unwrap();
+    let token = token_for(&s.admin, "sam-admin", TokenRole::Admin, "sam@example.com").await;
     let sam = s.client(&token.secret);
     sam.whoami().await.unwrap();
     let done = s
@@ -109,17 +99,7 @@ async fn credentials_are_required_and_roles_enforced(b: Backend) {
     assert_eq!(status, 401);
 
     human(&s.admin, "audrey@example.com").await;
-    let auditor = s
-        .admin
-        .create_token(&CreateToken {
-            name: "audit".into(),
-            role: TokenRole::Auditor,
-            human: Some("audrey@example.com".into()),
-            expires_at: None,
-            tenant: None,
-        })
-        .await
-        .unwrap();
+    let auditor = token_for(&s.admin, "audit", TokenRole::Auditor, "audrey@example.com").await;
     let auditor_client = s.client(&auditor.secret);
     auditor_client
         .list_agents(&AgentFilter::default())

@@ -33,17 +33,7 @@ async fn a_person_is_found_by_id_then_email_then_external_id(b: Backend) {
         bob.id
     );
     assert_eq!(s.admin.get_human(&mallory.id).await.unwrap().id, mallory.id);
-    let token = s
-        .admin
-        .create_token(&CreateToken {
-            name: "bob".into(),
-            role: TokenRole::Auditor,
-            human: Some("bob@example.com".into()),
-            expires_at: None,
-            tenant: None,
-        })
-        .await
-        .unwrap();
+    let token = token_for(&s.admin, "bob", TokenRole::Auditor, "bob@example.com").await;
     assert_eq!(token.token.human_id.as_deref(), Some(bob.id.as_str()));
     // An e-mail beyond ASCII is found as typed, on either store.
     let elodie = human(&s.admin, "Élodie@example.com").await;

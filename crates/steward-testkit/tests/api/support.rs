@@ -147,3 +147,17 @@ pub async fn approve_registration(admin: &Client, agent: &str) -> Result<Approva
         }
     }
 }
+
+/// A token of `role` for the human `email`.
+pub async fn token_for(admin: &Client, name: &str, role: TokenRole, email: &str) -> CreatedToken {
+    admin
+        .create_token(&CreateToken {
+            name: name.into(),
+            role,
+            human: Some(email.into()),
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap()
+}

@@ -250,17 +250,7 @@ async fn rejects_bad_subscriptions(backend: Backend) {
     let log = serde_json::to_string(&all_audit(&ts.admin).await).unwrap();
     assert!(!log.contains("SECRET"), "the webhook URL is in the log");
     human(&ts.admin, "audrey@example.com").await;
-    let auditor = ts
-        .admin
-        .create_token(&CreateToken {
-            name: "audit".into(),
-            role: TokenRole::Auditor,
-            human: Some("audrey@example.com".into()),
-            expires_at: None,
-            tenant: None,
-        })
-        .await
-        .unwrap();
+    let auditor = token_for(&ts.admin, "audit", TokenRole::Auditor, "audrey@example.com").await;
     let seen = ts
         .client(&auditor.secret)
         .list_webhooks(&page500())
