@@ -173,6 +173,17 @@ impl Gateway {
         )
     }
 
+    /// One `echo` call in a session of its own: the answer's text.
+    async fn echo(&self, message: &str) -> String {
+        let steps = self
+            .run(
+                json!([{"op": "call", "name": "echo", "arguments": {"message": message}}]),
+                None,
+            )
+            .await;
+        text(&steps[0])
+    }
+
     /// Let agents call `echo`, `get-sum` and the long-running tool.
     async fn allow_everything_tools(&self) {
         self.policy(
@@ -782,13 +793,7 @@ async fn https_upstreams_are_verified_with_the_configured_ca() {
     })
     .await;
     gw.allow_everything_tools().await;
-    let steps = gw
-        .run(
-            json!([{"op": "call", "name": "echo", "arguments": {"message": "over tls"}}]),
-            None,
-        )
-        .await;
-    assert_eq!(text(&steps[0]), "Echo: over tls");
+    assert_eq!(gw.echo("over tls").await, "Echo: over tls");
     gw.stop().await;
 
     // Without it the certificate is not trusted: a clean error that says so.
@@ -1000,13 +1005,7 @@ async fn a_wrapped_stdio_upstream_ends_with_its_sessions() {
     };
     let gw = Gateway::start("everything", transport, None).await;
     gw.allow_everything_tools().await;
-    let steps = gw
-        .run(
-            json!([{"op": "call", "name": "echo", "arguments": {"message": "hi"}}]),
-            None,
-        )
-        .await;
-    assert_eq!(text(&steps[0]), "Echo: hi");
+    assert_eq!(gw.echo("hi").await, "Echo: hi");
     gw.stop().await;
     let running = || {
         std::process::Command::new("pgrep")
