@@ -213,10 +213,25 @@ pub async fn require(
         .iter()
         .map(|l| (l.kind.clone(), l.id.clone()))
         .collect();
+    // The request as policies see it: context and resource attributes they
+    // cannot read (undeclared, or an inventory entity's, which come from the
+    // store) would make the same request look like another.
+    let engine = state.engines.get(&state.store, &tenant).await?;
+    let context: Map<String, Value> = match engine.action(&req.action) {
+        Some(def) => req
+            .context
+            .iter()
+            .filter(|(k, _)| def.context.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        None => req.context.clone(),
+    };
+    let declared = engine.resource_attributes(&req.resource.resource_type);
     let attributes: Map<String, Value> = req
         .resource
         .attributes
         .iter()
+        .filter(|(k, _)| declared.is_some_and(|d| d.contains_key(*k)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let estimate = req
@@ -233,7 +248,7 @@ pub async fn require(
         resource_type: &req.resource.resource_type,
         resource_id: &req.resource.id,
         resource_attributes: &attributes,
-        context: &req.context,
+        context: &context,
         arguments: req.call_arguments.as_ref(),
         estimate: estimate.as_ref(),
     };

@@ -819,6 +819,26 @@ impl Store {
             if let Some(row) = row {
                 let open = decode(&row)?;
                 if open.expires_at > ctx.now {
+                    // Whoever asks again is a requester too: they may not
+                    // approve what they asked for (separation of duties),
+                    // whoever filed it first.
+                    let mut excluded: Vec<String> = json_col(&row, "excluded")?;
+                    let asking = new.excluded.iter().chain(ctx.actor.human_id.as_ref());
+                    let before = excluded.len();
+                    for h in asking {
+                        if !excluded.contains(h) {
+                            excluded.push(h.clone());
+                        }
+                    }
+                    if excluded.len() > before {
+                        sqlx::query("UPDATE approvals SET excluded = $1 WHERE id = $2")
+                            .bind(rows::to_json(&excluded))
+                            .bind(&open.id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_error)?;
+                        tx.commit().await.map_err(db_error)?;
+                    }
                     return Ok((open, false));
                 }
                 self.close_in(

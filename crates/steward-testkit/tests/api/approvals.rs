@@ -309,6 +309,11 @@ async fn a_different_request_is_not_covered(b: Backend) {
             .message
             .contains("over the customer's total")
     );
+    // What policies never read (an undeclared context key) does not make
+    // it another request: still denied, not asked again.
+    let mut padded = refund(900, "R-9");
+    padded.context.insert("nonce".into(), json!(1));
+    assert_eq!(bot.decide(&padded).await.unwrap().decision, Decision::Deny);
     s.stop().await;
 }
 
@@ -456,6 +461,32 @@ async fn separation_of_duties_is_enforced(b: Backend) {
     assert_eq!(
         other.approve(&id, None).await.unwrap().status,
         ApprovalStatus::Approved
+    );
+    // Asking again for a request someone else filed makes you a requester
+    // too: an approver who re-sends it may not approve it.
+    let id = bot
+        .decide(&refund(400, "R-44"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap()
+        .id;
+    let (_, lee) = person(admin, "lee@example.com", &["support-leads"]).await;
+    let lee_admin = s.client(
+        &token_for(admin, "lee-pep", TokenRole::Admin, "lee@example.com")
+            .await
+            .secret,
+    );
+    let mut resent = refund(400, "R-44");
+    resent.principal = Some(PrincipalRef {
+        principal_type: "agent".into(),
+        id: "support-bot".into(),
+    });
+    let again = lee_admin.decide(&resent).await.unwrap();
+    assert_eq!(again.approval.unwrap().id, id);
+    assert_eq!(
+        code(lee.approve(&id, None).await),
+        ErrorCode::SeparationOfDuties
     );
     s.stop().await;
 }
