@@ -213,10 +213,11 @@ pub async fn require(
         .iter()
         .map(|l| (l.kind.clone(), l.id.clone()))
         .collect();
+    // The tenant's engine, from the cache the decision just used.
+    let engine = state.engines.get(&state.store, &tenant).await?;
     // The request as policies see it: context and resource attributes they
     // cannot read (undeclared, or an inventory entity's, which come from the
     // store) would make the same request look like another.
-    let engine = state.engines.get(&state.store, &tenant).await?;
     let context: Map<String, Value> = match engine.action(&req.action) {
         Some(def) => req
             .context

@@ -68,7 +68,11 @@ async fn key_from_file(store: &Store, path: &Path) -> Result<[u8; 32], Error> {
             let seed = match &stored {
                 Some(text) => unhex(text)
                     .ok_or_else(|| Error::internal("the stored audit signing key is corrupt"))?,
-                None => LogSigner::generate().seed_bytes(),
+                None => {
+                    let why = format!("{} does not exist", path.display());
+                    refuse_new_key_for_signed_log(store, &why).await?;
+                    LogSigner::generate().seed_bytes()
+                }
             };
             write_key(path, &hex(&seed)).map_err(|e| {
                 bad(format!(
@@ -98,6 +102,22 @@ async fn key_from_file(store: &Store, path: &Path) -> Result<[u8; 32], Error> {
         }
         None => Ok(seed),
     }
+}
+
+/// A log already signed, whose key is not in the store, was signed with a
+/// key kept in a file (by another node, or before a restart): a new key
+/// would sign checkpoints nobody can verify with the published one.
+async fn refuse_new_key_for_signed_log(store: &Store, why: &str) -> Result<(), Error> {
+    if store.latest_checkpoint().await?.is_some() {
+        return Err(Error::new(
+            steward_types::ErrorCode::InvalidRequest,
+            format!(
+                "this log is signed with a key kept outside the store, and {why}: \
+                 give this node the same audit_signing_key_file as the others"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn write_key(path: &Path, text: &str) -> std::io::Result<()> {
@@ -134,6 +154,10 @@ impl AuditLog {
         let seed = match key_file {
             Some(path) => key_from_file(store, path).await?,
             None => {
+                if store.setting(SEED_SETTING).await?.is_none() {
+                    refuse_new_key_for_signed_log(store, "no audit_signing_key_file is set")
+                        .await?;
+                }
                 let seed = store
                     .setting_or_init(SEED_SETTING, || hex(&LogSigner::generate().seed_bytes()))
                     .await?;

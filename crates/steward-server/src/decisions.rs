@@ -245,10 +245,10 @@ pub async fn decide(
     req: DecisionRequest,
 ) -> Result<DecisionResponse, Error> {
     // Everything that reaches the audit log's indexed columns: a value the
-    // store cannot keep would fail the whole group commit it shares.
+    // store cannot keep would fail the whole group commit it shares (the
+    // resource's id is checked where it is resolved).
     steward_core::validate::key("action", &req.action)?;
     steward_core::validate::key("resource.type", &req.resource.resource_type)?;
-    steward_core::validate::key("resource.id", &req.resource.id)?;
     if let Some(p) = &req.principal {
         steward_core::validate::key("principal.id", &p.id)?;
     }

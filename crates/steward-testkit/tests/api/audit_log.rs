@@ -67,6 +67,21 @@ async fn the_signing_key_can_live_outside_the_store(b: Backend) {
     assert_eq!(opened.setting("audit_signing_seed").await.unwrap(), None);
     opened.close().await;
 
+    // Once the key has left the store, a node (or a restart) without that
+    // file does not mint a new key for the signed log.
+    let elsewhere = dir.path().join("other.key");
+    for key in [None, Some(elsewhere.as_path())] {
+        let refused = steward_server::start(config(&store.url, key))
+            .await
+            .err()
+            .expect("a new key for a signed log is refused");
+        assert!(
+            refused.to_string().contains("same audit_signing_key_file"),
+            "{refused}"
+        );
+    }
+    assert!(!elsewhere.exists());
+
     // Another store that holds its own key does not take this file's.
     let other = TempStore::new(b).await.unwrap();
     let server = steward_server::start(config(&other.url, None))

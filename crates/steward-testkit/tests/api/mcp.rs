@@ -173,6 +173,22 @@ impl Gateway {
         )
     }
 
+    /// A bare `initialize` POST with `key`, as a client opening a session
+    /// sends it.
+    async fn initialize(&self, key: &str) -> reqwest::Response {
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "curl", "version": "1"}}});
+        reqwest::Client::new()
+            .post(self.url())
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// One `echo` call in a session of its own: the answer's text.
     async fn echo(&self, message: &str) -> String {
         let steps = self
@@ -618,14 +634,7 @@ async fn streamable_http_upstream_and_credentials() {
 
     // A session belongs to the agent that opened it: another agent can
     // neither end it nor write into it.
-    let res = http
-        .post(gw.url())
-        .bearer_auth(&gw.key)
-        .header("accept", "application/json, text/event-stream")
-        .json(&init)
-        .send()
-        .await
-        .unwrap();
+    let res = gw.initialize(&gw.key).await;
     assert!(res.status().is_success(), "{}", res.status());
     let session = res.headers()["mcp-session-id"]
         .to_str()
@@ -665,21 +674,9 @@ async fn streamable_http_upstream_and_credentials() {
     }
 
     // An agent holds a bounded number of sessions (each may be a process).
-    let open = |key: String| {
-        let (http, url, init) = (http.clone(), gw.url(), init.clone());
-        async move {
-            http.post(url)
-                .bearer_auth(key)
-                .header("accept", "application/json, text/event-stream")
-                .json(&init)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
     let mut sessions = Vec::new();
     loop {
-        let res = open(other.clone()).await;
+        let res = gw.initialize(&other).await;
         if res.status() == 429 {
             let body: Value = res.json().await.unwrap();
             assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
@@ -704,7 +701,7 @@ async fn streamable_http_upstream_and_credentials() {
         .await
         .unwrap();
     assert!(res.status().is_success());
-    assert!(open(other.clone()).await.status().is_success());
+    assert!(gw.initialize(&other).await.status().is_success());
     gw.stop().await;
 }
 
@@ -902,19 +899,7 @@ when { resource.server == "everything" && resource.risk != "high" };"#,
 
     // Removed: the endpoint is gone.
     gw.admin().delete_mcp_server("everything").await.unwrap();
-    let http = reqwest::Client::new();
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "curl", "version": "1"}}});
-    let res = http
-        .post(gw.url())
-        .bearer_auth(&gw.key)
-        .header("accept", "application/json, text/event-stream")
-        .json(&init)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
+    assert_eq!(gw.initialize(&gw.key).await.status(), 404);
     let out = mcp::run_client(&gw.url(), &gw.key, &json!([]), None)
         .await
         .unwrap();
