@@ -199,6 +199,60 @@ pub fn runtime_groups(
     groups
 }
 
+/// Match approved grants to what a request needs. Each ask (the groups one
+/// approval must include, e.g. a policy's `@approval` chain, or a quota's
+/// group) needs its own grant whose approved groups include all of the
+/// ask's; a grant serves one ask. `grants` is in filing order and the
+/// oldest fitting grant is used. Returns, for each ask in order, the index
+/// of its grant, or the index of the first ask no grant covers.
+pub fn match_grants(grants: &[Vec<String>], asks: &[Vec<String>]) -> Result<Vec<usize>, usize> {
+    // A bipartite matching by augmenting paths: an ask may take a grant
+    // another ask holds when that one can move to a different grant.
+    fn place(
+        ask: usize,
+        grants: &[Vec<String>],
+        asks: &[Vec<String>],
+        seen: &mut [bool],
+        holder: &mut [Option<usize>],
+    ) -> bool {
+        let fits = |g: usize| asks[ask].iter().all(|a| grants[g].contains(a));
+        // The oldest free grant first; move another ask only when none is.
+        if let Some(g) = (0..grants.len()).find(|&g| holder[g].is_none() && fits(g)) {
+            holder[g] = Some(ask);
+            return true;
+        }
+        for g in 0..grants.len() {
+            if seen[g] || !fits(g) {
+                continue;
+            }
+            seen[g] = true;
+            let free = match holder[g] {
+                None => true,
+                Some(other) => place(other, grants, asks, seen, holder),
+            };
+            if free {
+                holder[g] = Some(ask);
+                return true;
+            }
+        }
+        false
+    }
+    let mut holder = vec![None; grants.len()];
+    for ask in 0..asks.len() {
+        let mut seen = vec![false; grants.len()];
+        if !place(ask, grants, asks, &mut seen, &mut holder) {
+            return Err(ask);
+        }
+    }
+    let mut chosen = vec![0; asks.len()];
+    for (g, h) in holder.iter().enumerate() {
+        if let Some(ask) = h {
+            chosen[*ask] = g;
+        }
+    }
+    Ok(chosen)
+}
+
 /// Fresh, undecided steps for a chain of groups.
 pub fn new_steps(groups: &[String]) -> Vec<ApprovalStep> {
     groups
@@ -412,6 +466,34 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
     use steward_types::ApprovalKind;
+
+    fn groups(list: &[&[&str]]) -> Vec<Vec<String>> {
+        list.iter()
+            .map(|g| g.iter().map(|s| s.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_grant_serves_only_asks_its_groups_cover() {
+        // A quota approval by `approvers` is not a `finance` approval.
+        let grants = groups(&[&["approvers"]]);
+        assert_eq!(match_grants(&grants, &groups(&[&["finance"]])), Err(0));
+        // Two asks need two grants, even of the same group.
+        let asks = groups(&[&["approvers"], &["approvers"]]);
+        assert_eq!(match_grants(&grants, &asks), Err(1));
+        let two = groups(&[&["approvers"], &["approvers"]]);
+        assert_eq!(match_grants(&two, &asks), Ok(vec![0, 1]));
+        // A policy grant and a quota grant together serve both asks.
+        let both = groups(&[&["finance", "security"], &["approvers"]]);
+        let asks = groups(&[&["finance", "security"], &["approvers"]]);
+        assert_eq!(match_grants(&both, &asks), Ok(vec![0, 1]));
+        // The broad grant goes where only it fits, whatever the order.
+        let grants = groups(&[&["approvers", "finance"], &["approvers"]]);
+        let asks = groups(&[&["approvers"], &["finance"]]);
+        assert_eq!(match_grants(&grants, &asks), Ok(vec![1, 0]));
+        assert_eq!(match_grants(&[], &asks), Err(0));
+        assert_eq!(match_grants(&grants, &[]), Ok(vec![]));
+    }
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()

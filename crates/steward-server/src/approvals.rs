@@ -11,9 +11,12 @@
 //!
 //! **Binding and use.** The approval is bound to the digest of the principal
 //! chain, action, resource and context. Once every group approved, the
-//! identical request is allowed exactly once within the grant's validity
-//! (the store consumes the grant atomically); any other request, a denied or
-//! an expired approval means no.
+//! identical request is allowed exactly once within the grant's validity;
+//! any other request, a denied or an expired approval means no. A request
+//! may need several approvals (its policies' or persona's, and an
+//! `approval_required` quota's): each needs its own grant approved by the
+//! groups it names, and the grants are used in the same transaction that
+//! reserves the quota and records the decision, only if it is admitted.
 //!
 //! **Waiting.** A waiter is woken by a local change at once, and re-reads the
 //! store every second, so a decision taken on another node is seen too.
@@ -30,7 +33,7 @@ use steward_policy::DecisionInput;
 use steward_store::approvals::{NewApproval, Verdict};
 use steward_types::{
     Approval, ApprovalKind, ApprovalRef, ApprovalStats, ApprovalStatus, Decision, DecisionRequest,
-    DecisionResponse, ErrorCode, Remediation, RiskTier, TierApprovalStats,
+    DecisionResponse, ErrorCode, QuotaStatus, Remediation, RiskTier, TierApprovalStats,
 };
 use tokio::sync::Notify;
 
@@ -111,19 +114,18 @@ fn attr<'a>(input: &'a DecisionInput, index: usize, name: &str) -> Option<&'a st
         .filter(|s| !s.is_empty())
 }
 
-/// The runtime gate: turn an allow that needs a human's approval into
-/// `approval_required` (filing or reusing the approval request), or let it
-/// through once when an approved grant for this exact request exists.
-pub async fn gate(
+/// The approval the policies and personas ask for before an allowed
+/// request may go ahead, if any.
+pub async fn policy_ask(
     state: &AppState,
     caller: &Caller,
     engine: &steward_policy::Engine,
     req: &DecisionRequest,
     input: &DecisionInput,
-    response: &mut DecisionResponse,
-) -> Result<(), Error> {
+    response: &DecisionResponse,
+) -> Result<Option<Ask>, Error> {
     if response.decision != Decision::Allow {
-        return Ok(());
+        return Ok(None);
     }
     let tenant = caller.tenant_id().to_string();
     let mut annotations = Vec::new();
@@ -169,52 +171,61 @@ pub async fn gate(
         &state.config.approvals.runtime_group,
     );
     if groups.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    require(
-        state,
-        caller,
-        req,
-        input,
-        response,
+    Ok(Some(Ask {
         groups,
-        &rules.join(" and "),
-    )
-    .await?;
-    Ok(())
+        why: rules.join(" and "),
+        quota: None,
+    }))
 }
 
-/// Whether `require` let the request through on an approved grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Held {
-    /// An approved grant for this exact request was used: go ahead, once.
-    Granted,
-    /// Held for approval, or denied after a recent refusal.
-    Held,
+/// One approval a request needs: the groups that must approve it, in
+/// order, and the rule that asks.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// The approver groups, in order.
+    pub groups: Vec<String>,
+    /// The rule asking, for people ("policy 'x' and persona 'y'").
+    pub why: String,
+    /// The quota going over, when a quota asks.
+    pub quota: Option<QuotaStatus>,
 }
 
-/// Hold an allowed request for `groups`' approval (`why` names the rule
-/// that asks for it): use an approved grant for this exact request if there
-/// is one, deny it if a human recently refused it, or file (or reuse) the
-/// pending approval and answer `approval_required`.
-pub async fn require(
-    state: &AppState,
-    caller: &Caller,
+impl Ask {
+    /// An `approval_required` quota's ask: the runtime group's approval to
+    /// go over it.
+    pub fn quota(state: &AppState, status: QuotaStatus) -> Self {
+        Ask {
+            groups: vec![state.config.approvals.runtime_group.clone()],
+            why: format!(
+                "quota '{}' ({} of {} used)",
+                status.name, status.used, status.limit
+            ),
+            quota: Some(status),
+        }
+    }
+}
+
+/// A request as an approval binds it: its digest, and what approvers see.
+pub struct Bound {
+    /// What grants are matched by.
+    pub digest: String,
+    request: Value,
+}
+
+/// Bind a request: the principal chain, action, resource, the context and
+/// attributes policies can read, the call's arguments and the estimate.
+pub fn bind(
+    engine: &steward_policy::Engine,
     req: &DecisionRequest,
-    input: &DecisionInput,
-    response: &mut DecisionResponse,
-    groups: Vec<String>,
-    why: &str,
-) -> Result<Held, Error> {
-    let tenant = caller.tenant_id().to_string();
-    let principal_is_agent = input.chain.first().is_some_and(|s| s.kind == "agent");
+    response: &DecisionResponse,
+) -> Bound {
     let chain: Vec<(String, String)> = response
         .chain
         .iter()
         .map(|l| (l.kind.clone(), l.id.clone()))
         .collect();
-    // The tenant's engine, from the cache the decision just used.
-    let engine = state.engines.get(&state.store, &tenant).await?;
     // The request as policies see it: context and resource attributes they
     // cannot read (undeclared, or an inventory entity's, which come from the
     // store) would make the same request look like another.
@@ -253,18 +264,30 @@ pub async fn require(
         arguments: req.call_arguments.as_ref(),
         estimate: estimate.as_ref(),
     };
-    let digest = binding.digest();
-    let ctx = caller.context();
-
-    if let Some(used) = state
-        .store
-        .use_grant(&ctx, &digest, &response.decision_id)
-        .await?
-    {
-        announce(state, "approval.used", &used);
-        response.approval = Some(reference(&used));
-        return Ok(Held::Granted);
+    let mut request = binding.to_json();
+    request["on_behalf_of"] = json!(req.on_behalf_of);
+    request["decision_id"] = json!(response.decision_id);
+    Bound {
+        digest: binding.digest(),
+        request,
     }
+}
+
+/// Hold an allowed request for `ask`, which no approved grant covers: deny
+/// it if a human recently refused this exact request, or file (or reuse)
+/// the pending approval and answer `approval_required`.
+pub async fn hold(
+    state: &AppState,
+    caller: &Caller,
+    input: &DecisionInput,
+    response: &mut DecisionResponse,
+    ask: Ask,
+    bound: Bound,
+) -> Result<(), Error> {
+    let tenant = caller.tenant_id().to_string();
+    let principal_is_agent = input.chain.first().is_some_and(|s| s.kind == "agent");
+    let Bound { digest, request } = bound;
+    let ctx = caller.context();
     let times = state.config.approvals.times();
     if let Some(denied) = state
         .store
@@ -285,7 +308,7 @@ pub async fn require(
             ..Default::default()
         });
         response.approval = Some(reference(&denied));
-        return Ok(Held::Held);
+        return Ok(());
     }
 
     // Who may not approve: the owners of every agent in the chain, the
@@ -305,9 +328,8 @@ pub async fn require(
         Some("high") => RiskTier::High,
         _ => RiskTier::Medium,
     };
-    let mut request = binding.to_json();
-    request["on_behalf_of"] = json!(req.on_behalf_of);
-    request["decision_id"] = json!(response.decision_id);
+    let action = request["action"].as_str().unwrap_or_default().to_string();
+    let Ask { groups, why, quota } = ask;
     let new = NewApproval {
         kind: ApprovalKind::Action,
         risk_tier,
@@ -324,7 +346,7 @@ pub async fn require(
         request,
         reason: format!(
             "{why} requires a human approval of '{}' by {}",
-            req.action,
+            action,
             groups.join(" then ")
         ),
         groups,
@@ -347,7 +369,11 @@ pub async fn require(
         ..Default::default()
     });
     response.approval = Some(reference(&pending));
-    Ok(Held::Held)
+    if let Some(status) = quota {
+        response.exceeded = Some(status.clone());
+        response.quota = Some(status);
+    }
+    Ok(())
 }
 
 /// Decide the current step of an approval as the calling person.

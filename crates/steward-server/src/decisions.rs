@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use steward_core::{AuditEvent, Error};
 use steward_policy::{DecisionInput, EntityData, Subject};
 use steward_store::agents::AgentContext;
+use steward_store::approvals::GrantUse;
 use steward_types::{
     AgentState, Decision, DecisionRequest, DecisionResponse, ErrorCode, HumanStatus, ResourceRef,
 };
@@ -287,9 +288,14 @@ pub async fn decide(
         warnings: Vec::new(),
         exceeded: None,
     };
-    // A human's approval first (it may hold the request, or let it through
-    // once), then quotas for what is still allowed.
-    crate::approvals::gate(state, caller, &engine, &req, &input, &mut response).await?;
+    // What still allowed needs: the approvals its policies or personas ask
+    // for, then its quotas; going over an `approval_required` quota asks
+    // for one more approval.
+    let mut asks: Vec<crate::approvals::Ask> =
+        crate::approvals::policy_ask(state, caller, &engine, &req, &input, &response)
+            .await?
+            .into_iter()
+            .collect();
     if response.decision == Decision::Allow {
         let rules = state.quotas.get(&state.store, &tenant).await?;
         let charges = crate::quotas::charges(&rules, &tenant, &input.chain, &req)?;
@@ -311,47 +317,121 @@ pub async fn decide(
             settle_by: now + settle_after,
             approved: false,
         };
-        if request.charges.is_empty() {
-            record(state, caller, &req, &response).await?;
-            return Ok(response);
-        }
-        let Some(status) =
-            reserve_and_record(state, caller, &req, &mut response, request.clone()).await?
-        else {
-            return Ok(response);
-        };
-        // Going over an `approval_required` quota is a request for a
-        // human's approval like any other: once approved, the identical
-        // request goes over it once.
-        let why = format!(
-            "quota '{}' ({} of {} used)",
-            status.name, status.used, status.limit
-        );
-        let groups = vec![state.config.approvals.runtime_group.clone()];
-        let held =
-            crate::approvals::require(state, caller, &req, &input, &mut response, groups, &why)
-                .await?;
-        if held == crate::approvals::Held::Granted {
-            let approved = steward_store::quotas::Reservation {
-                approved: true,
-                ..request
-            };
-            // Approved, the quota only alerts: the record is always written.
-            if let Some(status) =
-                reserve_and_record(state, caller, &req, &mut response, approved).await?
-            {
-                return Err(Error::internal(format!(
-                    "quota '{}' refused an approved request",
-                    status.name
-                )));
+        if asks.is_empty() {
+            if request.charges.is_empty() {
+                record(state, caller, &req, &response).await?;
+                return Ok(response);
             }
-            return Ok(response);
+            match reserve_and_record(state, caller, &req, &mut response, request.clone()).await? {
+                None => return Ok(response),
+                Some(status) => asks.push(crate::approvals::Ask::quota(state, status)),
+            }
         }
-        response.exceeded = Some(status.clone());
-        response.quota = Some(status);
+        // At most twice: a quota may ask for its approval on the way.
+        loop {
+            let approved = asks.iter().any(|a| a.quota.is_some());
+            let reservation = steward_store::quotas::Reservation {
+                approved,
+                ..request.clone()
+            };
+            match decide_with_grants(
+                state,
+                caller,
+                &engine,
+                &req,
+                &input,
+                &mut response,
+                &asks,
+                reservation,
+            )
+            .await?
+            {
+                GrantOutcome::Decided => return Ok(response),
+                GrantOutcome::Held => break,
+                GrantOutcome::QuotaHeld(status) if !approved => {
+                    asks.push(crate::approvals::Ask::quota(state, status));
+                }
+                GrantOutcome::QuotaHeld(status) => {
+                    return Err(Error::internal(format!(
+                        "quota '{}' refused an approved request",
+                        status.name
+                    )));
+                }
+            }
+        }
     }
     record(state, caller, &req, &response).await?;
     Ok(response)
+}
+
+/// What [`decide_with_grants`] came to.
+enum GrantOutcome {
+    /// Decided (allowed on its grants, or denied by a quota) and recorded.
+    Decided,
+    /// Held for an approval, or denied after a human's refusal: the caller
+    /// records the answer.
+    Held,
+    /// An `approval_required` quota would go over: it needs an approval too.
+    QuotaHeld(steward_types::QuotaStatus),
+}
+
+/// Decide an allowed request that needs `asks`' approvals: use its
+/// approved grants, reserve its quota and record it in one transaction, or
+/// hold it for the first approval it lacks.
+#[allow(clippy::too_many_arguments)]
+async fn decide_with_grants(
+    state: &AppState,
+    caller: &Caller,
+    engine: &steward_policy::Engine,
+    req: &DecisionRequest,
+    input: &DecisionInput,
+    response: &mut DecisionResponse,
+    asks: &[crate::approvals::Ask],
+    reservation: steward_store::quotas::Reservation,
+) -> Result<GrantOutcome, Error> {
+    let bound = crate::approvals::bind(engine, req, response);
+    let groups: Vec<Vec<String>> = asks.iter().map(|a| a.groups.clone()).collect();
+    let (ctx, req_copy, mut recorded) = (caller.context(), req.clone(), response.clone());
+    let build: steward_store::approvals::RecordWithGrants = Box::new(move |admission, used| {
+        let answer = crate::quotas::answer(admission);
+        if answer.needs_approval().is_some() {
+            return None;
+        }
+        answer.apply(&mut recorded);
+        recorded.approval = used.last().map(crate::approvals::reference);
+        Some((ctx, decision_event(&req_copy, &recorded)))
+    });
+    let used = state
+        .store
+        .decide_with_grants(
+            &caller.context(),
+            &bound.digest,
+            &groups,
+            reservation,
+            build,
+        )
+        .await?;
+    match used {
+        GrantUse::Missing(i) => {
+            crate::approvals::hold(state, caller, input, response, asks[i].clone(), bound).await?;
+            Ok(GrantOutcome::Held)
+        }
+        GrantUse::QuotaHeld(admission) => {
+            let status = crate::quotas::answer(&admission)
+                .needs_approval()
+                .cloned()
+                .ok_or_else(|| Error::internal("a quota held a request it admitted"))?;
+            Ok(GrantOutcome::QuotaHeld(status))
+        }
+        GrantUse::Decided { used, admission } => {
+            for a in &used {
+                crate::approvals::announce(state, "approval.used", a);
+            }
+            crate::quotas::answer(&admission).apply(response);
+            response.approval = used.last().map(crate::approvals::reference);
+            Ok(GrantOutcome::Decided)
+        }
+    }
 }
 
 /// Reserve an allowed decision's quota charges and record the decision in

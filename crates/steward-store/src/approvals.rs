@@ -23,8 +23,35 @@ mod agents;
 use crate::agents::lock_agent;
 use crate::audit::{append, event};
 use crate::humans::lock_human;
+use crate::quotas::{Admission, Reservation};
 use crate::rows::{self, Cursor, Param, Select};
 use crate::{Store, Tx, db_error};
+
+/// Builds a decision's audit record once its admission and the grants it
+/// used are known, inside the same transaction; `None` (an
+/// `approval_required` quota refused) leaves everything unchanged.
+pub type RecordWithGrants = Box<
+    dyn FnOnce(&Admission, &[Approval]) -> Option<(ChangeContext, steward_core::AuditEvent)> + Send,
+>;
+
+/// What [`Store::decide_with_grants`] came to.
+#[derive(Debug)]
+pub enum GrantUse {
+    /// No unused approved grant covers the ask at this index: nothing
+    /// changed.
+    Missing(usize),
+    /// An `approval_required` quota would go over and no ask covers it:
+    /// nothing changed.
+    QuotaHeld(Admission),
+    /// Decided and recorded, with the grants used (none when a quota
+    /// denied the request).
+    Decided {
+        /// The grants used, now `used`.
+        used: Vec<Approval>,
+        /// What the reservation came to.
+        admission: Admission,
+    },
+}
 
 /// What a new approval request holds.
 #[derive(Debug, Clone)]
@@ -409,65 +436,99 @@ impl Store {
         row.as_ref().map(decode).transpose()
     }
 
-    /// Use an approved grant for `digest` once, atomically: returns the
-    /// approval it used, or `None` when there is no valid unused grant (or a
-    /// concurrent request used it first). Audited as `approval.use`.
-    pub async fn use_grant(
+    /// Decide a request that needs humans' approvals, in one transaction:
+    /// match the approved, unused grants of `digest` to `asks` (the groups
+    /// each needed approval must include; see [`approval::match_grants`]),
+    /// reserve the decision's quota charges, and record it. The grants are
+    /// used only when the reservation is admitted: a request a quota denies
+    /// keeps them, and one an `approval_required` quota holds changes
+    /// nothing. Each use is audited as `approval.use`.
+    pub async fn decide_with_grants(
         &self,
         ctx: &ChangeContext,
         digest: &str,
-        decision_id: &str,
-    ) -> Result<Option<Approval>, Error> {
+        asks: &[Vec<String>],
+        reservation: Reservation,
+        record: RecordWithGrants,
+    ) -> Result<GrantUse, Error> {
         let mut tx = self.begin().await?;
         let lock = self.backend.for_update();
-        let row = sqlx::query(&format!(
+        // Lock order: approval rows, then quota counter heads, then the
+        // audit head (no writer takes them the other way round).
+        let rows = sqlx::query(&format!(
             "SELECT * FROM approvals WHERE tenant_id = $1 AND digest = $2 AND status = 'approved' \
-             AND grant_expires_at > $3 ORDER BY id LIMIT 1{lock}"
+             AND grant_expires_at > $3 ORDER BY id{lock}"
         ))
         .bind(&ctx.tenant_id)
         .bind(digest)
         .bind(rows::ms(ctx.now))
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        let Some(row) = row else {
-            return Ok(None);
+        let grants = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let approved: Vec<Vec<String>> = grants
+            .iter()
+            .map(|g| g.steps.iter().map(|s| s.group.clone()).collect())
+            .collect();
+        let chosen = match approval::match_grants(&approved, asks) {
+            Ok(chosen) => chosen,
+            Err(missing) => return Ok(GrantUse::Missing(missing)),
         };
-        let mut a = decode(&row)?;
-        let changed = sqlx::query(
-            "UPDATE approvals SET status = 'used', used_at = $1, used_by_decision = $2 \
-             WHERE id = $3 AND status = 'approved'",
-        )
-        .bind(rows::ms(ctx.now))
-        .bind(decision_id)
-        .bind(&a.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        if changed != 1 {
-            return Ok(None);
-        }
-        let before = audit_view(&a);
-        a.status = ApprovalStatus::Used;
-        a.used_at = Some(ctx.now);
-        a.used_by_decision = Some(decision_id.into());
-        append(
+        let decision_id = reservation.decision_id.clone();
+        let mut heads = crate::quotas::lock_heads(
             &mut tx,
-            ctx,
-            event(
-                "approval.use",
-                "approval",
-                &a.id,
-                Some(&before),
-                Some(&audit_view(&a)),
-                None,
-            ),
+            lock,
+            crate::quotas::head_keys(std::iter::once(&reservation)),
         )
         .await?;
-        self.announce_in(&mut tx, ctx, "approval.used", &a).await?;
+        let admission = self.reserve_in(&mut tx, reservation, &mut heads).await?;
+        let mut used: Vec<Approval> = match admission {
+            Admission::Admitted(_) => chosen.iter().map(|&g| grants[g].clone()).collect(),
+            Admission::Refused(_) => Vec::new(),
+        };
+        for a in &mut used {
+            let changed = sqlx::query(
+                "UPDATE approvals SET status = 'used', used_at = $1, used_by_decision = $2 \
+                 WHERE id = $3 AND status = 'approved'",
+            )
+            .bind(rows::ms(ctx.now))
+            .bind(&decision_id)
+            .bind(&a.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+            if changed != 1 {
+                // Used by a concurrent identical request: nothing changes.
+                return Ok(GrantUse::Missing(0));
+            }
+        }
+        let Some((record_ctx, decision)) = record(&admission, &used) else {
+            return Ok(GrantUse::QuotaHeld(admission));
+        };
+        for a in &mut used {
+            let before = audit_view(a);
+            a.status = ApprovalStatus::Used;
+            a.used_at = Some(ctx.now);
+            a.used_by_decision = Some(decision_id.clone());
+            append(
+                &mut tx,
+                ctx,
+                event(
+                    "approval.use",
+                    "approval",
+                    &a.id,
+                    Some(&before),
+                    Some(&audit_view(a)),
+                    None,
+                ),
+            )
+            .await?;
+            self.announce_in(&mut tx, ctx, "approval.used", a).await?;
+        }
+        append(&mut tx, &record_ctx, decision).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Some(a))
+        Ok(GrantUse::Decided { used, admission })
     }
 
     /// Approve or deny the current step of an approval as the human

@@ -216,6 +216,40 @@ fn status(rule: &Rule, subject: &str, r: &Reading) -> QuotaStatus {
     }
 }
 
+/// Locked counter heads by (tenant, quota, subject), with their values.
+pub(crate) type Heads = HashMap<(String, String, String), i64>;
+
+/// The counter heads `reservations` charge, in the one lock order every
+/// writer uses (sorted by tenant, quota, subject).
+pub(crate) fn head_keys<'a>(
+    reservations: impl Iterator<Item = &'a Reservation>,
+) -> Vec<(String, String, String)> {
+    let mut keys: Vec<(String, String, String)> = reservations
+        .flat_map(|r| {
+            r.charges
+                .iter()
+                .map(move |c| (r.tenant.clone(), c.rule.quota.id.clone(), c.subject.clone()))
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Lock and read the counter heads `keys` name (from [`head_keys`]).
+pub(crate) async fn lock_heads(
+    tx: &mut Tx,
+    lock: &str,
+    keys: Vec<(String, String, String)>,
+) -> Result<Heads, Error> {
+    let mut heads = HashMap::with_capacity(keys.len());
+    for key in keys {
+        let head = lock_head(tx, lock, &key.0, &key.1, &key.2).await?;
+        heads.insert(key, head);
+    }
+    Ok(heads)
+}
+
 async fn lock_head(
     tx: &mut Tx,
     lock: &str,
@@ -484,11 +518,11 @@ impl Store {
 
     /// Reserve one decision's charges, or none, in `tx`, where every head
     /// row it charges is locked and its value is in `heads`.
-    async fn reserve_in(
+    pub(crate) async fn reserve_in(
         &self,
         tx: &mut Tx,
         r: Reservation,
-        heads: &mut HashMap<(String, String, String), i64>,
+        heads: &mut Heads,
     ) -> Result<Admission, Error> {
         let Reservation {
             tenant,
@@ -1027,36 +1061,11 @@ impl Store {
         }
         let lock = self.backend.for_update();
         let mut tx = self.begin().await?;
-        let mut keys: Vec<(&str, &str, &str)> = items
-            .iter()
-            .filter_map(|w| match w {
-                Write::Reserve(r) | Write::Decision(r, _) => Some(r),
-                Write::Audit(_) => None,
-            })
-            .flat_map(|r| {
-                r.charges.iter().map(move |c| {
-                    (
-                        r.tenant.as_str(),
-                        c.rule.quota.id.as_str(),
-                        c.subject.as_str(),
-                    )
-                })
-            })
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut heads = HashMap::with_capacity(keys.len());
-        for (tenant, quota_id, subject) in keys {
-            let head = lock_head(&mut tx, lock, tenant, quota_id, subject).await?;
-            heads.insert(
-                (
-                    tenant.to_string(),
-                    quota_id.to_string(),
-                    subject.to_string(),
-                ),
-                head,
-            );
-        }
+        let keys = head_keys(items.iter().filter_map(|w| match w {
+            Write::Reserve(r) | Write::Decision(r, _) => Some(r),
+            Write::Audit(_) => None,
+        }));
+        let mut heads = lock_heads(&mut tx, lock, keys).await?;
         // Every record the batch may append, claimed at the head at once;
         // a decision held for approval appends none, and the head is put
         // back to what was appended.

@@ -22,6 +22,7 @@ on_both_backends!(
     bad_input_changes_nothing,
     chains_are_configurable,
     high_risk_actions_need_several_groups,
+    each_approval_needs_its_own_grant,
 );
 
 /// A support bot (low risk, active) that may refund up to 100 on its own
@@ -1145,5 +1146,131 @@ async fn high_risk_actions_need_several_groups(b: Backend) {
         bot.decide(&refund(5000, "R-12")).await.unwrap().decision,
         Decision::Allow
     );
+    s.stop().await;
+}
+
+/// A quota on the bot's refunds: one a day, then `on_exceed`.
+fn one_refund_a_day(on_exceed: OnExceed) -> PutQuota {
+    PutQuota {
+        name: "one-refund-a-day".into(),
+        scope: Some(QuotaScope::Agent),
+        subject: Some("support-bot".into()),
+        metric: "requests".into(),
+        action: Some("issue_refund".into()),
+        window: "day".into(),
+        limit: 1.0,
+        on_exceed,
+        ..Default::default()
+    }
+}
+
+/// A request needing a policy's approval and a quota's gets both, each from
+/// its own groups, and converges; a grant serves only the groups that
+/// approved it; a quota's denial does not use up a grant.
+async fn each_approval_needs_its_own_grant(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let admin = &s.admin;
+    for role in ["finance"] {
+        admin
+            .create_role(&CreateRole {
+                name: role.into(),
+                description: "Approve refunds".into(),
+                writes: false,
+            })
+            .await
+            .unwrap();
+    }
+    let (_, approver) = person(admin, "april@example.com", &["approvers"]).await;
+    admin
+        .put_quota(&one_refund_a_day(OnExceed::ApprovalRequired))
+        .await
+        .unwrap();
+    assert_eq!(
+        bot.decide(&refund(50, "R-1")).await.unwrap().decision,
+        Decision::Allow
+    );
+
+    // Over 100 and over the quota: the support lead's approval first...
+    let held = bot.decide(&refund(500, "R-2")).await.unwrap();
+    let by_lead = held.approval.unwrap();
+    assert_eq!(by_lead.groups, vec!["support-leads"]);
+    lead.approve(&by_lead.id, None).await.unwrap();
+    // ...then the quota asks the approvers; the lead's grant is kept.
+    let held = bot.decide(&refund(500, "R-2")).await.unwrap();
+    assert_eq!(held.decision, Decision::ApprovalRequired);
+    let by_approvers = held.approval.unwrap();
+    assert_eq!(by_approvers.groups, vec!["approvers"]);
+    assert_eq!(held.exceeded.unwrap().name, "one-refund-a-day");
+    assert_eq!(
+        admin.get_approval(&by_lead.id).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
+    approver.approve(&by_approvers.id, None).await.unwrap();
+    // Both grants together let it through, once.
+    let allowed = bot.decide(&refund(500, "R-2")).await.unwrap();
+    assert_eq!(allowed.decision, Decision::Allow, "{allowed:?}");
+    for id in [&by_lead.id, &by_approvers.id] {
+        let used = admin.get_approval(id).await.unwrap();
+        assert_eq!(used.status, ApprovalStatus::Used);
+        assert_eq!(
+            used.used_by_decision.as_deref(),
+            Some(allowed.decision_id.as_str())
+        );
+    }
+    assert_eq!(
+        bot.decide(&refund(500, "R-2")).await.unwrap().decision,
+        Decision::ApprovalRequired
+    );
+
+    // An approvers' grant (for the quota) is not a support lead's: with the
+    // quota gone, the policy still asks the lead.
+    let held = bot.decide(&refund(200, "R-3")).await.unwrap();
+    let lead_ask = held.approval.unwrap();
+    lead.approve(&lead_ask.id, None).await.unwrap();
+    let held = bot.decide(&refund(200, "R-3")).await.unwrap();
+    let quota_ask = held.approval.unwrap();
+    assert_eq!(quota_ask.groups, vec!["approvers"]);
+    approver.approve(&quota_ask.id, None).await.unwrap();
+    admin
+        .put_policy(&PutPolicy {
+            id: "refunds-over-100".into(),
+            text: r#"@approval("finance") permit(principal in Role::"refund-issuer", action == Action::"issue_refund", resource) when { context.amount > 100 };"#.into(),
+            owner: "finance@example.com".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin.delete_quota("one-refund-a-day").await.unwrap();
+    let held = bot.decide(&refund(200, "R-3")).await.unwrap();
+    assert_eq!(held.decision, Decision::ApprovalRequired, "{held:?}");
+    assert_eq!(held.approval.unwrap().groups, vec!["finance"]);
+    assert_eq!(
+        admin.get_approval(&quota_ask.id).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
+
+    // A quota that denies keeps the grant for when there is room again.
+    admin
+        .put_quota(&one_refund_a_day(OnExceed::Deny))
+        .await
+        .unwrap();
+    assert_eq!(
+        bot.decide(&refund(50, "R-5")).await.unwrap().decision,
+        Decision::Allow
+    );
+    let (_, fiona) = person(admin, "fiona@example.com", &["finance"]).await;
+    let held = bot.decide(&refund(300, "R-4")).await.unwrap();
+    let finance_ask = held.approval.unwrap();
+    fiona.approve(&finance_ask.id, None).await.unwrap();
+    let denied = bot.decide(&refund(300, "R-4")).await.unwrap();
+    assert_eq!(denied.decision, Decision::Deny, "{denied:?}");
+    assert_eq!(
+        admin.get_approval(&finance_ask.id).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
+    admin.delete_quota("one-refund-a-day").await.unwrap();
+    let allowed = bot.decide(&refund(300, "R-4")).await.unwrap();
+    assert_eq!(allowed.decision, Decision::Allow, "{allowed:?}");
+    assert_eq!(allowed.approval.unwrap().id, finance_ask.id);
     s.stop().await;
 }
