@@ -298,7 +298,7 @@ pub async fn decide(
             .collect();
     if response.decision == Decision::Allow {
         let rules = state.quotas.get(&state.store, &tenant).await?;
-        let charges = crate::quotas::charges(&rules, &tenant, &input.chain, &req)?;
+        let charges = crate::quotas::charges(&rules, &tenant, &input, &req)?;
         let principal = input
             .chain
             .first()

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use chrono::{DateTime, Utc};
 use steward_core::Error;
 use steward_core::quota::{self, Rule};
-use steward_policy::Subject;
+use steward_policy::{DecisionInput, Subject};
 use steward_store::Store;
 use steward_store::quotas::{Admission, Charge, scope_key};
 use steward_types::{
@@ -181,20 +181,23 @@ pub fn applicable(set: &RuleSet, tenant: &str, chain: &[Subject]) -> Vec<(Rule, 
 }
 
 /// The counters a decision charges: the applicable rules that count its
-/// action and resource, with its estimate.
+/// action and resource, with its estimate. The resource is matched by the
+/// id its entity resolved to (an agent's or person's id, a team's name,
+/// whichever key the request named it by), as rules store it.
 pub fn charges(
     set: &RuleSet,
     tenant: &str,
-    chain: &[Subject],
+    input: &DecisionInput,
     req: &DecisionRequest,
 ) -> Result<Vec<Charge>, Error> {
     if set.is_empty() {
         return Ok(Vec::new());
     }
     let estimate = req.estimate.clone().unwrap_or_default();
-    applicable(set, tenant, chain)
+    let resource = &input.resource;
+    applicable(set, tenant, &input.chain)
         .into_iter()
-        .filter(|(rule, _)| rule.counts(&req.action, &req.resource.resource_type, &req.resource.id))
+        .filter(|(rule, _)| rule.counts(&req.action, &resource.entity_type, &resource.id))
         .map(|(rule, subject)| {
             Ok(Charge {
                 estimate: rule.estimate(&estimate)?,

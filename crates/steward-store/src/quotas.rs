@@ -343,10 +343,49 @@ async fn resolve_subject(
     let key = subject.ok_or_else(|| {
         Error::invalid("subject", format!("name the {kind} this quota applies to"))
     })?;
-    let row = crate::tenants::find_row(&mut **tx, table, col, tenant, key, "")
+    let found = lookup(tx, tenant, (table, col, field, kind), "subject", key).await?;
+    Ok(Some(found))
+}
+
+/// The key decisions resolve an inventory resource to (an agent's or
+/// person's id, a team's name), for a rule counting one such resource: a
+/// rule naming it by another key would never match.
+async fn resolve_resource(
+    tx: &mut Tx,
+    tenant: &str,
+    resource_type: Option<&str>,
+    resource_id: Option<String>,
+) -> Result<Option<String>, Error> {
+    let target = match resource_type {
+        Some("Agent") => ("agents", "name", "id", "agent"),
+        Some("Human") => ("humans", "email", "id", "human"),
+        Some("Team") => ("teams", "name", "name", "team"),
+        _ => return Ok(resource_id),
+    };
+    match resource_id {
+        Some(key) => Ok(Some(lookup(tx, tenant, target, "resource_id", &key).await?)),
+        None => Ok(None),
+    }
+}
+
+/// `field` of the row of `table` whose id or `col` is `key`.
+async fn lookup(
+    tx: &mut Tx,
+    tenant: &str,
+    (table, col, field, kind): (&str, &str, &str, &str),
+    named_by: &str,
+    key: &str,
+) -> Result<String, Error> {
+    // E-mails are stored lower-cased.
+    let key = if col == "email" {
+        key.to_lowercase()
+    } else {
+        key.to_string()
+    };
+    let row = crate::tenants::find_row(&mut **tx, table, col, tenant, &key, "")
         .await?
-        .ok_or_else(|| Error::unknown_reference("subject", kind, key))?;
-    Ok(Some(rows::get(&row, field)?))
+        .ok_or_else(|| Error::unknown_reference(named_by, kind, &key))?;
+    rows::get(&row, field)
 }
 
 impl Store {
@@ -368,6 +407,14 @@ impl Store {
     ) -> Result<Quota, Error> {
         let scope = req.scope.unwrap_or(QuotaScope::Tenant);
         let subject = resolve_subject(tx, &ctx.tenant_id, scope, req.subject.as_deref()).await?;
+        let mut req = req;
+        req.resource_id = resolve_resource(
+            tx,
+            &ctx.tenant_id,
+            req.resource_type.as_deref(),
+            req.resource_id.take(),
+        )
+        .await?;
         let rule = quota::rule_from_request(rows::new_id("quo"), req, subject, ctx.now)?;
         let mut quota = rule.quota.clone();
         let before = match self.quota_in(tx, &ctx.tenant_id, &quota.name).await {

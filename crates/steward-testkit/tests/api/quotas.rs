@@ -21,7 +21,8 @@ on_both_backends!(
     rate_limits_allow_a_burst,
     bad_quota_input_changes_nothing,
     humans_and_narrow_rules_are_counted,
-    reported_usage_cannot_overflow_a_counter
+    reported_usage_cannot_overflow_a_counter,
+    inventory_resources_are_counted_by_any_key
 );
 
 /// Agents report what they used; however much, a rolling window's sum
@@ -822,5 +823,74 @@ async fn bad_quota_input_changes_nothing(backend: Backend) {
         ErrorCode::NotFound
     );
     assert_eq!(code(ts.admin.get_quota("nope").await), ErrorCode::NotFound);
+    ts.stop().await;
+}
+
+/// A rule on one agent, person or team counts every decision on it,
+/// whichever key (id, name, e-mail) the request names it by.
+async fn inventory_resources_are_counted_by_any_key(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    let admin = &ts.admin;
+    setup(admin, "bot").await;
+    admin
+        .put_action(&PutAction {
+            name: "inspect".into(),
+            resource_types: vec!["Agent".into(), "Human".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .put_policy(&PutPolicy {
+            id: "agents-inspect".into(),
+            text: r#"permit(principal is Agent, action == Action::"inspect", resource);"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let target = child(admin, "target", "bot").await;
+    let owner = admin.get_human("owner@example.com").await.unwrap();
+    let inspect = |resource_type: &str, id: &str| {
+        let mut req = call("bot");
+        req.action = "inspect".into();
+        req.resource = ResourceRef {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            attributes: Default::default(),
+        };
+        req
+    };
+    for (name, resource_type, named_as) in [
+        ("inspect-target", "Agent", "target"),
+        ("inspect-owner", "Human", "OWNER@example.com"),
+    ] {
+        let mut rule = quota(name, QuotaScope::Tenant, None, "requests", "day", 1.0);
+        rule.action = Some("inspect".into());
+        rule.resource_type = Some(resource_type.into());
+        rule.resource_id = Some(named_as.into());
+        admin.put_quota(&rule).await.unwrap();
+    }
+    for (resource_type, first, second, quota) in [
+        ("Agent", "target", target.id.as_str(), "inspect-target"),
+        (
+            "Human",
+            owner.id.as_str(),
+            "owner@example.com",
+            "inspect-owner",
+        ),
+    ] {
+        let allowed = admin.decide(&inspect(resource_type, first)).await.unwrap();
+        assert_eq!(allowed.decision, Decision::Allow, "{allowed:?}");
+        let denied = admin.decide(&inspect(resource_type, second)).await.unwrap();
+        assert_eq!(denied.decision, Decision::Deny, "{denied:?}");
+        assert_eq!(denied.exceeded.unwrap().name, quota);
+    }
+    // A rule on an agent nobody registered is refused, not silently inert.
+    let mut ghost = quota("ghost", QuotaScope::Tenant, None, "requests", "day", 1.0);
+    ghost.resource_type = Some("Agent".into());
+    ghost.resource_id = Some("ghost".into());
+    let err = admin.put_quota(&ghost).await.unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err:?}");
+    assert_eq!(admin.list_quotas().await.unwrap().len(), 2);
     ts.stop().await;
 }
