@@ -17,7 +17,7 @@ use chrono::Utc;
 use criterion::Criterion;
 use serde_json::json;
 use steward_core::quota::{Rule, rule_from_request};
-use steward_policy::{EntityData, Subject};
+use steward_policy::{DecisionInput, EntityData, Subject};
 use steward_server::quotas::{RuleSet, charges};
 use steward_store::quotas::{Charge, Reservation, Write};
 use steward_testkit::{Backend, TempStore, TestServer};
@@ -86,11 +86,21 @@ fn request() -> DecisionRequest {
 
 fn criterion_benches(rt: &tokio::runtime::Runtime, c: &mut Criterion) {
     let set = rule_set();
-    let chain = vec![agent_subject()];
     let req = request();
-    assert_eq!(charges(&set, "default", &chain, &req).unwrap().len(), 3);
+    let input = DecisionInput {
+        chain: vec![agent_subject()],
+        action: req.action.clone(),
+        resource: EntityData {
+            entity_type: "repo".into(),
+            id: "r".into(),
+            attrs: Default::default(),
+            parents: vec![],
+        },
+        context: Default::default(),
+    };
+    assert_eq!(charges(&set, "default", &input, &req).unwrap().len(), 3);
     c.bench_function("quotas/choose 3 of 100 rules", |b| {
-        b.iter(|| charges(&set, "default", &chain, &req).unwrap())
+        b.iter(|| charges(&set, "default", &input, &req).unwrap())
     });
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let temp = rt.block_on(TempStore::new(backend)).unwrap();
