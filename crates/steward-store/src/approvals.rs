@@ -178,6 +178,30 @@ async fn lock_approval(
     Ok((decode(&row)?, json_col(&row, "excluded")?))
 }
 
+/// Lock an approval and the agent it is about, in the one lock order
+/// (agent, then approval) that changes to an agent take too: the agent's
+/// id is read first without a lock (it never changes).
+async fn lock_with_agent(
+    tx: &mut Tx,
+    lock: &str,
+    tenant_id: &str,
+    id: &str,
+) -> Result<(Approval, Vec<String>, Option<Agent>), Error> {
+    let agent_id: Option<Option<String>> =
+        sqlx::query_scalar("SELECT agent_id FROM approvals WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+    let agent = match agent_id.flatten() {
+        Some(agent_id) => Some(lock_agent(tx, lock, tenant_id, &agent_id).await?),
+        None => None,
+    };
+    let (a, excluded) = lock_approval(tx, lock, tenant_id, id).await?;
+    Ok((a, excluded, agent))
+}
+
 /// Write an approval's changing columns.
 async fn save(tx: &mut Tx, a: &Approval) -> Result<(), Error> {
     sqlx::query(
@@ -549,14 +573,12 @@ impl Store {
         }
         let mut tx = self.begin().await?;
         let lock = self.backend.for_update();
-        let (mut a, mut excluded) = lock_approval(&mut tx, lock, &ctx.tenant_id, id).await?;
+        let (mut a, mut excluded, agent) =
+            lock_with_agent(&mut tx, lock, &ctx.tenant_id, id).await?;
         let human = lock_human(&mut tx, "", &ctx.tenant_id, approver).await?;
         // The agent's current owner, whoever it is now.
-        let mut agent = None;
-        if let Some(agent_id) = &a.agent_id {
-            let current = lock_agent(&mut tx, lock, &ctx.tenant_id, agent_id).await?;
+        if let Some(current) = &agent {
             excluded.push(current.owner_id.clone());
-            agent = Some(current);
         }
         // An approval about an agent that went away cannot be decided.
         if let Some(agent) = &agent {
@@ -796,7 +818,7 @@ impl Store {
         for (tenant, id) in due {
             let ctx = ChangeContext::system(&tenant, "approval-expiry", now);
             let mut tx = self.begin().await?;
-            let (a, _) = lock_approval(&mut tx, lock, &tenant, &id).await?;
+            let (a, _, agent) = lock_with_agent(&mut tx, lock, &tenant, &id).await?;
             if approval::status_at(&a, now) != ApprovalStatus::Expired
                 || a.status == ApprovalStatus::Expired
             {
@@ -811,19 +833,17 @@ impl Store {
                 .close_in(&mut tx, &ctx, a, ApprovalStatus::Expired, reason)
                 .await?;
             if a.kind == ApprovalKind::Registration
-                && let Some(agent_id) = &a.agent_id
+                && let Some(agent) = &agent
+                && agent.state == AgentState::PendingApproval
             {
-                let agent = lock_agent(&mut tx, lock, &tenant, agent_id).await?;
-                if agent.state == AgentState::PendingApproval {
-                    self.transition_agent_in(
-                        &mut tx,
-                        &ctx,
-                        agent_id,
-                        Transition::Reject,
-                        Some(format!("registration approval {} expired", a.id)),
-                    )
-                    .await?;
-                }
+                self.transition_agent_in(
+                    &mut tx,
+                    &ctx,
+                    &agent.id,
+                    Transition::Reject,
+                    Some(format!("registration approval {} expired", a.id)),
+                )
+                .await?;
             }
             tx.commit().await.map_err(db_error)?;
             out.push((tenant, a));

@@ -23,6 +23,7 @@ on_both_backends!(
     chains_are_configurable,
     high_risk_actions_need_several_groups,
     each_approval_needs_its_own_grant,
+    approving_and_decommissioning_race_cleanly,
 );
 
 /// A support bot (low risk, active) that may refund up to 100 on its own
@@ -1272,5 +1273,50 @@ async fn each_approval_needs_its_own_grant(b: Backend) {
     let allowed = bot.decide(&refund(300, "R-4")).await.unwrap();
     assert_eq!(allowed.decision, Decision::Allow, "{allowed:?}");
     assert_eq!(allowed.approval.unwrap().id, finance_ask.id);
+    s.stop().await;
+}
+
+/// The last approval of a registration (which activates the agent) racing
+/// the agent's decommissioning: one of them wins, the other gets a clear
+/// answer; never a deadlock or a 500 (both lock the agent, then the
+/// approval).
+async fn approving_and_decommissioning_race_cleanly(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = &s.admin;
+    human(admin, "jordan@example.com").await;
+    let (_, security) = person(admin, "sec@example.com", &["security"]).await;
+    let (_, legal) = person(admin, "law@example.com", &["legal"]).await;
+    for i in 0..6 {
+        let name = format!("assistant-{i}");
+        admin
+            .register_agent(&RegisterAgent {
+                name: name.clone(),
+                owner: "jordan@example.com".into(),
+                persona: Some("Customer Support Assistant".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let approval = pending_approval(admin, &name, "registration").await;
+        security.approve(&approval.id, None).await.unwrap();
+        let (approved, decommissioned) = tokio::join!(
+            legal.approve(&approval.id, None),
+            admin.decommission_agent(&name, Some("project cancelled")),
+        );
+        for status in [
+            approved.as_ref().err().and_then(|e| e.status()),
+            decommissioned.as_ref().err().and_then(|e| e.status()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert!(status < 500, "{approved:?} {decommissioned:?}");
+        }
+        // Whatever the order, the agent ends decommissioned.
+        let agent = admin.get_agent(&name).await.unwrap();
+        if decommissioned.is_ok() {
+            assert_eq!(agent.state, AgentState::Decommissioned);
+        }
+    }
     s.stop().await;
 }
