@@ -49,6 +49,11 @@ pub struct Config {
     /// (from the key the store held, if any). Without it, the key is kept
     /// in the store.
     pub audit_signing_key_file: Option<PathBuf>,
+    /// Seconds an MCP gateway session may go without a request from its
+    /// client (and with no answer streaming to it) before it is closed and
+    /// its upstream ended (default 300). What the upstream sends does not
+    /// keep a session open.
+    pub mcp_session_idle_secs: u64,
 }
 
 /// Human approvals (`[approvals]` in the file).
@@ -132,6 +137,7 @@ impl Default for Config {
             quota_settle_secs: 900,
             mcp_upstream_ca_file: None,
             audit_signing_key_file: None,
+            mcp_session_idle_secs: 300,
         }
     }
 }

@@ -203,9 +203,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     let audit =
         audit_log::AuditLog::start(&store, config.audit_signing_key_file.as_deref()).await?;
+    if config.mcp_session_idle_secs == 0 {
+        return Err(StartError(
+            "mcp_session_idle_secs must be at least 1".into(),
+        ));
+    }
     let mcp = mcp::Gateway::new(
         config.max_body_bytes,
         config.mcp_upstream_ca_file.as_deref(),
+        Duration::from_secs(config.mcp_session_idle_secs),
     )
     .map_err(StartError)?;
     let state = AppState(Arc::new(Inner {
@@ -293,8 +299,9 @@ async fn scope_request_id(req: Request, next: Next) -> Response {
         .await
 }
 
-/// Background work: pick up policy changes made on other nodes every
-/// second, and expire agents whose expiry time has passed every `sweep_every`.
+/// Background work: pick up policy changes made on other nodes, sign audit
+/// checkpoints, expire approvals and close idle MCP sessions every second;
+/// expire agents whose expiry time has passed every `sweep_every`.
 async fn background(state: AppState, sweep_every: Duration) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_sweep = std::time::Instant::now() - sweep_every;
@@ -325,6 +332,7 @@ async fn background(state: AppState, sweep_every: Duration) {
             }
         }
         approvals::expire_due(&state, Utc::now()).await;
+        state.mcp.close_idle().await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = std::time::Instant::now();
             if let Err(e) = expire_due(&state.store, Utc::now()).await {

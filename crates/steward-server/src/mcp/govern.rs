@@ -24,6 +24,8 @@ pub(crate) enum Kind {
     Tool,
     Prompt,
     Resource,
+    /// A resource template (`uriTemplate`): read as a resource is.
+    Template,
 }
 
 impl Kind {
@@ -31,7 +33,7 @@ impl Kind {
         match self {
             Kind::Tool => MCP_TOOL_TYPE,
             Kind::Prompt => MCP_PROMPT_TYPE,
-            Kind::Resource => MCP_RESOURCE_TYPE,
+            Kind::Resource | Kind::Template => MCP_RESOURCE_TYPE,
         }
     }
 
@@ -39,7 +41,7 @@ impl Kind {
         match self {
             Kind::Tool => MCP_CALL_TOOL,
             Kind::Prompt => MCP_GET_PROMPT,
-            Kind::Resource => MCP_READ_RESOURCE,
+            Kind::Resource | Kind::Template => MCP_READ_RESOURCE,
         }
     }
 
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Tool => "tool",
             Kind::Prompt => "prompt",
             Kind::Resource => "resource",
+            Kind::Template => "resource template",
         }
     }
 }
@@ -68,7 +71,7 @@ pub(crate) fn resource(server: &McpServer, kind: Kind, name: &str) -> ResourceRe
         Kind::Prompt => {
             attributes.insert("name".into(), name.into());
         }
-        Kind::Resource => {
+        Kind::Resource | Kind::Template => {
             attributes.insert("uri".into(), name.into());
         }
     }
@@ -278,7 +281,7 @@ pub(crate) async fn visible(
     let mut shown: Vec<&String> = allowed.iter().collect();
     shown.sort();
     let event = AuditEvent {
-        action: format!("mcp.list_{}s", kind.noun()),
+        action: format!("mcp.list_{}s", kind.noun().replace(' ', "_")),
         resource_type: "mcp_server".into(),
         resource_id: call.server.id.clone(),
         before: None,

@@ -18,11 +18,13 @@ mod registrations;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use steward_types::{ErrorCode, McpServer, ON_BEHALF_OF_HEADER};
@@ -45,8 +47,64 @@ pub struct Gateway {
     sessions: Arc<LocalSessionManager>,
     /// Who opened each session, on which upstream: every later message
     /// (requests, notifications, the event stream, the closing DELETE) must
-    /// come from that agent, to that upstream.
-    owners: std::sync::Mutex<HashMap<String, (String, String)>>,
+    /// come from that agent, to that upstream. Also when its client was
+    /// last heard from.
+    owners: std::sync::Mutex<HashMap<String, SessionEntry>>,
+    /// How long a session may go without its client.
+    idle: Duration,
+}
+
+/// A session's owner and its client's activity.
+struct SessionEntry {
+    /// (agent id, upstream id).
+    owner: (String, String),
+    /// When the client last sent something, or an answer to it ended.
+    last_seen: Instant,
+    /// Answers (event streams included) still being sent to the client.
+    open: u32,
+}
+
+/// An answer being sent to a session's client: while one is open the
+/// session is not idle, and when it ends the client counts as just seen.
+struct Answering {
+    state: AppState,
+    session: String,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Some(entry) = self.state.mcp.owners().get_mut(&self.session) {
+            entry.last_seen = Instant::now();
+            entry.open = entry.open.saturating_sub(1);
+        }
+    }
+}
+
+/// A response body that holds an [`Answering`] until it is dropped (sent
+/// to its end, or its client went away).
+struct Guarded {
+    body: Body,
+    _answering: Answering,
+}
+
+impl axum::body::HttpBody for Guarded {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The header carrying a Streamable HTTP session's id.
@@ -57,7 +115,7 @@ const SESSION_HEADER: &str = "mcp-session-id";
 pub const MAX_SESSIONS_PER_AGENT: usize = 16;
 
 impl Gateway {
-    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
         self.owners
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -69,7 +127,47 @@ impl Gateway {
         if self.owners().len() >= 1024 {
             self.forget_closed().await;
         }
-        self.owners().insert(session, owner);
+        let entry = SessionEntry {
+            owner,
+            last_seen: Instant::now(),
+            open: 0,
+        };
+        self.owners().insert(session, entry);
+    }
+
+    /// The client of `session` is sending something, and an answer is on
+    /// its way back until the guard is dropped.
+    fn answering(state: &AppState, session: &str) -> Answering {
+        if let Some(entry) = state.mcp.owners().get_mut(session) {
+            entry.last_seen = Instant::now();
+            entry.open += 1;
+        }
+        Answering {
+            state: state.clone(),
+            session: session.to_string(),
+        }
+    }
+
+    /// Close the sessions whose client has been silent for longer than the
+    /// idle limit, with no answer streaming to it: their upstreams end
+    /// (a stdio upstream's processes are killed). What an upstream sends
+    /// on its own (logs, progress, list changes) does not count.
+    pub async fn close_idle(&self) {
+        let idle: Vec<String> = self
+            .owners()
+            .iter()
+            .filter(|(_, e)| e.open == 0 && e.last_seen.elapsed() >= self.idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            self.owners().remove(&id);
+            let id: rmcp::transport::common::server_side_http::SessionId = id.into();
+            if let Err(e) = self.sessions.close_session(&id).await {
+                tracing::warn!(session = %id, error = %e, "could not close an idle MCP session");
+            } else {
+                tracing::info!(session = %id, idle_secs = self.idle.as_secs(), "closed an idle MCP session");
+            }
+        }
     }
 
     /// Forget the owners of sessions rmcp no longer holds.
@@ -88,7 +186,12 @@ impl Gateway {
     /// How many sessions `agent` has open (each may hold an upstream
     /// process).
     async fn open_sessions(&self, agent: &str) -> usize {
-        let count = || self.owners().values().filter(|(a, _)| a == agent).count();
+        let count = || {
+            self.owners()
+                .values()
+                .filter(|e| e.owner.0 == agent)
+                .count()
+        };
         if count() < MAX_SESSIONS_PER_AGENT {
             return count();
         }
@@ -104,6 +207,7 @@ impl Gateway {
     pub fn new(
         max_body_bytes: usize,
         extra_ca_file: Option<&std::path::Path>,
+        idle: Duration,
     ) -> Result<Gateway, String> {
         let shutdown = CancellationToken::new();
         let mut config = StreamableHttpServerConfig::default()
@@ -126,6 +230,7 @@ impl Gateway {
             registrations: Default::default(),
             sessions,
             owners: Default::default(),
+            idle,
         })
     }
 
@@ -292,7 +397,7 @@ async fn endpoint(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(id) = &session
-        && state.mcp.owners().get(id) != Some(&owner)
+        && state.mcp.owners().get(id).map(|e| &e.owner) != Some(&owner)
     {
         // Another agent's session, or one this server does not know, is
         // answered as rmcp answers an unknown one: it may not be touched.
@@ -322,22 +427,37 @@ async fn endpoint(
         source: crate::error::current_source(),
     }));
     let request = Request::from_parts(parts, body);
+    // The client is active while it sends and while the answer streams.
+    let answering = session.as_deref().map(|id| Gateway::answering(&state, id));
     let response = state.mcp.service.handle(request).await.map(Body::new);
-    match session {
+    let answering = match session {
         None => {
             let opened = response
                 .headers()
                 .get(SESSION_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            if let Some(id) = opened {
-                state.mcp.opened(id, owner).await;
+            match opened {
+                Some(id) => {
+                    state.mcp.opened(id.clone(), owner).await;
+                    Some(Gateway::answering(&state, &id))
+                }
+                None => None,
             }
         }
         Some(id) if closing && response.status().is_success() => {
             state.mcp.owners().remove(&id);
+            answering
         }
-        Some(_) => {}
+        Some(_) => answering,
+    };
+    match answering {
+        Some(answering) => response.map(|body| {
+            Body::new(Guarded {
+                body,
+                _answering: answering,
+            })
+        }),
+        None => response,
     }
-    response
 }

@@ -26,7 +26,7 @@ use rmcp::model::{
     ListPromptsResult, ListResourceTemplatesRequest, ListResourceTemplatesResult,
     ListResourcesRequest, ListResourcesResult, ListToolsRequest, ListToolsResult,
     PaginatedRequestParams, ProgressNotification, ProgressNotificationParam, ProgressToken,
-    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, Reference,
     RootsListChangedNotification, ServerNotification, ServerRequest, ServerResult, SetLevelRequest,
     SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, UnsubscribeRequest,
     UnsubscribeRequestParams,
@@ -451,12 +451,43 @@ impl Proxy {
                 )
                 .await
             }
+            // Subscribing to a resource reads it as it changes.
+            ClientRequest::SubscribeRequest(r) => {
+                let uri = r.params.uri.clone();
+                Self::read_checked(
+                    &call,
+                    session,
+                    Kind::Resource,
+                    &uri,
+                    Map::new(),
+                    request,
+                    &context,
+                )
+                .await
+            }
+            // Completions reveal what a prompt or template would accept.
+            ClientRequest::CompleteRequest(r) => {
+                let (kind, name) = match &r.params.r#ref {
+                    Reference::Prompt(p) => (Kind::Prompt, p.name.clone()),
+                    Reference::Resource(t) => (Kind::Template, t.uri.clone()),
+                    // A kind of reference this gateway cannot decide on.
+                    _ => {
+                        return Err(McpError::invalid_params(
+                            "Steward cannot decide on this kind of completion reference",
+                            None,
+                        ));
+                    }
+                };
+                Self::read_checked(&call, session, kind, &name, Map::new(), request, &context).await
+            }
             ClientRequest::ListToolsRequest(_)
             | ClientRequest::ListPromptsRequest(_)
-            | ClientRequest::ListResourcesRequest(_) => {
+            | ClientRequest::ListResourcesRequest(_)
+            | ClientRequest::ListResourceTemplatesRequest(_) => {
                 let result = session.forward(request, &context).await?;
                 filter_listing(&call, result).await
             }
+            // Ping, logging level, unsubscribing: nothing to decide.
             _ => session.forward(request, &context).await,
         }
     }
@@ -740,6 +771,19 @@ async fn filter_listing(
                 .map_err(steward_error)?;
             r.resources.retain(|x| keep.contains(&x.uri));
             ServerResult::ListResourcesResult(r)
+        }
+        ServerResult::ListResourceTemplatesResult(mut r) => {
+            let names: Vec<String> = r
+                .resource_templates
+                .iter()
+                .map(|t| t.uri_template.clone())
+                .collect();
+            let keep = govern::visible(call, Kind::Template, &names)
+                .await
+                .map_err(steward_error)?;
+            r.resource_templates
+                .retain(|t| keep.contains(&t.uri_template));
+            ServerResult::ListResourceTemplatesResult(r)
         }
         other => other,
     })

@@ -281,6 +281,12 @@ when { context has arguments && context.arguments has a && context.arguments.a >
         r#"permit(principal is Agent, action == Action::"get_prompt", resource is Prompt) when { resource.name == "simple-prompt" };"#,
     )
     .await;
+    gw.policy(
+        "dynamic-text-only",
+        "Only the generated text resources",
+        r#"permit(principal is Agent, action == Action::"read_resource", resource is McpResource) when { resource.uri like "demo://resource/dynamic/text/*" };"#,
+    )
+    .await;
 
     let steps = gw
         .run(
@@ -296,6 +302,14 @@ when { context has arguments && context.arguments has a && context.arguments.a >
                 {"op": "list_resources"},
                 {"op": "call", "name": "trigger-long-running-operation",
                  "arguments": {"duration": 1, "steps": 2}, "progress": true},
+                {"op": "list_resource_templates"},
+                {"op": "complete", "ref": {"type": "ref/resource", "uri": "demo://resource/dynamic/text/{resourceId}"},
+                 "argument": {"name": "resourceId", "value": "1"}},
+                {"op": "complete", "ref": {"type": "ref/resource", "uri": "demo://resource/dynamic/blob/{resourceId}"},
+                 "argument": {"name": "resourceId", "value": "1"}},
+                {"op": "complete", "ref": {"type": "ref/prompt", "name": "completable-prompt"},
+                 "argument": {"name": "department", "value": "E"}},
+                {"op": "subscribe", "uri": "demo://resource/static/document/architecture.md"},
             ]),
             None,
         )
@@ -346,6 +360,17 @@ when { context has arguments && context.arguments has a && context.arguments.a >
     assert!(!is_error(&steps[9]), "{}", steps[9]);
     let progress = steps[9]["ok"]["progress"].as_array().unwrap();
     assert_eq!(progress.first(), Some(&json!(1)), "{}", steps[9]);
+    // Resource templates, completions and subscriptions are decided like
+    // reads: only the allowed template is listed and completed.
+    assert_eq!(
+        names(&steps[10]),
+        ["demo://resource/dynamic/text/{resourceId}"]
+    );
+    assert!(steps[11]["ok"].is_array(), "{}", steps[11]);
+    for refused in &steps[12..=14] {
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("denied"), "{refused}");
+    }
 
     // Every call is audited with agent, tool and outcome.
     let calls = gw.tool_calls(4).await;
@@ -1006,6 +1031,91 @@ async fn a_wrapped_stdio_upstream_ends_with_its_sessions() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("what the wrapper started outlived its sessions");
+}
+
+/// A session whose client went quiet is closed after the idle limit and its
+/// upstream process ends, though the upstream keeps sending log messages
+/// (which must not keep a session open); the session id is then unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_sessions_close_though_the_upstream_talks() {
+    if !node_ready("quiet_sessions_close_though_the_upstream_talks") {
+        return;
+    }
+    let marker = format!("steward-quiet-{}", uuid::Uuid::now_v7().simple());
+    let McpTransport::Stdio {
+        command,
+        mut args,
+        env,
+    } = mcp::everything_stdio()
+    else {
+        unreachable!()
+    };
+    // An argument the server ignores, to find its process by.
+    args.push(marker.clone());
+    let transport = McpTransport::Stdio { command, args, env };
+    let gw = Gateway::start_with("everything", transport, None, |c| {
+        c.mcp_session_idle_secs = 2;
+    })
+    .await;
+    gw.policy(
+        "simulated-logging",
+        "Agents may start the reference server's log messages",
+        r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool)
+when { resource.name == "toggle-simulated-logging" };"#,
+    )
+    .await;
+    let res = gw.initialize(&gw.key).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let session = res.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    res.bytes().await.unwrap();
+    let http = reqwest::Client::new();
+    let send = |message: Value| {
+        http.post(gw.url())
+            .bearer_auth(&gw.key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .json(&message)
+            .send()
+    };
+    let res = send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let res = send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "toggle-simulated-logging", "arguments": {}}}))
+    .await
+    .unwrap();
+    let answer = res.text().await.unwrap();
+    assert!(answer.contains("Started simulated"), "{answer}");
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    };
+    assert!(running(), "the upstream is not running");
+    // The client says nothing more; the upstream logs every 5 s.
+    let mut ended = false;
+    for _ in 0..600 {
+        if !running() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        ended,
+        "a quiet session stayed open while its upstream talked"
+    );
+    let res = send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

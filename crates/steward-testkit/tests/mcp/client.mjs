@@ -93,6 +93,12 @@ async function step(s) {
       return (await client.listResources()).resources.map((r) => r.uri);
     case "read_resource":
       return await client.readResource({ uri: s.uri });
+    case "list_resource_templates":
+      return (await client.listResourceTemplates()).resourceTemplates.map((t) => t.uriTemplate);
+    case "subscribe":
+      return await client.subscribeResource({ uri: s.uri });
+    case "complete":
+      return (await client.complete({ ref: s.ref, argument: s.argument })).completion.values;
     case "get_prompt":
       return await client.getPrompt({ name: s.name, arguments: s.arguments ?? {} });
     case "call": {
