@@ -176,6 +176,13 @@ impl LogVerifier {
         self.push_leaf(leaf)
     }
 
+    /// Records a problem the caller found with entry `seq` by rules of its
+    /// own (the tree may be fine): the report fails there. Returns false.
+    pub fn reject(&mut self, seq: u64, problem: String) -> bool {
+        self.fail(Some(seq), problem);
+        false
+    }
+
     /// Whether no problem has been found so far.
     pub fn is_ok(&self) -> bool {
         self.failure.is_none()

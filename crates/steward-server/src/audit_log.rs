@@ -11,6 +11,7 @@
 //!   second and on demand. The signing key is generated at first start and
 //!   kept in the store's settings.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -344,6 +345,8 @@ impl AuditLog {
     pub async fn verify_store(&self, store: &Store) -> Result<VerifyReport, Error> {
         let checkpoints = store.checkpoints().await?;
         let mut verifier = LogVerifier::new(&checkpoints, &self.public_key());
+        let mut cover =
+            PruneCover::new(store.prune_records().await?, store.all_legal_holds().await?);
         let mut after = 0i64;
         loop {
             let page = store.audit_page_all(after, 10_000).await?;
@@ -352,7 +355,17 @@ impl AuditLog {
             for (entry, leaf, pruned) in page {
                 let seq = u64::try_from(entry.seq).unwrap_or(0);
                 let stored = leaf.as_deref().and_then(|h| Hash::from_hex(h).ok());
+                let time = entry.time.timestamp_millis();
                 let going = match (pruned, stored) {
+                    // Only a recorded pruning explains a missing payload.
+                    (true, Some(_)) if !cover.covers(&entry.tenant_id, entry.seq, time) => {
+                        verifier.reject(
+                            seq,
+                            format!(
+                                "Entry {seq} has no payload, but no retention pruning recorded in the log removed it (it is too recent, or its tenant was under a legal hold)."
+                            ),
+                        )
+                    }
                     (true, Some(h)) => verifier.push_pruned(seq, h),
                     _ => verifier.push(seq, &canonical_entry(&entry), stored),
                 };
@@ -362,5 +375,80 @@ impl AuditLog {
             }
         }
         Ok(verifier.finish())
+    }
+}
+
+/// Which entries the log's recorded prunings may have emptied: an entry
+/// older than the cut-off of a pruning recorded after it, whose tenant was
+/// not under a legal hold at that pruning's time.
+struct PruneCover {
+    /// (seq, time, cut-off) in milliseconds, by seq.
+    prunings: Vec<(i64, i64, i64)>,
+    /// Tenant → (created, released) of its holds.
+    holds: HashMap<String, Vec<(i64, Option<i64>)>>,
+    /// Tenant → for each pruning, the latest cut-off of it and those after
+    /// it that applied to the tenant (computed when first needed).
+    latest: HashMap<String, Vec<i64>>,
+}
+
+impl PruneCover {
+    fn new(prunings: Vec<(i64, i64, i64)>, holds: Vec<(String, i64, Option<i64>)>) -> Self {
+        let mut by_tenant: HashMap<String, Vec<(i64, Option<i64>)>> = HashMap::new();
+        for (tenant, created, released) in holds {
+            by_tenant
+                .entry(tenant)
+                .or_default()
+                .push((created, released));
+        }
+        PruneCover {
+            prunings,
+            holds: by_tenant,
+            latest: HashMap::new(),
+        }
+    }
+
+    fn covers(&mut self, tenant: &str, seq: i64, time: i64) -> bool {
+        let first_after = self.prunings.partition_point(|p| p.0 <= seq);
+        if !self.latest.contains_key(tenant) {
+            let holds = self.holds.get(tenant).map(Vec::as_slice).unwrap_or(&[]);
+            let held = |at: i64| {
+                holds
+                    .iter()
+                    .any(|(from, to)| *from <= at && to.is_none_or(|to| at < to))
+            };
+            let mut latest = vec![i64::MIN; self.prunings.len() + 1];
+            for (i, (_, at, cutoff)) in self.prunings.iter().enumerate().rev() {
+                let applied = if held(*at) { i64::MIN } else { *cutoff };
+                latest[i] = latest[i + 1].max(applied);
+            }
+            self.latest.insert(tenant.to_string(), latest);
+        }
+        self.latest[tenant][first_after] > time
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PruneCover;
+
+    #[test]
+    fn only_a_later_pruning_outside_a_hold_explains_a_missing_payload() {
+        // Prunings at seq 100 (time 1000, cut-off 500) and 200 (time 3000,
+        // cut-off 2500); tenant "held" was under a hold from 2000 on.
+        let mut cover = PruneCover::new(
+            vec![(100, 1000, 500), (200, 3000, 2500)],
+            vec![("held".into(), 2000, None), ("freed".into(), 0, Some(900))],
+        );
+        assert!(cover.covers("t", 10, 400));
+        assert!(cover.covers("t", 150, 2000));
+        // Too recent for any pruning, or recorded after the last one.
+        assert!(!cover.covers("t", 150, 2600));
+        assert!(!cover.covers("t", 250, 10));
+        // The hold kept the second pruning away; the first was before it.
+        assert!(cover.covers("held", 10, 400));
+        assert!(!cover.covers("held", 150, 2000));
+        // A hold released before a pruning does not matter.
+        assert!(cover.covers("freed", 10, 400));
+        assert!(!PruneCover::new(vec![], vec![]).covers("t", 1, 0));
     }
 }

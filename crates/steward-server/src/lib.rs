@@ -152,6 +152,17 @@ fn rules_from(config: &Config) -> InventoryRules {
 /// Open the store (applying migrations), bootstrap the default tenant and the
 /// admin token, bind and serve.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    // Settings that cannot work are refused before anything is touched.
+    if config.audit_retention_days == 0 {
+        return Err(StartError(
+            "audit_retention_days must be at least 1 (entries younger than that keep their payload)".into(),
+        ));
+    }
+    if config.mcp_session_idle_secs == 0 {
+        return Err(StartError(
+            "mcp_session_idle_secs must be at least 1".into(),
+        ));
+    }
     let store = Store::open(&config.effective_database_url()).await?;
     let rules = rules_from(&config);
     let now = Utc::now();
@@ -203,11 +214,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     let audit =
         audit_log::AuditLog::start(&store, config.audit_signing_key_file.as_deref()).await?;
-    if config.mcp_session_idle_secs == 0 {
-        return Err(StartError(
-            "mcp_session_idle_secs must be at least 1".into(),
-        ));
-    }
     let mcp = mcp::Gateway::new(
         config.max_body_bytes,
         config.mcp_upstream_ca_file.as_deref(),

@@ -845,8 +845,38 @@ impl Store {
             .collect())
     }
 
+    /// Every legal hold of every tenant, for verification: (tenant, created,
+    /// released) in milliseconds.
+    pub async fn all_legal_holds(&self) -> Result<Vec<(String, i64, Option<i64>)>, Error> {
+        sqlx::query_as("SELECT tenant_id, created_at, released_at FROM legal_holds")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)
+    }
+
+    /// The log's retention prunings, in order, for verification: (seq,
+    /// time, cut-off) in milliseconds. Their records are never pruned.
+    pub async fn prune_records(&self) -> Result<Vec<(i64, i64, i64)>, Error> {
+        let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT seq, time, after FROM audit_log WHERE action = 'audit.prune' AND pruned = 0 ORDER BY seq",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, time, after)| {
+                let after: serde_json::Value = serde_json::from_str(after.as_deref()?).ok()?;
+                let cutoff = after.get("older_than")?.as_str()?;
+                let cutoff = DateTime::parse_from_rfc3339(cutoff).ok()?;
+                Some((seq, time, cutoff.timestamp_millis()))
+            })
+            .collect())
+    }
+
     /// Drop the payload of entries older than `before` (retention), except
-    /// for tenants under an active legal hold. The sequence number, time,
+    /// for tenants under an active legal hold and the records of earlier
+    /// prunings (which verification needs). The sequence number, time,
     /// tenant, action and leaf hash stay, so the tree still verifies. Returns
     /// how many entries were pruned. Recorded in the log.
     pub async fn prune_audit(
@@ -858,7 +888,7 @@ impl Store {
         let pruned = sqlx::query(
             "UPDATE audit_log SET before = NULL, after = NULL, reason = NULL, request_id = NULL, source = NULL, \
              actor_id = '', actor_human_id = NULL, resource_id = '', pruned = 1 \
-             WHERE pruned = 0 AND time < $1 \
+             WHERE pruned = 0 AND time < $1 AND action <> 'audit.prune' \
              AND tenant_id NOT IN (SELECT tenant_id FROM legal_holds WHERE released_at IS NULL)",
         )
         .bind(rows::ms(before))

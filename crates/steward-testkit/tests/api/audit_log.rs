@@ -333,10 +333,19 @@ async fn tampering_is_found_at_its_position(b: Backend) {
 }
 
 async fn retention_prunes_payloads_but_not_under_a_hold(b: Backend) {
-    // Retention of zero days: everything before now is past retention.
-    let s = TestServer::start_with(b, |c| c.audit_retention_days = 0).await;
+    // Retention of one day; the history is dated two days back (its rows'
+    // times changed, which only pruning them makes verifiable again).
+    let s = TestServer::start_with(b, |c| c.audit_retention_days = 1).await;
     some_history(&s).await;
-    s.admin.audit_checkpoint().await.unwrap();
+    let cp = s.admin.audit_checkpoint().await.unwrap();
+    s.server
+        .store()
+        .execute_raw(&format!(
+            "UPDATE audit_log SET time = time - 172800000 WHERE seq <= {}",
+            cp.size
+        ))
+        .await
+        .unwrap();
     let http = s.admin.clone();
     let hold: LegalHold = serde_json::from_value(
         http.post_json("/v1/audit/holds", &serde_json::json!({"reason": "case 42"}))
@@ -378,7 +387,7 @@ async fn retention_prunes_payloads_but_not_under_a_hold(b: Backend) {
             .unwrap(),
     )
     .unwrap();
-    assert!(r.pruned >= 7, "{r:?}");
+    assert_eq!(r.pruned, cp.size, "{r:?}");
     let entries = all_audit(&s.admin).await;
     let first = &entries[0];
     assert!(
@@ -387,6 +396,21 @@ async fn retention_prunes_payloads_but_not_under_a_hold(b: Backend) {
     );
     let report = s.admin.audit_verify().await.unwrap();
     assert!(report.ok, "{report:?}");
+    // An entry inside retention emptied behind the server's back (the leaf
+    // hash kept, so the tree alone would not tell): found at its position.
+    let hold_record = entries
+        .iter()
+        .find(|e| e.action == "audit.hold")
+        .unwrap()
+        .seq;
+    s.server
+        .store()
+        .execute_raw(&format!(
+            "UPDATE audit_log SET after = NULL, reason = NULL, pruned = 1 WHERE seq = {hold_record}"
+        ))
+        .await
+        .unwrap();
+    expect_bad(&s, hold_record as u64, "emptied inside retention").await;
     // Only the platform administrator prunes.
     let auditor = s
         .admin
@@ -406,4 +430,27 @@ async fn retention_prunes_payloads_but_not_under_a_hold(b: Backend) {
         .unwrap();
     assert_eq!(status, 403);
     s.stop().await;
+}
+
+/// Settings that cannot work are refused at start, with what to change.
+#[tokio::test]
+async fn zero_retention_or_idle_limit_refuses_to_start() {
+    type Adjust = fn(&mut steward_server::Config);
+    let adjustments: [(Adjust, &str); 2] = [
+        (|c| c.audit_retention_days = 0, "audit_retention_days"),
+        (|c| c.mcp_session_idle_secs = 0, "mcp_session_idle_secs"),
+    ];
+    for (adjust, named) in adjustments {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = steward_server::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        adjust(&mut config);
+        let refused = steward_server::start(config).await.err().unwrap();
+        assert!(refused.to_string().contains(named), "{refused}");
+        // Nothing was created.
+        assert!(!dir.path().join("steward.db").exists());
+    }
 }
