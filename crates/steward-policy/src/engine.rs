@@ -130,6 +130,22 @@ pub fn check_policy(
             err,
         ));
     }
+    // A policy that can never apply is a guardrail that silently does
+    // nothing, typically `has` on an attribute or argument no declaration
+    // has (`context.arguments has amout`): refused, with where.
+    if let Some(impossible) = result
+        .validation_warnings()
+        .find(|w| matches!(w, cedar_policy::ValidationWarning::ImpossiblePolicy(_)))
+    {
+        return Err(located(
+            id,
+            text,
+            "can never apply: its condition is false for every request the schema allows; \
+             check that each attribute it tests with `has` is declared (resource type \
+             attributes, the action's context, the tool's arguments)",
+            impossible,
+        ));
+    }
     let effect = match policy.effect() {
         cedar_policy::Effect::Permit => "permit",
         cedar_policy::Effect::Forbid => "forbid",

@@ -289,6 +289,38 @@ fn invalid_policies_are_located() {
 }
 
 #[test]
+fn policies_that_can_never_apply_are_refused() {
+    let engine = standard();
+    // `amout` is not declared: the forbid could never fire.
+    let err = crate::check_policy(
+        engine.schema(),
+        "typo",
+        "forbid(principal, action == Action::\"refund\", resource)\nwhen { context has amout && context.amout > 100 };",
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidPolicy);
+    assert!(err.message.contains("can never apply"), "{}", err.message);
+    // The declared name is fine.
+    crate::check_policy(
+        engine.schema(),
+        "right",
+        r#"forbid(principal, action == Action::"refund", resource) when { context has amount && context.amount > 100 };"#,
+    )
+    .unwrap();
+    // Nor may a declaration change leave a guarded policy testing nothing.
+    let mut c = catalog(vec![policy(
+        "large-refunds",
+        r#"forbid(principal, action == Action::"refund", resource) when { context has amount && context.amount > 100 };"#,
+    )]);
+    for a in c.actions.iter_mut().filter(|a| a.name == "refund") {
+        a.context.clear();
+    }
+    let err = Engine::compile(&c).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidSchema);
+    assert!(err.message.contains("large-refunds"), "{}", err.message);
+}
+
+#[test]
 fn schema_changes_that_break_policies_are_refused() {
     let mut c = catalog(vec![policy(
         "readers-read",
