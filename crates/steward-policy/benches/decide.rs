@@ -79,6 +79,7 @@ fn engine(extra_policies: usize) -> Engine {
         roles: vec!["repo-reader".into()],
         personas: vec![],
         changed_policies: vec![],
+        tolerated_impossible: None,
     })
     .unwrap()
 }

@@ -27,6 +27,12 @@ pub struct Catalog {
     /// Policies being written in this change: their errors are
     /// `invalid_policy`; errors in the others mean the change breaks them.
     pub changed_policies: Vec<String>,
+    /// Policies allowed to be ones that can never apply (see
+    /// [`check_policy`]): `None` when loading what is stored (each is kept,
+    /// with a warning, so an engine always loads), or those that already
+    /// could not apply before this change (a change must not make another
+    /// one so, and a policy written must apply).
+    pub tolerated_impossible: Option<Vec<String>>,
 }
 
 /// A compiled tenant: cheap to share, never mutated; changes build a new one.
@@ -48,6 +54,8 @@ pub struct Engine {
     pub(crate) empty_context: cedar_policy::Context,
     /// Cedar entities of recent requests, reused only for identical data.
     pub(crate) entity_cache: EntityCache,
+    /// Stored policies that can never apply, kept as they were, with why.
+    pub(crate) impossible: Vec<(String, String)>,
 }
 
 // The server shares engines between threads; the cache must not change that.
@@ -105,6 +113,18 @@ pub fn check_policy(
     id: &str,
     text: &str,
 ) -> Result<(cedar_policy::Policy, &'static str), Error> {
+    let (policy, effect, impossible) = parse_and_validate(schema, id, text)?;
+    match impossible {
+        Some(e) => Err(e),
+        None => Ok((policy, effect)),
+    }
+}
+
+/// A policy that validates, its effect, and, when Cedar proves it can
+/// never apply, the error that says so.
+type Validated = (cedar_policy::Policy, &'static str, Option<Error>);
+
+fn parse_and_validate(schema: &Schema, id: &str, text: &str) -> Result<Validated, Error> {
     let id_ok = !id.is_empty()
         && id.len() <= 128
         && id
@@ -133,24 +153,24 @@ pub fn check_policy(
     // A policy that can never apply is a guardrail that silently does
     // nothing, typically `has` on an attribute or argument no declaration
     // has (`context.arguments has amout`): refused, with where.
-    if let Some(impossible) = result
+    let impossible = result
         .validation_warnings()
         .find(|w| matches!(w, cedar_policy::ValidationWarning::ImpossiblePolicy(_)))
-    {
-        return Err(located(
-            id,
-            text,
-            "can never apply: its condition is false for every request the schema allows; \
-             check that each attribute it tests with `has` is declared (resource type \
-             attributes, the action's context, the tool's arguments)",
-            impossible,
-        ));
-    }
+        .map(|w| {
+            located(
+                id,
+                text,
+                "can never apply: its condition is false for every request the schema allows; \
+                 check that each attribute it tests with `has` is declared (resource type \
+                 attributes, the action's context, the tool's arguments)",
+                w,
+            )
+        });
     let effect = match policy.effect() {
         cedar_policy::Effect::Permit => "permit",
         cedar_policy::Effect::Forbid => "forbid",
     };
-    Ok((policy, effect))
+    Ok((policy, effect, impossible))
 }
 
 /// An `invalid_policy` error pointing at the first labelled span.
@@ -257,6 +277,12 @@ fn referenced_names(policies: &[cedar_policy::Policy]) -> Option<Vec<String>> {
 }
 
 impl Engine {
+    /// Stored policies Cedar proves can never apply (kept so that the
+    /// engine loads), with why: fix or delete them.
+    pub fn impossible(&self) -> &[(String, String)] {
+        &self.impossible
+    }
+
     /// Compile a catalog. Every policy must validate against the schema the
     /// declarations make; the first that does not is named in the error.
     pub fn compile(catalog: &Catalog) -> Result<Engine, Error> {
@@ -264,8 +290,9 @@ impl Engine {
         let mut policies = PolicySet::new();
         let mut compiled = Vec::with_capacity(catalog.policies.len());
         let mut meta = HashMap::new();
+        let mut impossible = Vec::new();
         for p in &catalog.policies {
-            let (policy, effect) = check_policy(&schema, &p.id, &p.text).map_err(|e| {
+            let broken = |e: Error| {
                 if catalog.changed_policies.contains(&p.id) {
                     return e;
                 }
@@ -274,7 +301,19 @@ impl Engine {
                     format!("the change would break policy '{}': {}", p.id, e.message),
                 )
                 .with_details(serde_json::json!({ "policy": p.id }))
-            })?;
+            };
+            let (policy, effect, never) =
+                parse_and_validate(&schema, &p.id, &p.text).map_err(broken)?;
+            if let Some(e) = never {
+                let tolerated = match &catalog.tolerated_impossible {
+                    None => true,
+                    Some(ids) => ids.contains(&p.id) && !catalog.changed_policies.contains(&p.id),
+                };
+                if !tolerated {
+                    return Err(broken(e));
+                }
+                impossible.push((p.id.clone(), e.message));
+            }
             policies
                 .add(policy.clone())
                 .map_err(|e| Error::internal(format!("policy set: {e}")))?;
@@ -325,6 +364,7 @@ impl Engine {
             authorizer: Authorizer::new(),
             empty_context: cedar_policy::Context::empty(),
             entity_cache: EntityCache::default(),
+            impossible,
             type_names,
             schema,
             schema_text,

@@ -51,6 +51,7 @@ fn catalog(policies: Vec<Policy>) -> Catalog {
         roles: vec!["reader".into(), "writer".into(), "refunder".into()],
         personas: vec![("Code Review Bot".into(), vec!["reader".into()])],
         changed_policies: vec![],
+        tolerated_impossible: None,
     }
 }
 
@@ -315,9 +316,22 @@ fn policies_that_can_never_apply_are_refused() {
     for a in c.actions.iter_mut().filter(|a| a.name == "refund") {
         a.context.clear();
     }
+    c.tolerated_impossible = Some(vec![]);
     let err = Engine::compile(&c).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidSchema);
     assert!(err.message.contains("large-refunds"), "{}", err.message);
+    // One stored before such policies were refused still loads (so the
+    // tenant's decisions go on), is reported, and may stay through other
+    // changes; it may not be written again as it is.
+    c.tolerated_impossible = None;
+    let loaded = Engine::compile(&c).unwrap();
+    assert_eq!(loaded.impossible().len(), 1);
+    assert_eq!(loaded.impossible()[0].0, "large-refunds");
+    c.tolerated_impossible = Some(vec!["large-refunds".into()]);
+    Engine::compile(&c).unwrap();
+    c.changed_policies = vec!["large-refunds".into()];
+    let err = Engine::compile(&c).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidPolicy);
 }
 
 #[test]

@@ -294,9 +294,11 @@ pub async fn apply(
     let mut policy_report = Vec::new();
     if !policy_changes.is_empty() {
         let changed = crate::engines::written_policies(&policy_changes);
+        let tolerated =
+            crate::engines::already_impossible(&*state.engines.get(store, tenant).await?);
         let report = store
             .change_policies_in(&mut tx, ctx, policy_changes, |st, entities| {
-                crate::engines::check(st, entities, roles, personas, changed)
+                crate::engines::check(st, entities, roles, personas, changed, tolerated)
                     .map(|(_engine, effects)| effects)
             })
             .await?;

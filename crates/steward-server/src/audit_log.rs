@@ -22,7 +22,7 @@ use steward_audit::{
 };
 use steward_core::{AuditEvent, ChangeContext, Error};
 use steward_store::Store;
-use steward_store::audit::canonical_entry;
+use steward_store::audit::{Pruning, canonical_entry};
 
 use std::sync::Arc;
 
@@ -345,8 +345,8 @@ impl AuditLog {
     pub async fn verify_store(&self, store: &Store) -> Result<VerifyReport, Error> {
         let checkpoints = store.checkpoints().await?;
         let mut verifier = LogVerifier::new(&checkpoints, &self.public_key());
-        let mut cover =
-            PruneCover::new(store.prune_records().await?, store.all_legal_holds().await?);
+        let mut cover = PruneCover::read(store).await?;
+        let mut reread = false;
         let mut after = 0i64;
         loop {
             let page = store.audit_page_all(after, 10_000).await?;
@@ -356,16 +356,22 @@ impl AuditLog {
                 let seq = u64::try_from(entry.seq).unwrap_or(0);
                 let stored = leaf.as_deref().and_then(|h| Hash::from_hex(h).ok());
                 let time = entry.time.timestamp_millis();
+                // Only a recorded pruning explains a missing payload (one
+                // may have run since the prunings were read: they are read
+                // again once before this is called tampering).
+                let mut explained = !pruned || cover.covers(&entry.tenant_id, entry.seq, time);
+                if !explained && !reread {
+                    reread = true;
+                    cover = PruneCover::read(store).await?;
+                    explained = cover.covers(&entry.tenant_id, entry.seq, time);
+                }
                 let going = match (pruned, stored) {
-                    // Only a recorded pruning explains a missing payload.
-                    (true, Some(_)) if !cover.covers(&entry.tenant_id, entry.seq, time) => {
-                        verifier.reject(
-                            seq,
-                            format!(
-                                "Entry {seq} has no payload, but no retention pruning recorded in the log removed it (it is too recent, or its tenant was under a legal hold)."
-                            ),
-                        )
-                    }
+                    (true, Some(_)) if !explained => verifier.reject(
+                        seq,
+                        format!(
+                            "Entry {seq} has no payload, but no retention pruning recorded in the log removed it (it is too recent, or its tenant was under a legal hold)."
+                        ),
+                    ),
                     (true, Some(h)) => verifier.push_pruned(seq, h),
                     _ => verifier.push(seq, &canonical_entry(&entry), stored),
                 };
@@ -379,11 +385,11 @@ impl AuditLog {
 }
 
 /// Which entries the log's recorded prunings may have emptied: an entry
-/// older than the cut-off of a pruning recorded after it, whose tenant was
-/// not under a legal hold at that pruning's time.
+/// older than the cut-off of a pruning recorded after it, whose tenant that
+/// pruning did not leave alone (its record names the tenants under a legal
+/// hold; for an older record that does not, the holds table says).
 struct PruneCover {
-    /// (seq, time, cut-off) in milliseconds, by seq.
-    prunings: Vec<(i64, i64, i64)>,
+    prunings: Vec<Pruning>,
     /// Tenant → (created, released) of its holds.
     holds: HashMap<String, Vec<(i64, Option<i64>)>>,
     /// Tenant → for each pruning, the latest cut-off of it and those after
@@ -392,7 +398,7 @@ struct PruneCover {
 }
 
 impl PruneCover {
-    fn new(prunings: Vec<(i64, i64, i64)>, holds: Vec<(String, i64, Option<i64>)>) -> Self {
+    fn new(prunings: Vec<Pruning>, holds: Vec<(String, i64, Option<i64>)>) -> Self {
         let mut by_tenant: HashMap<String, Vec<(i64, Option<i64>)>> = HashMap::new();
         for (tenant, created, released) in holds {
             by_tenant
@@ -407,18 +413,26 @@ impl PruneCover {
         }
     }
 
+    async fn read(store: &Store) -> Result<Self, Error> {
+        Ok(Self::new(
+            store.prune_records().await?,
+            store.all_legal_holds().await?,
+        ))
+    }
+
     fn covers(&mut self, tenant: &str, seq: i64, time: i64) -> bool {
-        let first_after = self.prunings.partition_point(|p| p.0 <= seq);
+        let first_after = self.prunings.partition_point(|p| p.seq <= seq);
         if !self.latest.contains_key(tenant) {
             let holds = self.holds.get(tenant).map(Vec::as_slice).unwrap_or(&[]);
-            let held = |at: i64| {
-                holds
+            let left_alone = |p: &Pruning| match &p.held {
+                Some(held) => held.iter().any(|t| t == tenant),
+                None => holds
                     .iter()
-                    .any(|(from, to)| *from <= at && to.is_none_or(|to| at < to))
+                    .any(|(from, to)| *from <= p.time && to.is_none_or(|to| p.time < to)),
             };
             let mut latest = vec![i64::MIN; self.prunings.len() + 1];
-            for (i, (_, at, cutoff)) in self.prunings.iter().enumerate().rev() {
-                let applied = if held(*at) { i64::MIN } else { *cutoff };
+            for (i, p) in self.prunings.iter().enumerate().rev() {
+                let applied = if left_alone(p) { i64::MIN } else { p.cutoff };
                 latest[i] = latest[i + 1].max(applied);
             }
             self.latest.insert(tenant.to_string(), latest);
@@ -430,13 +444,27 @@ impl PruneCover {
 #[cfg(test)]
 mod tests {
     use super::PruneCover;
+    use steward_store::audit::Pruning;
+
+    fn pruning(seq: i64, time: i64, cutoff: i64, held: Option<&[&str]>) -> Pruning {
+        Pruning {
+            seq,
+            time,
+            cutoff,
+            held: held.map(|h| h.iter().map(|t| t.to_string()).collect()),
+        }
+    }
 
     #[test]
     fn only_a_later_pruning_outside_a_hold_explains_a_missing_payload() {
         // Prunings at seq 100 (time 1000, cut-off 500) and 200 (time 3000,
-        // cut-off 2500); tenant "held" was under a hold from 2000 on.
+        // cut-off 2500), recorded without their held tenants; tenant "held"
+        // was under a hold from 2000 on.
         let mut cover = PruneCover::new(
-            vec![(100, 1000, 500), (200, 3000, 2500)],
+            vec![
+                pruning(100, 1000, 500, None),
+                pruning(200, 3000, 2500, None),
+            ],
             vec![("held".into(), 2000, None), ("freed".into(), 0, Some(900))],
         );
         assert!(cover.covers("t", 10, 400));
@@ -450,5 +478,13 @@ mod tests {
         // A hold released before a pruning does not matter.
         assert!(cover.covers("freed", 10, 400));
         assert!(!PruneCover::new(vec![], vec![]).covers("t", 1, 0));
+        // A record naming the tenants it left alone is believed over the
+        // holds table (whose times may be skewed).
+        let mut cover = PruneCover::new(
+            vec![pruning(100, 1000, 500, Some(&["held"]))],
+            vec![("freed".into(), 0, Some(2000))],
+        );
+        assert!(!cover.covers("held", 10, 400));
+        assert!(cover.covers("freed", 10, 400));
     }
 }

@@ -34,6 +34,7 @@ fn catalog(
     roles: Vec<String>,
     personas: Personas,
     changed_policies: Vec<String>,
+    tolerated_impossible: Option<Vec<String>>,
 ) -> Catalog {
     Catalog {
         resource_types: state.resource_types.clone(),
@@ -42,7 +43,19 @@ fn catalog(
         roles,
         personas,
         changed_policies,
+        tolerated_impossible,
     }
+}
+
+/// The policies of the tenant's current engine that can never apply: a
+/// change may leave them so (they were stored before such policies were
+/// refused), but not make another one so.
+pub(crate) fn already_impossible(engine: &Engine) -> Vec<String> {
+    engine
+        .impossible()
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// Ids of the policies a batch writes.
@@ -63,6 +76,7 @@ pub(crate) fn check(
     roles: Vec<String>,
     personas: Personas,
     changed: Vec<String>,
+    tolerated: Vec<String>,
 ) -> Result<(Engine, BTreeMap<String, String>), Error> {
     let names: Vec<String> = state
         .resource_types
@@ -87,7 +101,7 @@ pub(crate) fn check(
             &names,
         )?;
     }
-    let engine = Engine::compile(&catalog(state, roles, personas, changed))?;
+    let engine = Engine::compile(&catalog(state, roles, personas, changed, Some(tolerated)))?;
     for e in entities {
         engine.check_entity(e)?;
     }
@@ -157,7 +171,10 @@ impl Engines {
     pub async fn reload(&self, store: &Store, tenant_id: &str) -> Result<Arc<Engine>, Error> {
         let state = store.policy_state(tenant_id).await?;
         let (roles, personas) = store.role_and_persona_names(tenant_id).await?;
-        let engine = Engine::compile(&catalog(&state, roles, personas, vec![]))?;
+        let engine = Engine::compile(&catalog(&state, roles, personas, vec![], None))?;
+        for (id, why) in engine.impossible() {
+            tracing::warn!(tenant = tenant_id, policy = %id, "{why}; it is kept but does nothing until fixed or deleted");
+        }
         let stored: HashSet<String> = store
             .resource_entity_types(tenant_id)
             .await?
@@ -174,11 +191,13 @@ impl Engines {
         changes: Vec<PolicyChange>,
     ) -> Result<ChangeReport, Error> {
         let (roles, personas) = store.role_and_persona_names(&ctx.tenant_id).await?;
+        let tolerated = already_impossible(&*self.get(store, &ctx.tenant_id).await?);
         let mut compiled = None;
         let changed = written_policies(&changes);
         let report = store
             .change_policies(ctx, changes, |state, entities| {
-                let (engine, effects) = check(state, entities, roles, personas, changed)?;
+                let (engine, effects) =
+                    check(state, entities, roles, personas, changed, tolerated)?;
                 compiled = Some(engine);
                 Ok(effects)
             })

@@ -183,7 +183,8 @@ pub fn applicable(set: &RuleSet, tenant: &str, chain: &[Subject]) -> Vec<(Rule, 
 /// The counters a decision charges: the applicable rules that count its
 /// action and resource, with its estimate. The resource is matched by the
 /// id its entity resolved to (an agent's or person's id, a team's name,
-/// whichever key the request named it by), as rules store it.
+/// whichever key the request named it by), as rules store it, or by the
+/// agent's name or person's e-mail.
 pub fn charges(
     set: &RuleSet,
     tenant: &str,
@@ -195,9 +196,28 @@ pub fn charges(
     }
     let estimate = req.estimate.clone().unwrap_or_default();
     let resource = &input.resource;
+    // Rules stored before resource keys were resolved on the way in may
+    // name an agent or person by name or e-mail: those count too.
+    let alias = |attr: &str, of: &str| {
+        (resource.entity_type == of)
+            .then(|| resource.attrs.get(attr).and_then(|v| v.as_str()))
+            .flatten()
+    };
+    let keys: Vec<&str> = [
+        Some(resource.id.as_str()),
+        Some(req.resource.id.as_str()),
+        alias("name", "Agent"),
+        alias("email", "Human"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     applicable(set, tenant, &input.chain)
         .into_iter()
-        .filter(|(rule, _)| rule.counts(&req.action, &resource.entity_type, &resource.id))
+        .filter(|(rule, _)| {
+            keys.iter()
+                .any(|key| rule.counts(&req.action, &resource.entity_type, key))
+        })
         .map(|(rule, subject)| {
             Ok(Charge {
                 estimate: rule.estimate(&estimate)?,
@@ -385,4 +405,97 @@ pub fn headers(s: &QuotaStatus, now: DateTime<Utc>) -> HeaderMap {
     put("ratelimit-remaining", remaining.to_string());
     put("ratelimit-reset", reset.to_string());
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use steward_policy::{DecisionInput, EntityData, Subject};
+    use steward_types::{DecisionRequest, PutQuota, QuotaScope, ResourceRef};
+
+    use super::{RuleSet, charges};
+
+    fn on_resource(resource_type: &str, id: &str) -> RuleSet {
+        let rule = steward_core::quota::rule_from_request(
+            "quo_1".into(),
+            PutQuota {
+                name: "one".into(),
+                scope: Some(QuotaScope::Tenant),
+                metric: "requests".into(),
+                window: "day".into(),
+                limit: 10.0,
+                resource_type: Some(resource_type.into()),
+                resource_id: Some(id.into()),
+                ..Default::default()
+            },
+            None,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        RuleSet {
+            rules: vec![rule],
+            templates: Default::default(),
+        }
+    }
+
+    fn decision(
+        resource_type: &str,
+        named: &str,
+        id: &str,
+        attrs: serde_json::Value,
+    ) -> (DecisionInput, DecisionRequest) {
+        let agent = Subject {
+            kind: "agent",
+            name: "bot".into(),
+            inactive: None,
+            entity: EntityData {
+                entity_type: "Agent".into(),
+                id: "agt_bot".into(),
+                attrs: Default::default(),
+                parents: vec![],
+            },
+        };
+        let req = DecisionRequest {
+            action: "inspect".into(),
+            resource: ResourceRef {
+                resource_type: resource_type.into(),
+                id: named.into(),
+                attributes: Default::default(),
+            },
+            ..Default::default()
+        };
+        let input = DecisionInput {
+            chain: vec![agent],
+            action: "inspect".into(),
+            resource: EntityData {
+                entity_type: resource_type.into(),
+                id: id.into(),
+                attrs: attrs.as_object().cloned().unwrap_or_default(),
+                parents: vec![],
+            },
+            context: Default::default(),
+        };
+        (input, req)
+    }
+
+    #[test]
+    fn rules_naming_a_resource_by_any_key_count_it() {
+        // A rule stored with the canonical id, and one stored (before keys
+        // were resolved) with an agent's name or a person's e-mail.
+        let (input, req) = decision("Agent", "target", "agt_t", json!({"name": "target"}));
+        for key in ["agt_t", "target"] {
+            let set = on_resource("Agent", key);
+            assert_eq!(charges(&set, "t", &input, &req).unwrap().len(), 1, "{key}");
+        }
+        let (input, req) = decision("Human", "hum_a", "hum_a", json!({"email": "a@x.com"}));
+        let set = on_resource("Human", "a@x.com");
+        assert_eq!(charges(&set, "t", &input, &req).unwrap().len(), 1);
+        // A declared resource's own `name` attribute is not another key.
+        let (input, req) = decision("repo", "r-1", "r-1", json!({"name": "billing"}));
+        let set = on_resource("repo", "billing");
+        assert!(charges(&set, "t", &input, &req).unwrap().is_empty());
+        let set = on_resource("Agent", "someone-else");
+        let (input, req) = decision("Agent", "target", "agt_t", json!({"name": "target"}));
+        assert!(charges(&set, "t", &input, &req).unwrap().is_empty());
+    }
 }

@@ -160,6 +160,20 @@ fn one_trip_sql(rows: usize) -> String {
     )
 }
 
+/// One retention pruning as the log records it, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruning {
+    /// Its record's position.
+    pub seq: i64,
+    /// When it ran.
+    pub time: i64,
+    /// Entries older than this lost their payload.
+    pub cutoff: i64,
+    /// The tenants it left alone (under a legal hold then); `None` when the
+    /// record does not say (recorded before it did).
+    pub held: Option<Vec<String>>,
+}
+
 impl Store {
     /// Append records on SQLite with one round trip to the connection's
     /// thread instead of one per statement (`BEGIN`, the head, the rows,
@@ -854,22 +868,43 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// The log's retention prunings, in order, for verification: (seq,
-    /// time, cut-off) in milliseconds. Their records are never pruned.
-    pub async fn prune_records(&self) -> Result<Vec<(i64, i64, i64)>, Error> {
-        let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
-            "SELECT seq, time, after FROM audit_log WHERE action = 'audit.prune' AND pruned = 0 ORDER BY seq",
+    /// The log's retention prunings, in order, for verification. A pruning
+    /// recorded before prune records were kept whole has lost its cut-off
+    /// and list of held tenants: its own time stands in for the cut-off.
+    pub async fn prune_records(&self) -> Result<Vec<Pruning>, Error> {
+        let rows: Vec<(i64, i64, Option<String>, i64)> = sqlx::query_as(
+            "SELECT seq, time, after, pruned FROM audit_log WHERE action = 'audit.prune' ORDER BY seq",
         )
         .fetch_all(&self.read)
         .await
         .map_err(db_error)?;
         Ok(rows
             .into_iter()
-            .filter_map(|(seq, time, after)| {
+            .filter_map(|(seq, time, after, pruned)| {
+                if pruned != 0 {
+                    return Some(Pruning {
+                        seq,
+                        time,
+                        cutoff: time,
+                        held: None,
+                    });
+                }
                 let after: serde_json::Value = serde_json::from_str(after.as_deref()?).ok()?;
                 let cutoff = after.get("older_than")?.as_str()?;
                 let cutoff = DateTime::parse_from_rfc3339(cutoff).ok()?;
-                Some((seq, time, cutoff.timestamp_millis()))
+                let held = after.get("held_tenants").and_then(|h| {
+                    h.as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|t| t.as_str().map(String::from))
+                            .collect()
+                    })
+                });
+                Some(Pruning {
+                    seq,
+                    time,
+                    cutoff: cutoff.timestamp_millis(),
+                    held,
+                })
             })
             .collect())
     }
@@ -885,18 +920,36 @@ impl Store {
         before: DateTime<Utc>,
     ) -> Result<u64, Error> {
         let mut tx = self.begin().await?;
-        let pruned = sqlx::query(
+        // The tenants held now, named in the record, so verification knows
+        // exactly whose entries this pruning left alone.
+        let held: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT tenant_id FROM legal_holds WHERE released_at IS NULL ORDER BY tenant_id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let exclude = if held.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (0..held.len()).map(|i| format!("${}", i + 2)).collect();
+            format!(" AND tenant_id NOT IN ({})", marks.join(", "))
+        };
+        let sql = format!(
             "UPDATE audit_log SET before = NULL, after = NULL, reason = NULL, request_id = NULL, source = NULL, \
              actor_id = '', actor_human_id = NULL, resource_id = '', pruned = 1 \
-             WHERE pruned = 0 AND time < $1 AND action <> 'audit.prune' \
-             AND tenant_id NOT IN (SELECT tenant_id FROM legal_holds WHERE released_at IS NULL)",
-        )
-        .bind(rows::ms(before))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        let summary = serde_json::json!({ "pruned": pruned, "older_than": before });
+             WHERE pruned = 0 AND time < $1 AND action <> 'audit.prune'{exclude}"
+        );
+        let mut update = sqlx::query(&sql).bind(rows::ms(before));
+        for tenant in &held {
+            update = update.bind(tenant);
+        }
+        let pruned = update
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        let summary =
+            serde_json::json!({ "pruned": pruned, "older_than": before, "held_tenants": held });
         commit(
             tx,
             ctx,

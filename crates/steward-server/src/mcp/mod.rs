@@ -137,15 +137,19 @@ impl Gateway {
 
     /// The client of `session` is sending something, and an answer is on
     /// its way back until the guard is dropped.
-    fn answering(state: &AppState, session: &str) -> Answering {
-        if let Some(entry) = state.mcp.owners().get_mut(session) {
-            entry.last_seen = Instant::now();
-            entry.open += 1;
-        }
-        Answering {
+    /// `owner`'s message for `session`: `None` when the session is not
+    /// theirs (or unknown); otherwise it counts as active until the answer
+    /// ends (checked and counted at once, so an idle close cannot come in
+    /// between).
+    fn claim(state: &AppState, session: &str, owner: &(String, String)) -> Option<Answering> {
+        let mut owners = state.mcp.owners();
+        let entry = owners.get_mut(session).filter(|e| &e.owner == owner)?;
+        entry.last_seen = Instant::now();
+        entry.open += 1;
+        Some(Answering {
             state: state.clone(),
             session: session.to_string(),
-        }
+        })
     }
 
     /// Close the sessions whose client has been silent for longer than the
@@ -153,14 +157,24 @@ impl Gateway {
     /// (a stdio upstream's processes are killed). What an upstream sends
     /// on its own (logs, progress, list changes) does not count.
     pub async fn close_idle(&self) {
+        let is_idle = |e: &SessionEntry| e.open == 0 && e.last_seen.elapsed() >= self.idle;
         let idle: Vec<String> = self
             .owners()
             .iter()
-            .filter(|(_, e)| e.open == 0 && e.last_seen.elapsed() >= self.idle)
+            .filter(|(_, e)| is_idle(e))
             .map(|(id, _)| id.clone())
             .collect();
         for id in idle {
-            self.owners().remove(&id);
+            // A request may have come in since (while an earlier session
+            // was being closed): the session is closed only if still idle,
+            // and once removed, no request can claim it.
+            {
+                let mut owners = self.owners();
+                if !owners.get(&id).is_some_and(is_idle) {
+                    continue;
+                }
+                owners.remove(&id);
+            }
             let id: rmcp::transport::common::server_side_http::SessionId = id.into();
             if let Err(e) = self.sessions.close_session(&id).await {
                 tracing::warn!(session = %id, error = %e, "could not close an idle MCP session");
@@ -396,13 +410,18 @@ async fn endpoint(
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Some(id) = &session
-        && state.mcp.owners().get(id).map(|e| &e.owner) != Some(&owner)
-    {
-        // Another agent's session, or one this server does not know, is
-        // answered as rmcp answers an unknown one: it may not be touched.
-        return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
-    }
+    // The client is active while it sends and while the answer streams.
+    let answering = match &session {
+        None => None,
+        Some(id) => match Gateway::claim(&state, id, &owner) {
+            Some(answering) => Some(answering),
+            // Another agent's session, or one this server does not know
+            // (or closed), is answered as rmcp answers an unknown one.
+            None => {
+                return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            }
+        },
+    };
     let closing = parts.method == axum::http::Method::DELETE;
     if session.is_none() && parts.method == axum::http::Method::POST {
         let open = state.mcp.open_sessions(&owner.0).await;
@@ -427,8 +446,6 @@ async fn endpoint(
         source: crate::error::current_source(),
     }));
     let request = Request::from_parts(parts, body);
-    // The client is active while it sends and while the answer streams.
-    let answering = session.as_deref().map(|id| Gateway::answering(&state, id));
     let response = state.mcp.service.handle(request).await.map(Body::new);
     let answering = match session {
         None => {
@@ -439,8 +456,8 @@ async fn endpoint(
                 .map(str::to_string);
             match opened {
                 Some(id) => {
-                    state.mcp.opened(id.clone(), owner).await;
-                    Some(Gateway::answering(&state, &id))
+                    state.mcp.opened(id.clone(), owner.clone()).await;
+                    Gateway::claim(&state, &id, &owner)
                 }
                 None => None,
             }
