@@ -428,57 +428,41 @@ impl Proxy {
             return Ok(ServerResult::InitializeResult(result));
         }
         let session = self.session(&call)?;
+        // Reads are decided on what they read: a prompt (with its
+        // arguments), a resource, a subscription to one (reading it as it
+        // changes), a completion (what a prompt or template would accept).
+        let read = match &request {
+            ClientRequest::GetPromptRequest(r) => Some((
+                Kind::Prompt,
+                r.params.name.clone(),
+                r.params.arguments.clone().unwrap_or_default(),
+            )),
+            ClientRequest::ReadResourceRequest(r) => {
+                Some((Kind::Resource, r.params.uri.clone(), Map::new()))
+            }
+            ClientRequest::SubscribeRequest(r) => {
+                Some((Kind::Resource, r.params.uri.clone(), Map::new()))
+            }
+            ClientRequest::CompleteRequest(r) => match &r.params.r#ref {
+                Reference::Prompt(p) => Some((Kind::Prompt, p.name.clone(), Map::new())),
+                Reference::Resource(t) => Some((Kind::Template, t.uri.clone(), Map::new())),
+                // A kind of reference this gateway cannot decide on.
+                _ => {
+                    return Err(McpError::invalid_params(
+                        "Steward cannot decide on this kind of completion reference",
+                        None,
+                    ));
+                }
+            },
+            _ => None,
+        };
+        if let Some((kind, name, arguments)) = read {
+            return Self::read_checked(&call, session, kind, &name, arguments, request, &context)
+                .await;
+        }
         match &request {
             ClientRequest::CallToolRequest(_) => {
                 self.call_tool(&call, session, request, &context).await
-            }
-            ClientRequest::GetPromptRequest(r) => {
-                let name = r.params.name.clone();
-                let args = r.params.arguments.clone().unwrap_or_default();
-                Self::read_checked(&call, session, Kind::Prompt, &name, args, request, &context)
-                    .await
-            }
-            ClientRequest::ReadResourceRequest(r) => {
-                let uri = r.params.uri.clone();
-                Self::read_checked(
-                    &call,
-                    session,
-                    Kind::Resource,
-                    &uri,
-                    Map::new(),
-                    request,
-                    &context,
-                )
-                .await
-            }
-            // Subscribing to a resource reads it as it changes.
-            ClientRequest::SubscribeRequest(r) => {
-                let uri = r.params.uri.clone();
-                Self::read_checked(
-                    &call,
-                    session,
-                    Kind::Resource,
-                    &uri,
-                    Map::new(),
-                    request,
-                    &context,
-                )
-                .await
-            }
-            // Completions reveal what a prompt or template would accept.
-            ClientRequest::CompleteRequest(r) => {
-                let (kind, name) = match &r.params.r#ref {
-                    Reference::Prompt(p) => (Kind::Prompt, p.name.clone()),
-                    Reference::Resource(t) => (Kind::Template, t.uri.clone()),
-                    // A kind of reference this gateway cannot decide on.
-                    _ => {
-                        return Err(McpError::invalid_params(
-                            "Steward cannot decide on this kind of completion reference",
-                            None,
-                        ));
-                    }
-                };
-                Self::read_checked(&call, session, kind, &name, Map::new(), request, &context).await
             }
             ClientRequest::ListToolsRequest(_)
             | ClientRequest::ListPromptsRequest(_)
