@@ -348,14 +348,6 @@ impl Detail for WhoAmI {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn money_keeps_what_a_small_cost_needs() {
-        assert_eq!(super::money(0.0025), "0.0025");
-        assert_eq!(super::money(12.5), "12.50");
-        assert_eq!(super::money(3.0), "3.00");
-        assert_eq!(super::money(0.000001), "0.000001");
-        assert_eq!(super::money(1234.567891), "1234.567891");
-    }
 
     use super::*;
     use chrono::{TimeZone, Utc};
@@ -422,23 +414,9 @@ mod tests {
     }
 }
 
-/// An amount of money: at least two decimals, and as many more (up to the
-/// millionths costs are counted in) as it needs, so a tool call's 0.0025
-/// does not read as 0.00.
-fn money(v: f64) -> String {
-    let full = format!("{v:.6}");
-    let trimmed = full.trim_end_matches('0');
-    let decimals = trimmed.split('.').nth(1).map_or(0, str::len);
-    if decimals >= 2 {
-        trimmed.to_string()
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 fn limit_text(q: &Quota) -> String {
     match (&q.currency, q.window.as_str()) {
-        (Some(c), _) => format!("{} {c}", money(q.limit)),
+        (Some(c), _) => format!("{} {c}", steward_types::money_text(q.limit)),
         (None, "second") => format!("{}/s burst {}", q.limit, q.burst.unwrap_or(q.limit as u64)),
         (None, _) => format!("{}", q.limit),
     }
@@ -584,7 +562,7 @@ pub fn usage_bar(u: &QuotaUsage, now: chrono::DateTime<chrono::Utc>) -> String {
     };
     let filled = (share * CELLS as f64).round() as usize;
     let figure = |v: f64| match &s.currency {
-        Some(_) => money(v),
+        Some(_) => steward_types::money_text(v),
         None => format!("{v}"),
     };
     let unit = s

@@ -300,7 +300,16 @@ impl QuotaAnswer {
         response.quota = self.tightest;
         response.warnings = self.warnings;
         if let Some((status, on_exceed)) = self.refused {
-            let (decision, remediation) = refusal(&status, on_exceed);
+            // The counter's subject as people know it: an agent by name.
+            let subject = response
+                .chain
+                .iter()
+                .find(|l| l.id == status.subject)
+                .map_or_else(
+                    || status.subject.clone(),
+                    |l| format!("{} '{}'", l.kind, l.name),
+                );
+            let (decision, remediation) = refusal(&status, &subject, on_exceed);
             response.decision = decision;
             response.remediation = Some(remediation);
             response.exceeded = Some(status);
@@ -310,7 +319,7 @@ impl QuotaAnswer {
 
 fn amount(s: &QuotaStatus, v: f64) -> String {
     match &s.currency {
-        Some(c) => format!("{v:.2} {c}"),
+        Some(c) => format!("{} {c}", steward_types::money_text(v)),
         None => format!("{v}"),
     }
 }
@@ -349,7 +358,7 @@ fn warning_text(s: &QuotaStatus, threshold: u32, over: bool) -> String {
 }
 
 /// The decision and remediation for a refusal by quota.
-pub fn refusal(s: &QuotaStatus, on_exceed: OnExceed) -> (Decision, Remediation) {
+pub fn refusal(s: &QuotaStatus, subject: &str, on_exceed: OnExceed) -> (Decision, Remediation) {
     let decision = if on_exceed == OnExceed::ApprovalRequired {
         Decision::ApprovalRequired
     } else {
@@ -367,7 +376,7 @@ pub fn refusal(s: &QuotaStatus, on_exceed: OnExceed) -> (Decision, Remediation) 
         amount(s, s.limit),
         s.metric.as_str(),
         s.window,
-        s.subject,
+        subject,
         resets(s)
     );
     (

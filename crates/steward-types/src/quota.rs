@@ -375,3 +375,29 @@ pub struct WindowUsage {
     /// Used in it.
     pub used: f64,
 }
+
+/// An amount of money: at least two decimals, and as many more (up to the
+/// millionths costs are counted in) as it needs, so a tool call's 0.0025
+/// does not read as 0.00.
+pub fn money_text(v: f64) -> String {
+    let full = format!("{v:.6}");
+    let trimmed = full.trim_end_matches('0');
+    let decimals = trimmed.split('.').nth(1).map_or(0, str::len);
+    if decimals >= 2 {
+        trimmed.to_string()
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn money_keeps_what_a_small_cost_needs() {
+        assert_eq!(super::money_text(0.0025), "0.0025");
+        assert_eq!(super::money_text(12.5), "12.50");
+        assert_eq!(super::money_text(3.0), "3.00");
+        assert_eq!(super::money_text(0.000001), "0.000001");
+        assert_eq!(super::money_text(1234.567891), "1234.567891");
+    }
+}

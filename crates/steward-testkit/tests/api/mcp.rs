@@ -482,6 +482,8 @@ permit(principal is Agent, action == Action::"call_tool", resource is Tool) when
         "{over}"
     );
     assert!(over.contains("2 of 2"), "{over}");
+    // Whose counter, as people know it.
+    assert!(over.contains("for agent 'helper'"), "{over}");
     // Approval-gated: held, with the approval to wait for.
     assert!(is_error(&steps[3]), "{}", steps[3]);
     let held = text(&steps[3]);
