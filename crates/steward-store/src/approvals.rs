@@ -705,11 +705,63 @@ impl Store {
                     )
                     .await?;
                 }
+                (ApprovalKind::Action, Verdict::Approve, _) => {
+                    self.extend_siblings_in(&mut tx, ctx, &a).await?;
+                }
                 _ => {}
             }
         }
         tx.commit().await.map_err(db_error)?;
         Ok(a)
+    }
+
+    /// A request needing several approvals (a policy's and a quota's) uses
+    /// their grants together: when the last is approved, the grants the
+    /// same request already holds are made to last as long as it does, so
+    /// a first grant does not run out while the second approval waits
+    /// (the expiry sweep also leaves a grant alone while another approval
+    /// of its request is pending). Each extension is audited.
+    async fn extend_siblings_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        a: &Approval,
+    ) -> Result<(), Error> {
+        let Some(until) = a.grant_expires_at else {
+            return Ok(());
+        };
+        let lock = self.backend.for_update();
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM approvals WHERE tenant_id = $1 AND digest = $2 AND status = 'approved' \
+             AND id <> $3 AND grant_expires_at < $4 ORDER BY id{lock}"
+        ))
+        .bind(&ctx.tenant_id)
+        .bind(&a.digest)
+        .bind(&a.id)
+        .bind(rows::ms(until))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        for row in &rows {
+            let mut sibling = decode(row)?;
+            let before = audit_view(&sibling);
+            sibling.grant_expires_at = Some(until);
+            save(tx, &sibling).await?;
+            append(
+                tx,
+                ctx,
+                event(
+                    "approval.extend",
+                    "approval",
+                    &sibling.id,
+                    Some(&before),
+                    Some(&audit_view(&sibling)),
+                    Some(&format!("used together with approval {}", a.id)),
+                ),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Close an open approval (expired or cancelled) with its audit record.
@@ -806,8 +858,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<(String, Approval)>, Error> {
         let due: Vec<(String, String)> = sqlx::query_as(
-            "SELECT tenant_id, id FROM approvals WHERE (status = 'pending' AND expires_at <= $1) \
-             OR (status = 'approved' AND grant_expires_at <= $1) ORDER BY id",
+            "SELECT tenant_id, id FROM approvals a WHERE (status = 'pending' AND expires_at <= $1) \
+             OR (status = 'approved' AND grant_expires_at <= $1 AND NOT EXISTS ( \
+               SELECT 1 FROM approvals p WHERE p.tenant_id = a.tenant_id AND p.digest = a.digest \
+               AND p.status = 'pending' AND p.expires_at > $1)) ORDER BY id",
         )
         .bind(rows::ms(now))
         .fetch_all(&self.read)

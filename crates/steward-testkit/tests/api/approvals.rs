@@ -24,6 +24,7 @@ on_both_backends!(
     high_risk_actions_need_several_groups,
     each_approval_needs_its_own_grant,
     approving_and_decommissioning_race_cleanly,
+    a_grant_waits_for_its_sibling,
 );
 
 /// A support bot (low risk, active) that may refund up to 100 on its own
@@ -1318,5 +1319,58 @@ async fn approving_and_decommissioning_race_cleanly(b: Backend) {
             assert_eq!(agent.state, AgentState::Decommissioned);
         }
     }
+    s.stop().await;
+}
+
+/// A first grant does not run out while the request's second approval
+/// waits: the expiry sweep leaves it, and the second approval extends it.
+async fn a_grant_waits_for_its_sibling(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let admin = &s.admin;
+    let (_, approver) = person(admin, "april@example.com", &["approvers"]).await;
+    admin
+        .put_quota(&one_refund_a_day(OnExceed::ApprovalRequired))
+        .await
+        .unwrap();
+    assert_eq!(
+        bot.decide(&refund(50, "R-1")).await.unwrap().decision,
+        Decision::Allow
+    );
+    let by_lead = bot
+        .decide(&refund(500, "R-2"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap();
+    lead.approve(&by_lead.id, None).await.unwrap();
+    let by_approvers = bot
+        .decide(&refund(500, "R-2"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap();
+    assert_eq!(by_approvers.groups, vec!["approvers"]);
+    // The lead's grant is past its validity while the approvers think.
+    let store = s.server.store();
+    store
+        .execute_raw(&format!(
+            "UPDATE approvals SET grant_expires_at = {} WHERE id = '{}'",
+            (Utc::now() - Duration::minutes(1)).timestamp_millis(),
+            by_lead.id
+        ))
+        .await
+        .unwrap();
+    let expired = store.expire_approvals(Utc::now()).await.unwrap();
+    assert!(
+        expired.iter().all(|(_, a)| a.id != by_lead.id),
+        "{expired:?}"
+    );
+    approver.approve(&by_approvers.id, None).await.unwrap();
+    let allowed = bot.decide(&refund(500, "R-2")).await.unwrap();
+    assert_eq!(allowed.decision, Decision::Allow, "{allowed:?}");
+    assert_eq!(
+        admin.get_approval(&by_lead.id).await.unwrap().status,
+        ApprovalStatus::Used
+    );
     s.stop().await;
 }
