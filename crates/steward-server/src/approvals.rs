@@ -328,7 +328,6 @@ pub async fn hold(
         Some("high") => RiskTier::High,
         _ => RiskTier::Medium,
     };
-    let action = request["action"].as_str().unwrap_or_default().to_string();
     let Ask { groups, why, quota } = ask;
     let new = NewApproval {
         kind: ApprovalKind::Action,
@@ -346,7 +345,7 @@ pub async fn hold(
         request,
         reason: format!(
             "{why} requires a human approval of '{}' by {}",
-            action,
+            input.action,
             groups.join(" then ")
         ),
         groups,

@@ -510,6 +510,9 @@ impl Store {
             Admission::Admitted(_) => chosen.iter().map(|&g| grants[g].clone()).collect(),
             Admission::Refused(_) => Vec::new(),
         };
+        let Some((record_ctx, decision)) = record(&admission, &used) else {
+            return Ok(GrantUse::QuotaHeld(admission));
+        };
         for a in &mut used {
             let changed = sqlx::query(
                 "UPDATE approvals SET status = 'used', used_at = $1, used_by_decision = $2 \
@@ -526,11 +529,6 @@ impl Store {
                 // Used by a concurrent identical request: nothing changes.
                 return Ok(GrantUse::Missing(0));
             }
-        }
-        let Some((record_ctx, decision)) = record(&admission, &used) else {
-            return Ok(GrantUse::QuotaHeld(admission));
-        };
-        for a in &mut used {
             let before = audit_view(a);
             a.status = ApprovalStatus::Used;
             a.used_at = Some(ctx.now);

@@ -1166,22 +1166,9 @@ fn one_refund_a_day(on_exceed: OnExceed) -> PutQuota {
     }
 }
 
-/// A request needing a policy's approval and a quota's gets both, each from
-/// its own groups, and converges; a grant serves only the groups that
-/// approved it; a quota's denial does not use up a grant.
-async fn each_approval_needs_its_own_grant(b: Backend) {
-    let Refunds { s, bot, lead } = refunds(b).await;
-    let admin = &s.admin;
-    for role in ["finance"] {
-        admin
-            .create_role(&CreateRole {
-                name: role.into(),
-                description: "Approve refunds".into(),
-                writes: false,
-            })
-            .await
-            .unwrap();
-    }
+/// An `approval_required` refund quota the bot has already spent, and a
+/// person of the `approvers` group who may let it go over.
+async fn quota_spent(admin: &Client, bot: &Client) -> Client {
     let (_, approver) = person(admin, "april@example.com", &["approvers"]).await;
     admin
         .put_quota(&one_refund_a_day(OnExceed::ApprovalRequired))
@@ -1191,6 +1178,24 @@ async fn each_approval_needs_its_own_grant(b: Backend) {
         bot.decide(&refund(50, "R-1")).await.unwrap().decision,
         Decision::Allow
     );
+    approver
+}
+
+/// A request needing a policy's approval and a quota's gets both, each from
+/// its own groups, and converges; a grant serves only the groups that
+/// approved it; a quota's denial does not use up a grant.
+async fn each_approval_needs_its_own_grant(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let admin = &s.admin;
+    admin
+        .create_role(&CreateRole {
+            name: "finance".into(),
+            description: "Approve refunds".into(),
+            writes: false,
+        })
+        .await
+        .unwrap();
+    let approver = quota_spent(admin, &bot).await;
 
     // Over 100 and over the quota: the support lead's approval first...
     let held = bot.decide(&refund(500, "R-2")).await.unwrap();
@@ -1327,15 +1332,7 @@ async fn approving_and_decommissioning_race_cleanly(b: Backend) {
 async fn a_grant_waits_for_its_sibling(b: Backend) {
     let Refunds { s, bot, lead } = refunds(b).await;
     let admin = &s.admin;
-    let (_, approver) = person(admin, "april@example.com", &["approvers"]).await;
-    admin
-        .put_quota(&one_refund_a_day(OnExceed::ApprovalRequired))
-        .await
-        .unwrap();
-    assert_eq!(
-        bot.decide(&refund(50, "R-1")).await.unwrap().decision,
-        Decision::Allow
-    );
+    let approver = quota_spent(admin, &bot).await;
     let by_lead = bot
         .decide(&refund(500, "R-2"))
         .await
