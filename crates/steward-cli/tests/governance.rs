@@ -353,6 +353,9 @@ fn the_mcp_example_registers_upstreams_and_governs_tool_arguments() {
     );
     let shown = json(&server, &["mcp-servers", "show", "everything"]);
     assert_eq!(shown["tools"]["get-sum"]["classification"], "financial");
+    assert_eq!(shown["decision_record"], "with_call");
+    let files = json(&server, &["mcp-servers", "show", "files"]);
+    assert_eq!(files["decision_record"], "before_call");
 
     // The argument guardrail decides like the gateway asks.
     let base = [
@@ -393,10 +396,14 @@ fn the_mcp_example_registers_upstreams_and_governs_tool_arguments() {
             "http://127.0.0.1:9/mcp",
             "--tool",
             "search=public,low,2",
+            "--record-with-call",
         ],
     );
     let remote = json(&server, &["mcp-servers", "show", "remote"]);
     assert_eq!(remote["tools"]["search"]["cost_estimate"], 2);
+    assert_eq!(remote["decision_record"], "with_call");
+    let shown = ok(&server, &["mcp-servers", "show", "remote"]);
+    assert!(shown.contains("with call"), "{shown}");
     ok(&server, &["mcp-servers", "remove", "remote"]);
     refused(&server, &["mcp-servers", "show", "remote"]);
 }

@@ -203,14 +203,7 @@ pub async fn apply(
             .map_err(about(format!("mcp_server {}", m.name)))?;
         match store.get_mcp_server(tenant, &m.name).await {
             Ok(existing) => {
-                let timeout = m
-                    .timeout_secs
-                    .unwrap_or(steward_types::MCP_DEFAULT_TIMEOUT_SECS);
-                if existing.description == m.description
-                    && existing.transport == m.transport
-                    && existing.tools == m.tools
-                    && existing.timeout_secs == timeout
-                {
+                if existing.matches(m) {
                     out.unchanged += 1;
                 } else {
                     out.changes.push(format!("mcp_server {}: update", m.name));

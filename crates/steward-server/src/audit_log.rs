@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use steward_store::quotas::{Write, Written};
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, Receipt};
 
 /// The shared group-commit writer of the decision path.
 pub type Writer = Arc<Batcher<Write, Written>>;
@@ -147,6 +147,19 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
     bytes?.try_into().ok()
 }
 
+/// An audit record queued by [`AuditLog::queue_record`].
+pub struct Recording(Receipt<Written>);
+
+impl Recording {
+    /// Resolves once the record is durable, with its sequence number.
+    pub async fn wait(self) -> Result<i64, Error> {
+        match self.0.wait().await? {
+            Written::Audited(seq) => Ok(seq),
+            _ => Err(Error::internal("the decision writer mixed up two writes")),
+        }
+    }
+}
+
 impl AuditLog {
     /// Load (or create) the signing key and start the group-commit writer.
     /// With `key_file`, the key lives in that file and not in the store:
@@ -189,14 +202,21 @@ impl AuditLog {
     /// Append an event through the group-commit writer; resolves once it is
     /// durable, with its sequence number.
     pub async fn record(&self, ctx: ChangeContext, event: AuditEvent) -> Result<i64, Error> {
-        match self
+        self.queue_record(ctx, event).await?.wait().await
+    }
+
+    /// Queue an event for the group-commit writer; the receipt resolves once
+    /// it is durable, with its sequence number.
+    pub async fn queue_record(
+        &self,
+        ctx: ChangeContext,
+        event: AuditEvent,
+    ) -> Result<Recording, Error> {
+        let receipt = self
             .queue
-            .submit(Write::Audit(Box::new((ctx, event))))
-            .await?
-        {
-            Written::Audited(seq) => Ok(seq),
-            _ => Err(Error::internal("the decision writer mixed up two writes")),
-        }
+            .enqueue(Write::Audit(Box::new((ctx, event))))
+            .await?;
+        Ok(Recording(receipt))
     }
 
     /// The group-commit writer audit records go through; quota reservations

@@ -63,14 +63,41 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
 
     /// Submit one item; resolves when its batch is committed.
     pub async fn submit(&self, item: I) -> Result<O, Error> {
-        let stopped = || {
-            Error::new(
-                ErrorCode::StoreUnavailable,
-                format!("the {} writer has stopped; nothing was changed", self.what),
-            )
-        };
-        let (tx, rx) = oneshot::channel();
-        self.queue.send((item, tx)).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        self.enqueue(item).await?.wait().await
     }
+
+    /// Queue one item for the next batch without waiting for its commit:
+    /// the caller may do other work while it is written, then
+    /// [`Receipt::wait`] for it.
+    pub async fn enqueue(&self, item: I) -> Result<Receipt<O>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send((item, tx))
+            .await
+            .map_err(|_| stopped(self.what))?;
+        Ok(Receipt {
+            reply: rx,
+            what: self.what,
+        })
+    }
+}
+
+/// An item queued by [`Batcher::enqueue`], not yet known to be committed.
+pub struct Receipt<O> {
+    reply: oneshot::Receiver<Result<O, Error>>,
+    what: &'static str,
+}
+
+impl<O> Receipt<O> {
+    /// Resolves when the item's batch is committed.
+    pub async fn wait(self) -> Result<O, Error> {
+        self.reply.await.map_err(|_| stopped(self.what))?
+    }
+}
+
+fn stopped(what: &str) -> Error {
+    Error::new(
+        ErrorCode::StoreUnavailable,
+        format!("the {what} writer has stopped; nothing was changed"),
+    )
 }

@@ -13,6 +13,7 @@ use steward_types::{
     AgentState, Decision, DecisionRequest, DecisionResponse, ErrorCode, HumanStatus, ResourceRef,
 };
 
+use crate::audit_log::Recording;
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -245,6 +246,29 @@ pub async fn decide(
     caller: &Caller,
     req: DecisionRequest,
 ) -> Result<DecisionResponse, Error> {
+    decide_with(state, caller, req, false)
+        .await
+        .map(|(response, _)| response)
+}
+
+/// [`decide`], except that an allowed decision no approval or quota touches
+/// comes back with its record queued rather than durable. The caller must
+/// wait for the [`Recording`] before anything it did on the decision's
+/// strength is answered. Every other decision is durable on return.
+pub async fn decide_queued(
+    state: &AppState,
+    caller: &Caller,
+    req: DecisionRequest,
+) -> Result<(DecisionResponse, Option<Recording>), Error> {
+    decide_with(state, caller, req, true).await
+}
+
+async fn decide_with(
+    state: &AppState,
+    caller: &Caller,
+    req: DecisionRequest,
+    queue_allowed: bool,
+) -> Result<(DecisionResponse, Option<Recording>), Error> {
     // Everything that reaches the audit log's indexed columns: a value the
     // store cannot keep would fail the whole group commit it shares (the
     // resource's id is checked where it is resolved).
@@ -319,11 +343,16 @@ pub async fn decide(
         };
         if asks.is_empty() {
             if request.charges.is_empty() {
-                record(state, caller, &req, &response).await?;
-                return Ok(response);
+                let event = decision_event(&req, &response);
+                let recording = state.audit.queue_record(caller.context(), event).await?;
+                if queue_allowed {
+                    return Ok((response, Some(recording)));
+                }
+                recording.wait().await?;
+                return Ok((response, None));
             }
             match reserve_and_record(state, caller, &req, &mut response, request.clone()).await? {
-                None => return Ok(response),
+                None => return Ok((response, None)),
                 Some(status) => asks.push(crate::approvals::Ask::quota(state, status)),
             }
         }
@@ -346,7 +375,7 @@ pub async fn decide(
             )
             .await?
             {
-                GrantOutcome::Decided => return Ok(response),
+                GrantOutcome::Decided => return Ok((response, None)),
                 GrantOutcome::Held => break,
                 GrantOutcome::QuotaHeld(status) if !approved => {
                     asks.push(crate::approvals::Ask::quota(state, status));
@@ -361,7 +390,7 @@ pub async fn decide(
         }
     }
     record(state, caller, &req, &response).await?;
-    Ok(response)
+    Ok((response, None))
 }
 
 /// What [`decide_with_grants`] came to.

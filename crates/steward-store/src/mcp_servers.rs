@@ -3,7 +3,9 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use steward_core::{ChangeContext, Error};
-use steward_types::{MCP_DEFAULT_TIMEOUT_SECS, McpServer, McpTransport, PutMcpServer};
+use steward_types::{
+    MCP_DEFAULT_TIMEOUT_SECS, McpDecisionRecord, McpServer, McpTransport, PutMcpServer,
+};
 
 use crate::audit::{append, event};
 use crate::rows::{self, new_id};
@@ -123,6 +125,12 @@ fn server_row(row: &AnyRow) -> Result<McpServer, Error> {
             .map_err(|e| parse_err("transport", e))?,
         tools: serde_json::from_str(&json("tools")?).map_err(|e| parse_err("tools", e))?,
         timeout_secs: u32::try_from(timeout).unwrap_or(MCP_DEFAULT_TIMEOUT_SECS),
+        decision_record: {
+            let text: String = row.try_get("decision_record").map_err(db_error)?;
+            McpDecisionRecord::parse(&text).ok_or_else(|| {
+                Error::internal(format!("corrupt column decision_record: '{text}'"))
+            })?
+        },
         created_at: time("created_at")?,
         updated_at: time("updated_at")?,
     })
@@ -164,11 +172,7 @@ impl Store {
         let timeout_secs = req.timeout_secs.unwrap_or(MCP_DEFAULT_TIMEOUT_SECS);
         match existing {
             Some(before) => {
-                if before.description == req.description
-                    && before.transport == req.transport
-                    && before.tools == req.tools
-                    && before.timeout_secs == timeout_secs
-                {
+                if before.matches(&req) {
                     return Ok((before, false));
                 }
                 let after = McpServer {
@@ -176,18 +180,20 @@ impl Store {
                     transport: req.transport,
                     tools: req.tools,
                     timeout_secs,
+                    decision_record: req.decision_record,
                     updated_at: ctx.now,
                     ..before.clone()
                 };
                 sqlx::query(
                     "UPDATE mcp_servers SET description = $1, transport = $2, tools = $3, \
-                     timeout_secs = $4, updated_at = $5 WHERE id = $6",
+                     timeout_secs = $4, updated_at = $5, decision_record = $6 WHERE id = $7",
                 )
                 .bind(&after.description)
                 .bind(rows::to_json(&after.transport))
                 .bind(rows::to_json(&after.tools))
                 .bind(i64::from(after.timeout_secs))
                 .bind(rows::ms(after.updated_at))
+                .bind(after.decision_record.as_str())
                 .bind(&after.id)
                 .execute(&mut **tx)
                 .await
@@ -215,12 +221,14 @@ impl Store {
                     transport: req.transport,
                     tools: req.tools,
                     timeout_secs,
+                    decision_record: req.decision_record,
                     created_at: ctx.now,
                     updated_at: ctx.now,
                 };
                 sqlx::query(
                     "INSERT INTO mcp_servers (id, tenant_id, name, description, transport, tools, \
-                     timeout_secs, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     timeout_secs, created_at, updated_at, decision_record) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&server.id)
                 .bind(&ctx.tenant_id)
@@ -231,6 +239,7 @@ impl Store {
                 .bind(i64::from(server.timeout_secs))
                 .bind(rows::ms(server.created_at))
                 .bind(rows::ms(server.updated_at))
+                .bind(server.decision_record.as_str())
                 .execute(&mut **tx)
                 .await
                 .map_err(|e| {

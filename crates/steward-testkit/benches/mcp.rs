@@ -6,8 +6,10 @@
 //! called sequentially for p50/p99, the paths taking turns 100 calls at a
 //! time so that they are measured under the same conditions, then 8 calls
 //! in flight on each path in turn for throughput). Through the gateway every call is
-//! authenticated, decided by Cedar, audited durably before it is forwarded,
-//! and its outcome audited.
+//! authenticated, decided by Cedar, audited durably before it is forwarded
+//! (or, on the upstream registered with `decision_record = "with_call"`,
+//! while it is forwarded, the answer waiting for the record), and its
+//! outcome audited.
 //!
 //! cargo bench -p steward-testkit --bench mcp
 //! (STEWARD_BENCH_CALLS sets the number of calls; needs `npm ci` in tests/mcp.)
@@ -16,7 +18,9 @@
 use serde_json::{Value, json};
 use steward_testkit::mcp::{self, HttpUpstream, NodeStatus};
 use steward_testkit::{Backend, TestServer};
-use steward_types::{CreateHuman, CreateKey, McpTransport, PutMcpServer, PutPolicy, RegisterAgent};
+use steward_types::{
+    CreateHuman, CreateKey, McpDecisionRecord, McpTransport, PutMcpServer, PutPolicy, RegisterAgent,
+};
 
 /// Each path's figures: `paths` are (URL, key) pairs.
 async fn measure(paths: &[(&str, &str)], calls: u64) -> Vec<Value> {
@@ -40,8 +44,9 @@ async fn measure(paths: &[(&str, &str)], calls: u64) -> Vec<Value> {
 }
 
 /// A Steward server on SQLite (with `synchronous=normal` when `relaxed`)
-/// with an agent allowed to call `echo` on the upstream; its gateway URL and
-/// the agent's key.
+/// with an agent allowed to call `echo` on the upstream, registered twice
+/// (the default, and recording the decision with the call); its gateway URL
+/// and the agent's key.
 async fn gateway(upstream: &HttpUpstream, relaxed: bool) -> (TestServer, String, String) {
     let server = TestServer::start_with(Backend::Sqlite, |c| {
         if let Some(url) = c.database_url.as_mut().filter(|_| relaxed) {
@@ -79,17 +84,23 @@ async fn gateway(upstream: &HttpUpstream, relaxed: bool) -> (TestServer, String,
         .await
         .unwrap()
         .secret;
-    a.put_mcp_server(&PutMcpServer {
-        name: "everything".into(),
-        description: String::new(),
-        transport: McpTransport::StreamableHttp {
-            url: upstream.url.clone(),
-        },
-        tools: Default::default(),
-        timeout_secs: None,
-    })
-    .await
-    .unwrap();
+    for (name, decision_record) in [
+        ("everything", McpDecisionRecord::BeforeCall),
+        ("everything-with-call", McpDecisionRecord::WithCall),
+    ] {
+        a.put_mcp_server(&PutMcpServer {
+            name: name.into(),
+            description: String::new(),
+            transport: McpTransport::StreamableHttp {
+                url: upstream.url.clone(),
+            },
+            tools: Default::default(),
+            timeout_secs: None,
+            decision_record,
+        })
+        .await
+        .unwrap();
+    }
     a.put_policy(&PutPolicy {
         id: "echo".into(),
         description: String::new(),
@@ -101,6 +112,12 @@ async fn gateway(upstream: &HttpUpstream, relaxed: bool) -> (TestServer, String,
 
     let url = format!("{}/mcp/everything", server.server.url());
     (server, url, key)
+}
+
+/// The same gateway's upstream registered with `decision_record =
+/// "with_call"`.
+fn with_call(url: &str) -> String {
+    format!("{url}-with-call")
 }
 
 /// The floor: a relay built from the same rmcp pieces as the gateway (its
@@ -195,14 +212,25 @@ async fn main() {
     let (durable, durable_url, durable_key) = gateway(&upstream, false).await;
     let (relaxed, relaxed_url, relaxed_key) = gateway(&upstream, true).await;
     let (bare_url, _bare_upstream) = bare::start(&upstream.url).await;
+    let (durable_with, relaxed_with) = (with_call(&durable_url), with_call(&relaxed_url));
     let paths = [
         (upstream.url.as_str(), ""),
         (bare_url.as_str(), ""),
         (durable_url.as_str(), durable_key.as_str()),
         (relaxed_url.as_str(), relaxed_key.as_str()),
+        (durable_with.as_str(), durable_key.as_str()),
+        (relaxed_with.as_str(), relaxed_key.as_str()),
     ];
-    let [direct, bare, through, through_relaxed]: [Value; 4] =
-        measure(&paths, calls).await.try_into().unwrap();
+    let results = measure(&paths, calls).await;
+    let direct = &results[0];
+    let names = [
+        "direct to upstream",
+        "through a bare rmcp relay (the floor)",
+        "through the gateway (SQLite, synchronous=full: the default)",
+        "through the gateway (SQLite, synchronous=normal)",
+        "through the gateway, recording with the call (synchronous=full)",
+        "through the gateway, recording with the call (synchronous=normal)",
+    ];
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_default();
     println!(
         "MCP tool call (echo), {calls} sequential calls per path after 300 warm-up, \
@@ -210,18 +238,7 @@ async fn main() {
     );
     println!("| path | p50 | p99 | sequential calls/s | 8 in flight calls/s |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, r) in [
-        ("direct to upstream", &direct),
-        ("through a bare rmcp relay (the floor)", &bare),
-        (
-            "through the gateway (SQLite, synchronous=full: the default)",
-            &through,
-        ),
-        (
-            "through the gateway (SQLite, synchronous=normal)",
-            &through_relaxed,
-        ),
-    ] {
+    for (name, r) in names.iter().zip(&results) {
         println!(
             "| {name} | {:.0} µs | {:.0} µs | {:.0} | {:.0} |",
             f(r, "p50_us"),
@@ -230,15 +247,11 @@ async fn main() {
             f(r, "concurrent_per_sec")
         );
     }
-    for (name, r) in [
-        ("the bare relay", &bare),
-        ("the gateway, synchronous=full", &through),
-        ("the gateway, synchronous=normal", &through_relaxed),
-    ] {
+    for (name, r) in names.iter().zip(&results).skip(1) {
         println!(
-            "added by {name}: p50 {:.0} µs, p99 {:.0} µs",
-            f(r, "p50_us") - f(&direct, "p50_us"),
-            f(r, "p99_us") - f(&direct, "p99_us")
+            "added {name}: p50 {:.0} µs, p99 {:.0} µs",
+            f(r, "p50_us") - f(direct, "p50_us"),
+            f(r, "p99_us") - f(direct, "p99_us")
         );
     }
     durable.stop().await;

@@ -82,6 +82,40 @@ impl Default for McpToolMeta {
     }
 }
 
+/// When an allowed tool call's decision record must be durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum McpDecisionRecord {
+    /// On disk before the call goes upstream (the default): no tool runs
+    /// without its record.
+    #[default]
+    BeforeCall,
+    /// Written while the call runs upstream; the answer still waits for it.
+    /// A crash in that window (the time of one commit) can leave a call
+    /// without its decision record. Applies only to calls no quota or
+    /// approval touches, of tools not registered as `high` risk.
+    WithCall,
+}
+
+impl McpDecisionRecord {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            McpDecisionRecord::BeforeCall => "before_call",
+            McpDecisionRecord::WithCall => "with_call",
+        }
+    }
+
+    /// Parse the wire name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "before_call" => Some(McpDecisionRecord::BeforeCall),
+            "with_call" => Some(McpDecisionRecord::WithCall),
+            _ => None,
+        }
+    }
+}
+
 /// A registered upstream MCP server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct McpServer {
@@ -97,10 +131,24 @@ pub struct McpServer {
     pub tools: BTreeMap<String, McpToolMeta>,
     /// Seconds the gateway waits for the upstream before answering an error.
     pub timeout_secs: u32,
+    /// When an allowed call's decision record must be durable.
+    pub decision_record: McpDecisionRecord,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+impl McpServer {
+    /// Whether registering `req` would leave this server as it is.
+    pub fn matches(&self, req: &PutMcpServer) -> bool {
+        self.name == req.name
+            && self.description == req.description
+            && self.transport == req.transport
+            && self.tools == req.tools
+            && self.timeout_secs == req.timeout_secs.unwrap_or(MCP_DEFAULT_TIMEOUT_SECS)
+            && self.decision_record == req.decision_record
+    }
 }
 
 /// Register an upstream MCP server, or replace the one with this name.
@@ -120,6 +168,10 @@ pub struct PutMcpServer {
     /// Seconds to wait for the upstream (1 to 600, default 30).
     #[serde(default)]
     pub timeout_secs: Option<u32>,
+    /// When an allowed call's decision record must be durable
+    /// (`before_call`, the default, or `with_call`).
+    #[serde(default)]
+    pub decision_record: McpDecisionRecord,
 }
 
 /// Default wait for an upstream.

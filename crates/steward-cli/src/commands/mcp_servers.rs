@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::bail;
 use clap::Subcommand;
-use steward_types::{McpServer, McpToolMeta, McpTransport, PutMcpServer};
+use steward_types::{McpDecisionRecord, McpServer, McpToolMeta, McpTransport, PutMcpServer};
 
 use super::{Ctx, labels_to_map, parse_label};
 use crate::output::{self, Detail, Tabular, or_dash, time};
@@ -37,6 +37,11 @@ pub enum McpServersCommand {
         /// Seconds to wait for the upstream (1-600, default 30).
         #[arg(long)]
         timeout_secs: Option<u32>,
+        /// Write an allowed call's decision record while the call runs
+        /// upstream instead of before (the answer still waits for it; see
+        /// docs/mcp.md for what a crash in that window means).
+        #[arg(long)]
+        record_with_call: bool,
         /// Arguments of `--command`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -127,6 +132,10 @@ impl Detail for McpServer {
             ),
             ("tools", or_dash(&tools.join("; "))),
             ("timeout", format!("{} s", self.timeout_secs)),
+            (
+                "decision record",
+                self.decision_record.as_str().replace('_', " "),
+            ),
             ("created", time(&self.created_at)),
             ("updated", time(&self.updated_at)),
         ]
@@ -144,6 +153,7 @@ pub async fn run(ctx: &Ctx, command: McpServersCommand) -> anyhow::Result<()> {
             tools,
             description,
             timeout_secs,
+            record_with_call,
             args,
         } => {
             let transport = match (url, command) {
@@ -170,6 +180,11 @@ pub async fn run(ctx: &Ctx, command: McpServersCommand) -> anyhow::Result<()> {
                     transport,
                     tools: metas,
                     timeout_secs,
+                    decision_record: if record_with_call {
+                        McpDecisionRecord::WithCall
+                    } else {
+                        McpDecisionRecord::BeforeCall
+                    },
                 })
                 .await?;
             output::print_record(ctx.output, &server)

@@ -10,10 +10,11 @@ use steward_core::{AuditEvent, Error};
 use steward_policy::DecisionInput;
 use steward_types::{
     Decision, DecisionRequest, DecisionResponse, MCP_CALL_TOOL, MCP_GET_PROMPT, MCP_PROMPT_TYPE,
-    MCP_READ_RESOURCE, MCP_RESOURCE_TYPE, MCP_TOOL_TYPE, McpServer, ResourceRef,
+    MCP_READ_RESOURCE, MCP_RESOURCE_TYPE, MCP_TOOL_TYPE, McpDecisionRecord, McpServer, ResourceRef,
 };
 
 use super::GatewayCall;
+use crate::audit_log::Recording;
 use crate::auth::Caller;
 use crate::decisions;
 use crate::state::AppState;
@@ -96,6 +97,18 @@ pub(crate) struct Allowed {
     pub decision_id: String,
     /// Whether the decision reserved quota, which the outcome settles.
     pub reserved: bool,
+    /// The decision's record, when it is written while the call runs (the
+    /// server's `decision_record = "with_call"`); the answer waits for it.
+    pub recording: Option<Recording>,
+}
+
+/// Whether a call of `kind` `name` may go upstream while its decision
+/// record commits: the server asks for it and the tool is not high risk.
+/// (Quotas and approvals still commit first: see `decisions::decide_queued`.)
+fn record_with_call(server: &McpServer, kind: Kind, name: &str) -> bool {
+    kind == Kind::Tool
+        && server.decision_record == McpDecisionRecord::WithCall
+        && server.tools.get(name).is_none_or(|m| m.risk != "high")
 }
 
 /// Decide a call of `kind` `name` with `arguments`. `Ok(Ok(_))` allows it.
@@ -150,13 +163,18 @@ pub(crate) async fn decide_call(
         }),
         call_arguments: Some(arguments.clone()),
     };
-    let response = decisions::decide(state, &call.caller, request).await?;
+    let (response, recording) = if record_with_call(&call.server, kind, name) {
+        decisions::decide_queued(state, &call.caller, request).await?
+    } else {
+        (decisions::decide(state, &call.caller, request).await?, None)
+    };
     Ok(match response.decision {
         // A reservation reports where its tightest quota stands; a decision
         // no quota applied to reserved nothing.
         Decision::Allow => Ok(Allowed {
             reserved: response.quota.is_some(),
             decision_id: response.decision_id,
+            recording,
         }),
         _ => Err(Refusal::Decided(refusal_text(
             &response,

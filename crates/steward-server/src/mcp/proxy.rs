@@ -337,7 +337,14 @@ impl Proxy {
             }
         };
         let started = Instant::now();
-        let result = session.forward(request, context).await;
+        let forward = session.forward(request, context);
+        let (mut result, recorded) = match allowed.recording {
+            None => (forward.await, Ok(())),
+            Some(recording) => {
+                let (result, recorded) = tokio::join!(forward, recording.wait());
+                (result, recorded.map(|_| ()))
+            }
+        };
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(r) => {
@@ -351,7 +358,19 @@ impl Proxy {
                 outcome.error = Some(e.message.to_string());
             }
         }
-        // The decision was durable before the call went upstream; the
+        // Recorded while the call ran, and the record failed: the call may
+        // have run, but nothing is answered that the log does not hold.
+        if let Err(e) = recorded {
+            tracing::error!(error = %e.message, tool = %tool, "a call ran upstream, but its decision could not be recorded");
+            let why = format!(
+                "Steward could not record its decision on this call of '{tool}': \
+                 the call may have run upstream, but its answer is withheld"
+            );
+            outcome.error = Some(why.clone());
+            result = Err(McpError::internal_error(why, None));
+        }
+        // The decision was durable before the answer (and, unless the
+        // server records with the call, before the call went upstream); the
         // outcome is queued for the same group-commit log without holding
         // the answer back for its fsync.
         let call = call.clone();

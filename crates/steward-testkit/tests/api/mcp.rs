@@ -102,6 +102,7 @@ impl Gateway {
                 transport,
                 tools,
                 timeout_secs,
+                decision_record: McpDecisionRecord::BeforeCall,
             })
             .await
             .unwrap();
@@ -905,6 +906,7 @@ when { resource.server == "everything" && resource.risk != "high" };"#,
         )]
         .into(),
         timeout_secs: None,
+        decision_record: McpDecisionRecord::BeforeCall,
     };
     gw.admin().put_mcp_server(&echo_at("high")).await.unwrap();
     let echo = json!([{"op": "call", "name": "echo", "arguments": {"message": "three"}}]);
@@ -989,6 +991,145 @@ when { context has arguments && context.arguments has path && context.arguments.
         std::fs::read_to_string(root.join("public/readme.txt")).unwrap(),
         "hello from the file"
     );
+    gw.stop().await;
+}
+
+/// `decision_record = "with_call"`: an allowed call goes upstream while its
+/// decision record commits, and the answer waits for the record. What that
+/// trades away shows when the store stops taking writes: the call has run and
+/// its answer is withheld. The default, and a high-risk tool on either
+/// setting, runs nothing before its record is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_recorded_with_the_call() {
+    if !node_ready("decisions_recorded_with_the_call") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let gw = Gateway::start("files", mcp::filesystem_stdio(&root), None).await;
+    let high = McpToolMeta {
+        classification: "internal".into(),
+        risk: "high".into(),
+        cost_estimate: 0,
+    };
+    let with_call = gw
+        .admin()
+        .put_mcp_server(&PutMcpServer {
+            name: "files-with-call".into(),
+            description: "the same files, recorded with the call".into(),
+            transport: mcp::filesystem_stdio(&root),
+            tools: [("create_directory".to_string(), high)].into(),
+            timeout_secs: None,
+            decision_record: McpDecisionRecord::WithCall,
+        })
+        .await
+        .unwrap();
+    assert_eq!(with_call.decision_record, McpDecisionRecord::WithCall);
+    gw.policy(
+        "files-write",
+        "Agents may write files",
+        r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool)
+when { ["write_file", "create_directory", "list_allowed_directories"].contains(resource.name) };"#,
+    )
+    .await;
+    let with_call = format!("{}/mcp/files-with-call", gw.server.server.url());
+    let path = |name: &str| root.join(name).to_string_lossy().into_owned();
+
+    // A working store: the call runs, and its decision is in the log.
+    let out = mcp::run_client(
+        &with_call,
+        &gw.key,
+        &json!([{"op": "call", "name": "write_file",
+                 "arguments": {"path": path("one.txt"), "content": "one"}}]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(!is_error(&out["steps"][0]), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("one.txt")).unwrap(),
+        "one"
+    );
+    let allowed = gw.audit("decision.allow").await;
+    assert!(
+        allowed
+            .iter()
+            .any(|e| e.resource_id == "files-with-call/write_file"),
+        "{allowed:?}"
+    );
+
+    // Three sessions open, each then waiting for the store to fail before
+    // its call: the default, with the call, and a high-risk tool with the
+    // call.
+    let go = dir.path().join("go");
+    let script = |tool: &str, arguments: Value| {
+        json!([{"op": "list_tools"}, {"op": "wait_file", "path": go},
+               {"op": "call", "name": tool, "arguments": arguments}])
+    };
+    let clients = [
+        (
+            gw.url(),
+            script(
+                "write_file",
+                json!({"path": path("before.txt"), "content": "x"}),
+            ),
+        ),
+        (
+            with_call.clone(),
+            script(
+                "write_file",
+                json!({"path": path("with.txt"), "content": "x"}),
+            ),
+        ),
+        (
+            with_call.clone(),
+            script("create_directory", json!({"path": path("high")})),
+        ),
+    ];
+    let running: Vec<_> = clients
+        .into_iter()
+        .map(|(url, script)| {
+            let key = gw.key.clone();
+            tokio::spawn(async move { mcp::run_client(&url, &key, &script, None).await.unwrap() })
+        })
+        .collect();
+    for _ in 0..400 {
+        if gw.audit("mcp.list_tools").await.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    gw.server.fail_audit_appends().await.unwrap();
+    std::fs::write(&go, "").unwrap();
+    let mut answers = Vec::new();
+    for r in running {
+        let out = r.await.unwrap();
+        assert!(out.get("connect_error").is_none(), "{out}");
+        answers.push(out["steps"][2].clone());
+    }
+    let message = |step: &Value| {
+        step["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // The default: refused before the call, nothing written.
+    assert!(
+        message(&answers[0]).contains("could not decide"),
+        "{}",
+        answers[0]
+    );
+    assert!(!root.join("before.txt").exists());
+    // With the call: the file was written, and the answer is withheld.
+    assert!(message(&answers[1]).contains("withheld"), "{}", answers[1]);
+    assert!(root.join("with.txt").exists());
+    // A high-risk tool waits for its record even there.
+    assert!(
+        message(&answers[2]).contains("could not decide"),
+        "{}",
+        answers[2]
+    );
+    assert!(!root.join("high").exists());
     gw.stop().await;
 }
 
@@ -1153,6 +1294,7 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
             },
             tools: Default::default(),
             timeout_secs: Some(5),
+            decision_record: McpDecisionRecord::BeforeCall,
         })
         .await
         .unwrap();
@@ -1171,6 +1313,7 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
             transport: mcp::everything_stdio(),
             tools: Default::default(),
             timeout_secs: Some(1),
+            decision_record: McpDecisionRecord::BeforeCall,
         })
         .await
         .unwrap();
@@ -1213,6 +1356,7 @@ async fn servers_are_registered_listed_replaced_and_removed(backend: Backend) {
         },
         tools: [("create_issue".to_string(), McpToolMeta::default())].into(),
         timeout_secs: None,
+        decision_record: McpDecisionRecord::BeforeCall,
     };
     let created = admin.put_mcp_server(&req).await.unwrap();
     assert_eq!(created.timeout_secs, MCP_DEFAULT_TIMEOUT_SECS);
@@ -1238,6 +1382,26 @@ async fn servers_are_registered_listed_replaced_and_removed(backend: Backend) {
     req.timeout_secs = Some(10);
     assert_eq!(admin.put_mcp_server(&req).await.unwrap().timeout_secs, 10);
     assert_eq!(all_audit(admin).await.len(), audit_len + 1);
+    // When the decision is recorded is part of the registration.
+    assert_eq!(created.decision_record, McpDecisionRecord::BeforeCall);
+    req.decision_record = McpDecisionRecord::WithCall;
+    admin.put_mcp_server(&req).await.unwrap();
+    let stored = admin.get_mcp_server("github").await.unwrap();
+    assert_eq!(stored.decision_record, McpDecisionRecord::WithCall);
+    assert_eq!(all_audit(admin).await.len(), audit_len + 2);
+    admin.put_mcp_server(&req).await.unwrap();
+    assert_eq!(all_audit(admin).await.len(), audit_len + 2);
+    let mut raw = serde_json::to_value(&req).unwrap();
+    raw["decision_record"] = json!("after_call");
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/mcp-servers", server.server.url()))
+        .bearer_auth(steward_testkit::ADMIN_TOKEN)
+        .json(&raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "{:?}", r.text().await);
+    assert_eq!(all_audit(admin).await.len(), audit_len + 2);
     assert_eq!(admin.list_mcp_servers().await.unwrap().len(), 1);
     assert_eq!(admin.get_mcp_server("github").await.unwrap().id, created.id);
     // Bad input is a clear 4xx and changes nothing.

@@ -7,6 +7,7 @@
 //   {"op": "list_tools"} | {"op": "list_prompts"} | {"op": "list_resources"}
 //   {"op": "call", "name": "echo", "arguments": {...}, "progress": true}
 //   {"op": "read_resource", "uri": "..."} | {"op": "get_prompt", "name": "..."}
+//   {"op": "wait_file", "path": "..."} (until the test creates that file; 30 s at most)
 //   {"op": "bench", "name": "echo", "arguments": {...}, "warmup": 200, "calls": 2000}
 //   {"op": "bench_paths", "paths": [{"url": ..., "key": ...}, ...], "name": "echo",
 //    "arguments": {...}, "warmup": 300, "calls": 3000, "concurrency": 8}
@@ -110,6 +111,14 @@ async function step(s) {
         options,
       );
       return s.progress ? { ...result, progress } : result;
+    }
+    case "wait_file": {
+      const { existsSync } = await import("node:fs");
+      for (let i = 0; i < 1500 && !existsSync(s.path); i++) {
+        await new Promise((done) => setTimeout(done, 20));
+      }
+      if (!existsSync(s.path)) throw new Error(`${s.path} never appeared`);
+      return true;
     }
     case "bench": {
       const call = () => client.callTool({ name: s.name, arguments: s.arguments ?? {} });
