@@ -438,10 +438,15 @@ pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Appr
     Ok(a)
 }
 
-/// The approval with its status as of now (expired when past its time,
-/// even before the sweep records it).
+/// The approval with its status as of now: a pending one past its time is
+/// expired, even before the sweep records it. An approved grant's expiry is
+/// left to the sweep, which knows whether its request's next approval is
+/// still pending (the grant then waits for it), so this answer agrees with
+/// `GET /v1/approvals/{id}`.
 fn current(mut a: Approval, now: DateTime<Utc>) -> Approval {
-    a.status = approval::status_at(&a, now);
+    if a.status == ApprovalStatus::Pending {
+        a.status = approval::status_at(&a, now);
+    }
     a
 }
 

@@ -147,40 +147,31 @@ impl TestServer {
         Client::new(&self.server.url(), None)
     }
 
-    /// Make every audit append fail from now on (a trigger refusing inserts
-    /// into the log, added from a connection of its own), while reads go
-    /// on: a store that stops taking writes under a running server.
-    pub async fn fail_audit_appends(&self) -> anyhow::Result<()> {
+    /// Make audit appends fail from now on (a trigger refusing inserts into
+    /// the log: all of them, or those of entries with `action`) while reads
+    /// go on: a store that stops taking writes under a running server.
+    /// The trigger is `test_fail_appends`.
+    pub async fn fail_audit_appends(&self, action: Option<&str>) -> anyhow::Result<()> {
         const WHY: &str = "the test made audit appends fail";
-        match self.backend {
+        let sql = match self.backend {
             Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.store.url).await?;
-                conn.execute(
-                    format!(
-                        "CREATE TRIGGER test_fail_appends BEFORE INSERT ON audit_log \
-                         BEGIN SELECT RAISE(ABORT, '{WHY}'); END"
-                    )
-                    .as_str(),
+                let when = action.map_or(String::new(), |a| format!("WHEN NEW.action = '{a}'"));
+                format!(
+                    "CREATE TRIGGER test_fail_appends BEFORE INSERT ON audit_log {when} \
+                     BEGIN SELECT RAISE(ABORT, '{WHY}'); END"
                 )
-                .await?;
-                conn.close().await?;
             }
             Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&self.store.url).await?;
-                conn.execute(
-                    format!(
-                        "CREATE FUNCTION test_fail_appends() RETURNS trigger LANGUAGE plpgsql \
-                         AS $$ BEGIN RAISE EXCEPTION '{WHY}'; END $$; \
-                         CREATE TRIGGER test_fail_appends BEFORE INSERT ON audit_log \
-                         FOR EACH ROW EXECUTE FUNCTION test_fail_appends()"
-                    )
-                    .as_str(),
+                let when = action.map_or(String::new(), |a| format!("WHEN (NEW.action = '{a}')"));
+                format!(
+                    "CREATE FUNCTION test_fail_appends() RETURNS trigger LANGUAGE plpgsql \
+                     AS $$ BEGIN RAISE EXCEPTION '{WHY}'; END $$; \
+                     CREATE TRIGGER test_fail_appends BEFORE INSERT ON audit_log \
+                     FOR EACH ROW {when} EXECUTE FUNCTION test_fail_appends()"
                 )
-                .await?;
-                conn.close().await?;
             }
-        }
-        Ok(())
+        };
+        Ok(self.server.store().execute_raw(&sql).await?)
     }
 
     /// Stop the server and remove its store.

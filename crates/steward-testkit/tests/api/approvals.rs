@@ -1362,6 +1362,15 @@ async fn a_grant_waits_for_its_sibling(b: Backend) {
         expired.iter().all(|(_, a)| a.id != by_lead.id),
         "{expired:?}"
     );
+    // Shown as it stands, approved, whether read or waited for.
+    assert_eq!(
+        admin.get_approval(&by_lead.id).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
+    assert_eq!(
+        bot.wait_approval(&by_lead.id, 0).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
     approver.approve(&by_approvers.id, None).await.unwrap();
     let allowed = bot.decide(&refund(500, "R-2")).await.unwrap();
     assert_eq!(allowed.decision, Decision::Allow, "{allowed:?}");

@@ -11,8 +11,72 @@ on_both_backends!(
     proofs_verify_with_the_public_key_alone,
     tampering_is_found_at_its_position,
     retention_prunes_payloads_but_not_under_a_hold,
-    the_signing_key_can_live_outside_the_store
+    the_signing_key_can_live_outside_the_store,
+    a_failed_append_fails_its_decision_and_leaves_the_log_whole
 );
+
+/// A store that stops taking audit appends fails every decision (none is
+/// answered unrecorded), alone or in a batch; a failed append leaves no
+/// trace: the decisions around it are numbered without a gap (on SQLite,
+/// by the head this process last wrote, which the failure must not move),
+/// and the log verifies, its checkpoint signed over exactly what is stored.
+async fn a_failed_append_fails_its_decision_and_leaves_the_log_whole(b: Backend) {
+    let s = TestServer::start(b).await;
+    steward_testkit::callers::setup(&s.admin, "agent")
+        .await
+        .unwrap();
+    let allowed = steward_testkit::callers::call("agent");
+    // Acting for the owner, whom no policy allows: a denial.
+    let denied = DecisionRequest {
+        on_behalf_of: Some("owner@example.com".into()),
+        ..allowed.clone()
+    };
+    let decide = |req: &DecisionRequest| {
+        let (client, req) = (s.client(steward_testkit::ADMIN_TOKEN), req.clone());
+        async move { client.decide(&req).await }
+    };
+    assert_eq!(decide(&denied).await.unwrap().decision, Decision::Deny);
+    let before = all_audit(&s.admin).await.len();
+    s.fail_audit_appends(Some("decision.deny")).await.unwrap();
+    // Denials fail, alone and in a batch with allowed decisions, which
+    // share their commit; allowed decisions alone go on.
+    for _ in 0..3 {
+        assert_eq!(decide(&allowed).await.unwrap().decision, Decision::Allow);
+        let err = decide(&denied).await.unwrap_err();
+        assert!(err.status().is_some_and(|c| c >= 500), "{err:?}");
+    }
+    let mut many = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        many.spawn(decide(if i % 2 == 0 { &allowed } else { &denied }));
+    }
+    let mut answered = 0;
+    while let Some(r) = many.join_next().await {
+        if let Ok(d) = r.unwrap() {
+            assert_eq!(d.decision, Decision::Allow);
+            answered += 1;
+        }
+    }
+    for _ in 0..3 {
+        assert_eq!(decide(&allowed).await.unwrap().decision, Decision::Allow);
+    }
+    let entries = all_audit(&s.admin).await;
+    assert_eq!(entries.len(), before + 6 + answered);
+    let mut seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.action != "decision.deny" || e.seq <= before as i64)
+    );
+    let verified = s.admin.audit_verify().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+    let head = s.admin.audit_checkpoint().await.unwrap();
+    let key = s.anonymous().audit_public_key().await.unwrap();
+    verify_tree_head(&key.public_key, &sth(&head)).unwrap();
+    assert_eq!(head.size, entries.len() as u64);
+    s.stop().await;
+}
 
 /// With `audit_signing_key_file`, the key that signs checkpoints moves out
 /// of the store (whoever can rewrite the log could otherwise re-sign it);

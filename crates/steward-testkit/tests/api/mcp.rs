@@ -1099,7 +1099,7 @@ when { ["write_file", "create_directory", "list_allowed_directories"].contains(r
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    gw.server.fail_audit_appends().await.unwrap();
+    gw.server.fail_audit_appends(None).await.unwrap();
     std::fs::write(&go, "").unwrap();
     let mut answers = Vec::new();
     for r in running {
