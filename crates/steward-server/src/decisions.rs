@@ -246,28 +246,30 @@ pub async fn decide(
     caller: &Caller,
     req: DecisionRequest,
 ) -> Result<DecisionResponse, Error> {
-    decide_with(state, caller, req, false)
+    decide_with(state, caller, req, |_| false)
         .await
         .map(|(response, _)| response)
 }
 
-/// [`decide`], except that an allowed decision no approval or quota touches
-/// comes back with its record queued rather than durable. The caller must
-/// wait for the [`Recording`] before anything it did on the decision's
-/// strength is answered. Every other decision is durable on return.
+/// [`decide`], except that an allowed decision no approval or quota touches,
+/// whose input `may_queue` accepts, comes back with its record queued rather
+/// than durable. The caller must wait for the [`Recording`] before anything
+/// it did on the decision's strength is answered. Every other decision is
+/// durable on return.
 pub async fn decide_queued(
     state: &AppState,
     caller: &Caller,
     req: DecisionRequest,
+    may_queue: impl Fn(&DecisionInput) -> bool,
 ) -> Result<(DecisionResponse, Option<Recording>), Error> {
-    decide_with(state, caller, req, true).await
+    decide_with(state, caller, req, may_queue).await
 }
 
 async fn decide_with(
     state: &AppState,
     caller: &Caller,
     req: DecisionRequest,
-    queue_allowed: bool,
+    may_queue: impl Fn(&DecisionInput) -> bool,
 ) -> Result<(DecisionResponse, Option<Recording>), Error> {
     // Everything that reaches the audit log's indexed columns: a value the
     // store cannot keep would fail the whole group commit it shares (the
@@ -345,7 +347,7 @@ async fn decide_with(
             if request.charges.is_empty() {
                 let event = decision_event(&req, &response);
                 let recording = state.audit.queue_record(caller.context(), event).await?;
-                if queue_allowed {
+                if may_queue(&input) {
                     return Ok((response, Some(recording)));
                 }
                 recording.wait().await?;

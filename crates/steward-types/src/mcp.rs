@@ -93,7 +93,8 @@ pub enum McpDecisionRecord {
     /// Written while the call runs upstream; the answer still waits for it.
     /// A crash in that window (the time of one commit) can leave a call
     /// without its decision record. Applies only to calls no quota or
-    /// approval touches, of tools not registered as `high` risk.
+    /// approval touches, of tools whose `risk` (as the policies see it:
+    /// registered, or from a stored `Tool` entity) is not `high`.
     WithCall,
 }
 
@@ -104,6 +105,11 @@ impl McpDecisionRecord {
             McpDecisionRecord::BeforeCall => "before_call",
             McpDecisionRecord::WithCall => "with_call",
         }
+    }
+
+    /// Whether this is the default, `before_call`.
+    pub fn is_default(&self) -> bool {
+        *self == McpDecisionRecord::BeforeCall
     }
 
     /// Parse the wire name.
@@ -131,7 +137,9 @@ pub struct McpServer {
     pub tools: BTreeMap<String, McpToolMeta>,
     /// Seconds the gateway waits for the upstream before answering an error.
     pub timeout_secs: u32,
-    /// When an allowed call's decision record must be durable.
+    /// When an allowed call's decision record must be durable (absent from
+    /// servers before this field: `before_call`).
+    #[serde(default)]
     pub decision_record: McpDecisionRecord,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -169,10 +177,49 @@ pub struct PutMcpServer {
     #[serde(default)]
     pub timeout_secs: Option<u32>,
     /// When an allowed call's decision record must be durable
-    /// (`before_call`, the default, or `with_call`).
-    #[serde(default)]
+    /// (`before_call`, the default, or `with_call`). Left out when it is the
+    /// default, so servers that predate it take the registration.
+    #[serde(default, skip_serializing_if = "McpDecisionRecord::is_default")]
     pub decision_record: McpDecisionRecord,
 }
 
 /// Default wait for an upstream.
 pub const MCP_DEFAULT_TIMEOUT_SECS: u32 = 30;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server and a client a version apart still understand each other:
+    /// the default is left out of a registration, and a server's answer
+    /// without the field reads as the default.
+    #[test]
+    fn decision_record_is_optional_on_the_wire() {
+        let put = PutMcpServer {
+            name: "x".into(),
+            description: String::new(),
+            transport: McpTransport::StreamableHttp {
+                url: "http://127.0.0.1:1/mcp".into(),
+            },
+            tools: BTreeMap::new(),
+            timeout_secs: None,
+            decision_record: McpDecisionRecord::BeforeCall,
+        };
+        let text = serde_json::to_string(&put).unwrap();
+        assert!(!text.contains("decision_record"), "{text}");
+        let with_call = PutMcpServer {
+            decision_record: McpDecisionRecord::WithCall,
+            ..put
+        };
+        let text = serde_json::to_string(&with_call).unwrap();
+        assert!(text.contains(r#""decision_record":"with_call""#), "{text}");
+        let old: McpServer = serde_json::from_value(serde_json::json!({
+            "id": "mcp_1", "name": "x", "description": "",
+            "transport": {"type": "streamable_http", "url": "http://127.0.0.1:1/mcp"},
+            "tools": {}, "timeout_secs": 30,
+            "created_at": "2026-11-27T00:00:00Z", "updated_at": "2026-11-27T00:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(old.decision_record, McpDecisionRecord::BeforeCall);
+    }
+}

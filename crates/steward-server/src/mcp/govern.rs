@@ -103,12 +103,20 @@ pub(crate) struct Allowed {
 }
 
 /// Whether a call of `kind` `name` may go upstream while its decision
-/// record commits: the server asks for it and the tool is not high risk.
-/// (Quotas and approvals still commit first: see `decisions::decide_queued`.)
+/// record commits: a tool call on a server that asks for it, of a tool not
+/// registered as high risk. Its risk as the policies saw it must not be
+/// high either (see [`not_high_risk`]); quotas and approvals commit first
+/// all the same (`decisions::decide_queued`).
 fn record_with_call(server: &McpServer, kind: Kind, name: &str) -> bool {
     kind == Kind::Tool
         && server.decision_record == McpDecisionRecord::WithCall
         && server.tools.get(name).is_none_or(|m| m.risk != "high")
+}
+
+/// The `risk` of the tool a decision was about, as its policies saw it: a
+/// stored `Tool` entity's overrides the registration's.
+fn not_high_risk(input: &DecisionInput) -> bool {
+    input.resource.attrs.get("risk").and_then(Value::as_str) != Some("high")
 }
 
 /// Decide a call of `kind` `name` with `arguments`. `Ok(Ok(_))` allows it.
@@ -164,7 +172,7 @@ pub(crate) async fn decide_call(
         call_arguments: Some(arguments.clone()),
     };
     let (response, recording) = if record_with_call(&call.server, kind, name) {
-        decisions::decide_queued(state, &call.caller, request).await?
+        decisions::decide_queued(state, &call.caller, request, not_high_risk).await?
     } else {
         (decisions::decide(state, &call.caller, request).await?, None)
     };

@@ -336,16 +336,20 @@ impl Proxy {
                 return Ok(ServerResult::CallToolResult(text_error(text)));
             }
         };
-        let started = Instant::now();
-        let forward = session.forward(request, context);
-        let (mut result, recorded) = match allowed.recording {
+        // The upstream's own time, whether or not a record commits beside it.
+        let forward = async {
+            let started = Instant::now();
+            let result = session.forward(request, context).await;
+            (result, started.elapsed())
+        };
+        let ((mut result, took), recorded) = match allowed.recording {
             None => (forward.await, Ok(())),
             Some(recording) => {
-                let (result, recorded) = tokio::join!(forward, recording.wait());
-                (result, recorded.map(|_| ()))
+                let (forwarded, recorded) = tokio::join!(forward, recording.wait());
+                (forwarded, recorded.map(|_| ()))
             }
         };
-        outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        outcome.duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(r) => {
                 outcome.response_bytes = json_size(r);
@@ -366,7 +370,11 @@ impl Proxy {
                 "Steward could not record its decision on this call of '{tool}': \
                  the call may have run upstream, but its answer is withheld"
             );
-            outcome.error = Some(why.clone());
+            outcome.outcome = "withheld";
+            outcome.error = Some(match outcome.error.take() {
+                Some(upstream) => format!("{why} (the upstream answered an error: {upstream})"),
+                None => why.clone(),
+            });
             result = Err(McpError::internal_error(why, None));
         }
         // The decision was durable before the answer (and, unless the

@@ -997,8 +997,9 @@ when { context has arguments && context.arguments has path && context.arguments.
 /// `decision_record = "with_call"`: an allowed call goes upstream while its
 /// decision record commits, and the answer waits for the record. What that
 /// trades away shows when the store stops taking writes: the call has run and
-/// its answer is withheld. The default, and a high-risk tool on either
-/// setting, runs nothing before its record is on disk.
+/// its answer is withheld. The default runs nothing before its record is on
+/// disk, and neither does a `with_call` server for a tool registered as
+/// high risk, one a stored entity makes high risk, or one a quota counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_recorded_with_the_call() {
     if !node_ready("decisions_recorded_with_the_call") {
@@ -1029,9 +1030,42 @@ async fn decisions_recorded_with_the_call() {
         "files-write",
         "Agents may write files",
         r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool)
-when { ["write_file", "create_directory", "list_allowed_directories"].contains(resource.name) };"#,
+when { ["write_file", "create_directory", "move_file", "edit_file"].contains(resource.name) };"#,
     )
     .await;
+    // Moving files is high risk by a stored entity; edits are counted.
+    gw.admin()
+        .put_entity(&ResourceEntity {
+            resource_type: MCP_TOOL_TYPE.into(),
+            id: "files-with-call/move_file".into(),
+            attributes: [
+                ("server", json!("files-with-call")),
+                ("name", json!("move_file")),
+                ("classification", json!("internal")),
+                ("risk", json!("high")),
+                ("cost_estimate", json!(0)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        })
+        .await
+        .unwrap();
+    gw.admin()
+        .put_quota(&PutQuota {
+            name: "edits".into(),
+            scope: Some(QuotaScope::Agent),
+            subject: Some("helper".into()),
+            metric: "tool_calls".into(),
+            resource_id: Some("files-with-call/edit_file".into()),
+            window: "day".into(),
+            limit: 100.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    std::fs::write(root.join("two.txt"), "two").unwrap();
+    std::fs::write(root.join("three.txt"), "three").unwrap();
     let with_call = format!("{}/mcp/files-with-call", gw.server.server.url());
     let path = |name: &str| root.join(name).to_string_lossy().into_owned();
 
@@ -1058,9 +1092,8 @@ when { ["write_file", "create_directory", "list_allowed_directories"].contains(r
         "{allowed:?}"
     );
 
-    // Three sessions open, each then waiting for the store to fail before
-    // its call: the default, with the call, and a high-risk tool with the
-    // call.
+    // Sessions open, each then waiting for the store to fail before its
+    // call: the default, then four calls on the `with_call` server.
     let go = dir.path().join("go");
     let script = |tool: &str, arguments: Value| {
         json!([{"op": "list_tools"}, {"op": "wait_file", "path": go},
@@ -1085,7 +1118,23 @@ when { ["write_file", "create_directory", "list_allowed_directories"].contains(r
             with_call.clone(),
             script("create_directory", json!({"path": path("high")})),
         ),
+        (
+            with_call.clone(),
+            script(
+                "move_file",
+                json!({"source": path("two.txt"), "destination": path("moved.txt")}),
+            ),
+        ),
+        (
+            with_call.clone(),
+            script(
+                "edit_file",
+                json!({"path": path("three.txt"),
+                "edits": [{"oldText": "three", "newText": "edited"}]}),
+            ),
+        ),
     ];
+    let sessions = clients.len();
     let running: Vec<_> = clients
         .into_iter()
         .map(|(url, script)| {
@@ -1093,12 +1142,15 @@ when { ["write_file", "create_directory", "list_allowed_directories"].contains(r
             tokio::spawn(async move { mcp::run_client(&url, &key, &script, None).await.unwrap() })
         })
         .collect();
+    let mut listed = 0;
     for _ in 0..400 {
-        if gw.audit("mcp.list_tools").await.len() >= 3 {
+        listed = gw.audit("mcp.list_tools").await.len();
+        if listed >= sessions {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    assert_eq!(listed, sessions, "not every session opened");
     gw.server.fail_audit_appends(None).await.unwrap();
     std::fs::write(&go, "").unwrap();
     let mut answers = Vec::new();
@@ -1123,13 +1175,17 @@ when { ["write_file", "create_directory", "list_allowed_directories"].contains(r
     // With the call: the file was written, and the answer is withheld.
     assert!(message(&answers[1]).contains("withheld"), "{}", answers[1]);
     assert!(root.join("with.txt").exists());
-    // A high-risk tool waits for its record even there.
-    assert!(
-        message(&answers[2]).contains("could not decide"),
-        "{}",
-        answers[2]
-    );
+    // A high-risk tool waits for its record even there, registered or
+    // stored as such, and so does a counted one.
+    for answer in &answers[2..] {
+        assert!(message(answer).contains("could not decide"), "{answer}");
+    }
     assert!(!root.join("high").exists());
+    assert!(root.join("two.txt").exists() && !root.join("moved.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join("three.txt")).unwrap(),
+        "three"
+    );
     gw.stop().await;
 }
 
