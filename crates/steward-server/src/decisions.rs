@@ -345,12 +345,12 @@ async fn decide_with(
         };
         if asks.is_empty() {
             if request.charges.is_empty() {
-                let event = decision_event(&req, &response);
-                let recording = state.audit.queue_record(caller.context(), event).await?;
                 if may_queue(&input) {
+                    let event = decision_event(&req, &response);
+                    let recording = state.audit.queue_record(caller.context(), event).await?;
                     return Ok((response, Some(recording)));
                 }
-                recording.wait().await?;
+                record(state, caller, &req, &response).await?;
                 return Ok((response, None));
             }
             match reserve_and_record(state, caller, &req, &mut response, request.clone()).await? {
