@@ -348,7 +348,6 @@ impl Detail for WhoAmI {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use chrono::{TimeZone, Utc};
     use steward_types::{AgentState, RiskTier};

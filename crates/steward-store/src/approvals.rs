@@ -202,6 +202,30 @@ async fn lock_with_agent(
     Ok((a, excluded, agent))
 }
 
+/// Audit a change of `a` (`before` is its [`audit_view`] before it).
+async fn append_change(
+    tx: &mut Tx,
+    ctx: &ChangeContext,
+    action: &str,
+    before: &Value,
+    a: &Approval,
+    reason: Option<&str>,
+) -> Result<(), Error> {
+    append(
+        tx,
+        ctx,
+        event(
+            action,
+            "approval",
+            &a.id,
+            Some(before),
+            Some(&audit_view(a)),
+            reason,
+        ),
+    )
+    .await
+}
+
 /// Write an approval's changing columns.
 async fn save(tx: &mut Tx, a: &Approval) -> Result<(), Error> {
     sqlx::query(
@@ -533,19 +557,7 @@ impl Store {
             a.status = ApprovalStatus::Used;
             a.used_at = Some(ctx.now);
             a.used_by_decision = Some(decision_id.clone());
-            append(
-                &mut tx,
-                ctx,
-                event(
-                    "approval.use",
-                    "approval",
-                    &a.id,
-                    Some(&before),
-                    Some(&audit_view(a)),
-                    None,
-                ),
-            )
-            .await?;
+            append_change(&mut tx, ctx, "approval.use", &before, a, None).await?;
             self.announce_in(&mut tx, ctx, "approval.used", a).await?;
         }
         append(&mut tx, &record_ctx, decision).await?;
@@ -622,19 +634,7 @@ impl Store {
             Verdict::Approve => "approval.approve",
             Verdict::Deny => "approval.deny",
         };
-        append(
-            &mut tx,
-            ctx,
-            event(
-                action,
-                "approval",
-                &a.id,
-                Some(&before),
-                Some(&audit_view(&a)),
-                comment.as_deref(),
-            ),
-        )
-        .await?;
+        append_change(&mut tx, ctx, action, &before, &a, comment.as_deref()).await?;
         let announced = match a.status {
             ApprovalStatus::Approved => "approval.approved",
             ApprovalStatus::Denied => "approval.denied",
@@ -745,19 +745,8 @@ impl Store {
             let before = audit_view(&sibling);
             sibling.grant_expires_at = Some(until);
             save(tx, &sibling).await?;
-            append(
-                tx,
-                ctx,
-                event(
-                    "approval.extend",
-                    "approval",
-                    &sibling.id,
-                    Some(&before),
-                    Some(&audit_view(&sibling)),
-                    Some(&format!("used together with approval {}", a.id)),
-                ),
-            )
-            .await?;
+            let why = format!("used together with approval {}", a.id);
+            append_change(tx, ctx, "approval.extend", &before, &sibling, Some(&why)).await?;
         }
         Ok(())
     }
@@ -778,19 +767,7 @@ impl Store {
             ApprovalStatus::Expired => "approval.expire",
             _ => "approval.cancel",
         };
-        append(
-            tx,
-            ctx,
-            event(
-                action,
-                "approval",
-                &a.id,
-                Some(&before),
-                Some(&audit_view(&a)),
-                Some(reason),
-            ),
-        )
-        .await?;
+        append_change(tx, ctx, action, &before, &a, Some(reason)).await?;
         let announced = match status {
             ApprovalStatus::Expired => "approval.expired",
             _ => "approval.cancelled",

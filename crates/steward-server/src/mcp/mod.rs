@@ -135,8 +135,6 @@ impl Gateway {
         self.owners().insert(session, entry);
     }
 
-    /// The client of `session` is sending something, and an answer is on
-    /// its way back until the guard is dropped.
     /// `owner`'s message for `session`: `None` when the session is not
     /// theirs (or unknown); otherwise it counts as active until the answer
     /// ends (checked and counted at once, so an idle close cannot come in
