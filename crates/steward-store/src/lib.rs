@@ -185,6 +185,10 @@ impl Store {
                     .execute("PRAGMA journal_mode = WAL")
                     .await
                     .map_err(open_error)?;
+                // Migrate before any other connection reads the schema: a
+                // connection that loaded the old schema prepares `SELECT *`
+                // with the old columns, and rows then come back with more.
+                migrate(&SQLITE_MIGRATIONS, &write).await?;
                 let read = sqlite_pool(4, synchronous, String::new())
                     .connect_with(options.clone())
                     .await
@@ -212,19 +216,10 @@ impl Store {
                     .connect_with(options)
                     .await
                     .map_err(open_error)?;
+                migrate(&POSTGRES_MIGRATIONS, &pool).await?;
                 (pool.clone(), pool, None)
             }
         };
-        let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.run(&write).await.map_err(|e| {
-            Error::new(
-                ErrorCode::StoreUnavailable,
-                format!("migrating the store failed: {e}"),
-            )
-        })?;
         let alive = std::sync::Arc::new(());
         if let Some(pool) = &checkpointer {
             tokio::spawn(wal::checkpoint(
@@ -368,6 +363,16 @@ impl Tx {
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.inner.rollback().await
     }
+}
+
+/// Apply the migrations the store lacks.
+async fn migrate(migrator: &sqlx::migrate::Migrator, pool: &AnyPool) -> Result<(), Error> {
+    migrator.run(pool).await.map_err(|e| {
+        Error::new(
+            ErrorCode::StoreUnavailable,
+            format!("migrating the store failed: {e}"),
+        )
+    })
 }
 
 fn sqlite_pool(max: u32, synchronous: &'static str, more: String) -> AnyPoolOptions {

@@ -456,3 +456,100 @@ async fn the_log_file_stays_bounded_on_sqlite() {
     assert!(wal < 24 << 20, "the log file grew to {wal} bytes");
     assert_eq!(store.audit_size().await.unwrap(), before + commits);
 }
+
+/// A copy of one backend's migrations up to and including `last`, for a
+/// store as an earlier release left it.
+fn migrations_up_to(backend: &str, last: &str) -> tempfile::TempDir {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let mut copied = 0;
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() <= last {
+            std::fs::copy(&path, dir.path().join(&name)).unwrap();
+            copied += 1;
+        }
+    }
+    assert!(copied >= 8, "found {copied} migrations up to {last}");
+    dir
+}
+
+/// What the release before `decision_record` stored: a tenant and one MCP
+/// server, in that release's columns.
+const OLD_ROWS: [&str; 2] = [
+    "INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'T1', 1700000000000)",
+    "INSERT INTO mcp_servers (id, tenant_id, name, description, transport, tools, \
+     timeout_secs, created_at, updated_at) VALUES ('m1', 't1', 'files', 'old', \
+     '{\"type\":\"stdio\",\"command\":\"npx\",\"args\":[\"-y\",\"x\"],\"env\":{}}', \
+     '{\"read\":{\"classification\":\"internal\",\"risk\":\"low\",\"cost_estimate\":0}}', \
+     7, 1700000000000, 1700000000001)",
+];
+
+/// The store that opens an older database applies the migrations it lacks
+/// and reads the old rows with the new column's default.
+async fn upgraded(store: &Store) {
+    let server = store.get_mcp_server("t1", "files").await.unwrap();
+    assert_eq!(server.description, "old");
+    assert_eq!(server.timeout_secs, 7);
+    assert_eq!(server.decision_record, McpDecisionRecord::BeforeCall);
+    assert_eq!(server.tools["read"].risk, "low");
+    assert!(matches!(server.transport, McpTransport::Stdio { .. }));
+    assert_eq!(server.updated_at.timestamp_millis(), 1700000000001);
+}
+
+#[tokio::test]
+async fn an_older_database_upgrades_keeping_its_rows_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/old.db", dir.path().display());
+    {
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let old = migrations_up_to("sqlite", "0008_quotas.sql");
+        sqlx::migrate::Migrator::new(old.path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for sql in OLD_ROWS {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    upgraded(&Store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn an_older_database_upgrades_keeping_its_rows_on_postgres() {
+    let base = std::env::var("STEWARD_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("st_{}", uuid::Uuid::now_v7().simple());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    {
+        let pool = sqlx::PgPool::connect(&base).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let old = migrations_up_to("postgres", "0008_quotas.sql");
+        sqlx::migrate::Migrator::new(old.path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for sql in OLD_ROWS {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    upgraded(&Store::open(&url).await.unwrap()).await;
+}
