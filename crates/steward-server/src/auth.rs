@@ -193,51 +193,65 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 unauthenticated("the Authorization header must be 'Bearer <token or agent key>'")
             })?;
-        let hash = state.hasher.hash(secret);
-        if secret.starts_with(AGENT_KEY_PREFIX) {
-            return authenticate_agent(state, &hash).await;
-        }
-        let found = match state.tokens.get(&hash) {
-            Some(t) => t,
-            None => {
-                let t = state
-                    .store
-                    .find_token(&hash)
-                    .await?
-                    .ok_or_else(|| unauthenticated("unknown token"))?;
-                state.tokens.put(&hash, t.clone());
-                t
-            }
-        };
-        let now = Utc::now();
-        if found.token.revoked_at.is_some() {
-            return Err(unauthenticated("this token was revoked"));
-        }
-        if found.token.expires_at.is_some_and(|e| e <= now) {
-            return Err(unauthenticated("this token has expired"));
-        }
-        let mut tenant_id = found.token.tenant_id.clone();
-        if let Some(t) = parts.headers.get(TENANT_HEADER) {
-            let t = t.to_str().unwrap_or_default().to_string();
-            if t != tenant_id {
-                if !found.platform_admin {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        "only the platform administrator may act in another tenant",
-                    ));
-                }
-                if !state.store.tenant_exists(&t).await? {
-                    return Err(ApiError(steward_core::Error::not_found("tenant", &t)));
-                }
-                tenant_id = t;
-            }
-        }
-        Ok(Caller::Token {
-            tenant_id,
-            token: found.token,
-            platform_admin: found.platform_admin,
-        })
+        let tenant = parts
+            .headers
+            .get(TENANT_HEADER)
+            .map(|t| t.to_str().unwrap_or_default());
+        authenticate(state, secret, tenant).await
     }
+}
+
+/// The caller a secret (an API token or agent key) names, acting in its own
+/// tenant or, for a platform administrator, in `tenant`.
+pub async fn authenticate(
+    state: &AppState,
+    secret: &str,
+    tenant: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let hash = state.hasher.hash(secret);
+    if secret.starts_with(AGENT_KEY_PREFIX) {
+        return authenticate_agent(state, &hash).await;
+    }
+    let found = match state.tokens.get(&hash) {
+        Some(t) => t,
+        None => {
+            let t = state
+                .store
+                .find_token(&hash)
+                .await?
+                .ok_or_else(|| unauthenticated("unknown token"))?;
+            state.tokens.put(&hash, t.clone());
+            t
+        }
+    };
+    let now = Utc::now();
+    if found.token.revoked_at.is_some() {
+        return Err(unauthenticated("this token was revoked"));
+    }
+    if found.token.expires_at.is_some_and(|e| e <= now) {
+        return Err(unauthenticated("this token has expired"));
+    }
+    let mut tenant_id = found.token.tenant_id.clone();
+    if let Some(t) = tenant {
+        let t = t.to_string();
+        if t != tenant_id {
+            if !found.platform_admin {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "only the platform administrator may act in another tenant",
+                ));
+            }
+            if !state.store.tenant_exists(&t).await? {
+                return Err(ApiError(steward_core::Error::not_found("tenant", &t)));
+            }
+            tenant_id = t;
+        }
+    }
+    Ok(Caller::Token {
+        tenant_id,
+        token: found.token,
+        platform_admin: found.platform_admin,
+    })
 }
 
 async fn authenticate_agent(state: &AppState, hash: &str) -> Result<Caller, ApiError> {

@@ -17,6 +17,7 @@ pub mod quotas;
 pub mod routes;
 pub mod seed;
 pub mod state;
+pub mod ui;
 pub mod webhooks;
 
 pub use config::{ApprovalsConfig, ClassificationConfig, Config};
@@ -267,7 +268,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let (api, doc) = routes::api(state.clone());
-    let api = api.merge(mcp::router(state));
+    let api = api
+        .merge(mcp::router(state.clone()))
+        .merge(ui::router(state));
     let doc = Arc::new(doc);
     let request_id = HeaderName::from_static("x-request-id");
     api.route("/openapi.json", axum::routing::get(move || {

@@ -19,6 +19,19 @@ use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
 use crate::{Store, Tx, db_error, is_unique_violation};
 
+/// A number of agents sharing a state, a risk tier and whether they are orphaned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCount {
+    /// Their lifecycle state.
+    pub state: AgentState,
+    /// Their risk tier.
+    pub risk_tier: RiskTier,
+    /// Whether their owner has left.
+    pub orphaned: bool,
+    /// How many.
+    pub count: u64,
+}
+
 pub(crate) const LIVE_STATES: &str = "('proposed', 'pending_approval', 'active', 'suspended')";
 
 impl Store {
@@ -209,6 +222,37 @@ impl Store {
             }
             None => Ok(None),
         }
+    }
+
+    /// How many of the tenant's agents are in each state, risk tier and
+    /// orphaned or not: one row per combination that has any.
+    pub async fn agent_counts(&self, tenant_id: &str) -> Result<Vec<AgentCount>, Error> {
+        let rows = sqlx::query(
+            "SELECT state, risk_tier, orphaned, COUNT(*) AS n FROM agents \
+             WHERE tenant_id = $1 GROUP BY state, risk_tier, orphaned",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let get = |c: &str| -> Result<String, Error> {
+                    sqlx::Row::try_get(row, c).map_err(db_error)
+                };
+                let state = get("state")?;
+                let tier = get("risk_tier")?;
+                let orphaned: i64 = sqlx::Row::try_get(row, "orphaned").map_err(db_error)?;
+                let n: i64 = sqlx::Row::try_get(row, "n").map_err(db_error)?;
+                Ok(AgentCount {
+                    state: AgentState::parse(&state)
+                        .ok_or_else(|| Error::internal(format!("corrupt agent state '{state}'")))?,
+                    risk_tier: rows::parse_tier(&tier)?,
+                    orphaned: orphaned != 0,
+                    count: u64::try_from(n).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     /// The tenant's agents, filtered.

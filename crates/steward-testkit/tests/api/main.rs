@@ -11,6 +11,7 @@ mod audit_read;
 mod authzen;
 mod bad_input;
 mod cluster;
+mod dashboard;
 mod decisions;
 mod inventory;
 mod lifecycle;

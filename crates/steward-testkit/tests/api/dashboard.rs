@@ -1,0 +1,360 @@
+//! The dashboard at `/ui`, driven as a browser would: a form to sign in, a
+//! cookie, pages, and forms that carry the session's form value.
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderValue};
+use steward_testkit::{ADMIN_TOKEN, Backend, TestServer};
+use steward_types::*;
+
+use crate::support::*;
+
+/// A browser without a cookie jar of its own: the test carries the cookies.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: Vec<String>,
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.trim_end_matches('/').to_string(),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn remember(&mut self, headers: &HeaderMap) {
+        for v in headers.get_all(reqwest::header::SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap().to_string();
+            let name = pair.split('=').next().unwrap().to_string();
+            self.cookies.retain(|c| !c.starts_with(&format!("{name}=")));
+            if !v.contains("Max-Age=0") {
+                self.cookies.push(pair);
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> HeaderValue {
+        HeaderValue::from_str(&self.cookies.join("; ")).unwrap()
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (r.status(), r.headers().clone());
+        self.remember(&headers);
+        (status, headers, r.text().await.unwrap())
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, self.cookie_header())
+            .form(form);
+        if let Some(o) = origin {
+            req = req.header(reqwest::header::ORIGIN, o);
+        }
+        let r = req.send().await.unwrap();
+        let (status, headers) = (r.status(), r.headers().clone());
+        self.remember(&headers);
+        (status, headers, r.text().await.unwrap())
+    }
+
+    /// Sign in with `token`; the answer's status.
+    async fn sign_in(&mut self, token: &str) -> StatusCode {
+        let origin = self.base.clone();
+        self.post("/ui/login", &[("token", token)], Some(&origin))
+            .await
+            .0
+    }
+}
+
+fn location(headers: &HeaderMap) -> &str {
+    headers
+        .get(reqwest::header::LOCATION)
+        .unwrap()
+        .to_str()
+        .unwrap()
+}
+
+/// The form value a page carries for its session.
+fn csrf(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form on the page")
+        + 19;
+    page[at..].split('"').next().unwrap().to_string()
+}
+
+async fn the_dashboard(backend: Backend) {
+    let srv = TestServer::start(backend).await;
+    let admin = &srv.admin;
+    let base = srv.server.url();
+    let origin = base.trim_end_matches('/').to_string();
+
+    // Signed out, every page leads to the sign-in form.
+    let mut anon = Browser::new(&base);
+    for path in ["/ui", "/ui/agents", "/ui/audit", "/ui/approvals/apr_x"] {
+        let (status, headers, _) = anon.get(path).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(location(&headers), "/ui/login");
+    }
+    let (status, headers, page) = anon.get("/ui/login").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("name=\"token\""));
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+
+    // A wrong token, a malformed one and an agent key sign nobody in.
+    human(admin, "olivia@example.com").await;
+    let bot = low_risk_agent(admin, "triage-bot", "olivia@example.com").await;
+    let key = admin
+        .create_key(&bot.id, &CreateKey::default())
+        .await
+        .unwrap();
+    for (token, expected) in [
+        ("stwt_not-a-real-token", StatusCode::UNAUTHORIZED),
+        ("a token; with=stuff", StatusCode::UNAUTHORIZED),
+        (key.secret.as_str(), StatusCode::FORBIDDEN),
+    ] {
+        let mut b = Browser::new(&base);
+        assert_eq!(b.sign_in(token).await, expected, "{token}");
+        assert!(b.cookies.is_empty(), "no session for {token}");
+    }
+    // Another site's form cannot sign a browser in.
+    let mut b = Browser::new(&base);
+    let (status, _, _) = b
+        .post(
+            "/ui/login",
+            &[("token", ADMIN_TOKEN)],
+            Some("https://evil.example"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(b.cookies.is_empty());
+
+    // The inventory as the admin sees it; text is escaped, never markup.
+    admin
+        .update_agent(
+            "triage-bot",
+            &UpdateAgent {
+                purpose: Some("sorts <b>tickets</b> & \"bugs\"".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    admin
+        .register_agent(&RegisterAgent {
+            name: "warehouse-loader".into(),
+            owner: "olivia@example.com".into(),
+            purpose: "loads the warehouse".into(),
+            classifications: Some(vec!["confidential".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let approval = pending_approval(admin, "warehouse-loader", "registration").await;
+    let mut ops = Browser::new(&base);
+    assert_eq!(ops.sign_in(ADMIN_TOKEN).await, StatusCode::SEE_OTHER);
+    let session = ops.cookies.join("; ");
+    assert!(session.starts_with("steward_session="), "{session}");
+    let (status, headers, page) = ops.get("/ui").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(page.contains(&approval.id), "pending approval listed");
+    assert!(page.contains("pending_approval"), "agent states counted");
+    let (_, _, page) = ops.get("/ui/agents").await;
+    assert!(page.contains("triage-bot") && page.contains("warehouse-loader"));
+    assert!(
+        page.contains("sorts &#60;b&#62;tickets&#60;/b&#62; &#38; &#34;bugs&#34;"),
+        "{page}"
+    );
+    assert!(!page.contains("<b>tickets</b>"));
+    let (_, _, page) = ops.get("/ui/agents?state=active").await;
+    assert!(page.contains("triage-bot") && !page.contains("warehouse-loader"));
+    let (status, _, page) = ops.get("/ui/agents?state=sleeping").await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a bad filter is a clear error"
+    );
+    assert!(page.contains("sleeping"));
+    let (status, _, page) = ops.get(&format!("/ui/agents/{}", bot.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(&key.key.prefix),
+        "the agent's key, by prefix only"
+    );
+    assert!(!page.contains(&key.secret), "never the secret");
+    assert!(page.contains("olivia@example.com"), "owner by e-mail");
+    let (status, _, _) = ops.get("/ui/agents/agt_missing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for path in ["/ui/policies", "/ui/quotas", "/ui/mcp", "/ui/approvals"] {
+        let (status, _, page) = ops.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+    }
+    let (_, _, page) = ops.get("/ui/audit?action=agent.*").await;
+    assert!(page.contains("agent.register"), "{page}");
+
+    // A reviewer approves through the page. The form needs the session's
+    // value and this site's origin; without them nothing changes.
+    let group = approval.current_group().unwrap().to_string();
+    let reviewer_email = format!("{group}-reviewer@example.com");
+    person(admin, &reviewer_email, &[&group]).await;
+    let reviewer_token = token_for(admin, "reviewer ui", TokenRole::Auditor, &reviewer_email).await;
+    let mut rev = Browser::new(&base);
+    assert_eq!(
+        rev.sign_in(&reviewer_token.secret).await,
+        StatusCode::SEE_OTHER
+    );
+    let (status, _, page) = rev.get(&format!("/ui/approvals/{}", approval.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("warehouse-loader") && page.contains("Approve"));
+    let value = csrf(&page);
+    let approve = format!("/ui/approvals/{}/approve", approval.id);
+    for (form, from) in [
+        (
+            vec![("csrf", "forged"), ("comment", "ok")],
+            Some(origin.as_str()),
+        ),
+        (vec![("comment", "ok")], Some(origin.as_str())),
+        (
+            vec![("csrf", value.as_str()), ("comment", "ok")],
+            Some("https://evil.example"),
+        ),
+    ] {
+        let (status, _, _) = rev.post(&approve, &form, from).await;
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{status}"
+        );
+        assert_eq!(
+            admin.get_approval(&approval.id).await.unwrap().status,
+            ApprovalStatus::Pending
+        );
+    }
+    // One user's form value does not work in another's session.
+    let (_, _, admin_page) = ops.get(&format!("/ui/approvals/{}", approval.id)).await;
+    assert_ne!(csrf(&admin_page), value);
+    let (status, headers, _) = rev
+        .post(
+            &approve,
+            &[("csrf", &value), ("comment", "looks right")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), format!("/ui/approvals/{}", approval.id));
+    let after = admin.get_approval(&approval.id).await.unwrap();
+    assert_eq!(after.steps[0].status, "approved");
+    assert_eq!(
+        after.steps[0].decided_by_email.as_deref(),
+        Some(reviewer_email.as_str())
+    );
+    assert_eq!(after.steps[0].comment.as_deref(), Some("looks right"));
+    // Deciding again is the API's own refusal, shown as a page.
+    let (status, _, page) = rev.post(&approve, &[("csrf", &value)], Some(&origin)).await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(page.contains("<h1>"), "an error page, not JSON");
+
+    // Another tenant's token sees only its tenant.
+    admin
+        .create_tenant(&CreateTenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+        })
+        .await
+        .unwrap();
+    let acme = admin
+        .create_token(&CreateToken {
+            name: "acme ops".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: Some("acme".into()),
+        })
+        .await
+        .unwrap();
+    let mut other = Browser::new(&base);
+    assert_eq!(other.sign_in(&acme.secret).await, StatusCode::SEE_OTHER);
+    let (_, _, page) = other.get("/ui/agents").await;
+    assert!(!page.contains("triage-bot"), "{page}");
+    let (status, _, _) = other.get(&format!("/ui/agents/{}", bot.id)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // It cannot switch tenant; the platform admin can.
+    let (_, _, page) = other.get("/ui").await;
+    let (status, _, _) = other
+        .post(
+            "/ui/tenant",
+            &[("csrf", &csrf(&page)), ("tenant", "default")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, _, page) = ops.get("/ui").await;
+    let (status, _, _) = ops
+        .post(
+            "/ui/tenant",
+            &[("csrf", &csrf(&page)), ("tenant", "acme")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, page) = ops.get("/ui/agents").await;
+    assert!(!page.contains("triage-bot"), "now looking at acme");
+    let (status, _, _) = ops
+        .post(
+            "/ui/tenant",
+            &[("csrf", &csrf(&page)), ("tenant", "nowhere")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Signing out ends the session; a revoked token ends it too.
+    let (_, _, page) = ops.get("/ui").await;
+    let (status, headers, _) = ops
+        .post("/ui/logout", &[("csrf", &csrf(&page))], Some(&origin))
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/ui/login");
+    assert!(ops.cookies.is_empty(), "{:?}", ops.cookies);
+    assert_eq!(ops.get("/ui").await.0, StatusCode::SEE_OTHER);
+    srv.client(&acme.secret)
+        .revoke_token(&acme.token.id)
+        .await
+        .unwrap();
+    let (status, headers, _) = other.get("/ui").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/ui/login");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_on_sqlite() {
+    the_dashboard(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_dashboard_on_postgres() {
+    the_dashboard(Backend::Postgres).await;
+}
