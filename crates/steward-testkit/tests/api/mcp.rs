@@ -311,10 +311,18 @@ when { context has arguments && context.arguments has a && context.arguments.a >
                 {"op": "complete", "ref": {"type": "ref/prompt", "name": "completable-prompt"},
                  "argument": {"name": "department", "value": "E"}},
                 {"op": "subscribe", "uri": "demo://resource/static/document/architecture.md"},
+                // Tool names no record can hold, with arguments of the wrong
+                // type (refused before any decision).
+                {"op": "call", "name": "get-sum\u{0}x", "arguments": {"a": 2.5}},
+                {"op": "call", "name": "g".repeat(600), "arguments": {"a": 2.5}},
             ]),
             None,
         )
         .await;
+    for (step, why) in [(15, "control character"), (16, "longer than")] {
+        let message = steps[step]["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{}", steps[step]);
+    }
 
     // The listing shrinks to what the agent may call.
     assert_eq!(
@@ -391,6 +399,12 @@ when { context has arguments && context.arguments has a && context.arguments.a >
     let sums = by_tool("get-sum");
     assert_eq!(sums.len(), 2, "one success, one refused argument: {sums:?}");
     assert!(sums.iter().any(|s| s["outcome"] == "refused"));
+    assert!(
+        calls
+            .iter()
+            .all(|e| !e.resource_id.contains('\0') && e.resource_id.len() < 600),
+        "{calls:?}"
+    );
     // Denied calls are decisions in the log, naming the tool.
     let denials = gw.audit("decision.deny").await;
     for tool in ["everything/get-env", "everything/get-sum"] {
@@ -1186,6 +1200,144 @@ when { ["write_file", "create_directory", "move_file", "edit_file"].contains(res
         std::fs::read_to_string(root.join("three.txt")).unwrap(),
         "three"
     );
+    gw.stop().await;
+}
+
+/// `decision_record = "with_call"` on a Streamable HTTP upstream: the
+/// upstream's answer comes back once its decision is in the log; when the
+/// store refuses decision records, a call that went upstream has its answer
+/// withheld (its outcome says so), and a high-risk tool is refused without
+/// running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_recorded_with_the_call_over_http() {
+    if !node_ready("decisions_recorded_with_the_call_over_http") {
+        return;
+    }
+    let upstream = HttpUpstream::start().await.unwrap();
+    let transport = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    let gw = Gateway::start("everything", transport.clone(), None).await;
+    gw.allow_everything_tools().await;
+    let meta = |risk: &str| McpToolMeta {
+        classification: "public".into(),
+        risk: risk.into(),
+        cost_estimate: 0,
+    };
+    let registered = gw
+        .admin()
+        .put_mcp_server(&PutMcpServer {
+            name: "everything".into(),
+            description: "reference server, recorded with the call".into(),
+            transport,
+            tools: [
+                ("echo".to_string(), meta("low")),
+                ("trigger-long-running-operation".to_string(), meta("high")),
+            ]
+            .into(),
+            timeout_secs: None,
+            decision_record: McpDecisionRecord::WithCall,
+        })
+        .await
+        .unwrap();
+    assert_eq!(registered.decision_record, McpDecisionRecord::WithCall);
+    let after = |e: &AuditEntry| e.after.clone().unwrap_or_default();
+
+    // A working store: the upstream's answer, its decision and outcome logged.
+    assert_eq!(gw.echo("with the call").await, "Echo: with the call");
+    let allowed = gw.audit("decision.allow").await;
+    let decision = allowed
+        .iter()
+        .find(|e| e.resource_id == "everything/echo")
+        .unwrap_or_else(|| panic!("no decision on echo: {allowed:?}"));
+    let outcome = after(&gw.tool_calls(1).await[0]);
+    assert_eq!(outcome["outcome"], "success", "{outcome}");
+    assert_eq!(outcome["decision_id"], after(decision)["decision_id"]);
+
+    // A session opens; then the store refuses decision records (and takes
+    // the rest) before its calls.
+    let dir = tempfile::tempdir().unwrap();
+    let (go, next) = (dir.path().join("go"), dir.path().join("next"));
+    let script = json!([
+        {"op": "list_tools"},
+        {"op": "wait_file", "path": go},
+        {"op": "call", "name": "echo", "arguments": {"message": "not for you"}},
+        {"op": "wait_file", "path": next},
+        {"op": "call", "name": "trigger-long-running-operation",
+         "arguments": {"duration": 1, "steps": 2}, "progress": true},
+    ]);
+    let (url, key) = (gw.url(), gw.key.clone());
+    let running =
+        tokio::spawn(async move { mcp::run_client(&url, &key, &script, None).await.unwrap() });
+    for _ in 0..400 {
+        if !gw.audit("mcp.list_tools").await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!gw.audit("mcp.list_tools").await.is_empty(), "no session");
+    gw.server
+        .fail_audit_appends(Some("decision.allow"))
+        .await
+        .unwrap();
+    std::fs::write(&go, "").unwrap();
+    // The echo ran upstream, but its answer is withheld: the outcome says
+    // so, naming a decision the log does not hold.
+    let calls = gw.tool_calls(2).await;
+    let withheld = calls
+        .iter()
+        .map(after)
+        .find(|a| a["outcome"] != "success")
+        .unwrap_or_else(|| panic!("{calls:?}"));
+    assert_eq!(withheld["tool"], "echo", "{withheld}");
+    assert_eq!(withheld["outcome"], "withheld", "{withheld}");
+    assert!(
+        withheld["response_bytes"].as_u64().unwrap() > 0,
+        "{withheld}"
+    );
+    let decisions = gw.audit("decision.allow").await;
+    assert!(
+        decisions
+            .iter()
+            .all(|e| after(e)["decision_id"] != withheld["decision_id"]),
+        "{withheld}"
+    );
+    // The high-risk tool waits for its record, which fails: it never runs
+    // (no progress from the upstream) and has no outcome.
+    std::fs::write(&next, "").unwrap();
+    let out = running.await.unwrap();
+    assert!(out.get("connect_error").is_none(), "{out}");
+    let (echo, high) = (&out["steps"][2], &out["steps"][4]);
+    let message = |step: &Value| {
+        step["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(message(echo).contains("answer is withheld"), "{echo}");
+    assert!(echo.get("ok").is_none(), "{echo}");
+    assert!(message(high).contains("could not decide"), "{high}");
+    assert!(high.get("ok").is_none(), "{high}");
+    assert_eq!(high["error"].get("progress"), Some(&json!([])), "{high}");
+
+    // Appends work again: so do calls, and the log holds no outcome of the
+    // high-risk tool.
+    gw.server
+        .server
+        .store()
+        .execute_raw("DROP TRIGGER test_fail_appends")
+        .await
+        .unwrap();
+    assert_eq!(gw.echo("again").await, "Echo: again");
+    let outcomes: Vec<Value> = gw.tool_calls(3).await.iter().map(after).collect();
+    let of = |tool: &str, outcome: &str| {
+        outcomes
+            .iter()
+            .filter(|a| a["tool"] == tool && a["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    assert_eq!(of("echo", "success"), 2, "{outcomes:?}");
     gw.stop().await;
 }
 

@@ -6,6 +6,7 @@
 // SCRIPT_JSON is a list of steps:
 //   {"op": "list_tools"} | {"op": "list_prompts"} | {"op": "list_resources"}
 //   {"op": "call", "name": "echo", "arguments": {...}, "progress": true}
+//     (with "progress", the progress seen is in the result, or in the error)
 //   {"op": "read_resource", "uri": "..."} | {"op": "get_prompt", "name": "..."}
 //   {"op": "wait_file", "path": "..."} (until the test creates that file; 30 s at most)
 //   {"op": "bench", "name": "echo", "arguments": {...}, "warmup": 200, "calls": 2000}
@@ -36,7 +37,8 @@ function connection(url, headers) {
 const { client, transport } = connection(url, headers);
 
 function describe(err) {
-  return { code: err?.code ?? null, message: String(err?.message ?? err) };
+  const described = { code: err?.code ?? null, message: String(err?.message ?? err) };
+  return err?.progress ? { ...described, progress: err.progress } : described;
 }
 
 try {
@@ -105,11 +107,18 @@ async function step(s) {
     case "call": {
       const progress = [];
       const options = s.progress ? { onprogress: (p) => progress.push(p.progress) } : {};
-      const result = await client.callTool(
-        { name: s.name, arguments: s.arguments ?? {} },
-        undefined,
-        options,
-      );
+      let result;
+      try {
+        result = await client.callTool(
+          { name: s.name, arguments: s.arguments ?? {} },
+          undefined,
+          options,
+        );
+      } catch (err) {
+        // An error answer keeps the progress that came before it.
+        if (s.progress) err.progress = progress;
+        throw err;
+      }
       return s.progress ? { ...result, progress } : result;
     }
     case "wait_file": {
