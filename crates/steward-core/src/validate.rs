@@ -23,7 +23,28 @@ pub fn name(field: &str, value: &str) -> Result<(), Error> {
             ),
         ));
     }
+    if looks_like_id(value) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "'{value}' has the form of a Steward id (a prefix, '_', 32 hex digits); lookups take an id or a name, so a name may not look like an id"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Whether `value` has the form of the ids the store makes (`agt_` and 32
+/// lower-case hex digits).
+fn looks_like_id(value: &str) -> bool {
+    value.split_once('_').is_some_and(|(prefix, rest)| {
+        (2..=5).contains(&prefix.len())
+            && prefix.bytes().all(|b| b.is_ascii_lowercase())
+            && rest.len() == 32
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// A person's name as they write it (any script: "Élodie Núñez", "李雷"):
@@ -135,6 +156,21 @@ mod tests {
         assert!(name("name", "Code Review Bot").is_ok());
         for bad in ["", "-x", "a/b", "a\u{0}", "x ", &"a".repeat(129)] {
             assert!(name("name", bad).is_err(), "{bad:?}");
+        }
+        // Names may not pass for ids, which lookups prefer.
+        for id_like in [
+            "agt_0190e1c2a3b4c5d6e7f8091a2b3c4d5e",
+            "hold_0190e1c2a3b4c5d6e7f8091a2b3c4d5e",
+        ] {
+            assert!(name("name", id_like).is_err(), "{id_like}");
+        }
+        for fine in [
+            "agt_reviewer",
+            "AGT_0190E1C2A3B4C5D6E7F8091A2B3C4D5E",
+            "agt_0190e1c2a3b4c5d6e7f8091a2b3c4d5",
+            "longprefix_0190e1c2a3b4c5d6e7f8091a2b3c4d5e",
+        ] {
+            assert!(name("name", fine).is_ok(), "{fine}");
         }
         assert!(email("email", "alice@example.com").is_ok());
         for bad in ["alice", "@x.com", "a@b", "a b@c.com", "a@.com"] {

@@ -187,17 +187,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             // No part of a secret the operator chose is shown anywhere (a
             // generated token's prefix is random and says only its kind).
             store
-                .set_bootstrap_token(&ctx, CONFIGURED_TOKEN_LABEL, &hasher.hash(token))
+                .set_bootstrap_token(&ctx, CONFIGURED_TOKEN_LABEL, &hasher.hash(token), true)
                 .await?;
             None
         }
         None if store.has_bootstrap_token().await? => None,
         None => {
+            // Shown only if this node's token is the one kept.
             let token = generate_secret(API_TOKEN_PREFIX);
             store
-                .set_bootstrap_token(&ctx, &display_prefix(&token), &hasher.hash(&token))
-                .await?;
-            Some(token)
+                .set_bootstrap_token(&ctx, &display_prefix(&token), &hasher.hash(&token), false)
+                .await?
+                .then_some(token)
         }
     };
 

@@ -146,13 +146,35 @@ pub fn record_approval(event: &str, a: &steward_types::Approval) {
     }
 }
 
+/// A request method as a label: the standard ones by name, any other as
+/// `OTHER`, so a client inventing methods cannot grow the series without
+/// bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("OTHER", |(_, name)| name)
+}
+
 /// Middleware: count and time every request by its route template.
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method()).to_string();
     let start = Instant::now();
     let response = next.run(req).await;
     let labels = RouteLabels {
@@ -192,4 +214,21 @@ pub async fn render() -> Response {
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::method_label;
+    use axum::http::Method;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        for m in ["M1", "FOO", "get"] {
+            let method = Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "OTHER", "{m}");
+        }
+    }
 }

@@ -770,7 +770,8 @@ impl Store {
         let row = sqlx::query(
             "SELECT a.*, p.name AS persona_name, t.name AS team_name, h.email AS owner_email \
              FROM agents a LEFT JOIN personas p ON p.id = a.persona_id LEFT JOIN teams t ON t.id = a.team_id \
-             JOIN humans h ON h.id = a.owner_id WHERE a.tenant_id = $1 AND (a.id = $2 OR a.name = $2)",
+             JOIN humans h ON h.id = a.owner_id WHERE a.tenant_id = $1 AND (a.id = $2 OR a.name = $2) \
+             ORDER BY CASE WHEN a.id = $2 THEN 0 ELSE 1 END LIMIT 1",
         )
         .bind(tenant_id)
         .bind(key)

@@ -341,14 +341,27 @@ impl Store {
             .is_some())
     }
 
-    /// Install (or rotate to) the bootstrap administrator token, given its hash.
+    /// Install the bootstrap administrator token, given its hash, or rotate
+    /// to it when `replace`. Answers whether the store now holds this token:
+    /// `false` when one was there already and `replace` is off (another node
+    /// starting at the same time installed its own first). Nodes starting
+    /// together take turns on the tenant's row.
     pub async fn set_bootstrap_token(
         &self,
         ctx: &ChangeContext,
         secret_prefix: &str,
         hash: &str,
-    ) -> Result<(), Error> {
+        replace: bool,
+    ) -> Result<bool, Error> {
         let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "SELECT id FROM tenants WHERE id = $1{}",
+            self.backend.for_update()
+        ))
+        .bind(&ctx.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
         let existing: Option<String> =
             sqlx::query_scalar("SELECT hash FROM api_tokens WHERE id = $1")
                 .bind(BOOTSTRAP_TOKEN_ID)
@@ -356,7 +369,10 @@ impl Store {
                 .await
                 .map_err(db_error)?;
         if existing.as_deref() == Some(hash) {
-            return Ok(());
+            return Ok(true);
+        }
+        if existing.is_some() && !replace {
+            return Ok(false);
         }
         sqlx::query("DELETE FROM api_tokens WHERE id = $1")
             .bind(BOOTSTRAP_TOKEN_ID)
@@ -394,7 +410,8 @@ impl Store {
             ),
         )
         .await?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 }
 

@@ -493,13 +493,7 @@ impl Store {
     }
 
     async fn quota_in(&self, tx: &mut Tx, tenant: &str, key: &str) -> Result<Quota, Error> {
-        let row =
-            sqlx::query("SELECT body FROM quotas WHERE tenant_id = $1 AND (id = $2 OR name = $2)")
-                .bind(tenant)
-                .bind(key)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(db_error)?;
+        let row = crate::tenants::find_row(&mut **tx, "quotas", "name", tenant, key, "").await?;
         match row {
             Some(r) => quota_row(&r),
             None => Err(Error::not_found("quota", key)),

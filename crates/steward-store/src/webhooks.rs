@@ -193,12 +193,7 @@ impl Store {
 
     async fn webhook_in(tx: &mut Tx, tenant_id: &str, key: &str) -> Result<Webhook, Error> {
         let row =
-            sqlx::query("SELECT * FROM webhooks WHERE tenant_id = $1 AND (id = $2 OR name = $2)")
-                .bind(tenant_id)
-                .bind(key)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(db_error)?;
+            crate::tenants::find_row(&mut **tx, "webhooks", "name", tenant_id, key, "").await?;
         match row {
             Some(row) => webhook(&row),
             None => Err(Error::not_found("webhook", key)),

@@ -553,3 +553,147 @@ async fn an_older_database_upgrades_keeping_its_rows_on_postgres() {
     }
     upgraded(&Store::open(&url).await.unwrap()).await;
 }
+
+/// Nodes starting together each offer a generated bootstrap token: exactly
+/// one is kept and the others learn theirs was not; a configured token
+/// replaces it.
+async fn one_bootstrap_token(stores: &[Store]) {
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    stores[0]
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    let offers = stores.iter().cycle().take(8).enumerate().map(|(i, s)| {
+        let (ctx, s) = (ctx.clone(), s.clone());
+        async move {
+            s.set_bootstrap_token(&ctx, "stwt_x", &format!("hash-{i}"), false)
+                .await
+                .unwrap()
+        }
+    });
+    let kept = futures_kept(offers).await;
+    assert_eq!(kept.iter().filter(|k| **k).count(), 1, "{kept:?}");
+    assert!(
+        stores[0]
+            .set_bootstrap_token(&ctx, "configured", "hash-configured", true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !stores[1]
+            .set_bootstrap_token(&ctx, "stwt_y", "hash-late", false)
+            .await
+            .unwrap()
+    );
+}
+
+async fn futures_kept(
+    offers: impl Iterator<Item = impl Future<Output = bool> + Send + 'static>,
+) -> Vec<bool> {
+    let tasks: Vec<_> = offers.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn one_bootstrap_token_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    one_bootstrap_token(&[store.clone(), store]).await;
+}
+
+#[tokio::test]
+async fn one_bootstrap_token_on_postgres() {
+    let store = postgres().await;
+    one_bootstrap_token(&[store.clone(), store]).await;
+}
+
+/// A name that looks like another record's id (refused today, possible in
+/// older data) never makes a lookup by that id find the other record.
+async fn ids_beat_names(store: &Store) {
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    store
+        .create_human(
+            &ctx,
+            CreateHuman {
+                external_id: None,
+                email: "o@example.com".into(),
+                display_name: "O".into(),
+                teams: vec![],
+                roles: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let agent = store
+            .register_agent(
+                &ctx,
+                &InventoryRules::default(),
+                RegisterAgent {
+                    name: name.into(),
+                    owner: "o@example.com".into(),
+                    classifications: Some(vec!["public".into()]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        ids.push(agent.id);
+    }
+    // The refusal itself.
+    let err = store
+        .register_agent(
+            &ctx,
+            &InventoryRules::default(),
+            RegisterAgent {
+                name: ids[0].clone(),
+                owner: "o@example.com".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code,
+        steward_types::ErrorCode::InvalidRequest,
+        "{err:?}"
+    );
+    // Older data: the second agent renamed to the first one's id, behind
+    // the rules' back. Whichever row the scan meets first, the id wins.
+    store
+        .execute_raw(&format!(
+            "UPDATE agents SET name = '{}' WHERE id = '{}'",
+            ids[0], ids[1]
+        ))
+        .await
+        .unwrap();
+    let found = store
+        .agent_context("default", &ids[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.agent.id, ids[0]);
+    assert_eq!(found.agent.name, "first");
+    assert_eq!(
+        store.get_agent("default", &ids[0]).await.unwrap().name,
+        "first"
+    );
+}
+
+#[tokio::test]
+async fn ids_beat_names_on_sqlite() {
+    ids_beat_names(&sqlite().await.0).await;
+}
+
+#[tokio::test]
+async fn ids_beat_names_on_postgres() {
+    ids_beat_names(&postgres().await).await;
+}

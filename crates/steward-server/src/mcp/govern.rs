@@ -349,6 +349,25 @@ pub struct CallOutcome {
     pub duration_ms: u64,
 }
 
+/// Most of an upstream's error text an outcome record keeps.
+const MAX_ERROR_TEXT: usize = 2048;
+
+/// Text from elsewhere as a record may hold it: no NUL (PostgreSQL refuses
+/// one, and one refused record fails its whole group commit), at most
+/// [`MAX_ERROR_TEXT`] bytes, cut on a character boundary.
+fn record_text(text: &str) -> String {
+    let mut out: String = text.chars().filter(|c| *c != '\0').collect();
+    if out.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
 /// Record a tool call's outcome: the one place the gateway reports what a
 /// call did. Its quota reservation (`reserved`: a quota applied to the
 /// decision) settles on the same report: the estimate for cost, the response
@@ -360,6 +379,8 @@ pub async fn report_outcome(
     reserved: bool,
     outcome: &CallOutcome,
 ) -> Result<(), Error> {
+    // An upstream's error text is the upstream's: kept to what a record holds.
+    let error = outcome.error.as_deref().map(record_text);
     let event = AuditEvent {
         action: "mcp.tool_call".into(),
         resource_type: MCP_TOOL_TYPE.into(),
@@ -373,9 +394,9 @@ pub async fn report_outcome(
             "outcome": outcome.outcome,
             "response_bytes": outcome.response_bytes,
             "duration_ms": outcome.duration_ms,
-            "error": outcome.error,
+            "error": error,
         })),
-        reason: outcome.error.clone(),
+        reason: error.clone(),
     };
     state.audit.record(caller.context(), event).await?;
     let Some(decision_id) = decision_id.filter(|_| reserved) else {
@@ -391,7 +412,7 @@ pub async fn report_outcome(
             .into(),
         ),
         bytes: Some(outcome.response_bytes as u64),
-        detail: outcome.error.clone(),
+        detail: error,
         ..Default::default()
     };
     let principal = match caller {
@@ -406,5 +427,20 @@ pub async fn report_outcome(
         // No quota applied to the call: nothing was reserved.
         Err(e) if e.code == steward_types::ErrorCode::NotFound => Ok(()),
         other => other.map(|_| ()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_ERROR_TEXT, record_text};
+
+    #[test]
+    fn upstream_text_is_kept_to_what_a_record_holds() {
+        assert_eq!(record_text("plain"), "plain");
+        assert_eq!(record_text("a\0b"), "ab");
+        let long = "é".repeat(MAX_ERROR_TEXT);
+        let kept = record_text(&long);
+        assert!(kept.len() <= MAX_ERROR_TEXT + '…'.len_utf8());
+        assert!(kept.ends_with('…') && kept.starts_with("éé"));
     }
 }

@@ -309,6 +309,14 @@ impl Proxy {
             return Err(McpError::internal_error("not a tool call", None));
         };
         let tool = req.params.name.to_string();
+        // A name no record could hold is bad input: refused before anything
+        // is decided or written.
+        if let Err(e) = steward_core::validate::key("name", &tool) {
+            return Err(McpError::invalid_params(
+                format!("tool name: {}", e.message),
+                None,
+            ));
+        }
         let no_arguments = Map::new();
         let arguments = req.params.arguments.as_ref().unwrap_or(&no_arguments);
         let mut outcome = CallOutcome {

@@ -76,6 +76,17 @@ async fn operational_endpoints(b: Backend) {
         .unwrap();
     assert!(!r.headers()["x-request-id"].is_empty());
 
+    // Methods nobody defined are counted, under one label.
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        let r = http
+            .request(method, format!("{}/healthz", s.server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
+    }
+
     let metrics = http
         .get(format!("{}/metrics", s.server.url()))
         .send()
@@ -91,6 +102,8 @@ async fn operational_endpoints(b: Backend) {
         "{metrics}"
     );
     assert!(metrics.contains("steward_http_request_duration_seconds_bucket"));
+    assert!(!metrics.contains("INVENTED"), "{metrics}");
+    assert!(metrics.contains("method=\"OTHER\""), "{metrics}");
     s.stop().await;
 }
 
