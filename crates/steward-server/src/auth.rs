@@ -125,42 +125,61 @@ pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(
 /// Recently authenticated API tokens, by secret hash.
 #[derive(Default)]
 pub struct TokenCache {
-    entries: std::sync::Mutex<
-        std::collections::HashMap<
-            String,
-            (steward_store::credentials::TokenLookup, std::time::Instant),
-        >,
+    entries: std::sync::Mutex<TokenEntries>,
+}
+
+/// The cached lookups, and how many times they were cleared: a lookup read
+/// from the store before a clear is not cached after it.
+#[derive(Default)]
+struct TokenEntries {
+    map: std::collections::HashMap<
+        String,
+        (steward_store::credentials::TokenLookup, std::time::Instant),
     >,
+    cleared: u64,
 }
 
 impl TokenCache {
-    fn get(&self, hash: &str) -> Option<steward_store::credentials::TokenLookup> {
-        let map = self
-            .entries
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenEntries> {
+        self.entries
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(hash)
-            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
-            .map(|(t, _)| t.clone())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn put(&self, hash: &str, token: steward_store::credentials::TokenLookup) {
-        let mut map = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() > 10_000 {
-            map.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+    /// A cached lookup, or the clear count to hand [`TokenCache::put`] with
+    /// the lookup read from the store.
+    fn get(&self, hash: &str) -> Result<steward_store::credentials::TokenLookup, u64> {
+        let entries = self.lock();
+        entries
+            .map
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(t, _)| t.clone())
+            .ok_or(entries.cleared)
+    }
+
+    /// Cache a lookup read from the store, unless the cache was cleared
+    /// since `cleared` was taken (the lookup may predate a revocation).
+    fn put(&self, hash: &str, token: steward_store::credentials::TokenLookup, cleared: u64) {
+        let mut entries = self.lock();
+        if entries.cleared != cleared {
+            return;
         }
-        map.insert(hash.to_string(), (token, std::time::Instant::now()));
+        if entries.map.len() > 10_000 {
+            entries
+                .map
+                .retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+        }
+        entries
+            .map
+            .insert(hash.to_string(), (token, std::time::Instant::now()));
     }
 
     /// Forget every cached token (after a revocation).
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        let mut entries = self.lock();
+        entries.map.clear();
+        entries.cleared += 1;
     }
 }
 
@@ -213,14 +232,14 @@ pub async fn authenticate(
         return authenticate_agent(state, &hash).await;
     }
     let found = match state.tokens.get(&hash) {
-        Some(t) => t,
-        None => {
+        Ok(t) => t,
+        Err(cleared) => {
             let t = state
                 .store
                 .find_token(&hash)
                 .await?
                 .ok_or_else(|| unauthenticated("unknown token"))?;
-            state.tokens.put(&hash, t.clone());
+            state.tokens.put(&hash, t.clone(), cleared);
             t
         }
     };
@@ -316,4 +335,41 @@ async fn authenticate_agent(state: &AppState, hash: &str) -> Result<Caller, ApiE
         agent: Box::new(agent),
         key: found.key,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::TokenCache;
+    use steward_store::credentials::TokenLookup;
+
+    fn lookup() -> TokenLookup {
+        TokenLookup {
+            token: steward_types::ApiToken {
+                id: "tok_a".into(),
+                tenant_id: "t".into(),
+                name: "n".into(),
+                role: steward_types::TokenRole::Admin,
+                human_id: None,
+                prefix: "stwt_a".into(),
+                created_at: chrono::Utc::now(),
+                expires_at: None,
+                last_used_at: None,
+                revoked_at: None,
+            },
+            platform_admin: false,
+        }
+    }
+
+    #[test]
+    fn a_lookup_older_than_a_clear_is_not_cached() {
+        let cache = TokenCache::default();
+        let before = cache.get("h").unwrap_err();
+        cache.clear();
+        cache.put("h", lookup(), before);
+        assert!(cache.get("h").is_err(), "read before the revocation");
+        let now = cache.get("h").unwrap_err();
+        cache.put("h", lookup(), now);
+        assert!(cache.get("h").is_ok());
+    }
 }

@@ -232,7 +232,9 @@ impl Store {
         let mut tx = self.begin().await?;
         let human_id = match &req.human {
             Some(h) => {
-                let human = lock_human(&mut tx, "", &ctx.tenant_id, h)
+                // Locked, so a deactivation running now either sees this
+                // token and revokes it or comes first and refuses it.
+                let human = lock_human(&mut tx, self.backend.for_update(), &ctx.tenant_id, h)
                     .await
                     .map_err(|_| Error::unknown_reference("human", "human", h))?;
                 if human.status != steward_types::HumanStatus::Active {

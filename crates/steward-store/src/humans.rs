@@ -279,14 +279,23 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        for id in &affected {
-            sqlx::query("UPDATE agents SET orphaned = $1, updated_at = $2 WHERE id = $3")
-                .bind(orphaned)
-                .bind(rows::ms(ctx.now))
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+        let mut flagged = Vec::with_capacity(affected.len());
+        for id in affected {
+            // Still this person's: an agent reassigned meanwhile (its row
+            // locked by that change until it committed) is left alone.
+            let changed = sqlx::query(
+                "UPDATE agents SET orphaned = $1, updated_at = $2 WHERE id = $3 AND owner_id = $4",
+            )
+            .bind(orphaned)
+            .bind(rows::ms(ctx.now))
+            .bind(&id)
+            .bind(&after.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if changed.rows_affected() == 0 {
+                continue;
+            }
             let flag = serde_json::json!({ "orphaned": orphaned == 1 });
             let before_flag = serde_json::json!({ "orphaned": orphaned == 0 });
             append(
@@ -299,13 +308,14 @@ impl Store {
                         "agent.unorphan"
                     },
                     "agent",
-                    id,
+                    &id,
                     Some(&before_flag),
                     Some(&flag),
                     reason.as_deref(),
                 ),
             )
             .await?;
+            flagged.push(id);
         }
         // A leaver's API tokens are revoked with the deactivation, each
         // with its record.
@@ -349,7 +359,7 @@ impl Store {
         .await?;
         Ok(HumanDeactivated {
             human: after,
-            orphaned_agents: affected,
+            orphaned_agents: flagged,
             revoked_tokens,
         })
     }

@@ -697,3 +697,85 @@ async fn ids_beat_names_on_sqlite() {
 async fn ids_beat_names_on_postgres() {
     ids_beat_names(&postgres().await).await;
 }
+
+/// An agent reassigned while its old owner is being deactivated (the
+/// reassignment holds the agent's row; the deactivation listed it before)
+/// is not orphaned: it has a new owner.
+#[tokio::test]
+async fn a_reassigned_agent_is_not_orphaned_by_its_old_owner_leaving_on_postgres() {
+    use sqlx::Connection;
+    let base = std::env::var("STEWARD_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("st_{}", uuid::Uuid::now_v7().simple());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    Store::open(&base)
+        .await
+        .unwrap()
+        .execute_raw(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let store = Store::open(&url).await.unwrap();
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    let mut people = Vec::new();
+    for email in ["alice@example.com", "bob@example.com"] {
+        let h = store
+            .create_human(
+                &ctx,
+                CreateHuman {
+                    external_id: None,
+                    email: email.into(),
+                    display_name: email.into(),
+                    teams: vec![],
+                    roles: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        people.push(h.id);
+    }
+    let agent = store
+        .register_agent(
+            &ctx,
+            &InventoryRules::default(),
+            RegisterAgent {
+                name: "moving".into(),
+                owner: "alice@example.com".into(),
+                classifications: Some(vec!["public".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // The reassignment, mid-transaction: it holds the agent's row.
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("UPDATE agents SET owner_id = $1 WHERE id = $2")
+        .bind(&people[1])
+        .bind(&agent.id)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let leaving = {
+        let store = store.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            store
+                .deactivate_human(&ctx, "alice@example.com", Some("left".into()))
+                .await
+        })
+    };
+    // Let the deactivation reach the agent's row (if it has not, it reads
+    // the reassignment once committed: the outcome is the same).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let left = leaving.await.unwrap().unwrap();
+    assert!(left.orphaned_agents.is_empty(), "{left:?}");
+    let after = store.get_agent("default", &agent.id).await.unwrap();
+    assert_eq!(after.owner_id, people[1]);
+    assert!(!after.orphaned);
+}
