@@ -142,11 +142,26 @@ fn audit_rows(mut entries: Vec<AuditEntry>) -> Vec<AuditRow> {
                 .and_then(|d| d.as_str())
                 .unwrap_or_default()
                 .to_string();
+            // A decision is about its principal, whoever asked for it.
+            let after = e.after.as_ref();
+            let principal = after.and_then(|a| a.get("principal"));
+            let actor = match principal {
+                Some(p) => format!(
+                    "{} {}",
+                    p["kind"].as_str().unwrap_or_default(),
+                    p["name"].as_str().or(p["id"].as_str()).unwrap_or_default()
+                ),
+                None => format!("{}:{}", e.actor.kind, e.actor.id),
+            };
+            let action = match after.and_then(|a| a.get("action")).and_then(|a| a.as_str()) {
+                Some(asked) if principal.is_some() => format!("{} · {asked}", e.action),
+                _ => e.action,
+            };
             AuditRow {
                 seq: e.seq,
                 time: when(&e.time),
-                actor: format!("{}:{}", e.actor.kind, e.actor.id),
-                action: e.action,
+                actor,
+                action,
                 resource: format!("{}:{}", e.resource_type, e.resource_id),
                 outcome,
                 reason: e.reason.unwrap_or_default(),
@@ -763,6 +778,7 @@ pub(crate) async fn audit(
         action: given(q.action),
         decision: given(q.decision),
         last: Some(100),
+        limit: Some(100),
         ..Default::default()
     };
     let entries = state.store.list_audit(&tenant, filter.clone()).await?;

@@ -214,6 +214,23 @@ async fn the_dashboard(backend: Backend) {
     }
     let (_, _, page) = ops.get("/ui/audit?action=agent.*").await;
     assert!(page.contains("agent.register"), "{page}");
+    // The log page shows the latest hundred entries, newest first.
+    for i in 0..100 {
+        admin
+            .create_team(&CreateTeam {
+                name: format!("team-{i}"),
+                description: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let log = all_audit(admin).await;
+    let (_, _, page) = ops.get("/ui/audit").await;
+    let rows = page.matches("<tr><td>").count();
+    assert_eq!(rows, 100, "{page}");
+    let newest = page.find(&format!("<tr><td>{}</td>", log.last().unwrap().seq));
+    let older = page.find(&format!("<tr><td>{}</td>", log[log.len() - 2].seq));
+    assert!(newest.is_some() && newest < older, "newest first");
 
     // A reviewer approves through the page. The form needs the session's
     // value and this site's origin; without them nothing changes.
