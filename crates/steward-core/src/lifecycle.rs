@@ -113,7 +113,8 @@ pub fn next_state(
     })
 }
 
-fn allowed_from(from: AgentState, t: Transition) -> bool {
+/// Whether `t` may be applied to an agent in state `from`.
+pub fn allowed_from(from: AgentState, t: Transition) -> bool {
     use AgentState::*;
     matches!(
         (from, t),

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/tenant", post(switch_tenant))
         .route("/ui/agents", get(pages::agents))
         .route("/ui/agents/{id}", get(pages::agent))
+        .route("/ui/agents/{id}/{transition}", post(pages::transition))
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/approvals/{id}", get(pages::approval))
         .route("/ui/approvals/{id}/approve", post(pages::approve))

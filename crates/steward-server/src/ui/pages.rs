@@ -10,10 +10,12 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use steward_core::lifecycle::{Transition, allowed_from};
 use steward_store::approvals::Verdict;
 use steward_types::{
     Agent, AgentFilter, AgentState, Approval, ApprovalFilter, ApprovalStatus, AuditEntry,
-    AuditFilter, McpTransport, PageQuery, PolicyQuery, QuotaUsage, RiskTier, UsageQuery,
+    AuditFilter, McpTransport, PageQuery, PolicyQuery, QuotaUsage, RiskTier, TransitionRequest,
+    UsageQuery,
 };
 
 use super::{Frame, Session, UiError, check_form, render};
@@ -495,7 +497,22 @@ struct AgentPage {
     children: Vec<AgentRow>,
     quotas: Vec<QuotaRow>,
     activity: Vec<AuditRow>,
+    /// Lifecycle buttons an admin sees: (transition, label, reason required).
+    actions: Vec<(&'static str, &'static str, bool)>,
 }
+
+/// The lifecycle changes the agent page offers (activation and rejection
+/// go through approvals).
+const PAGE_TRANSITIONS: [(Transition, &str, bool); 4] = [
+    (Transition::Submit, "Submit for approval", false),
+    (Transition::Suspend, "Suspend", true),
+    (Transition::Resume, "Resume", false),
+    (
+        Transition::Decommission,
+        "Decommission (and its descendants)",
+        false,
+    ),
+];
 
 /// `GET /ui/agents/{id}`: one agent, its credentials, children, quotas and
 /// recent activity.
@@ -586,8 +603,57 @@ pub(crate) async fn agent(
         children: agent_rows(&children, &child_names),
         quotas,
         activity: audit_rows(activity.items),
+        actions: if session.caller.admin().is_ok() {
+            PAGE_TRANSITIONS
+                .iter()
+                .filter(|(t, _, _)| allowed_from(agent.state, *t))
+                .map(|(t, label, reason)| (t.as_str(), *label, *reason))
+                .collect()
+        } else {
+            Vec::new()
+        },
         agent,
     }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TransitionForm {
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /ui/agents/{id}/{transition}`: as `POST /v1/agents/{id}/{transition}`
+/// (admin tokens; a suspension needs a reason).
+pub(crate) async fn transition(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path((id, transition)): Path<(String, String)>,
+    axum::Form(form): axum::Form<TransitionForm>,
+) -> Result<Response, UiError> {
+    check_form(&headers, &session, &form.csrf)?;
+    if !PAGE_TRANSITIONS
+        .iter()
+        .any(|(t, _, _)| t.as_str() == transition)
+    {
+        return Err(crate::error::ApiError::new(
+            steward_types::ErrorCode::NotFound,
+            format!("'{transition}' is not a change this page makes"),
+        )
+        .into());
+    }
+    let done = crate::routes::agents::transition_agent(
+        State(state),
+        session.caller.clone(),
+        Path((id, transition)),
+        crate::error::OptionalJson(TransitionRequest {
+            reason: given(Some(form.reason)),
+        }),
+    )
+    .await?
+    .0;
+    Ok(Redirect::to(&format!("/ui/agents/{}", percent_encode(&done.agent.id))).into_response())
 }
 
 #[derive(Deserialize, Default)]

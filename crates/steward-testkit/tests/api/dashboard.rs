@@ -293,6 +293,70 @@ async fn the_dashboard(backend: Backend) {
     assert!(status.is_client_error(), "{status}");
     assert!(page.contains("<h1>"), "an error page, not JSON");
 
+    // An admin suspends and resumes an agent from its page; a suspension
+    // needs a reason; an auditor sees no buttons and may not post them.
+    let agent_page = format!("/ui/agents/{}", bot.id);
+    let (_, _, page) = ops.get(&agent_page).await;
+    assert!(page.contains("/suspend") && !page.contains("/resume"));
+    let form = csrf(&page);
+    let suspend = format!("{agent_page}/suspend");
+    let (status, _, _) = ops
+        .post(&suspend, &[("csrf", &form), ("reason", " ")], Some(&origin))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        admin.get_agent(&bot.id).await.unwrap().state,
+        AgentState::Active
+    );
+    let (_, _, page) = rev.get(&agent_page).await;
+    assert!(!page.contains("/suspend"), "no buttons for an auditor");
+    let (status, _, _) = rev
+        .post(
+            &suspend,
+            &[("csrf", &csrf(&page)), ("reason", "x")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = ops
+        .post(
+            &format!("{agent_page}/activate"),
+            &[("csrf", &form)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "approvals activate, not this page"
+    );
+    let (status, headers, _) = ops
+        .post(
+            &suspend,
+            &[("csrf", &form), ("reason", "odd traffic")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), agent_page);
+    let suspended = admin.get_agent(&bot.id).await.unwrap();
+    assert_eq!(suspended.state, AgentState::Suspended);
+    assert_eq!(suspended.state_reason.as_deref(), Some("odd traffic"));
+    let (_, _, page) = ops.get(&agent_page).await;
+    assert!(page.contains("odd traffic") && page.contains("/resume"));
+    let (status, _, _) = ops
+        .post(
+            &format!("{agent_page}/resume"),
+            &[("csrf", &form)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        admin.get_agent(&bot.id).await.unwrap().state,
+        AgentState::Active
+    );
+
     // Another tenant's token sees only its tenant.
     admin
         .create_tenant(&CreateTenant {
