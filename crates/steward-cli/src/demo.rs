@@ -15,9 +15,14 @@ use steward_types::*;
 use crate::logging::{self, LogFormat};
 use crate::output::{say, table};
 
-/// `steward demo` takes no options yet.
+/// Options of `steward demo`.
 #[derive(Debug, Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Keep the server running after the story, until Ctrl-C or SIGTERM,
+    /// to look around in the dashboard (`/ui`) or with the CLI.
+    #[arg(long)]
+    pub keep: bool,
+}
 
 /// The example personas the server seeds into the default tenant; the demo
 /// registers one agent for each.
@@ -32,7 +37,7 @@ const LOW_RISK_AGENT: &str = "docs-helper";
 const SUSPENSION_REASON: &str = "unexpected pushes to main";
 
 /// Run the demo: start, seed, tell the story, shut down.
-pub async fn demo(_args: DemoArgs) -> anyhow::Result<()> {
+pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Only warnings, so the story stays readable; RUST_LOG still wins.
     logging::init(LogFormat::Pretty, "warn")?;
     let data_dir = tempfile::tempdir().context("cannot create a temporary store")?;
@@ -52,10 +57,19 @@ pub async fn demo(_args: DemoArgs) -> anyhow::Result<()> {
         "Started a throwaway Steward at {} on a temporary store.",
         running.url()
     ))?;
-    let client = Client::new(&running.url(), Some(admin_token));
+    let client = Client::new(&running.url(), Some(admin_token.clone()));
     let told = scenario(&client, &mut story).await;
     // Shut down even when the scenario failed, then report the first error.
-    let stopped = running.shutdown().await;
+    let stopped = if args.keep && told.is_ok() {
+        let url = running.url();
+        story.step(format!(
+            "The server stays up until Ctrl-C. The dashboard: {url}/ui (sign in with {admin_token}). \
+             The CLI: export STEWARD_SERVER={url} STEWARD_TOKEN={admin_token}"
+        ))?;
+        running.wait_for_signal().await
+    } else {
+        running.shutdown().await
+    };
     told?;
     stopped?;
     story.step("Stopped the server; the temporary store is deleted.")?;

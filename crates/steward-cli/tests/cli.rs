@@ -191,3 +191,51 @@ fn the_demo_runs_end_to_end() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+/// `steward demo --keep` tells its story, then keeps the server up with its
+/// dashboard until interrupted, and stops cleanly.
+#[test]
+fn the_demo_can_stay_up_for_a_look_around() {
+    use std::io::{BufRead, Read, Write};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["demo", "--keep"])
+        .env_remove("STEWARD_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = loop {
+        let line = lines
+            .next()
+            .expect("the demo ended without staying up")
+            .unwrap();
+        if line.contains("/ui (sign in with ") {
+            break line;
+        }
+    };
+    let url = line.split("The dashboard: ").nth(1).unwrap();
+    let (url, rest) = url.split_once("/ui (sign in with ").unwrap();
+    let token = rest.split(')').next().unwrap();
+    let addr = url.trim_start_matches("http://");
+    let post = |path: &str, body: &str| -> String {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            conn,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let signed_in = post("/ui/login", &format!("token={token}"));
+    assert!(signed_in.starts_with("HTTP/1.1 303"), "{signed_in}");
+    assert!(signed_in.contains("steward_session="), "{signed_in}");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+}
