@@ -243,6 +243,16 @@ pub async fn authenticate(
             t
         }
     };
+    admit_token(state, found, tenant).await
+}
+
+/// The caller a found API token makes, if it is still good, acting in its
+/// own tenant or, for a platform administrator, in `tenant`.
+pub async fn admit_token(
+    state: &AppState,
+    found: steward_store::credentials::TokenLookup,
+    tenant: Option<&str>,
+) -> Result<Caller, ApiError> {
     let now = Utc::now();
     if found.token.revoked_at.is_some() {
         return Err(unauthenticated("this token was revoked"));

@@ -322,13 +322,20 @@ impl Store {
             .fetch_optional(&self.read)
             .await
             .map_err(db_error)?;
+        row.as_ref().map(token_lookup).transpose()
+    }
+
+    /// An API token by id, with the hash of its secret (a rotated token keeps
+    /// its id, not its hash).
+    pub async fn find_token_by_id(&self, id: &str) -> Result<Option<(TokenLookup, String)>, Error> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?;
         row.map(|row| {
-            let platform_admin: i64 =
-                sqlx::Row::try_get(&row, "platform_admin").map_err(db_error)?;
-            Ok(TokenLookup {
-                token: rows::api_token(&row)?,
-                platform_admin: platform_admin != 0,
-            })
+            let hash: String = sqlx::Row::try_get(&row, "hash").map_err(db_error)?;
+            Ok((token_lookup(&row)?, hash))
         })
         .transpose()
     }
@@ -415,6 +422,14 @@ impl Store {
         tx.commit().await.map_err(db_error)?;
         Ok(true)
     }
+}
+
+fn token_lookup(row: &sqlx::any::AnyRow) -> Result<TokenLookup, Error> {
+    let platform_admin: i64 = sqlx::Row::try_get(row, "platform_admin").map_err(db_error)?;
+    Ok(TokenLookup {
+        token: rows::api_token(row)?,
+        platform_admin: platform_admin != 0,
+    })
 }
 
 /// Mark a credential revoked now, with its audit record. `revoked_at` picks

@@ -3,11 +3,14 @@
 //! may read and a button does exactly what the API call would (same checks,
 //! same audit entry).
 //!
-//! Sign-in takes an admin or auditor token and keeps it in an `HttpOnly`,
-//! `SameSite=Strict` cookie scoped to `/ui`. Every form carries a value
-//! derived from the session under the server's secret pepper, and a POST
-//! whose `Origin` is another site is refused. Pages may not be framed, run no
-//! script, and are never cached.
+//! Sign-in takes an admin or auditor token. The browser keeps no secret:
+//! its `HttpOnly`, `SameSite=Lax` cookie scoped to `/ui` names the token by
+//! id with the tenant shown, when it was issued and a nonce, sealed by a MAC
+//! under the server's pepper that also covers the token's current hash. The
+//! server refuses it after eight hours, or once the token is revoked,
+//! expired or rotated. Every form carries a value derived from the session's
+//! seal, and a POST whose `Origin` is another site is refused. Pages may not
+//! be framed, run no script, and are never cached.
 
 mod pages;
 
@@ -19,19 +22,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use chrono::Utc;
 use serde::Deserialize;
+use steward_core::credentials::SecretHasher;
 use steward_types::ErrorCode;
 
-use crate::auth::{Caller, authenticate};
+use crate::auth::{Caller, admit_token, authenticate};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The cookie holding the signed-in token.
+/// The session cookie.
 const SESSION_COOKIE: &str = "steward_session";
-/// The cookie holding the tenant a platform administrator is looking at.
-const TENANT_COOKIE: &str = "steward_tenant";
-/// How long a sign-in lasts, in seconds (the token's own expiry still counts).
-const SESSION_SECS: u32 = 8 * 3600;
+/// How long a sign-in lasts, in seconds, checked by the server (the token's
+/// own expiry still counts).
+const SESSION_SECS: i64 = 8 * 3600;
 
 /// The dashboard's routes, with its security headers.
 pub fn router(state: AppState) -> Router {
@@ -97,8 +101,12 @@ async fn style() -> Response {
 pub(crate) struct Session {
     pub caller: Caller,
     pub csrf: String,
-    /// The tenants a platform administrator may switch between.
+    /// Whether they may switch tenant.
     pub platform_admin: bool,
+    /// The cookie they came with, to re-issue for another tenant.
+    cookie: SessionCookie,
+    /// Their token's current hash, which the cookie's seal covers.
+    token_hash: String,
 }
 
 impl Session {
@@ -129,18 +137,113 @@ pub(crate) struct Frame {
     pub platform_admin: bool,
 }
 
+/// What the session cookie says, sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SessionCookie {
+    token_id: String,
+    tenant: String,
+    issued: i64,
+    nonce: String,
+    mac: String,
+}
+
+impl SessionCookie {
+    /// A new session for a token (by id and current hash) in a tenant.
+    fn issue(
+        hasher: &SecretHasher,
+        token_id: &str,
+        token_hash: &str,
+        tenant: &str,
+        issued: i64,
+    ) -> Self {
+        let nonce = steward_core::credentials::generate_secret("");
+        let mac = Self::seal(hasher, token_id, token_hash, tenant, issued, &nonce);
+        SessionCookie {
+            token_id: token_id.into(),
+            tenant: tenant.into(),
+            issued,
+            nonce,
+            mac,
+        }
+    }
+
+    fn seal(
+        hasher: &SecretHasher,
+        token_id: &str,
+        token_hash: &str,
+        tenant: &str,
+        issued: i64,
+        nonce: &str,
+    ) -> String {
+        hasher.hash(&format!(
+            "steward-ui-session|{token_id}|{token_hash}|{tenant}|{issued}|{nonce}"
+        ))
+    }
+
+    /// Whether the seal holds for the token's current hash.
+    fn verify(&self, hasher: &SecretHasher, token_hash: &str) -> bool {
+        let expected = Self::seal(
+            hasher,
+            &self.token_id,
+            token_hash,
+            &self.tenant,
+            self.issued,
+            &self.nonce,
+        );
+        same_bytes(&expected, &self.mac)
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "{}.{}.{}.{}.{}",
+            self.token_id, self.tenant, self.issued, self.nonce, self.mac
+        )
+    }
+
+    fn decode(value: &str) -> Option<Self> {
+        let mut parts = value.split('.');
+        let mut next = || parts.next().filter(|p| cookie_safe(p));
+        let cookie = SessionCookie {
+            token_id: next()?.into(),
+            tenant: next()?.into(),
+            issued: next()?.parse().ok()?,
+            nonce: next()?.into(),
+            mac: next()?.into(),
+        };
+        parts.next().is_none().then_some(cookie)
+    }
+
+    /// Whether the server still honours it at `now` (seconds).
+    fn fresh(&self, now: i64) -> bool {
+        self.issued <= now + 60 && now - self.issued < SESSION_SECS
+    }
+
+    /// The form value of this session.
+    fn form_value(&self, hasher: &SecretHasher) -> String {
+        hasher.hash(&format!("steward-ui-form|{}", self.mac))
+    }
+}
+
+fn same_bytes(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()))
+}
+
+/// The one value of a cookie; none when absent or sent more than once (a
+/// second one may have been planted by a neighbouring site).
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v);
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
-/// A token or tenant id as a cookie may carry it: base64url and `_`, `-`.
+/// A cookie field: base64url and `_`, `-`, at most 256 bytes.
 fn cookie_safe(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 256
@@ -149,72 +252,94 @@ fn cookie_safe(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn csrf_for(state: &AppState, secret: &str) -> String {
-    state.hasher.hash(&format!("steward-ui-form:{secret}"))
-}
-
 impl FromRequestParts<AppState> for Session {
     type Rejection = UiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, UiError> {
-        let secret = cookie(&parts.headers, SESSION_COOKIE)
-            .filter(|s| cookie_safe(s))
-            .ok_or(UiError::SignIn)?;
-        let tenant = cookie(&parts.headers, TENANT_COOKIE).filter(|t| cookie_safe(t));
-        let caller = match authenticate(state, secret, tenant).await {
+        // Signed out, a page sends its reader to sign in and back.
+        let sign_in = || {
+            let back = (parts.method == axum::http::Method::GET)
+                .then(|| parts.uri.path_and_query().map(|p| p.as_str().to_string()))
+                .flatten();
+            UiError::SignIn(back)
+        };
+        let cookie = cookie(&parts.headers, SESSION_COOKIE)
+            .and_then(SessionCookie::decode)
+            .filter(|c| c.fresh(Utc::now().timestamp()))
+            .ok_or_else(sign_in)?;
+        let (found, token_hash) = state
+            .store
+            .find_token_by_id(&cookie.token_id)
+            .await?
+            .ok_or_else(sign_in)?;
+        if !cookie.verify(&state.hasher, &token_hash) {
+            return Err(sign_in());
+        }
+        let caller = match admit_token(state, found, Some(&cookie.tenant)).await {
             Ok(c) => c,
-            Err(e) if e.0.code == ErrorCode::Unauthenticated => return Err(UiError::SignIn),
-            // A tenant that went away, or one this token may not see: back
-            // to the token's own.
-            Err(_) if tenant.is_some() => authenticate(state, secret, None)
-                .await
-                .map_err(|_| UiError::SignIn)?,
+            // Revoked or expired, or the tenant is gone or no longer theirs
+            // to see: sign in again.
+            Err(e)
+                if matches!(
+                    e.0.code,
+                    ErrorCode::Unauthenticated | ErrorCode::Forbidden | ErrorCode::NotFound
+                ) =>
+            {
+                return Err(sign_in());
+            }
             Err(e) => return Err(e.into()),
         };
-        let platform_admin = matches!(
-            caller,
-            Caller::Token {
-                platform_admin: true,
-                ..
-            }
-        );
-        if matches!(caller, Caller::Agent { .. }) {
-            return Err(UiError::SignIn);
-        }
         Ok(Session {
-            csrf: csrf_for(state, secret),
+            csrf: cookie.form_value(&state.hasher),
+            platform_admin: matches!(
+                caller,
+                Caller::Token {
+                    platform_admin: true,
+                    ..
+                }
+            ),
             caller,
-            platform_admin,
+            cookie,
+            token_hash,
         })
     }
 }
 
-/// Whether the request's `Origin`, when the browser sends one, names this
-/// host.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether the request's `Origin`, when the browser sends one, names the
+/// host it was sent to: as the request says (`Host`, or the authority of an
+/// HTTP/2 request) or as a proxy in front says (`X-Forwarded-Host`).
+fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
+    let Some(origin_host) = origin
         .to_str()
         .ok()
         .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest);
-    host.is_some() && origin_host == host
+        .map(|(_, rest)| rest)
+    else {
+        return false;
+    };
+    let named = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    [
+        named("host"),
+        named("x-forwarded-host"),
+        uri.authority().map(|a| a.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|host| host.eq_ignore_ascii_case(origin_host))
 }
 
 /// A form's protection against other sites: the session's form value, and
 /// an `Origin`, when the browser sends one, naming this host.
 pub(crate) fn check_form(
     headers: &HeaderMap,
+    uri: &axum::http::Uri,
     session: &Session,
     sent: &str,
 ) -> Result<(), UiError> {
-    let expected = session.csrf.as_bytes();
-    let matches = sent.len() == expected.len()
-        && bool::from(subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected));
-    if same_origin(headers) && matches {
+    if same_origin(headers, uri) && same_bytes(sent, &session.csrf) {
         Ok(())
     } else {
         Err(UiError::Api(ApiError::new(
@@ -226,8 +351,9 @@ pub(crate) fn check_form(
 
 /// What a page answers when it cannot show what was asked.
 pub(crate) enum UiError {
-    /// No session, or its token no longer works: to the sign-in page.
-    SignIn,
+    /// No session, or its token no longer works: to the sign-in page, and
+    /// then back to this page if given.
+    SignIn(Option<String>),
     /// The API's own refusal, shown as a page with its status.
     Api(ApiError),
 }
@@ -235,7 +361,7 @@ pub(crate) enum UiError {
 impl From<ApiError> for UiError {
     fn from(e: ApiError) -> Self {
         if e.0.code == ErrorCode::Unauthenticated {
-            UiError::SignIn
+            UiError::SignIn(None)
         } else {
             UiError::Api(e)
         }
@@ -259,7 +385,13 @@ struct ErrorPage {
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         match self {
-            UiError::SignIn => Redirect::to("/ui/login").into_response(),
+            UiError::SignIn(back) => match back.filter(|b| return_path(b)) {
+                Some(back) => {
+                    Redirect::to(&format!("/ui/login?next={}", pages::percent_encode(&back)))
+                        .into_response()
+                }
+                None => Redirect::to("/ui/login").into_response(),
+            },
             UiError::Api(e) => {
                 let code = e.0.code;
                 crate::metrics::record_error(code);
@@ -299,19 +431,35 @@ pub(crate) fn render(page: &impl Template) -> Response {
 #[template(path = "login.html")]
 struct LoginPage {
     message: Option<String>,
+    next: String,
 }
 
-async fn login_form() -> Response {
-    render(&LoginPage { message: None })
+/// Where to go after signing in: a dashboard page, nowhere else.
+fn return_path(path: &str) -> bool {
+    path.starts_with("/ui") && !path.contains("//") && !path.contains('\\')
+}
+
+#[derive(Deserialize, Default)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn login_form(axum::extract::Query(q): axum::extract::Query<NextQuery>) -> Response {
+    render(&LoginPage {
+        message: None,
+        next: q.next.filter(|n| return_path(n)).unwrap_or_default(),
+    })
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
     token: String,
+    #[serde(default)]
+    next: String,
 }
 
-/// Whether the request reached us over TLS (directly or, as a proxy says, in
-/// front of us): then the cookie is marked `Secure`.
+/// Whether the request reached us over TLS, as a proxy in front says: then
+/// the cookie is marked `Secure`.
 fn over_tls(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
@@ -319,52 +467,72 @@ fn over_tls(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-fn set_cookie(name: &str, value: &str, max_age: u32, secure: bool) -> HeaderValue {
+/// The session cookie, or (empty, `max_age` 0) its removal.
+fn set_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        "{SESSION_COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Answer with a new session cookie, going to `to`.
+fn signed_in(cookie: &SessionCookie, headers: &HeaderMap, to: &str) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    let left = SESSION_SECS - (Utc::now().timestamp() - cookie.issued);
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&cookie.encode(), left.max(0), over_tls(headers)),
+    );
+    response
 }
 
 async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
+    let next = if return_path(&form.next) {
+        form.next.clone()
+    } else {
+        String::new()
+    };
     let refuse = |status: StatusCode, message: &str| {
         (
             status,
             render(&LoginPage {
                 message: Some(message.to_string()),
+                next: next.clone(),
             }),
         )
             .into_response()
     };
-    if !same_origin(&headers) {
+    if !same_origin(&headers, &uri) {
         return refuse(
             StatusCode::FORBIDDEN,
             "sign in from this dashboard's own page",
         );
     }
     let token = form.token.trim();
-    if !cookie_safe(token) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "that is not a Steward token: paste an admin or auditor token (stwt_...)",
-        );
-    }
     match authenticate(&state, token, None).await {
-        Ok(Caller::Token { .. }) => {
-            let mut response = Redirect::to("/ui").into_response();
-            let secure = over_tls(&headers);
-            let h = response.headers_mut();
-            h.append(
-                header::SET_COOKIE,
-                set_cookie(SESSION_COOKIE, token, SESSION_SECS, secure),
+        Ok(Caller::Token {
+            token: found,
+            tenant_id,
+            ..
+        }) => {
+            let cookie = SessionCookie::issue(
+                &state.hasher,
+                &found.id,
+                &state.hasher.hash(token),
+                &tenant_id,
+                Utc::now().timestamp(),
             );
-            h.append(header::SET_COOKIE, set_cookie(TENANT_COOKIE, "", 0, secure));
-            response
+            signed_in(
+                &cookie,
+                &headers,
+                if next.is_empty() { "/ui" } else { &next },
+            )
         }
         Ok(Caller::Agent { .. }) => refuse(
             StatusCode::FORBIDDEN,
@@ -385,17 +553,14 @@ pub(crate) struct CsrfForm {
 async fn logout(
     session: Session,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, UiError> {
-    check_form(&headers, &session, &form.csrf)?;
+    check_form(&headers, &uri, &session, &form.csrf)?;
     let mut response = Redirect::to("/ui/login").into_response();
-    let secure = over_tls(&headers);
     let h = response.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, "", 0, secure),
-    );
-    h.append(header::SET_COOKIE, set_cookie(TENANT_COOKIE, "", 0, secure));
+    h.append(header::SET_COOKIE, set_cookie("", 0, over_tls(&headers)));
+    h.insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
     Ok(response)
 }
 
@@ -406,23 +571,102 @@ struct TenantForm {
 }
 
 /// A platform administrator looks at another tenant (as the API's
-/// `X-Steward-Tenant` header does).
+/// `X-Steward-Tenant` header does): the session is re-issued for it, its
+/// sign-in time unchanged.
 async fn switch_tenant(
     State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     axum::Form(form): axum::Form<TenantForm>,
 ) -> Result<Response, UiError> {
-    check_form(&headers, &session, &form.csrf)?;
+    check_form(&headers, &uri, &session, &form.csrf)?;
     session.caller.platform_admin()?;
     let tenant = form.tenant.trim();
     if !cookie_safe(tenant) || !state.store.tenant_exists(tenant).await? {
         return Err(ApiError(steward_core::Error::not_found("tenant", tenant)).into());
     }
-    let mut response = Redirect::to("/ui").into_response();
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(TENANT_COOKIE, tenant, SESSION_SECS, over_tls(&headers)),
+    let cookie = SessionCookie::issue(
+        &state.hasher,
+        &session.cookie.token_id,
+        &session.token_hash,
+        tenant,
+        session.cookie.issued,
     );
-    Ok(response)
+    Ok(signed_in(&cookie, &headers, "/ui"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn hasher() -> SecretHasher {
+        SecretHasher::new(b"a pepper for tests".to_vec())
+    }
+
+    #[test]
+    fn a_session_cookie_holds_only_while_its_seal_and_time_do() {
+        let h = hasher();
+        let issued = 1_800_000_000;
+        let c = SessionCookie::issue(&h, "tok_a", "hash-a", "default", issued);
+        let text = c.encode();
+        assert!(cookie_safe(&text.replace('.', "")), "{text}");
+        let back = SessionCookie::decode(&text).unwrap();
+        assert_eq!(back, c);
+        assert!(back.verify(&h, "hash-a"));
+        // A rotated token (new hash), another pepper, or any field changed
+        // breaks the seal.
+        assert!(!back.verify(&h, "hash-b"));
+        assert!(!back.verify(&SecretHasher::new(b"other".to_vec()), "hash-a"));
+        let moved = SessionCookie::decode(&text.replace(".default.", ".acme.")).unwrap();
+        assert!(!moved.verify(&h, "hash-a"));
+        let older = SessionCookie::decode(&text.replace(&issued.to_string(), "1")).unwrap();
+        assert!(!older.verify(&h, "hash-a"));
+        // The server's clock decides how long it lasts.
+        assert!(c.fresh(issued) && c.fresh(issued + SESSION_SECS - 1));
+        assert!(!c.fresh(issued + SESSION_SECS));
+        assert!(!c.fresh(issued - 3600), "issued in the future");
+        // Each sign-in has its own form value.
+        let again = SessionCookie::issue(&h, "tok_a", "hash-a", "default", issued);
+        assert_ne!(again.form_value(&h), c.form_value(&h));
+        for bad in [
+            "",
+            "a.b.c.d",
+            "a.b.c.d.e.f",
+            "a.b.notanumber.d.e",
+            "a.b;c.1.d.e",
+        ] {
+            assert!(SessionCookie::decode(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_dashboard_pages_are_places_to_return_to() {
+        assert!(return_path("/ui/approvals/apr_1?x=1"));
+        for bad in [
+            "//evil.example",
+            "https://evil.example/ui",
+            "/ui//evil",
+            "/api",
+            "/ui\\x",
+        ] {
+            assert!(!return_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn one_cookie_of_a_name_or_none() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; steward_session=x"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("x"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("steward_session=y"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), None, "a planted second cookie");
+    }
 }

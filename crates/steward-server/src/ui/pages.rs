@@ -458,7 +458,7 @@ fn query_string(pairs: &[(&str, String)]) -> String {
         .join("&")
 }
 
-fn percent_encode(v: &str) -> String {
+pub(crate) fn percent_encode(v: &str) -> String {
     v.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -621,6 +621,9 @@ pub(crate) struct TransitionForm {
     csrf: String,
     #[serde(default)]
     reason: String,
+    /// The agent's name, typed to confirm a decommission.
+    #[serde(default)]
+    confirm: String,
 }
 
 /// `POST /ui/agents/{id}/{transition}`: as `POST /v1/agents/{id}/{transition}`
@@ -629,10 +632,11 @@ pub(crate) async fn transition(
     State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Path((id, transition)): Path<(String, String)>,
     axum::Form(form): axum::Form<TransitionForm>,
 ) -> Result<Response, UiError> {
-    check_form(&headers, &session, &form.csrf)?;
+    check_form(&headers, &uri, &session, &form.csrf)?;
     if !PAGE_TRANSITIONS
         .iter()
         .any(|(t, _, _)| t.as_str() == transition)
@@ -642,6 +646,20 @@ pub(crate) async fn transition(
             format!("'{transition}' is not a change this page makes"),
         )
         .into());
+    }
+    if transition == Transition::Decommission.as_str() {
+        // For good, and its descendants with it: the name, typed.
+        let agent = state.store.get_agent(session.caller.reader()?, &id).await?;
+        if form.confirm.trim() != agent.name {
+            return Err(crate::error::ApiError::new(
+                steward_types::ErrorCode::InvalidRequest,
+                format!(
+                    "confirm: type the agent's name, '{}', to decommission it and its descendants",
+                    agent.name
+                ),
+            )
+            .into());
+        }
     }
     let done = crate::routes::agents::transition_agent(
         State(state),
@@ -776,15 +794,25 @@ pub(crate) struct VerdictForm {
     comment: String,
 }
 
-async fn decide(
-    state: AppState,
+struct Posted {
     session: Session,
     headers: HeaderMap,
+    uri: axum::http::Uri,
+}
+
+async fn decide(
+    state: AppState,
+    posted: Posted,
     id: String,
     form: VerdictForm,
     verdict: Verdict,
 ) -> Result<Response, UiError> {
-    check_form(&headers, &session, &form.csrf)?;
+    let Posted {
+        session,
+        headers,
+        uri,
+    } = posted;
+    check_form(&headers, &uri, &session, &form.csrf)?;
     let comment = given(Some(form.comment));
     crate::approvals::decide(&state, &session.caller, &id, verdict, comment).await?;
     Ok(Redirect::to(&format!("/ui/approvals/{}", percent_encode(&id))).into_response())
@@ -795,10 +823,16 @@ pub(crate) async fn approve(
     State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
     axum::Form(form): axum::Form<VerdictForm>,
 ) -> Result<Response, UiError> {
-    decide(state, session, headers, id, form, Verdict::Approve).await
+    let posted = Posted {
+        session,
+        headers,
+        uri,
+    };
+    decide(state, posted, id, form, Verdict::Approve).await
 }
 
 /// `POST /ui/approvals/{id}/deny`: as `POST /v1/approvals/{id}/deny`.
@@ -806,10 +840,16 @@ pub(crate) async fn deny(
     State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
     axum::Form(form): axum::Form<VerdictForm>,
 ) -> Result<Response, UiError> {
-    decide(state, session, headers, id, form, Verdict::Deny).await
+    let posted = Posted {
+        session,
+        headers,
+        uri,
+    };
+    decide(state, posted, id, form, Verdict::Deny).await
 }
 
 #[derive(Deserialize, Default)]

@@ -62,13 +62,23 @@ impl Browser {
         form: &[(&str, &str)],
         origin: Option<&str>,
     ) -> (StatusCode, HeaderMap, String) {
+        let origin: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+        self.post_with(path, form, &origin).await
+    }
+
+    async fn post_with(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
         let mut req = self
             .http
             .post(format!("{}{path}", self.base))
             .header(reqwest::header::COOKIE, self.cookie_header())
             .form(form);
-        if let Some(o) = origin {
-            req = req.header(reqwest::header::ORIGIN, o);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let r = req.send().await.unwrap();
         let (status, headers) = (r.status(), r.headers().clone());
@@ -108,16 +118,40 @@ async fn the_dashboard(backend: Backend) {
     let base = srv.server.url();
     let origin = base.trim_end_matches('/').to_string();
 
-    // Signed out, every page leads to the sign-in form.
+    // Signed out, every page leads to the sign-in form, and back.
     let mut anon = Browser::new(&base);
-    for path in ["/ui", "/ui/agents", "/ui/audit", "/ui/approvals/apr_x"] {
+    for path in ["/ui", "/ui/agents?state=active", "/ui/approvals/apr_x"] {
         let (status, headers, _) = anon.get(path).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
-        assert_eq!(location(&headers), "/ui/login");
+        let to = location(&headers);
+        assert!(to.starts_with("/ui/login?next=%2Fui"), "{to}");
     }
-    let (status, headers, page) = anon.get("/ui/login").await;
+    let (status, headers, page) = anon
+        .get("/ui/login?next=%2Fui%2Fagents%3Fstate%3Dactive")
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("name=\"token\""));
+    assert!(
+        page.contains("name=\"next\" value=\"/ui/agents?state=active\""),
+        "{page}"
+    );
+    let (status, headers_back, _) = Browser::new(&base)
+        .post(
+            "/ui/login",
+            &[("token", ADMIN_TOKEN), ("next", "/ui/agents?state=active")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers_back), "/ui/agents?state=active");
+    let (_, headers_back, _) = Browser::new(&base)
+        .post(
+            "/ui/login",
+            &[("token", ADMIN_TOKEN), ("next", "//evil.example/ui")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(location(&headers_back), "/ui", "never off the dashboard");
     let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(headers["x-frame-options"], "DENY");
@@ -174,9 +208,39 @@ async fn the_dashboard(backend: Backend) {
         .unwrap();
     let approval = pending_approval(admin, "warehouse-loader", "registration").await;
     let mut ops = Browser::new(&base);
-    assert_eq!(ops.sign_in(ADMIN_TOKEN).await, StatusCode::SEE_OTHER);
-    let session = ops.cookies.join("; ");
-    assert!(session.starts_with("steward_session="), "{session}");
+    let (status, headers, _) = ops
+        .post("/ui/login", &[("token", ADMIN_TOKEN)], Some(&origin))
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let set = headers["set-cookie"].to_str().unwrap();
+    for part in [
+        "steward_session=",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/ui",
+        "Max-Age=",
+    ] {
+        assert!(set.contains(part), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    assert!(
+        !set.contains(ADMIN_TOKEN),
+        "the browser keeps no secret: {set}"
+    );
+    // Behind a TLS proxy (its own name in X-Forwarded-Host) the cookie is Secure.
+    let (status, headers, _) = Browser::new(&base)
+        .post_with(
+            "/ui/login",
+            &[("token", ADMIN_TOKEN)],
+            &[
+                ("origin", "https://steward.example"),
+                ("x-forwarded-host", "steward.example"),
+                ("x-forwarded-proto", "https"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers["set-cookie"].to_str().unwrap().contains("; Secure"));
     let (status, headers, page) = ops.get("/ui").await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
@@ -272,6 +336,19 @@ async fn the_dashboard(backend: Backend) {
     // One user's form value does not work in another's session.
     let (_, _, admin_page) = ops.get(&format!("/ui/approvals/{}", approval.id)).await;
     assert_ne!(csrf(&admin_page), value);
+    let (status, _, _) = rev
+        .post(&approve, &[("csrf", &csrf(&admin_page))], Some(&origin))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A session moved to another tenant by hand breaks its seal.
+    let mut moved = Browser::new(&base);
+    moved.cookies = rev
+        .cookies
+        .iter()
+        .map(|c| c.replacen(".default.", ".acme.", 1))
+        .collect();
+    assert_ne!(moved.cookies, rev.cookies);
+    assert_eq!(moved.get("/ui").await.0, StatusCode::SEE_OTHER);
     let (status, headers, _) = rev
         .post(
             &approve,
@@ -344,17 +421,45 @@ async fn the_dashboard(backend: Backend) {
     assert_eq!(suspended.state_reason.as_deref(), Some("odd traffic"));
     let (_, _, page) = ops.get(&agent_page).await;
     assert!(page.contains("odd traffic") && page.contains("/resume"));
+    // (A browser that sends no Origin is held to the form value alone.)
     let (status, _, _) = ops
-        .post(
-            &format!("{agent_page}/resume"),
-            &[("csrf", &form)],
-            Some(&origin),
-        )
+        .post(&format!("{agent_page}/resume"), &[("csrf", &form)], None)
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(
         admin.get_agent(&bot.id).await.unwrap().state,
         AgentState::Active
+    );
+    // Decommissioning asks for the agent's name.
+    let scratch = low_risk_agent(admin, "scratch", "olivia@example.com").await;
+    let scratch_page = format!("/ui/agents/{}", scratch.id);
+    let decommission = format!("{scratch_page}/decommission");
+    let (_, _, page) = ops.get(&scratch_page).await;
+    assert!(page.contains("name=\"confirm\""));
+    let (status, _, page) = ops
+        .post(
+            &decommission,
+            &[("csrf", &form), ("confirm", "scratc")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("type the agent"), "{page}");
+    assert_eq!(
+        admin.get_agent(&scratch.id).await.unwrap().state,
+        AgentState::Active
+    );
+    let (status, _, _) = ops
+        .post(
+            &decommission,
+            &[("csrf", &form), ("confirm", "scratch")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        admin.get_agent(&scratch.id).await.unwrap().state,
+        AgentState::Decommissioned
     );
 
     // Another tenant's token sees only its tenant.
@@ -381,6 +486,19 @@ async fn the_dashboard(backend: Backend) {
     assert!(!page.contains("triage-bot"), "{page}");
     let (status, _, _) = other.get(&format!("/ui/agents/{}", bot.id)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, _, page) = other.get("/ui").await;
+    let (status, _, _) = other
+        .post(
+            &format!("/ui/agents/{}/suspend", bot.id),
+            &[("csrf", &csrf(&page)), ("reason", "not mine")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's agent");
+    assert_eq!(
+        admin.get_agent(&bot.id).await.unwrap().state,
+        AgentState::Active
+    );
     // It cannot switch tenant; the platform admin can.
     let (_, _, page) = other.get("/ui").await;
     let (status, _, _) = other
@@ -426,7 +544,7 @@ async fn the_dashboard(backend: Backend) {
         .unwrap();
     let (status, headers, _) = other.get("/ui").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(location(&headers), "/ui/login");
+    assert_eq!(location(&headers), "/ui/login?next=%2Fui");
     srv.stop().await;
 }
 
@@ -438,4 +556,15 @@ async fn the_dashboard_on_sqlite() {
 #[tokio::test]
 async fn the_dashboard_on_postgres() {
     the_dashboard(Backend::Postgres).await;
+}
+
+/// A token the operator chose, in any characters the API takes, signs in.
+#[tokio::test]
+async fn a_configured_token_of_any_characters_signs_in() {
+    let token = "stwt_plus+slash/equals=0123456789";
+    let srv = TestServer::start_with(Backend::Sqlite, |c| c.admin_token = Some(token.into())).await;
+    let mut b = Browser::new(&srv.server.url());
+    assert_eq!(b.sign_in(token).await, StatusCode::SEE_OTHER);
+    assert_eq!(b.get("/ui").await.0, StatusCode::OK);
+    srv.stop().await;
 }
