@@ -500,27 +500,28 @@ async fn upgraded(store: &Store) {
     assert_eq!(server.updated_at.timestamp_millis(), 1700000000001);
 }
 
+/// A database as the release before `decision_record` left it, with its rows.
+async fn older_database(url: &str, backend: &str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let old = migrations_up_to(backend, "0008_quotas.sql");
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    for sql in OLD_ROWS {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn an_older_database_upgrades_keeping_its_rows_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/old.db", dir.path().display());
-    {
-        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
-            .unwrap()
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        let old = migrations_up_to("sqlite", "0008_quotas.sql");
-        sqlx::migrate::Migrator::new(old.path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
-        for sql in OLD_ROWS {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
+    older_database(&format!("{url}?mode=rwc"), "sqlite").await;
     upgraded(&Store::open(&url).await.unwrap()).await;
 }
 
@@ -529,28 +530,15 @@ async fn an_older_database_upgrades_keeping_its_rows_on_postgres() {
     let base = std::env::var("STEWARD_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("st_{}", uuid::Uuid::now_v7().simple());
+    Store::open(&base)
+        .await
+        .unwrap()
+        .execute_raw(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    {
-        let pool = sqlx::PgPool::connect(&base).await.unwrap();
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let old = migrations_up_to("postgres", "0008_quotas.sql");
-        sqlx::migrate::Migrator::new(old.path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
-        for sql in OLD_ROWS {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
+    older_database(&url, "postgres").await;
     upgraded(&Store::open(&url).await.unwrap()).await;
 }
 

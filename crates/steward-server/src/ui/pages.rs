@@ -794,62 +794,31 @@ pub(crate) struct VerdictForm {
     comment: String,
 }
 
-struct Posted {
+/// `POST /ui/approvals/{id}/approve` and `.../deny`: as the API's
+/// `POST /v1/approvals/{id}/approve` and `.../deny`.
+pub(crate) async fn decide(
+    State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
     uri: axum::http::Uri,
-}
-
-async fn decide(
-    state: AppState,
-    posted: Posted,
-    id: String,
-    form: VerdictForm,
-    verdict: Verdict,
+    Path((id, verdict)): Path<(String, String)>,
+    axum::Form(form): axum::Form<VerdictForm>,
 ) -> Result<Response, UiError> {
-    let Posted {
-        session,
-        headers,
-        uri,
-    } = posted;
     check_form(&headers, &uri, &session, &form.csrf)?;
+    let verdict = match verdict.as_str() {
+        "approve" => Verdict::Approve,
+        "deny" => Verdict::Deny,
+        other => {
+            return Err(crate::error::ApiError::new(
+                steward_types::ErrorCode::NotFound,
+                format!("'{other}' is not a verdict: approve or deny"),
+            )
+            .into());
+        }
+    };
     let comment = given(Some(form.comment));
     crate::approvals::decide(&state, &session.caller, &id, verdict, comment).await?;
     Ok(Redirect::to(&format!("/ui/approvals/{}", percent_encode(&id))).into_response())
-}
-
-/// `POST /ui/approvals/{id}/approve`: as `POST /v1/approvals/{id}/approve`.
-pub(crate) async fn approve(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Path(id): Path<String>,
-    axum::Form(form): axum::Form<VerdictForm>,
-) -> Result<Response, UiError> {
-    let posted = Posted {
-        session,
-        headers,
-        uri,
-    };
-    decide(state, posted, id, form, Verdict::Approve).await
-}
-
-/// `POST /ui/approvals/{id}/deny`: as `POST /v1/approvals/{id}/deny`.
-pub(crate) async fn deny(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Path(id): Path<String>,
-    axum::Form(form): axum::Form<VerdictForm>,
-) -> Result<Response, UiError> {
-    let posted = Posted {
-        session,
-        headers,
-        uri,
-    };
-    decide(state, posted, id, form, Verdict::Deny).await
 }
 
 #[derive(Deserialize, Default)]
