@@ -237,17 +237,13 @@ impl Store {
         .map_err(db_error)?;
         rows.iter()
             .map(|row| {
-                let get = |c: &str| -> Result<String, Error> {
-                    sqlx::Row::try_get(row, c).map_err(db_error)
-                };
-                let state = get("state")?;
-                let tier = get("risk_tier")?;
-                let orphaned: i64 = sqlx::Row::try_get(row, "orphaned").map_err(db_error)?;
-                let n: i64 = sqlx::Row::try_get(row, "n").map_err(db_error)?;
+                let state: String = rows::get(row, "state")?;
+                let orphaned: i64 = rows::get(row, "orphaned")?;
+                let n: i64 = rows::get(row, "n")?;
                 Ok(AgentCount {
                     state: AgentState::parse(&state)
                         .ok_or_else(|| Error::internal(format!("corrupt agent state '{state}'")))?,
-                    risk_tier: rows::parse_tier(&tier)?,
+                    risk_tier: rows::parse_tier(&rows::get::<String>(row, "risk_tier")?)?,
                     orphaned: orphaned != 0,
                     count: u64::try_from(n).unwrap_or(0),
                 })

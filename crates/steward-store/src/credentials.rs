@@ -333,11 +333,8 @@ impl Store {
             .fetch_optional(&self.read)
             .await
             .map_err(db_error)?;
-        row.map(|row| {
-            let hash: String = sqlx::Row::try_get(&row, "hash").map_err(db_error)?;
-            Ok((token_lookup(&row)?, hash))
-        })
-        .transpose()
+        row.map(|row| Ok((token_lookup(&row)?, rows::get(&row, "hash")?)))
+            .transpose()
     }
 
     /// Whether the bootstrap token exists.
@@ -425,7 +422,7 @@ impl Store {
 }
 
 fn token_lookup(row: &sqlx::any::AnyRow) -> Result<TokenLookup, Error> {
-    let platform_admin: i64 = sqlx::Row::try_get(row, "platform_admin").map_err(db_error)?;
+    let platform_admin: i64 = rows::get(row, "platform_admin")?;
     Ok(TokenLookup {
         token: rows::api_token(row)?,
         platform_admin: platform_admin != 0,

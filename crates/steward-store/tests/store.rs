@@ -606,35 +606,10 @@ async fn ids_beat_names(store: &Store) {
         .ensure_tenant(&ctx, "default", "Default")
         .await
         .unwrap();
-    store
-        .create_human(
-            &ctx,
-            CreateHuman {
-                external_id: None,
-                email: "o@example.com".into(),
-                display_name: "O".into(),
-                teams: vec![],
-                roles: vec![],
-            },
-        )
-        .await
-        .unwrap();
+    person(store, &ctx, "o@example.com").await;
     let mut ids = Vec::new();
     for name in ["first", "second"] {
-        let agent = store
-            .register_agent(
-                &ctx,
-                &InventoryRules::default(),
-                RegisterAgent {
-                    name: name.into(),
-                    owner: "o@example.com".into(),
-                    classifications: Some(vec!["public".into()]),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        ids.push(agent.id);
+        ids.push(public_agent(store, &ctx, name, "o@example.com").await.id);
     }
     // The refusal itself.
     let err = store
@@ -711,34 +686,9 @@ async fn a_reassigned_agent_is_not_orphaned_by_its_old_owner_leaving_on_postgres
         .unwrap();
     let mut people = Vec::new();
     for email in ["alice@example.com", "bob@example.com"] {
-        let h = store
-            .create_human(
-                &ctx,
-                CreateHuman {
-                    external_id: None,
-                    email: email.into(),
-                    display_name: email.into(),
-                    teams: vec![],
-                    roles: vec![],
-                },
-            )
-            .await
-            .unwrap();
-        people.push(h.id);
+        people.push(person(&store, &ctx, email).await.id);
     }
-    let agent = store
-        .register_agent(
-            &ctx,
-            &InventoryRules::default(),
-            RegisterAgent {
-                name: "moving".into(),
-                owner: "alice@example.com".into(),
-                classifications: Some(vec!["public".into()]),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let agent = public_agent(&store, &ctx, "moving", "alice@example.com").await;
     // The reassignment, mid-transaction: it holds the agent's row.
     let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut other).await.unwrap();
@@ -766,4 +716,37 @@ async fn a_reassigned_agent_is_not_orphaned_by_its_old_owner_leaving_on_postgres
     let after = store.get_agent("default", &agent.id).await.unwrap();
     assert_eq!(after.owner_id, people[1]);
     assert!(!after.orphaned);
+}
+
+async fn person(store: &Store, ctx: &ChangeContext, email: &str) -> Human {
+    store
+        .create_human(
+            ctx,
+            CreateHuman {
+                external_id: None,
+                email: email.into(),
+                display_name: email.into(),
+                teams: vec![],
+                roles: vec![],
+            },
+        )
+        .await
+        .unwrap()
+}
+
+/// A low-risk agent (public data only), active at once.
+async fn public_agent(store: &Store, ctx: &ChangeContext, name: &str, owner: &str) -> Agent {
+    store
+        .register_agent(
+            ctx,
+            &InventoryRules::default(),
+            RegisterAgent {
+                name: name.into(),
+                owner: owner.into(),
+                classifications: Some(vec!["public".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
 }
