@@ -277,6 +277,9 @@ struct Overview {
     tiers: Vec<(&'static str, u64)>,
     orphaned: u64,
     total: u64,
+    /// Approvals whose current step waits for a group the signed-in person
+    /// holds (empty for a token of nobody).
+    mine: Vec<ApprovalRow>,
     pending: Vec<ApprovalRow>,
     more_pending: bool,
     denials: Vec<AuditRow>,
@@ -331,6 +334,7 @@ pub(crate) async fn overview(
             },
         )
         .await?;
+    let mine = awaiting_me(&state, &session, &tenant).await?;
     let denials = state
         .store
         .list_audit(
@@ -369,6 +373,7 @@ pub(crate) async fn overview(
         tiers,
         orphaned,
         total,
+        mine: approval_rows(&mine),
         pending: approval_rows(&pending.items),
         more_pending: pending.next_cursor.is_some(),
         denials: audit_rows(denials.items),
@@ -379,6 +384,51 @@ pub(crate) async fn overview(
             .map(|t| when(&t))
             .unwrap_or_default(),
     }))
+}
+
+/// Pending approvals whose current step waits for one of the signed-in
+/// person's roles, oldest first (at most 50 per role).
+async fn awaiting_me(
+    state: &AppState,
+    session: &Session,
+    tenant: &str,
+) -> Result<Vec<Approval>, UiError> {
+    let crate::auth::Caller::Token {
+        token: steward_types::ApiToken {
+            human_id: Some(human),
+            ..
+        },
+        ..
+    } = &session.caller
+    else {
+        return Ok(Vec::new());
+    };
+    let Ok(person) = state.store.get_human(tenant, human).await else {
+        // Their token works in another tenant than their own.
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<Approval> = Vec::new();
+    for role in &person.roles {
+        let page = state
+            .store
+            .list_approvals(
+                tenant,
+                ApprovalFilter {
+                    status: Some("pending".into()),
+                    group: Some(role.clone()),
+                    limit: Some(PAGE),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        for a in page.items {
+            if !out.iter().any(|o| o.id == a.id) {
+                out.push(a);
+            }
+        }
+    }
+    out.sort_by_key(|a| a.created_at);
+    Ok(out)
 }
 
 #[derive(Deserialize, Default)]

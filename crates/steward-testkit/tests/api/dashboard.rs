@@ -307,6 +307,15 @@ async fn the_dashboard(backend: Backend) {
         rev.sign_in(&reviewer_token.secret).await,
         StatusCode::SEE_OTHER
     );
+    // The overview puts what waits for them first; the bootstrap token is
+    // nobody's, so nothing waits for it.
+    let (_, _, page) = rev.get("/ui").await;
+    let yours = page
+        .find("Waiting for you")
+        .expect("a section for the reviewer");
+    assert!(page[yours..].contains(&approval.id), "{page}");
+    let (_, _, page) = ops.get("/ui").await;
+    assert!(!page.contains("Waiting for you"));
     let (status, _, page) = rev.get(&format!("/ui/approvals/{}", approval.id)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("warehouse-loader") && page.contains("Approve"));
