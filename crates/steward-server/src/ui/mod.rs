@@ -100,8 +100,6 @@ async fn style() -> Response {
 pub(crate) struct Session {
     pub caller: Caller,
     pub csrf: String,
-    /// Whether they may switch tenant.
-    pub platform_admin: bool,
     /// The cookie they came with, to re-issue for another tenant.
     cookie: SessionCookie,
     /// Their token's current hash, which the cookie's seal covers.
@@ -109,6 +107,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// Whether they may look at other tenants.
+    pub fn platform_admin(&self) -> bool {
+        self.caller.platform_admin().is_ok()
+    }
+
     /// What every page shows in its header.
     pub fn frame(&self, active: &'static str) -> Frame {
         let (name, role) = match &self.caller {
@@ -121,7 +124,7 @@ impl Session {
             who: name,
             role,
             csrf: self.csrf.clone(),
-            platform_admin: self.platform_admin,
+            platform_admin: self.platform_admin(),
         }
     }
 }
@@ -290,13 +293,6 @@ impl FromRequestParts<AppState> for Session {
         };
         Ok(Session {
             csrf: cookie.form_value(&state.hasher),
-            platform_admin: matches!(
-                caller,
-                Caller::Token {
-                    platform_admin: true,
-                    ..
-                }
-            ),
             caller,
             cookie,
             token_hash,

@@ -351,7 +351,7 @@ pub(crate) async fn overview(
         .filter(|q| q.percent >= 80)
         .collect();
     let head = state.store.latest_checkpoint().await?;
-    let tenants = if session.platform_admin {
+    let tenants = if session.platform_admin() {
         state
             .store
             .list_tenants(PageQuery {
@@ -573,7 +573,6 @@ pub(crate) async fn agent(
 ) -> Result<Response, UiError> {
     let tenant = session.caller.reader()?.to_string();
     let agent = state.store.get_agent(&tenant, &id).await?;
-    let names = Names::load(&state, &tenant, std::slice::from_ref(&agent)).await?;
     let parent = match &agent.parent_id {
         Some(p) => Some(match state.store.get_agent(&tenant, p).await {
             Ok(a) => (a.id, a.name),
@@ -621,7 +620,10 @@ pub(crate) async fn agent(
         )
         .await?
         .items;
-    let child_names = Names::load(&state, &tenant, &children).await?;
+    // One lookup of owners and personas for the agent and its children.
+    let mut named = children.clone();
+    named.push(agent.clone());
+    let names = Names::load(&state, &tenant, &named).await?;
     let quotas = quota_rows(&tenant_usage(&state, &session, Some(agent.id.clone())).await?);
     let activity = state
         .store
@@ -650,7 +652,7 @@ pub(crate) async fn agent(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         keys,
-        children: agent_rows(&children, &child_names),
+        children: agent_rows(&children, &names),
         quotas,
         activity: audit_rows(activity.items),
         actions: if session.caller.admin().is_ok() {

@@ -246,6 +246,17 @@ async fn the_dashboard(backend: Backend) {
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     assert!(page.contains(&approval.id), "pending approval listed");
     assert!(page.contains("pending_approval"), "agent states counted");
+    // A session is the cluster's, not one node's: another node honours it
+    // (the seal's pepper is in the store).
+    if srv.backend == Backend::Postgres {
+        let (node, _) = srv.second_node().await;
+        let mut elsewhere = Browser::new(&node.url());
+        elsewhere.cookies = ops.cookies.clone();
+        let (status, _, page) = elsewhere.get("/ui/agents").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains("triage-bot"));
+        node.shutdown().await.unwrap();
+    }
     let (_, _, page) = ops.get("/ui/agents").await;
     assert!(page.contains("triage-bot") && page.contains("warehouse-loader"));
     assert!(
