@@ -61,12 +61,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let told = scenario(&client, &mut story).await;
     // Shut down even when the scenario failed, then report the first error.
     let stopped = if args.keep && told.is_ok() {
+        let signal = steward_server::ShutdownSignal::listen()?;
         let url = running.url();
         story.step(format!(
             "The server stays up until Ctrl-C. The dashboard: {url}/ui (sign in with {admin_token}). \
              The CLI: export STEWARD_SERVER={url} STEWARD_TOKEN={admin_token}"
         ))?;
-        running.wait_for_signal().await
+        running.stop_on(signal).await
     } else {
         running.shutdown().await
     };

@@ -107,23 +107,51 @@ impl RunningServer {
         served.map_err(|e| StartError(format!("server failed: {e}")))
     }
 
-    /// Serve until Ctrl-C or SIGTERM, then shut down gracefully.
-    pub async fn wait_for_signal(self) -> Result<(), StartError> {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .map_err(|e| StartError(format!("cannot listen for SIGTERM: {e}")))?;
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+    /// Serve until `signal` arrives, then shut down gracefully.
+    pub async fn stop_on(self, signal: ShutdownSignal) -> Result<(), StartError> {
+        signal.recv().await;
         tracing::info!("shutting down: finishing requests in flight");
         self.shutdown().await
+    }
+}
+
+/// Ctrl-C or SIGTERM, listened for from the moment it is made: make it
+/// before telling anyone the server is up, so a signal sent at once is not
+/// lost to the default action (ending the process).
+pub struct ShutdownSignal {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    /// Start listening.
+    pub fn listen() -> Result<ShutdownSignal, StartError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind).map_err(|e| StartError(format!("cannot listen for {name}: {e}")))
+            };
+            Ok(ShutdownSignal {
+                interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
+                terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignal {})
+    }
+
+    /// Resolves at the first of them.
+    pub async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -70,6 +70,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let running = steward_server::start(config)
         .await
         .context("cannot start the server")?;
+    let signal = steward_server::ShutdownSignal::listen()?;
     say(format!("Steward listening on {}", running.url()))?;
     if let Some(token) = running.generated_admin_token() {
         say(format!(
@@ -77,7 +78,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
              Use it with: export STEWARD_TOKEN=<the token above>\n"
         ))?;
     }
-    running.wait_for_signal().await?;
+    running.stop_on(signal).await?;
     Ok(())
 }
 
