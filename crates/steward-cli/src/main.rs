@@ -115,6 +115,11 @@ enum Command {
     /// Signed notifications of events (quota thresholds, approvals).
     #[command(subcommand)]
     Webhooks(commands::quotas::WebhooksCommand),
+    /// Behaviour alerts: agents acting out of character (list, show, resolve, settings).
+    #[command(subcommand)]
+    Alerts(commands::behaviour::AlertsCommand),
+    /// Show what normal looks like for an agent: busiest hours, thresholds, actions used.
+    Baseline(commands::behaviour::BaselineArgs),
     /// Upstream MCP servers behind the gateway at /mcp/NAME.
     #[command(subcommand)]
     McpServers(commands::mcp_servers::McpServersCommand),
@@ -176,6 +181,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quotas(command) => commands::quotas::run(&ctx, command).await,
         Command::Usage(args) => commands::quotas::usage(&ctx, args).await,
         Command::Webhooks(command) => commands::quotas::webhooks(&ctx, command).await,
+        Command::Alerts(command) => commands::behaviour::alerts(&ctx, command).await,
+        Command::Baseline(args) => commands::behaviour::baseline(&ctx, args).await,
         Command::Whoami => commands::whoami(&ctx).await,
     }
 }

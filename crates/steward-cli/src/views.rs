@@ -1,8 +1,9 @@
 //! How each wire type looks in a list table and in a detail view.
 
 use steward_types::{
-    Agent, ApiKey, ApiToken, AuditEntry, Human, HumanStatus, Persona, Quota, QuotaScope,
-    QuotaUsage, Role, Team, Tenant, Webhook, WebhookDelivery, WhoAmI,
+    Agent, ApiKey, ApiToken, AuditEntry, Baseline, BehaviourAlert, BehaviourSettings, Human,
+    HumanStatus, Persona, Quota, QuotaScope, QuotaUsage, Role, Team, Tenant, Webhook,
+    WebhookDelivery, WhoAmI,
 };
 
 use crate::output::{Detail, Tabular, list, optional_time, or_dash, time};
@@ -665,5 +666,138 @@ mod quota_tests {
             duration_text(chrono::Duration::days(3) + chrono::Duration::hours(4)),
             "3d 4h"
         );
+    }
+}
+
+impl Tabular for BehaviourAlert {
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "AGENT",
+        "SIGNAL",
+        "HOUR",
+        "STATUS",
+        "SUSPENDED",
+        "WHY",
+    ];
+    const PLURAL: &'static str = "alerts";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.agent_name.clone(),
+            self.signal.as_str().into(),
+            time(&self.hour),
+            self.resolution
+                .as_ref()
+                .map_or_else(|| self.status.clone(), |r| format!("{} ({r})", self.status)),
+            if self.suspended { "yes" } else { "no" }.into(),
+            self.message.clone(),
+        ]
+    }
+}
+
+impl Detail for BehaviourAlert {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("agent", format!("{} ({})", self.agent_name, self.agent_id)),
+            ("signal", self.signal.as_str().into()),
+            ("subject", or_dash(&self.subject)),
+            ("hour", time(&self.hour)),
+            ("observed", self.observed.to_string()),
+            ("usual", self.usual.to_string()),
+            ("threshold", self.threshold.to_string()),
+            ("why", self.message.clone()),
+            (
+                "suspended",
+                if self.suspended { "yes" } else { "no" }.into(),
+            ),
+            ("status", self.status.clone()),
+            ("raised", time(&self.created_at)),
+            ("resolved", optional_time(self.resolved_at.as_ref())),
+            ("resolved by", optional(self.resolved_by.as_ref())),
+            ("resolution", optional(self.resolution.as_ref())),
+            ("note", optional(self.note.as_ref())),
+        ]
+    }
+}
+
+impl Detail for BehaviourSettings {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let suspend: Vec<String> = self.suspend_on.iter().map(|s| s.as_str().into()).collect();
+        vec![
+            ("enabled", self.enabled.to_string()),
+            ("baseline days", self.baseline_days.to_string()),
+            ("learning days", self.learning_days.to_string()),
+            ("factor", self.factor.to_string()),
+            (
+                "suspend on",
+                if suspend.is_empty() {
+                    "none (alert only)".into()
+                } else {
+                    list(&suspend)
+                },
+            ),
+        ]
+    }
+}
+
+impl Detail for Baseline {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("agent", format!("{} ({})", self.agent_name, self.agent_id)),
+            ("first seen", optional_time(self.first_seen.as_ref())),
+            (
+                "learning",
+                self.learning_until.as_ref().map_or_else(
+                    || "done".into(),
+                    |u| format!("until {} (nothing is flagged before)", time(u)),
+                ),
+            ),
+            (
+                "window",
+                format!(
+                    "{} days, {} active hours",
+                    self.baseline_days, self.active_hours
+                ),
+            ),
+            (
+                "hours of day",
+                if self.hours_of_day.is_empty() {
+                    "-".into()
+                } else {
+                    list(
+                        &self
+                            .hours_of_day
+                            .iter()
+                            .map(|h| format!("{h:02}"))
+                            .collect::<Vec<_>>(),
+                    ) + " (UTC)"
+                },
+            ),
+        ];
+        for s in &self.signals {
+            fields.push((
+                s.signal.as_str(),
+                format!(
+                    "this hour {}, busiest hour {}, flagged above {}",
+                    s.this_hour, s.busiest_hour, s.threshold
+                ),
+            ));
+        }
+        let footprint: Vec<String> = self
+            .footprint
+            .iter()
+            .map(|f| format!("{} on {} ({})", f.action, f.resource_type, f.uses))
+            .collect();
+        fields.push((
+            "actions used",
+            if footprint.is_empty() {
+                "-".into()
+            } else {
+                list(&footprint)
+            },
+        ));
+        fields.push(("open alerts", self.open_alerts.to_string()));
+        fields
     }
 }

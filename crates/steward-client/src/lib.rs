@@ -19,6 +19,7 @@
 
 mod approvals;
 mod authzen;
+mod behaviour;
 mod endpoints;
 mod error;
 mod mcp;
@@ -210,6 +211,15 @@ impl Client {
         B: Serialize + ?Sized,
     {
         execute(self.request(Method::POST, segments)?.json(body)).await
+    }
+
+    /// `PUT` a JSON body (replace a singleton resource).
+    async fn put<T, B>(&self, segments: &[&str], body: &B) -> Result<T>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        execute(self.request(Method::PUT, segments)?.json(body)).await
     }
 
     /// `DELETE` a resource; success has no body.

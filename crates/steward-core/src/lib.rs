@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod approval;
+pub mod behaviour;
 pub mod context;
 pub mod credentials;
 pub mod error;

@@ -54,6 +54,10 @@ pub struct Config {
     /// its upstream ended (default 300). What the upstream sends does not
     /// keep a session open.
     pub mcp_session_idle_secs: u64,
+    /// Seconds between passes that read new audit entries into agents'
+    /// behavioural baselines and raise alerts (default 10; 0 turns the
+    /// pass off on this node).
+    pub behaviour_interval_secs: u64,
 }
 
 /// Human approvals (`[approvals]` in the file).
@@ -138,6 +142,7 @@ impl Default for Config {
             mcp_upstream_ca_file: None,
             audit_signing_key_file: None,
             mcp_session_idle_secs: 300,
+            behaviour_interval_secs: 10,
         }
     }
 }

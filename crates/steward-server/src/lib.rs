@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod audit_log;
 pub mod auth;
 pub mod batch;
+pub mod behaviour;
 pub mod config;
 pub mod decisions;
 pub mod engines;
@@ -345,6 +346,9 @@ async fn background(state: AppState, sweep_every: Duration) {
     let mut last_sweep = std::time::Instant::now() - sweep_every;
     // The first pruning runs a day after start, then daily.
     let mut last_prune = std::time::Instant::now();
+    let behaviour_every = Duration::from_secs(state.config.behaviour_interval_secs);
+    let mut last_behaviour = std::time::Instant::now();
+    let node = format!("node_{}", uuid::Uuid::now_v7().simple());
     loop {
         ticker.tick().await;
         state.engines.refresh(&state.store, None).await;
@@ -371,6 +375,17 @@ async fn background(state: AppState, sweep_every: Duration) {
         }
         approvals::expire_due(&state, Utc::now()).await;
         state.mcp.close_idle().await;
+        if !behaviour_every.is_zero() && last_behaviour.elapsed() >= behaviour_every {
+            last_behaviour = std::time::Instant::now();
+            let lease = chrono::Duration::seconds(
+                i64::try_from(behaviour_every.as_secs().saturating_mul(3))
+                    .unwrap_or(i64::MAX)
+                    .max(30),
+            );
+            if let Err(e) = behaviour::run_pass(&state.store, &node, Utc::now(), lease).await {
+                tracing::warn!(error = %e, "behavioural baseline pass failed; will retry");
+            }
+        }
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = std::time::Instant::now();
             if let Err(e) = expire_due(&state.store, Utc::now()).await {

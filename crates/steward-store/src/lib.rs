@@ -13,6 +13,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod behaviour;
 pub mod cache;
 pub mod catalog;
 pub mod credentials;

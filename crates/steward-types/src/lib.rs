@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod approval;
 pub mod audit;
+pub mod behaviour;
 pub mod credentials;
 pub mod error;
 pub mod inventory;
@@ -16,6 +17,7 @@ pub mod webhook;
 pub use apply::*;
 pub use approval::*;
 pub use audit::*;
+pub use behaviour::*;
 pub use credentials::*;
 pub use error::*;
 pub use inventory::*;

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod apply;
 pub mod approvals;
 pub mod audit;
+pub mod behaviour;
 pub mod check;
 pub mod humans;
 pub mod keys;

@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod audit;
 pub mod audit_export;
 pub mod authzen;
+pub mod behaviour;
 pub mod catalog;
 pub mod decisions;
 pub mod health;
@@ -45,6 +46,7 @@ use crate::state::AppState;
         (name = "quotas", description = "Quotas, budgets, rate limits and usage"),
         (name = "webhooks", description = "Signed notifications of events (quota thresholds, approvals)"),
         (name = "operations", description = "Health and readiness"),
+        (name = "behaviour", description = "Behavioural baselines and the alerts raised when an agent acts out of character"),
         (name = "mcp", description = "Upstream MCP servers behind the gateway at /mcp/{name}"),
     )
 )]
@@ -130,6 +132,11 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(quotas::list_quotas, quotas::put_quota))
         .routes(routes!(quotas::get_quota, quotas::delete_quota))
         .routes(routes!(quotas::usage))
+        .routes(routes!(behaviour::get_settings, behaviour::put_settings))
+        .routes(routes!(behaviour::list_alerts))
+        .routes(routes!(behaviour::get_alert))
+        .routes(routes!(behaviour::resolve_alert))
+        .routes(routes!(behaviour::agent_baseline))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))

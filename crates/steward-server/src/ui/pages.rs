@@ -132,6 +132,31 @@ pub(crate) struct AuditRow {
     reason: String,
 }
 
+pub(crate) struct AlertRow {
+    agent_id: String,
+    agent_name: String,
+    signal: &'static str,
+    hour: String,
+    message: String,
+    suspended: bool,
+    raised: String,
+}
+
+fn alert_rows(alerts: &[steward_types::BehaviourAlert]) -> Vec<AlertRow> {
+    alerts
+        .iter()
+        .map(|a| AlertRow {
+            agent_id: a.agent_id.clone(),
+            agent_name: a.agent_name.clone(),
+            signal: a.signal.as_str(),
+            hour: a.hour.format("%Y-%m-%d %H:00 UTC").to_string(),
+            message: a.message.clone(),
+            suspended: a.suspended,
+            raised: when(&a.created_at),
+        })
+        .collect()
+}
+
 fn audit_rows(mut entries: Vec<AuditEntry>) -> Vec<AuditRow> {
     entries.reverse();
     entries
@@ -284,6 +309,8 @@ struct Overview {
     more_pending: bool,
     denials: Vec<AuditRow>,
     hot_quotas: Vec<QuotaRow>,
+    alerts: Vec<AlertRow>,
+    open_alerts: u64,
     log_size: u64,
     checkpoint: String,
 }
@@ -350,6 +377,7 @@ pub(crate) async fn overview(
         .into_iter()
         .filter(|q| q.percent >= 80)
         .collect();
+    let (alerts, open_alerts) = state.store.open_alerts(&tenant, None, 10).await?;
     let head = state.store.latest_checkpoint().await?;
     let tenants = if session.platform_admin() {
         state
@@ -378,6 +406,8 @@ pub(crate) async fn overview(
         more_pending: pending.next_cursor.is_some(),
         denials: audit_rows(denials.items),
         hot_quotas,
+        alerts: alert_rows(&alerts),
+        open_alerts,
         log_size: head.as_ref().map_or(0, |h| h.head.size),
         checkpoint: head
             .and_then(|h| DateTime::from_timestamp_millis(h.head.time_ms))
@@ -546,6 +576,8 @@ struct AgentPage {
     keys: Vec<KeyRow>,
     children: Vec<AgentRow>,
     quotas: Vec<QuotaRow>,
+    baseline: steward_types::Baseline,
+    alerts: Vec<AlertRow>,
     activity: Vec<AuditRow>,
     /// Lifecycle buttons an admin sees: (transition, label, reason required).
     actions: Vec<(&'static str, &'static str, bool)>,
@@ -636,8 +668,15 @@ pub(crate) async fn agent(
             },
         )
         .await?;
+    let baseline = crate::behaviour::baseline(&state.store, &tenant, &agent, now).await?;
+    let (alerts, _) = state
+        .store
+        .open_alerts(&tenant, Some(&agent.id), 50)
+        .await?;
     Ok(render(&AgentPage {
         frame: session.frame("agents"),
+        baseline,
+        alerts: alert_rows(&alerts),
         state: agent.state.as_str(),
         risk: agent.risk_tier.as_str(),
         owner: names.owner(&agent),

@@ -9,14 +9,14 @@ use steward_types::*;
 use crate::support::*;
 
 /// A browser without a cookie jar of its own: the test carries the cookies.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     base: String,
     cookies: Vec<String>,
 }
 
 impl Browser {
-    fn new(base: &str) -> Browser {
+    pub(crate) fn new(base: &str) -> Browser {
         Browser {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -43,7 +43,7 @@ impl Browser {
         HeaderValue::from_str(&self.cookies.join("; ")).unwrap()
     }
 
-    async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
+    pub(crate) async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -87,7 +87,7 @@ impl Browser {
     }
 
     /// Sign in with `token`; the answer's status.
-    async fn sign_in(&mut self, token: &str) -> StatusCode {
+    pub(crate) async fn sign_in(&mut self, token: &str) -> StatusCode {
         let origin = self.base.clone();
         self.post("/ui/login", &[("token", token)], Some(&origin))
             .await

@@ -10,6 +10,7 @@ mod audit_log;
 mod audit_read;
 mod authzen;
 mod bad_input;
+mod behaviour;
 mod cluster;
 mod dashboard;
 mod decisions;

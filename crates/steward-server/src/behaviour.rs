@@ -1,0 +1,171 @@
+//! Behavioural baselines on the server: the background pass that reads new
+//! audit entries into agents' hourly activity (`Store::ingest_activity`)
+//! and judges each recent hour that changed against the agent's baseline
+//! (`steward_core::behaviour::assess`), raising alerts and, where the
+//! tenant's settings say so, suspending the agent. Nothing here is on the
+//! decision path: decisions only write the audit records this reads.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use steward_core::behaviour::{self, Assessment, History, Settings, hour_of};
+use steward_core::{ChangeContext, Error};
+use steward_store::Store;
+use steward_types::{Baseline, BehaviourAlert, Signal, SignalBaseline};
+
+/// Audit entries read per round trip.
+const PAGE: i64 = 5000;
+/// Pages read per pass at most, so one pass over a long history ends.
+const PAGES_PER_PASS: usize = 20;
+
+/// What one pass did.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Audit entries read.
+    pub read: usize,
+    /// Alerts raised.
+    pub raised: Vec<BehaviourAlert>,
+    /// Whether another node held the lease.
+    pub skipped: bool,
+}
+
+/// Read what the log gained since the last pass and judge the hours it
+/// touched. `node` names the caller for the lease; `lease` is how long it
+/// holds it. Hours more than one hour before `now` are counted but not
+/// judged: catching up on a long history raises nothing about the past.
+pub async fn run_pass(
+    store: &Store,
+    node: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<Pass, Error> {
+    let mut pass = Pass::default();
+    let mut settings: BTreeMap<String, Settings> = BTreeMap::new();
+    let recent = hour_of(now) - Duration::hours(1);
+    for _ in 0..PAGES_PER_PASS {
+        let Some(ingested) = store.ingest_activity(node, now, lease, PAGE).await? else {
+            pass.skipped = true;
+            return Ok(pass);
+        };
+        pass.read += ingested.read;
+        for touched in ingested.touched.iter().filter(|t| t.hour >= recent) {
+            if !settings.contains_key(&touched.tenant_id) {
+                let s = store.behaviour_settings(&touched.tenant_id).await?;
+                settings.insert(touched.tenant_id.clone(), s);
+            }
+            let Some(s) = settings.get(&touched.tenant_id).filter(|s| s.enabled) else {
+                continue;
+            };
+            let (history, current) = hour_and_history(
+                store,
+                &touched.tenant_id,
+                &touched.agent_id,
+                touched.hour,
+                s,
+            )
+            .await?;
+            let findings = match behaviour::assess(
+                s,
+                &history,
+                touched.hour,
+                &current,
+                &touched.new_actions,
+            ) {
+                Assessment::Judged(findings) => findings,
+                Assessment::Learning { .. } => continue,
+            };
+            let ctx = ChangeContext::system(&touched.tenant_id, "behaviour", now);
+            for f in &findings {
+                let suspend = s.suspend_on.contains(&f.signal);
+                if let Some(alert) = store
+                    .raise_alert(&ctx, &touched.agent_id, touched.hour, f, suspend)
+                    .await?
+                {
+                    tracing::warn!(
+                        tenant = %touched.tenant_id,
+                        agent = %alert.agent_name,
+                        signal = alert.signal.as_str(),
+                        suspended = alert.suspended,
+                        "{}",
+                        alert.message
+                    );
+                    pass.raised.push(alert);
+                }
+            }
+        }
+        if ingested.read < PAGE as usize {
+            break;
+        }
+    }
+    Ok(pass)
+}
+
+/// The agent's baseline window before `hour`, and what it did in `hour`.
+async fn hour_and_history(
+    store: &Store,
+    tenant: &str,
+    agent: &str,
+    hour: DateTime<Utc>,
+    s: &Settings,
+) -> Result<(History, behaviour::Activity), Error> {
+    let from = hour - Duration::days(i64::from(s.baseline_days));
+    let mut history = store
+        .agent_history(tenant, agent, from, hour + Duration::hours(1))
+        .await?;
+    let current = history
+        .hours
+        .iter()
+        .find(|(t, _)| *t == hour)
+        .map(|(_, a)| *a)
+        .unwrap_or_default();
+    history.hours.retain(|(t, _)| *t < hour);
+    Ok((history, current))
+}
+
+/// What normal looks like for an agent at `now`.
+pub async fn baseline(
+    store: &Store,
+    tenant: &str,
+    agent: &steward_types::Agent,
+    now: DateTime<Utc>,
+) -> Result<Baseline, Error> {
+    let s = store.behaviour_settings(tenant).await?;
+    let hour = hour_of(now);
+    let (history, current) = hour_and_history(store, tenant, &agent.id, hour, &s).await?;
+    let learning_until = history
+        .first_seen
+        .map(|f| f + Duration::days(i64::from(s.learning_days)))
+        .filter(|until| *until > hour);
+    let seen = behaviour::active_hours(&history);
+    let signals = Signal::COUNTS
+        .into_iter()
+        .map(|signal| {
+            let (busiest_hour, threshold) = behaviour::threshold(&s, signal, &history);
+            SignalBaseline {
+                signal,
+                busiest_hour,
+                threshold,
+                this_hour: behaviour::count(&current, signal),
+                total: history
+                    .hours
+                    .iter()
+                    .map(|(_, a)| behaviour::count(a, signal))
+                    .fold(0u64, u64::saturating_add),
+            }
+        })
+        .collect();
+    let (_, open_alerts) = store.open_alerts(tenant, Some(&agent.id), 0).await?;
+    Ok(Baseline {
+        agent_id: agent.id.clone(),
+        agent_name: agent.name.clone(),
+        first_seen: history.first_seen,
+        learning_until,
+        baseline_days: s.baseline_days,
+        active_hours: history.hours.len() as u64,
+        hours_of_day: (0..24u32).filter(|h| seen[*h as usize]).collect(),
+        signals,
+        footprint: store.agent_footprint(tenant, &agent.id).await?,
+        open_alerts,
+        observed_through: store.activity_cursor().await?,
+    })
+}

@@ -1,0 +1,801 @@
+//! Behavioural baselines: the audit log read in order into hourly activity
+//! per agent ([`Store::ingest_activity`], one node at a time under a lease),
+//! the history an hour is judged against, alerts (raised once per agent,
+//! signal, subject and hour, with their audit record and webhook in one
+//! transaction) and each tenant's settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use steward_core::behaviour::{Activity, Finding, History, Settings, hour_of};
+use steward_core::lifecycle::Transition;
+use steward_core::{ChangeContext, Error, validate};
+use steward_types::{
+    AlertQuery, AuditEntry, BehaviourAlert, ErrorCode, FootprintEntry, Page, ResolveAlert, Signal,
+};
+
+use crate::audit::{append, change, event};
+use crate::rows::{self, Cursor, Param, Select};
+use crate::{Store, db_error};
+
+/// What one audit entry adds to an agent's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Tenant.
+    pub tenant_id: String,
+    /// The agent it is about.
+    pub agent_id: String,
+    /// When (the entry's time).
+    pub time: DateTime<Utc>,
+    /// Its counts.
+    pub activity: Activity,
+    /// The action and resource type, for a decision.
+    pub used: Option<(String, String)>,
+}
+
+fn count(v: Option<&Value>) -> u64 {
+    v.and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// What an audit entry says about an agent's behaviour, if anything:
+/// decisions with an agent as principal (requests, denials, the action on
+/// the resource type), outcomes and MCP calls an agent reported (bytes,
+/// records), and registrations of a child agent (a spawn of its parent).
+pub fn observe(entry: &AuditEntry) -> Option<Observation> {
+    let after = entry.after.as_ref()?;
+    let mut activity = Activity::default();
+    let mut used = None;
+    let agent_id = match entry.action.as_str() {
+        "decision.allow" | "decision.deny" | "decision.approval_required" => {
+            let principal = after.get("principal")?;
+            if principal.get("kind")?.as_str()? != "agent" {
+                return None;
+            }
+            activity.requests = 1;
+            activity.denials = u64::from(entry.action == "decision.deny");
+            let action = after.get("action")?.as_str()?;
+            used = Some((action.to_string(), entry.resource_type.clone()));
+            principal.get("id")?.as_str()?.to_string()
+        }
+        "decision.outcome" if entry.actor.kind == "agent" => {
+            let outcome = after.get("outcome")?;
+            activity.bytes = count(outcome.get("bytes"));
+            activity.records = count(outcome.get("records"));
+            entry.actor.id.clone()
+        }
+        "mcp.tool_call" if entry.actor.kind == "agent" => {
+            activity.bytes = count(after.get("response_bytes"));
+            entry.actor.id.clone()
+        }
+        "agent.register" => {
+            activity.spawns = 1;
+            after.get("parent_id")?.as_str()?.to_string()
+        }
+        _ => return None,
+    };
+    if activity.is_empty() && used.is_none() {
+        return None;
+    }
+    Some(Observation {
+        tenant_id: entry.tenant_id.clone(),
+        agent_id,
+        time: entry.time,
+        activity,
+        used,
+    })
+}
+
+/// One agent's hour that changed in an ingestion pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Touched {
+    /// Tenant.
+    pub tenant_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The hour's start.
+    pub hour: DateTime<Utc>,
+    /// `action on Type` pairs the agent used for the first time in it.
+    pub new_actions: Vec<String>,
+}
+
+/// What an ingestion pass read.
+#[derive(Debug, Clone, Default)]
+pub struct Ingested {
+    /// Audit entries read.
+    pub read: usize,
+    /// The last sequence number read.
+    pub through: i64,
+    /// The agents' hours that changed.
+    pub touched: Vec<Touched>,
+}
+
+type Key = (String, String);
+type Use = (i64, DateTime<Utc>, DateTime<Utc>);
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn uint(row: &AnyRow, col: &str) -> Result<u64, Error> {
+    Ok(u64::try_from(rows::get::<i64>(row, col)?).unwrap_or(0))
+}
+
+fn activity(row: &AnyRow) -> Result<Activity, Error> {
+    Ok(Activity {
+        requests: uint(row, "requests")?,
+        denials: uint(row, "denials")?,
+        bytes: uint(row, "bytes")?,
+        records: uint(row, "records")?,
+        spawns: uint(row, "spawns")?,
+    })
+}
+
+fn alert(row: &AnyRow) -> Result<BehaviourAlert, Error> {
+    let signal: String = rows::get(row, "signal")?;
+    Ok(BehaviourAlert {
+        id: rows::get(row, "id")?,
+        agent_id: rows::get(row, "agent_id")?,
+        agent_name: rows::get::<Option<String>>(row, "agent_name")?.unwrap_or_default(),
+        signal: Signal::parse(&signal)
+            .ok_or_else(|| Error::internal(format!("unknown signal {signal}")))?,
+        subject: rows::get(row, "subject")?,
+        hour: rows::get_time(row, "hour")?,
+        observed: uint(row, "observed")?,
+        usual: uint(row, "usual")?,
+        threshold: uint(row, "threshold")?,
+        message: rows::get(row, "message")?,
+        suspended: rows::get::<i64>(row, "suspended")? != 0,
+        status: rows::get(row, "status")?,
+        created_at: rows::get_time(row, "created_at")?,
+        resolved_at: rows::get_opt_time(row, "resolved_at")?,
+        resolved_by: rows::get(row, "resolved_by")?,
+        resolution: rows::get(row, "resolution")?,
+        note: rows::get(row, "note")?,
+    })
+}
+
+async fn alert_in(tx: &mut crate::Tx, id: &str) -> Result<BehaviourAlert, Error> {
+    let row = sqlx::query("SELECT * FROM behaviour_alert_rows WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    alert(&row)
+}
+
+impl Store {
+    /// Read up to `limit` audit entries past the cursor into activity, if
+    /// this node holds (or takes) the lease until `now + lease`. `None` when
+    /// another node holds it or moved the cursor first.
+    pub async fn ingest_activity(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Option<Ingested>, Error> {
+        let claimed = sqlx::query(
+            "UPDATE behaviour_state SET lease_owner = $1, lease_until = $2 \
+             WHERE id = 1 AND (lease_until <= $3 OR lease_owner = $1)",
+        )
+        .bind(owner)
+        .bind(rows::ms(now + lease))
+        .bind(rows::ms(now))
+        .execute(&self.write)
+        .await
+        .map_err(db_error)?;
+        if claimed.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let cursor: i64 = sqlx::query_scalar("SELECT cursor FROM behaviour_state WHERE id = 1")
+            .fetch_one(&self.write)
+            .await
+            .map_err(db_error)?;
+        let entries = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(cursor)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(rows::audit_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(through) = entries.last().map(|e| e.seq) else {
+            return Ok(Some(Ingested {
+                through: cursor,
+                ..Ingested::default()
+            }));
+        };
+        let mut hours: BTreeMap<(String, String, DateTime<Utc>), Activity> = BTreeMap::new();
+        let mut uses: BTreeMap<(Key, Key), Use> = BTreeMap::new();
+        for o in entries.iter().filter_map(observe) {
+            let agent = (o.tenant_id.clone(), o.agent_id.clone());
+            hours
+                .entry((o.tenant_id, o.agent_id, hour_of(o.time)))
+                .or_default()
+                .add(&o.activity);
+            if let Some(used) = o.used {
+                let e = uses.entry((agent, used)).or_insert((0, o.time, o.time));
+                e.0 += 1;
+                e.2 = o.time;
+            }
+        }
+        let mut tx = self.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE behaviour_state SET cursor = $1 WHERE id = 1 AND cursor = $2 AND lease_owner = $3",
+        )
+        .bind(through)
+        .bind(cursor)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if moved.rows_affected() != 1 {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(None);
+        }
+        for ((tenant, agent, hour), a) in &hours {
+            sqlx::query(
+                "INSERT INTO agent_activity (tenant_id, agent_id, hour, requests, denials, bytes, records, spawns) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, agent_id, hour) DO UPDATE SET \
+                 requests = agent_activity.requests + excluded.requests, denials = agent_activity.denials + excluded.denials, \
+                 bytes = agent_activity.bytes + excluded.bytes, records = agent_activity.records + excluded.records, \
+                 spawns = agent_activity.spawns + excluded.spawns",
+            )
+            .bind(tenant)
+            .bind(agent)
+            .bind(rows::ms(*hour))
+            .bind(int(a.requests))
+            .bind(int(a.denials))
+            .bind(int(a.bytes))
+            .bind(int(a.records))
+            .bind(int(a.spawns))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        let mut new_actions: BTreeMap<(String, String, DateTime<Utc>), Vec<String>> =
+            BTreeMap::new();
+        for (((tenant, agent), (action, rtype)), (n, first, last)) in &uses {
+            let inserted = sqlx::query(
+                "INSERT INTO agent_footprint (tenant_id, agent_id, action, resource_type, uses, first_seen, last_seen) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, agent_id, action, resource_type) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(agent)
+            .bind(action)
+            .bind(rtype)
+            .bind(*n)
+            .bind(rows::ms(*first))
+            .bind(rows::ms(*last))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if inserted.rows_affected() == 1 {
+                new_actions
+                    .entry((tenant.clone(), agent.clone(), hour_of(*first)))
+                    .or_default()
+                    .push(format!("{action} on {rtype}"));
+                continue;
+            }
+            sqlx::query(
+                "UPDATE agent_footprint SET uses = uses + $1, last_seen = $2 \
+                 WHERE tenant_id = $3 AND agent_id = $4 AND action = $5 AND resource_type = $6",
+            )
+            .bind(*n)
+            .bind(rows::ms(*last))
+            .bind(tenant)
+            .bind(agent)
+            .bind(action)
+            .bind(rtype)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit_unchanged().await.map_err(db_error)?;
+        let touched = hours
+            .into_keys()
+            .map(|(tenant_id, agent_id, hour)| Touched {
+                new_actions: new_actions
+                    .remove(&(tenant_id.clone(), agent_id.clone(), hour))
+                    .unwrap_or_default(),
+                tenant_id,
+                agent_id,
+                hour,
+            })
+            .collect();
+        Ok(Some(Ingested {
+            read: entries.len(),
+            through,
+            touched,
+        }))
+    }
+
+    /// How far the log has been read into activity (a sequence number).
+    pub async fn activity_cursor(&self) -> Result<i64, Error> {
+        sqlx::query_scalar("SELECT cursor FROM behaviour_state WHERE id = 1")
+            .fetch_one(&self.read)
+            .await
+            .map_err(db_error)
+    }
+
+    /// An agent's history: when it first acted, and its hours in
+    /// `[from, to)`.
+    pub async fn agent_history(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<History, Error> {
+        let first: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(hour) FROM agent_activity WHERE tenant_id = $1 AND agent_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_error)?;
+        let rows = sqlx::query(
+            "SELECT * FROM agent_activity WHERE tenant_id = $1 AND agent_id = $2 \
+             AND hour >= $3 AND hour < $4 ORDER BY hour",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .bind(rows::ms(from))
+        .bind(rows::ms(to))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        Ok(History {
+            first_seen: first.map(rows::time),
+            hours: rows
+                .iter()
+                .map(|r| Ok((rows::get_time(r, "hour")?, activity(r)?)))
+                .collect::<Result<_, Error>>()?,
+        })
+    }
+
+    /// The actions an agent has used, on which resource types.
+    pub async fn agent_footprint(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> Result<Vec<FootprintEntry>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM agent_footprint WHERE tenant_id = $1 AND agent_id = $2 \
+             ORDER BY resource_type, action LIMIT 1000",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(FootprintEntry {
+                    action: rows::get(r, "action")?,
+                    resource_type: rows::get(r, "resource_type")?,
+                    uses: uint(r, "uses")?,
+                    first_seen: rows::get_time(r, "first_seen")?,
+                    last_seen: rows::get_time(r, "last_seen")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Raise an alert for `finding` about the agent's hour, with its audit
+    /// record and `behaviour.alert` webhook, suspending the agent first when
+    /// `suspend` (and it is active). `None` when the same alert was raised
+    /// before.
+    pub async fn raise_alert(
+        &self,
+        ctx: &ChangeContext,
+        agent_id: &str,
+        hour: DateTime<Utc>,
+        finding: &Finding,
+        suspend: bool,
+    ) -> Result<Option<BehaviourAlert>, Error> {
+        let mut tx = self.begin().await?;
+        let exists: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM behaviour_alerts WHERE tenant_id = $1 AND agent_id = $2 \
+             AND signal = $3 AND subject = $4 AND hour = $5",
+        )
+        .bind(&ctx.tenant_id)
+        .bind(agent_id)
+        .bind(finding.signal.as_str())
+        .bind(&finding.subject)
+        .bind(rows::ms(hour))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if exists.is_some() {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(None);
+        }
+        let suspended = if suspend {
+            let reason = format!("suspended on a behaviour alert: {}", finding.message);
+            let reason: String = reason.chars().take(1000).collect();
+            match self
+                .transition_agent_in(&mut tx, ctx, agent_id, Transition::Suspend, Some(reason))
+                .await
+            {
+                Ok(_) => true,
+                Err(e) if e.code == ErrorCode::InvalidTransition => false,
+                Err(e) => return Err(e),
+            }
+        } else {
+            false
+        };
+        let id = rows::new_id("bha");
+        let inserted = sqlx::query(
+            "INSERT INTO behaviour_alerts (id, tenant_id, agent_id, signal, subject, hour, observed, usual, threshold, \
+             message, suspended, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12) \
+             ON CONFLICT (tenant_id, agent_id, signal, subject, hour) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&ctx.tenant_id)
+        .bind(agent_id)
+        .bind(finding.signal.as_str())
+        .bind(&finding.subject)
+        .bind(rows::ms(hour))
+        .bind(int(finding.observed))
+        .bind(int(finding.usual))
+        .bind(int(finding.threshold))
+        .bind(&finding.message)
+        .bind(i64::from(suspended))
+        .bind(rows::ms(ctx.now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if inserted.rows_affected() != 1 {
+            // Another node raised it between the check and the insert.
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(None);
+        }
+        let raised = alert_in(&mut tx, &id).await?;
+        append(
+            &mut tx,
+            ctx,
+            event(
+                "agent.behaviour_alert",
+                "agent",
+                agent_id,
+                None,
+                Some(&raised),
+                Some(&raised.message),
+            ),
+        )
+        .await?;
+        let text = format!(
+            "Agent {} acted out of character: {}{}",
+            raised.agent_name,
+            raised.message,
+            if raised.suspended {
+                ". It has been suspended until a person resumes it."
+            } else {
+                ""
+            }
+        );
+        let body = crate::webhooks::payload(
+            "behaviour.alert",
+            &ctx.tenant_id,
+            &text,
+            serde_json::json!({ "alert": raised }),
+            ctx.now,
+        );
+        self.enqueue_webhooks_in(&mut tx, &ctx.tenant_id, "behaviour.alert", &body, ctx.now)
+            .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(raised))
+    }
+
+    /// The tenant's alerts, oldest first.
+    pub async fn list_alerts(
+        &self,
+        tenant_id: &str,
+        q: AlertQuery,
+    ) -> Result<Page<BehaviourAlert>, Error> {
+        let cursor = Cursor::text(q.cursor, q.limit)?;
+        let mut select = Select::tenant_rows("behaviour_alert_rows", tenant_id);
+        if let Some(key) = &q.agent {
+            let agent = self.get_agent(tenant_id, key).await?;
+            select = select.and("agent_id = ?", Param::Text(agent.id));
+        }
+        if let Some(status) = q.status {
+            if status != "open" && status != "resolved" {
+                return Err(crate::audit::bad_filter("status must be open or resolved"));
+            }
+            select = select.and("status = ?", Param::Text(status));
+        }
+        if let Some(signal) = q.signal {
+            let Some(s) = Signal::parse(&signal) else {
+                return Err(crate::audit::bad_filter(format!(
+                    "signal must be one of {}",
+                    Signal::ALL.map(Signal::as_str).join(", ")
+                )));
+            };
+            select = select.and("signal = ?", Param::Text(s.as_str().into()));
+        }
+        select
+            .page(&self.read, "id", &cursor, alert, |a| a.id.clone())
+            .await
+    }
+
+    /// The tenant's open alerts, newest first, at most `limit`, and how many
+    /// are open in all.
+    pub async fn open_alerts(
+        &self,
+        tenant_id: &str,
+        agent_id: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<BehaviourAlert>, u64), Error> {
+        let agent = agent_id.unwrap_or_default();
+        let filter = "tenant_id = $1 AND status = 'open' AND ($2 = '' OR agent_id = $2)";
+        let total: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM behaviour_alerts WHERE {filter}"
+        ))
+        .bind(tenant_id)
+        .bind(agent)
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_error)?;
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM behaviour_alert_rows WHERE {filter} ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(tenant_id)
+        .bind(agent)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        let items = rows.iter().map(alert).collect::<Result<_, _>>()?;
+        Ok((items, u64::try_from(total).unwrap_or(0)))
+    }
+
+    /// One alert.
+    pub async fn get_alert(&self, tenant_id: &str, id: &str) -> Result<BehaviourAlert, Error> {
+        let row =
+            sqlx::query("SELECT * FROM behaviour_alert_rows WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_error)?;
+        match row {
+            Some(row) => alert(&row),
+            None => Err(Error::not_found("alert", id)),
+        }
+    }
+
+    /// Resolve an open alert as `expected` or `confirmed`, with a note.
+    pub async fn resolve_alert(
+        &self,
+        ctx: &ChangeContext,
+        id: &str,
+        req: &ResolveAlert,
+    ) -> Result<BehaviourAlert, Error> {
+        if req.resolution != "expected" && req.resolution != "confirmed" {
+            return Err(Error::invalid(
+                "resolution",
+                "must be expected (normal after all) or confirmed (a real problem)",
+            ));
+        }
+        if let Some(note) = &req.note {
+            validate::text("note", note)?;
+        }
+        let mut tx = self.begin().await?;
+        let lock = self.backend.for_update();
+        let row = sqlx::query(&format!(
+            "SELECT * FROM behaviour_alerts WHERE tenant_id = $1 AND id = $2{lock}"
+        ))
+        .bind(&ctx.tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if row.is_none() {
+            return Err(Error::not_found("alert", id));
+        }
+        let before = alert_in(&mut tx, id).await?;
+        if before.status != "open" {
+            return Err(Error::new(
+                ErrorCode::AlertResolved,
+                format!(
+                    "alert {id} was already resolved as {}",
+                    before.resolution.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        sqlx::query(
+            "UPDATE behaviour_alerts SET status = 'resolved', resolved_at = $1, resolved_by = $2, \
+             resolution = $3, note = $4 WHERE id = $5",
+        )
+        .bind(rows::ms(ctx.now))
+        .bind(&ctx.actor.id)
+        .bind(&req.resolution)
+        .bind(&req.note)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let after = alert_in(&mut tx, id).await?;
+        append(
+            &mut tx,
+            ctx,
+            change(
+                "behaviour_alert.resolve",
+                "behaviour_alert",
+                id,
+                &before,
+                &after,
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(after)
+    }
+
+    /// The tenant's settings (the defaults until changed).
+    pub async fn behaviour_settings(&self, tenant_id: &str) -> Result<Settings, Error> {
+        let row = sqlx::query("SELECT * FROM behaviour_settings WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?;
+        match row {
+            Some(row) => rows::from_json(&row, "settings"),
+            None => Ok(Settings::default()),
+        }
+    }
+
+    /// Replace the tenant's settings.
+    pub async fn set_behaviour_settings(
+        &self,
+        ctx: &ChangeContext,
+        settings: &Settings,
+    ) -> Result<Settings, Error> {
+        steward_core::behaviour::check_settings(settings)?;
+        let before = self.behaviour_settings(&ctx.tenant_id).await?;
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO behaviour_settings (tenant_id, settings, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
+        )
+        .bind(&ctx.tenant_id)
+        .bind(rows::to_json(settings))
+        .bind(rows::ms(ctx.now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        append(
+            &mut tx,
+            ctx,
+            change(
+                "behaviour.settings",
+                "tenant",
+                &ctx.tenant_id,
+                &before,
+                settings,
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(settings.clone())
+    }
+
+    /// Agents with open alerts, for the tenant (ids).
+    pub async fn agents_with_open_alerts(
+        &self,
+        tenant_id: &str,
+    ) -> Result<BTreeSet<String>, Error> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT agent_id FROM behaviour_alerts WHERE tenant_id = $1 AND status = 'open'",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        Ok(ids.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use steward_types::Actor;
+
+    fn entry(action: &str, actor: (&str, &str), rtype: &str, after: Value) -> AuditEntry {
+        AuditEntry {
+            seq: 1,
+            time: DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default(),
+            tenant_id: "default".into(),
+            actor: Actor {
+                kind: actor.0.into(),
+                id: actor.1.into(),
+                human_id: None,
+            },
+            action: action.into(),
+            resource_type: rtype.into(),
+            resource_id: "x".into(),
+            before: None,
+            after: Some(after),
+            reason: None,
+            request_id: None,
+            source: None,
+            leaf_hash: None,
+        }
+    }
+
+    #[test]
+    fn decisions_count_for_their_agent_principal() {
+        let e = entry(
+            "decision.deny",
+            ("token", "tok_1"),
+            "Repo",
+            json!({"principal": {"kind": "agent", "id": "agt_1"}, "action": "write"}),
+        );
+        let o = observe(&e);
+        assert_eq!(o.as_ref().map(|o| o.agent_id.as_str()), Some("agt_1"));
+        assert_eq!(
+            o.as_ref()
+                .map(|o| (o.activity.requests, o.activity.denials)),
+            Some((1, 1))
+        );
+        assert_eq!(
+            o.and_then(|o| o.used),
+            Some(("write".into(), "Repo".into()))
+        );
+        let human = entry(
+            "decision.allow",
+            ("token", "tok_1"),
+            "Repo",
+            json!({"principal": {"kind": "human", "id": "hum_1"}, "action": "read"}),
+        );
+        assert_eq!(observe(&human), None);
+    }
+
+    #[test]
+    fn outcomes_calls_and_spawns_count() {
+        let outcome = entry(
+            "decision.outcome",
+            ("agent", "agt_1"),
+            "decision",
+            json!({"outcome": {"bytes": 2048, "records": 12}}),
+        );
+        let o = observe(&outcome).map(|o| o.activity);
+        assert_eq!(o.map(|a| (a.bytes, a.records)), Some((2048, 12)));
+        let call = entry(
+            "mcp.tool_call",
+            ("agent", "agt_1"),
+            "McpTool",
+            json!({"response_bytes": 300}),
+        );
+        assert_eq!(observe(&call).map(|o| o.activity.bytes), Some(300));
+        let spawn = entry(
+            "agent.register",
+            ("agent", "agt_1"),
+            "agent",
+            json!({"id": "agt_2", "parent_id": "agt_1"}),
+        );
+        assert_eq!(
+            observe(&spawn).map(|o| (o.agent_id, o.activity.spawns)),
+            Some(("agt_1".into(), 1))
+        );
+        let top = entry(
+            "agent.register",
+            ("token", "t"),
+            "agent",
+            json!({"parent_id": null}),
+        );
+        assert_eq!(observe(&top), None);
+        let pruned = AuditEntry {
+            after: None,
+            ..call
+        };
+        assert_eq!(observe(&pruned), None);
+    }
+}
