@@ -130,6 +130,41 @@ fn serve_and_cli_walk_the_lifecycle() {
         Some(1)
     );
 
+    // Behaviour: settings change and show, a baseline, an empty alert list.
+    let settings = json(
+        &server,
+        &[
+            "alerts",
+            "settings",
+            "--factor",
+            "3",
+            "--suspend-on",
+            "requests,new_action",
+        ],
+    );
+    assert_eq!(settings["factor"], 3.0);
+    assert_eq!(
+        settings["suspend_on"],
+        serde_json::json!(["requests", "new_action"])
+    );
+    let shown = ok(&server, &["alerts", "settings"]);
+    assert!(shown.contains("requests, new_action"), "{shown}");
+    let none = ok(&server, &["alerts", "settings", "--suspend-on", "none"]);
+    assert!(none.contains("none (alert only)"), "{none}");
+    let bad = steward(
+        &server,
+        TOKEN,
+        &["alerts", "settings", "--suspend-on", "mood"],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown signal"));
+    let too_low = steward(&server, TOKEN, &["alerts", "settings", "--factor", "1"]);
+    assert_eq!(too_low.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_low.stderr).contains("factor"));
+    let baseline = ok(&server, &["baseline", "planner"]);
+    assert!(baseline.contains("flagged above"), "{baseline}");
+    assert!(ok(&server, &["alerts", "list"]).contains("No alerts found."));
+
     // Bad input: a clear message and a non-zero exit.
     let dup = steward(&server, TOKEN, &["teams", "create", "platform"]);
     assert_eq!(dup.status.code(), Some(1));
