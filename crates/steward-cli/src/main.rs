@@ -120,6 +120,9 @@ enum Command {
     Alerts(commands::behaviour::AlertsCommand),
     /// Show what normal looks like for an agent: busiest hours, thresholds, actions used.
     Baseline(commands::behaviour::BaselineArgs),
+    /// Recertification campaigns: owners re-attest the agents they own.
+    #[command(subcommand)]
+    Recert(commands::recert::RecertCommand),
     /// Upstream MCP servers behind the gateway at /mcp/NAME.
     #[command(subcommand)]
     McpServers(commands::mcp_servers::McpServersCommand),
@@ -183,6 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Webhooks(command) => commands::quotas::webhooks(&ctx, command).await,
         Command::Alerts(command) => commands::behaviour::alerts(&ctx, command).await,
         Command::Baseline(args) => commands::behaviour::baseline(&ctx, args).await,
+        Command::Recert(command) => commands::recert::run(&ctx, command).await,
         Command::Whoami => commands::whoami(&ctx).await,
     }
 }

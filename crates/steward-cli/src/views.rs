@@ -1,9 +1,9 @@
 //! How each wire type looks in a list table and in a detail view.
 
 use steward_types::{
-    Agent, ApiKey, ApiToken, AuditEntry, Baseline, BehaviourAlert, BehaviourSettings, Human,
-    HumanStatus, Persona, Quota, QuotaScope, QuotaUsage, Role, Team, Tenant, Webhook,
-    WebhookDelivery, WhoAmI,
+    Agent, ApiKey, ApiToken, AuditEntry, Baseline, BehaviourAlert, BehaviourSettings, Campaign,
+    CampaignItem, Human, HumanStatus, Persona, Quota, QuotaScope, QuotaUsage, Role, Team, Tenant,
+    Webhook, WebhookDelivery, WhoAmI,
 };
 
 use crate::output::{Detail, Tabular, list, optional_time, or_dash, time};
@@ -799,5 +799,83 @@ impl Detail for Baseline {
         ));
         fields.push(("open alerts", self.open_alerts.to_string()));
         fields
+    }
+}
+
+impl Tabular for Campaign {
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "NAME",
+        "STATUS",
+        "DUE",
+        "AGENTS",
+        "PENDING",
+        "KEPT",
+        "WITHDRAWN",
+        "OVERDUE",
+    ];
+    const PLURAL: &'static str = "recertifications";
+    fn row(&self) -> Vec<String> {
+        let c = &self.counts;
+        vec![
+            self.id.clone(),
+            self.name.clone(),
+            self.status.clone(),
+            time(&self.due_at),
+            c.total.to_string(),
+            c.pending.to_string(),
+            c.kept.to_string(),
+            (c.suspended + c.decommissioned).to_string(),
+            c.overdue.to_string(),
+        ]
+    }
+}
+
+impl Detail for Campaign {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let c = &self.counts;
+        vec![
+            ("id", self.id.clone()),
+            ("name", self.name.clone()),
+            ("status", self.status.clone()),
+            ("started", time(&self.created_at)),
+            ("due", time(&self.due_at)),
+            ("closed", optional_time(self.closed_at.as_ref())),
+            (
+                "scope",
+                format!(
+                    "{} tier{}",
+                    self.min_risk_tier
+                        .map_or("every".to_string(), |t| format!("{} or higher", t.as_str())),
+                    self.team_id
+                        .as_ref()
+                        .map_or(String::new(), |t| format!(", team {t}"))
+                ),
+            ),
+            ("if not attested", self.on_overdue.as_str().into()),
+            (
+                "agents",
+                format!(
+                    "{} in all: {} pending, {} kept, {} suspended, {} decommissioned, {} overdue",
+                    c.total, c.pending, c.kept, c.suspended, c.decommissioned, c.overdue
+                ),
+            ),
+        ]
+    }
+}
+
+impl Tabular for CampaignItem {
+    const HEADERS: &'static [&'static str] =
+        &["AGENT", "RISK", "OWNER", "STATUS", "DECIDED", "NOTE"];
+    const PLURAL: &'static str = "agents in this recertification";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.agent_name.clone(),
+            self.risk_tier.as_str().into(),
+            self.owner_id.clone(),
+            self.status.clone(),
+            optional_time(self.decided_at.as_ref()),
+            optional(self.note.as_ref()),
+        ]
     }
 }

@@ -165,6 +165,48 @@ fn serve_and_cli_walk_the_lifecycle() {
     assert!(baseline.contains("flagged above"), "{baseline}");
     assert!(ok(&server, &["alerts", "list"]).contains("No alerts found."));
 
+    // Recertification: a campaign over the live agents; only owners attest.
+    ok(
+        &server,
+        &[
+            "agents",
+            "register",
+            "--name",
+            "keeper",
+            "--owner",
+            "alice@example.com",
+            "--classification",
+            "public",
+        ],
+    );
+    let started = json(
+        &server,
+        &["recert", "start", "2026-Q4", "--due-in-days", "7"],
+    );
+    assert_eq!(started["status"], "open");
+    assert!(ok(&server, &["recert", "list"]).contains("2026-Q4"));
+    let items = json(
+        &server,
+        &["recert", "items", "2026-Q4", "--status", "pending"],
+    );
+    let total = started["counts"]["total"].as_u64().unwrap();
+    assert!(total > 0, "{started}");
+    assert_eq!(items["items"].as_array().unwrap().len() as u64, total);
+    if let Some(first) = items["items"][0]["agent_name"].as_str() {
+        let refused = steward(
+            &server,
+            TOKEN,
+            &["recert", "attest", "2026-Q4", first, "keep"],
+        );
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("only the owner"));
+    }
+    let shown = ok(&server, &["recert", "show", "2026-Q4"]);
+    assert!(
+        shown.contains("if not attested") && shown.contains("suspend"),
+        "{shown}"
+    );
+
     // Bad input: a clear message and a non-zero exit.
     let dup = steward(&server, TOKEN, &["teams", "create", "platform"]);
     assert_eq!(dup.status.code(), Some(1));

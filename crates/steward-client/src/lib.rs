@@ -25,6 +25,7 @@ mod error;
 mod mcp;
 mod policies;
 mod quotas;
+mod recert;
 mod webhooks;
 
 pub use endpoints::AgentTransition;

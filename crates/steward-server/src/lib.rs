@@ -340,7 +340,10 @@ async fn scope_request_id(req: Request, next: Next) -> Response {
 
 /// Background work: pick up policy changes made on other nodes, sign audit
 /// checkpoints, expire approvals and close idle MCP sessions every second;
-/// expire agents whose expiry time has passed every `sweep_every`.
+/// expire agents whose expiry time has passed, close due recertification
+/// campaigns and settle unreported reservations every `sweep_every`; read
+/// new audit entries into behavioural baselines every
+/// `behaviour_interval_secs`.
 async fn background(state: AppState, sweep_every: Duration) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_sweep = std::time::Instant::now() - sweep_every;
@@ -390,6 +393,16 @@ async fn background(state: AppState, sweep_every: Duration) {
             last_sweep = std::time::Instant::now();
             if let Err(e) = expire_due(&state.store, Utc::now()).await {
                 tracing::warn!(error = %e, "expiry sweep failed; will retry");
+            }
+            match state.store.close_due_campaigns(Utc::now()).await {
+                Ok(closed) => {
+                    for c in closed {
+                        tracing::info!(campaign = %c.name, overdue = c.counts.overdue, "closed a recertification campaign");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "closing due recertifications failed; will retry")
+                }
             }
             match state.store.settle_expired(Utc::now()).await {
                 Ok(n) if n > 0 => tracing::info!(

@@ -21,6 +21,7 @@ pub mod humans;
 pub mod mcp_servers;
 pub mod policies;
 pub mod quotas;
+pub mod recert;
 mod rows;
 pub mod tenants;
 mod wal;

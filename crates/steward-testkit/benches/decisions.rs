@@ -157,9 +157,18 @@ async fn load(url: String, full: bool) {
 
 /// The same load on `path` of a server on `backend`; prints one line.
 async fn run(backend: Backend, relaxed: bool, full: bool, path: &str) {
+    // STEWARD_BENCH_BEHAVIOUR_SECS sets the behavioural pass's interval
+    // (default: the server's 10 s; 0 turns it off, and then one pass over
+    // what the load wrote is timed after it).
+    let behaviour: Option<u64> = std::env::var("STEWARD_BENCH_BEHAVIOUR_SECS")
+        .ok()
+        .map(|v| v.parse().unwrap());
     let s = TestServer::start_with(backend, |c| {
         if let Some(url) = c.database_url.as_mut().filter(|_| relaxed) {
             url.push_str("?synchronous=normal");
+        }
+        if let Some(secs) = behaviour {
+            c.behaviour_interval_secs = secs;
         }
     })
     .await;
@@ -186,6 +195,32 @@ async fn run(backend: Backend, relaxed: bool, full: bool, path: &str) {
         },
         String::from_utf8_lossy(&out.stdout).trim()
     );
+    if behaviour == Some(0) {
+        let store = s.server.store();
+        let started = Instant::now();
+        let mut read = 0;
+        loop {
+            let now = chrono::Utc::now();
+            let pass = steward_server::behaviour::run_pass(
+                store,
+                "bench",
+                now,
+                chrono::Duration::minutes(5),
+            )
+            .await
+            .unwrap();
+            read += pass.read;
+            if pass.read == 0 {
+                break;
+            }
+        }
+        let took = started.elapsed();
+        println!(
+            "  behavioural pass over what the load wrote: {read} audit entries in {:.0} ms ({:.0} entries/s)",
+            took.as_secs_f64() * 1000.0,
+            read as f64 / took.as_secs_f64()
+        );
+    }
     s.stop().await;
 }
 

@@ -66,6 +66,7 @@ catalogue! {
     ApprovalPending => ("approval_pending", 409, "This needs a human approval that has not been given yet; the details name the approval."),
     ApprovalClosed => ("approval_closed", 409, "The approval was already decided, used, cancelled or has expired."),
     AlertResolved => ("alert_resolved", 409, "The behaviour alert was already resolved."),
+    RecertificationClosed => ("recertification_closed", 409, "The recertification campaign is closed, or the agent was already attested in it."),
     NotAnApprover => ("not_an_approver", 403, "The caller is not a member of the approver group this step waits for, or is not a person."),
     SeparationOfDuties => ("separation_of_duties", 403, "Nobody approves their own request, one for an agent they own, or two steps of the same approval."),
     StoreUnavailable => ("store_unavailable", 503, "The store cannot be reached; Steward fails closed."),

@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod mcp;
 pub mod policy;
 pub mod quota;
+pub mod recert;
 pub mod webhook;
 
 pub use apply::*;
@@ -24,4 +25,5 @@ pub use inventory::*;
 pub use mcp::*;
 pub use policy::*;
 pub use quota::*;
+pub use recert::*;
 pub use webhook::*;

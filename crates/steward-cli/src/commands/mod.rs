@@ -13,6 +13,7 @@ pub mod mcp_servers;
 pub mod personas;
 pub mod policies;
 pub mod quotas;
+pub mod recert;
 pub mod roles;
 pub mod serve;
 pub mod teams;

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod mcp_servers;
 pub mod policies;
 pub mod quotas;
+pub mod recert;
 pub mod teams;
 pub mod tenants;
 pub mod tokens;
@@ -47,6 +48,7 @@ use crate::state::AppState;
         (name = "webhooks", description = "Signed notifications of events (quota thresholds, approvals)"),
         (name = "operations", description = "Health and readiness"),
         (name = "behaviour", description = "Behavioural baselines and the alerts raised when an agent acts out of character"),
+        (name = "recertification", description = "Campaigns in which owners re-attest the agents they own"),
         (name = "mcp", description = "Upstream MCP servers behind the gateway at /mcp/{name}"),
     )
 )]
@@ -137,6 +139,10 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(behaviour::get_alert))
         .routes(routes!(behaviour::resolve_alert))
         .routes(routes!(behaviour::agent_baseline))
+        .routes(routes!(recert::list_campaigns, recert::start_campaign))
+        .routes(routes!(recert::get_campaign))
+        .routes(routes!(recert::list_items))
+        .routes(routes!(recert::attest))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))

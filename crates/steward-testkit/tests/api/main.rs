@@ -19,5 +19,6 @@ mod lifecycle;
 mod mcp;
 mod operations;
 mod quotas;
+mod recert;
 mod support;
 mod webhooks;
