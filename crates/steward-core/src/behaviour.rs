@@ -42,11 +42,11 @@ pub struct Activity {
 impl Activity {
     /// Add another bucket's counts.
     pub fn add(&mut self, other: &Activity) {
-        self.requests += other.requests;
-        self.denials += other.denials;
-        self.bytes += other.bytes;
-        self.records += other.records;
-        self.spawns += other.spawns;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.denials = self.denials.saturating_add(other.denials);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.records = self.records.saturating_add(other.records);
+        self.spawns = self.spawns.saturating_add(other.spawns);
     }
 
     /// Whether nothing happened.

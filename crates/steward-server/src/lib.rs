@@ -349,9 +349,11 @@ async fn background(state: AppState, sweep_every: Duration) {
     let mut last_sweep = std::time::Instant::now() - sweep_every;
     // The first pruning runs a day after start, then daily.
     let mut last_prune = std::time::Instant::now();
+    // The behavioural pass can read a long history at once: it runs in a
+    // task of its own so the one-second work below is never held up.
     let behaviour_every = Duration::from_secs(state.config.behaviour_interval_secs);
-    let mut last_behaviour = std::time::Instant::now();
-    let node = format!("node_{}", uuid::Uuid::now_v7().simple());
+    let _behaviour = (!behaviour_every.is_zero())
+        .then(|| AbortOnDrop(tokio::spawn(behaviour_loop(state.clone(), behaviour_every))));
     loop {
         ticker.tick().await;
         state.engines.refresh(&state.store, None).await;
@@ -378,17 +380,6 @@ async fn background(state: AppState, sweep_every: Duration) {
         }
         approvals::expire_due(&state, Utc::now()).await;
         state.mcp.close_idle().await;
-        if !behaviour_every.is_zero() && last_behaviour.elapsed() >= behaviour_every {
-            last_behaviour = std::time::Instant::now();
-            let lease = chrono::Duration::seconds(
-                i64::try_from(behaviour_every.as_secs().saturating_mul(3))
-                    .unwrap_or(i64::MAX)
-                    .max(30),
-            );
-            if let Err(e) = behaviour::run_pass(&state.store, &node, Utc::now(), lease).await {
-                tracing::warn!(error = %e, "behavioural baseline pass failed; will retry");
-            }
-        }
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = std::time::Instant::now();
             if let Err(e) = expire_due(&state.store, Utc::now()).await {
@@ -414,6 +405,35 @@ async fn background(state: AppState, sweep_every: Duration) {
                     tracing::warn!(error = %e, "settling unreported reservations failed; will retry")
                 }
             }
+        }
+    }
+}
+
+/// Aborts its task when dropped (with the background loop that owns it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Read new audit entries into behavioural baselines every `every`.
+async fn behaviour_loop(state: AppState, every: Duration) {
+    let node = format!("node_{}", uuid::Uuid::now_v7().simple());
+    let lease = chrono::Duration::seconds(
+        i64::try_from(every.as_secs().saturating_mul(3))
+            .unwrap_or(i64::MAX)
+            .clamp(30, 3600),
+    );
+    let mut ticker = tokio::time::interval(every);
+    // A pass that outlasts the interval is followed by a full interval's
+    // rest, not by passes back to back.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = behaviour::run_pass(&state.store, &node, Utc::now(), lease).await {
+            tracing::warn!(error = %e, "behavioural baseline pass failed; will retry");
         }
     }
 }

@@ -13,7 +13,7 @@ use steward_core::behaviour::{Activity, Finding, History, Settings, hour_of};
 use steward_core::lifecycle::Transition;
 use steward_core::{ChangeContext, Error, validate};
 use steward_types::{
-    AlertQuery, AuditEntry, BehaviourAlert, ErrorCode, FootprintEntry, Page, ResolveAlert, Signal,
+    AlertQuery, BehaviourAlert, ErrorCode, FootprintEntry, Page, ResolveAlert, Signal,
 };
 
 use crate::audit::{append, change, event};
@@ -35,43 +35,98 @@ pub struct Observation {
     pub used: Option<(String, String)>,
 }
 
+/// The most an hourly count holds; sums stop there (2^62, so a sum of two
+/// never overflows a signed 64-bit column).
+const CAP: u64 = 1 << 62;
+
+/// A count from an audit record, at most [`CAP`] (outcomes are reported by
+/// clients and may be anything).
 fn count(v: Option<&Value>) -> u64 {
-    v.and_then(Value::as_u64).unwrap_or(0)
+    v.and_then(Value::as_u64).unwrap_or(0).min(CAP)
+}
+
+/// The actions whose entries say something about behaviour.
+const OBSERVED: &str = "('decision.allow', 'decision.deny', 'decision.approval_required', \
+                        'decision.outcome', 'mcp.tool_call', 'agent.register')";
+
+/// The columns of an audit entry the pass reads (not its whole payload as
+/// a tree: only the few fields below are decoded).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Logged {
+    /// Position in the log.
+    pub seq: i64,
+    /// When (Unix milliseconds).
+    pub time: i64,
+    /// Tenant.
+    pub tenant_id: String,
+    /// `token`, `agent` or `system`.
+    pub actor_kind: String,
+    /// Who.
+    pub actor_id: String,
+    /// What was done.
+    pub action: String,
+    /// Kind of thing it was done to.
+    pub resource_type: String,
+    /// The payload as stored (JSON text), absent once pruned.
+    pub after: Option<String>,
+}
+
+/// The fields of a payload the pass uses; the rest is skipped unparsed.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Payload {
+    #[serde(default)]
+    principal: Option<Principal>,
+    #[serde(default)]
+    action: Option<String>,
+    /// An object on `decision.outcome`, a word on `mcp.tool_call`.
+    #[serde(default)]
+    outcome: Option<Value>,
+    #[serde(default)]
+    response_bytes: Option<Value>,
+    #[serde(default)]
+    parent_id: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Principal {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// What an audit entry says about an agent's behaviour, if anything:
 /// decisions with an agent as principal (requests, denials, the action on
 /// the resource type), outcomes and MCP calls an agent reported (bytes,
 /// records), and registrations of a child agent (a spawn of its parent).
-pub fn observe(entry: &AuditEntry) -> Option<Observation> {
-    let after = entry.after.as_ref()?;
+pub fn observe(entry: &Logged) -> Option<Observation> {
+    let after: Payload = serde_json::from_str(entry.after.as_deref()?).ok()?;
     let mut activity = Activity::default();
     let mut used = None;
     let agent_id = match entry.action.as_str() {
         "decision.allow" | "decision.deny" | "decision.approval_required" => {
-            let principal = after.get("principal")?;
-            if principal.get("kind")?.as_str()? != "agent" {
+            let principal = after.principal?;
+            if principal.kind.as_deref() != Some("agent") {
                 return None;
             }
             activity.requests = 1;
             activity.denials = u64::from(entry.action == "decision.deny");
-            let action = after.get("action")?.as_str()?;
-            used = Some((action.to_string(), entry.resource_type.clone()));
-            principal.get("id")?.as_str()?.to_string()
+            used = Some((after.action?, entry.resource_type.clone()));
+            principal.id?
         }
-        "decision.outcome" if entry.actor.kind == "agent" => {
-            let outcome = after.get("outcome")?;
+        "decision.outcome" if entry.actor_kind == "agent" => {
+            let outcome = after.outcome?;
             activity.bytes = count(outcome.get("bytes"));
             activity.records = count(outcome.get("records"));
-            entry.actor.id.clone()
+            entry.actor_id.clone()
         }
-        "mcp.tool_call" if entry.actor.kind == "agent" => {
-            activity.bytes = count(after.get("response_bytes"));
-            entry.actor.id.clone()
+        "mcp.tool_call" if entry.actor_kind == "agent" => {
+            activity.bytes = count(after.response_bytes.as_ref());
+            entry.actor_id.clone()
         }
         "agent.register" => {
             activity.spawns = 1;
-            after.get("parent_id")?.as_str()?.to_string()
+            after.parent_id?
         }
         _ => return None,
     };
@@ -81,7 +136,7 @@ pub fn observe(entry: &AuditEntry) -> Option<Observation> {
     Some(Observation {
         tenant_id: entry.tenant_id.clone(),
         agent_id,
-        time: entry.time,
+        time: rows::time(entry.time),
         activity,
         used,
     })
@@ -96,8 +151,6 @@ pub struct Touched {
     pub agent_id: String,
     /// The hour's start.
     pub hour: DateTime<Utc>,
-    /// `action on Type` pairs the agent used for the first time in it.
-    pub new_actions: Vec<String>,
 }
 
 /// What an ingestion pass read.
@@ -115,7 +168,16 @@ type Key = (String, String);
 type Use = (i64, DateTime<Utc>, DateTime<Utc>);
 
 fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    i64::try_from(n.min(CAP)).unwrap_or(i64::MAX)
+}
+
+/// `col = col + excluded.col`, stopping at [`CAP`] (the same SQL on both
+/// stores).
+fn capped_sum(col: &str) -> String {
+    format!(
+        "{col} = CASE WHEN agent_activity.{col} > {CAP} - excluded.{col} THEN {CAP} \
+         ELSE agent_activity.{col} + excluded.{col} END"
+    )
 }
 
 fn uint(row: &AnyRow, col: &str) -> Result<u64, Error> {
@@ -156,8 +218,9 @@ fn alert(row: &AnyRow) -> Result<BehaviourAlert, Error> {
     })
 }
 
-async fn alert_in(tx: &mut crate::Tx, id: &str) -> Result<BehaviourAlert, Error> {
-    let row = sqlx::query("SELECT * FROM behaviour_alert_rows WHERE id = $1")
+async fn alert_in(tx: &mut crate::Tx, tenant_id: &str, id: &str) -> Result<BehaviourAlert, Error> {
+    let row = sqlx::query("SELECT * FROM behaviour_alert_rows WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
         .bind(id)
         .fetch_one(&mut **tx)
         .await
@@ -193,21 +256,30 @@ impl Store {
             .fetch_one(&self.write)
             .await
             .map_err(db_error)?;
-        let entries = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(cursor)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(rows::audit_entry)
-            .collect::<Result<Vec<_>, _>>()?;
-        let Some(through) = entries.last().map(|e| e.seq) else {
+        // Entries up to the head are all committed (the head moves in the
+        // transaction that writes them); only the actions that say something
+        // about behaviour are read.
+        let head = self.audit_size().await?;
+        let entries: Vec<Logged> = sqlx::query_as(&format!(
+            "SELECT seq, time, tenant_id, actor_kind, actor_id, action, resource_type, after \
+             FROM audit_log WHERE seq > $1 AND seq <= $2 AND action IN {OBSERVED} ORDER BY seq LIMIT $3"
+        ))
+        .bind(cursor)
+        .bind(head)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        let through = match entries.last() {
+            Some(last) if entries.len() as i64 >= limit => last.seq,
+            _ => head,
+        };
+        if through <= cursor {
             return Ok(Some(Ingested {
                 through: cursor,
                 ..Ingested::default()
             }));
-        };
+        }
         let mut hours: BTreeMap<(String, String, DateTime<Utc>), Activity> = BTreeMap::new();
         let mut uses: BTreeMap<(Key, Key), Use> = BTreeMap::new();
         for o in entries.iter().filter_map(observe) {
@@ -236,28 +308,27 @@ impl Store {
             tx.rollback().await.map_err(db_error)?;
             return Ok(None);
         }
+        let upsert = format!(
+            "INSERT INTO agent_activity (tenant_id, agent_id, hour, requests, denials, bytes, records, spawns) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, agent_id, hour) DO UPDATE SET {}",
+            ["requests", "denials", "bytes", "records", "spawns"]
+                .map(capped_sum)
+                .join(", ")
+        );
         for ((tenant, agent, hour), a) in &hours {
-            sqlx::query(
-                "INSERT INTO agent_activity (tenant_id, agent_id, hour, requests, denials, bytes, records, spawns) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, agent_id, hour) DO UPDATE SET \
-                 requests = agent_activity.requests + excluded.requests, denials = agent_activity.denials + excluded.denials, \
-                 bytes = agent_activity.bytes + excluded.bytes, records = agent_activity.records + excluded.records, \
-                 spawns = agent_activity.spawns + excluded.spawns",
-            )
-            .bind(tenant)
-            .bind(agent)
-            .bind(rows::ms(*hour))
-            .bind(int(a.requests))
-            .bind(int(a.denials))
-            .bind(int(a.bytes))
-            .bind(int(a.records))
-            .bind(int(a.spawns))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+            sqlx::query(&upsert)
+                .bind(tenant)
+                .bind(agent)
+                .bind(rows::ms(*hour))
+                .bind(int(a.requests))
+                .bind(int(a.denials))
+                .bind(int(a.bytes))
+                .bind(int(a.records))
+                .bind(int(a.spawns))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
         }
-        let mut new_actions: BTreeMap<(String, String, DateTime<Utc>), Vec<String>> =
-            BTreeMap::new();
         for (((tenant, agent), (action, rtype)), (n, first, last)) in &uses {
             let inserted = sqlx::query(
                 "INSERT INTO agent_footprint (tenant_id, agent_id, action, resource_type, uses, first_seen, last_seen) \
@@ -274,10 +345,6 @@ impl Store {
             .await
             .map_err(db_error)?;
             if inserted.rows_affected() == 1 {
-                new_actions
-                    .entry((tenant.clone(), agent.clone(), hour_of(*first)))
-                    .or_default()
-                    .push(format!("{action} on {rtype}"));
                 continue;
             }
             sqlx::query(
@@ -298,9 +365,6 @@ impl Store {
         let touched = hours
             .into_keys()
             .map(|(tenant_id, agent_id, hour)| Touched {
-                new_actions: new_actions
-                    .remove(&(tenant_id.clone(), agent_id.clone(), hour))
-                    .unwrap_or_default(),
                 tenant_id,
                 agent_id,
                 hour,
@@ -358,6 +422,55 @@ impl Store {
         })
     }
 
+    /// `action on Type` pairs the agent used for the first time in the hour
+    /// starting at `hour` (read from the footprint, so judging an hour again
+    /// finds them again).
+    pub async fn actions_first_used(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        hour: DateTime<Utc>,
+    ) -> Result<Vec<String>, Error> {
+        let pairs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT action, resource_type FROM agent_footprint WHERE tenant_id = $1 AND agent_id = $2 \
+             AND first_seen >= $3 AND first_seen < $4 ORDER BY resource_type, action LIMIT 100",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .bind(rows::ms(hour))
+        .bind(rows::ms(hour + Duration::hours(1)))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(action, rtype)| format!("{action} on {rtype}"))
+            .collect())
+    }
+
+    /// Hours in `[from, to)` with an alert that is open or was confirmed:
+    /// what they held is not normal, so they stay out of the baseline.
+    pub async fn alerted_hours(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<BTreeSet<DateTime<Utc>>, Error> {
+        let hours: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT hour FROM behaviour_alerts WHERE tenant_id = $1 AND agent_id = $2 \
+             AND hour >= $3 AND hour < $4 AND (status = 'open' OR resolution = 'confirmed')",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .bind(rows::ms(from))
+        .bind(rows::ms(to))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        Ok(hours.into_iter().map(rows::time).collect())
+    }
+
     /// The actions an agent has used, on which resource types.
     pub async fn agent_footprint(
         &self,
@@ -399,6 +512,10 @@ impl Store {
         suspend: bool,
     ) -> Result<Option<BehaviourAlert>, Error> {
         let mut tx = self.begin().await?;
+        // The agent first, whether or not it is suspended: the lock order of
+        // every change about an agent.
+        let lock = self.backend.for_update();
+        crate::agents::lock_agent(&mut tx, lock, &ctx.tenant_id, agent_id).await?;
         let exists: Option<String> = sqlx::query_scalar(
             "SELECT id FROM behaviour_alerts WHERE tenant_id = $1 AND agent_id = $2 \
              AND signal = $3 AND subject = $4 AND hour = $5",
@@ -455,7 +572,7 @@ impl Store {
             tx.rollback().await.map_err(db_error)?;
             return Ok(None);
         }
-        let raised = alert_in(&mut tx, &id).await?;
+        let raised = alert_in(&mut tx, &ctx.tenant_id, &id).await?;
         append(
             &mut tx,
             ctx,
@@ -599,7 +716,7 @@ impl Store {
         if row.is_none() {
             return Err(Error::not_found("alert", id));
         }
-        let before = alert_in(&mut tx, id).await?;
+        let before = alert_in(&mut tx, &ctx.tenant_id, id).await?;
         if before.status != "open" {
             return Err(Error::new(
                 ErrorCode::AlertResolved,
@@ -611,17 +728,18 @@ impl Store {
         }
         sqlx::query(
             "UPDATE behaviour_alerts SET status = 'resolved', resolved_at = $1, resolved_by = $2, \
-             resolution = $3, note = $4 WHERE id = $5",
+             resolution = $3, note = $4 WHERE id = $5 AND tenant_id = $6",
         )
         .bind(rows::ms(ctx.now))
         .bind(&ctx.actor.id)
         .bind(&req.resolution)
         .bind(&req.note)
         .bind(id)
+        .bind(&ctx.tenant_id)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        let after = alert_in(&mut tx, id).await?;
+        let after = alert_in(&mut tx, &ctx.tenant_id, id).await?;
         append(
             &mut tx,
             ctx,
@@ -658,8 +776,19 @@ impl Store {
         settings: &Settings,
     ) -> Result<Settings, Error> {
         steward_core::behaviour::check_settings(settings)?;
-        let before = self.behaviour_settings(&ctx.tenant_id).await?;
         let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT * FROM behaviour_settings WHERE tenant_id = $1{}",
+            self.backend.for_update()
+        ))
+        .bind(&ctx.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let before: Settings = match row {
+            Some(row) => rows::from_json(&row, "settings")?,
+            None => Settings::default(),
+        };
         sqlx::query(
             "INSERT INTO behaviour_settings (tenant_id, settings, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
@@ -706,27 +835,17 @@ impl Store {
 mod tests {
     use super::*;
     use serde_json::json;
-    use steward_types::Actor;
 
-    fn entry(action: &str, actor: (&str, &str), rtype: &str, after: Value) -> AuditEntry {
-        AuditEntry {
+    fn entry(action: &str, actor: (&str, &str), rtype: &str, after: Value) -> Logged {
+        Logged {
             seq: 1,
-            time: DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default(),
+            time: 1_767_225_600_000,
             tenant_id: "default".into(),
-            actor: Actor {
-                kind: actor.0.into(),
-                id: actor.1.into(),
-                human_id: None,
-            },
+            actor_kind: actor.0.into(),
+            actor_id: actor.1.into(),
             action: action.into(),
             resource_type: rtype.into(),
-            resource_id: "x".into(),
-            before: None,
-            after: Some(after),
-            reason: None,
-            request_id: None,
-            source: None,
-            leaf_hash: None,
+            after: Some(after.to_string()),
         }
     }
 
@@ -792,7 +911,7 @@ mod tests {
             json!({"parent_id": null}),
         );
         assert_eq!(observe(&top), None);
-        let pruned = AuditEntry {
+        let pruned = Logged {
             after: None,
             ..call
         };

@@ -326,16 +326,34 @@ impl Store {
         let c = self
             .campaign_in(&mut tx, &ctx.tenant_id, campaign_key)
             .await?;
-        if c.status != "open" {
+        let may_attest = human_id.is_some_and(|h| h == agent.owner_id) || (admin && agent.orphaned);
+        if !may_attest {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "only the owner of {} ({}) attests for it; an admin may attest only for an orphaned agent",
+                    agent.name, agent.owner_id
+                ),
+            ));
+        }
+        // Decommissioning cascades to descendants, which may be others'.
+        if transition == Some(Transition::Decommission) && !admin {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                "decommissioning takes an admin token (it retires the agent's descendants too); keep or suspend it with this one",
+            ));
+        }
+        if c.status != "open" || ctx.now >= c.due_at {
             return Err(closed(format!(
-                "recertification {} closed on {}",
+                "recertification {} closed {}",
                 c.name,
-                c.closed_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                c.closed_at.unwrap_or(c.due_at).format("%Y-%m-%d %H:%M UTC")
             )));
         }
         let row = sqlx::query(&format!(
-            "SELECT * FROM recert_items WHERE campaign_id = $1 AND agent_id = $2{lock}"
+            "SELECT * FROM recert_items WHERE tenant_id = $1 AND campaign_id = $2 AND agent_id = $3{lock}"
         ))
+        .bind(&ctx.tenant_id)
         .bind(&c.id)
         .bind(&agent.id)
         .fetch_optional(&mut *tx)
@@ -348,17 +366,6 @@ impl Store {
                 "{} was already attested in {}: {}",
                 agent.name, c.name, before.status
             )));
-        }
-        let may_attest =
-            human_id.is_some_and(|h| h == agent.owner_id) || (admin && agent.orphaned);
-        if !may_attest {
-            return Err(Error::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "only the owner of {} ({}) attests for it; an admin may attest only for an orphaned agent",
-                    agent.name, agent.owner_id
-                ),
-            ));
         }
         if let Some(t) = transition {
             let reason = format!("recertification {}: {}", c.name, note.unwrap_or_default());
@@ -374,7 +381,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE recert_items SET status = $1, decided_by = $2, decided_at = $3, note = $4 \
-             WHERE campaign_id = $5 AND agent_id = $6",
+             WHERE campaign_id = $5 AND agent_id = $6 AND tenant_id = $7",
         )
         .bind(status)
         .bind(&ctx.actor.id)
@@ -382,6 +389,7 @@ impl Store {
         .bind(note)
         .bind(&c.id)
         .bind(&agent.id)
+        .bind(&ctx.tenant_id)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -422,8 +430,13 @@ impl Store {
         let mut closed_now = Vec::new();
         for (tenant, id) in due {
             let ctx = ChangeContext::system(&tenant, "recertification", now);
-            if let Some(c) = self.close_campaign(&ctx, &id).await? {
-                closed_now.push(c);
+            // One campaign's trouble does not hold up the others'.
+            match self.close_campaign(&ctx, &id).await {
+                Ok(Some(c)) => closed_now.push(c),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(campaign = %id, error = %e, "could not close a recertification; will retry")
+                }
             }
         }
         Ok(closed_now)
@@ -439,8 +452,9 @@ impl Store {
         // Pending agents first (agent rows before the campaign's, as an
         // attestation locks them), then the campaign.
         let pending: Vec<String> = sqlx::query_scalar(
-            "SELECT agent_id FROM recert_items WHERE campaign_id = $1 AND status = 'pending' ORDER BY agent_id",
+            "SELECT agent_id FROM recert_items WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending' ORDER BY agent_id",
         )
+        .bind(&ctx.tenant_id)
         .bind(id)
         .fetch_all(&mut *tx)
         .await
@@ -457,8 +471,9 @@ impl Store {
         let mut suspended = Vec::new();
         for agent in &agents {
             let still_pending: Option<String> = sqlx::query_scalar(
-                "SELECT status FROM recert_items WHERE campaign_id = $1 AND agent_id = $2 AND status = 'pending'",
+                "SELECT status FROM recert_items WHERE tenant_id = $1 AND campaign_id = $2 AND agent_id = $3 AND status = 'pending'",
             )
+            .bind(&ctx.tenant_id)
             .bind(id)
             .bind(&agent.id)
             .fetch_optional(&mut *tx)
@@ -483,17 +498,21 @@ impl Store {
             }
             sqlx::query(
                 "UPDATE recert_items SET status = 'overdue', decided_by = 'system', decided_at = $1 \
-                 WHERE campaign_id = $2 AND agent_id = $3",
+                 WHERE tenant_id = $2 AND campaign_id = $3 AND agent_id = $4",
             )
             .bind(rows::ms(ctx.now))
+            .bind(&ctx.tenant_id)
             .bind(id)
             .bind(&agent.id)
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
         }
-        sqlx::query("UPDATE recert_campaigns SET status = 'closed', closed_at = $1 WHERE id = $2")
+        sqlx::query(
+            "UPDATE recert_campaigns SET status = 'closed', closed_at = $1 WHERE tenant_id = $2 AND id = $3",
+        )
             .bind(rows::ms(ctx.now))
+            .bind(&ctx.tenant_id)
             .bind(id)
             .execute(&mut *tx)
             .await

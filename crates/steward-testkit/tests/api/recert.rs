@@ -197,7 +197,17 @@ async fn owners_attest_and_overdue_agents_are_suspended(backend: Backend) {
             .contains("recertification 2026-Q4: project paused"),
         "{a2:?}"
     );
-    bob.attest("2026-Q4", "b1", &attest("decommission", Some("replaced")))
+    // Decommissioning cascades, so it takes the owner's admin token.
+    assert_eq!(
+        code(
+            bob.attest("2026-Q4", "b1", &attest("decommission", Some("replaced")))
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    let bob_admin = token_for(admin, "bob-admin", TokenRole::Admin, "bob@example.com").await;
+    s.client(&bob_admin.secret)
+        .attest("2026-Q4", "b1", &attest("decommission", Some("replaced")))
         .await
         .unwrap();
     assert_eq!(
@@ -262,6 +272,23 @@ async fn owners_attest_and_overdue_agents_are_suspended(backend: Backend) {
         ))
         .await
         .unwrap();
+    // Past the due date nobody attests, even before the sweep closes it.
+    assert_eq!(
+        code(
+            alice
+                .attest("2026-Q4", "a2-child", &attest("keep", None))
+                .await
+        ),
+        ErrorCode::RecertificationClosed
+    );
+    // Someone else still learns nothing about the item: refused as such.
+    assert_eq!(
+        code(
+            bob.attest("2026-Q4", "a2-child", &attest("keep", None))
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
     let closed = store.close_due_campaigns(Utc::now()).await.unwrap();
     assert_eq!(closed.len(), 3);
     assert!(
