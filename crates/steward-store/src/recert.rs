@@ -285,6 +285,36 @@ impl Store {
             .await
     }
 
+    /// What `human_id` still has to attest: pending items of open campaigns
+    /// for agents they own now, with each campaign's name and due date.
+    pub async fn awaiting_attestation(
+        &self,
+        tenant_id: &str,
+        human_id: &str,
+    ) -> Result<Vec<(CampaignItem, String, DateTime<Utc>)>, Error> {
+        let rows = sqlx::query(
+            "SELECT i.*, c.name AS campaign_name, c.due_at AS campaign_due FROM recert_items i \
+             JOIN recert_campaigns c ON c.id = i.campaign_id AND c.tenant_id = i.tenant_id \
+             JOIN agents g ON g.id = i.agent_id AND g.tenant_id = i.tenant_id \
+             WHERE i.tenant_id = $1 AND g.owner_id = $2 AND c.status = 'open' AND i.status = 'pending' \
+             ORDER BY c.due_at, i.agent_name LIMIT 100",
+        )
+        .bind(tenant_id)
+        .bind(human_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    item(r)?,
+                    rows::get(r, "campaign_name")?,
+                    rows::get_time(r, "campaign_due")?,
+                ))
+            })
+            .collect()
+    }
+
     /// An attestation of one agent of an open campaign: by its owner (the
     /// person `human_id` of the caller), or by an admin (`admin`) when the
     /// agent is orphaned. `suspend` and `decommission` change the agent in

@@ -311,6 +311,11 @@ struct Overview {
     hot_quotas: Vec<QuotaRow>,
     alerts: Vec<AlertRow>,
     open_alerts: u64,
+    /// Agents the signed-in person still has to re-attest:
+    /// (agent id, agent name, campaign, due).
+    to_attest: Vec<(String, String, String, String)>,
+    /// Open campaigns: (name, due, pending, total).
+    campaigns: Vec<(String, String, u64, u64)>,
     log_size: u64,
     checkpoint: String,
 }
@@ -378,6 +383,31 @@ pub(crate) async fn overview(
         .filter(|q| q.percent >= 80)
         .collect();
     let (alerts, open_alerts) = state.store.open_alerts(&tenant, None, 10).await?;
+    let to_attest = match &session.caller {
+        crate::auth::Caller::Token { token, .. } => match &token.human_id {
+            Some(human) => state.store.awaiting_attestation(&tenant, human).await?,
+            None => Vec::new(),
+        },
+        crate::auth::Caller::Agent { .. } => Vec::new(),
+    }
+    .into_iter()
+    .map(|(i, campaign, due)| (i.agent_id, i.agent_name, campaign, when(&due)))
+    .collect();
+    let campaigns = state
+        .store
+        .list_campaigns(
+            &tenant,
+            PageQuery {
+                limit: Some(500),
+                ..Default::default()
+            },
+        )
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| c.status == "open")
+        .map(|c| (c.name, when(&c.due_at), c.counts.pending, c.counts.total))
+        .collect();
     let head = state.store.latest_checkpoint().await?;
     let tenants = if session.platform_admin() {
         state
@@ -408,6 +438,8 @@ pub(crate) async fn overview(
         hot_quotas,
         alerts: alert_rows(&alerts),
         open_alerts,
+        to_attest,
+        campaigns,
         log_size: head.as_ref().map_or(0, |h| h.head.size),
         checkpoint: head
             .and_then(|h| DateTime::from_timestamp_millis(h.head.time_ms))

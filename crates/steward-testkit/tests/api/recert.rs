@@ -215,6 +215,22 @@ async fn owners_attest_and_overdue_agents_are_suspended(backend: Backend) {
         AgentState::Decommissioned
     );
 
+    // Alice's dashboard lists what she still has to answer.
+    let alice_token = token_for(admin, "alice-ui", TokenRole::Auditor, "alice@example.com").await;
+    let mut browser = crate::dashboard::Browser::new(&s.server.url());
+    assert!(browser.sign_in(&alice_token.secret).await.is_redirection());
+    let (_, _, overview) = browser.get("/ui").await;
+    assert!(overview.contains("Yours to re-attest"), "{overview}");
+    assert!(
+        overview.contains(">a2-child</a></td><td>2026-Q4</td>"),
+        "{overview}"
+    );
+    assert!(
+        !overview.contains(">a1</a></td><td>2026-Q4</td>"),
+        "{overview}"
+    );
+    assert!(overview.contains("<td>2026-Q4</td>"), "{overview}");
+
     // Who still has to answer, and bad filters.
     let pending = admin
         .list_campaign_items(
