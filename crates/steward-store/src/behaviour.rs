@@ -153,15 +153,30 @@ pub struct Touched {
     pub hour: DateTime<Utc>,
 }
 
-/// What an ingestion pass read.
+/// What a pass has read and not yet written: counts per agent and hour,
+/// and the actions used.
 #[derive(Debug, Clone, Default)]
-pub struct Ingested {
-    /// Audit entries read.
-    pub read: usize,
-    /// The last sequence number read.
-    pub through: i64,
-    /// The agents' hours that changed.
-    pub touched: Vec<Touched>,
+pub struct Tally {
+    hours: BTreeMap<(String, String, DateTime<Utc>), Activity>,
+    uses: BTreeMap<(Key, Key), Use>,
+}
+
+impl Tally {
+    fn add(&mut self, o: Observation) {
+        let agent = (o.tenant_id.clone(), o.agent_id.clone());
+        self.hours
+            .entry((o.tenant_id, o.agent_id, hour_of(o.time)))
+            .or_default()
+            .add(&o.activity);
+        if let Some(used) = o.used {
+            let e = self
+                .uses
+                .entry((agent, used))
+                .or_insert((0, o.time, o.time));
+            e.0 += 1;
+            e.2 = o.time;
+        }
+    }
 }
 
 type Key = (String, String);
@@ -229,16 +244,15 @@ async fn alert_in(tx: &mut crate::Tx, tenant_id: &str, id: &str) -> Result<Behav
 }
 
 impl Store {
-    /// Read up to `limit` audit entries past the cursor into activity, if
-    /// this node holds (or takes) the lease until `now + lease`. `None` when
-    /// another node holds it or moved the cursor first.
-    pub async fn ingest_activity(
+    /// Take (or keep) the lease on reading the log into activity until
+    /// `now + lease`; the cursor to read from, or `None` when another node
+    /// holds the lease.
+    pub async fn claim_activity(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
-        limit: i64,
-    ) -> Result<Option<Ingested>, Error> {
+    ) -> Result<Option<i64>, Error> {
         let claimed = sqlx::query(
             "UPDATE behaviour_state SET lease_owner = $1, lease_until = $2 \
              WHERE id = 1 AND (lease_until <= $3 OR lease_owner = $1)",
@@ -256,6 +270,17 @@ impl Store {
             .fetch_one(&self.write)
             .await
             .map_err(db_error)?;
+        Ok(Some(cursor))
+    }
+
+    /// Read up to `limit` entries after `after` into `tally`, writing
+    /// nothing; the sequence number read through and the entries read.
+    pub async fn read_activity(
+        &self,
+        after: i64,
+        limit: i64,
+        tally: &mut Tally,
+    ) -> Result<(i64, usize), Error> {
         // Entries up to the head are all committed (the head moves in the
         // transaction that writes them); only the actions that say something
         // about behaviour are read.
@@ -264,7 +289,7 @@ impl Store {
             "SELECT seq, time, tenant_id, actor_kind, actor_id, action, resource_type, after \
              FROM audit_log WHERE seq > $1 AND seq <= $2 AND action IN {OBSERVED} ORDER BY seq LIMIT $3"
         ))
-        .bind(cursor)
+        .bind(after)
         .bind(head)
         .bind(limit)
         .fetch_all(&self.read)
@@ -272,34 +297,32 @@ impl Store {
         .map_err(db_error)?;
         let through = match entries.last() {
             Some(last) if entries.len() as i64 >= limit => last.seq,
-            _ => head,
+            _ => head.max(after),
         };
-        if through <= cursor {
-            return Ok(Some(Ingested {
-                through: cursor,
-                ..Ingested::default()
-            }));
-        }
-        let mut hours: BTreeMap<(String, String, DateTime<Utc>), Activity> = BTreeMap::new();
-        let mut uses: BTreeMap<(Key, Key), Use> = BTreeMap::new();
+        let read = entries.len();
         for o in entries.iter().filter_map(observe) {
-            let agent = (o.tenant_id.clone(), o.agent_id.clone());
-            hours
-                .entry((o.tenant_id, o.agent_id, hour_of(o.time)))
-                .or_default()
-                .add(&o.activity);
-            if let Some(used) = o.used {
-                let e = uses.entry((agent, used)).or_insert((0, o.time, o.time));
-                e.0 += 1;
-                e.2 = o.time;
-            }
+            tally.add(o);
         }
+        Ok((through, read))
+    }
+
+    /// Write what was read from `from` through `through` and move the cursor,
+    /// in one transaction, if the cursor is still at `from` and `owner`
+    /// still holds the lease (so every entry counts once). The agents'
+    /// hours that changed, or `None` when another node got there first.
+    pub async fn commit_activity(
+        &self,
+        owner: &str,
+        from: i64,
+        through: i64,
+        tally: Tally,
+    ) -> Result<Option<Vec<Touched>>, Error> {
         let mut tx = self.begin().await?;
         let moved = sqlx::query(
             "UPDATE behaviour_state SET cursor = $1 WHERE id = 1 AND cursor = $2 AND lease_owner = $3",
         )
         .bind(through)
-        .bind(cursor)
+        .bind(from)
         .bind(owner)
         .execute(&mut *tx)
         .await
@@ -315,7 +338,7 @@ impl Store {
                 .map(capped_sum)
                 .join(", ")
         );
-        for ((tenant, agent, hour), a) in &hours {
+        for ((tenant, agent, hour), a) in &tally.hours {
             sqlx::query(&upsert)
                 .bind(tenant)
                 .bind(agent)
@@ -329,7 +352,7 @@ impl Store {
                 .await
                 .map_err(db_error)?;
         }
-        for (((tenant, agent), (action, rtype)), (n, first, last)) in &uses {
+        for (((tenant, agent), (action, rtype)), (n, first, last)) in &tally.uses {
             let inserted = sqlx::query(
                 "INSERT INTO agent_footprint (tenant_id, agent_id, action, resource_type, uses, first_seen, last_seen) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, agent_id, action, resource_type) DO NOTHING",
@@ -362,19 +385,17 @@ impl Store {
             .map_err(db_error)?;
         }
         tx.commit_unchanged().await.map_err(db_error)?;
-        let touched = hours
-            .into_keys()
-            .map(|(tenant_id, agent_id, hour)| Touched {
-                tenant_id,
-                agent_id,
-                hour,
-            })
-            .collect();
-        Ok(Some(Ingested {
-            read: entries.len(),
-            through,
-            touched,
-        }))
+        Ok(Some(
+            tally
+                .hours
+                .into_keys()
+                .map(|(tenant_id, agent_id, hour)| Touched {
+                    tenant_id,
+                    agent_id,
+                    hour,
+                })
+                .collect(),
+        ))
     }
 
     /// How far the log has been read into activity (a sequence number).
