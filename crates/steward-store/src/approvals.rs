@@ -299,16 +299,16 @@ impl Store {
         event_name: &str,
         a: &Approval,
     ) -> Result<(), Error> {
-        let body = crate::webhooks::payload(
-            event_name,
+        self.notify_in(
+            tx,
             &ctx.tenant_id,
+            event_name,
             &webhook_text(event_name, a),
             serde_json::to_value(a).unwrap_or_default(),
             ctx.now,
-        );
-        self.enqueue_webhooks_in(tx, &ctx.tenant_id, event_name, &body, ctx.now)
-            .await
-            .map(|_| ())
+        )
+        .await
+        .map(|_| ())
     }
 
     /// File a new approval request (audited as `approval.request`).

@@ -617,15 +617,15 @@ impl Store {
                 ""
             }
         );
-        let body = crate::webhooks::payload(
-            "behaviour.alert",
+        self.notify_in(
+            &mut tx,
             &ctx.tenant_id,
+            "behaviour.alert",
             &text,
             serde_json::json!({ "alert": raised }),
             ctx.now,
-        );
-        self.enqueue_webhooks_in(&mut tx, &ctx.tenant_id, "behaviour.alert", &body, ctx.now)
-            .await?;
+        )
+        .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(raised))
     }
@@ -834,21 +834,6 @@ impl Store {
         .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(settings.clone())
-    }
-
-    /// Agents with open alerts, for the tenant (ids).
-    pub async fn agents_with_open_alerts(
-        &self,
-        tenant_id: &str,
-    ) -> Result<BTreeSet<String>, Error> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT agent_id FROM behaviour_alerts WHERE tenant_id = $1 AND status = 'open'",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_error)?;
-        Ok(ids.into_iter().collect())
     }
 }
 

@@ -703,9 +703,7 @@ impl Store {
                     )
                 };
                 let data = serde_json::json!({ "quota": q, "threshold": t.min(&100), "status": s, "decision_id": decision_id });
-                let body = crate::webhooks::payload(name, tenant, &text, data, now);
-                self.enqueue_webhooks_in(tx, tenant, name, &body, now)
-                    .await?;
+                self.notify_in(tx, tenant, name, &text, data, now).await?;
             }
             entries.push(Entry {
                 quota_id: q.id.clone(),

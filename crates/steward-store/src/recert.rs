@@ -189,18 +189,12 @@ impl Store {
             started.counts.total,
             started.due_at.format("%Y-%m-%d %H:%M UTC")
         );
-        let body = crate::webhooks::payload(
-            "recertification.started",
-            &ctx.tenant_id,
-            &text,
-            serde_json::json!({ "campaign": started }),
-            ctx.now,
-        );
-        self.enqueue_webhooks_in(
+        self.notify_in(
             &mut tx,
             &ctx.tenant_id,
             "recertification.started",
-            &body,
+            &text,
+            serde_json::json!({ "campaign": started }),
             ctx.now,
         )
         .await?;
@@ -574,18 +568,12 @@ impl Store {
                 format!(" (suspended: {})", suspended.join(", "))
             }
         );
-        let body = crate::webhooks::payload(
-            "recertification.closed",
-            &ctx.tenant_id,
-            &text,
-            serde_json::json!({ "campaign": after, "suspended": suspended }),
-            ctx.now,
-        );
-        self.enqueue_webhooks_in(
+        self.notify_in(
             &mut tx,
             &ctx.tenant_id,
             "recertification.closed",
-            &body,
+            &text,
+            serde_json::json!({ "campaign": after, "suspended": suspended }),
             ctx.now,
         )
         .await?;

@@ -268,6 +268,23 @@ impl Store {
         Ok(queued)
     }
 
+    /// Tell the tenant's subscribers of `event_name` about a change, inside
+    /// its transaction: a [`payload`] with `text` for people and `data` for
+    /// machines, queued by [`Store::enqueue_webhooks_in`].
+    pub async fn notify_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        event_name: &str,
+        text: &str,
+        data: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<usize, Error> {
+        let body = payload(event_name, tenant_id, text, data, now);
+        self.enqueue_webhooks_in(tx, tenant_id, event_name, &body, now)
+            .await
+    }
+
     /// [`Store::enqueue_webhooks_in`] in a transaction of its own.
     pub async fn enqueue_webhooks(
         &self,

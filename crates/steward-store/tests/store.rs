@@ -14,7 +14,8 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
     (Store::open(&url).await.unwrap(), dir)
 }
 
-async fn postgres() -> Store {
+/// The URL of a fresh, empty schema on the test PostgreSQL database.
+async fn postgres_url() -> String {
     let base = std::env::var("STEWARD_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("st_{}", uuid::Uuid::now_v7().simple());
@@ -24,9 +25,11 @@ async fn postgres() -> Store {
         .await
         .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
-    Store::open(&format!("{base}{sep}options=-c%20search_path%3D{schema}"))
-        .await
-        .unwrap()
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+async fn postgres() -> Store {
+    Store::open(&postgres_url().await).await.unwrap()
 }
 
 async fn scenario(store: &Store) {
@@ -527,17 +530,7 @@ async fn an_older_database_upgrades_keeping_its_rows_on_sqlite() {
 
 #[tokio::test]
 async fn an_older_database_upgrades_keeping_its_rows_on_postgres() {
-    let base = std::env::var("STEWARD_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("st_{}", uuid::Uuid::now_v7().simple());
-    Store::open(&base)
-        .await
-        .unwrap()
-        .execute_raw(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let url = postgres_url().await;
     older_database(&url, "postgres").await;
     upgraded(&Store::open(&url).await.unwrap()).await;
 }
@@ -667,17 +660,7 @@ async fn ids_beat_names_on_postgres() {
 #[tokio::test]
 async fn a_reassigned_agent_is_not_orphaned_by_its_old_owner_leaving_on_postgres() {
     use sqlx::Connection;
-    let base = std::env::var("STEWARD_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("st_{}", uuid::Uuid::now_v7().simple());
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    Store::open(&base)
-        .await
-        .unwrap()
-        .execute_raw(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
+    let url = postgres_url().await;
     let store = Store::open(&url).await.unwrap();
     let ctx = ChangeContext::system("default", "test", Utc::now());
     store
