@@ -252,7 +252,24 @@ impl Store {
             HumanStatus::Deactivated => ("deactivated", 1, "human.deactivate"),
         };
         let mut tx = self.begin().await?;
-        let before = lock_human(&mut tx, self.backend.for_update(), &ctx.tenant_id, key).await?;
+        let lock = self.backend.for_update();
+        if !lock.is_empty() {
+            // The person's agents before the person: every change that
+            // touches an agent and its owner (a reassignment, an approval
+            // applying one) locks the agent first, so locking the person
+            // first here could deadlock against it.
+            let id = lock_human(&mut tx, "", &ctx.tenant_id, key).await?.id;
+            sqlx::query(&format!(
+                "SELECT id FROM agents WHERE tenant_id = $1 AND owner_id = $2 \
+                 AND state NOT IN ('decommissioned', 'rejected', 'expired') ORDER BY id{lock}"
+            ))
+            .bind(&ctx.tenant_id)
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        let before = lock_human(&mut tx, lock, &ctx.tenant_id, key).await?;
         if before.status == status {
             return Err(Error::new(
                 ErrorCode::InvalidTransition,

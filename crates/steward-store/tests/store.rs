@@ -701,6 +701,54 @@ async fn a_reassigned_agent_is_not_orphaned_by_its_old_owner_leaving_on_postgres
     assert!(!after.orphaned);
 }
 
+/// A deactivation and a change that locks an agent and then its owner (as
+/// a reassignment does) take their locks in the same order: neither waits
+/// on the other in a cycle, so PostgreSQL never has to abort one of them.
+#[tokio::test]
+async fn a_leaver_and_a_change_to_their_agent_do_not_deadlock_on_postgres() {
+    use sqlx::Connection;
+    let url = postgres_url().await;
+    let store = Store::open(&url).await.unwrap();
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    let alice = person(&store, &ctx, "alice@example.com").await;
+    let agent = public_agent(&store, &ctx, "kept", "alice@example.com").await;
+    // The change, mid-transaction: it holds the agent's row.
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT id FROM agents WHERE id = $1 FOR UPDATE")
+        .bind(&agent.id)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let leaving = {
+        let store = store.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            store
+                .deactivate_human(&ctx, "alice@example.com", Some("left".into()))
+                .await
+        })
+    };
+    // Let the deactivation reach its first wait, then the change takes the
+    // owner's row, as a reassignment to the same owner does.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let owner = sqlx::query("SELECT id FROM humans WHERE id = $1 FOR UPDATE")
+        .bind(&alice.id)
+        .execute(&mut other)
+        .await;
+    let committed = sqlx::query("COMMIT").execute(&mut other).await;
+    let left = leaving.await.unwrap();
+    assert!(owner.is_ok(), "the change was aborted: {owner:?}");
+    assert!(committed.is_ok(), "{committed:?}");
+    let left = left.unwrap();
+    assert_eq!(left.orphaned_agents, vec![agent.id.clone()]);
+    assert!(store.get_agent("default", &agent.id).await.unwrap().orphaned);
+}
+
 async fn person(store: &Store, ctx: &ChangeContext, email: &str) -> Human {
     store
         .create_human(
