@@ -26,6 +26,18 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     out
 }
 
+/// Appends `value` to `out` as [`canonical_json`] encodes it, for callers
+/// that build a larger canonical document around it.
+pub fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+    write_value(out, value);
+}
+
+/// Appends `text` to `out` as a JSON string, escaped as [`canonical_json`]
+/// escapes strings.
+pub fn write_canonical_str(out: &mut Vec<u8>, text: &str) {
+    write_string(out, text);
+}
+
 fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),

@@ -58,7 +58,7 @@ mod verify;
 mod rfc_vectors;
 
 pub use bundle::{BundleFormat, BundleManifest, SignedManifest, entries_sha256, verify_manifest};
-pub use canonical::canonical_json;
+pub use canonical::{canonical_json, write_canonical, write_canonical_str};
 pub use checkpoint::{
     LogSigner, SignedTreeHead, TreeHead, VerifyError, key_id_of, verify_tree_head,
 };

@@ -41,6 +41,9 @@ pub struct Engine {
     pub(crate) schema_text: String,
     pub(crate) policies: PolicySet,
     pub(crate) meta: HashMap<String, DeterminingPolicy>,
+    /// Each policy's annotations (`@key("value")`), read once at compile:
+    /// Cedar's own lookup parses the key on every call.
+    pub(crate) annotations: HashMap<String, HashMap<String, String>>,
     /// Declared actions, each with what a decision on it needs ready.
     pub(crate) actions: HashMap<String, PreparedAction>,
     pub(crate) resource_types: HashMap<String, BTreeMap<String, String>>,
@@ -290,6 +293,7 @@ impl Engine {
         let mut policies = PolicySet::new();
         let mut compiled = Vec::with_capacity(catalog.policies.len());
         let mut meta = HashMap::new();
+        let mut annotations = HashMap::new();
         let mut impossible = Vec::new();
         for p in &catalog.policies {
             let broken = |e: Error| {
@@ -317,6 +321,13 @@ impl Engine {
             policies
                 .add(policy.clone())
                 .map_err(|e| Error::internal(format!("policy set: {e}")))?;
+            annotations.insert(
+                p.id.clone(),
+                policy
+                    .annotations()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
             compiled.push(policy);
             meta.insert(
                 p.id.clone(),
@@ -370,6 +381,7 @@ impl Engine {
             schema_text,
             policies,
             meta,
+            annotations,
             actions,
             resource_types: catalog
                 .resource_types
@@ -421,9 +433,10 @@ impl Engine {
     /// The value of annotation `key` on policy `id` (for example
     /// `@approval("support-leads")`), if the policy has it.
     pub fn annotation(&self, id: &str, key: &str) -> Option<&str> {
-        self.policies
-            .policy(&PolicyId::new(id))
-            .and_then(|p| p.annotation(key))
+        self.annotations
+            .get(id)
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
     }
 
     /// The policy set (benchmarks compare against bare Cedar with it).

@@ -746,7 +746,13 @@ async fn a_leaver_and_a_change_to_their_agent_do_not_deadlock_on_postgres() {
     assert!(committed.is_ok(), "{committed:?}");
     let left = left.unwrap();
     assert_eq!(left.orphaned_agents, vec![agent.id.clone()]);
-    assert!(store.get_agent("default", &agent.id).await.unwrap().orphaned);
+    assert!(
+        store
+            .get_agent("default", &agent.id)
+            .await
+            .unwrap()
+            .orphaned
+    );
 }
 
 async fn person(store: &Store, ctx: &ChangeContext, email: &str) -> Human {
