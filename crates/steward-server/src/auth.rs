@@ -8,7 +8,9 @@ use chrono::Utc;
 use steward_core::ChangeContext;
 use steward_core::credentials::{KeyRefusal, admit_agent_key};
 use steward_core::lifecycle::Transition;
-use steward_types::{AGENT_KEY_PREFIX, Actor, Agent, ApiKey, ApiToken, ErrorCode, TokenRole};
+use steward_types::{
+    AGENT_KEY_PREFIX, Actor, Agent, ApiKey, ApiToken, DELEGATION_TOKEN_PREFIX, ErrorCode, TokenRole,
+};
 
 use crate::error::{ApiError, current_request_id};
 use crate::state::AppState;
@@ -36,6 +38,9 @@ pub enum Caller {
         agent: Box<Agent>,
         /// The key it used.
         key: ApiKey,
+        /// The delegation it presented (a `stwd_` token): it acts for
+        /// that person, proven by their identity provider.
+        delegation: Option<Box<steward_types::Delegation>>,
     },
 }
 
@@ -55,10 +60,12 @@ impl Caller {
                 id: token.id.clone(),
                 human_id: token.human_id.clone(),
             },
-            Caller::Agent { agent, .. } => Actor {
+            Caller::Agent {
+                agent, delegation, ..
+            } => Actor {
                 kind: "agent".into(),
                 id: agent.id.clone(),
-                human_id: None,
+                human_id: delegation.as_ref().map(|d| d.human_id.clone()),
             },
         }
     }
@@ -231,6 +238,9 @@ pub async fn authenticate(
     if secret.starts_with(AGENT_KEY_PREFIX) {
         return authenticate_agent(state, &hash).await;
     }
+    if secret.starts_with(DELEGATION_TOKEN_PREFIX) {
+        return authenticate_delegated(state, &hash).await;
+    }
     let found = match state.tokens.get(&hash) {
         Ok(t) => t,
         Err(cleared) => {
@@ -344,7 +354,43 @@ async fn authenticate_agent(state: &AppState, hash: &str) -> Result<Caller, ApiE
         tenant_id,
         agent: Box::new(agent),
         key: found.key,
+        delegation: None,
     })
+}
+
+/// A delegated token: good while it is neither revoked nor expired and the
+/// agent key it was exchanged with still authenticates.
+async fn authenticate_delegated(state: &AppState, hash: &str) -> Result<Caller, ApiError> {
+    let found = state
+        .store
+        .find_delegation(hash)
+        .await?
+        .ok_or_else(|| unauthenticated("unknown delegated token"))?;
+    let d = found.delegation;
+    if d.revoked_at.is_some() {
+        return Err(unauthenticated("this delegated token was revoked"));
+    }
+    if d.expires_at <= Utc::now() {
+        return Err(unauthenticated(
+            "this delegated token has expired; exchange the person's token again",
+        ));
+    }
+    match authenticate_agent(state, &found.key_hash).await? {
+        Caller::Agent {
+            tenant_id,
+            agent,
+            key,
+            ..
+        } if tenant_id == found.tenant_id && agent.id == d.agent_id => Ok(Caller::Agent {
+            tenant_id,
+            agent,
+            key,
+            delegation: Some(Box::new(d)),
+        }),
+        _ => Err(unauthenticated(
+            "the agent key this token was exchanged with no longer matches it",
+        )),
+    }
 }
 
 #[cfg(test)]

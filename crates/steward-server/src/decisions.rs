@@ -181,8 +181,8 @@ pub async fn resolve_chain(
             }
         },
     };
-    if let Some(h) = on_behalf_of {
-        chain.push(human_by_key(state, tenant, h, "on_behalf_of").await?);
+    if let Some(h) = crate::delegation::acting_for(state, caller, on_behalf_of).await? {
+        chain.push(human_by_key(state, tenant, &h, "on_behalf_of").await?);
     }
     Ok(chain)
 }

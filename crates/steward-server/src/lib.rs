@@ -10,6 +10,7 @@ pub mod batch;
 pub mod behaviour;
 pub mod config;
 pub mod decisions;
+pub mod delegation;
 pub mod engines;
 pub mod error;
 pub mod mcp;

@@ -468,10 +468,10 @@ pub(crate) async fn revoke_in<T: serde::Serialize + Clone + HasId>(
         .execute(&mut **tx)
         .await
         .map_err(db_error)?;
-    let resource_type = if kind == "key" {
-        "agent_key"
-    } else {
-        "api_token"
+    let resource_type = match kind {
+        "key" => "agent_key",
+        "token" => "api_token",
+        other => other,
     };
     append(
         tx,

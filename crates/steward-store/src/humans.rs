@@ -361,6 +361,12 @@ impl Store {
                 revoked_tokens.push(revoked.id);
             }
         }
+        // So are the delegations that let agents act for them.
+        let revoked_delegations = if status == HumanStatus::Deactivated {
+            crate::delegation::revoke_for_human(&mut tx, ctx, &after.id).await?
+        } else {
+            Vec::new()
+        };
         commit(
             tx,
             ctx,
@@ -378,6 +384,7 @@ impl Store {
             human: after,
             orphaned_agents: flagged,
             revoked_tokens,
+            revoked_delegations,
         })
     }
 }

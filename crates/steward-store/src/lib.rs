@@ -17,6 +17,7 @@ pub mod behaviour;
 pub mod cache;
 pub mod catalog;
 pub mod credentials;
+pub mod delegation;
 pub mod humans;
 pub mod mcp_servers;
 pub mod policies;

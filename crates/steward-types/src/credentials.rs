@@ -137,6 +137,9 @@ pub enum WhoAmI {
         agent_name: String,
         /// The key used.
         key_id: String,
+        /// The person it acts for, when it presented a delegated token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acting_for: Option<String>,
     },
     /// A person or automation with an API token.
     Token {

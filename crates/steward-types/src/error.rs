@@ -66,6 +66,7 @@ catalogue! {
     ApprovalPending => ("approval_pending", 409, "This needs a human approval that has not been given yet; the details name the approval."),
     ApprovalClosed => ("approval_closed", 409, "The approval was already decided, used, cancelled or has expired."),
     AlertResolved => ("alert_resolved", 409, "The behaviour alert was already resolved."),
+    DelegationRequired => ("delegation_required", 403, "Acting for a person needs a delegated token (a token exchange with the person's identity-provider token) in this tenant, or the token acts for someone else."),
     RecertificationClosed => ("recertification_closed", 409, "The recertification campaign is closed, or the agent was already attested in it."),
     NotAnApprover => ("not_an_approver", 403, "The caller is not a member of the approver group this step waits for, or is not a person."),
     SeparationOfDuties => ("separation_of_duties", 403, "Nobody approves their own request, one for an agent they own, or two steps of the same approval."),

@@ -487,6 +487,10 @@ pub struct HumanDeactivated {
     /// credentials stop working; reactivating does not bring them back).
     #[serde(default)]
     pub revoked_tokens: Vec<String>,
+    /// Ids of the delegations that let agents act for them, revoked by a
+    /// deactivation.
+    #[serde(default)]
+    pub revoked_delegations: Vec<String>,
 }
 
 /// Liveness and readiness answer.

@@ -399,6 +399,13 @@ async fn endpoint(
             }
         },
     };
+    // A delegated token's person, or the one the header names if the
+    // tenant lets agent keys say so.
+    let on_behalf_of =
+        match crate::delegation::acting_for(&state, &caller, on_behalf_of.as_deref()).await {
+            Ok(h) => h,
+            Err(e) => return ApiError(e).into_response(),
+        };
     let owner = match &caller {
         Caller::Agent { agent, .. } => (agent.id.clone(), server.id.clone()),
         Caller::Token { token, .. } => (token.id.clone(), server.id.clone()),

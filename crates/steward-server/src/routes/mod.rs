@@ -10,6 +10,7 @@ pub mod authzen;
 pub mod behaviour;
 pub mod catalog;
 pub mod decisions;
+pub mod delegation;
 pub mod health;
 pub mod humans;
 pub mod keys;
@@ -49,6 +50,7 @@ use crate::state::AppState;
         (name = "operations", description = "Health and readiness"),
         (name = "behaviour", description = "Behavioural baselines and the alerts raised when an agent acts out of character"),
         (name = "recertification", description = "Campaigns in which owners re-attest the agents they own"),
+        (name = "delegation", description = "Proven delegation: token exchange of a person's identity-provider token for a token that acts for them"),
         (name = "mcp", description = "Upstream MCP servers behind the gateway at /mcp/{name}"),
     )
 )]
@@ -143,6 +145,12 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(recert::get_campaign))
         .routes(routes!(recert::list_items))
         .routes(routes!(recert::attest))
+        .routes(routes!(delegation::list_issuers))
+        .routes(routes!(delegation::put_issuer, delegation::delete_issuer))
+        .routes(routes!(delegation::get_settings, delegation::put_settings))
+        .routes(routes!(delegation::list_delegations))
+        .routes(routes!(delegation::revoke_delegation))
+        .routes(routes!(delegation::token))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))

@@ -18,11 +18,13 @@ pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
             tenant_id,
             agent,
             key,
+            delegation,
         } => WhoAmI::Agent {
             tenant_id,
             agent_id: agent.id,
             agent_name: agent.name,
             key_id: key.id,
+            acting_for: delegation.map(|d| d.human_id),
         },
         Caller::Token {
             tenant_id,

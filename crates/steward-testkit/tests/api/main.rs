@@ -14,6 +14,7 @@ mod behaviour;
 mod cluster;
 mod dashboard;
 mod decisions;
+mod delegation;
 mod inventory;
 mod lifecycle;
 mod mcp;

@@ -1,0 +1,517 @@
+//! Proven delegation: trusted identity providers, the delegated tokens
+//! issued against their tokens, and each tenant's rules. Verifying a
+//! person's token is the server's; this file keeps what was proven.
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use steward_core::{ChangeContext, Error, validate};
+use steward_types::{
+    Delegation, DelegationQuery, DelegationSettings, ErrorCode, HumanStatus, Issuer, MatchClaim,
+    Page, PutIssuer,
+};
+
+use crate::audit::{append, change};
+use crate::humans::lock_human;
+use crate::rows::{self, Cursor, Param, Select};
+use crate::{Store, db_error};
+
+/// Shortest and longest life a tenant may give delegated tokens.
+pub const LIFETIME_RANGE: std::ops::RangeInclusive<u32> = 60..=86_400;
+
+/// What a verified token exchange asks the store to record.
+#[derive(Debug, Clone)]
+pub struct NewDelegation {
+    /// Hash of the new `stwd_` secret.
+    pub token_hash: String,
+    /// The agent that exchanged it.
+    pub agent_id: String,
+    /// Its key's id and lookup hash: the delegation lives only as long as
+    /// the key does.
+    pub key_id: String,
+    /// The key's lookup hash.
+    pub key_hash: String,
+    /// The issuer's name in Steward.
+    pub issuer: String,
+    /// The person's token's `sub`.
+    pub subject: String,
+    /// The claim that named the person and its value.
+    pub match_claim: MatchClaim,
+    /// The value of that claim.
+    pub claimed: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A delegated token found by its hash.
+#[derive(Debug, Clone)]
+pub struct FoundDelegation {
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Its record.
+    pub delegation: Delegation,
+    /// The lookup hash of the agent key it was exchanged with.
+    pub key_hash: String,
+}
+
+fn delegation(row: &AnyRow) -> Result<Delegation, Error> {
+    Ok(Delegation {
+        id: rows::get(row, "id")?,
+        agent_id: rows::get(row, "agent_id")?,
+        human_id: rows::get(row, "human_id")?,
+        issuer: rows::get(row, "issuer")?,
+        subject: rows::get(row, "subject")?,
+        key_id: rows::get(row, "key_id")?,
+        created_at: rows::get_time(row, "created_at")?,
+        expires_at: rows::get_time(row, "expires_at")?,
+        revoked_at: rows::get_opt_time(row, "revoked_at")?,
+    })
+}
+
+fn issuer(row: &AnyRow) -> Result<Issuer, Error> {
+    let claim: String = rows::get(row, "match_claim")?;
+    Ok(Issuer {
+        name: rows::get(row, "name")?,
+        issuer: rows::get(row, "issuer")?,
+        audience: rows::get(row, "audience")?,
+        jwks: rows::from_json(row, "jwks")?,
+        match_claim: match claim.as_str() {
+            "sub" => MatchClaim::Sub,
+            _ => MatchClaim::Email,
+        },
+        updated_at: rows::get_time(row, "updated_at")?,
+    })
+}
+
+impl crate::credentials::HasId for Delegation {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Store {
+    /// Add or replace a trusted identity provider. The caller has checked
+    /// that its key set holds usable keys.
+    pub async fn put_issuer(
+        &self,
+        ctx: &ChangeContext,
+        name: &str,
+        req: &PutIssuer,
+    ) -> Result<Issuer, Error> {
+        validate::name("name", name)?;
+        for (field, value) in [("issuer", &req.issuer), ("audience", &req.audience)] {
+            if value.trim().is_empty() {
+                return Err(Error::invalid(field, "must not be empty"));
+            }
+            validate::text(field, value)?;
+        }
+        let mut tx = self.begin().await?;
+        let before = sqlx::query(&format!(
+            "SELECT * FROM delegation_issuers WHERE tenant_id = $1 AND name = $2{}",
+            self.backend.for_update()
+        ))
+        .bind(&ctx.tenant_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .map(|r| issuer(&r))
+        .transpose()?;
+        // One issuer URL names one provider in a tenant: a token's `iss`
+        // must lead to exactly one key set.
+        let clash: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM delegation_issuers WHERE tenant_id = $1 AND issuer = $2 AND name <> $3",
+        )
+        .bind(&ctx.tenant_id)
+        .bind(&req.issuer)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if let Some(other) = clash {
+            return Err(Error::new(
+                ErrorCode::AlreadyExists,
+                format!("issuer '{}' is already registered as '{other}'", req.issuer),
+            ));
+        }
+        let after = Issuer {
+            name: name.to_string(),
+            issuer: req.issuer.clone(),
+            audience: req.audience.clone(),
+            jwks: req.jwks.clone(),
+            match_claim: req.match_claim,
+            updated_at: ctx.now,
+        };
+        sqlx::query(
+            "INSERT INTO delegation_issuers (tenant_id, name, issuer, audience, jwks, match_claim, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+             issuer = excluded.issuer, audience = excluded.audience, jwks = excluded.jwks, \
+             match_claim = excluded.match_claim, updated_at = excluded.updated_at",
+        )
+        .bind(&ctx.tenant_id)
+        .bind(name)
+        .bind(&after.issuer)
+        .bind(&after.audience)
+        .bind(rows::to_json(&after.jwks))
+        .bind(after.match_claim.as_str())
+        .bind(rows::ms(ctx.now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let event = match &before {
+            Some(b) => change(
+                "delegation_issuer.put",
+                "delegation_issuer",
+                name,
+                b,
+                &after,
+            ),
+            None => crate::audit::event(
+                "delegation_issuer.put",
+                "delegation_issuer",
+                name,
+                None::<&Issuer>,
+                Some(&after),
+                None,
+            ),
+        };
+        append(&mut tx, ctx, event).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(after)
+    }
+
+    /// The tenant's trusted identity providers, by name.
+    pub async fn issuers(&self, tenant_id: &str) -> Result<Vec<Issuer>, Error> {
+        let rows =
+            sqlx::query("SELECT * FROM delegation_issuers WHERE tenant_id = $1 ORDER BY name")
+                .bind(tenant_id)
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?;
+        rows.iter().map(issuer).collect()
+    }
+
+    /// The provider whose tokens carry `iss`, if the tenant trusts one.
+    pub async fn issuer_for(&self, tenant_id: &str, iss: &str) -> Result<Option<Issuer>, Error> {
+        sqlx::query("SELECT * FROM delegation_issuers WHERE tenant_id = $1 AND issuer = $2")
+            .bind(tenant_id)
+            .bind(iss)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?
+            .map(|r| issuer(&r))
+            .transpose()
+    }
+
+    /// Stop trusting a provider. Delegations already issued against it
+    /// keep their (short) lives; revoke them to end them now.
+    pub async fn delete_issuer(&self, ctx: &ChangeContext, name: &str) -> Result<(), Error> {
+        let mut tx = self.begin().await?;
+        let before = sqlx::query(&format!(
+            "SELECT * FROM delegation_issuers WHERE tenant_id = $1 AND name = $2{}",
+            self.backend.for_update()
+        ))
+        .bind(&ctx.tenant_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .map(|r| issuer(&r))
+        .transpose()?
+        .ok_or_else(|| Error::not_found("delegation issuer", name))?;
+        sqlx::query("DELETE FROM delegation_issuers WHERE tenant_id = $1 AND name = $2")
+            .bind(&ctx.tenant_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        append(
+            &mut tx,
+            ctx,
+            crate::audit::event(
+                "delegation_issuer.delete",
+                "delegation_issuer",
+                name,
+                Some(&before),
+                None::<&Issuer>,
+                None,
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The tenant's delegation rules (the defaults until set).
+    pub async fn delegation_settings(&self, tenant_id: &str) -> Result<DelegationSettings, Error> {
+        let row = sqlx::query("SELECT * FROM delegation_settings WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?;
+        Ok(match row {
+            Some(row) => settings(&row)?,
+            None => DelegationSettings::default(),
+        })
+    }
+
+    /// Change the tenant's delegation rules.
+    pub async fn set_delegation_settings(
+        &self,
+        ctx: &ChangeContext,
+        s: &DelegationSettings,
+    ) -> Result<DelegationSettings, Error> {
+        if !LIFETIME_RANGE.contains(&s.max_lifetime_secs) {
+            return Err(Error::invalid(
+                "max_lifetime_secs",
+                format!(
+                    "must be between {} and {} seconds",
+                    LIFETIME_RANGE.start(),
+                    LIFETIME_RANGE.end()
+                ),
+            ));
+        }
+        let mut tx = self.begin().await?;
+        let before = match sqlx::query(&format!(
+            "SELECT * FROM delegation_settings WHERE tenant_id = $1{}",
+            self.backend.for_update()
+        ))
+        .bind(&ctx.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        {
+            Some(row) => settings(&row)?,
+            None => DelegationSettings::default(),
+        };
+        sqlx::query(
+            "INSERT INTO delegation_settings (tenant_id, require_proof, max_lifetime_secs) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET require_proof = excluded.require_proof, \
+             max_lifetime_secs = excluded.max_lifetime_secs",
+        )
+        .bind(&ctx.tenant_id)
+        .bind(i64::from(s.require_proof))
+        .bind(i64::from(s.max_lifetime_secs))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        append(
+            &mut tx,
+            ctx,
+            change("delegation.settings", "tenant", &ctx.tenant_id, &before, s),
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(s.clone())
+    }
+
+    /// Record a delegation the server verified. The person is read under
+    /// lock and must match the claim and be active, so a deactivation
+    /// running now either revokes this delegation or comes first and
+    /// refuses it.
+    pub async fn issue_delegation(
+        &self,
+        ctx: &ChangeContext,
+        new: NewDelegation,
+    ) -> Result<Delegation, Error> {
+        let mut tx = self.begin().await?;
+        let refused = |why: String| Error::new(ErrorCode::Unauthenticated, why);
+        let human = lock_human(
+            &mut tx,
+            self.backend.for_update(),
+            &ctx.tenant_id,
+            &new.claimed,
+        )
+        .await
+        .ok()
+        .filter(|h| match new.match_claim {
+            MatchClaim::Email => h.email.eq_ignore_ascii_case(&new.claimed),
+            MatchClaim::Sub => h.external_id.as_deref() == Some(new.claimed.as_str()),
+        })
+        .ok_or_else(|| {
+            refused(format!(
+                "no person in this tenant has {} '{}'",
+                match new.match_claim {
+                    MatchClaim::Email => "the e-mail",
+                    MatchClaim::Sub => "the external id",
+                },
+                new.claimed
+            ))
+        })?;
+        if human.status != HumanStatus::Active {
+            return Err(refused(format!(
+                "'{}' is deactivated; no agent may act for them",
+                human.email
+            )));
+        }
+        let d = Delegation {
+            id: rows::new_id("dlg"),
+            agent_id: new.agent_id,
+            human_id: human.id,
+            issuer: new.issuer,
+            subject: new.subject,
+            key_id: new.key_id,
+            created_at: ctx.now,
+            expires_at: new.expires_at,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO delegations (id, tenant_id, token_hash, agent_id, human_id, key_id, key_hash, \
+             issuer, subject, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&d.id)
+        .bind(&ctx.tenant_id)
+        .bind(&new.token_hash)
+        .bind(&d.agent_id)
+        .bind(&d.human_id)
+        .bind(&d.key_id)
+        .bind(&new.key_hash)
+        .bind(&d.issuer)
+        .bind(&d.subject)
+        .bind(rows::ms(d.created_at))
+        .bind(rows::ms(d.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        append(
+            &mut tx,
+            ctx,
+            crate::audit::event(
+                "delegation.issue",
+                "delegation",
+                &d.id,
+                None::<&Delegation>,
+                Some(&d),
+                None,
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(d)
+    }
+
+    /// The delegation a `stwd_` secret's hash names, if any.
+    pub async fn find_delegation(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<FoundDelegation>, Error> {
+        let row = sqlx::query("SELECT * FROM delegations WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            Ok(FoundDelegation {
+                tenant_id: rows::get(&row, "tenant_id")?,
+                key_hash: rows::get(&row, "key_hash")?,
+                delegation: delegation(&row)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Delegations, oldest first, filtered.
+    pub async fn list_delegations(
+        &self,
+        tenant_id: &str,
+        q: DelegationQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Page<Delegation>, Error> {
+        let cursor = Cursor::text(q.cursor, q.limit)?;
+        let mut select = Select::tenant_rows("delegations", tenant_id);
+        if let Some(key) = &q.agent {
+            let agent = self.get_agent(tenant_id, key).await?;
+            select = select.and("agent_id = ?", Param::Text(agent.id));
+        }
+        if let Some(key) = &q.human {
+            let human = self.get_human(tenant_id, key).await?;
+            select = select.and("human_id = ?", Param::Text(human.id));
+        }
+        match q.active {
+            Some(true) => {
+                select = select.and(
+                    "revoked_at IS NULL AND expires_at > ?",
+                    Param::Int(rows::ms(now)),
+                );
+            }
+            Some(false) => {
+                select = select.and(
+                    "(revoked_at IS NOT NULL OR expires_at <= ?)",
+                    Param::Int(rows::ms(now)),
+                );
+            }
+            None => {}
+        }
+        select
+            .page(&self.read, "id", &cursor, delegation, |d| d.id.clone())
+            .await
+    }
+
+    /// Revoke a delegation now.
+    pub async fn revoke_delegation(
+        &self,
+        ctx: &ChangeContext,
+        id: &str,
+    ) -> Result<Delegation, Error> {
+        let mut tx = self.begin().await?;
+        let before = sqlx::query(&format!(
+            "SELECT * FROM delegations WHERE tenant_id = $1 AND id = $2{}",
+            self.backend.for_update()
+        ))
+        .bind(&ctx.tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .map(|r| delegation(&r))
+        .transpose()?
+        .ok_or_else(|| Error::not_found("delegation", id))?;
+        let after =
+            crate::credentials::revoke_in(&mut tx, ctx, "delegations", "delegation", before, |d| {
+                &mut d.revoked_at
+            })
+            .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(after)
+    }
+}
+
+/// Revoke, in a deactivation's transaction, every live delegation acting
+/// for `human_id`; returns their ids.
+pub(crate) async fn revoke_for_human(
+    tx: &mut crate::Tx,
+    ctx: &ChangeContext,
+    human_id: &str,
+) -> Result<Vec<String>, Error> {
+    let rows = sqlx::query(
+        "SELECT * FROM delegations WHERE tenant_id = $1 AND human_id = $2 \
+         AND revoked_at IS NULL AND expires_at > $3 ORDER BY id",
+    )
+    .bind(&ctx.tenant_id)
+    .bind(human_id)
+    .bind(rows::ms(ctx.now))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let mut revoked = Vec::with_capacity(rows.len());
+    for row in rows {
+        let d = crate::credentials::revoke_in(
+            tx,
+            ctx,
+            "delegations",
+            "delegation",
+            delegation(&row)?,
+            |d| &mut d.revoked_at,
+        )
+        .await?;
+        revoked.push(d.id);
+    }
+    Ok(revoked)
+}
+
+fn settings(row: &AnyRow) -> Result<DelegationSettings, Error> {
+    Ok(DelegationSettings {
+        require_proof: rows::get::<i64>(row, "require_proof")? != 0,
+        max_lifetime_secs: u32::try_from(rows::get::<i64>(row, "max_lifetime_secs")?)
+            .unwrap_or(3600),
+    })
+}
