@@ -13,15 +13,15 @@ use steward_types::*;
 
 use crate::support::*;
 
-const ISS: &str = "https://login.example.com/";
+pub const ISS: &str = "https://login.example.com/";
 
 /// An identity provider's signing key: a fresh P-256 key pair.
-struct Idp {
+pub struct Idp {
     key: EncodingKey,
-    jwk: Value,
+    pub jwk: Value,
 }
 
-fn idp(kid: &str) -> Idp {
+pub fn idp(kid: &str) -> Idp {
     let pair = rcgen::KeyPair::generate().unwrap();
     let raw = pair.public_key_raw();
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
@@ -34,7 +34,7 @@ fn idp(kid: &str) -> Idp {
 
 impl Idp {
     /// A token for `email`, with `claims` overriding the defaults.
-    fn token(&self, kid: &str, email: &str, claims: Value) -> String {
+    pub fn token(&self, kid: &str, email: &str, claims: Value) -> String {
         let now = chrono::Utc::now().timestamp();
         let mut body = json!({"iss": ISS, "aud": "steward", "sub": format!("sub-{email}"),
             "email": email, "iat": now, "exp": now + 600});
@@ -95,14 +95,14 @@ fn grant(token: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn exchange_token(s: &TestServer, key: &str, token: &str) -> (u16, Value) {
+pub async fn exchange_token(s: &TestServer, key: &str, token: &str) -> (u16, Value) {
     let fields = grant(token);
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     exchange(s, Some(key), &fields).await
 }
 
 /// A JSON call with `bearer`; the status and the answer (null if none).
-async fn call(
+pub async fn call(
     s: &TestServer,
     bearer: &str,
     method: reqwest::Method,

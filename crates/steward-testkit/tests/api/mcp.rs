@@ -609,6 +609,64 @@ async fn acting_for_a_person_narrows_to_what_they_may_do() {
         out.get("connect_error").is_some() || out["steps"] == json!([]),
         "{out}"
     );
+
+    // Proven: a delegated token for Alice, with no header, narrows the same.
+    use crate::delegation::{ISS, call, exchange_token, idp};
+    let corp = idp("k1");
+    let admin = gw.admin().token().unwrap().to_string();
+    let (status, body) = call(
+        &gw.server,
+        &admin,
+        reqwest::Method::PUT,
+        "/v1/delegation/issuers/corp",
+        Some(json!({"issuer": ISS, "audience": "steward", "jwks": {"keys": [corp.jwk]}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let jwt = corp.token("k1", "alice@example.com", json!({}));
+    let (status, body) = exchange_token(&gw.server, &gw.key, &jwt).await;
+    assert_eq!(status, 200, "{body}");
+    let for_alice = body["access_token"].as_str().unwrap().to_string();
+    let out = mcp::run_client(
+        &gw.url(),
+        &for_alice,
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call", "name": "echo", "arguments": {"message": "proven"}},
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(names(&out["steps"][0]), ["echo"], "{out}");
+    assert_eq!(text(&out["steps"][1]), "Echo: proven");
+    let calls = gw.audit("mcp.tool_call").await;
+    let alice = gw.admin().get_human("alice@example.com").await.unwrap().id;
+    assert!(
+        calls
+            .iter()
+            .any(|e| e.actor.human_id.as_deref() == Some(alice.as_str())),
+        "the call's record names the person: {calls:#?}"
+    );
+    // The token acts for Alice only; and once proof is required, the
+    // agent's own key can no longer just say whom it acts for.
+    let out = mcp::run_client(&gw.url(), &for_alice, &json!([]), Some("owner@example.com"))
+        .await
+        .unwrap();
+    assert!(out.get("connect_error").is_some(), "{out}");
+    let (status, _) = call(
+        &gw.server,
+        &admin,
+        reqwest::Method::PUT,
+        "/v1/delegation/settings",
+        Some(json!({"require_proof": true, "max_lifetime_secs": 3600})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let out = mcp::run_client(&gw.url(), &gw.key, &json!([]), Some("alice@example.com"))
+        .await
+        .unwrap();
+    assert!(out.get("connect_error").is_some(), "{out}");
     gw.stop().await;
 }
 
