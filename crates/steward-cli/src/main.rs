@@ -123,6 +123,12 @@ enum Command {
     /// Recertification campaigns: owners re-attest the agents they own.
     #[command(subcommand)]
     Recert(commands::recert::RecertCommand),
+    /// Identity providers whose tokens prove whom an agent acts for.
+    #[command(subcommand)]
+    Issuers(commands::delegation::IssuersCommand),
+    /// Delegated tokens: list, revoke, settings, and the token exchange.
+    #[command(subcommand)]
+    Delegations(commands::delegation::DelegationsCommand),
     /// Upstream MCP servers behind the gateway at /mcp/NAME.
     #[command(subcommand)]
     McpServers(commands::mcp_servers::McpServersCommand),
@@ -187,6 +193,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alerts(command) => commands::behaviour::alerts(&ctx, command).await,
         Command::Baseline(args) => commands::behaviour::baseline(&ctx, args).await,
         Command::Recert(command) => commands::recert::run(&ctx, command).await,
+        Command::Issuers(command) => commands::delegation::issuers(&ctx, command).await,
+        Command::Delegations(command) => commands::delegation::delegations(&ctx, command).await,
         Command::Whoami => commands::whoami(&ctx).await,
     }
 }

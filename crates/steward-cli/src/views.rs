@@ -2,8 +2,8 @@
 
 use steward_types::{
     Agent, ApiKey, ApiToken, AuditEntry, Baseline, BehaviourAlert, BehaviourSettings, Campaign,
-    CampaignItem, Human, HumanStatus, Persona, Quota, QuotaScope, QuotaUsage, Role, Team, Tenant,
-    Webhook, WebhookDelivery, WhoAmI,
+    CampaignItem, Delegation, DelegationSettings, Human, HumanStatus, Issuer, Persona, Quota,
+    QuotaScope, QuotaUsage, Role, Team, Tenant, Webhook, WebhookDelivery, WhoAmI,
 };
 
 use crate::output::{Detail, Tabular, list, optional_time, or_dash, time};
@@ -323,12 +323,19 @@ impl Detail for WhoAmI {
                 agent_id,
                 agent_name,
                 key_id,
-            } => vec![
-                ("kind", "agent".to_owned()),
-                ("tenant", tenant_id.clone()),
-                ("agent", format!("{agent_name} ({agent_id})")),
-                ("key", key_id.clone()),
-            ],
+                acting_for,
+            } => {
+                let mut fields = vec![
+                    ("kind", "agent".to_owned()),
+                    ("tenant", tenant_id.clone()),
+                    ("agent", format!("{agent_name} ({agent_id})")),
+                    ("key", key_id.clone()),
+                ];
+                if let Some(human) = acting_for {
+                    fields.push(("acting for", format!("{human} (delegated token)")));
+                }
+                fields
+            }
             WhoAmI::Token {
                 tenant_id,
                 token_id,
@@ -876,6 +883,128 @@ impl Tabular for CampaignItem {
             self.status.clone(),
             optional_time(self.decided_at.as_ref()),
             optional(self.note.as_ref()),
+        ]
+    }
+}
+
+/// The keys of a JWKS by id and type (`k1 (EC), k2 (RSA)`), `none` when empty.
+fn jwks_keys(jwks: &serde_json::Value) -> String {
+    let keys = jwks["keys"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if keys.is_empty() {
+        return "none".into();
+    }
+    let kids: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let kty = k["kty"].as_str().unwrap_or("?");
+            match k["kid"].as_str() {
+                Some(kid) => format!("{kid} ({kty})"),
+                None => format!("({kty}, no kid)"),
+            }
+        })
+        .collect();
+    list(&kids)
+}
+
+impl Tabular for Issuer {
+    const HEADERS: &'static [&'static str] =
+        &["NAME", "ISSUER", "AUDIENCE", "MATCH", "KEYS", "UPDATED"];
+    const PLURAL: &'static str = "identity providers";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.issuer.clone(),
+            self.audience.clone(),
+            self.match_claim.as_str().into(),
+            self.jwks["keys"].as_array().map_or(0, Vec::len).to_string(),
+            time(&self.updated_at),
+        ]
+    }
+}
+
+impl Detail for Issuer {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let matched = match self.match_claim {
+            steward_types::MatchClaim::Email => "email (the human's e-mail)",
+            steward_types::MatchClaim::Sub => "sub (the human's external id)",
+        };
+        vec![
+            ("name", self.name.clone()),
+            ("issuer", self.issuer.clone()),
+            ("audience", self.audience.clone()),
+            ("match claim", matched.into()),
+            ("keys", jwks_keys(&self.jwks)),
+            ("updated", time(&self.updated_at)),
+        ]
+    }
+}
+
+/// `active`, `expired` or `revoked <time>`.
+fn delegation_status(d: &Delegation, now: chrono::DateTime<chrono::Utc>) -> String {
+    match &d.revoked_at {
+        Some(at) => format!("revoked {}", time(at)),
+        None if d.expires_at <= now => "expired".into(),
+        None => "active".into(),
+    }
+}
+
+impl Tabular for Delegation {
+    const HEADERS: &'static [&'static str] = &[
+        "ID", "AGENT", "HUMAN", "ISSUER", "STATUS", "CREATED", "EXPIRES",
+    ];
+    const PLURAL: &'static str = "delegations";
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.agent_id.clone(),
+            self.human_id.clone(),
+            self.issuer.clone(),
+            delegation_status(self, chrono::Utc::now()),
+            time(&self.created_at),
+            time(&self.expires_at),
+        ]
+    }
+}
+
+impl Detail for Delegation {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("agent", self.agent_id.clone()),
+            ("acts for", self.human_id.clone()),
+            ("issuer", self.issuer.clone()),
+            ("subject", or_dash(&self.subject)),
+            ("agent key", self.key_id.clone()),
+            ("status", delegation_status(self, chrono::Utc::now())),
+            ("created", time(&self.created_at)),
+            ("expires", time(&self.expires_at)),
+            ("revoked", optional_time(self.revoked_at.as_ref())),
+        ]
+    }
+}
+
+impl Detail for DelegationSettings {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "require proof",
+                if self.require_proof {
+                    "yes (an agent acts for a person only with a delegated token)".into()
+                } else {
+                    "no (an agent key may name on_behalf_of)".into()
+                },
+            ),
+            (
+                "max lifetime",
+                format!(
+                    "{} s ({})",
+                    self.max_lifetime_secs,
+                    duration_text(chrono::Duration::seconds(i64::from(self.max_lifetime_secs)))
+                ),
+            ),
         ]
     }
 }

@@ -316,3 +316,213 @@ fn the_demo_can_stay_up_for_a_look_around() {
     assert!(status.success());
     assert!(child.wait().unwrap().success());
 }
+
+/// Proven delegation from the command line: an identity provider with its
+/// keys, the tenant's settings, the (empty) list of delegated tokens, and a
+/// token exchange refused the OAuth way.
+#[test]
+fn delegation_issuers_settings_and_exchange() {
+    let server = serve(Some(TOKEN), Stdio::null());
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256","use":"sig","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#,
+    )
+    .unwrap();
+    let jwks = jwks.to_str().unwrap();
+    let put = json(
+        &server,
+        &[
+            "issuers",
+            "put",
+            "corp",
+            "--issuer",
+            "https://login.example.com/",
+            "--audience",
+            "steward",
+            "--jwks",
+            jwks,
+        ],
+    );
+    assert_eq!(put["name"], "corp");
+    assert_eq!(put["issuer"], "https://login.example.com/");
+    assert_eq!(put["match_claim"], "email");
+    assert_eq!(put["jwks"]["keys"][0]["kid"], "k1");
+    let table = ok(&server, &["issuers", "list"]);
+    assert!(
+        table.contains("corp") && table.contains("https://login.example.com/"),
+        "{table}"
+    );
+
+    // A file that is not JSON is refused before anything is sent.
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "-----BEGIN PUBLIC KEY-----").unwrap();
+    let refused = steward(
+        &server,
+        TOKEN,
+        &[
+            "issuers",
+            "put",
+            "corp",
+            "--issuer",
+            "https://other.example.com/",
+            "--audience",
+            "other",
+            "--jwks",
+            garbage.to_str().unwrap(),
+            "--match-claim",
+            "sub",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("JWKS file") && stderr.contains("is not JSON"),
+        "{stderr}"
+    );
+    let missing = steward(
+        &server,
+        TOKEN,
+        &[
+            "issuers",
+            "put",
+            "corp",
+            "--issuer",
+            "https://other.example.com/",
+            "--audience",
+            "other",
+            "--jwks",
+            dir.path().join("nope.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read the JWKS file"));
+    let listed = json(&server, &["issuers", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["issuer"], "https://login.example.com/");
+    assert_eq!(listed[0]["audience"], "steward");
+    assert_eq!(listed[0]["match_claim"], "email");
+
+    // Settings: shown, changed, and a change of one field keeps the other.
+    let shown = ok(&server, &["delegations", "settings"]);
+    assert!(
+        shown.contains("require proof") && shown.contains("3600 s"),
+        "{shown}"
+    );
+    let changed = json(
+        &server,
+        &[
+            "delegations",
+            "settings",
+            "--require-proof",
+            "true",
+            "--max-lifetime",
+            "900",
+        ],
+    );
+    assert_eq!(changed["require_proof"], true);
+    assert_eq!(changed["max_lifetime_secs"], 900);
+    let changed = json(
+        &server,
+        &["delegations", "settings", "--max-lifetime", "600"],
+    );
+    assert_eq!(changed["require_proof"], true);
+    assert_eq!(changed["max_lifetime_secs"], 600);
+    let shown = ok(&server, &["delegations", "settings"]);
+    assert!(shown.contains("yes") && shown.contains("600 s"), "{shown}");
+    let too_short = steward(
+        &server,
+        TOKEN,
+        &["delegations", "settings", "--max-lifetime", "5"],
+    );
+    assert_eq!(too_short.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_short.stderr).contains("invalid_request"));
+
+    // No delegated tokens yet.
+    assert!(ok(&server, &["delegations", "list"]).contains("No delegations found."));
+    let page = json(&server, &["delegations", "list", "--active"]);
+    assert_eq!(page["items"], serde_json::json!([]));
+
+    // An exchange with a token that is not a JWT: the OAuth error, readable.
+    ok(
+        &server,
+        &[
+            "humans",
+            "create",
+            "--email",
+            "dana@example.com",
+            "--name",
+            "Dana",
+        ],
+    );
+    ok(
+        &server,
+        &[
+            "agents",
+            "register",
+            "--name",
+            "assistant",
+            "--owner",
+            "dana@example.com",
+            "--classification",
+            "public",
+        ],
+    );
+    let key = json(&server, &["keys", "create", "assistant", "--name", "ci"]);
+    let secret = key["secret"].as_str().unwrap();
+    let refused = steward(
+        &server,
+        TOKEN,
+        &[
+            "delegations",
+            "exchange",
+            "--subject-token",
+            "not-a-jwt",
+            "--agent-key",
+            secret,
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("token exchange refused: invalid_grant: "),
+        "{stderr}"
+    );
+    let description = stderr
+        .split("invalid_grant: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    assert!(description.trim().len() > 10, "{stderr}");
+    // The key may come from STEWARD_AGENT_KEY instead.
+    let from_env = std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args([
+            "delegations",
+            "exchange",
+            "--subject-token",
+            "a.b.c",
+            "--subject-token-type",
+            "id_token",
+        ])
+        .env("STEWARD_SERVER", &server.url)
+        .env_remove("STEWARD_TOKEN")
+        .env("STEWARD_AGENT_KEY", secret)
+        .output()
+        .unwrap();
+    assert_eq!(from_env.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&from_env.stderr);
+    assert!(stderr.contains("invalid_grant"), "{stderr}");
+    // Refusals store nothing.
+    assert!(ok(&server, &["delegations", "list"]).contains("No delegations found."));
+
+    // Deleting the issuer.
+    let deleted = ok(&server, &["issuers", "delete", "corp"]);
+    assert!(deleted.contains("corp"), "{deleted}");
+    assert!(ok(&server, &["issuers", "list"]).contains("No identity providers found."));
+    let again = steward(&server, TOKEN, &["issuers", "delete", "corp"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not_found"));
+}

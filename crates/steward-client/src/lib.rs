@@ -20,6 +20,7 @@
 mod approvals;
 mod authzen;
 mod behaviour;
+mod delegation;
 mod endpoints;
 mod error;
 mod mcp;
@@ -28,6 +29,7 @@ mod quotas;
 mod recert;
 mod webhooks;
 
+pub use delegation::JWT_TOKEN_TYPE;
 pub use endpoints::AgentTransition;
 pub use error::ClientError;
 /// HTTP methods, for [`Client::raw`].

@@ -118,6 +118,11 @@ fn describe_deactivated(answer: &HumanDeactivated) -> String {
         1 => " Their API token was revoked.".to_string(),
         n => format!(" Their {n} API tokens were revoked."),
     };
+    let tokens = match answer.revoked_delegations.len() {
+        0 => tokens,
+        1 => format!("{tokens} The delegated token acting for them was revoked."),
+        n => format!("{tokens} The {n} delegated tokens acting for them were revoked."),
+    };
     if orphaned.is_empty() {
         return format!(
             "Deactivated {} ({}).{tokens} They owned no agents.",
@@ -161,6 +166,7 @@ mod tests {
             },
             orphaned_agents: orphaned.iter().map(|s| s.to_string()).collect(),
             revoked_tokens: vec!["tok_1".into()],
+            revoked_delegations: vec![],
         }
     }
 

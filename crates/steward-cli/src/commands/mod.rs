@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod audit;
 pub mod behaviour;
 pub mod check;
+pub mod delegation;
 pub mod humans;
 pub mod keys;
 pub mod mcp_servers;
