@@ -591,6 +591,14 @@ pub(crate) struct KeyRow {
     status: String,
 }
 
+/// A live delegation on the agent page: whom the agent may act for.
+struct DelegationRow {
+    person: String,
+    issuer: String,
+    issued: String,
+    expires: String,
+}
+
 #[derive(Template)]
 #[template(path = "agent.html")]
 struct AgentPage {
@@ -610,6 +618,7 @@ struct AgentPage {
     quotas: Vec<QuotaRow>,
     baseline: steward_types::Baseline,
     alerts: Vec<AlertRow>,
+    delegations: Vec<DelegationRow>,
     activity: Vec<AuditRow>,
     /// Lifecycle buttons an admin sees: (transition, label, reason required).
     actions: Vec<(&'static str, &'static str, bool)>,
@@ -705,9 +714,37 @@ pub(crate) async fn agent(
         .store
         .open_alerts(&tenant, Some(&agent.id), 50)
         .await?;
+    let live = state
+        .store
+        .list_delegations(
+            &tenant,
+            steward_types::DelegationQuery {
+                agent: Some(agent.id.clone()),
+                active: Some(true),
+                limit: Some(100),
+                ..Default::default()
+            },
+            now,
+        )
+        .await?
+        .items;
+    let mut delegations = Vec::with_capacity(live.len());
+    for d in live {
+        let person = match state.store.get_human(&tenant, &d.human_id).await {
+            Ok(h) => h.email,
+            Err(_) => d.human_id.clone(),
+        };
+        delegations.push(DelegationRow {
+            person,
+            issuer: d.issuer,
+            issued: when(&d.created_at),
+            expires: when(&d.expires_at),
+        });
+    }
     Ok(render(&AgentPage {
         frame: session.frame("agents"),
         baseline,
+        delegations,
         alerts: alert_rows(&alerts),
         state: agent.state.as_str(),
         risk: agent.risk_tier.as_str(),

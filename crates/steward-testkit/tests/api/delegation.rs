@@ -534,6 +534,18 @@ async fn proven_delegation(backend: Backend) {
     );
     let carol_token = body["access_token"].as_str().unwrap().to_string();
     assert_eq!(decide(&s, &carol_token, None).await.1["decision"], "allow");
+    // The agent's page shows whom it acts for now: Carol only (Alice left,
+    // Bob's was revoked).
+    let bot = s.admin.get_agent("bot").await.unwrap();
+    let mut browser = crate::dashboard::Browser::new(&s.server.url());
+    assert!(browser.sign_in(&admin).await.is_redirection());
+    let (status, _, page) = browser.get(&format!("/ui/agents/{}", bot.id)).await;
+    assert!(status.is_success());
+    let section = page.split("Acting for people").nth(1).unwrap();
+    let section = section.split("<h2>").next().unwrap();
+    assert!(section.contains("carol@example.com"), "{section}");
+    assert!(!section.contains("alice@example.com"), "{section}");
+    assert!(!section.contains("bob@example.com"), "{section}");
     let key_id = s.admin.list_keys("bot", &page500()).await.unwrap().items[0]
         .id
         .clone();
