@@ -95,6 +95,11 @@ fn quantity(signal: Signal, n: u64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
+/// Days of hourly activity kept: the longest baseline (90 days) and the
+/// longest learning period (30 days). Older hours are deleted; an agent
+/// that comes back after longer than this is learning again.
+pub const HISTORY_DAYS: i64 = 120;
+
 /// Refuse settings outside their ranges; nothing is clamped silently.
 pub fn check_settings(s: &Settings) -> Result<(), Error> {
     if !(1..=90).contains(&s.baseline_days) {

@@ -70,7 +70,11 @@ pub async fn run_pass(
     if through == from {
         return Ok(pass);
     }
-    let Some(touched) = store.commit_activity(node, from, through, tally).await? else {
+    let keep_from = now - Duration::days(steward_core::behaviour::HISTORY_DAYS);
+    let Some(touched) = store
+        .commit_activity(node, from, through, tally, keep_from)
+        .await?
+    else {
         pass.skipped = true;
         return Ok(pass);
     };

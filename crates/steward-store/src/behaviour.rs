@@ -316,6 +316,7 @@ impl Store {
         from: i64,
         through: i64,
         tally: Tally,
+        keep_from: DateTime<Utc>,
     ) -> Result<Option<Vec<Touched>>, Error> {
         let mut tx = self.begin().await?;
         let moved = sqlx::query(
@@ -331,6 +332,12 @@ impl Store {
             tx.rollback().await.map_err(db_error)?;
             return Ok(None);
         }
+        // Hours no baseline or learning period can reach any more.
+        sqlx::query("DELETE FROM agent_activity WHERE hour < $1")
+            .bind(rows::ms(keep_from))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         let upsert = format!(
             "INSERT INTO agent_activity (tenant_id, agent_id, hour, requests, denials, bytes, records, spawns) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, agent_id, hour) DO UPDATE SET {}",

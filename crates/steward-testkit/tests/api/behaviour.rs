@@ -90,6 +90,13 @@ async fn behaviour_alerts_explain_suspend_and_stay_single(backend: Backend) {
             this_hour - h * 3_600_000
         ));
     }
+    // And one hour older than any baseline or learning period reaches: the
+    // pass deletes it.
+    let ancient = this_hour - 200 * 24 * 3_600_000;
+    rows.push(format!(
+        "('default', '{}', {ancient}, 5, 0, 0, 0, 0)",
+        scout.id
+    ));
     let store = s.server.store();
     store
         .execute_raw(&format!(
@@ -138,6 +145,25 @@ async fn behaviour_alerts_explain_suspend_and_stay_single(backend: Backend) {
     })
     .await;
     assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    let kept = store
+        .agent_history(
+            "default",
+            &scout.id,
+            chrono::DateTime::from_timestamp_millis(ancient).unwrap(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.first_seen,
+        chrono::DateTime::from_timestamp_millis(this_hour - 240 * 3_600_000),
+        "hours past the longest baseline and learning period are deleted"
+    );
+    assert_eq!(
+        kept.hours.len(),
+        241,
+        "the last ten days and this hour are kept"
+    );
     assert!(
         alerts.iter().all(|a| a.agent_name == "scout"),
         "{alerts:#?}"
