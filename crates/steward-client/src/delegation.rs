@@ -6,7 +6,7 @@ use steward_types::{
     Page, PutIssuer, TOKEN_EXCHANGE_GRANT, TokenExchanged,
 };
 
-use crate::{BODY_SNIPPET_CHARS, Client, ClientError, Method, Result, error_from_body, snippet};
+use crate::{Client, ClientError, Method, Result, error_from_body};
 
 /// The subject token type when none is given: a signed JWT (RFC 8693 §3).
 pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -73,18 +73,7 @@ impl Client {
             .exchange_request(subject_token, subject_token_type)?
             .send()
             .await?;
-        let status = response.status();
-        let bytes = response.bytes().await?;
-        if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|err| {
-                ClientError::Decode(format!(
-                    "HTTP {status}: {err} in {}",
-                    snippet(&bytes, BODY_SNIPPET_CHARS)
-                ))
-            })
-        } else {
-            Err(oauth_error_from_body(status.as_u16(), &bytes))
-        }
+        crate::decode_with(response, oauth_error_from_body).await
     }
 
     /// The token exchange's form, posted with this client's credential.

@@ -268,6 +268,15 @@ async fn execute<T: DeserializeOwned>(request: reqwest::RequestBuilder) -> Resul
 /// Decode a response: a success as `T`, an error status as the API's error
 /// body.
 pub(crate) async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
+    decode_with(response, error_from_body).await
+}
+
+/// [`decode`], with `error` turning an error status and body into the
+/// client's error (endpoints whose errors have another shape).
+pub(crate) async fn decode_with<T: DeserializeOwned>(
+    response: reqwest::Response,
+    error: fn(u16, &[u8]) -> ClientError,
+) -> Result<T> {
     let status = response.status();
     let bytes = response.bytes().await?;
     if status.is_success() {
@@ -278,7 +287,7 @@ pub(crate) async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> 
             ))
         })
     } else {
-        Err(error_from_body(status.as_u16(), &bytes))
+        Err(error(status.as_u16(), &bytes))
     }
 }
 

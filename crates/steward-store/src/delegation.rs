@@ -82,6 +82,30 @@ fn issuer(row: &AnyRow) -> Result<Issuer, Error> {
     })
 }
 
+/// One of the tenant's rows of `table` where `column` is `key`, locked for
+/// the rest of the transaction, decoded.
+async fn lock_row<T>(
+    store: &Store,
+    tx: &mut crate::Tx,
+    tenant_id: &str,
+    table: &str,
+    column: &str,
+    key: &str,
+    decode: fn(&AnyRow) -> Result<T, Error>,
+) -> Result<Option<T>, Error> {
+    sqlx::query(&format!(
+        "SELECT * FROM {table} WHERE tenant_id = $1 AND {column} = $2{}",
+        store.backend.for_update()
+    ))
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .map(|r| decode(&r))
+    .transpose()
+}
+
 impl crate::credentials::HasId for Delegation {
     fn id(&self) -> &str {
         &self.id
@@ -105,17 +129,16 @@ impl Store {
             validate::text(field, value)?;
         }
         let mut tx = self.begin().await?;
-        let before = sqlx::query(&format!(
-            "SELECT * FROM delegation_issuers WHERE tenant_id = $1 AND name = $2{}",
-            self.backend.for_update()
-        ))
-        .bind(&ctx.tenant_id)
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .map(|r| issuer(&r))
-        .transpose()?;
+        let before = lock_row(
+            self,
+            &mut tx,
+            &ctx.tenant_id,
+            "delegation_issuers",
+            "name",
+            name,
+            issuer,
+        )
+        .await?;
         // One issuer URL names one provider in a tenant: a token's `iss`
         // must lead to exactly one key set.
         let clash: Option<String> = sqlx::query_scalar(
@@ -206,17 +229,16 @@ impl Store {
     /// keep their (short) lives; revoke them to end them now.
     pub async fn delete_issuer(&self, ctx: &ChangeContext, name: &str) -> Result<(), Error> {
         let mut tx = self.begin().await?;
-        let before = sqlx::query(&format!(
-            "SELECT * FROM delegation_issuers WHERE tenant_id = $1 AND name = $2{}",
-            self.backend.for_update()
-        ))
-        .bind(&ctx.tenant_id)
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .map(|r| issuer(&r))
-        .transpose()?
+        let before = lock_row(
+            self,
+            &mut tx,
+            &ctx.tenant_id,
+            "delegation_issuers",
+            "name",
+            name,
+            issuer,
+        )
+        .await?
         .ok_or_else(|| Error::not_found("delegation issuer", name))?;
         sqlx::query("DELETE FROM delegation_issuers WHERE tenant_id = $1 AND name = $2")
             .bind(&ctx.tenant_id)
@@ -271,18 +293,17 @@ impl Store {
             ));
         }
         let mut tx = self.begin().await?;
-        let before = match sqlx::query(&format!(
-            "SELECT * FROM delegation_settings WHERE tenant_id = $1{}",
-            self.backend.for_update()
-        ))
-        .bind(&ctx.tenant_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?
-        {
-            Some(row) => settings(&row)?,
-            None => DelegationSettings::default(),
-        };
+        let before = lock_row(
+            self,
+            &mut tx,
+            &ctx.tenant_id,
+            "delegation_settings",
+            "tenant_id",
+            &ctx.tenant_id,
+            settings,
+        )
+        .await?
+        .unwrap_or_default();
         sqlx::query(
             "INSERT INTO delegation_settings (tenant_id, require_proof, max_lifetime_secs) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id) DO UPDATE SET require_proof = excluded.require_proof, \
@@ -453,17 +474,16 @@ impl Store {
         id: &str,
     ) -> Result<Delegation, Error> {
         let mut tx = self.begin().await?;
-        let before = sqlx::query(&format!(
-            "SELECT * FROM delegations WHERE tenant_id = $1 AND id = $2{}",
-            self.backend.for_update()
-        ))
-        .bind(&ctx.tenant_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .map(|r| delegation(&r))
-        .transpose()?
+        let before = lock_row(
+            self,
+            &mut tx,
+            &ctx.tenant_id,
+            "delegations",
+            "id",
+            id,
+            delegation,
+        )
+        .await?
         .ok_or_else(|| Error::not_found("delegation", id))?;
         let after =
             crate::credentials::revoke_in(&mut tx, ctx, "delegations", "delegation", before, |d| {
