@@ -161,6 +161,8 @@ struct Claims {
     exp: i64,
     #[serde(default)]
     email: Option<String>,
+    #[serde(default)]
+    email_verified: Option<serde_json::Value>,
 }
 
 /// The `iss` of an unverified JWT, to find whose keys verify it.
@@ -187,6 +189,9 @@ fn unverified_issuer(token: &str) -> Result<String, Refusal> {
 /// Whether a key of this kind signs with `alg`.
 fn key_takes(key: &Jwk, alg: Algorithm) -> bool {
     use Algorithm::*;
+    if key.common.public_key_use == Some(jsonwebtoken::jwk::PublicKeyUse::Encryption) {
+        return false;
+    }
     let family_fits = match &key.algorithm {
         AlgorithmParameters::RSA(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
         AlgorithmParameters::EllipticCurve(_) => matches!(alg, ES256 | ES384),
@@ -241,6 +246,16 @@ fn verify(token: &str, issuer: &Issuer) -> Result<(Claims, String), Refusal> {
             Ok(data) => {
                 let claims = data.claims;
                 let named = match issuer.match_claim {
+                    // An address the provider says it has not verified
+                    // names nobody: someone could have typed another's.
+                    MatchClaim::Email
+                        if claims.email_verified == Some(serde_json::json!(false))
+                            || claims.email_verified == Some(serde_json::json!("false")) =>
+                    {
+                        return Err(Refusal::grant(
+                            "the subject token's email is not verified (email_verified is false)",
+                        ));
+                    }
                     MatchClaim::Email => claims.email.clone().ok_or_else(|| {
                         Refusal::grant("the subject token has no email claim to name the person")
                     })?,

@@ -450,6 +450,14 @@ impl Store {
         if transition == Transition::Decommission {
             targets.extend(descendants(tx, lock, &ctx.tenant_id, &targets[0].id).await?);
         }
+        // The delegations of every agent leaving for good end with it, all
+        // before the first audit append (delegation rows are locked before
+        // the audit head).
+        if to.is_terminal() {
+            for t in targets.iter().filter(|t| !t.state.is_terminal()) {
+                crate::delegation::end_delegations(tx, ctx, "agent_id", &t.id).await?;
+            }
+        }
         let mut changed = Vec::new();
         let mut keys_revoked = 0;
         for before in targets {

@@ -140,6 +140,10 @@ impl Store {
             .map_err(db_error)?
             .ok_or_else(|| Error::not_found("key", key_id))?;
         let before = rows::api_key(&row)?;
+        let mut tx = tx;
+        // The delegations exchanged with it end with it (before the audit
+        // append: delegation rows are locked before the audit head).
+        crate::delegation::end_delegations(&mut tx, ctx, "key_id", key_id).await?;
         revoke(tx, ctx, "agent_keys", "key", before, |k| &mut k.revoked_at).await
     }
 

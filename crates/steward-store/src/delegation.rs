@@ -156,6 +156,27 @@ impl Store {
                 format!("issuer '{}' is already registered as '{other}'", req.issuer),
             ));
         }
+        // A `sub` is unique only within its issuer: two issuers matching
+        // people by `sub` could name the same external id for two people.
+        if req.match_claim == MatchClaim::Sub {
+            let other: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM delegation_issuers WHERE tenant_id = $1 AND match_claim = 'sub' AND name <> $2",
+            )
+            .bind(&ctx.tenant_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if let Some(other) = other {
+                return Err(Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "issuer '{other}' already matches people by sub; only one issuer in a \
+                         tenant may (a sub is unique only within its issuer); match this one by email"
+                    ),
+                ));
+            }
+        }
         let after = Issuer {
             name: name.to_string(),
             issuer: req.issuer.clone(),
@@ -336,14 +357,18 @@ impl Store {
     ) -> Result<Delegation, Error> {
         let mut tx = self.begin().await?;
         let refused = |why: String| Error::new(ErrorCode::Unauthenticated, why);
-        let human = lock_human(
+        let human = match lock_human(
             &mut tx,
             self.backend.for_update(),
             &ctx.tenant_id,
             &new.claimed,
         )
         .await
-        .ok()
+        {
+            Ok(h) => Some(h),
+            Err(e) if e.code == ErrorCode::NotFound => None,
+            Err(e) => return Err(e),
+        }
         .filter(|h| match new.match_claim {
             MatchClaim::Email => h.email.eq_ignore_ascii_case(&new.claimed),
             MatchClaim::Sub => h.external_id.as_deref() == Some(new.claimed.as_str()),
@@ -493,6 +518,49 @@ impl Store {
         tx.commit().await.map_err(db_error)?;
         Ok(after)
     }
+}
+
+/// End, in the transaction of the change that ends them (a key revoked,
+/// an agent decommissioned or expired), the live delegations whose
+/// `column` is `value`. The change's own audit record covers them.
+pub(crate) async fn end_delegations(
+    tx: &mut crate::Tx,
+    ctx: &ChangeContext,
+    column: &str,
+    value: &str,
+) -> Result<u64, Error> {
+    Ok(sqlx::query(&format!(
+        "UPDATE delegations SET revoked_at = $1 WHERE tenant_id = $2 AND {column} = $3 \
+         AND revoked_at IS NULL"
+    ))
+    .bind(rows::ms(ctx.now))
+    .bind(&ctx.tenant_id)
+    .bind(value)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .rows_affected())
+}
+
+/// Lock, in a deactivation's transaction and before it appends anything,
+/// the live delegations acting for `human_id` (delegation rows are locked
+/// before the audit head, as a single revocation locks them).
+pub(crate) async fn lock_for_human(
+    tx: &mut crate::Tx,
+    lock: &str,
+    ctx: &ChangeContext,
+    human_id: &str,
+) -> Result<(), Error> {
+    sqlx::query(&format!(
+        "SELECT id FROM delegations WHERE tenant_id = $1 AND human_id = $2 \
+         AND revoked_at IS NULL ORDER BY id{lock}"
+    ))
+    .bind(&ctx.tenant_id)
+    .bind(human_id)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
 }
 
 /// Revoke, in a deactivation's transaction, every live delegation acting

@@ -270,6 +270,21 @@ impl Store {
             .map_err(db_error)?;
         }
         let before = lock_human(&mut tx, lock, &ctx.tenant_id, key).await?;
+        if status == HumanStatus::Deactivated {
+            // What the deactivation revokes, locked before it appends
+            // anything: a single revocation locks its row, then the audit
+            // head.
+            sqlx::query(&format!(
+                "SELECT id FROM api_tokens WHERE tenant_id = $1 AND human_id = $2 \
+                 AND revoked_at IS NULL ORDER BY id{lock}"
+            ))
+            .bind(&ctx.tenant_id)
+            .bind(&before.id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            crate::delegation::lock_for_human(&mut tx, lock, ctx, &before.id).await?;
+        }
         if before.status == status {
             return Err(Error::new(
                 ErrorCode::InvalidTransition,

@@ -326,6 +326,20 @@ async fn proven_delegation(backend: Backend) {
             "nobody@example.com",
         ),
         ("not.a.jwt".into(), "invalid_grant", "JWT"),
+        (
+            corp.token("k1", "alice@example.com", json!({"email_verified": false})),
+            "invalid_grant",
+            "not verified",
+        ),
+        (
+            corp.token(
+                "k1",
+                "alice@example.com",
+                json!({"nbf": chrono::Utc::now().timestamp() + 3600}),
+            ),
+            "invalid_grant",
+            "not valid yet",
+        ),
     ];
     for (token, error, says) in &refusals {
         let (status, body) = exchange_token(&s, &key, token).await;
@@ -525,12 +539,17 @@ async fn proven_delegation(backend: Backend) {
     );
 
     // The agent key it was exchanged with revoked: it stops too.
-    let carol_jwt = corp.token("k1", "carol@example.com", json!({}));
+    let carol_jwt = corp.token(
+        "k1",
+        "carol@example.com",
+        json!({"exp": chrono::Utc::now().timestamp() + 7200}),
+    );
     let (status, body) = exchange_token(&s, &key, &carol_jwt).await;
     assert_eq!(status, 200, "{body}");
+    let lifetime = body["expires_in"].as_i64().unwrap();
     assert!(
-        body["expires_in"].as_i64().unwrap() <= 900,
-        "the tenant's cap"
+        (840..=900).contains(&lifetime),
+        "the tenant's cap: {lifetime}"
     );
     let carol_token = body["access_token"].as_str().unwrap().to_string();
     assert_eq!(decide(&s, &carol_token, None).await.1["decision"], "allow");
@@ -551,6 +570,15 @@ async fn proven_delegation(backend: Backend) {
         .clone();
     s.admin.revoke_key("bot", &key_id).await.unwrap();
     assert_eq!(decide(&s, &carol_token, None).await.0, 401);
+    assert!(
+        delegations(&s, "?active=true").await.is_empty(),
+        "ended with its key"
+    );
+    let (_, _, page) = browser.get(&format!("/ui/agents/{}", bot.id)).await;
+    assert!(
+        !page.contains("carol@example.com"),
+        "no longer listed as live"
+    );
 
     // Every change is audited, with the person as the actor's human; no
     // secret is ever written.
@@ -575,7 +603,43 @@ async fn proven_delegation(backend: Backend) {
     }
     assert!(!text.contains(&alice_jwt), "the person's token is not kept");
 
-    // An issuer removed: its tokens no longer exchange.
+    // One issuer per tenant may match people by `sub`.
+    let hr = idp("h1");
+    let by_sub = |iss: &str| json!({"issuer": iss, "audience": "steward", "jwks": {"keys": [hr.jwk]}, "match_claim": "sub"});
+    let (status, body) = call(
+        &s,
+        &admin,
+        reqwest::Method::PUT,
+        &format!("{issuers}/hr"),
+        Some(by_sub("https://hr.example.com/")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &s,
+        &admin,
+        reqwest::Method::PUT,
+        &format!("{issuers}/hr2"),
+        Some(by_sub("https://hr2.example.com/")),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+
+    // An issuer removed: its tokens no longer exchange (with a new key).
+    let key = s
+        .admin
+        .create_key(
+            "bot",
+            &CreateKey {
+                name: "next".into(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap()
+        .secret;
+    let carol_again = corp.token("k1", "carol@example.com", json!({}));
+    assert_eq!(exchange_token(&s, &key, &carol_again).await.0, 200);
     let (status, _) = call(
         &s,
         &admin,
@@ -594,6 +658,15 @@ async fn proven_delegation(backend: Backend) {
     )
     .await;
     assert_eq!(status, 404);
+    let (status, body) = exchange_token(&s, &key, &carol_again).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not trusted"),
+        "{body}"
+    );
     s.stop().await;
 }
 

@@ -653,7 +653,12 @@ async fn acting_for_a_person_narrows_to_what_they_may_do() {
     let out = mcp::run_client(&gw.url(), &for_alice, &json!([]), Some("owner@example.com"))
         .await
         .unwrap();
-    assert!(out.get("connect_error").is_some(), "{out}");
+    assert!(
+        out["connect_error"]
+            .to_string()
+            .contains("delegation_required"),
+        "{out}"
+    );
     let (status, _) = call(
         &gw.server,
         &admin,
@@ -666,7 +671,12 @@ async fn acting_for_a_person_narrows_to_what_they_may_do() {
     let out = mcp::run_client(&gw.url(), &gw.key, &json!([]), Some("alice@example.com"))
         .await
         .unwrap();
-    assert!(out.get("connect_error").is_some(), "{out}");
+    assert!(
+        out["connect_error"]
+            .to_string()
+            .contains("delegation_required"),
+        "{out}"
+    );
     gw.stop().await;
 }
 
