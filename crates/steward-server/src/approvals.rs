@@ -265,7 +265,7 @@ pub fn bind(
         estimate: estimate.as_ref(),
     };
     let mut request = binding.to_json();
-    request["on_behalf_of"] = json!(req.on_behalf_of);
+    request["on_behalf_of"] = json!(crate::decisions::acted_for(req, response));
     request["decision_id"] = json!(response.decision_id);
     Bound {
         digest: binding.digest(),

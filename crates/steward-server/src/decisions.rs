@@ -521,6 +521,19 @@ async fn record(
 }
 
 /// A decision's audit record.
+/// The person a decided request acted for, as its chain names them: the
+/// human after the principal (named in the request, or fixed by a delegated
+/// token), or the request's own words if the chain was never resolved.
+pub(crate) fn acted_for(req: &DecisionRequest, response: &DecisionResponse) -> Option<String> {
+    response
+        .chain
+        .iter()
+        .skip(1)
+        .rfind(|l| l.kind == "human")
+        .map(|l| l.name.clone())
+        .or_else(|| req.on_behalf_of.clone())
+}
+
 fn decision_event(req: &DecisionRequest, response: &DecisionResponse) -> AuditEvent {
     let principal = response
         .chain
@@ -544,7 +557,7 @@ fn decision_event(req: &DecisionRequest, response: &DecisionResponse) -> AuditEv
             "action": req.action,
             "resource": { "type": req.resource.resource_type, "id": req.resource.id, "attributes": req.resource.attributes },
             "context": req.context,
-            "on_behalf_of": req.on_behalf_of,
+            "on_behalf_of": acted_for(req, response),
             "chain": response.chain,
             "policies": response.policies.iter().map(|p| &p.id).collect::<Vec<_>>(),
             "errors": response.errors,

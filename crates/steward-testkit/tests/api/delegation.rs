@@ -597,6 +597,15 @@ async fn proven_delegation(backend: Backend) {
         .filter(|e| e.actor.kind == "agent" && e.actor.human_id.as_deref() == Some(&alice_id))
         .count();
     assert!(decided_for_alice >= 3, "{decided_for_alice}");
+    // A delegated decision's record names her, though the request did not.
+    let record = audit
+        .iter()
+        .find(|e| e.action == "decision.allow" && e.actor.human_id.as_deref() == Some(&alice_id))
+        .unwrap();
+    assert_eq!(
+        record.after.as_ref().unwrap()["on_behalf_of"],
+        json!("alice@example.com")
+    );
     let text = serde_json::to_string(&audit).unwrap();
     for secret in [&alice_token, &bob_token, &carol_token, &key] {
         assert!(!text.contains(secret.as_str()));
