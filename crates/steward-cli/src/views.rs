@@ -936,6 +936,15 @@ impl Detail for Issuer {
             ("issuer", self.issuer.clone()),
             ("audience", self.audience.clone()),
             ("match claim", matched.into()),
+            (
+                "agent named in may_act",
+                if self.require_may_act {
+                    "required"
+                } else {
+                    "not required"
+                }
+                .into(),
+            ),
             ("keys", jwks_keys(&self.jwks)),
             ("updated", time(&self.updated_at)),
         ]

@@ -163,6 +163,8 @@ struct Claims {
     email: Option<String>,
     #[serde(default)]
     email_verified: Option<serde_json::Value>,
+    #[serde(default)]
+    may_act: Option<serde_json::Value>,
 }
 
 /// The `iss` of an unverified JWT, to find whose keys verify it.
@@ -373,6 +375,23 @@ pub async fn exchange(
             Refusal::grant(format!("issuer '{iss}' is not trusted in this tenant"))
         })?;
     let (claims, named) = verify(&token, &issuer)?;
+    if issuer.require_may_act {
+        let may = claims
+            .may_act
+            .as_ref()
+            .and_then(|m| m.get("sub"))
+            .and_then(serde_json::Value::as_str);
+        if may != Some(agent.id.as_str()) && may != Some(agent.name.as_str()) {
+            return Err(Refusal::grant(format!(
+                "issuer '{}' requires the subject token to name the agent in may_act.sub; \
+                 it names {}, not '{}'",
+                issuer.name,
+                may.map(|m| format!("'{m}'"))
+                    .unwrap_or_else(|| "no agent".into()),
+                agent.name
+            )));
+        }
+    }
     let settings = state.store.delegation_settings(tenant).await?;
     let now = Utc::now();
     let mut expires_at = now + chrono::Duration::seconds(i64::from(settings.max_lifetime_secs));

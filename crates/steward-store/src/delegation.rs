@@ -78,6 +78,7 @@ fn issuer(row: &AnyRow) -> Result<Issuer, Error> {
             "sub" => MatchClaim::Sub,
             _ => MatchClaim::Email,
         },
+        require_may_act: rows::get::<i64>(row, "require_may_act")? != 0,
         updated_at: rows::get_time(row, "updated_at")?,
     })
 }
@@ -183,13 +184,15 @@ impl Store {
             audience: req.audience.clone(),
             jwks: req.jwks.clone(),
             match_claim: req.match_claim,
+            require_may_act: req.require_may_act,
             updated_at: ctx.now,
         };
         sqlx::query(
-            "INSERT INTO delegation_issuers (tenant_id, name, issuer, audience, jwks, match_claim, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+            "INSERT INTO delegation_issuers (tenant_id, name, issuer, audience, jwks, match_claim, updated_at, require_may_act) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, name) DO UPDATE SET \
              issuer = excluded.issuer, audience = excluded.audience, jwks = excluded.jwks, \
-             match_claim = excluded.match_claim, updated_at = excluded.updated_at",
+             match_claim = excluded.match_claim, updated_at = excluded.updated_at, \
+             require_may_act = excluded.require_may_act",
         )
         .bind(&ctx.tenant_id)
         .bind(name)
@@ -198,6 +201,7 @@ impl Store {
         .bind(rows::to_json(&after.jwks))
         .bind(after.match_claim.as_str())
         .bind(rows::ms(ctx.now))
+        .bind(i64::from(after.require_may_act))
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;

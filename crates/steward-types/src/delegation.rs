@@ -53,6 +53,12 @@ pub struct PutIssuer {
     /// Which claim names the person (default `email`).
     #[serde(default)]
     pub match_claim: MatchClaim,
+    /// Accept only tokens whose `may_act` claim (RFC 8693 §4.4) names the
+    /// exchanging agent (`{"may_act": {"sub": "<agent id or name>"}}`), so
+    /// a person's token serves only the agent their login chose. Default
+    /// `false`: any active agent of the tenant may exchange it.
+    #[serde(default)]
+    pub require_may_act: bool,
 }
 
 /// A trusted identity provider.
@@ -69,6 +75,9 @@ pub struct Issuer {
     pub jwks: serde_json::Value,
     /// Which claim names the person.
     pub match_claim: MatchClaim,
+    /// Whether tokens must name the exchanging agent in `may_act`.
+    #[serde(default)]
+    pub require_may_act: bool,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }

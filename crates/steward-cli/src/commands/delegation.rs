@@ -35,6 +35,10 @@ pub enum IssuersCommand {
         /// `sub` (the human's external id).
         #[arg(long, value_parser = parse_match_claim, default_value = "email")]
         match_claim: MatchClaim,
+        /// Accept only tokens whose `may_act.sub` claim names the agent
+        /// exchanging them.
+        #[arg(long)]
+        require_may_act: bool,
     },
     /// List the trusted identity providers.
     List,
@@ -152,6 +156,7 @@ pub async fn issuers(ctx: &Ctx, command: IssuersCommand) -> anyhow::Result<()> {
             audience,
             jwks,
             match_claim,
+            require_may_act,
         } => {
             let jwks = read_jwks(&jwks)?;
             let issuer = ctx
@@ -163,6 +168,7 @@ pub async fn issuers(ctx: &Ctx, command: IssuersCommand) -> anyhow::Result<()> {
                         audience,
                         jwks,
                         match_claim,
+                        require_may_act,
                     },
                 )
                 .await?;

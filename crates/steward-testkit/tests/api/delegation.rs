@@ -612,6 +612,59 @@ async fn proven_delegation(backend: Backend) {
     }
     assert!(!text.contains(&alice_jwt), "the person's token is not kept");
 
+    // An issuer that requires its tokens to name the agent in `may_act`.
+    let strict = idp("s1");
+    let (status, body) = call(
+        &s,
+        &admin,
+        reqwest::Method::PUT,
+        &format!("{issuers}/strict"),
+        Some(
+            json!({"issuer": "https://strict.example.com/", "audience": "steward",
+            "jwks": {"keys": [strict.jwk]}, "require_may_act": true}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["require_may_act"], true);
+    let strict_token = |may_act: Value| {
+        strict.token(
+            "s1",
+            "carol@example.com",
+            json!({"iss": "https://strict.example.com/", "may_act": may_act}),
+        )
+    };
+    let next_key = s
+        .admin
+        .create_key(
+            "bot",
+            &CreateKey {
+                name: "strict".into(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap()
+        .secret;
+    for (may_act, accepted) in [
+        (Value::Null, false),
+        (json!({"sub": "some-other-agent"}), false),
+        (json!({"sub": "bot"}), true),
+        (json!({"sub": bot.id}), true),
+    ] {
+        let (status, body) = exchange_token(&s, &next_key, &strict_token(may_act.clone())).await;
+        assert_eq!(status == 200, accepted, "{may_act} -> {body}");
+        if !accepted {
+            assert!(
+                body["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("may_act"),
+                "{body}"
+            );
+        }
+    }
+
     // One issuer per tenant may match people by `sub`.
     let hr = idp("h1");
     let by_sub = |iss: &str| json!({"issuer": iss, "audience": "steward", "jwks": {"keys": [hr.jwk]}, "match_claim": "sub"});
