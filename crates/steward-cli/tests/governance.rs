@@ -87,6 +87,7 @@ fn the_personas_example_plans_applies_and_explains_decisions() {
         "+ action issue_refund: created",
         "+ policy data-classification-boundary: created (version 1)",
         "+ entity ticket::T-1042: created",
+        "+ delegation_issuer corp-login: create",
         "unchanged",
         "plan only",
     ] {
@@ -106,6 +107,9 @@ fn the_personas_example_plans_applies_and_explains_decisions() {
     let again = json(&server, &["plan", dir]);
     assert_eq!(again["changes"], serde_json::json!([]), "{again}");
     assert_eq!(again["applied"], false);
+    let issuers = json(&server, &["issuers", "list"]);
+    assert_eq!(issuers[0]["name"], "corp-login", "{issuers}");
+    assert_eq!(issuers[0]["require_may_act"], true);
 
     let agent = json(&server, &["agents", "show", "support-assistant"]);
     assert_eq!(agent["state"], "active");
@@ -456,6 +460,19 @@ fn broken_directories_are_refused_with_file_and_line() {
     let err = refused(&server, &["apply", root]);
     assert!(
         err.contains("b.toml: line 4: human: unknown field `colour`"),
+        "{err}"
+    );
+
+    // An identity provider whose key set holds a shared secret: the
+    // server refuses it, named by the file and line that declared it.
+    write(
+        dir.path(),
+        "more/b.toml",
+        "[[team]]\nname = \"audit\"\n\n[[delegation_issuer]]\nname = \"idp\"\nissuer = \"https://idp.example/\"\naudience = \"steward\"\njwks = { keys = [{ kty = \"oct\", k = \"c2VjcmV0\" }] }\n",
+    );
+    let err = refused(&server, &["apply", root]);
+    assert!(
+        err.contains("b.toml: line 4") && err.contains("shared secret"),
         "{err}"
     );
 

@@ -218,6 +218,31 @@ pub async fn apply(
         }
     }
 
+    // Trusted identity providers: created or replaced when they differ.
+    let mut issuers = Vec::new();
+    if !req.delegation_issuers.is_empty() {
+        let known = store.issuers(tenant).await?;
+        for d in &req.delegation_issuers {
+            let put = d.put();
+            let about_it = || about(format!("delegation_issuer {}", d.name));
+            steward_store::delegation::check_issuer(&d.name, &put).map_err(about_it())?;
+            crate::delegation::check_jwks(&put.jwks).map_err(about_it())?;
+            match known.iter().find(|k| k.name == d.name) {
+                Some(k) if k.matches(&put) => out.unchanged += 1,
+                Some(_) => {
+                    out.changes
+                        .push(format!("delegation_issuer {}: update", d.name));
+                    issuers.push(d.clone());
+                }
+                None => {
+                    out.changes
+                        .push(format!("delegation_issuer {}: create", d.name));
+                    issuers.push(d.clone());
+                }
+            }
+        }
+    }
+
     // The policy part: declarations, entities and policies.
     let mut policy_changes = Vec::new();
     // What MCP policies talk about, where the tenant lacks it (the
@@ -315,6 +340,12 @@ pub async fn apply(
             .put_mcp_server_in(&mut tx, ctx, m)
             .await
             .map_err(about(format!("mcp_server {name}")))?;
+    }
+    for d in issuers {
+        store
+            .put_issuer_in(&mut tx, ctx, &d.name, &d.put())
+            .await
+            .map_err(about(format!("delegation_issuer {}", d.name)))?;
     }
     for a in new_agents {
         let name = a.name.clone();

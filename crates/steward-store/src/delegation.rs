@@ -83,6 +83,19 @@ fn issuer(row: &AnyRow) -> Result<Issuer, Error> {
     })
 }
 
+/// Refuse an issuer whose name or fields are malformed (the key set is the
+/// server's to check).
+pub fn check_issuer(name: &str, req: &PutIssuer) -> Result<(), Error> {
+    validate::name("name", name)?;
+    for (field, value) in [("issuer", &req.issuer), ("audience", &req.audience)] {
+        if value.trim().is_empty() {
+            return Err(Error::invalid(field, "must not be empty"));
+        }
+        validate::text(field, value)?;
+    }
+    Ok(())
+}
+
 /// One of the tenant's rows of `table` where `column` is `key`, locked for
 /// the rest of the transaction, decoded.
 async fn lock_row<T>(
@@ -122,17 +135,24 @@ impl Store {
         name: &str,
         req: &PutIssuer,
     ) -> Result<Issuer, Error> {
-        validate::name("name", name)?;
-        for (field, value) in [("issuer", &req.issuer), ("audience", &req.audience)] {
-            if value.trim().is_empty() {
-                return Err(Error::invalid(field, "must not be empty"));
-            }
-            validate::text(field, value)?;
-        }
         let mut tx = self.begin().await?;
+        let out = self.put_issuer_in(&mut tx, ctx, name, req).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    }
+
+    /// [`Store::put_issuer`] inside a caller's transaction.
+    pub async fn put_issuer_in(
+        &self,
+        tx: &mut crate::Tx,
+        ctx: &ChangeContext,
+        name: &str,
+        req: &PutIssuer,
+    ) -> Result<Issuer, Error> {
+        check_issuer(name, req)?;
         let before = lock_row(
             self,
-            &mut tx,
+            tx,
             &ctx.tenant_id,
             "delegation_issuers",
             "name",
@@ -148,7 +168,7 @@ impl Store {
         .bind(&ctx.tenant_id)
         .bind(&req.issuer)
         .bind(name)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(db_error)?;
         if let Some(other) = clash {
@@ -165,7 +185,7 @@ impl Store {
             )
             .bind(&ctx.tenant_id)
             .bind(name)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await
             .map_err(db_error)?;
             if let Some(other) = other {
@@ -202,7 +222,7 @@ impl Store {
         .bind(after.match_claim.as_str())
         .bind(rows::ms(ctx.now))
         .bind(i64::from(after.require_may_act))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
         let event = match &before {
@@ -222,8 +242,7 @@ impl Store {
                 None,
             ),
         };
-        append(&mut tx, ctx, event).await?;
-        tx.commit().await.map_err(db_error)?;
+        append(tx, ctx, event).await?;
         Ok(after)
     }
 

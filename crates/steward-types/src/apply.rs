@@ -58,6 +58,10 @@ pub struct ApplyRequest {
     /// Upstream MCP servers for the gateway (created or replaced; never deleted).
     #[serde(default)]
     pub mcp_servers: Vec<PutMcpServer>,
+    /// Trusted identity providers for proven delegation (created or
+    /// replaced; never deleted).
+    #[serde(default)]
+    pub delegation_issuers: Vec<crate::DeclaredIssuer>,
 }
 
 /// The plan, and whether it was carried out.

@@ -61,6 +61,41 @@ pub struct PutIssuer {
     pub require_may_act: bool,
 }
 
+/// A trusted identity provider as a governance directory declares it
+/// (`[[delegation_issuer]]`): its name and the fields of [`PutIssuer`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredIssuer {
+    /// Its name in Steward.
+    pub name: String,
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// The `aud` its tokens must carry.
+    pub audience: String,
+    /// Its public keys as a JSON Web Key Set.
+    #[schema(value_type = Object)]
+    pub jwks: serde_json::Value,
+    /// Which claim names the person (default `email`).
+    #[serde(default)]
+    pub match_claim: MatchClaim,
+    /// Whether tokens must name the exchanging agent in `may_act`.
+    #[serde(default)]
+    pub require_may_act: bool,
+}
+
+impl DeclaredIssuer {
+    /// The request that puts it.
+    pub fn put(&self) -> PutIssuer {
+        PutIssuer {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            jwks: self.jwks.clone(),
+            match_claim: self.match_claim,
+            require_may_act: self.require_may_act,
+        }
+    }
+}
+
 /// A trusted identity provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Issuer {
@@ -80,6 +115,17 @@ pub struct Issuer {
     pub require_may_act: bool,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+impl Issuer {
+    /// Whether putting `req` would change nothing.
+    pub fn matches(&self, req: &PutIssuer) -> bool {
+        self.issuer == req.issuer
+            && self.audience == req.audience
+            && self.jwks == req.jwks
+            && self.match_claim == req.match_claim
+            && self.require_may_act == req.require_may_act
+    }
 }
 
 /// A tenant's delegation rules (`GET, PUT /v1/delegation/settings`).

@@ -278,6 +278,8 @@ struct TomlFile {
     quota: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     mcp_server: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    delegation_issuer: Vec<Spanned<toml::Table>>,
 }
 
 /// 1-based line and column of a byte offset.
@@ -418,6 +420,12 @@ impl Declared {
             let server: steward_types::PutMcpServer = convert(&kind, &at, table)?;
             s.declare(&kind, &server.name, at)?;
             r.mcp_servers.push(server);
+        }
+        for t in parsed.delegation_issuer {
+            let (kind, at, table) = read("delegation_issuer", t);
+            let issuer: steward_types::DeclaredIssuer = convert(&kind, &at, table)?;
+            s.declare(&kind, &issuer.name, at)?;
+            r.delegation_issuers.push(issuer);
         }
         Ok(())
     }
