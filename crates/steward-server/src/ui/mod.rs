@@ -344,6 +344,32 @@ pub(crate) fn check_form(
     }
 }
 
+/// A dashboard form: like `axum::Form`, but a body that cannot be read
+/// (a missing or mistyped field, the wrong content type) is answered with
+/// the dashboard's error page, not a plain-text error.
+pub(crate) struct UiForm<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for UiForm<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = UiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, UiError> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(value)) => Ok(UiForm(value)),
+            Err(e) => Err(UiError::Api(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the form could not be read ({}); reload the page and try again",
+                    e.body_text()
+                ),
+            ))),
+        }
+    }
+}
+
 /// What a page answers when it cannot show what was asked.
 pub(crate) enum UiError {
     /// No session, or its token no longer works: to the sign-in page, and
@@ -486,7 +512,7 @@ async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: axum::http::Uri,
-    axum::Form(form): axum::Form<LoginForm>,
+    UiForm(form): UiForm<LoginForm>,
 ) -> Response {
     let next = if return_path(&form.next) {
         form.next.clone()
@@ -549,7 +575,7 @@ async fn logout(
     session: Session,
     headers: HeaderMap,
     uri: axum::http::Uri,
-    axum::Form(form): axum::Form<CsrfForm>,
+    UiForm(form): UiForm<CsrfForm>,
 ) -> Result<Response, UiError> {
     check_form(&headers, &uri, &session, &form.csrf)?;
     let mut response = Redirect::to("/ui/login").into_response();
@@ -573,7 +599,7 @@ async fn switch_tenant(
     session: Session,
     headers: HeaderMap,
     uri: axum::http::Uri,
-    axum::Form(form): axum::Form<TenantForm>,
+    UiForm(form): UiForm<TenantForm>,
 ) -> Result<Response, UiError> {
     check_form(&headers, &uri, &session, &form.csrf)?;
     session.caller.platform_admin()?;

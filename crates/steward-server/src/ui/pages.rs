@@ -794,7 +794,7 @@ pub(crate) async fn transition(
     headers: HeaderMap,
     uri: axum::http::Uri,
     Path((id, transition)): Path<(String, String)>,
-    axum::Form(form): axum::Form<TransitionForm>,
+    super::UiForm(form): super::UiForm<TransitionForm>,
 ) -> Result<Response, UiError> {
     check_form(&headers, &uri, &session, &form.csrf)?;
     if !PAGE_TRANSITIONS
@@ -962,7 +962,7 @@ pub(crate) async fn decide(
     headers: HeaderMap,
     uri: axum::http::Uri,
     Path((id, verdict)): Path<(String, String)>,
-    axum::Form(form): axum::Form<VerdictForm>,
+    super::UiForm(form): super::UiForm<VerdictForm>,
 ) -> Result<Response, UiError> {
     check_form(&headers, &uri, &session, &form.csrf)?;
     let verdict = match verdict.as_str() {

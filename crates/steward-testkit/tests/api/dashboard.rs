@@ -152,6 +152,20 @@ async fn the_dashboard(backend: Backend) {
         )
         .await;
     assert_eq!(location(&headers_back), "/ui", "never off the dashboard");
+    // A form that cannot be read gets the dashboard's error page.
+    let (status, headers_back, page) = Browser::new(&base)
+        .post("/ui/login", &[("next", "/ui")], Some(&origin))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        headers_back["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{headers_back:?}"
+    );
+    assert!(page.contains("the form could not be read"), "{page}");
+    assert!(page.contains("token"), "names the missing field: {page}");
     let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(headers["x-frame-options"], "DENY");
@@ -345,7 +359,7 @@ async fn the_dashboard(backend: Backend) {
     ] {
         let (status, _, _) = rev.post(&approve, &form, from).await;
         assert!(
-            status == StatusCode::FORBIDDEN || status == StatusCode::UNPROCESSABLE_ENTITY,
+            status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST,
             "{status}"
         );
         assert_eq!(
