@@ -409,6 +409,7 @@ pub(crate) async fn overview(
         .map(|c| (c.name, when(&c.due_at), c.counts.pending, c.counts.total))
         .collect();
     let head = state.store.latest_checkpoint().await?;
+    // Suggestions for the tenant field (any tenant id may be typed).
     let tenants = if session.platform_admin() {
         state
             .store

@@ -544,6 +544,11 @@ async fn the_dashboard(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (_, _, page) = ops.get("/ui").await;
+    // A field that takes any tenant id, suggesting the known ones.
+    assert!(
+        page.contains(r#"list="tenant-ids""#) && page.contains(r#"<option value="acme">"#),
+        "{page}"
+    );
     let (status, _, _) = ops
         .post(
             "/ui/tenant",
