@@ -109,9 +109,11 @@ impl HttpUpstream {
             if let Some(status) = child.try_wait()? {
                 bail!("server-everything exited early: {status}");
             }
+            // A connection from `port` to itself (the kernel's
+            // simultaneous open, when nothing listens yet) is no server.
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
-                .is_ok()
+                .is_ok_and(|s| s.local_addr().is_ok_and(|a| a.port() != port))
             {
                 return Ok(HttpUpstream {
                     _child: child,
