@@ -448,7 +448,9 @@ pub async fn acting_for(
         return Ok(named.map(str::to_string));
     };
     match (delegation, named) {
+        // The person's own id (as the MCP gateway passes it on) needs no read.
         (Some(d), None) => Ok(Some(d.human_id.clone())),
+        (Some(d), Some(named)) if named == d.human_id => Ok(Some(d.human_id.clone())),
         (Some(d), Some(named)) => {
             let human = state
                 .store
