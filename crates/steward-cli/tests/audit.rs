@@ -14,7 +14,7 @@ use std::time::Duration;
 const TOKEN: &str = "stwt_cli-audit-test-admin-token-0123";
 
 fn serve() -> support::Serve {
-    support::serve(Some(TOKEN), Stdio::null())
+    support::serve(Some(TOKEN))
 }
 
 /// The CLI against `url` (a server, or nothing listening).

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::{Serve, serve, steward};
@@ -31,7 +30,7 @@ fn json(server: &Serve, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn serve_and_cli_walk_the_lifecycle() {
-    let server = serve(Some(TOKEN), Stdio::null());
+    let server = serve(Some(TOKEN));
     ok(&server, &["teams", "create", "platform"]);
     ok(
         &server,
@@ -215,17 +214,14 @@ fn serve_and_cli_walk_the_lifecycle() {
 
 #[test]
 fn first_start_prints_a_generated_admin_token_once() {
-    let mut server = serve(None, Stdio::piped());
+    let server = serve(None);
     // The first lines on stdout announce the address and the token.
-    let mut stdout = server.child.stdout.take().unwrap();
-    let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = [0u8; 512];
+    let mut seen = server.printed();
     while !seen.contains("stwt_") {
         assert!(Instant::now() < deadline, "no token printed: {seen}");
-        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
-        assert!(n > 0, "stdout closed: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        std::thread::sleep(Duration::from_millis(20));
+        seen = server.printed();
     }
     let token: String = seen[seen.find("stwt_").unwrap()..]
         .chars()
@@ -322,7 +318,7 @@ fn the_demo_can_stay_up_for_a_look_around() {
 /// token exchange refused the OAuth way.
 #[test]
 fn delegation_issuers_settings_and_exchange() {
-    let server = serve(Some(TOKEN), Stdio::null());
+    let server = serve(Some(TOKEN));
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
     std::fs::write(

@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -63,7 +62,7 @@ async fn setup(admin: &Client) {
 async fn acknowledged_decisions_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server = serve_in(&data, Some(TOKEN), Stdio::null());
+    let mut server = serve_in(&data, Some(TOKEN));
     let admin = Client::new(&server.url, Some(TOKEN.into()));
     setup(&admin).await;
 
@@ -109,7 +108,7 @@ async fn acknowledged_decisions_survive_kill_9() {
     drop(server);
 
     // Restart on the same store.
-    let server = serve_in(&data, Some(TOKEN), Stdio::null());
+    let server = serve_in(&data, Some(TOKEN));
     let admin = Client::new(&server.url, Some(TOKEN.into()));
     let mut logged = HashSet::new();
     let mut cursor = None;

@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use support::Serve;
 
 const TOKEN: &str = "stwt_governance-test-token-0123456789";
@@ -74,7 +74,7 @@ fn state(server: &Serve) -> (usize, serde_json::Value) {
 
 #[test]
 fn the_personas_example_plans_applies_and_explains_decisions() {
-    let server = support::serve(Some(TOKEN), Stdio::null());
+    let server = support::serve(Some(TOKEN));
     let dir = example("personas");
     let dir = dir.to_str().unwrap();
 
@@ -335,7 +335,7 @@ fn the_personas_example_plans_applies_and_explains_decisions() {
 
 #[test]
 fn the_mcp_example_registers_upstreams_and_governs_tool_arguments() {
-    let server = support::serve(Some(TOKEN), Stdio::null());
+    let server = support::serve(Some(TOKEN));
     let dir = example("mcp");
     let dir = dir.to_str().unwrap();
     let plan = ok(&server, &["plan", dir]);
@@ -434,7 +434,7 @@ resource_types = ["report"]
 
 #[test]
 fn broken_directories_are_refused_with_file_and_line() {
-    let server = support::serve(Some(TOKEN), Stdio::null());
+    let server = support::serve(Some(TOKEN));
     let before = state(&server);
 
     // A TOML syntax error.
@@ -590,7 +590,7 @@ fn todo_conformance_dir() -> PathBuf {
 /// AuthZEN interop Todo decision files over HTTP.
 #[tokio::test]
 async fn the_authzen_todo_example_passes_the_interop_decisions() {
-    let server = support::serve(Some(TOKEN), Stdio::null());
+    let server = support::serve(Some(TOKEN));
     let todo = example("authzen-todo");
     ok(&server, &["apply", todo.to_str().unwrap()]);
     let client = steward_client::Client::new(&server.url, Some(TOKEN.into()));

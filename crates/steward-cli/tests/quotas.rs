@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use steward_client::Client;
@@ -37,8 +36,8 @@ async fn two_serve_processes_share_one_limit() {
         .await
         .expect("PostgreSQL is running");
     let dir = tempfile::tempdir().unwrap();
-    let a = serve_on(dir.path(), Some(&store.url), Some(TOKEN), Stdio::null());
-    let b = serve_on(dir.path(), Some(&store.url), Some(TOKEN), Stdio::null());
+    let a = serve_on(dir.path(), Some(&store.url), Some(TOKEN));
+    let b = serve_on(dir.path(), Some(&store.url), Some(TOKEN));
     let (ca, cb) = (
         Client::new(&a.url, Some(TOKEN.into())),
         Client::new(&b.url, Some(TOKEN.into())),

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
+
 use anyhow::{Context, bail};
 use serde_json::Value;
 use steward_types::McpTransport;
@@ -89,41 +91,50 @@ pub struct HttpUpstream {
 }
 
 impl HttpUpstream {
-    /// Start it and wait until it accepts connections.
+    /// Start it and wait until it has bound its port.
+    ///
+    /// Readiness is the server's own "listening" line, printed once its
+    /// port is bound: a connect could instead reach another process that
+    /// took the port first. A server that finds its port taken exits, and
+    /// starts again on another.
     pub async fn start() -> anyhow::Result<HttpUpstream> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut child = tokio::process::Command::new("node")
-            .arg(package_entry("server-everything"))
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting server-everything over HTTP")?;
-        // Readiness, not timing: poll until it listens (or has died).
-        for _ in 0..600 {
-            if let Some(status) = child.try_wait()? {
-                bail!("server-everything exited early: {status}");
-            }
-            // A connection from `port` to itself (the kernel's
-            // simultaneous open, when nothing listens yet) is no server.
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok_and(|s| s.local_addr().is_ok_and(|a| a.port() != port))
-            {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let mut child = tokio::process::Command::new("node")
+                .arg(package_entry("server-everything"))
+                .arg("streamableHttp")
+                .env("PORT", port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting server-everything over HTTP")?;
+            let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+            let listening = tokio::time::timeout(Duration::from_secs(30), async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("listening on port") {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await
+            .context("server-everything did not listen within 30 s")?;
+            if listening {
+                // Keep reading, so the server never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
                 return Ok(HttpUpstream {
                     _child: child,
                     url: format!("http://127.0.0.1:{port}/mcp"),
                     port,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            child.wait().await?;
         }
-        bail!("server-everything did not listen on port {port} within 30 s")
+        bail!("server-everything exited at every start")
     }
 }
 
