@@ -232,6 +232,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
     };
 
+    let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
+    let audit =
+        audit_log::AuditLog::start(&store, config.audit_signing_key_file.as_deref()).await?;
+    let mcp = mcp::Gateway::new(
+        config.max_body_bytes,
+        config.mcp_upstream_ca_file.as_deref(),
+        Duration::from_secs(config.mcp_session_idle_secs),
+    )
+    .map_err(StartError)?;
+    // Bound last: once a client can connect, nothing left can fail.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -243,15 +253,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
-    let audit =
-        audit_log::AuditLog::start(&store, config.audit_signing_key_file.as_deref()).await?;
-    let mcp = mcp::Gateway::new(
-        config.max_body_bytes,
-        config.mcp_upstream_ca_file.as_deref(),
-        Duration::from_secs(config.mcp_session_idle_secs),
-    )
-    .map_err(StartError)?;
     let state = AppState(Arc::new(Inner {
         store: store.clone(),
         hasher,
