@@ -1,5 +1,6 @@
 //! Identities a decision reads (an agent with its persona, team and owner; a
-//! human with their teams), kept in memory between changes.
+//! human with their teams; a tenant's delegation rules), kept in memory
+//! between changes.
 //!
 //! Every write transaction that commits through [`crate::Tx::commit`] bumps a
 //! change counter; a cached identity is used only while the counter is what
@@ -104,6 +105,7 @@ pub struct Identities {
     agents: Map<AgentContext>,
     humans: Map<(steward_types::Human, Vec<String>)>,
     keys: Map<AgentKey>,
+    delegation: Map<steward_types::DelegationSettings>,
 }
 
 /// An agent key found by its hash, with the agent it belongs to.
@@ -122,6 +124,7 @@ impl Identities {
             agents: Map::new(),
             humans: Map::new(),
             keys: Map::new(),
+            delegation: Map::new(),
         }
     }
 
@@ -171,6 +174,22 @@ impl Identities {
 
     pub(crate) fn put_agent_key(&self, hash: &str, seen: u64, v: &AgentKey) {
         self.keys.put(key("", hash), seen, v.clone());
+    }
+
+    /// A tenant's delegation rules (read on each decision where an agent
+    /// key names a person).
+    pub(crate) fn delegation(&self, tenant: &str) -> Option<steward_types::DelegationSettings> {
+        let now = self.before_read()?;
+        self.delegation.get(&key(tenant, ""), now)
+    }
+
+    pub(crate) fn put_delegation(
+        &self,
+        tenant: &str,
+        seen: u64,
+        v: &steward_types::DelegationSettings,
+    ) {
+        self.delegation.put(key(tenant, ""), seen, v.clone());
     }
 
     /// A key's last use was written (a change no decision depends on): the

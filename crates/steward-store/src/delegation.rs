@@ -309,15 +309,23 @@ impl Store {
 
     /// The tenant's delegation rules (the defaults until set).
     pub async fn delegation_settings(&self, tenant_id: &str) -> Result<DelegationSettings, Error> {
+        if let Some(hit) = self.identities.delegation(tenant_id) {
+            return Ok(hit);
+        }
+        let seen = self.identities.before_read();
         let row = sqlx::query("SELECT * FROM delegation_settings WHERE tenant_id = $1")
             .bind(tenant_id)
             .fetch_optional(&self.read)
             .await
             .map_err(db_error)?;
-        Ok(match row {
+        let found = match row {
             Some(row) => settings(&row)?,
             None => DelegationSettings::default(),
-        })
+        };
+        if let Some(seen) = seen {
+            self.identities.put_delegation(tenant_id, seen, &found);
+        }
+        Ok(found)
     }
 
     /// Change the tenant's delegation rules.
