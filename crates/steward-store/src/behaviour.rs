@@ -114,11 +114,21 @@ pub fn observe(entry: &Logged) -> Option<Observation> {
             used = Some((after.action?, entry.resource_type.clone()));
             principal.id?
         }
-        "decision.outcome" if entry.actor_kind == "agent" => {
+        // Reported by the agent, or by an enforcement point for it (the
+        // record names whose decision it was).
+        "decision.outcome" => {
+            let agent = match after.principal {
+                Some(Principal {
+                    kind: Some(kind),
+                    id: Some(id),
+                }) if kind == "agent" => id,
+                _ if entry.actor_kind == "agent" => entry.actor_id.clone(),
+                _ => return None,
+            };
             let outcome = after.outcome?;
             activity.bytes = count(outcome.get("bytes"));
             activity.records = count(outcome.get("records"));
-            entry.actor_id.clone()
+            agent
         }
         "mcp.tool_call" if entry.actor_kind == "agent" => {
             activity.bytes = count(after.response_bytes.as_ref());
@@ -900,6 +910,24 @@ mod tests {
         );
         let o = observe(&outcome).map(|o| o.activity);
         assert_eq!(o.map(|a| (a.bytes, a.records)), Some((2048, 12)));
+        // An enforcement point reports for the agent its decision was for.
+        let reported = entry(
+            "decision.outcome",
+            ("token", "tok_pep"),
+            "decision",
+            json!({"outcome": {"bytes": 10}, "principal": {"kind": "agent", "id": "agt_9"}}),
+        );
+        assert_eq!(
+            observe(&reported).map(|o| (o.agent_id, o.activity.bytes)),
+            Some(("agt_9".into(), 10))
+        );
+        let for_a_person = entry(
+            "decision.outcome",
+            ("token", "tok_pep"),
+            "decision",
+            json!({"outcome": {"bytes": 10}, "principal": {"kind": "human", "id": "hum_1"}}),
+        );
+        assert_eq!(observe(&for_a_person), None);
         let call = entry(
             "mcp.tool_call",
             ("agent", "agt_1"),

@@ -751,7 +751,7 @@ impl Store {
         let lock = self.backend.for_update();
         let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
-            "SELECT entries, settled_at FROM quota_reservations WHERE decision_id = $1 AND tenant_id = $2 AND ($3 = '' OR principal = $3){lock}"
+            "SELECT entries, settled_at, principal FROM quota_reservations WHERE decision_id = $1 AND tenant_id = $2 AND ($3 = '' OR principal = $3){lock}"
         ))
         .bind(decision_id)
         .bind(&ctx.tenant_id)
@@ -819,7 +819,28 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        let after = serde_json::json!({ "outcome": outcome, "settlement": settlement });
+        // Whose decision it was, so that an outcome an enforcement point
+        // reports counts in the agent's behaviour as the agent's own does.
+        let decided_for: Option<String> = rows::get(&row, "principal")?;
+        let principal = match decided_for.filter(|p| !p.is_empty()) {
+            Some(id) => {
+                let agent = sqlx::query("SELECT id FROM agents WHERE tenant_id = $1 AND id = $2")
+                    .bind(&ctx.tenant_id)
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+                    .is_some();
+                let kind = if agent { "agent" } else { "human" };
+                Some(serde_json::json!({ "kind": kind, "id": id }))
+            }
+            None => None,
+        };
+        let after = serde_json::json!({
+            "outcome": outcome,
+            "settlement": settlement,
+            "principal": principal,
+        });
         append(
             &mut tx,
             ctx,

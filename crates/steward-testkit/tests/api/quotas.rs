@@ -447,11 +447,17 @@ async fn outcomes_settle_reservations(backend: Backend) {
         ),
         ErrorCode::AlreadySettled
     );
+    // Reported by an enforcement point, the record names whose decision it
+    // was, so the agent's behaviour counts it as the agent's own reports.
     let audit = all_audit(&ts.admin).await;
-    assert!(
-        audit
-            .iter()
-            .any(|e| e.action == "decision.outcome" && e.resource_id == first.decision_id)
+    let reported = audit
+        .iter()
+        .find(|e| e.action == "decision.outcome" && e.resource_id == first.decision_id)
+        .unwrap();
+    let bot = ts.admin.get_agent("bot").await.unwrap();
+    assert_eq!(
+        reported.after.as_ref().unwrap()["principal"],
+        serde_json::json!({"kind": "agent", "id": bot.id})
     );
     ts.stop().await;
 }
