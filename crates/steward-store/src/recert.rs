@@ -11,7 +11,7 @@ use steward_core::lifecycle::Transition;
 use steward_core::{ChangeContext, Error, validate};
 use steward_types::{
     Attest, Campaign, CampaignCounts, CampaignItem, CampaignItemQuery, ErrorCode, OnOverdue, Page,
-    PageQuery, StartCampaign,
+    PageQuery, RiskTier, StartCampaign,
 };
 
 use crate::audit::{append, event};
@@ -139,36 +139,31 @@ impl Store {
             }
             other => other.map_err(db_error)?,
         };
-        let agents = sqlx::query(
-            "SELECT * FROM agents WHERE tenant_id = $1 AND state IN ('active', 'suspended') ORDER BY id",
-        )
-        .bind(&ctx.tenant_id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(rows::agent)
-        .collect::<Result<Vec<_>, _>>()?;
-        for agent in agents.iter().filter(|a| {
-            req.min_risk_tier.is_none_or(|t| a.risk_tier >= t)
-                && team_id
-                    .as_ref()
-                    .is_none_or(|t| a.team_id.as_ref() == Some(t))
-        }) {
-            sqlx::query(
-                "INSERT INTO recert_items (campaign_id, tenant_id, agent_id, agent_name, risk_tier, owner_id, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending')",
-            )
-            .bind(&id)
-            .bind(&ctx.tenant_id)
-            .bind(&agent.id)
-            .bind(&agent.name)
-            .bind(agent.risk_tier.as_str())
-            .bind(&agent.owner_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        // Every item in one statement: a campaign over many agents holds
+        // the (single, on SQLite) writer for one statement, not one per agent.
+        let mut tiers: Vec<&str> = [RiskTier::Low, RiskTier::Medium, RiskTier::High]
+            .into_iter()
+            .filter(|tier| req.min_risk_tier.is_none_or(|min| *tier >= min))
+            .map(RiskTier::as_str)
+            .collect();
+        while tiers.len() < 3 {
+            tiers.push(tiers[0]);
         }
+        sqlx::query(
+            "INSERT INTO recert_items (campaign_id, tenant_id, agent_id, agent_name, risk_tier, owner_id, status) \
+             SELECT $1, tenant_id, id, name, risk_tier, owner_id, 'pending' FROM agents \
+             WHERE tenant_id = $2 AND state IN ('active', 'suspended') AND risk_tier IN ($3, $4, $5) \
+             AND ($6 = '' OR team_id = $6)",
+        )
+        .bind(&id)
+        .bind(&ctx.tenant_id)
+        .bind(tiers[0])
+        .bind(tiers[1])
+        .bind(tiers[2])
+        .bind(team_id.as_deref().unwrap_or_default())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
         let started = self.campaign_in(&mut tx, &ctx.tenant_id, &id).await?;
         append(
             &mut tx,
@@ -471,18 +466,27 @@ impl Store {
         ctx: &ChangeContext,
         id: &str,
     ) -> Result<Option<Campaign>, Error> {
+        // What happens to the overdue never changes after the start. A
+        // campaign that only reports marks its pending items in one
+        // statement; one that suspends changes each agent, audited.
+        let suspends =
+            self.get_campaign(&ctx.tenant_id, id).await?.on_overdue == OnOverdue::Suspend;
         let mut tx = self.begin().await?;
         let lock = self.backend.for_update();
         // Pending agents first (agent rows before the campaign's, as an
         // attestation locks them), then the campaign.
-        let pending: Vec<String> = sqlx::query_scalar(
-            "SELECT agent_id FROM recert_items WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending' ORDER BY agent_id",
-        )
-        .bind(&ctx.tenant_id)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        let pending: Vec<String> = if suspends {
+            sqlx::query_scalar(
+                "SELECT agent_id FROM recert_items WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending' ORDER BY agent_id",
+            )
+            .bind(&ctx.tenant_id)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+        } else {
+            Vec::new()
+        };
         let mut agents = Vec::new();
         for agent_id in &pending {
             agents.push(crate::agents::lock_agent(&mut tx, lock, &ctx.tenant_id, agent_id).await?);
@@ -491,6 +495,18 @@ impl Store {
         if c.status != "open" {
             tx.rollback().await.map_err(db_error)?;
             return Ok(None);
+        }
+        if !suspends {
+            sqlx::query(
+                "UPDATE recert_items SET status = 'overdue', decided_by = 'system', decided_at = $1 \
+                 WHERE tenant_id = $2 AND campaign_id = $3 AND status = 'pending'",
+            )
+            .bind(rows::ms(ctx.now))
+            .bind(&ctx.tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         }
         let mut suspended = Vec::new();
         for agent in &agents {

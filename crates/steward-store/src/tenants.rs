@@ -43,9 +43,19 @@ where
 
 impl Store {
     /// Begin a write transaction.
+    ///
+    /// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`). A
+    /// transaction that has read and then writes cannot wait for a lock
+    /// held elsewhere (SQLite refuses it at once, "database is locked",
+    /// whatever the busy timeout), and the log's checkpointer holds that
+    /// lock while it restarts the log; taken first, the lock is waited for.
     pub async fn begin(&self) -> Result<crate::Tx, Error> {
+        let inner = match self.backend {
+            crate::Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            crate::Backend::Postgres => self.write.begin().await,
+        };
         Ok(crate::Tx {
-            inner: self.write.begin().await.map_err(db_error)?,
+            inner: inner.map_err(db_error)?,
             changes: self.identities.changes().clone(),
         })
     }

@@ -787,3 +787,59 @@ async fn public_agent(store: &Store, ctx: &ChangeContext, name: &str, owner: &st
         .await
         .unwrap()
 }
+
+/// A write transaction that reads before it writes waits for SQLite's write
+/// lock when another connection holds it (the log's checkpointer does, as
+/// it restarts the log) rather than failing with "database is locked":
+/// SQLite refuses a reading transaction's upgrade at once, whatever the
+/// busy timeout, so the store takes the lock when the transaction begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_for_a_write_lock_held_elsewhere_on_sqlite() {
+    use sqlx::{Connection, Executor};
+    let (store, dir) = sqlite().await;
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    store
+        .create_human(
+            &ctx,
+            CreateHuman {
+                email: "owner@example.com".into(),
+                display_name: "Owner".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let url = format!("sqlite://{}/s.db", dir.path().display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    other.execute("BEGIN IMMEDIATE").await.unwrap();
+    // Registering reads the owner, then inserts: it asks for the lock
+    // while the other connection holds it, and gets it once that ends.
+    let registering = tokio::spawn({
+        let (store, ctx) = (store.clone(), ctx.clone());
+        async move {
+            store
+                .register_agent(
+                    &ctx,
+                    &InventoryRules::default(),
+                    RegisterAgent {
+                        name: "bot".into(),
+                        owner: "owner@example.com".into(),
+                        classifications: Some(vec!["public".into()]),
+                        ..Default::default()
+                    },
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    other.execute("COMMIT").await.unwrap();
+    let agent = registering.await.unwrap().unwrap();
+    assert_eq!(
+        store.get_agent("default", "bot").await.unwrap().id,
+        agent.id
+    );
+}

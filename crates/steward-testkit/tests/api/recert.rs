@@ -133,7 +133,14 @@ async fn owners_attest_and_overdue_agents_are_suspended(backend: Backend) {
         .unwrap();
     assert_eq!(team.counts.total, 1);
 
-    let q4 = admin.start_campaign(&start("2026-Q4")).await.unwrap();
+    // Low and above: every tier.
+    let q4 = admin
+        .start_campaign(&StartCampaign {
+            min_risk_tier: Some(RiskTier::Low),
+            ..start("2026-Q4")
+        })
+        .await
+        .unwrap();
     assert_eq!((q4.counts.total, q4.counts.pending), (5, 5));
     assert_eq!(q4.status, "open");
     assert_eq!(q4.on_overdue, OnOverdue::Suspend);
