@@ -272,8 +272,35 @@ pub async fn apply(
         }
     }
 
+    // The policy part is compiled and checked before the transaction, so a
+    // large set does not hold the store's writer while Cedar works; the
+    // transaction checks again only if the policy state moved meanwhile.
+    let policy_check = if policy_changes.is_empty() {
+        None
+    } else {
+        let (roles, personas) = store.role_and_persona_names(tenant).await?;
+        let changed = crate::engines::written_policies(&policy_changes);
+        let tolerated =
+            crate::engines::already_impossible(&*state.engines.get(store, tenant).await?);
+        let mut check = move |st: &steward_store::policies::PolicyState,
+                              entities: &[steward_types::ResourceEntity]| {
+            crate::engines::check(
+                st,
+                entities,
+                roles.clone(),
+                personas.clone(),
+                changed.clone(),
+                tolerated.clone(),
+            )
+            .map(|(_engine, effects)| effects)
+        };
+        let prechecked = store
+            .precheck_policies(ctx, &policy_changes, &mut check)
+            .await?;
+        Some((prechecked, check))
+    };
+
     // Execute everything in one transaction.
-    let (roles, personas) = store.role_and_persona_names(tenant).await?;
     let mut tx = store.begin().await?;
     for r in new_roles {
         let name = r.name.clone();
@@ -310,15 +337,9 @@ pub async fn apply(
             .map_err(about(format!("persona {name}")))?;
     }
     let mut policy_report = Vec::new();
-    if !policy_changes.is_empty() {
-        let changed = crate::engines::written_policies(&policy_changes);
-        let tolerated =
-            crate::engines::already_impossible(&*state.engines.get(store, tenant).await?);
+    if let Some((prechecked, mut check)) = policy_check {
         let report = store
-            .change_policies_in(&mut tx, ctx, policy_changes, |st, entities| {
-                crate::engines::check(st, entities, roles, personas, changed, tolerated)
-                    .map(|(_engine, effects)| effects)
-            })
+            .change_policies_in(&mut tx, ctx, policy_changes, Some(prechecked), &mut check)
             .await?;
         policy_report = report.changes;
         out.unchanged += (mcp_declared

@@ -47,6 +47,18 @@ fn catalog(
     }
 }
 
+/// Compile a catalog. A large policy set takes seconds: on a multi-threaded
+/// runtime the worker first hands its queued tasks (decisions among them)
+/// to another thread, so they do not wait for the compile.
+fn compile(catalog: &Catalog) -> Result<Engine, Error> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| Engine::compile(catalog))
+        }
+        _ => Engine::compile(catalog),
+    }
+}
+
 /// The policies of the tenant's current engine that can never apply: a
 /// change may leave them so (they were stored before such policies were
 /// refused), but not make another one so.
@@ -101,7 +113,7 @@ pub(crate) fn check(
             &names,
         )?;
     }
-    let engine = Engine::compile(&catalog(state, roles, personas, changed, Some(tolerated)))?;
+    let engine = compile(&catalog(state, roles, personas, changed, Some(tolerated)))?;
     for e in entities {
         engine.check_entity(e)?;
     }
@@ -146,7 +158,9 @@ impl Engines {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let keep_newer = map.get(tenant_id).is_some_and(|c| c.epoch > epoch);
-        if !keep_newer {
+        let replaced = if keep_newer {
+            None
+        } else {
             map.insert(
                 tenant_id.to_string(),
                 Compiled {
@@ -154,8 +168,12 @@ impl Engines {
                     engine: engine.clone(),
                     stored_types,
                 },
-            );
-        }
+            )
+        };
+        drop(map);
+        // A large engine takes a while to free: not while decisions wait
+        // for the lock.
+        drop(replaced);
         engine
     }
 
@@ -171,7 +189,7 @@ impl Engines {
     pub async fn reload(&self, store: &Store, tenant_id: &str) -> Result<Arc<Engine>, Error> {
         let state = store.policy_state(tenant_id).await?;
         let (roles, personas) = store.role_and_persona_names(tenant_id).await?;
-        let engine = Engine::compile(&catalog(&state, roles, personas, vec![], None))?;
+        let engine = compile(&catalog(&state, roles, personas, vec![], None))?;
         for (id, why) in engine.impossible() {
             tracing::warn!(tenant = tenant_id, policy = %id, "{why}; it is kept but does nothing until fixed or deleted");
         }
@@ -196,8 +214,14 @@ impl Engines {
         let changed = written_policies(&changes);
         let report = store
             .change_policies(ctx, changes, |state, entities| {
-                let (engine, effects) =
-                    check(state, entities, roles, personas, changed, tolerated)?;
+                let (engine, effects) = check(
+                    state,
+                    entities,
+                    roles.clone(),
+                    personas.clone(),
+                    changed.clone(),
+                    tolerated.clone(),
+                )?;
                 compiled = Some(engine);
                 Ok(effects)
             })

@@ -2,12 +2,15 @@
 //! history, known resource entities, and the per-tenant epoch every node
 //! watches to reload its compiled engine.
 //!
-//! All changes go through [`Store::change_policies`]: it loads the tenant's
-//! state inside the transaction, applies the changes in memory, lets the
-//! caller check the result (the server compiles it with Cedar), and only then
-//! writes. An invalid batch changes nothing.
+//! All changes go through [`Store::change_policies`]: it applies the changes
+//! in memory to the tenant's committed state and lets the caller check the
+//! result (the server compiles it with Cedar) before any transaction starts,
+//! so a large policy set compiles without holding the store's writer. Inside
+//! the transaction the state is loaded again; only if it moved meanwhile is
+//! the check run again there. Then it writes. An invalid batch changes
+//! nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use steward_core::{ChangeContext, Error};
 use steward_types::{
@@ -51,6 +54,21 @@ pub enum PolicyChange {
     PutEntity(ResourceEntity),
     /// Forget a known resource.
     DeleteEntity(String, String),
+}
+
+/// The caller's check of a batch's resulting state: each policy's effect
+/// (`permit` or `forbid`), or why the state is refused.
+pub type CheckResult = Result<BTreeMap<String, String>, Error>;
+
+/// A batch checked against the committed state before its transaction
+/// ([`Store::precheck_policies`]); the transaction reuses the outcome when it
+/// finds the same state.
+#[derive(Debug)]
+pub struct Prechecked {
+    /// The committed state, read whole between two equal epochs.
+    before: Option<PolicyState>,
+    after: PolicyState,
+    outcome: CheckResult,
 }
 
 /// What a batch of changes did: one line per effective change.
@@ -157,47 +175,92 @@ impl Store {
 
     /// Apply a batch of changes atomically. `check` sees the complete new
     /// state and the entities being written, and returns each policy's effect
-    /// (`permit` or `forbid`); if it fails, nothing is written.
+    /// (`permit` or `forbid`); if it fails, nothing is written. It runs before
+    /// the transaction, and again inside it only if the state moved between.
     pub async fn change_policies(
         &self,
         ctx: &ChangeContext,
         changes: Vec<PolicyChange>,
-        check: impl FnOnce(&PolicyState, &[ResourceEntity]) -> Result<BTreeMap<String, String>, Error>,
+        mut check: impl FnMut(&PolicyState, &[ResourceEntity]) -> CheckResult,
     ) -> Result<ChangeReport, Error> {
+        let prechecked = self.precheck_policies(ctx, &changes, &mut check).await?;
         let mut tx = self.begin().await?;
         let out = self
-            .change_policies_in(&mut tx, ctx, changes, check)
+            .change_policies_in(&mut tx, ctx, changes, Some(prechecked), check)
             .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(out)
     }
 
-    /// [`Store::change_policies`] inside a caller's transaction.
+    /// Check a batch against the committed state, outside any transaction:
+    /// the costly part of a change (compiling the whole policy set) then
+    /// holds no lock. An invalid batch is refused here when the state it was
+    /// checked against is still the state inside the transaction.
+    pub async fn precheck_policies(
+        &self,
+        ctx: &ChangeContext,
+        changes: &[PolicyChange],
+        check: &mut impl FnMut(&PolicyState, &[ResourceEntity]) -> CheckResult,
+    ) -> Result<Prechecked, Error> {
+        // Every change to the state moves the epoch in its own commit, so
+        // a state read between two equal epochs is one committed state.
+        let epoch = self.policy_epoch(&ctx.tenant_id).await?;
+        let before = self.policy_state(&ctx.tenant_id).await?;
+        let mut after = before.clone();
+        let mut entities = Vec::new();
+        apply_changes(&mut after, changes, ctx.now, &mut entities);
+        let outcome = check(&after, &entities);
+        Ok(Prechecked {
+            before: (before.epoch == epoch).then_some(before),
+            after,
+            outcome,
+        })
+    }
+
+    /// [`Store::change_policies`] inside a caller's transaction, with the
+    /// outcome of [`Store::precheck_policies`] when the caller has one.
     pub async fn change_policies_in(
         &self,
         tx: &mut Tx,
         ctx: &ChangeContext,
         changes: Vec<PolicyChange>,
-        check: impl FnOnce(&PolicyState, &[ResourceEntity]) -> Result<BTreeMap<String, String>, Error>,
+        prechecked: Option<Prechecked>,
+        mut check: impl FnMut(&PolicyState, &[ResourceEntity]) -> CheckResult,
     ) -> Result<ChangeReport, Error> {
-        if self.backend == crate::Backend::Postgres {
+        let read_epoch = if self.backend == crate::Backend::Postgres {
             // Serialise policy changes per tenant across nodes.
             sqlx::query("INSERT INTO policy_epochs (tenant_id, epoch) VALUES ($1, 0) ON CONFLICT (tenant_id) DO NOTHING")
                 .bind(&ctx.tenant_id)
                 .execute(&mut **tx)
                 .await
                 .map_err(db_error)?;
-            sqlx::query("SELECT epoch FROM policy_epochs WHERE tenant_id = $1 FOR UPDATE")
-                .bind(&ctx.tenant_id)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_error)?;
-        }
-        let before = load_state(tx, &ctx.tenant_id).await?;
-        let mut after = before.clone();
-        let mut entities = Vec::new();
-        apply_changes(&mut after, &changes, ctx.now, &mut entities);
-        let effects = check(&after, &entities)?;
+            "SELECT epoch FROM policy_epochs WHERE tenant_id = $1 FOR UPDATE"
+        } else {
+            "SELECT epoch FROM policy_epochs WHERE tenant_id = $1"
+        };
+        let epoch: Option<i64> = sqlx::query_scalar(read_epoch)
+            .bind(&ctx.tenant_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        let epoch = epoch.unwrap_or(0);
+        // The state checked before the transaction is still the state: its
+        // outcome stands, and the policy set is not read again.
+        let (before, mut after, effects) = match prechecked {
+            Some(Prechecked {
+                before: Some(before),
+                after,
+                outcome,
+            }) if before.epoch == epoch => (before, after, outcome?),
+            _ => {
+                let before = load_state(tx, &ctx.tenant_id).await?;
+                let mut after = before.clone();
+                let mut entities = Vec::new();
+                apply_changes(&mut after, &changes, ctx.now, &mut entities);
+                let effects = check(&after, &entities)?;
+                (before, after, effects)
+            }
+        };
         for p in &mut after.policies {
             if let Some(e) = effects.get(&p.id) {
                 p.effect = e.clone();
@@ -327,19 +390,71 @@ impl Store {
 }
 
 /// Apply changes to a state in memory; entities being written are collected
-/// in `entities` (they are not part of the state).
+/// in `entities` (they are not part of the state). Linear in the size of the
+/// state and the batch: a set of ten thousand policies changed by a batch of
+/// ten thousand is indexed once and sorted once.
 pub fn apply_changes(
     state: &mut PolicyState,
     changes: &[PolicyChange],
     now: chrono::DateTime<chrono::Utc>,
     entities: &mut Vec<ResourceEntity>,
 ) {
+    let mut index: HashMap<String, usize> = state
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.clone(), i))
+        .collect();
+    let mut deleted: HashSet<String> = HashSet::new();
+    let policies_before = state.policies.len();
     for change in changes {
-        apply_one(state, change, now, entities);
+        match change {
+            PolicyChange::PutPolicy(p) => {
+                deleted.remove(&p.id);
+                match index.get(&p.id) {
+                    Some(&i) => {
+                        let existing = &mut state.policies[i];
+                        existing.description = p.description.clone();
+                        existing.owner = p.owner.clone();
+                        existing.text = p.text.clone();
+                    }
+                    None => {
+                        index.insert(p.id.clone(), state.policies.len());
+                        state.policies.push(Policy {
+                            id: p.id.clone(),
+                            description: p.description.clone(),
+                            owner: p.owner.clone(),
+                            text: p.text.clone(),
+                            effect: String::new(),
+                            version: 0,
+                            updated_at: now,
+                        });
+                    }
+                }
+            }
+            PolicyChange::DeletePolicy(id) => {
+                if index.contains_key(id) {
+                    deleted.insert(id.clone());
+                }
+            }
+            other => apply_declaration(state, other, now, entities),
+        }
+    }
+    if !deleted.is_empty() {
+        state.policies.retain(|p| !deleted.contains(&p.id));
+    }
+    if state.policies.len() != policies_before
+        || changes
+            .iter()
+            .any(|c| matches!(c, PolicyChange::PutPolicy(_)))
+    {
+        state.policies.sort_by(|a, b| a.id.cmp(&b.id));
     }
 }
 
-fn apply_one(
+/// Apply a change to the declarations or the entities (policies are
+/// [`apply_changes`]' own).
+fn apply_declaration(
     state: &mut PolicyState,
     change: &PolicyChange,
     now: chrono::DateTime<chrono::Utc>,
@@ -369,29 +484,10 @@ fn apply_one(
             state.actions.sort_by(|a, b| a.name.cmp(&b.name));
         }
         PolicyChange::DeleteAction(name) => state.actions.retain(|a| &a.name != name),
-        PolicyChange::PutPolicy(p) => {
-            let owner = p.owner.clone();
-            match state.policies.iter_mut().find(|x| x.id == p.id) {
-                Some(existing) => {
-                    existing.description = p.description.clone();
-                    existing.owner = owner;
-                    existing.text = p.text.clone();
-                }
-                None => state.policies.push(Policy {
-                    id: p.id.clone(),
-                    description: p.description.clone(),
-                    owner,
-                    text: p.text.clone(),
-                    effect: String::new(),
-                    version: 0,
-                    updated_at: now,
-                }),
-            }
-            state.policies.sort_by(|a, b| a.id.cmp(&b.id));
-        }
-        PolicyChange::DeletePolicy(id) => state.policies.retain(|p| &p.id != id),
         PolicyChange::PutEntity(e) => entities.push(e.clone()),
-        PolicyChange::DeleteEntity(..) => {}
+        PolicyChange::DeleteEntity(..)
+        | PolicyChange::PutPolicy(_)
+        | PolicyChange::DeletePolicy(_) => {}
     }
 }
 
@@ -508,8 +604,10 @@ async fn write_diff(
         )
         .await?;
     }
+    let by_id: HashMap<&str, &Policy> =
+        before.policies.iter().map(|p| (p.id.as_str(), p)).collect();
     for p in &mut after.policies {
-        let old = before.policies.iter().find(|x| x.id == p.id);
+        let old = by_id.get(p.id.as_str()).copied();
         if let Some(o) =
             old.filter(|o| o.text == p.text && o.description == p.description && o.owner == p.owner)
         {
@@ -548,10 +646,11 @@ async fn write_diff(
         )
         .await?;
     }
+    let kept: HashSet<&str> = after.policies.iter().map(|p| p.id.as_str()).collect();
     for old in before
         .policies
         .iter()
-        .filter(|o| !after.policies.iter().any(|p| p.id == o.id))
+        .filter(|o| !kept.contains(o.id.as_str()))
     {
         sqlx::query("DELETE FROM policies WHERE tenant_id = $1 AND id = $2")
             .bind(t)
@@ -681,5 +780,76 @@ impl Store {
             .fetch_all(&self.read)
             .await
             .map_err(db_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Changes to a few ids, so that puts, updates and deletes of the same
+    /// policy meet in one batch.
+    fn change() -> impl Strategy<Value = PolicyChange> {
+        (0..6u8, 0..3u8, any::<bool>()).prop_map(|(id, text, put)| {
+            let id = format!("p{id}");
+            if put {
+                PolicyChange::PutPolicy(PutPolicy {
+                    id,
+                    description: format!("d{text}"),
+                    owner: String::new(),
+                    text: format!("t{text}"),
+                })
+            } else {
+                PolicyChange::DeletePolicy(id)
+            }
+        })
+    }
+
+    proptest! {
+        /// The indexed application gives the policies one change at a
+        /// time would: same ids, in id order, with the last text put.
+        #[test]
+        fn indexed_changes_match_one_at_a_time(
+            start in proptest::collection::btree_set(0..6u8, 0..6),
+            batch in proptest::collection::vec(change(), 0..12),
+        ) {
+            let now = chrono::Utc::now();
+            let mut state = PolicyState::default();
+            for id in start {
+                state.policies.push(Policy {
+                    id: format!("p{id}"),
+                    description: "old".into(),
+                    owner: String::new(),
+                    text: "old".into(),
+                    effect: "permit".into(),
+                    version: 1,
+                    updated_at: now,
+                });
+            }
+            let mut expected: Vec<(String, String, String)> = state
+                .policies
+                .iter()
+                .map(|p| (p.id.clone(), p.description.clone(), p.text.clone()))
+                .collect();
+            for c in &batch {
+                match c {
+                    PolicyChange::PutPolicy(p) => {
+                        expected.retain(|(id, ..)| id != &p.id);
+                        expected.push((p.id.clone(), p.description.clone(), p.text.clone()));
+                    }
+                    PolicyChange::DeletePolicy(id) => expected.retain(|(x, ..)| x != id),
+                    _ => {}
+                }
+            }
+            expected.sort();
+            apply_changes(&mut state, &batch, now, &mut Vec::new());
+            let got: Vec<(String, String, String)> = state
+                .policies
+                .iter()
+                .map(|p| (p.id.clone(), p.description.clone(), p.text.clone()))
+                .collect();
+            prop_assert_eq!(got, expected);
+        }
     }
 }

@@ -843,3 +843,103 @@ async fn writes_wait_for_a_write_lock_held_elsewhere_on_sqlite() {
         agent.id
     );
 }
+
+fn policy(id: &str, text: &str) -> steward_store::policies::PolicyChange {
+    steward_store::policies::PolicyChange::PutPolicy(PutPolicy {
+        id: id.into(),
+        description: String::new(),
+        owner: String::new(),
+        text: text.into(),
+    })
+}
+
+/// A policy batch is checked (compiled, in the server) before its
+/// transaction and not again inside it, unless another change landed in
+/// between: then the check runs again on the state the transaction sees.
+async fn a_policy_batch_is_checked_once_unless_the_state_moves(store: &Store) {
+    use std::sync::Mutex;
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    // Every call: the policy ids of the state it was shown.
+    let seen: Mutex<Vec<Vec<String>>> = Mutex::new(Vec::new());
+    let check = |st: &steward_store::policies::PolicyState, _: &[ResourceEntity]| {
+        let ids: Vec<String> = st.policies.iter().map(|p| p.id.clone()).collect();
+        seen.lock().unwrap().push(ids);
+        if st.policies.iter().any(|p| p.text.contains("refused")) {
+            return Err(steward_core::Error::invalid("text", "refused by the check"));
+        }
+        Ok(st
+            .policies
+            .iter()
+            .map(|p| (p.id.clone(), "permit".to_string()))
+            .collect())
+    };
+    let calls = || seen.lock().unwrap().len();
+
+    store
+        .change_policies(
+            &ctx,
+            vec![policy("a", "permit(principal, action, resource);")],
+            check,
+        )
+        .await
+        .unwrap();
+    assert_eq!(calls(), 1, "an unmoved state is checked once");
+
+    let batch = vec![policy("b", "permit(principal, action, resource);")];
+    let mut check_b = check;
+    let prechecked = store
+        .precheck_policies(&ctx, &batch, &mut check_b)
+        .await
+        .unwrap();
+    assert_eq!(calls(), 2);
+    // Another change lands between the check and the transaction.
+    store
+        .change_policies(
+            &ctx,
+            vec![policy("c", "permit(principal, action, resource);")],
+            check,
+        )
+        .await
+        .unwrap();
+    assert_eq!(calls(), 3);
+    let mut tx = store.begin().await.unwrap();
+    let report = store
+        .change_policies_in(&mut tx, &ctx, batch, Some(prechecked), &mut check_b)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(calls(), 4, "a moved state is checked again");
+    assert_eq!(seen.lock().unwrap()[3], ["a", "b", "c"]);
+    let ids: Vec<String> = report.state.policies.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert!(report.state.policies.iter().all(|p| p.effect == "permit"));
+
+    // A refused batch is refused by the check before the transaction, once,
+    // and changes nothing.
+    let epoch = store.policy_epoch("default").await.unwrap();
+    let err = store
+        .change_policies(&ctx, vec![policy("d", "refused")], check)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("refused by the check"), "{err:?}");
+    assert_eq!(calls(), 5);
+    assert_eq!(store.policy_epoch("default").await.unwrap(), epoch);
+    assert_eq!(
+        store.policy_state("default").await.unwrap().policies.len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_policy_batch_is_checked_once_unless_the_state_moves_on_sqlite() {
+    a_policy_batch_is_checked_once_unless_the_state_moves(&sqlite().await.0).await;
+}
+
+#[tokio::test]
+async fn a_policy_batch_is_checked_once_unless_the_state_moves_on_postgres() {
+    a_policy_batch_is_checked_once_unless_the_state_moves(&postgres().await).await;
+}

@@ -18,31 +18,77 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6
 }
 
+async fn decide_once(s: &TestServer, agents: usize) -> Duration {
+    let i = rand::thread_rng().gen_range(0..agents);
+    let req = DecisionRequest {
+        principal: Some(PrincipalRef {
+            principal_type: "agent".into(),
+            id: format!("agent-{i}"),
+        }),
+        action: "read".into(),
+        resource: ResourceRef {
+            resource_type: "repo".into(),
+            id: "steward".into(),
+            attributes: Default::default(),
+        },
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let d = s.admin.decide(&req).await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(d.decision, Decision::Allow);
+    took
+}
+
 async fn measure(s: &TestServer, agents: usize, samples: usize) -> (f64, f64) {
-    let mut rng = rand::thread_rng();
     let mut lat = Vec::with_capacity(samples);
     for _ in 0..samples {
-        let i = rng.gen_range(0..agents);
-        let req = DecisionRequest {
-            principal: Some(PrincipalRef {
-                principal_type: "agent".into(),
-                id: format!("agent-{i}"),
-            }),
-            action: "read".into(),
-            resource: ResourceRef {
-                resource_type: "repo".into(),
-                id: "steward".into(),
-                attributes: Default::default(),
-            },
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let d = s.admin.decide(&req).await.unwrap();
-        lat.push(t.elapsed());
-        assert_eq!(d.decision, Decision::Allow);
+        lat.push(decide_once(s, agents).await);
     }
     lat.sort();
     (pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+/// One policy of the large set changed over HTTP while decisions run one
+/// after another: how long the change takes, and how long the decisions
+/// made meanwhile wait (a change must not hold the store's writer while
+/// the whole set compiles).
+async fn during_a_policy_change(s: &TestServer, agents: usize, round: usize) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let change = async {
+        let t = Instant::now();
+        s.admin
+            .put_policy(&PutPolicy {
+                id: "p0".into(),
+                description: format!("changed {round}"),
+                owner: String::new(),
+                text: format!(r#"permit(principal in Role::"role-0", action == Action::"act{}", resource is repo);"#, round % 50),
+            })
+            .await
+            .unwrap();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        t.elapsed()
+    };
+    let decisions = async {
+        let mut lat = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            lat.push(decide_once(s, agents).await);
+        }
+        lat.sort();
+        lat
+    };
+    let (took, lat) = tokio::join!(change, decisions);
+    println!(
+        "one policy of the set changed in {:.0} ms; {} decisions meanwhile, p99 {:.1} ms, the slowest {:.1} ms",
+        took.as_secs_f64() * 1e3,
+        lat.len(),
+        if lat.is_empty() {
+            0.0
+        } else {
+            pct(&lat, 0.99) / 1e3
+        },
+        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
 }
 
 fn main() {
@@ -128,6 +174,7 @@ fn main() {
             have = step;
             let (p50, p99) = measure(&s, have, if full { 2_000 } else { 50 }).await;
             println!("{have} agents, {policies} policies: decision p50 {p50:.0} µs, p99 {p99:.0} µs (grew in {:.1} s)", grew.as_secs_f64());
+            during_a_policy_change(&s, have, step).await;
             // A recertification over every agent: how long its start and
             // its close hold the store's one writer.
             let t = Instant::now();
