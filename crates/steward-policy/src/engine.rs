@@ -59,6 +59,23 @@ pub struct Engine {
     pub(crate) entity_cache: EntityCache,
     /// Stored policies that can never apply, kept as they were, with why.
     pub(crate) impossible: Vec<(String, String)>,
+    /// Each policy as checked, by id: the next compile reuses those whose
+    /// text and schema are unchanged instead of parsing and validating them
+    /// again (with ten thousand policies, seconds per change).
+    pub(crate) checked: HashMap<String, CheckedPolicy>,
+}
+
+/// A policy parsed and validated against the schema of its engine.
+#[derive(Clone)]
+pub(crate) struct CheckedPolicy {
+    text: String,
+    policy: cedar_policy::Policy,
+    effect: &'static str,
+    /// Why it can never apply, if Cedar proves so.
+    never: Option<Error>,
+    /// The names it can read (see [`referenced_names`]); `None` if it has
+    /// no JSON form.
+    names: Option<BTreeSet<String>>,
 }
 
 // The server shares engines between threads; the cache must not change that.
@@ -256,7 +273,19 @@ fn slice_by_action(
 /// (`e.name`, `e["name"]`, `e has name`), so an attribute whose name is not
 /// in this set cannot affect a decision, and need not be built into the
 /// entity. `None` (keep every attribute) if a policy has no JSON form.
-fn referenced_names(policies: &[cedar_policy::Policy]) -> Option<Vec<String>> {
+fn referenced_names<'a>(
+    mut per_policy: impl Iterator<Item = &'a Option<BTreeSet<String>>>,
+) -> Option<Vec<String>> {
+    let mut names = BTreeSet::new();
+    per_policy.try_for_each(|p| {
+        names.extend(p.as_ref()?.iter().cloned());
+        Some(())
+    })?;
+    Some(names.into_iter().collect())
+}
+
+/// The strings of one policy's JSON form, for [`referenced_names`].
+fn policy_names(policy: &cedar_policy::Policy) -> Option<BTreeSet<String>> {
     fn collect(v: &serde_json::Value, out: &mut BTreeSet<String>) {
         match v {
             serde_json::Value::String(s) => {
@@ -273,10 +302,8 @@ fn referenced_names(policies: &[cedar_policy::Policy]) -> Option<Vec<String>> {
         }
     }
     let mut names = BTreeSet::new();
-    for policy in policies {
-        collect(&policy.to_json().ok()?, &mut names);
-    }
-    Some(names.into_iter().collect())
+    collect(&policy.to_json().ok()?, &mut names);
+    Some(names)
 }
 
 impl Engine {
@@ -289,12 +316,21 @@ impl Engine {
     /// Compile a catalog. Every policy must validate against the schema the
     /// declarations make; the first that does not is named in the error.
     pub fn compile(catalog: &Catalog) -> Result<Engine, Error> {
+        Self::compile_after(catalog, None)
+    }
+
+    /// [`Engine::compile`], reusing what `previous` (the tenant's engine
+    /// before the change) checked: a policy whose text is unchanged, under a
+    /// schema whose text is unchanged, is not parsed and validated again.
+    pub fn compile_after(catalog: &Catalog, previous: Option<&Engine>) -> Result<Engine, Error> {
         let (schema, schema_text) = build_schema(&catalog.resource_types, &catalog.actions)?;
+        let reusable = previous.filter(|e| e.schema_text == schema_text);
         let mut policies = PolicySet::new();
         let mut compiled = Vec::with_capacity(catalog.policies.len());
         let mut meta = HashMap::new();
         let mut annotations = HashMap::new();
         let mut impossible = Vec::new();
+        let mut checked = HashMap::with_capacity(catalog.policies.len());
         for p in &catalog.policies {
             let broken = |e: Error| {
                 if catalog.changed_policies.contains(&p.id) {
@@ -306,9 +342,25 @@ impl Engine {
                 )
                 .with_details(serde_json::json!({ "policy": p.id }))
             };
-            let (policy, effect, never) =
-                parse_and_validate(&schema, &p.id, &p.text).map_err(broken)?;
-            if let Some(e) = never {
+            let known = reusable
+                .and_then(|e| e.checked.get(&p.id))
+                .filter(|c| c.text == p.text);
+            let this = match known {
+                Some(c) => c.clone(),
+                None => {
+                    let (policy, effect, never) =
+                        parse_and_validate(&schema, &p.id, &p.text).map_err(broken)?;
+                    CheckedPolicy {
+                        text: p.text.clone(),
+                        names: policy_names(&policy),
+                        policy,
+                        effect,
+                        never,
+                    }
+                }
+            };
+            let (policy, effect) = (this.policy.clone(), this.effect);
+            if let Some(e) = this.never.clone() {
                 let tolerated = match &catalog.tolerated_impossible {
                     None => true,
                     Some(ids) => ids.contains(&p.id) && !catalog.changed_policies.contains(&p.id),
@@ -329,6 +381,7 @@ impl Engine {
                     .collect(),
             );
             compiled.push(policy);
+            checked.insert(p.id.clone(), this);
             meta.insert(
                 p.id.clone(),
                 DeterminingPolicy {
@@ -371,7 +424,13 @@ impl Engine {
             })
             .collect();
         Ok(Engine {
-            referenced: referenced_names(&compiled),
+            referenced: referenced_names(
+                catalog
+                    .policies
+                    .iter()
+                    .filter_map(|p| checked.get(&p.id).map(|c: &CheckedPolicy| &c.names)),
+            ),
+            checked,
             authorizer: Authorizer::new(),
             empty_context: cedar_policy::Context::empty(),
             entity_cache: EntityCache::default(),

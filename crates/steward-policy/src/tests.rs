@@ -346,6 +346,58 @@ fn schema_changes_that_break_policies_are_refused() {
     assert!(err.message.contains("readers-read"));
 }
 
+/// A compile after a previous engine reuses only what cannot have changed:
+/// a changed text is checked again, every policy is checked again under a
+/// changed schema, and the result is the engine a fresh compile gives.
+#[test]
+fn compiling_after_an_engine_checks_what_changed() {
+    let previous = standard();
+    let texts = [
+        (
+            "readers-read",
+            r#"permit(principal in Role::"reader", action == Action::"read", resource is repo);"#,
+        ),
+        (
+            "refunds",
+            r#"permit(principal in Role::"refunder", action == Action::"refund", resource) when { context has amount && context.amount <= 100 };"#,
+        ),
+        (
+            "no-pii",
+            r#"forbid(principal is Agent, action, resource is repo) when { resource.classification == "pii" && !principal.classifications.contains("pii") };"#,
+        ),
+    ];
+    let same = catalog(texts.iter().map(|(id, t)| policy(id, t)).collect());
+    let again = Engine::compile_after(&same, Some(&previous)).unwrap();
+    let fresh = Engine::compile(&same).unwrap();
+    assert_eq!(again.referenced, fresh.referenced);
+    assert_eq!(again.checked.len(), 3);
+    for classification in ["public", "pii"] {
+        let i = input(
+            vec![agent("a1", &["reader"])],
+            "read",
+            repo(classification),
+            Map::new(),
+        );
+        assert_eq!(
+            again.decide(&i).unwrap().decision,
+            fresh.decide(&i).unwrap().decision
+        );
+    }
+
+    let mut changed = same.clone();
+    changed.policies[0].text =
+        "permit(principal, action == Action::\"read\", resource) when { resource.missing };".into();
+    changed.changed_policies = vec!["readers-read".into()];
+    let err = Engine::compile_after(&changed, Some(&previous)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidPolicy, "{err:?}");
+
+    let mut narrower = same.clone();
+    narrower.resource_types[0].attributes.clear();
+    let err = Engine::compile_after(&narrower, Some(&previous)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidSchema, "{err:?}");
+    assert!(err.message.contains("no-pii"), "{err:?}");
+}
+
 proptest! {
     /// A child agent (chain: child, parent) is never allowed what its parent
     /// alone is denied, whatever roles either holds.

@@ -275,24 +275,31 @@ pub async fn apply(
     // The policy part is compiled and checked before the transaction, so a
     // large set does not hold the store's writer while Cedar works; the
     // transaction checks again only if the policy state moved meanwhile.
+    let compiled = std::sync::Mutex::new(None);
     let policy_check = if policy_changes.is_empty() {
         None
     } else {
         let (roles, personas) = store.role_and_persona_names(tenant).await?;
         let changed = crate::engines::written_policies(&policy_changes);
-        let tolerated =
-            crate::engines::already_impossible(&*state.engines.get(store, tenant).await?);
+        let previous = state.engines.get(store, tenant).await?;
+        let tolerated = crate::engines::already_impossible(&previous);
+        let compiled = &compiled;
         let mut check = move |st: &steward_store::policies::PolicyState,
                               entities: &[steward_types::ResourceEntity]| {
-            crate::engines::check(
+            let (engine, effects) = crate::engines::check(
                 st,
                 entities,
                 roles.clone(),
                 personas.clone(),
                 changed.clone(),
                 tolerated.clone(),
-            )
-            .map(|(_engine, effects)| effects)
+                Some(&previous),
+            )?;
+            // The checks of the engine the rebuild after the commit makes.
+            *compiled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(engine);
+            Ok(effects)
         };
         let prechecked = store
             .precheck_policies(ctx, &policy_changes, &mut check)
@@ -464,6 +471,12 @@ pub async fn apply(
     state.quotas.invalidate(tenant);
     state.mcp.registrations_changed(tenant);
     // The committed state is what the engine must reflect: rebuild it.
-    state.engines.reload(store, tenant).await?;
+    let compiled = compiled
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    state
+        .engines
+        .reload_after(store, tenant, compiled.as_ref())
+        .await?;
     Ok(out)
 }

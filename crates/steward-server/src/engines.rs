@@ -50,12 +50,14 @@ fn catalog(
 /// Compile a catalog. A large policy set takes seconds: on a multi-threaded
 /// runtime the worker first hands its queued tasks (decisions among them)
 /// to another thread, so they do not wait for the compile.
-fn compile(catalog: &Catalog) -> Result<Engine, Error> {
+/// What the tenant's previous engine checked is reused (unchanged policies
+/// under an unchanged schema are not validated again).
+fn compile(catalog: &Catalog, previous: Option<&Engine>) -> Result<Engine, Error> {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| Engine::compile(catalog))
+            tokio::task::block_in_place(|| Engine::compile_after(catalog, previous))
         }
-        _ => Engine::compile(catalog),
+        _ => Engine::compile_after(catalog, previous),
     }
 }
 
@@ -89,6 +91,7 @@ pub(crate) fn check(
     personas: Personas,
     changed: Vec<String>,
     tolerated: Vec<String>,
+    previous: Option<&Engine>,
 ) -> Result<(Engine, BTreeMap<String, String>), Error> {
     let names: Vec<String> = state
         .resource_types
@@ -113,7 +116,10 @@ pub(crate) fn check(
             &names,
         )?;
     }
-    let engine = compile(&catalog(state, roles, personas, changed, Some(tolerated)))?;
+    let engine = compile(
+        &catalog(state, roles, personas, changed, Some(tolerated)),
+        previous,
+    )?;
     for e in entities {
         engine.check_entity(e)?;
     }
@@ -187,9 +193,25 @@ impl Engines {
 
     /// Rebuild the tenant's engine from the store.
     pub async fn reload(&self, store: &Store, tenant_id: &str) -> Result<Arc<Engine>, Error> {
+        self.reload_after(store, tenant_id, None).await
+    }
+
+    /// Rebuild the tenant's engine from the store, reusing the checks of
+    /// `compiled` (an engine just compiled for the change being committed)
+    /// or else of the current engine.
+    pub async fn reload_after(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        compiled: Option<&Engine>,
+    ) -> Result<Arc<Engine>, Error> {
         let state = store.policy_state(tenant_id).await?;
         let (roles, personas) = store.role_and_persona_names(tenant_id).await?;
-        let engine = compile(&catalog(&state, roles, personas, vec![], None))?;
+        let current = self.read().get(tenant_id).map(|c| c.engine.clone());
+        let engine = compile(
+            &catalog(&state, roles, personas, vec![], None),
+            compiled.or(current.as_deref()),
+        )?;
         for (id, why) in engine.impossible() {
             tracing::warn!(tenant = tenant_id, policy = %id, "{why}; it is kept but does nothing until fixed or deleted");
         }
@@ -209,7 +231,8 @@ impl Engines {
         changes: Vec<PolicyChange>,
     ) -> Result<ChangeReport, Error> {
         let (roles, personas) = store.role_and_persona_names(&ctx.tenant_id).await?;
-        let tolerated = already_impossible(&*self.get(store, &ctx.tenant_id).await?);
+        let previous = self.get(store, &ctx.tenant_id).await?;
+        let tolerated = already_impossible(&previous);
         let mut compiled = None;
         let changed = written_policies(&changes);
         let report = store
@@ -221,6 +244,7 @@ impl Engines {
                     personas.clone(),
                     changed.clone(),
                     tolerated.clone(),
+                    Some(&previous),
                 )?;
                 compiled = Some(engine);
                 Ok(effects)
