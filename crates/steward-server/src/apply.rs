@@ -275,36 +275,19 @@ pub async fn apply(
     // The policy part is compiled and checked before the transaction, so a
     // large set does not hold the store's writer while Cedar works; the
     // transaction checks again only if the policy state moved meanwhile.
-    let compiled = std::sync::Mutex::new(None);
-    let policy_check = if policy_changes.is_empty() {
+    // The engine compiled last serves the rebuild after the commit.
+    let mut policy_check = if policy_changes.is_empty() {
         None
     } else {
-        let (roles, personas) = store.role_and_persona_names(tenant).await?;
-        let changed = crate::engines::written_policies(&policy_changes);
-        let previous = state.engines.get(store, tenant).await?;
-        let tolerated = crate::engines::already_impossible(&previous);
-        let compiled = &compiled;
-        let mut check = move |st: &steward_store::policies::PolicyState,
-                              entities: &[steward_types::ResourceEntity]| {
-            let (engine, effects) = crate::engines::check(
-                st,
-                entities,
-                roles.clone(),
-                personas.clone(),
-                changed.clone(),
-                tolerated.clone(),
-                Some(&previous),
-            )?;
-            // The checks of the engine the rebuild after the commit makes.
-            *compiled
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(engine);
-            Ok(effects)
-        };
+        let mut check =
+            crate::engines::ChangeCheck::new(&state.engines, store, tenant, &policy_changes)
+                .await?;
         let prechecked = store
-            .precheck_policies(ctx, &policy_changes, &mut check)
+            .precheck_policies(ctx, &policy_changes, &mut |st, entities| {
+                check.run(st, entities)
+            })
             .await?;
-        Some((prechecked, check))
+        Some((Some(prechecked), check))
     };
 
     // Execute everything in one transaction.
@@ -344,9 +327,12 @@ pub async fn apply(
             .map_err(about(format!("persona {name}")))?;
     }
     let mut policy_report = Vec::new();
-    if let Some((prechecked, mut check)) = policy_check {
+    if let Some((prechecked, check)) = policy_check.as_mut() {
+        let prechecked = prechecked.take();
         let report = store
-            .change_policies_in(&mut tx, ctx, policy_changes, Some(prechecked), &mut check)
+            .change_policies_in(&mut tx, ctx, policy_changes, prechecked, |st, entities| {
+                check.run(st, entities)
+            })
             .await?;
         policy_report = report.changes;
         out.unchanged += (mcp_declared
@@ -471,9 +457,7 @@ pub async fn apply(
     state.quotas.invalidate(tenant);
     state.mcp.registrations_changed(tenant);
     // The committed state is what the engine must reflect: rebuild it.
-    let compiled = compiled
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let compiled = policy_check.and_then(|(_, check)| check.compiled);
     state
         .engines
         .reload_after(store, tenant, compiled.as_ref())

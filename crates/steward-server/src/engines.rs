@@ -135,6 +135,58 @@ pub(crate) fn check(
     Ok((engine, effects))
 }
 
+/// The check of one policy change, run before its transaction and again
+/// inside it if the state moved; it keeps the engine it compiled last.
+pub(crate) struct ChangeCheck {
+    roles: Vec<String>,
+    personas: Personas,
+    changed: Vec<String>,
+    tolerated: Vec<String>,
+    previous: Arc<Engine>,
+    /// The engine for the state last checked.
+    pub(crate) compiled: Option<Engine>,
+}
+
+impl ChangeCheck {
+    /// Ready to check `changes` to the tenant's policies.
+    pub(crate) async fn new(
+        engines: &Engines,
+        store: &Store,
+        tenant_id: &str,
+        changes: &[PolicyChange],
+    ) -> Result<Self, Error> {
+        let (roles, personas) = store.role_and_persona_names(tenant_id).await?;
+        let previous = engines.get(store, tenant_id).await?;
+        Ok(Self {
+            roles,
+            personas,
+            changed: written_policies(changes),
+            tolerated: already_impossible(&previous),
+            previous,
+            compiled: None,
+        })
+    }
+
+    /// Check a complete new state; see [`check`].
+    pub(crate) fn run(
+        &mut self,
+        state: &PolicyState,
+        entities: &[ResourceEntity],
+    ) -> steward_store::policies::CheckResult {
+        let (engine, effects) = check(
+            state,
+            entities,
+            self.roles.clone(),
+            self.personas.clone(),
+            self.changed.clone(),
+            self.tolerated.clone(),
+            Some(&self.previous),
+        )?;
+        self.compiled = Some(engine);
+        Ok(effects)
+    }
+}
+
 impl Engines {
     /// The tenant's engine, compiled from the store on first use.
     pub async fn get(&self, store: &Store, tenant_id: &str) -> Result<Arc<Engine>, Error> {
@@ -230,27 +282,11 @@ impl Engines {
         ctx: &ChangeContext,
         changes: Vec<PolicyChange>,
     ) -> Result<ChangeReport, Error> {
-        let (roles, personas) = store.role_and_persona_names(&ctx.tenant_id).await?;
-        let previous = self.get(store, &ctx.tenant_id).await?;
-        let tolerated = already_impossible(&previous);
-        let mut compiled = None;
-        let changed = written_policies(&changes);
+        let mut check = ChangeCheck::new(self, store, &ctx.tenant_id, &changes).await?;
         let report = store
-            .change_policies(ctx, changes, |state, entities| {
-                let (engine, effects) = check(
-                    state,
-                    entities,
-                    roles.clone(),
-                    personas.clone(),
-                    changed.clone(),
-                    tolerated.clone(),
-                    Some(&previous),
-                )?;
-                compiled = Some(engine);
-                Ok(effects)
-            })
+            .change_policies(ctx, changes, |state, entities| check.run(state, entities))
             .await?;
-        if let Some(engine) = compiled {
+        if let Some(engine) = check.compiled {
             let stored: HashSet<String> = store
                 .resource_entity_types(&ctx.tenant_id)
                 .await?

@@ -496,18 +496,7 @@ impl Store {
             tx.rollback().await.map_err(db_error)?;
             return Ok(None);
         }
-        if !suspends {
-            sqlx::query(
-                "UPDATE recert_items SET status = 'overdue', decided_by = 'system', decided_at = $1 \
-                 WHERE tenant_id = $2 AND campaign_id = $3 AND status = 'pending'",
-            )
-            .bind(rows::ms(ctx.now))
-            .bind(&ctx.tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        }
+        // A campaign that suspends: each agent still pending, audited.
         let mut suspended = Vec::new();
         for agent in &agents {
             let still_pending: Option<String> = sqlx::query_scalar(
@@ -522,41 +511,34 @@ impl Store {
             if still_pending.is_none() {
                 continue;
             }
-            if c.on_overdue == OnOverdue::Suspend {
-                let reason = format!(
-                    "recertification {} closed without its owner attesting",
-                    c.name
-                );
-                match self
-                    .transition_agent_in(&mut tx, ctx, &agent.id, Transition::Suspend, Some(reason))
-                    .await
-                {
-                    Ok(_) => suspended.push(agent.name.clone()),
-                    Err(e) if e.code == ErrorCode::InvalidTransition => {}
-                    Err(e) => return Err(e),
-                }
+            let reason = format!(
+                "recertification {} closed without its owner attesting",
+                c.name
+            );
+            match self
+                .transition_agent_in(&mut tx, ctx, &agent.id, Transition::Suspend, Some(reason))
+                .await
+            {
+                Ok(_) => suspended.push(agent.name.clone()),
+                Err(e) if e.code == ErrorCode::InvalidTransition => {}
+                Err(e) => return Err(e),
             }
-            sqlx::query(
-                "UPDATE recert_items SET status = 'overdue', decided_by = 'system', decided_at = $1 \
-                 WHERE tenant_id = $2 AND campaign_id = $3 AND agent_id = $4",
-            )
-            .bind(rows::ms(ctx.now))
-            .bind(&ctx.tenant_id)
-            .bind(id)
-            .bind(&agent.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
         }
-        sqlx::query(
+        // Whatever is still pending is overdue, in one statement; then the
+        // campaign is closed.
+        for close in [
+            "UPDATE recert_items SET status = 'overdue', decided_by = 'system', decided_at = $1 \
+             WHERE tenant_id = $2 AND campaign_id = $3 AND status = 'pending'",
             "UPDATE recert_campaigns SET status = 'closed', closed_at = $1 WHERE tenant_id = $2 AND id = $3",
-        )
-            .bind(rows::ms(ctx.now))
-            .bind(&ctx.tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        ] {
+            sqlx::query(close)
+                .bind(rows::ms(ctx.now))
+                .bind(&ctx.tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
         let after = self.campaign_in(&mut tx, &ctx.tenant_id, id).await?;
         append(
             &mut tx,
