@@ -119,7 +119,7 @@ pub async fn apply(
     }
     let mut new_agents = Vec::new();
     let mut agent_updates = Vec::new();
-    let mut pending_names = Vec::new();
+    let mut pending_names = std::collections::HashSet::new();
     for a in &req.agents {
         match store.get_agent(tenant, &a.name).await {
             Ok(existing) => {
@@ -185,7 +185,7 @@ pub async fn apply(
                     existing.state,
                     AgentState::PendingApproval | AgentState::Proposed
                 ) {
-                    pending_names.push(a.name.clone());
+                    pending_names.insert(a.name.clone());
                 }
             }
             Err(e) if missing(&e) => {
@@ -264,7 +264,8 @@ pub async fn apply(
     policy_changes.extend(req.entities.iter().cloned().map(PolicyChange::PutEntity));
     policy_changes.extend(req.policies.iter().cloned().map(PolicyChange::PutPolicy));
     if req.prune_policies {
-        let declared: Vec<&str> = req.policies.iter().map(|p| p.id.as_str()).collect();
+        let declared: std::collections::HashSet<&str> =
+            req.policies.iter().map(|p| p.id.as_str()).collect();
         for p in store.policy_state(tenant).await?.policies {
             if !declared.contains(&p.id.as_str()) {
                 policy_changes.push(PolicyChange::DeletePolicy(p.id));
@@ -385,7 +386,7 @@ pub async fn apply(
             agent.state,
             AgentState::PendingApproval | AgentState::Proposed
         ) {
-            pending_names.push(name);
+            pending_names.insert(name);
         }
     }
     for (name, update) in agent_updates {

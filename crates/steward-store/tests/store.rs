@@ -943,3 +943,34 @@ async fn a_policy_batch_is_checked_once_unless_the_state_moves_on_sqlite() {
 async fn a_policy_batch_is_checked_once_unless_the_state_moves_on_postgres() {
     a_policy_batch_is_checked_once_unless_the_state_moves(&postgres().await).await;
 }
+
+/// The newest entries of a tenant, with or without an action (the
+/// dashboard's recent denials, `steward audit --last N`), are read from the
+/// end of an index: the plan never sorts the tenant's whole log.
+#[tokio::test]
+async fn the_newest_audit_entries_are_read_without_sorting_the_log_on_sqlite() {
+    use sqlx::{Connection, Row};
+    let (_store, dir) = sqlite().await;
+    let url = format!("sqlite://{}/s.db", dir.path().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for query in [
+        "SELECT seq FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET 99",
+        "SELECT seq FROM audit_log WHERE tenant_id = $1 AND action = $2 ORDER BY seq DESC LIMIT 1 OFFSET 9",
+        "SELECT seq FROM audit_log WHERE tenant_id = $1 AND substr(action, 1, 9) = $2 ORDER BY seq DESC LIMIT 1 OFFSET 9",
+    ] {
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {query}"))
+            .bind("default")
+            .bind("decision.deny")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            plan.iter().all(|step| !step.contains("TEMP B-TREE"))
+                && plan.iter().any(|s| s.contains("INDEX")),
+            "{query}: {plan:?}"
+        );
+    }
+}
