@@ -944,11 +944,13 @@ async fn a_policy_batch_is_checked_once_unless_the_state_moves_on_postgres() {
     a_policy_batch_is_checked_once_unless_the_state_moves(&postgres().await).await;
 }
 
-/// The newest entries of a tenant, with or without an action (the
+/// Queries that run on every view or every spawn use an index for what
+/// grows: the newest entries of a tenant, with or without an action (the
 /// dashboard's recent denials, `steward audit --last N`), are read from the
-/// end of an index: the plan never sorts the tenant's whole log.
+/// end of an index, never by sorting the tenant's whole log; a spawn counts
+/// its parent's live children without reading every child it ever had.
 #[tokio::test]
-async fn the_newest_audit_entries_are_read_without_sorting_the_log_on_sqlite() {
+async fn growing_tables_are_read_through_indexes_on_sqlite() {
     use sqlx::{Connection, Row};
     let (_store, dir) = sqlite().await;
     let url = format!("sqlite://{}/s.db", dir.path().display());
@@ -973,4 +975,22 @@ async fn the_newest_audit_entries_are_read_without_sorting_the_log_on_sqlite() {
             "{query}: {plan:?}"
         );
     }
+    // A spawn counts its parent's live children from the index alone, not
+    // by reading every child the parent ever had.
+    let plan: Vec<String> = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM agents WHERE parent_id = $1 \
+         AND state IN ('proposed', 'pending_approval', 'active', 'suspended')",
+    )
+    .bind("parent")
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>("detail"))
+    .collect();
+    assert!(
+        plan.iter()
+            .any(|s| s.contains("COVERING INDEX agents_parent_state (parent_id=? AND state=?)")),
+        "{plan:?}"
+    );
 }
