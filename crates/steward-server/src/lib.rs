@@ -440,13 +440,16 @@ async fn behaviour_loop(state: AppState, every: Duration) {
     }
 }
 
+/// Agents one expiry sweep handles at most; the next sweep takes the rest.
+const EXPIRY_SWEEP_LIMIT: u32 = 1000;
+
 /// One expiry sweep at `now`; returns the ids that expired.
 pub async fn expire_due(
     store: &Store,
     now: chrono::DateTime<Utc>,
 ) -> Result<Vec<String>, steward_core::Error> {
     let mut expired = Vec::new();
-    for (tenant, id) in store.agents_due_to_expire(now).await? {
+    for (tenant, id) in store.agents_due_to_expire(now, EXPIRY_SWEEP_LIMIT).await? {
         let ctx = ChangeContext::system(&tenant, "expiry", now);
         match store
             .transition_agent(

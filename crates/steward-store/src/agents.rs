@@ -520,16 +520,21 @@ impl Store {
     }
 
     /// Agents whose expiry time has passed but which are not yet terminal,
-    /// as (tenant, agent id).
+    /// as (tenant, agent id), at most `limit` of them (a sweep does not
+    /// hold up the other background work; an expired key is refused at
+    /// authentication whether or not a sweep has reached its agent).
     pub async fn agents_due_to_expire(
         &self,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<(String, String)>, Error> {
+        // The condition matches the partial index `agents_expiry_live`.
         let rows: Vec<(String, String)> = sqlx::query_as(&format!(
             "SELECT tenant_id, id FROM agents WHERE expires_at IS NOT NULL AND expires_at <= $1 \
-             AND state IN {LIVE_STATES} ORDER BY id"
+             AND state IN {LIVE_STATES} ORDER BY id LIMIT $2"
         ))
         .bind(rows::ms(now))
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await
         .map_err(db_error)?;

@@ -19,11 +19,15 @@ async fn postgres_url() -> String {
     let base = std::env::var("STEWARD_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("st_{}", uuid::Uuid::now_v7().simple());
-    let admin = Store::open(&base).await.unwrap();
+    // A plain connection: opening a Store on the base URL would migrate the
+    // shared database's own schema, and tie it to this checkout's migrations.
+    use sqlx::{Connection, Executor};
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
     admin
-        .execute_raw(&format!("CREATE SCHEMA {schema}"))
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
         .await
         .unwrap();
+    admin.close().await.unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
@@ -948,7 +952,8 @@ async fn a_policy_batch_is_checked_once_unless_the_state_moves_on_postgres() {
 /// grows: the newest entries of a tenant, with or without an action (the
 /// dashboard's recent denials, `steward audit --last N`), are read from the
 /// end of an index, never by sorting the tenant's whole log; a spawn counts
-/// its parent's live children without reading every child it ever had.
+/// its parent's live children without reading every child it ever had; the
+/// expiry sweep reads live agents only.
 #[tokio::test]
 async fn growing_tables_are_read_through_indexes_on_sqlite() {
     use sqlx::{Connection, Row};
@@ -991,6 +996,26 @@ async fn growing_tables_are_read_through_indexes_on_sqlite() {
     assert!(
         plan.iter()
             .any(|s| s.contains("COVERING INDEX agents_parent_state (parent_id=? AND state=?)")),
+        "{plan:?}"
+    );
+    // The expiry sweep reads live agents only, not every agent that ever
+    // expired.
+    let plan: Vec<String> = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT tenant_id, id FROM agents WHERE expires_at IS NOT NULL \
+         AND expires_at <= $1 AND state IN ('proposed', 'pending_approval', 'active', 'suspended') \
+         ORDER BY id LIMIT $2",
+    )
+    .bind(0_i64)
+    .bind(1000_i64)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>("detail"))
+    .collect();
+    assert!(
+        plan.iter()
+            .any(|s| s.contains("USING INDEX agents_expiry_live")),
         "{plan:?}"
     );
 }
