@@ -960,62 +960,58 @@ async fn growing_tables_are_read_through_indexes_on_sqlite() {
     let (_store, dir) = sqlite().await;
     let url = format!("sqlite://{}/s.db", dir.path().display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mut plan = async |query: &str, args: &[&str]| -> Vec<String> {
+        let sql = format!("EXPLAIN QUERY PLAN {query}");
+        let mut q = sqlx::query(&sql);
+        for a in args {
+            q = q.bind(*a);
+        }
+        q.fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect()
+    };
     for query in [
         "SELECT seq FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET 99",
         "SELECT seq FROM audit_log WHERE tenant_id = $1 AND action = $2 ORDER BY seq DESC LIMIT 1 OFFSET 9",
         "SELECT seq FROM audit_log WHERE tenant_id = $1 AND substr(action, 1, 9) = $2 ORDER BY seq DESC LIMIT 1 OFFSET 9",
     ] {
-        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {query}"))
-            .bind("default")
-            .bind("decision.deny")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
+        let steps = plan(query, &["default", "decision.deny"]).await;
         assert!(
-            plan.iter().all(|step| !step.contains("TEMP B-TREE"))
-                && plan.iter().any(|s| s.contains("INDEX")),
-            "{query}: {plan:?}"
+            steps.iter().all(|step| !step.contains("TEMP B-TREE"))
+                && steps.iter().any(|s| s.contains("INDEX")),
+            "{query}: {steps:?}"
         );
     }
     // A spawn counts its parent's live children from the index alone, not
     // by reading every child the parent ever had.
-    let plan: Vec<String> = sqlx::query(
-        "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM agents WHERE parent_id = $1 \
+    let steps = plan(
+        "SELECT COUNT(*) FROM agents WHERE parent_id = $1 \
          AND state IN ('proposed', 'pending_approval', 'active', 'suspended')",
+        &["parent"],
     )
-    .bind("parent")
-    .fetch_all(&mut conn)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get::<String, _>("detail"))
-    .collect();
+    .await;
     assert!(
-        plan.iter()
+        steps
+            .iter()
             .any(|s| s.contains("COVERING INDEX agents_parent_state (parent_id=? AND state=?)")),
-        "{plan:?}"
+        "{steps:?}"
     );
     // The expiry sweep reads live agents only, not every agent that ever
     // expired.
-    let plan: Vec<String> = sqlx::query(
-        "EXPLAIN QUERY PLAN SELECT tenant_id, id FROM agents WHERE expires_at IS NOT NULL \
+    let steps = plan(
+        "SELECT tenant_id, id FROM agents WHERE expires_at IS NOT NULL \
          AND expires_at <= $1 AND state IN ('proposed', 'pending_approval', 'active', 'suspended') \
-         ORDER BY id LIMIT $2",
+         ORDER BY id LIMIT 1000",
+        &["0"],
     )
-    .bind(0_i64)
-    .bind(1000_i64)
-    .fetch_all(&mut conn)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get::<String, _>("detail"))
-    .collect();
+    .await;
     assert!(
-        plan.iter()
+        steps
+            .iter()
             .any(|s| s.contains("USING INDEX agents_expiry_live")),
-        "{plan:?}"
+        "{steps:?}"
     );
 }
