@@ -6,9 +6,9 @@
 //! in memory to the tenant's committed state and lets the caller check the
 //! result (the server compiles it with Cedar) before any transaction starts,
 //! so a large policy set compiles without holding the store's writer. Inside
-//! the transaction the state is loaded again; only if it moved meanwhile is
-//! the check run again there. Then it writes. An invalid batch changes
-//! nothing.
+//! the transaction it reads the tenant's policy epoch: if the state moved
+//! meanwhile, the state is loaded again and checked again there. Then it
+//! writes. An invalid batch changes nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -194,8 +194,8 @@ impl Store {
 
     /// Check a batch against the committed state, outside any transaction:
     /// the costly part of a change (compiling the whole policy set) then
-    /// holds no lock. An invalid batch is refused here when the state it was
-    /// checked against is still the state inside the transaction.
+    /// holds no lock. [`Store::change_policies_in`] uses the outcome, a
+    /// refusal included, when the state is still the one checked.
     pub async fn precheck_policies(
         &self,
         ctx: &ChangeContext,
@@ -406,7 +406,8 @@ pub fn apply_changes(
         .map(|(i, p)| (p.id.clone(), i))
         .collect();
     let mut deleted: HashSet<String> = HashSet::new();
-    let policies_before = state.policies.len();
+    // Updates and removals keep the id order; only additions need a sort.
+    let mut added = false;
     for change in changes {
         match change {
             PolicyChange::PutPolicy(p) => {
@@ -419,6 +420,7 @@ pub fn apply_changes(
                         existing.text = p.text.clone();
                     }
                     None => {
+                        added = true;
                         index.insert(p.id.clone(), state.policies.len());
                         state.policies.push(Policy {
                             id: p.id.clone(),
@@ -443,11 +445,7 @@ pub fn apply_changes(
     if !deleted.is_empty() {
         state.policies.retain(|p| !deleted.contains(&p.id));
     }
-    if state.policies.len() != policies_before
-        || changes
-            .iter()
-            .any(|c| matches!(c, PolicyChange::PutPolicy(_)))
-    {
+    if added {
         state.policies.sort_by(|a, b| a.id.cmp(&b.id));
     }
 }
