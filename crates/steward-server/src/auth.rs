@@ -349,7 +349,7 @@ async fn authenticate_agent(state: &AppState, hash: &str) -> Result<Caller, ApiE
             ));
         }
     }
-    state.store.touch_key(hash, &found.key, now).await?;
+    state.store.touch_key(hash, &found.key, now);
     Ok(Caller::Agent {
         tenant_id,
         agent: Box::new(agent),

@@ -203,7 +203,7 @@ impl Store {
     /// An agent by id or name.
     pub async fn get_agent(&self, tenant_id: &str, key: &str) -> Result<Agent, Error> {
         match find_row(&self.read, "agents", "name", tenant_id, key, "").await? {
-            Some(row) => rows::agent(&row),
+            Some(row) => Ok(self.seen(rows::agent(&row)?)),
             None => Err(Error::not_found("agent", key)),
         }
     }
@@ -305,8 +305,19 @@ impl Store {
         if let Some(orphaned) = filter.orphaned {
             q = q.and("orphaned = ?", Param::Int(i64::from(orphaned)));
         }
-        q.page(&self.read, "id", &cursor, rows::agent, |a| a.id.clone())
-            .await
+        let mut page = q
+            .page(&self.read, "id", &cursor, rows::agent, |a| a.id.clone())
+            .await?;
+        page.items = page.items.into_iter().map(|a| self.seen(a)).collect();
+        Ok(page)
+    }
+
+    /// An agent as last seen: a use of its keys noted on this node and not
+    /// yet written counts (see [`crate::key_uses`]).
+    fn seen(&self, mut agent: Agent) -> Agent {
+        agent.last_seen_at =
+            crate::key_uses::latest(agent.last_seen_at, self.key_uses.agent(&agent.id));
+        agent
     }
 
     /// Change an agent's descriptive fields, owner or expiry.
@@ -459,7 +470,9 @@ impl Store {
             }
         }
         let mut changed = Vec::new();
+        let mut records = Vec::new();
         let mut keys_revoked = 0;
+        let action = format!("agent.{}", transition.as_str());
         for before in targets {
             if before.state.is_terminal() {
                 continue;
@@ -487,26 +500,25 @@ impl Store {
                     .map_err(db_error)?
                     .rows_affected();
             }
-            let action = format!("agent.{}", transition.as_str());
-            append(
-                tx,
-                ctx,
-                event(
-                    &action,
-                    "agent",
-                    &after.id,
-                    Some(&before),
-                    Some(&after),
-                    reason.as_deref(),
-                ),
-            )
-            .await?;
-            if to.is_terminal() {
+            records.push(event(
+                &action,
+                "agent",
+                &after.id,
+                Some(&before),
+                Some(&after),
+                reason.as_deref(),
+            ));
+            changed.push(after);
+        }
+        // One record per agent, appended together; then what each one
+        // leaving for good had pending is cancelled, with its own records.
+        crate::audit::append_all(tx, ctx, records).await?;
+        if to.is_terminal() {
+            for after in &changed {
                 let why = format!("agent '{}' is {}", after.name, to.as_str());
                 self.cancel_agent_approvals_in(tx, ctx, &after.id, &why)
                     .await?;
             }
-            changed.push(after);
         }
         let mut changed = changed.into_iter();
         let agent = changed
@@ -701,31 +713,27 @@ async fn check_may_become_active(
     Ok(())
 }
 
-/// Every descendant of `root`, breadth first.
+/// Every descendant of `root`, in one recursive query: shallowest first,
+/// then by id.
 async fn descendants(
     tx: &mut crate::Tx,
     lock: &str,
     tenant_id: &str,
     root: &str,
 ) -> Result<Vec<Agent>, Error> {
-    let mut out = Vec::new();
-    let mut frontier = vec![root.to_string()];
-    while let Some(id) = frontier.pop() {
-        let rows = sqlx::query(&format!(
-            "SELECT * FROM agents WHERE tenant_id = $1 AND parent_id = $2 ORDER BY id{lock}"
-        ))
-        .bind(tenant_id)
-        .bind(&id)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_error)?;
-        for row in rows {
-            let child = rows::agent(&row)?;
-            frontier.push(child.id.clone());
-            out.push(child);
-        }
-    }
-    Ok(out)
+    let rows = sqlx::query(&format!(
+        "WITH RECURSIVE tree(id) AS (\
+             SELECT id FROM agents WHERE tenant_id = $1 AND parent_id = $2 \
+             UNION ALL \
+             SELECT a.id FROM agents a JOIN tree ON a.parent_id = tree.id WHERE a.tenant_id = $1) \
+         SELECT * FROM agents WHERE id IN (SELECT id FROM tree) ORDER BY depth, id{lock}"
+    ))
+    .bind(tenant_id)
+    .bind(root)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    rows.iter().map(rows::agent).collect()
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), Error> {

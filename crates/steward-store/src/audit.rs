@@ -65,17 +65,8 @@ pub fn canonical_entry(e: &AuditEntry) -> Vec<u8> {
     out
 }
 
-/// Lock the log's head and return its size (the last sequence number).
-pub(crate) async fn lock_head(tx: &mut crate::Tx, lock: &str) -> Result<i64, Error> {
-    tx.moves_audit_head();
-    sqlx::query_scalar(&format!("SELECT size FROM audit_head WHERE id = 1{lock}"))
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_error)
-}
-
-/// Claim `n` sequence numbers at the log's head in one statement (locking
-/// the head as [`lock_head`] does); returns the size before them.
+/// Claim `n` sequence numbers at the log's head in one statement, which
+/// locks the head until the transaction ends; returns the size before them.
 pub(crate) async fn claim_head(tx: &mut crate::Tx, n: i64) -> Result<i64, Error> {
     tx.moves_audit_head();
     let size: i64 =
@@ -291,15 +282,30 @@ pub async fn append(
     ctx: &ChangeContext,
     event: AuditEvent,
 ) -> Result<(), Error> {
-    // SQLite has one writer; PostgreSQL serialises appends on the head row.
-    let lock = if tx.backend_name() == "PostgreSQL" {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
-    let seq = lock_head(tx, lock).await? + 1;
-    insert_many(tx, &[entry(seq, ctx, event)]).await?;
-    set_head(tx, seq).await
+    append_all(tx, ctx, vec![event]).await
+}
+
+/// Append events to the log within `tx`, in their order: the head moved
+/// once and the rows inserted in as few statements as [`insert_many`]
+/// allows, so a change that records one entry per agent (a leaver's
+/// orphaned agents) costs a statement per [`MAX_ROWS`] entries, not three
+/// per entry. Claiming the head locks it (PostgreSQL serialises appends on
+/// that row; SQLite has one writer).
+pub async fn append_all(
+    tx: &mut crate::Tx,
+    ctx: &ChangeContext,
+    events: Vec<AuditEvent>,
+) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let start = claim_head(tx, events.len() as i64).await?;
+    let entries: Vec<_> = events
+        .into_iter()
+        .zip(start + 1..)
+        .map(|(event, seq)| entry(seq, ctx, event))
+        .collect();
+    insert_many(tx, &entries).await
 }
 
 /// Append the event and commit: the change and its record land together or

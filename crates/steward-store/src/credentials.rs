@@ -12,6 +12,7 @@ use steward_types::{
 use crate::agents::lock_agent;
 use crate::audit::{append, change, commit, event};
 use crate::humans::lock_human;
+use crate::key_uses::latest;
 use crate::rows::{self, Cursor, Param, Select};
 use crate::{Store, db_error};
 
@@ -115,6 +116,12 @@ impl Store {
             .and("agent_id = ?", Param::Text(agent.id))
             .page(&self.read, "id", &cursor, rows::api_key, |k| k.id.clone())
             .await
+            .map(|mut page| {
+                for k in &mut page.items {
+                    k.last_used_at = latest(k.last_used_at, self.key_uses.key(&k.id));
+                }
+                page
+            })
     }
 
     /// Revoke one of an agent's keys.
@@ -189,37 +196,16 @@ impl Store {
         Ok(Some(found))
     }
 
-    /// Record that a key was used, at most once a minute per key so that
-    /// authentication stays a read in the hot path.
-    pub async fn touch_key(
-        &self,
-        hash: &str,
-        key: &ApiKey,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        if key
-            .last_used_at
-            .is_some_and(|t| now - t < chrono::Duration::seconds(60))
-        {
-            return Ok(());
+    /// Note that a key was used, at most once a minute per key: nothing is
+    /// written in the request, the time is written beside it (see
+    /// [`crate::key_uses`]), so authentication stays a read in the hot path.
+    pub fn touch_key(&self, hash: &str, key: &ApiKey, now: DateTime<Utc>) {
+        let recent = |t: DateTime<Utc>| now - t < chrono::Duration::seconds(60);
+        if key.last_used_at.is_some_and(recent) || self.key_uses.key(&key.id).is_some_and(recent) {
+            return;
         }
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE agent_keys SET last_used_at = $1 WHERE id = $2")
-            .bind(rows::ms(now))
-            .bind(&key.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
-            .bind(rows::ms(now))
-            .bind(&key.agent_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        // Only when a key was last used: no decision depends on it.
-        tx.commit_unchanged().await.map_err(db_error)?;
+        self.key_uses.note(&key.id, &key.agent_id, now);
         self.identities.key_used(hash, now);
-        Ok(())
     }
 
     /// Create an API token in `ctx.tenant_id`.
@@ -457,39 +443,57 @@ pub(crate) async fn revoke_in<T: serde::Serialize + Clone + HasId>(
     before: T,
     revoked_at: impl Fn(&mut T) -> &mut Option<DateTime<Utc>>,
 ) -> Result<T, Error> {
-    let id = before.id().to_string();
-    let mut after = before.clone();
-    if revoked_at(&mut after).is_some() {
-        return Err(Error::new(
-            ErrorCode::InvalidTransition,
-            format!("{kind} '{id}' is already revoked"),
-        ));
-    }
-    *revoked_at(&mut after) = Some(ctx.now);
-    sqlx::query(&format!("UPDATE {table} SET revoked_at = $1 WHERE id = $2"))
-        .bind(rows::ms(ctx.now))
-        .bind(&id)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
+    let mut after = revoke_all_in(tx, ctx, table, kind, vec![before], revoked_at).await?;
+    after
+        .pop()
+        .ok_or_else(|| Error::internal("a revocation revoked nothing"))
+}
+
+/// Revoke several of one kind inside `tx`, each with its record; the
+/// records are appended together (see [`crate::audit::append_all`]).
+pub(crate) async fn revoke_all_in<T: serde::Serialize + Clone + HasId>(
+    tx: &mut crate::Tx,
+    ctx: &ChangeContext,
+    table: &str,
+    kind: &str,
+    befores: Vec<T>,
+    revoked_at: impl Fn(&mut T) -> &mut Option<DateTime<Utc>>,
+) -> Result<Vec<T>, Error> {
     let resource_type = match kind {
         "key" => "agent_key",
         "token" => "api_token",
         other => other,
     };
-    append(
-        tx,
-        ctx,
-        change(
+    let sql = format!("UPDATE {table} SET revoked_at = $1 WHERE id = $2");
+    let mut afters = Vec::with_capacity(befores.len());
+    let mut records = Vec::with_capacity(befores.len());
+    for before in befores {
+        let id = before.id().to_string();
+        let mut after = before.clone();
+        if revoked_at(&mut after).is_some() {
+            return Err(Error::new(
+                ErrorCode::InvalidTransition,
+                format!("{kind} '{id}' is already revoked"),
+            ));
+        }
+        *revoked_at(&mut after) = Some(ctx.now);
+        sqlx::query(&sql)
+            .bind(rows::ms(ctx.now))
+            .bind(&id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        records.push(change(
             &format!("{kind}.revoke"),
             resource_type,
             &id,
             &before,
             &after,
-        ),
-    )
-    .await?;
-    Ok(after)
+        ));
+        afters.push(after);
+    }
+    crate::audit::append_all(tx, ctx, records).await?;
+    Ok(afters)
 }
 
 /// Records with an id.

@@ -611,20 +611,13 @@ pub(crate) async fn revoke_for_human(
     .fetch_all(&mut **tx)
     .await
     .map_err(db_error)?;
-    let mut revoked = Vec::with_capacity(rows.len());
-    for row in rows {
-        let d = crate::credentials::revoke_in(
-            tx,
-            ctx,
-            "delegations",
-            "delegation",
-            delegation(&row)?,
-            |d| &mut d.revoked_at,
-        )
+    let delegations = rows.iter().map(delegation).collect::<Result<Vec<_>, _>>()?;
+    let revoked =
+        crate::credentials::revoke_all_in(tx, ctx, "delegations", "delegation", delegations, |d| {
+            &mut d.revoked_at
+        })
         .await?;
-        revoked.push(d.id);
-    }
-    Ok(revoked)
+    Ok(revoked.into_iter().map(|d| d.id).collect())
 }
 
 fn settings(row: &AnyRow) -> Result<DelegationSettings, Error> {

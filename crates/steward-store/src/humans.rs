@@ -6,7 +6,7 @@ use steward_types::{
     CreateHuman, ErrorCode, Human, HumanDeactivated, HumanStatus, Page, PageQuery, UpdateHuman,
 };
 
-use crate::audit::{append, change, commit, event};
+use crate::audit::{append, append_all, change, commit, event};
 use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
 use crate::{Store, Tx, db_error, is_unique_violation};
@@ -301,54 +301,45 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        let affected: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM agents WHERE tenant_id = $1 AND owner_id = $2 \
-             AND state NOT IN ('decommissioned', 'rejected', 'expired') AND orphaned <> $3 ORDER BY id",
+        // Every live agent of this person's whose flag changes, in one
+        // statement; an agent reassigned meanwhile (its row locked by that
+        // change until it committed) is no longer this person's and is left
+        // alone. One record per agent, appended together.
+        let mut flagged: Vec<String> = sqlx::query_scalar(
+            "UPDATE agents SET orphaned = $1, updated_at = $2 \
+             WHERE tenant_id = $3 AND owner_id = $4 \
+             AND state NOT IN ('decommissioned', 'rejected', 'expired') AND orphaned <> $1 \
+             RETURNING id",
         )
+        .bind(orphaned)
+        .bind(rows::ms(ctx.now))
         .bind(&ctx.tenant_id)
         .bind(&after.id)
-        .bind(orphaned)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        let mut flagged = Vec::with_capacity(affected.len());
-        for id in affected {
-            // Still this person's: an agent reassigned meanwhile (its row
-            // locked by that change until it committed) is left alone.
-            let changed = sqlx::query(
-                "UPDATE agents SET orphaned = $1, updated_at = $2 WHERE id = $3 AND owner_id = $4",
-            )
-            .bind(orphaned)
-            .bind(rows::ms(ctx.now))
-            .bind(&id)
-            .bind(&after.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            if changed.rows_affected() == 0 {
-                continue;
-            }
-            let flag = serde_json::json!({ "orphaned": orphaned == 1 });
-            let before_flag = serde_json::json!({ "orphaned": orphaned == 0 });
-            append(
-                &mut tx,
-                ctx,
+        flagged.sort();
+        let flag = serde_json::json!({ "orphaned": orphaned == 1 });
+        let before_flag = serde_json::json!({ "orphaned": orphaned == 0 });
+        let flag_action = if orphaned == 1 {
+            "agent.orphan"
+        } else {
+            "agent.unorphan"
+        };
+        let records = flagged
+            .iter()
+            .map(|id| {
                 event(
-                    if orphaned == 1 {
-                        "agent.orphan"
-                    } else {
-                        "agent.unorphan"
-                    },
+                    flag_action,
                     "agent",
-                    &id,
+                    id,
                     Some(&before_flag),
                     Some(&flag),
                     reason.as_deref(),
-                ),
-            )
-            .await?;
-            flagged.push(id);
-        }
+                )
+            })
+            .collect();
+        append_all(&mut tx, ctx, records).await?;
         // A leaver's API tokens are revoked with the deactivation, each
         // with its record.
         let mut revoked_tokens = Vec::new();
@@ -362,19 +353,22 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-            for row in tokens {
-                let token = rows::api_token(&row)?;
-                let revoked = crate::credentials::revoke_in(
-                    &mut tx,
-                    ctx,
-                    "api_tokens",
-                    "token",
-                    token,
-                    |t| &mut t.revoked_at,
-                )
-                .await?;
-                revoked_tokens.push(revoked.id);
-            }
+            let tokens = tokens
+                .iter()
+                .map(rows::api_token)
+                .collect::<Result<Vec<_>, _>>()?;
+            revoked_tokens = crate::credentials::revoke_all_in(
+                &mut tx,
+                ctx,
+                "api_tokens",
+                "token",
+                tokens,
+                |t| &mut t.revoked_at,
+            )
+            .await?
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
         }
         // So are the delegations that let agents act for them.
         let revoked_delegations = if status == HumanStatus::Deactivated {

@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod credentials;
 pub mod delegation;
 pub mod humans;
+mod key_uses;
 pub mod mcp_servers;
 pub mod policies;
 pub mod quotas;
@@ -76,8 +77,11 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     identities: std::sync::Arc<cache::Identities>,
-    /// Held by every clone; the SQLite checkpointer ([`wal`]) stops when
-    /// the last one is dropped or its pool is closed.
+    /// Key uses noted and not yet written ([`key_uses`]).
+    key_uses: std::sync::Arc<key_uses::KeyUses>,
+    /// Held by every clone; the SQLite checkpointer ([`wal`]) and the key
+    /// use writer ([`key_uses`]) stop when the last one is dropped or the
+    /// pools are closed.
     _alive: std::sync::Arc<()>,
     checkpointer: Option<AnyPool>,
 }
@@ -230,7 +234,7 @@ impl Store {
                 std::sync::Arc::downgrade(&alive),
             ));
         }
-        Ok(Store {
+        let store = Store {
             _alive: alive,
             checkpointer,
             read,
@@ -240,7 +244,19 @@ impl Store {
             // cached on SQLite (one node), read fresh on PostgreSQL, where
             // other nodes write too.
             identities: std::sync::Arc::new(cache::Identities::new(backend == Backend::Sqlite)),
-        })
+            key_uses: Default::default(),
+        };
+        // The writer's copy holds its own token, not `alive`, so that it
+        // does not keep the store alive itself.
+        let writer = Store {
+            _alive: std::sync::Arc::new(()),
+            ..store.clone()
+        };
+        tokio::spawn(key_uses::flush_every(
+            writer,
+            std::sync::Arc::downgrade(&store._alive),
+        ));
+        Ok(store)
     }
 
     /// The backend in use.
@@ -259,6 +275,9 @@ impl Store {
 
     /// Close every connection; later calls fail with `store_unavailable`.
     pub async fn close(&self) {
+        if let Err(e) = self.flush_key_uses().await {
+            tracing::warn!(error = %e, "writing when keys were last used failed at close");
+        }
         if let Some(pool) = &self.checkpointer {
             pool.close().await;
         }

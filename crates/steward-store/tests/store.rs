@@ -1015,3 +1015,252 @@ async fn growing_tables_are_read_through_indexes_on_sqlite() {
         "{steps:?}"
     );
 }
+
+/// A key's use is noted, not written, in the request that makes it: this
+/// node's reads show it at once, the store writes it beside the requests
+/// (here: when asked, and when it closes), and a time never goes back.
+async fn key_uses_are_written_beside_requests(url: &str) {
+    let store = Store::open(url).await.unwrap();
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    store
+        .create_human(
+            &ctx,
+            CreateHuman {
+                email: "ka@example.com".into(),
+                display_name: "Ka".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .register_agent(
+            &ctx,
+            &InventoryRules::default(),
+            RegisterAgent {
+                name: "k".into(),
+                owner: "ka@example.com".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let hash = |s: &str| format!("h-{s}");
+    let created = store
+        .create_key(&ctx, "k", CreateKey::default(), hash)
+        .await
+        .unwrap();
+    let hashed = hash(&created.secret);
+    let stored = || async {
+        let key = store.find_key(&hashed).await.unwrap().unwrap().key;
+        key.last_used_at.map(|t| t.timestamp_millis())
+    };
+    let shown = || async {
+        let keys = store
+            .list_keys("default", "k", PageQuery::default())
+            .await
+            .unwrap();
+        let agent = store.get_agent("default", "k").await.unwrap();
+        let listed = store
+            .list_agents("default", AgentFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(listed.items[0].last_seen_at, agent.last_seen_at);
+        (
+            keys.items[0].last_used_at.map(|t| t.timestamp_millis()),
+            agent.last_seen_at.map(|t| t.timestamp_millis()),
+        )
+    };
+    let t1 = Utc::now();
+    let found = store.find_agent_key(&hashed).await.unwrap().unwrap().0;
+    store.touch_key(&hashed, &found.key, t1);
+    assert_eq!(stored().await, None, "written in the request");
+    let t1 = Some(t1.timestamp_millis());
+    assert_eq!(shown().await, (t1, t1));
+
+    // Within the minute nothing more is noted.
+    store.touch_key(
+        &hashed,
+        &found.key,
+        Utc::now() + chrono::Duration::seconds(30),
+    );
+    store.flush_key_uses().await.unwrap();
+    assert_eq!(stored().await, t1);
+    assert_eq!(shown().await, (t1, t1));
+
+    // An older use (noted by a request that read the key before) does not
+    // move the time back.
+    store.touch_key(&hashed, &found.key, Utc::now() - chrono::Duration::hours(1));
+    store.flush_key_uses().await.unwrap();
+    assert_eq!(stored().await, t1);
+
+    // Closing writes what is noted.
+    let t2 = Utc::now() + chrono::Duration::minutes(2);
+    let found = store.find_key(&hashed).await.unwrap().unwrap();
+    store.touch_key(&hashed, &found.key, t2);
+    store.close().await;
+    let store = Store::open(url).await.unwrap();
+    let key = store.find_key(&hashed).await.unwrap().unwrap().key;
+    let t2 = Some(t2.timestamp_millis());
+    assert_eq!(key.last_used_at.map(|t| t.timestamp_millis()), t2);
+    let agent = store.get_agent("default", "k").await.unwrap();
+    assert_eq!(agent.last_seen_at.map(|t| t.timestamp_millis()), t2);
+}
+
+#[tokio::test]
+async fn key_uses_are_written_beside_requests_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    key_uses_are_written_beside_requests(&format!("sqlite://{}/s.db", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn key_uses_are_written_beside_requests_on_postgres() {
+    key_uses_are_written_beside_requests(&postgres_url().await).await;
+}
+
+/// A leaver's agents and tokens, and a decommissioned tree, each leave one
+/// record per thing changed, appended together: gapless, in order, each
+/// hashed as the verifier hashes it.
+async fn bulk_changes_record_each_item(store: &Store) {
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    let rules = InventoryRules::default();
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    let owner = store
+        .create_human(
+            &ctx,
+            CreateHuman {
+                email: "lee@example.com".into(),
+                display_name: "Lee".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let agent = |name: &'static str, parent: Option<&'static str>| {
+        let (store, ctx, rules) = (store.clone(), ctx.clone(), rules.clone());
+        async move {
+            store
+                .register_agent(
+                    &ctx,
+                    &rules,
+                    RegisterAgent {
+                        name: name.into(),
+                        owner: "lee@example.com".into(),
+                        parent: parent.map(Into::into),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    let root = agent("root", None).await;
+    let c2 = agent("c2", Some("root")).await;
+    let c1 = agent("c1", Some("root")).await;
+    let g = agent("g", Some("c2")).await;
+    let gone = agent("gone", None).await;
+    store
+        .transition_agent(&ctx, "gone", Transition::Decommission, Some("x".into()))
+        .await
+        .unwrap();
+    let mut tokens = Vec::new();
+    for name in ["t1", "t2"] {
+        let t = store
+            .create_token(
+                &ctx,
+                CreateToken {
+                    name: name.into(),
+                    role: TokenRole::Admin,
+                    human: Some(owner.id.clone()),
+                    expires_at: None,
+                    tenant: None,
+                },
+                |s| format!("h-{s}"),
+            )
+            .await
+            .unwrap();
+        tokens.push(t.token.id);
+    }
+    tokens.sort();
+
+    let size = store.audit_size().await.unwrap();
+    let left = store
+        .deactivate_human(&ctx, "lee@example.com", Some("left".into()))
+        .await
+        .unwrap();
+    let mut live = vec![root.clone(), c1.clone(), c2.clone(), g.clone()];
+    live.sort();
+    assert_eq!(left.orphaned_agents, live);
+    assert!(!left.orphaned_agents.contains(&gone));
+    assert_eq!(left.revoked_tokens, tokens);
+    let back = store
+        .reactivate_human(&ctx, "lee@example.com", None)
+        .await
+        .unwrap();
+    assert_eq!(back.orphaned_agents, live);
+    let decommissioned = store
+        .transition_agent(&ctx, "root", Transition::Decommission, Some("done".into()))
+        .await
+        .unwrap();
+    // Shallowest first, then by id.
+    let mut children = vec![c1.clone(), c2.clone()];
+    children.sort();
+    children.push(g.clone());
+    assert_eq!(decommissioned.cascaded, children);
+
+    let entries = store.audit_page_all(size, 1000).await.unwrap();
+    let said: Vec<(String, String)> = entries
+        .iter()
+        .map(|(e, _, _)| (e.action.clone(), e.resource_id.clone()))
+        .collect();
+    let mut expected: Vec<(String, String)> = Vec::new();
+    expected.extend(
+        live.iter()
+            .map(|id| ("agent.orphan".to_string(), id.clone())),
+    );
+    expected.extend(
+        tokens
+            .iter()
+            .map(|id| ("token.revoke".to_string(), id.clone())),
+    );
+    expected.push(("human.deactivate".into(), owner.id.clone()));
+    expected.extend(
+        live.iter()
+            .map(|id| ("agent.unorphan".to_string(), id.clone())),
+    );
+    expected.push(("human.reactivate".into(), owner.id.clone()));
+    expected.push(("agent.decommission".into(), root.clone()));
+    expected.extend(
+        children
+            .iter()
+            .map(|id| ("agent.decommission".to_string(), id.clone())),
+    );
+    assert_eq!(said, expected);
+    for (i, (entry, leaf, _)) in entries.iter().enumerate() {
+        assert_eq!(entry.seq, size + 1 + i as i64);
+        let hashed = steward_audit::leaf_hash(&steward_store::audit::canonical_entry(entry));
+        assert_eq!(leaf.as_deref(), Some(hashed.to_hex().as_str()));
+    }
+    assert_eq!(
+        store.audit_size().await.unwrap(),
+        size + expected.len() as i64
+    );
+}
+
+#[tokio::test]
+async fn bulk_changes_record_each_item_on_sqlite() {
+    bulk_changes_record_each_item(&sqlite().await.0).await;
+}
+
+#[tokio::test]
+async fn bulk_changes_record_each_item_on_postgres() {
+    bulk_changes_record_each_item(&postgres().await).await;
+}

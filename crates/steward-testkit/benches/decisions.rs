@@ -9,9 +9,12 @@
 //!
 //! cargo bench -p steward-testkit --bench decisions
 //! (STEWARD_BENCH_RATE and STEWARD_BENCH_SECONDS change the open-loop load;
-//! STEWARD_BENCH_STORES=floor,full,normal,postgres picks the runs: `floor`
-//! is the same load on `/healthz`, which does nothing, for what HTTP and
-//! the two processes cost on their own.)
+//! STEWARD_BENCH_STORES=disk,floor,full,normal,postgres picks the runs:
+//! `floor` is the same load on `/healthz`, which does nothing, for what HTTP
+//! and the two processes cost on their own; `disk` is the durable floor, a
+//! small write and `fdatasync` every millisecond in the directory the
+//! SQLite store lives in, which an audited decision on the default
+//! `synchronous=FULL` store waits for at least once.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -226,6 +229,42 @@ async fn run(backend: Backend, relaxed: bool, full: bool, path: &str) {
 
 const EVALUATION: &str = "/access/v1/evaluation";
 
+/// The disk's own latency for what a `synchronous=FULL` commit must do at
+/// least once: a few hundred bytes written over a preallocated file, then
+/// `fdatasync`, paced like the open loop (one every millisecond, timed from
+/// the write). Prints one line.
+fn disk(full: bool) {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = std::fs::File::create(dir.path().join("probe")).unwrap();
+    const SIZE: u64 = 1 << 20;
+    file.set_len(SIZE).unwrap();
+    file.sync_all().unwrap();
+    let n = if full {
+        (env_num("STEWARD_BENCH_RATE", 1000) * env_num("STEWARD_BENCH_SECONDS", 10)) as usize
+    } else {
+        100
+    };
+    let record = [b'x'; 300];
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let started = Instant::now();
+        file.seek(SeekFrom::Start((i * 4096) % SIZE)).unwrap();
+        file.write_all(&record).unwrap();
+        file.sync_data().unwrap();
+        let took = started.elapsed();
+        latencies.push(took);
+        std::thread::sleep(Duration::from_millis(1).saturating_sub(took));
+    }
+    latencies.sort();
+    println!(
+        "disk: {n} writes of 300 bytes, each followed by fdatasync, one every ms: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99),
+        pct(&latencies, 1.0),
+    );
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     if let Ok(url) = std::env::var("STEWARD_BENCH_LOAD") {
@@ -246,6 +285,11 @@ fn main() {
         // STEWARD_BENCH_STORES picks some of: floor, full, normal, postgres.
         let only = std::env::var("STEWARD_BENCH_STORES").unwrap_or_default();
         let wanted = |name: &str| only.is_empty() || only.split(',').any(|s| s == name);
+        if wanted("disk") {
+            tokio::task::spawn_blocking(move || disk(full))
+                .await
+                .unwrap();
+        }
         if wanted("floor") {
             run(Backend::Sqlite, false, full, "/healthz").await;
         }

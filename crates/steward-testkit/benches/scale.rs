@@ -1,7 +1,8 @@
 //! How decision latency grows with the inventory and the policy set: a tenant
 //! grown to 1k, 10k and 100k agents and 10k policies, sequential decisions
-//! over HTTP for random agents (SQLite, audited), and a recertification
-//! campaign over all of them started and closed.
+//! over HTTP for random agents (SQLite, audited), a recertification
+//! campaign over all of them started and closed, then their owner
+//! deactivated and reactivated, and a tree of 1 111 agents decommissioned.
 //!
 //! cargo bench -p steward-testkit --bench scale
 //! (STEWARD_BENCH_MAX_AGENTS caps the largest step, default 100000.)
@@ -10,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use steward_core::lifecycle::Transition;
 use steward_core::{ChangeContext, InventoryRules};
 use steward_testkit::{Backend, TestServer};
 use steward_types::*;
@@ -194,5 +196,43 @@ fn main() {
             );
             step *= 10;
         }
+
+        // A leaver who owns every agent: the deactivation orphans each
+        // one with its record, the reactivation takes it back.
+        let t = Instant::now();
+        let gone = store.deactivate_human(&ctx, "owner@example.com", Some("left".into())).await.unwrap();
+        let deactivated = t.elapsed();
+        assert_eq!(gone.orphaned_agents.len(), have);
+        let t = Instant::now();
+        let back = store.reactivate_human(&ctx, "owner@example.com", Some("back".into())).await.unwrap();
+        assert_eq!(back.orphaned_agents.len(), have);
+        println!(
+            "{have} agents of one owner: deactivating the owner took {:.0} ms, reactivating {:.0} ms",
+            deactivated.as_secs_f64() * 1e3,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+
+        // A full tree under the default spawn limits (10 children a
+        // parent, 3 levels: 1 110 descendants), decommissioned at its root.
+        let mut level = vec!["tree".to_string()];
+        store.register_agent(&ctx, &rules, RegisterAgent { name: "tree".into(), owner: "owner@example.com".into(), ..Default::default() }).await.unwrap();
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for parent in &level {
+                for c in 0..10 {
+                    let name = format!("{parent}-{c}");
+                    store.register_agent(&ctx, &rules, RegisterAgent { name: name.clone(), owner: "owner@example.com".into(), parent: Some(parent.clone()), ..Default::default() }).await.unwrap();
+                    next.push(name);
+                }
+            }
+            level = next;
+        }
+        let t = Instant::now();
+        let r = store.transition_agent(&ctx, "tree", Transition::Decommission, Some("done".into())).await.unwrap();
+        assert_eq!(r.cascaded.len(), 1_110);
+        println!(
+            "a tree of 1 111 agents (among {have}) decommissioned in {:.0} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     });
 }
