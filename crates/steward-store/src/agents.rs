@@ -713,26 +713,32 @@ async fn check_may_become_active(
     Ok(())
 }
 
-/// Every descendant of `root`, in one recursive query: shallowest first,
-/// then by id.
+/// Every descendant of an agent (`$2`, in tenant `$1`), shallowest first,
+/// then by id: one recursive query. Only the first step names the tenant: a
+/// child is always in its parent's tenant, and a tenant condition in the
+/// recursive step let SQLite 3.46 walk the tenant's whole `agents_owner`
+/// index once per level instead of the children's `agents_parent_state`
+/// entries (3.5 s for a tree of 1 111 among 10 000 agents). The plan is
+/// held by `growing_tables_are_read_through_indexes_on_sqlite`.
+pub const DESCENDANTS: &str = "WITH RECURSIVE tree(id) AS (\
+     SELECT id FROM agents WHERE tenant_id = $1 AND parent_id = $2 \
+     UNION ALL \
+     SELECT a.id FROM tree JOIN agents a ON a.parent_id = tree.id) \
+     SELECT * FROM agents WHERE id IN (SELECT id FROM tree) ORDER BY depth, id";
+
+/// [`DESCENDANTS`] of `root`, locked on PostgreSQL.
 async fn descendants(
     tx: &mut crate::Tx,
     lock: &str,
     tenant_id: &str,
     root: &str,
 ) -> Result<Vec<Agent>, Error> {
-    let rows = sqlx::query(&format!(
-        "WITH RECURSIVE tree(id) AS (\
-             SELECT id FROM agents WHERE tenant_id = $1 AND parent_id = $2 \
-             UNION ALL \
-             SELECT a.id FROM agents a JOIN tree ON a.parent_id = tree.id WHERE a.tenant_id = $1) \
-         SELECT * FROM agents WHERE id IN (SELECT id FROM tree) ORDER BY depth, id{lock}"
-    ))
-    .bind(tenant_id)
-    .bind(root)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    let rows = sqlx::query(&format!("{DESCENDANTS}{lock}"))
+        .bind(tenant_id)
+        .bind(root)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
     rows.iter().map(rows::agent).collect()
 }
 

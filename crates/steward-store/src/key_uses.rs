@@ -39,25 +39,32 @@ struct Use {
     at: DateTime<Utc>,
 }
 
-/// Uses noted on this node and not yet written, by key id.
+/// Uses noted on this node and not yet written: by key id, and the latest
+/// per agent (what an agent's "last seen" shows meanwhile).
 #[derive(Debug, Default)]
 pub(crate) struct KeyUses {
-    pending: Mutex<HashMap<String, Use>>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    keys: HashMap<String, Use>,
+    agents: HashMap<String, DateTime<Utc>>,
 }
 
 impl KeyUses {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Use>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Note a use; a later time replaces an earlier one.
     pub(crate) fn note(&self, key_id: &str, agent_id: &str, at: DateTime<Utc>) {
         let mut pending = self.lock();
-        match pending.get_mut(key_id) {
+        match pending.keys.get_mut(key_id) {
             Some(u) if u.at >= at => {}
             Some(u) => u.at = at,
             None => {
-                pending.insert(
+                pending.keys.insert(
                     key_id.to_string(),
                     Use {
                         agent_id: agent_id.to_string(),
@@ -66,36 +73,46 @@ impl KeyUses {
                 );
             }
         }
+        let seen = pending.agents.entry(agent_id.to_string()).or_insert(at);
+        *seen = (*seen).max(at);
     }
 
     /// The noted, unwritten last use of a key.
     pub(crate) fn key(&self, key_id: &str) -> Option<DateTime<Utc>> {
-        self.lock().get(key_id).map(|u| u.at)
+        self.lock().keys.get(key_id).map(|u| u.at)
     }
 
     /// The latest noted, unwritten use of any of an agent's keys.
     pub(crate) fn agent(&self, agent_id: &str) -> Option<DateTime<Utc>> {
+        self.lock().agents.get(agent_id).copied()
+    }
+
+    /// Everything noted, left in place until it is written, so that reads
+    /// meanwhile still show it.
+    fn snapshot(&self) -> Vec<(String, Use)> {
         let pending = self.lock();
-        if pending.is_empty() {
-            return None;
-        }
         pending
-            .values()
-            .filter(|u| u.agent_id == agent_id)
-            .map(|u| u.at)
-            .max()
+            .keys
+            .iter()
+            .map(|(k, u)| (k.clone(), u.clone()))
+            .collect()
     }
 
-    /// Everything noted, leaving nothing.
-    fn take(&self) -> Vec<(String, Use)> {
-        self.lock().drain().collect()
-    }
-
-    /// Put back uses that could not be written (unless a later use of the
-    /// same key was noted meanwhile).
-    fn restore(&self, uses: Vec<(String, Use)>) {
+    /// These uses are written: forget them, unless a later use of the same
+    /// key (or of another key of the same agent) was noted meanwhile.
+    fn written(&self, uses: &[(String, Use)]) {
+        let mut pending = self.lock();
         for (key_id, u) in uses {
-            self.note(&key_id, &u.agent_id, u.at);
+            if pending.keys.get(key_id).is_some_and(|p| p.at <= u.at) {
+                pending.keys.remove(key_id);
+            }
+            if pending
+                .agents
+                .get(&u.agent_id)
+                .is_some_and(|at| *at <= u.at)
+            {
+                pending.agents.remove(&u.agent_id);
+            }
         }
     }
 }
@@ -113,15 +130,10 @@ impl Store {
     /// kept for the next flush. A time never goes backwards: a use another
     /// node wrote later stays.
     pub async fn flush_key_uses(&self) -> Result<(), Error> {
-        let uses = self.key_uses.take();
-        let mut rest = uses.as_slice();
-        while !rest.is_empty() {
-            let (chunk, after) = rest.split_at(rest.len().min(CHUNK));
-            if let Err(e) = self.write_key_uses(chunk).await {
-                self.key_uses.restore(rest.to_vec());
-                return Err(e);
-            }
-            rest = after;
+        let uses = self.key_uses.snapshot();
+        for chunk in uses.chunks(CHUNK) {
+            self.write_key_uses(chunk).await?;
+            self.key_uses.written(chunk);
         }
         Ok(())
     }
@@ -171,5 +183,51 @@ pub(crate) async fn flush_every(store: Store, alive: Weak<()>) {
         if last {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn what_is_noted_stays_shown_until_written_and_later_uses_survive_the_write() {
+        let uses = KeyUses::default();
+        uses.note("k1", "a", at(10));
+        uses.note("k1", "a", at(5)); // older: ignored
+        uses.note("k2", "a", at(20));
+        uses.note("k3", "b", at(30));
+        assert_eq!(uses.key("k1"), Some(at(10)));
+        assert_eq!(uses.agent("a"), Some(at(20)));
+
+        let first = uses.snapshot();
+        assert_eq!(first.len(), 3);
+        // Noted while the snapshot is being written.
+        uses.note("k3", "b", at(40));
+        // Still shown before the write is done.
+        assert_eq!(uses.key("k1"), Some(at(10)));
+        uses.written(&first);
+        assert_eq!(uses.key("k1"), None);
+        assert_eq!(uses.key("k2"), None);
+        assert_eq!(uses.agent("a"), None);
+        assert_eq!(uses.key("k3"), Some(at(40)));
+        assert_eq!(uses.agent("b"), Some(at(40)));
+
+        // An agent's other key written alone keeps the agent's later time.
+        uses.note("k4", "c", at(50));
+        uses.note("k5", "c", at(60));
+        let only_k4: Vec<_> = uses
+            .snapshot()
+            .into_iter()
+            .filter(|(k, _)| k == "k4")
+            .collect();
+        uses.written(&only_k4);
+        assert_eq!(uses.agent("c"), Some(at(60)));
+        assert_eq!(latest(Some(at(1)), uses.agent("c")), Some(at(60)));
+        assert_eq!(latest(Some(at(70)), uses.agent("c")), Some(at(70)));
     }
 }

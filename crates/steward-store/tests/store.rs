@@ -999,6 +999,20 @@ async fn growing_tables_are_read_through_indexes_on_sqlite() {
             .any(|s| s.contains("COVERING INDEX agents_parent_state (parent_id=? AND state=?)")),
         "{steps:?}"
     );
+    // A decommission finds the tree under an agent through the parent
+    // index at every level, never by walking the tenant's agents.
+    let steps = plan(steward_store::agents::DESCENDANTS, &["default", "root"]).await;
+    assert!(
+        steps.iter().all(|s| !s.starts_with("SCAN agents")
+            && !s.starts_with("SCAN a ")
+            && !s.contains("agents_owner"))
+            && steps
+                .iter()
+                .filter(|s| s.contains("USING INDEX agents_parent_state (parent_id=?)"))
+                .count()
+                == 2,
+        "{steps:?}"
+    );
     // The expiry sweep reads live agents only, not every agent that ever
     // expired.
     let steps = plan(

@@ -9,9 +9,13 @@
 //!
 //! cargo bench -p steward-testkit --bench decisions
 //! (STEWARD_BENCH_RATE and STEWARD_BENCH_SECONDS change the open-loop load;
-//! STEWARD_BENCH_STORES=disk,floor,full,normal,postgres picks the runs:
-//! `floor` is the same load on `/healthz`, which does nothing, for what HTTP
-//! and the two processes cost on their own; `disk` is the durable floor, a
+//! STEWARD_BENCH_STORES=disk,floor,full,normal,postgres,agents picks the
+//! runs: `floor` is the same load on `/healthz`, which does nothing, for
+//! what HTTP and the two processes cost on their own; `agents` is the open
+//! loop alone for 60 s on `POST /v1/decisions` from 1000 agents, each
+//! asking about itself with its own key, 60 requests in a row per agent, so
+//! that every key is first used once a minute as in a steady state where
+//! each agent decides once a second; `disk` is the durable floor, a
 //! small write and `fdatasync` every millisecond in the directory the
 //! SQLite store lives in, which an audited decision on the default
 //! `synchronous=FULL` store waits for at least once.)
@@ -84,6 +88,14 @@ fn body() -> String {
 /// `STEWARD_BENCH_LOAD=url`) so that the load generator does not share the
 /// server's runtime: closed loop, then open loop; prints one line of figures.
 async fn load(url: String, full: bool) {
+    if let Ok(keys) = std::env::var("STEWARD_BENCH_KEYS") {
+        let keys: Vec<String> = std::fs::read_to_string(keys)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        return load_agents(url, keys, full).await;
+    }
     let http = reqwest::Client::new();
     let send = |http: reqwest::Client, url: String| async move {
         if url.ends_with("/healthz") {
@@ -156,6 +168,108 @@ async fn load(url: String, full: bool) {
         pct(&latencies, 0.99),
         pct(&latencies, 1.0),
     );
+}
+
+/// Agents that decide once a second each, with their own keys: the open
+/// loop at STEWARD_BENCH_RATE (1000/s) for 60 s (1 s when not `full`),
+/// request `i` from agent `(i / 60) % keys`, so that each key's first use
+/// (which records when it was last used) comes once a minute per agent and
+/// evenly spread, as in a steady state.
+async fn load_agents(url: String, keys: Vec<String>, full: bool) {
+    let http = reqwest::Client::new();
+    let rate = env_num("STEWARD_BENCH_RATE", 1000);
+    let seconds = if full { 60 } else { 1 };
+    let n = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let begin = Instant::now() + Duration::from_millis(10);
+    let body = json!({
+        "action": "read",
+        "resource": {"type": "repo", "id": "steward", "attributes": {"classification": "internal"}},
+    })
+    .to_string();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = begin + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let request = http
+            .post(&url)
+            .bearer_auth(&keys[(i / 60) % keys.len()])
+            .header("content-type", "application/json")
+            .body(body.clone());
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let r = request.send().await.unwrap();
+            assert!(r.status().is_success());
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["decision"], "allow");
+            sent.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for t in tasks {
+        latencies.push(t.await.unwrap());
+    }
+    latencies.sort();
+    println!(
+        "{} agents, open loop {rate} req/s for {seconds}s: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        keys.len(),
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99),
+        pct(&latencies, 1.0),
+    );
+}
+
+/// 1000 agents (`agent-0` ...) that may read repos, each with a key, on a
+/// server on the default store; the `agents` load against them.
+async fn run_agents(full: bool) {
+    let s = TestServer::start(Backend::Sqlite).await;
+    setup(&s).await;
+    let count = if full { 1000 } else { 20 };
+    let mut secrets = String::new();
+    for i in 0..count {
+        let name = format!("agent-{i}");
+        s.admin
+            .register_agent(&RegisterAgent {
+                name: name.clone(),
+                owner: "owner@example.com".into(),
+                roles: Some(vec!["repo-reader".into()]),
+                classifications: Some(vec!["public".into()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let key = s
+            .admin
+            .create_key(&name, &Default::default())
+            .await
+            .unwrap();
+        secrets.push_str(&key.secret);
+        secrets.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, secrets).unwrap();
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .env(
+            "STEWARD_BENCH_LOAD",
+            format!("{}/v1/decisions", s.server.url()),
+        )
+        .env("STEWARD_BENCH_KEYS", &keys);
+    if full {
+        child.arg("--bench");
+    }
+    let out = child.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "the load generator failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "Sqlite: /v1/decisions audited, each agent with its own key: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    s.stop().await;
 }
 
 /// The same load on `path` of a server on `backend`; prints one line.
@@ -301,6 +415,9 @@ fn main() {
         }
         if wanted("postgres") {
             run(Backend::Postgres, false, full, EVALUATION).await;
+        }
+        if wanted("agents") {
+            run_agents(full).await;
         }
     });
 }
