@@ -806,17 +806,7 @@ async fn writes_wait_for_a_write_lock_held_elsewhere_on_sqlite() {
         .ensure_tenant(&ctx, "default", "Default")
         .await
         .unwrap();
-    store
-        .create_human(
-            &ctx,
-            CreateHuman {
-                email: "owner@example.com".into(),
-                display_name: "Owner".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    person(&store, &ctx, "owner@example.com").await;
     let url = format!("sqlite://{}/s.db", dir.path().display());
     let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
     other.execute("BEGIN IMMEDIATE").await.unwrap();
@@ -1040,29 +1030,8 @@ async fn key_uses_are_written_beside_requests(url: &str) {
         .ensure_tenant(&ctx, "default", "Default")
         .await
         .unwrap();
-    store
-        .create_human(
-            &ctx,
-            CreateHuman {
-                email: "ka@example.com".into(),
-                display_name: "Ka".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .register_agent(
-            &ctx,
-            &InventoryRules::default(),
-            RegisterAgent {
-                name: "k".into(),
-                owner: "ka@example.com".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    person(&store, &ctx, "ka@example.com").await;
+    public_agent(&store, &ctx, "k", "ka@example.com").await;
     let hash = |s: &str| format!("h-{s}");
     let created = store
         .create_key(&ctx, "k", CreateKey::default(), hash)
@@ -1146,17 +1115,7 @@ async fn bulk_changes_record_each_item(store: &Store) {
         .ensure_tenant(&ctx, "default", "Default")
         .await
         .unwrap();
-    let owner = store
-        .create_human(
-            &ctx,
-            CreateHuman {
-                email: "lee@example.com".into(),
-                display_name: "Lee".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let owner = person(store, &ctx, "lee@example.com").await;
     let agent = |name: &'static str, parent: Option<&'static str>| {
         let (store, ctx, rules) = (store.clone(), ctx.clone(), rules.clone());
         async move {

@@ -64,15 +64,18 @@ async fn setup(s: &TestServer) {
     })
     .await
     .unwrap();
-    a.register_agent(&RegisterAgent {
-        name: "bot".into(),
+    a.register_agent(&reader("bot")).await.unwrap();
+}
+
+/// An agent of owner@example.com that may read repos.
+fn reader(name: &str) -> RegisterAgent {
+    RegisterAgent {
+        name: name.into(),
         owner: "owner@example.com".into(),
         roles: Some(vec!["repo-reader".into()]),
         classifications: Some(vec!["public".into()]),
         ..Default::default()
-    })
-    .await
-    .unwrap();
+    }
 }
 
 fn body() -> String {
@@ -141,6 +144,22 @@ async fn load(url: String, full: bool) {
     } else {
         1
     };
+    let latencies = open_loop(rate, seconds, |_| send(http.clone(), url.clone())).await;
+    println!(
+        "closed loop 16 clients {throughput:.0} req/s | open loop {rate} req/s for {seconds}s: {}",
+        summary(&latencies)
+    );
+}
+
+/// `rate` requests a second for `seconds`, request `i` made by `send(i)`,
+/// whether or not earlier ones have finished; the latencies, sorted, each
+/// from when its request was actually sent (the timer that paces the load
+/// has millisecond granularity and would add its own lateness).
+async fn open_loop<F, R>(rate: u64, seconds: u64, send: F) -> Vec<Duration>
+where
+    F: Fn(usize) -> R,
+    R: std::future::Future<Output = ()> + Send + 'static,
+{
     let n = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let begin = Instant::now() + Duration::from_millis(10);
@@ -148,12 +167,10 @@ async fn load(url: String, full: bool) {
     for i in 0..n {
         let due = begin + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let (http, url) = (http.clone(), url.clone());
+        let request = send(i);
         tasks.push(tokio::spawn(async move {
-            // From when it is actually sent: the timer that paces the load
-            // has millisecond granularity and would add its own lateness.
             let sent = Instant::now();
-            send(http, url).await;
+            request.await;
             sent.elapsed()
         }));
     }
@@ -162,12 +179,17 @@ async fn load(url: String, full: bool) {
         latencies.push(t.await.unwrap());
     }
     latencies.sort();
-    println!(
-        "closed loop 16 clients {throughput:.0} req/s | open loop {rate} req/s for {seconds}s: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
-        pct(&latencies, 0.5),
-        pct(&latencies, 0.99),
-        pct(&latencies, 1.0),
-    );
+    latencies
+}
+
+/// p50, p99 and max of sorted latencies.
+fn summary(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        pct(sorted, 0.5),
+        pct(sorted, 0.99),
+        pct(sorted, 1.0),
+    )
 }
 
 /// Agents that decide once a second each, with their own keys: the open
@@ -179,43 +201,29 @@ async fn load_agents(url: String, keys: Vec<String>, full: bool) {
     let http = reqwest::Client::new();
     let rate = env_num("STEWARD_BENCH_RATE", 1000);
     let seconds = if full { 60 } else { 1 };
-    let n = (rate * seconds) as usize;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let begin = Instant::now() + Duration::from_millis(10);
     let body = json!({
         "action": "read",
         "resource": {"type": "repo", "id": "steward", "attributes": {"classification": "internal"}},
     })
     .to_string();
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let due = begin + interval * i as u32;
-        tokio::time::sleep_until(due.into()).await;
+    let latencies = open_loop(rate, seconds, |i| {
         let request = http
             .post(&url)
             .bearer_auth(&keys[(i / 60) % keys.len()])
             .header("content-type", "application/json")
             .body(body.clone());
-        tasks.push(tokio::spawn(async move {
-            let sent = Instant::now();
+        async move {
             let r = request.send().await.unwrap();
             assert!(r.status().is_success());
             let v: serde_json::Value = r.json().await.unwrap();
             assert_eq!(v["decision"], "allow");
-            sent.elapsed()
-        }));
-    }
-    let mut latencies = Vec::with_capacity(n);
-    for t in tasks {
-        latencies.push(t.await.unwrap());
-    }
-    latencies.sort();
+        }
+    })
+    .await;
     println!(
-        "{} agents, open loop {rate} req/s for {seconds}s: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        "{} agents, open loop {rate} req/s for {seconds}s: {}",
         keys.len(),
-        pct(&latencies, 0.5),
-        pct(&latencies, 0.99),
-        pct(&latencies, 1.0),
+        summary(&latencies)
     );
 }
 
@@ -228,16 +236,7 @@ async fn run_agents(full: bool) {
     let mut secrets = String::new();
     for i in 0..count {
         let name = format!("agent-{i}");
-        s.admin
-            .register_agent(&RegisterAgent {
-                name: name.clone(),
-                owner: "owner@example.com".into(),
-                roles: Some(vec!["repo-reader".into()]),
-                classifications: Some(vec!["public".into()]),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        s.admin.register_agent(&reader(&name)).await.unwrap();
         let key = s
             .admin
             .create_key(&name, &Default::default())
@@ -249,13 +248,22 @@ async fn run_agents(full: bool) {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     std::fs::write(&keys, secrets).unwrap();
+    let url = format!("{}/v1/decisions", s.server.url());
+    println!(
+        "Sqlite: /v1/decisions audited, each agent with its own key: {}",
+        load_in_child(&url, Some(&keys), full).await
+    );
+    s.stop().await;
+}
+
+/// The load on `url` from this binary run again (with the agents' keys
+/// in the file `keys`, if given); the line of figures it prints.
+async fn load_in_child(url: &str, keys: Option<&std::path::Path>, full: bool) -> String {
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
-    child
-        .env(
-            "STEWARD_BENCH_LOAD",
-            format!("{}/v1/decisions", s.server.url()),
-        )
-        .env("STEWARD_BENCH_KEYS", &keys);
+    child.env("STEWARD_BENCH_LOAD", url);
+    if let Some(keys) = keys {
+        child.env("STEWARD_BENCH_KEYS", keys);
+    }
     if full {
         child.arg("--bench");
     }
@@ -265,11 +273,7 @@ async fn run_agents(full: bool) {
         "the load generator failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    println!(
-        "Sqlite: /v1/decisions audited, each agent with its own key: {}",
-        String::from_utf8_lossy(&out.stdout).trim()
-    );
-    s.stop().await;
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The same load on `path` of a server on `backend`; prints one line.
@@ -291,17 +295,7 @@ async fn run(backend: Backend, relaxed: bool, full: bool, path: &str) {
     .await;
     setup(&s).await;
     let url = format!("{}{path}", s.server.url());
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
-    child.env("STEWARD_BENCH_LOAD", &url);
-    if full {
-        child.arg("--bench");
-    }
-    let out = child.output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "the load generator failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let figures = load_in_child(&url, None, full).await;
     println!(
         "{backend:?}{}: {path}{}: {}",
         if relaxed { " (synchronous=normal)" } else { "" },
@@ -310,7 +304,7 @@ async fn run(backend: Backend, relaxed: bool, full: bool, path: &str) {
         } else {
             " (the floor: does nothing)"
         },
-        String::from_utf8_lossy(&out.stdout).trim()
+        figures
     );
     if behaviour == Some(0) {
         let store = s.server.store();
@@ -372,10 +366,8 @@ fn disk(full: bool) {
     }
     latencies.sort();
     println!(
-        "disk: {n} writes of 300 bytes, each followed by fdatasync, one every ms: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
-        pct(&latencies, 0.5),
-        pct(&latencies, 0.99),
-        pct(&latencies, 1.0),
+        "disk: {n} writes of 300 bytes, each followed by fdatasync, one every ms: {}",
+        summary(&latencies)
     );
 }
 
