@@ -960,11 +960,33 @@ impl Store {
     /// for tenants under an active legal hold and the records of earlier
     /// prunings (which verification needs). The sequence number, time,
     /// tenant, action and leaf hash stay, so the tree still verifies. Returns
-    /// how many entries were pruned. Recorded in the log.
+    /// how many entries were pruned.
+    ///
+    /// The pruning is recorded first, in a transaction of its own: the
+    /// record (its cut-off and the tenants it leaves alone) is what lets
+    /// verification accept an entry before it without its payload, so a
+    /// pruning stopped half-way leaves nothing unexplained. The entries are
+    /// then emptied [`PRUNE_CHUNK`] sequence numbers per transaction, from
+    /// the oldest entry still holding a payload, until a stretch holds
+    /// nothing older than the cut-off: the store's writer is never held for
+    /// more than one stretch, however long the log (one transaction over
+    /// the whole log used to hold every decision up for as long as it took
+    /// to read it).
     pub async fn prune_audit(
         &self,
         ctx: &ChangeContext,
         before: DateTime<Utc>,
+    ) -> Result<u64, Error> {
+        self.prune_audit_by(ctx, before, PRUNE_CHUNK).await
+    }
+
+    /// [`Store::prune_audit`] with stretches of `chunk` sequence numbers.
+    #[doc(hidden)]
+    pub async fn prune_audit_by(
+        &self,
+        ctx: &ChangeContext,
+        before: DateTime<Utc>,
+        chunk: i64,
     ) -> Result<u64, Error> {
         let mut tx = self.begin().await?;
         // The tenants held now, named in the record, so verification knows
@@ -975,30 +997,9 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        let exclude = if held.is_empty() {
-            String::new()
-        } else {
-            let marks: Vec<String> = (0..held.len()).map(|i| format!("${}", i + 2)).collect();
-            format!(" AND tenant_id NOT IN ({})", marks.join(", "))
-        };
-        let sql = format!(
-            "UPDATE audit_log SET before = NULL, after = NULL, reason = NULL, request_id = NULL, source = NULL, \
-             actor_id = '', actor_human_id = NULL, resource_id = '', pruned = 1 \
-             WHERE pruned = 0 AND time < $1 AND action <> 'audit.prune'{exclude}"
-        );
-        let mut update = sqlx::query(&sql).bind(rows::ms(before));
-        for tenant in &held {
-            update = update.bind(tenant);
-        }
-        let pruned = update
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-        let summary =
-            serde_json::json!({ "pruned": pruned, "older_than": before, "held_tenants": held });
-        commit(
-            tx,
+        let summary = serde_json::json!({ "older_than": before, "held_tenants": held });
+        append(
+            &mut tx,
             ctx,
             event(
                 "audit.prune",
@@ -1010,9 +1011,77 @@ impl Store {
             ),
         )
         .await?;
+        let record: i64 = sqlx::query_scalar("SELECT size FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit_unchanged().await.map_err(db_error)?;
+
+        let exclude = if held.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (0..held.len()).map(|i| format!("${}", i + 5)).collect();
+            format!(" AND tenant_id NOT IN ({})", marks.join(", "))
+        };
+        let sql = format!(
+            "UPDATE audit_log SET before = NULL, after = NULL, reason = NULL, request_id = NULL, source = NULL, \
+             actor_id = '', actor_human_id = NULL, resource_id = '', pruned = 1 \
+             WHERE seq >= $1 AND seq < $2 AND seq < $3 AND pruned = 0 AND time < $4 \
+             AND action <> 'audit.prune'{exclude}"
+        );
+        let cutoff = rows::ms(before);
+        // The oldest entry that still holds a payload (read beside the
+        // writer, not under it).
+        let Some(mut from) = sqlx::query_scalar::<_, i64>(
+            "SELECT seq FROM audit_log WHERE pruned = 0 AND action <> 'audit.prune' \
+             ORDER BY seq LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_error)?
+        else {
+            return Ok(0);
+        };
+        let mut pruned = 0;
+        while from < record {
+            let to = from.saturating_add(chunk.max(1));
+            let mut tx = self.begin().await?;
+            let mut update = sqlx::query(&sql)
+                .bind(from)
+                .bind(to)
+                .bind(record)
+                .bind(cutoff);
+            for tenant in &held {
+                update = update.bind(tenant);
+            }
+            pruned += update
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            // Entries are appended in time order (up to the clocks of
+            // several nodes): a stretch with nothing older than the cut-off
+            // ends the pruning; what a skewed clock left behind goes next time.
+            let oldest: Option<i64> =
+                sqlx::query_scalar("SELECT MIN(time) FROM audit_log WHERE seq >= $1 AND seq < $2")
+                    .bind(from)
+                    .bind(to)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            // Audit rows only; no identity changed.
+            tx.commit_unchanged().await.map_err(db_error)?;
+            if oldest.is_some_and(|t| t >= cutoff) {
+                break;
+            }
+            from = to;
+        }
         Ok(pruned)
     }
 }
+
+/// Sequence numbers a retention pruning empties per transaction.
+pub const PRUNE_CHUNK: i64 = 5_000;
 
 #[cfg(test)]
 mod tests {

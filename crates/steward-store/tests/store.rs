@@ -1237,3 +1237,62 @@ async fn bulk_changes_record_each_item_on_sqlite() {
 async fn bulk_changes_record_each_item_on_postgres() {
     bulk_changes_record_each_item(&postgres().await).await;
 }
+
+/// A retention pruning is recorded before it empties anything, then empties
+/// the log a stretch at a time from the oldest payload, up to the first
+/// stretch holding nothing past its cut-off; the next one starts where the
+/// payloads start and finds nothing.
+async fn pruning_goes_a_stretch_at_a_time(store: &Store) {
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    let old = *write_records(store, "old", 10).await.last().unwrap();
+    store
+        .execute_raw(&format!(
+            "UPDATE audit_log SET time = time - 172800000 WHERE seq <= {old}"
+        ))
+        .await
+        .unwrap();
+    write_records(store, "new", 7).await;
+    let size = store.audit_size().await.unwrap();
+    let cutoff = Utc::now() - chrono::Duration::days(1);
+    let pruned = store.prune_audit_by(&ctx, cutoff, 3).await.unwrap();
+    assert_eq!(pruned, old as u64);
+    let entries = store.audit_page_all(0, 1000).await.unwrap();
+    assert_eq!(entries.len() as i64, size + 1);
+    for (entry, leaf, emptied) in &entries {
+        assert!(leaf.is_some());
+        if entry.seq <= old {
+            assert!(*emptied && entry.after.is_none(), "{entry:?}");
+        } else {
+            assert!(!*emptied && entry.after.is_some(), "{entry:?}");
+        }
+    }
+    let (record, _, _) = entries.last().unwrap();
+    assert_eq!(record.action, "audit.prune");
+    assert_eq!(
+        record.after.as_ref().unwrap()["held_tenants"],
+        serde_json::json!([])
+    );
+    let prunings = store.prune_records().await.unwrap();
+    assert_eq!(prunings.len(), 1);
+    assert_eq!(
+        (prunings[0].seq, prunings[0].cutoff),
+        (size + 1, cutoff.timestamp_millis())
+    );
+    // Again: nothing left to empty, and the first record keeps its payload.
+    assert_eq!(store.prune_audit_by(&ctx, cutoff, 3).await.unwrap(), 0);
+    assert_eq!(store.prune_records().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn pruning_goes_a_stretch_at_a_time_on_sqlite() {
+    pruning_goes_a_stretch_at_a_time(&sqlite().await.0).await;
+}
+
+#[tokio::test]
+async fn pruning_goes_a_stretch_at_a_time_on_postgres() {
+    pruning_goes_a_stretch_at_a_time(&postgres().await).await;
+}
