@@ -6,10 +6,11 @@
 //! waited: one more fsync'd commit in the hot path for every active key
 //! every minute, and on SQLite one more turn of the single writer that
 //! every audited decision queues for. Now a use is noted in memory and
-//! [`flush`] writes what was noted, every [`EVERY`] and when the store
-//! closes, a few hundred keys per transaction. Reads of keys and agents on
-//! this node show what is noted but not yet written ([`KeyUses::key`],
-//! [`KeyUses::agent`]); another node sees it after the next flush.
+//! [`Store::flush_key_uses`] writes what was noted, every [`EVERY`] and
+//! when the store closes, a few hundred keys per transaction. Reads of
+//! keys and agents on this node show what is noted but not yet written
+//! ([`KeyUses::key`], [`KeyUses::agent`]); another node sees it after the
+//! next flush.
 //!
 //! What this gives up: a process killed between a use and the next flush
 //! loses that use's time (at most [`EVERY`]); the next use notes it again.
