@@ -89,23 +89,110 @@ const COLUMN_COUNT: usize = 15;
 /// about log2(n) statements rather than n.
 const MAX_ROWS: usize = 32;
 
-/// `INSERT` text for `rows` rows.
-fn insert_sql(rows: usize) -> String {
-    let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
+/// `INSERT INTO {into} VALUES` with `rows` rows of `width` parameters each,
+/// numbered from `$first`.
+fn values_sql(into: &str, width: usize, rows: usize, first: usize) -> String {
+    let mut sql = format!("INSERT INTO {into} VALUES ");
     for r in 0..rows {
         if r > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        for c in 0..COLUMN_COUNT {
+        for c in 0..width {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", r * COLUMN_COUNT + c + 1));
+            sql.push_str(&format!("${}", first + r * width + c));
         }
         sql.push(')');
     }
     sql
+}
+
+/// `INSERT` text for `rows` audit rows. A row whose sequence number is
+/// taken fails the statement (see [`Store::append_in_one_trip`]).
+fn insert_sql(rows: usize) -> String {
+    values_sql(&format!("audit_log ({COLUMNS})"), COLUMN_COUNT, rows, 1)
+}
+
+/// `INSERT` text for `rows` subject rows (see [`subjects`]), parameters
+/// numbered from `$first`; a row already there (indexed by another node's
+/// backfill) is left alone.
+fn subjects_sql(rows: usize, first: usize) -> String {
+    values_sql("audit_subjects (entry, subject_id)", 2, rows, first) + " ON CONFLICT DO NOTHING"
+}
+
+/// How many of `left` rows the next statement carries: 32, 16, 8, 4, 2 or 1.
+fn piece(left: usize) -> usize {
+    [MAX_ROWS, 16, 8, 4, 2, 1]
+        .into_iter()
+        .find(|&n| n <= left)
+        .unwrap_or(1)
+}
+
+/// Whether `s` is the id of an agent, a human or a team: its kind's prefix
+/// and the 32 lower-case hex digits of a UUID (see `rows::new_id`).
+fn is_identity_id(s: &str) -> bool {
+    ["agt_", "hum_", "team_"]
+        .iter()
+        .find_map(|prefix| s.strip_prefix(prefix))
+        .is_some_and(|rest| {
+            rest.len() == 32 && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+}
+
+/// Every string in `value`, depth first.
+fn strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+        serde_json::Value::Object(fields) => fields.values().for_each(|v| strings(v, out)),
+        _ => {}
+    }
+}
+
+/// The agents, humans and teams an entry is about, as the audit filters by
+/// agent, human and team find it: its actor, the human behind the actor,
+/// its resource and, for decisions and key events, every identity its
+/// record names (the principal, its chain, the person acted for). Sorted,
+/// each once.
+pub fn subjects(e: &AuditEntry) -> Vec<&str> {
+    let mut all = vec![e.actor.id.as_str(), e.resource_id.as_str()];
+    all.extend(e.actor.human_id.as_deref());
+    if (e.action.starts_with("decision.") || e.resource_type == "agent_key")
+        && let Some(after) = &e.after
+    {
+        strings(after, &mut all);
+    }
+    all.retain(|s| is_identity_id(s));
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// The `audit_subjects` rows of `entries`.
+fn subject_rows<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Vec<(i64, &'a str)> {
+    entries
+        .into_iter()
+        .flat_map(|e| subjects(e).into_iter().map(move |s| (e.seq, s)))
+        .collect()
+}
+
+/// Insert `rows` into `audit_subjects`, in as few statements as
+/// [`MAX_ROWS`] allows.
+async fn insert_subjects(tx: &mut crate::Tx, rows: &[(i64, &str)]) -> Result<(), Error> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let (now, tail) = rest.split_at(piece(rest.len()));
+        let sql = subjects_sql(now.len(), 1);
+        let mut q = sqlx::query(&sql);
+        for (entry, subject) in now {
+            q = q.bind(*entry).bind(*subject);
+        }
+        q.execute(&mut **tx).await.map_err(db_error)?;
+        rest = tail;
+    }
+    Ok(())
 }
 
 /// The stored entry for `event` at `seq`, with its leaf hash.
@@ -160,12 +247,8 @@ pub(crate) async fn insert_many(
 ) -> Result<(), Error> {
     let mut rest = entries;
     while !rest.is_empty() {
-        let n = [MAX_ROWS, 16, 8, 4, 2, 1]
-            .into_iter()
-            .find(|&n| n <= rest.len())
-            .unwrap_or(1);
-        let (piece, tail) = rest.split_at(n);
-        let sql = insert_sql(n);
+        let (piece, tail) = rest.split_at(piece(rest.len()));
+        let sql = insert_sql(piece.len());
         let mut q = sqlx::query(&sql);
         for (entry, leaf) in piece {
             q = bind_entry(q, entry, leaf);
@@ -173,7 +256,7 @@ pub(crate) async fn insert_many(
         q.execute(&mut **tx).await.map_err(db_error)?;
         rest = tail;
     }
-    Ok(())
+    insert_subjects(tx, &subject_rows(entries.iter().map(|(e, _)| e))).await
 }
 
 /// Most records [`Store::append_in_one_trip`] takes: one statement text
@@ -181,15 +264,22 @@ pub(crate) async fn insert_many(
 /// where a round trip per statement is shared by many records.
 pub(crate) const ONE_TRIP_MAX: usize = 16;
 
-/// The one-trip text for `rows` records: the transaction, the rows and the
-/// new head (the last parameter) in one string SQLite runs statement after
+/// The one-trip text for `rows` records and their subject rows, cut into
+/// statements of `pieces` rows: the transaction, the rows and the new head
+/// (the last parameter) in one string SQLite runs statement after
 /// statement.
-fn one_trip_sql(rows: usize) -> String {
-    format!(
-        "BEGIN IMMEDIATE; {}; UPDATE audit_head SET size = ${} WHERE id = 1; COMMIT",
-        insert_sql(rows),
-        rows * COLUMN_COUNT + 1
-    )
+fn one_trip_sql(rows: usize, pieces: &[usize]) -> String {
+    let mut sql = format!("BEGIN IMMEDIATE; {}", insert_sql(rows));
+    let mut next = rows * COLUMN_COUNT + 1;
+    for &n in pieces {
+        sql.push_str("; ");
+        sql.push_str(&subjects_sql(n, next));
+        next += 2 * n;
+    }
+    sql.push_str(&format!(
+        "; UPDATE audit_head SET size = ${next} WHERE id = 1; COMMIT"
+    ));
+    sql
 }
 
 /// One retention pruning as the log records it, in milliseconds.
@@ -234,12 +324,24 @@ impl Store {
             .map(|((ctx, event), seq)| entry(seq, &ctx, event))
             .collect();
         let size = head + entries.len() as i64;
-        let sql = one_trip_sql(entries.len());
+        let subjects = subject_rows(entries.iter().map(|(e, _)| e));
+        let mut pieces = Vec::new();
+        let mut left = subjects.len();
+        while left > 0 {
+            pieces.push(piece(left));
+            left -= piece(left);
+        }
+        let sql = one_trip_sql(entries.len(), &pieces);
         let mut q = sqlx::query(&sql);
         for (entry, leaf) in &entries {
             q = bind_entry(q, entry, leaf);
         }
-        match q.bind(size).execute(&mut *conn).await {
+        for (entry, subject) in &subjects {
+            q = q.bind(*entry).bind(*subject);
+        }
+        let outcome = q.bind(size).execute(&mut *conn).await;
+        drop(subjects);
+        match outcome {
             Ok(_) => {
                 changes.set_audit_head(size);
                 return Ok((head + 1..=size).collect());
@@ -370,16 +472,13 @@ impl Store {
     ) -> Result<Page<AuditEntry>, Error> {
         let cursor = Cursor::seq(filter.cursor.clone(), filter.limit)?;
         let conditions = AuditConditions::resolve(self, tenant_id, &filter).await?;
-        let mut q = Select::tenant_rows("audit_log", tenant_id);
+        let (mut q, key) = conditions.select(tenant_id, "audit_log.*");
         if let Some(n) = filter.last
             && let Some(start) = conditions.nth_last_seq(&self.read, tenant_id, n).await?
         {
-            q = q.and("seq >= ?", Param::Int(start));
+            q = q.and(&format!("{key} >= ?"), Param::Int(start));
         }
-        for (clause, value) in conditions.clauses {
-            q = q.and(&clause, value);
-        }
-        q.page(&self.read, "seq", &cursor, rows::audit_entry, |e| {
+        q.page(&self.read, key, &cursor, rows::audit_entry, |e| {
             e.seq.to_string()
         })
         .await
@@ -606,30 +705,23 @@ pub fn parse_time_range(
     Ok((since_ms, until_ms))
 }
 
-/// A LIKE pattern (with `ESCAPE '\'`) matching text that contains the SQL
-/// expression `expr` as a whole JSON string: `"<expr>"`. Ids are JSON
-/// strings without escapes, so their JSON form is the id in quotes.
-fn contains_json_string(expr: &str) -> String {
-    format!(
-        "'%\"' || REPLACE(REPLACE(REPLACE({expr}, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '\"%'"
-    )
-}
-
 /// The outcomes a decision entry can record.
 const DECISIONS: [&str; 3] = ["allow", "deny", "approval_required"];
 
 /// The `WHERE` conditions of an audit query, each with its one bound value
-/// (see `Select::and`: every `?` in a clause is that value).
+/// (see `Select::and`: every `?` in a clause is that value), and the
+/// identity whose entries drive it.
 ///
 /// All of them are plain SQL over the `audit_log` columns, portable between
-/// SQLite and PostgreSQL. Who a decision was about (its principal,
-/// delegation chain and the human it was for) is only in the `after` JSON,
-/// which both stores keep as text: those filters match the id as a quoted
-/// JSON string with `LIKE` (the id's `%`, `_` and `\` escaped), restricted
-/// to decisions and key events. SQLite's `LIKE` ignores ASCII case, which
-/// cannot confuse Steward's lower-case ids.
+/// SQLite and PostgreSQL. Who an entry is about (its actor, resource, and a
+/// decision's principal, chain and the person it was for) is indexed in
+/// `audit_subjects` (see [`subjects`]). A filter by agent, or else by
+/// human, reads that identity's entries through the index in order, so a
+/// page costs what it returns, not the log's length; a second identity
+/// filter and a team's filter are a membership test against the index.
 pub struct AuditConditions {
     clauses: Vec<(String, Param)>,
+    driver: Option<String>,
 }
 
 impl AuditConditions {
@@ -642,6 +734,7 @@ impl AuditConditions {
         filter: &AuditFilter,
     ) -> Result<AuditConditions, Error> {
         let mut clauses: Vec<(String, Param)> = Vec::new();
+        let mut driver = None;
         let (since, until) = parse_time_range(filter.since.as_deref(), filter.until.as_deref())?;
         if let Some(n) = filter.last
             && !(1..=Cursor::MAX_LIMIT).contains(&n)
@@ -681,53 +774,67 @@ impl AuditConditions {
                 Param::Text(r.into()),
             ));
         }
+        let mut about = |id: String| match driver {
+            None => driver = Some(id),
+            Some(_) => clauses.push((
+                "seq IN (SELECT s.entry FROM audit_subjects s WHERE s.subject_id = ?)".into(),
+                Param::Text(id),
+            )),
+        };
         if let Some(key) = non_empty("agent", filter.agent.as_deref())? {
             let agent = store
                 .get_agent(tenant_id, key)
                 .await
                 .map_err(|e| unknown(e, "agent", key, "id or name"))?;
-            let about = contains_json_string("?");
-            clauses.push((
-                format!(
-                    "(actor_id = ? OR resource_id = ? OR ((action LIKE 'decision.%' OR \
-                     resource_type = 'agent_key') AND after LIKE {about} ESCAPE '\\'))"
-                ),
-                Param::Text(agent.id),
-            ));
+            about(agent.id);
         }
         if let Some(key) = non_empty("human", filter.human.as_deref())? {
             let human = store
                 .get_human(tenant_id, key)
                 .await
                 .map_err(|e| unknown(e, "human", key, "id or e-mail"))?;
-            let about = contains_json_string("?");
-            clauses.push((
-                format!(
-                    "(actor_human_id = ? OR resource_id = ? OR (action LIKE 'decision.%' \
-                     AND after LIKE {about} ESCAPE '\\'))"
-                ),
-                Param::Text(human.id),
-            ));
+            about(human.id);
         }
         if let Some(key) = non_empty("team", filter.team.as_deref())? {
             let team = store
                 .get_team(tenant_id, key)
                 .await
                 .map_err(|e| unknown(e, "team", key, "id or name"))?;
-            let about = contains_json_string("team_agent.id");
+            // The team itself and its agents now.
             clauses.push((
-                format!(
-                    "(resource_id = ? \
-                     OR actor_id IN (SELECT id FROM agents WHERE team_id = ?) \
-                     OR resource_id IN (SELECT id FROM agents WHERE team_id = ?) \
-                     OR ((action LIKE 'decision.%' OR resource_type = 'agent_key') AND EXISTS \
-                         (SELECT 1 FROM agents team_agent WHERE team_agent.team_id = ? \
-                          AND audit_log.after LIKE {about} ESCAPE '\\')))"
-                ),
+                "seq IN (SELECT s.entry FROM audit_subjects s WHERE s.subject_id = ? \
+                 OR s.subject_id IN (SELECT id FROM agents WHERE team_id = ?))"
+                    .into(),
                 Param::Text(team.id),
             ));
         }
-        Ok(AuditConditions { clauses })
+        Ok(AuditConditions { clauses, driver })
+    }
+
+    /// The query for the tenant's entries these conditions select, with
+    /// `columns`, and the key that orders them: the entry's sequence
+    /// number, read from the driving identity's index when there is one.
+    fn select(&self, tenant_id: &str, columns: &str) -> (Select, &'static str) {
+        let (mut q, key) = match &self.driver {
+            Some(id) => (
+                Select::new(
+                    format!("SELECT {columns} {BY_SUBJECT}"),
+                    vec![Param::Text(id.clone()), Param::Text(tenant_id.into())],
+                ),
+                "audit_subjects.entry",
+            ),
+            None => (
+                Select::new(
+                    format!("SELECT {columns} FROM audit_log WHERE tenant_id = $1"),
+                    vec![Param::Text(tenant_id.into())],
+                ),
+                "seq",
+            ),
+        };
+        for (clause, value) in &self.clauses {
+            q = q.and(clause, value.clone());
+        }
+        (q, key)
     }
 
     /// The sequence number of the `n`th last entry matching, if there are
@@ -738,27 +845,25 @@ impl AuditConditions {
         tenant_id: &str,
         n: u32,
     ) -> Result<Option<i64>, Error> {
-        let mut sql = String::from("SELECT seq FROM audit_log WHERE tenant_id = $1");
-        let mut params = vec![Param::Text(tenant_id.into())];
-        for (clause, value) in &self.clauses {
-            params.push(value.clone());
-            sql.push_str(" AND ");
-            sql.push_str(&clause.replace('?', &format!("${}", params.len())));
-        }
-        sql.push_str(&format!(
-            " ORDER BY seq DESC LIMIT 1 OFFSET {}",
-            n.saturating_sub(1)
-        ));
-        let mut query = sqlx::query_scalar::<_, i64>(&sql);
-        for p in params {
-            query = match p {
-                Param::Text(s) => query.bind(s),
-                Param::Int(i) => query.bind(i),
-            };
-        }
-        query.fetch_optional(pool).await.map_err(db_error)
+        let (q, key) = self.select(tenant_id, "seq");
+        q.scalar(
+            pool,
+            &format!(
+                " ORDER BY {key} DESC LIMIT 1 OFFSET {}",
+                n.saturating_sub(1)
+            ),
+        )
+        .await
     }
 }
+
+/// The entries of one identity (`$1`) in one tenant (`$2`), read through
+/// `audit_subjects` in order of the entries (`CROSS JOIN` keeps the index
+/// on the outside in SQLite); ordered by `audit_subjects.entry`.
+#[doc(hidden)]
+pub const BY_SUBJECT: &str = "FROM audit_subjects CROSS JOIN audit_log \
+     WHERE audit_subjects.subject_id = $1 \
+     AND audit_log.seq = audit_subjects.entry AND audit_log.tenant_id = $2";
 
 /// A filter's value, `None` when absent; an empty one is `invalid_query`.
 fn non_empty<'a>(name: &str, value: Option<&'a str>) -> Result<Option<&'a str>, Error> {
@@ -1059,6 +1164,16 @@ impl Store {
                 .await
                 .map_err(db_error)?
                 .rows_affected();
+            // Who the emptied entries were about goes with their payload.
+            sqlx::query(
+                "DELETE FROM audit_subjects WHERE entry >= $1 AND entry < $2 AND entry IN \
+                 (SELECT seq FROM audit_log WHERE seq >= $1 AND seq < $2 AND pruned = 1)",
+            )
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
             // Entries are appended in time order (up to the clocks of
             // several nodes): a stretch with nothing older than the cut-off
             // ends the pruning; what a skewed clock left behind goes next time.
@@ -1082,6 +1197,53 @@ impl Store {
 
 /// Sequence numbers a retention pruning empties per transaction.
 pub const PRUNE_CHUNK: i64 = 5_000;
+
+impl Store {
+    /// Index who the entries written before migration 0020 are about (see
+    /// [`subjects`]), [`PRUNE_CHUNK`] entries per transaction, noting in
+    /// `audit_subjects_backfill` how far it went: an interrupted run goes on
+    /// at the next open, and nodes opening together share the work (a row
+    /// indexed twice is left alone). Returns how many entries it read.
+    pub(crate) async fn index_old_audit_entries(&self) -> Result<i64, Error> {
+        let mut read = 0;
+        loop {
+            let mut tx = self.begin().await?;
+            let Some((next, up_to)) = sqlx::query_as::<_, (i64, i64)>(&format!(
+                "SELECT next, up_to FROM audit_subjects_backfill WHERE id = 1{}",
+                self.backend.for_update()
+            ))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?
+            else {
+                return Ok(read);
+            };
+            let to = next.saturating_add(PRUNE_CHUNK - 1).min(up_to);
+            let found = sqlx::query(
+                "SELECT * FROM audit_log WHERE seq >= $1 AND seq <= $2 AND pruned = 0 ORDER BY seq",
+            )
+            .bind(next)
+            .bind(to)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            let entries = found
+                .iter()
+                .map(rows::audit_entry)
+                .collect::<Result<Vec<_>, _>>()?;
+            insert_subjects(&mut tx, &subject_rows(&entries)).await?;
+            let marker = if to >= up_to {
+                sqlx::query("DELETE FROM audit_subjects_backfill WHERE id = 1")
+            } else {
+                sqlx::query("UPDATE audit_subjects_backfill SET next = $1 WHERE id = 1")
+                    .bind(to + 1)
+            };
+            marker.execute(&mut *tx).await.map_err(db_error)?;
+            tx.commit_unchanged().await.map_err(db_error)?;
+            read += entries.len() as i64;
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -1159,5 +1321,48 @@ mod tests {
             let verifier = steward_audit::canonical_entry(&exported).unwrap();
             prop_assert_eq!(canonical_entry(&e), verifier);
         }
+    }
+
+    /// A decision names its principal, chain and the person acted for;
+    /// other entries only their actor, actor's human and resource; only ids
+    /// of agents, humans and teams count, each once.
+    #[test]
+    fn an_entry_is_about_the_identities_it_names() {
+        let agent = format!("agt_{}", "a".repeat(32));
+        let parent = format!("agt_{}", "0".repeat(32));
+        let human = format!("hum_{}", "1".repeat(32));
+        let team = format!("team_{}", "f".repeat(32));
+        let mut e = AuditEntry {
+            seq: 1,
+            time: Utc::now(),
+            tenant_id: "default".into(),
+            actor: Actor {
+                kind: "token".into(),
+                id: "tok_123".into(),
+                human_id: None,
+            },
+            action: "decision.allow".into(),
+            resource_type: "repo".into(),
+            resource_id: "r1".into(),
+            before: None,
+            after: Some(serde_json::json!({
+                "principal": {"id": agent},
+                "chain": [{"id": agent}, {"id": parent}, {"id": human, "name": "bob@example.com"}],
+                "context": {"x": format!("agt_{}", "A".repeat(32)), "y": format!("agt_{}", "a".repeat(31))},
+                agent.clone(): "a key is not a value",
+            })),
+            reason: None,
+            request_id: None,
+            source: None,
+            leaf_hash: None,
+        };
+        assert_eq!(subjects(&e), [&parent, &agent, &human]);
+        e.action = "agent.update".into();
+        e.resource_id = agent.clone();
+        e.actor.human_id = Some(human.clone());
+        assert_eq!(subjects(&e), [&agent, &human]);
+        e.resource_type = "agent_key".into();
+        e.resource_id = team.clone();
+        assert_eq!(subjects(&e), [&parent, &agent, &human, &team]);
     }
 }

@@ -246,6 +246,13 @@ impl Store {
             identities: std::sync::Arc::new(cache::Identities::new(backend == Backend::Sqlite)),
             key_uses: Default::default(),
         };
+        let indexed = store.index_old_audit_entries().await?;
+        if indexed > 0 {
+            tracing::info!(
+                entries = indexed,
+                "indexed who earlier audit entries are about"
+            );
+        }
         // The writer's copy holds its own token, not `alive`, so that it
         // does not keep the store alive itself.
         let writer = Store {

@@ -260,6 +260,11 @@ pub(crate) struct Select {
 }
 
 impl Select {
+    /// A query whose text ends in a `WHERE` clause binding `params`.
+    pub(crate) fn new(sql: String, params: Vec<Param>) -> Self {
+        Select { sql, params }
+    }
+
     /// `SELECT * FROM table WHERE tenant_id = $1`.
     pub(crate) fn tenant_rows(table: &str, tenant_id: &str) -> Self {
         Select {
@@ -283,6 +288,23 @@ impl Select {
         self.sql.push_str(" AND ");
         self.sql.push_str(&clause.replace('?', &placeholder));
         self
+    }
+
+    /// The one integer the query with `tail` added returns, if any row.
+    pub(crate) async fn scalar(
+        self,
+        pool: &sqlx::AnyPool,
+        tail: &str,
+    ) -> Result<Option<i64>, Error> {
+        let sql = self.sql + tail;
+        let mut query = sqlx::query_scalar::<_, i64>(&sql);
+        for p in self.params {
+            query = match p {
+                Param::Text(s) => query.bind(s),
+                Param::Int(i) => query.bind(i),
+            };
+        }
+        query.fetch_optional(pool).await.map_err(db_error)
     }
 
     /// Page by `key` ascending from the cursor; fetch one more than `limit` to

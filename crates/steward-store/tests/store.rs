@@ -975,6 +975,25 @@ async fn growing_tables_are_read_through_indexes_on_sqlite() {
             "{query}: {steps:?}"
         );
     }
+    // An agent's or a human's entries are read through their index in
+    // order, a page at a time, whatever the length of the log.
+    let by_subject = steward_store::audit::BY_SUBJECT;
+    for query in [
+        format!(
+            "SELECT audit_log.* {by_subject} AND action = $3 AND audit_subjects.entry > 7 \
+             ORDER BY audit_subjects.entry LIMIT 51"
+        ),
+        format!("SELECT seq {by_subject} ORDER BY audit_subjects.entry DESC LIMIT 1 OFFSET 9"),
+    ] {
+        let steps = plan(&query, &["agt_x", "default", "decision.deny"]).await;
+        assert!(
+            steps.iter().all(|s| !s.contains("TEMP B-TREE"))
+                && steps[0].contains("INDEX audit_subjects_subject (subject_id=?")
+                && steps[1].starts_with("SEARCH audit_log USING")
+                && (steps[1].contains("seq=?") || steps[1].contains("rowid=?")),
+            "{query}: {steps:?}"
+        );
+    }
     // A spawn counts its parent's live children from the index alone, not
     // by reading every child the parent ever had.
     let steps = plan(
@@ -1295,4 +1314,175 @@ async fn pruning_goes_a_stretch_at_a_time_on_sqlite() {
 #[tokio::test]
 async fn pruning_goes_a_stretch_at_a_time_on_postgres() {
     pruning_goes_a_stretch_at_a_time(&postgres().await).await;
+}
+
+/// Decisions about `agent`, `n` of them, the odd ones acting for `human`.
+fn decisions_about(agent: &Agent, human: &Human, n: usize) -> Vec<steward_store::quotas::Write> {
+    let ctx = ChangeContext::system("default", "test", chrono::Utc::now());
+    (0..n)
+        .map(|i| {
+            let mut chain = vec![serde_json::json!({"kind": "agent", "id": agent.id})];
+            if i % 2 == 1 {
+                chain.push(serde_json::json!({"kind": "human", "id": human.id}));
+            }
+            steward_store::quotas::Write::Audit(Box::new((
+                ctx.clone(),
+                steward_core::AuditEvent {
+                    action: "decision.allow".into(),
+                    resource_type: "repo".into(),
+                    resource_id: format!("r{i}"),
+                    before: None,
+                    after: Some(serde_json::json!({"principal": {"id": agent.id}, "chain": chain})),
+                    reason: None,
+                },
+            )))
+        })
+        .collect()
+}
+
+/// The sequence numbers the filter finds, a page of 7 at a time.
+async fn found(store: &Store, filter: AuditFilter) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_audit(
+                "default",
+                AuditFilter {
+                    cursor,
+                    limit: Some(7),
+                    ..filter.clone()
+                },
+            )
+            .await
+            .unwrap();
+        seqs.extend(page.items.iter().map(|e| e.seq));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            return seqs;
+        }
+    }
+}
+
+/// Who each entry is about is indexed as it is written (in small batches
+/// and large), for entries written before the index at the next open, and
+/// forgotten with the payload when a pruning empties the entry.
+async fn who_an_entry_is_about_is_indexed(url: &str) {
+    let store = Store::open(url).await.unwrap();
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    let bob = person(&store, &ctx, "bob@example.com").await;
+    let bot = public_agent(&store, &ctx, "bot", "bob@example.com").await;
+    let other = public_agent(&store, &ctx, "other", "bob@example.com").await;
+    // (agent, acting for bob, sequence number) of each decision.
+    let mut decided = Vec::new();
+    for (agent, n) in [(&bot, 3), (&other, 2), (&bot, 40)] {
+        let written = store
+            .write_batch(decisions_about(agent, &bob, n))
+            .await
+            .unwrap();
+        for (i, w) in written.into_iter().enumerate() {
+            match w {
+                steward_store::quotas::Written::Audited(seq) => {
+                    decided.push((agent.id.clone(), i % 2 == 1, seq))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let first = |action: &str, id: &str| {
+        let filter = AuditFilter {
+            action: Some(action.into()),
+            resource_id: Some(id.into()),
+            ..Default::default()
+        };
+        let store = &store;
+        async move { found(store, filter).await[0] }
+    };
+    let registered = first("agent.register", &bot.id).await;
+    let created = first("human.create", &bob.id).await;
+    let pick = |keep: &dyn Fn(&str, bool) -> bool| -> Vec<i64> {
+        decided
+            .iter()
+            .filter(|(a, bob, _)| keep(a, *bob))
+            .map(|(_, _, s)| *s)
+            .collect()
+    };
+    let filters = [
+        AuditFilter {
+            agent: Some(bot.id.clone()),
+            ..Default::default()
+        },
+        AuditFilter {
+            human: Some("bob@example.com".into()),
+            ..Default::default()
+        },
+        AuditFilter {
+            agent: Some("bot".into()),
+            human: Some(bob.id.clone()),
+            ..Default::default()
+        },
+        AuditFilter {
+            agent: Some("bot".into()),
+            last: Some(5),
+            ..Default::default()
+        },
+    ];
+    // The agent: registered, then decided about. The human: created, then
+    // acted for (the agents' registrations only name bob as their owner).
+    // Both: the bot acting for bob. The last five about the bot.
+    let about_bot: Vec<i64> = [registered]
+        .into_iter()
+        .chain(pick(&|a, _| a == bot.id))
+        .collect();
+    let answers = vec![
+        about_bot.clone(),
+        [created]
+            .into_iter()
+            .chain(pick(&|_, for_bob| for_bob))
+            .collect(),
+        pick(&|a, for_bob| a == bot.id && for_bob),
+        about_bot[about_bot.len() - 5..].to_vec(),
+    ];
+    assert_eq!(answers[0].len(), 44);
+    assert_eq!(answers[2].len(), 21);
+    for (filter, answer) in filters.iter().zip(&answers) {
+        assert_eq!(&found(&store, filter.clone()).await, answer, "{filter:?}");
+    }
+
+    // Forget the index as if the entries were written before it.
+    store
+        .execute_raw(
+            "DELETE FROM audit_subjects; INSERT INTO audit_subjects_backfill (id, next, up_to) \
+             SELECT 1, 1, size FROM audit_head WHERE id = 1",
+        )
+        .await
+        .unwrap();
+    assert!(found(&store, filters[0].clone()).await.is_empty());
+    drop(store);
+    let store = Store::open(url).await.unwrap();
+    for (filter, answer) in filters.iter().zip(&answers) {
+        assert_eq!(&found(&store, filter.clone()).await, answer, "{filter:?}");
+    }
+
+    // A pruning empties them all: nobody is named any more.
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    store.prune_audit_by(&ctx, later, 10).await.unwrap();
+    for filter in filters {
+        assert_eq!(found(&store, filter).await, Vec::<i64>::new());
+    }
+}
+
+#[tokio::test]
+async fn who_an_entry_is_about_is_indexed_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    who_an_entry_is_about_is_indexed(&format!("sqlite://{}/s.db", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn who_an_entry_is_about_is_indexed_on_postgres() {
+    who_an_entry_is_about_is_indexed(&postgres_url().await).await;
 }
