@@ -469,6 +469,34 @@ impl Store {
                 crate::delegation::end_delegations(tx, ctx, "agent_id", &t.id).await?;
             }
         }
+        let (changed, keys_revoked) = self
+            .apply_transition(tx, ctx, targets, transition, to, reason)
+            .await?;
+        let mut changed = changed.into_iter();
+        let agent = changed
+            .next()
+            .ok_or_else(|| Error::internal("transition changed nothing"))?;
+        Ok(TransitionResult {
+            agent,
+            cascaded: changed.map(|a| a.id).collect(),
+            keys_revoked,
+        })
+    }
+
+    /// Move `targets` (locked by the caller, in that order) that are not
+    /// yet terminal to `to` by `transition`: each row updated, a
+    /// decommissioned agent's keys revoked, one record per agent appended
+    /// together, then what each agent leaving for good had pending
+    /// cancelled. Returns the agents as they are now and the keys revoked.
+    pub(crate) async fn apply_transition(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        targets: Vec<Agent>,
+        transition: Transition,
+        to: AgentState,
+        reason: Option<String>,
+    ) -> Result<(Vec<Agent>, u64), Error> {
         let mut changed = Vec::new();
         let mut records = Vec::new();
         let mut keys_revoked = 0;
@@ -520,15 +548,7 @@ impl Store {
                     .await?;
             }
         }
-        let mut changed = changed.into_iter();
-        let agent = changed
-            .next()
-            .ok_or_else(|| Error::internal("transition changed nothing"))?;
-        Ok(TransitionResult {
-            agent,
-            cascaded: changed.map(|a| a.id).collect(),
-            keys_revoked,
-        })
+        Ok((changed, keys_revoked))
     }
 
     /// Agents whose expiry time has passed but which are not yet terminal,

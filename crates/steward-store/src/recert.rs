@@ -10,8 +10,8 @@ use sqlx::any::AnyRow;
 use steward_core::lifecycle::Transition;
 use steward_core::{ChangeContext, Error, validate};
 use steward_types::{
-    Attest, Campaign, CampaignCounts, CampaignItem, CampaignItemQuery, ErrorCode, OnOverdue, Page,
-    PageQuery, RiskTier, StartCampaign,
+    Agent, AgentState, Attest, Campaign, CampaignCounts, CampaignItem, CampaignItemQuery,
+    ErrorCode, OnOverdue, Page, PageQuery, RiskTier, StartCampaign,
 };
 
 use crate::audit::{append, event};
@@ -473,57 +473,65 @@ impl Store {
             self.get_campaign(&ctx.tenant_id, id).await?.on_overdue == OnOverdue::Suspend;
         let mut tx = self.begin().await?;
         let lock = self.backend.for_update();
-        // Pending agents first (agent rows before the campaign's, as an
-        // attestation locks them), then the campaign.
-        let pending: Vec<String> = if suspends {
+        // Pending agents first, locked in one statement (agent rows before
+        // the campaign's, as an attestation locks them), then the campaign.
+        let agents: Vec<Agent> = if suspends {
+            sqlx::query(&format!(
+                "SELECT * FROM agents WHERE tenant_id = $1 AND id IN (SELECT agent_id FROM recert_items \
+                 WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending') ORDER BY id{lock}"
+            ))
+            .bind(&ctx.tenant_id)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(rows::agent)
+            .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let c = self.campaign_in(&mut tx, &ctx.tenant_id, id).await?;
+        if c.status != "open" {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(None);
+        }
+        // A campaign that suspends: every agent still pending and active,
+        // each with its record, together. (An owner who attested between
+        // the first read and the locks has settled their item.)
+        let still_pending: std::collections::HashSet<String> = if suspends {
             sqlx::query_scalar(
-                "SELECT agent_id FROM recert_items WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending' ORDER BY agent_id",
+                "SELECT agent_id FROM recert_items WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending'",
             )
             .bind(&ctx.tenant_id)
             .bind(id)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?
+            .into_iter()
+            .collect()
         } else {
-            Vec::new()
+            Default::default()
         };
-        let mut agents = Vec::new();
-        for agent_id in &pending {
-            agents.push(crate::agents::lock_agent(&mut tx, lock, &ctx.tenant_id, agent_id).await?);
-        }
-        let c = self.campaign_in(&mut tx, &ctx.tenant_id, id).await?;
-        if c.status != "open" {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(None);
-        }
-        // A campaign that suspends: each agent still pending, audited.
-        let mut suspended = Vec::new();
-        for agent in &agents {
-            let still_pending: Option<String> = sqlx::query_scalar(
-                "SELECT status FROM recert_items WHERE tenant_id = $1 AND campaign_id = $2 AND agent_id = $3 AND status = 'pending'",
+        let targets: Vec<Agent> = agents
+            .into_iter()
+            .filter(|a| still_pending.contains(&a.id) && a.state == AgentState::Active)
+            .collect();
+        let reason = format!(
+            "recertification {} closed without its owner attesting",
+            c.name
+        );
+        let (changed, _) = self
+            .apply_transition(
+                &mut tx,
+                ctx,
+                targets,
+                Transition::Suspend,
+                AgentState::Suspended,
+                Some(reason),
             )
-            .bind(&ctx.tenant_id)
-            .bind(id)
-            .bind(&agent.id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            if still_pending.is_none() {
-                continue;
-            }
-            let reason = format!(
-                "recertification {} closed without its owner attesting",
-                c.name
-            );
-            match self
-                .transition_agent_in(&mut tx, ctx, &agent.id, Transition::Suspend, Some(reason))
-                .await
-            {
-                Ok(_) => suspended.push(agent.name.clone()),
-                Err(e) if e.code == ErrorCode::InvalidTransition => {}
-                Err(e) => return Err(e),
-            }
-        }
+            .await?;
+        let suspended: Vec<String> = changed.into_iter().map(|a| a.name).collect();
         // Whatever is still pending is overdue, in one statement; then the
         // campaign is closed.
         for close in [

@@ -18,9 +18,14 @@ use steward_testkit::{Backend, TempStore};
 fn event(i: usize) -> (ChangeContext, AuditEvent) {
     let mut ctx = ChangeContext::system("default", "bench", chrono::Utc::now());
     ctx.request_id = Some(format!("req-{i}"));
+    // A thousand agents, each acting for one of a hundred people: two
+    // identities for the log's index of who each entry is about.
+    let agent = format!("agt_{:032x}", i % 1000);
+    let human = format!("hum_{:032x}", i % 100);
     let after = serde_json::json!({
         "decision_id": format!("dec_{i:032}"), "decision": "allow", "action": "read",
-        "principal": {"kind": "agent", "id": "agt_bench", "name": "bench-bot"},
+        "principal": {"kind": "agent", "id": agent, "name": "bench-bot"},
+        "chain": [{"kind": "agent", "id": agent}, {"kind": "human", "id": human}],
         "resource": {"type": "repo", "id": "steward"}, "policies": ["readers"],
     });
     (

@@ -336,6 +336,26 @@ async fn owners_attest_and_overdue_agents_are_suspended(backend: Backend) {
     );
     let child = admin.get_agent("a2-child").await.unwrap();
     assert_eq!(child.state, AgentState::Suspended);
+    assert_eq!(
+        child.state_reason.as_deref(),
+        Some("recertification 2026-Q4 closed without its owner attesting")
+    );
+    let suspension = admin
+        .list_audit(&AuditFilter {
+            agent: Some("a2-child".into()),
+            action: Some("agent.suspend".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(suspension.len(), 1, "{suspension:#?}");
+    assert_eq!(suspension[0].actor.id, "recertification");
+    assert_eq!(suspension[0].reason, child.state_reason);
+    assert_eq!(
+        suspension[0].after.as_ref().unwrap()["state"],
+        "suspended"
+    );
     let payments = admin.get_campaign("payments").await.unwrap();
     assert_eq!(payments.counts.overdue, 1);
     assert_eq!(
