@@ -1486,3 +1486,87 @@ async fn who_an_entry_is_about_is_indexed_on_sqlite() {
 async fn who_an_entry_is_about_is_indexed_on_postgres() {
     who_an_entry_is_about_is_indexed(&postgres_url().await).await;
 }
+
+/// Two nodes closing the same due campaign at once: one closes it, and
+/// each overdue agent is suspended once, with one record; an owner's
+/// attestation that landed first stands.
+async fn a_campaign_closes_once_across_nodes(a: &Store, b: &Store) {
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    a.ensure_tenant(&ctx, "default", "Default").await.unwrap();
+    person(a, &ctx, "owner@example.com").await;
+    for i in 0..40 {
+        public_agent(a, &ctx, &format!("bot-{i}"), "owner@example.com").await;
+    }
+    let campaign = a
+        .start_campaign(
+            &ctx,
+            &StartCampaign {
+                name: "q4".into(),
+                on_overdue: Some(OnOverdue::Suspend),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(campaign.counts.total, 40);
+    let owner = a.get_human("default", "owner@example.com").await.unwrap();
+    a.attest(
+        &ctx,
+        Some(&owner.id),
+        false,
+        "q4",
+        "bot-7",
+        &Attest {
+            decision: "keep".into(),
+            note: None,
+        },
+    )
+    .await
+    .unwrap();
+    let later = Utc::now() + chrono::Duration::days(100);
+    let (x, y) = tokio::join!(a.close_due_campaigns(later), b.close_due_campaigns(later));
+    let closed: Vec<Campaign> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    assert_eq!(closed.len(), 1, "{closed:#?}");
+    assert_eq!((closed[0].counts.kept, closed[0].counts.overdue), (1, 39));
+    let suspensions = a
+        .list_audit(
+            "default",
+            AuditFilter {
+                action: Some("agent.suspend".into()),
+                limit: Some(500),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    let mut suspended: Vec<&str> = suspensions.iter().map(|e| e.resource_id.as_str()).collect();
+    suspended.sort_unstable();
+    suspended.dedup();
+    assert_eq!((suspensions.len(), suspended.len()), (39, 39));
+    assert_eq!(
+        a.get_agent("default", "bot-7").await.unwrap().state,
+        AgentState::Active
+    );
+    assert_eq!(
+        b.get_agent("default", "bot-8").await.unwrap().state,
+        AgentState::Suspended
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_closes_once_across_nodes_on_sqlite() {
+    let (a, dir) = sqlite().await;
+    let b = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
+        .await
+        .unwrap();
+    a_campaign_closes_once_across_nodes(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_closes_once_across_nodes_on_postgres() {
+    let url = postgres_url().await;
+    let a = Store::open(&url).await.unwrap();
+    let b = Store::open(&url).await.unwrap();
+    a_campaign_closes_once_across_nodes(&a, &b).await;
+}
