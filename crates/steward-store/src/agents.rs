@@ -509,25 +509,6 @@ impl Store {
             after.state = to;
             after.state_reason = reason.clone();
             after.updated_at = ctx.now;
-            sqlx::query(
-                "UPDATE agents SET state = $1, state_reason = $2, updated_at = $3 WHERE id = $4",
-            )
-            .bind(to.as_str())
-            .bind(&reason)
-            .bind(rows::ms(ctx.now))
-            .bind(&after.id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-            if to == AgentState::Decommissioned {
-                keys_revoked += sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
-                    .bind(rows::ms(ctx.now))
-                    .bind(&after.id)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-            }
             records.push(event(
                 &action,
                 "agent",
@@ -538,8 +519,38 @@ impl Store {
             ));
             changed.push(after);
         }
-        // One record per agent, appended together; then what each one
-        // leaving for good had pending is cancelled, with its own records.
+        // The rows in statements of up to 500 agents; one record per agent,
+        // appended together; then what each one leaving for good had
+        // pending is cancelled, with its own records.
+        for some in changed.chunks(500) {
+            let sql = format!(
+                "UPDATE agents SET state = $1, state_reason = $2, updated_at = $3 WHERE id IN ({})",
+                rows::marks(4, some.len())
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(to.as_str())
+                .bind(&reason)
+                .bind(rows::ms(ctx.now));
+            for a in some {
+                q = q.bind(&a.id);
+            }
+            q.execute(&mut **tx).await.map_err(db_error)?;
+            if to == AgentState::Decommissioned {
+                let sql = format!(
+                    "UPDATE agent_keys SET revoked_at = $1 WHERE revoked_at IS NULL AND agent_id IN ({})",
+                    rows::marks(2, some.len())
+                );
+                let mut q = sqlx::query(&sql).bind(rows::ms(ctx.now));
+                for a in some {
+                    q = q.bind(&a.id);
+                }
+                keys_revoked += q
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?
+                    .rows_affected();
+            }
+        }
         crate::audit::append_all(tx, ctx, records).await?;
         if to.is_terminal() {
             for after in &changed {

@@ -1125,8 +1125,7 @@ impl Store {
         let exclude = if held.is_empty() {
             String::new()
         } else {
-            let marks: Vec<String> = (0..held.len()).map(|i| format!("${}", i + 5)).collect();
-            format!(" AND tenant_id NOT IN ({})", marks.join(", "))
+            format!(" AND tenant_id NOT IN ({})", rows::marks(5, held.len()))
         };
         let sql = format!(
             "UPDATE audit_log SET before = NULL, after = NULL, reason = NULL, request_id = NULL, source = NULL, \

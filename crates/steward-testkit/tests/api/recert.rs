@@ -352,10 +352,7 @@ async fn owners_attest_and_overdue_agents_are_suspended(backend: Backend) {
     assert_eq!(suspension.len(), 1, "{suspension:#?}");
     assert_eq!(suspension[0].actor.id, "recertification");
     assert_eq!(suspension[0].reason, child.state_reason);
-    assert_eq!(
-        suspension[0].after.as_ref().unwrap()["state"],
-        "suspended"
-    );
+    assert_eq!(suspension[0].after.as_ref().unwrap()["state"], "suspended");
     let payments = admin.get_campaign("payments").await.unwrap();
     assert_eq!(payments.counts.overdue, 1);
     assert_eq!(
