@@ -1217,6 +1217,16 @@ impl Store {
             else {
                 return Ok(read);
             };
+            // The index by identity is dropped for the backfill and built
+            // again at its end: kept, it would have most of its pages
+            // written again for every stretch (its rows go everywhere in
+            // it), where building it sorts them once.
+            if next == 1 {
+                sqlx::query("DROP INDEX IF EXISTS audit_subjects_subject")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
             let to = next.saturating_add(PRUNE_CHUNK - 1).min(up_to);
             let found = sqlx::query(
                 "SELECT * FROM audit_log WHERE seq >= $1 AND seq <= $2 AND pruned = 0 ORDER BY seq",
@@ -1232,6 +1242,13 @@ impl Store {
                 .collect::<Result<Vec<_>, _>>()?;
             insert_subjects(&mut tx, &subject_rows(&entries)).await?;
             let marker = if to >= up_to {
+                // As migration 0020 made it.
+                sqlx::query(
+                    "CREATE INDEX IF NOT EXISTS audit_subjects_subject ON audit_subjects (subject_id, entry)",
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
                 sqlx::query("DELETE FROM audit_subjects_backfill WHERE id = 1")
             } else {
                 sqlx::query("UPDATE audit_subjects_backfill SET next = $1 WHERE id = 1")

@@ -1467,6 +1467,11 @@ async fn who_an_entry_is_about_is_indexed(url: &str) {
     for (filter, answer) in filters.iter().zip(&answers) {
         assert_eq!(&found(&store, filter.clone()).await, answer, "{filter:?}");
     }
+    // The index the backfill dropped is back.
+    let again = store
+        .execute_raw("CREATE INDEX audit_subjects_subject ON audit_subjects (subject_id, entry)")
+        .await;
+    assert!(again.is_err(), "the index by identity is missing");
 
     // A pruning empties them all: nobody is named any more.
     let later = Utc::now() + chrono::Duration::seconds(1);
