@@ -8,9 +8,14 @@ use steward_core::{ChangeContext, InventoryRules};
 use steward_store::Store;
 use steward_types::*;
 
+/// The store file in `dir`.
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}/s.db", dir.path().display())
+}
+
 async fn sqlite() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/s.db", dir.path().display());
+    let url = sqlite_url(&dir);
     (Store::open(&url).await.unwrap(), dir)
 }
 
@@ -375,9 +380,7 @@ async fn small_batches_between_other_writers(store: &Store, other: &Store) {
 #[tokio::test]
 async fn small_batches_between_other_writers_on_sqlite() {
     let (store, dir) = sqlite().await;
-    let other = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
-        .await
-        .unwrap();
+    let other = Store::open(&sqlite_url(&dir)).await.unwrap();
     small_batches_between_other_writers(&store, &other).await;
 }
 
@@ -807,7 +810,7 @@ async fn writes_wait_for_a_write_lock_held_elsewhere_on_sqlite() {
         .await
         .unwrap();
     person(&store, &ctx, "owner@example.com").await;
-    let url = format!("sqlite://{}/s.db", dir.path().display());
+    let url = sqlite_url(&dir);
     let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
     other.execute("BEGIN IMMEDIATE").await.unwrap();
     // Registering reads the owner, then inserts: it asks for the lock
@@ -948,7 +951,7 @@ async fn a_policy_batch_is_checked_once_unless_the_state_moves_on_postgres() {
 async fn growing_tables_are_read_through_indexes_on_sqlite() {
     use sqlx::{Connection, Row};
     let (_store, dir) = sqlite().await;
-    let url = format!("sqlite://{}/s.db", dir.path().display());
+    let url = sqlite_url(&dir);
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let mut plan = async |query: &str, args: &[&str]| -> Vec<String> {
         let sql = format!("EXPLAIN QUERY PLAN {query}");
@@ -1116,7 +1119,7 @@ async fn key_uses_are_written_beside_requests(url: &str) {
 #[tokio::test]
 async fn key_uses_are_written_beside_requests_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    key_uses_are_written_beside_requests(&format!("sqlite://{}/s.db", dir.path().display())).await;
+    key_uses_are_written_beside_requests(&sqlite_url(&dir)).await;
 }
 
 #[tokio::test]
@@ -1484,7 +1487,7 @@ async fn who_an_entry_is_about_is_indexed(url: &str) {
 #[tokio::test]
 async fn who_an_entry_is_about_is_indexed_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    who_an_entry_is_about_is_indexed(&format!("sqlite://{}/s.db", dir.path().display())).await;
+    who_an_entry_is_about_is_indexed(&sqlite_url(&dir)).await;
 }
 
 #[tokio::test]
@@ -1562,9 +1565,7 @@ async fn a_campaign_closes_once_across_nodes(a: &Store, b: &Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_closes_once_across_nodes_on_sqlite() {
     let (a, dir) = sqlite().await;
-    let b = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
-        .await
-        .unwrap();
+    let b = Store::open(&sqlite_url(&dir)).await.unwrap();
     a_campaign_closes_once_across_nodes(&a, &b).await;
 }
 
