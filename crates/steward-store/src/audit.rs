@@ -141,28 +141,30 @@ fn is_identity_id(s: &str) -> bool {
         })
 }
 
-/// Every string in `value`, depth first.
-fn strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-    match value {
-        serde_json::Value::String(s) => out.push(s),
-        serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
-        serde_json::Value::Object(fields) => fields.values().for_each(|v| strings(v, out)),
-        _ => {}
-    }
-}
-
 /// The agents, humans and teams an entry is about, as the audit filters by
 /// agent, human and team find it: its actor, the human behind the actor,
-/// its resource and, for decisions and key events, every identity its
-/// record names (the principal, its chain, the person acted for). Sorted,
-/// each once.
+/// its resource and, for a decision, its principal and every identity in
+/// its chain (the ancestors, the person acted for); for a key event, the
+/// key's agent. Only those fields: ids a caller put in a request's context
+/// or attributes do not make a decision about anyone else. Sorted, each
+/// once.
 pub fn subjects(e: &AuditEntry) -> Vec<&str> {
+    fn text(v: Option<&serde_json::Value>) -> Option<&str> {
+        v.and_then(serde_json::Value::as_str)
+    }
     let mut all = vec![e.actor.id.as_str(), e.resource_id.as_str()];
     all.extend(e.actor.human_id.as_deref());
-    if (e.action.starts_with("decision.") || e.resource_type == "agent_key")
-        && let Some(after) = &e.after
-    {
-        strings(after, &mut all);
+    let after = e.after.as_ref();
+    if e.action.starts_with("decision.") {
+        all.extend(text(after.and_then(|a| a.pointer("/principal/id"))));
+        if let Some(chain) = after
+            .and_then(|a| a.get("chain"))
+            .and_then(|c| c.as_array())
+        {
+            all.extend(chain.iter().filter_map(|link| text(link.get("id"))));
+        }
+    } else if e.resource_type == "agent_key" {
+        all.extend(text(after.and_then(|a| a.get("agent_id"))));
     }
     all.retain(|s| is_identity_id(s));
     all.sort_unstable();
@@ -260,7 +262,7 @@ pub(crate) async fn insert_many(
 }
 
 /// Most records [`Store::append_in_one_trip`] takes: one statement text
-/// per count, each prepared once. Larger batches come only under load,
+/// per count of records and of their subject rows, each prepared once. Larger batches come only under load,
 /// where a round trip per statement is shared by many records.
 pub(crate) const ONE_TRIP_MAX: usize = 16;
 
@@ -1339,8 +1341,9 @@ mod tests {
         }
     }
 
-    /// A decision names its principal, chain and the person acted for;
-    /// other entries only their actor, actor's human and resource; only ids
+    /// A decision names its principal and chain (the person acted for is
+    /// in it), not what a caller put in its context; a key event its
+    /// agent; every entry its actor, actor's human and resource. Only ids
     /// of agents, humans and teams count, each once.
     #[test]
     fn an_entry_is_about_the_identities_it_names() {
@@ -1348,6 +1351,7 @@ mod tests {
         let parent = format!("agt_{}", "0".repeat(32));
         let human = format!("hum_{}", "1".repeat(32));
         let team = format!("team_{}", "f".repeat(32));
+        let bystander = format!("agt_{}", "b".repeat(32));
         let mut e = AuditEntry {
             seq: 1,
             time: Utc::now(),
@@ -1364,8 +1368,9 @@ mod tests {
             after: Some(serde_json::json!({
                 "principal": {"id": agent},
                 "chain": [{"id": agent}, {"id": parent}, {"id": human, "name": "bob@example.com"}],
-                "context": {"x": format!("agt_{}", "A".repeat(32)), "y": format!("agt_{}", "a".repeat(31))},
-                agent.clone(): "a key is not a value",
+                "context": {"x": bystander, "y": format!("agt_{}", "A".repeat(32))},
+                "resource": {"attributes": {"owner": bystander}},
+                "agent_id": bystander,
             })),
             reason: None,
             request_id: None,
@@ -1377,8 +1382,12 @@ mod tests {
         e.resource_id = agent.clone();
         e.actor.human_id = Some(human.clone());
         assert_eq!(subjects(&e), [&agent, &human]);
+        e.action = "key.create".into();
         e.resource_type = "agent_key".into();
         e.resource_id = team.clone();
-        assert_eq!(subjects(&e), [&parent, &agent, &human, &team]);
+        assert_eq!(subjects(&e), [&bystander, &human, &team]);
+        e.actor.id = format!("agt_{}", "a".repeat(31));
+        e.after = None;
+        assert_eq!(subjects(&e), [&human, &team]);
     }
 }

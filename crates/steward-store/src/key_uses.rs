@@ -131,7 +131,11 @@ impl Store {
     /// kept for the next flush. A time never goes backwards: a use another
     /// node wrote later stays.
     pub async fn flush_key_uses(&self) -> Result<(), Error> {
-        let uses = self.key_uses.snapshot();
+        let mut uses = self.key_uses.snapshot();
+        // Agent rows in id order, the order every other change that locks
+        // many agents takes them (a recertification's close, a leaver), so
+        // a flush and such a change wait for each other, never deadlock.
+        uses.sort_by(|(ka, a), (kb, b)| (&a.agent_id, ka).cmp(&(&b.agent_id, kb)));
         for chunk in uses.chunks(CHUNK) {
             self.write_key_uses(chunk).await?;
             self.key_uses.written(chunk);

@@ -461,7 +461,10 @@ impl Store {
         Ok(closed_now)
     }
 
-    async fn close_campaign(
+    /// Close one campaign (the sweep above, for one): `None` when it was
+    /// closed already.
+    #[doc(hidden)]
+    pub async fn close_campaign(
         &self,
         ctx: &ChangeContext,
         id: &str,
