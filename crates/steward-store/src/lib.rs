@@ -79,6 +79,8 @@ pub struct Store {
     identities: std::sync::Arc<cache::Identities>,
     /// Key uses noted and not yet written ([`key_uses`]).
     key_uses: std::sync::Arc<key_uses::KeyUses>,
+    /// One-trip appends that failed and went in statement by statement.
+    one_trip_fallbacks: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Held by every clone; the SQLite checkpointer ([`wal`]) and the key
     /// use writer ([`key_uses`]) stop when the last one is dropped or the
     /// pools are closed.
@@ -245,6 +247,7 @@ impl Store {
             // other nodes write too.
             identities: std::sync::Arc::new(cache::Identities::new(backend == Backend::Sqlite)),
             key_uses: Default::default(),
+            one_trip_fallbacks: Default::default(),
         };
         let indexed = store.index_old_audit_entries().await?;
         if indexed > 0 {

@@ -1450,6 +1450,8 @@ async fn who_an_entry_is_about_is_indexed(url: &str) {
         pick(&|a, for_bob| a == bot.id && for_bob),
         about_bot[about_bot.len() - 5..].to_vec(),
     ];
+    // The small batches went in one trip each, index rows included.
+    assert_eq!(store.one_trip_fallbacks(), 0);
     assert_eq!(answers[0].len(), 44);
     assert_eq!(answers[2].len(), 21);
     for (filter, answer) in filters.iter().zip(&answers) {
