@@ -8,6 +8,16 @@ use steward_core::{ChangeContext, InventoryRules};
 use steward_store::Store;
 use steward_types::*;
 
+/// The tenant `default` in `store`, and a system change context in it.
+async fn default_tenant(store: &Store) -> ChangeContext {
+    let ctx = ChangeContext::system("default", "test", Utc::now());
+    store
+        .ensure_tenant(&ctx, "default", "Default")
+        .await
+        .unwrap();
+    ctx
+}
+
 /// The store file in `dir`.
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}/s.db", dir.path().display())
@@ -133,18 +143,6 @@ async fn scenario(store: &Store) {
     );
 }
 
-#[tokio::test]
-async fn scenario_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    scenario(&store).await;
-}
-
-#[tokio::test]
-async fn scenario_on_postgres() {
-    let store = postgres().await;
-    scenario(&store).await;
-}
-
 /// The identities a decision reads follow every committed change at once,
 /// whether or not the backend caches them, and the decision path's own
 /// writes do not disturb them.
@@ -265,18 +263,6 @@ async fn identities_follow_changes(store: &Store) {
         .await
         .unwrap();
     assert_eq!(read().await.owner_email, "bo2@example.com");
-}
-
-#[tokio::test]
-async fn identities_follow_changes_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    identities_follow_changes(&store).await;
-}
-
-#[tokio::test]
-async fn identities_follow_changes_on_postgres() {
-    let store = postgres().await;
-    identities_follow_changes(&store).await;
 }
 
 /// `n` audit records (a decision each) whose resource ids are `tag0`,
@@ -419,29 +405,6 @@ async fn unfinished_transactions_change_nothing(store: &Store) {
         .await
         .unwrap_err();
     assert_eq!(refused.code, ErrorCode::StoreUnavailable, "{refused:?}");
-}
-
-#[tokio::test]
-async fn unfinished_transactions_change_nothing_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    unfinished_transactions_change_nothing(&store).await;
-}
-
-#[tokio::test]
-async fn unfinished_transactions_change_nothing_on_postgres() {
-    unfinished_transactions_change_nothing(&postgres().await).await;
-}
-
-#[tokio::test]
-async fn a_batch_lands_in_order_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    a_batch_lands_in_order(&store).await;
-}
-
-#[tokio::test]
-async fn a_batch_lands_in_order_on_postgres() {
-    let store = postgres().await;
-    a_batch_lands_in_order(&store).await;
 }
 
 /// SQLite's write-ahead log is checkpointed and restarted beside the
@@ -601,11 +564,7 @@ async fn one_bootstrap_token_on_postgres() {
 /// A name that looks like another record's id (refused today, possible in
 /// older data) never makes a lookup by that id find the other record.
 async fn ids_beat_names(store: &Store) {
-    let ctx = ChangeContext::system("default", "test", Utc::now());
-    store
-        .ensure_tenant(&ctx, "default", "Default")
-        .await
-        .unwrap();
+    let ctx = default_tenant(store).await;
     person(store, &ctx, "o@example.com").await;
     let mut ids = Vec::new();
     for name in ["first", "second"] {
@@ -651,16 +610,6 @@ async fn ids_beat_names(store: &Store) {
     );
 }
 
-#[tokio::test]
-async fn ids_beat_names_on_sqlite() {
-    ids_beat_names(&sqlite().await.0).await;
-}
-
-#[tokio::test]
-async fn ids_beat_names_on_postgres() {
-    ids_beat_names(&postgres().await).await;
-}
-
 /// An agent reassigned while its old owner is being deactivated (the
 /// reassignment holds the agent's row; the deactivation listed it before)
 /// is not orphaned: it has a new owner.
@@ -669,11 +618,7 @@ async fn a_reassigned_agent_is_not_orphaned_by_its_old_owner_leaving_on_postgres
     use sqlx::Connection;
     let url = postgres_url().await;
     let store = Store::open(&url).await.unwrap();
-    let ctx = ChangeContext::system("default", "test", Utc::now());
-    store
-        .ensure_tenant(&ctx, "default", "Default")
-        .await
-        .unwrap();
+    let ctx = default_tenant(&store).await;
     let mut people = Vec::new();
     for email in ["alice@example.com", "bob@example.com"] {
         people.push(person(&store, &ctx, email).await.id);
@@ -716,11 +661,7 @@ async fn a_leaver_and_a_change_to_their_agent_do_not_deadlock_on_postgres() {
     use sqlx::Connection;
     let url = postgres_url().await;
     let store = Store::open(&url).await.unwrap();
-    let ctx = ChangeContext::system("default", "test", Utc::now());
-    store
-        .ensure_tenant(&ctx, "default", "Default")
-        .await
-        .unwrap();
+    let ctx = default_tenant(&store).await;
     let alice = person(&store, &ctx, "alice@example.com").await;
     let agent = public_agent(&store, &ctx, "kept", "alice@example.com").await;
     // The change, mid-transaction: it holds the agent's row.
@@ -804,11 +745,7 @@ async fn public_agent(store: &Store, ctx: &ChangeContext, name: &str, owner: &st
 async fn writes_wait_for_a_write_lock_held_elsewhere_on_sqlite() {
     use sqlx::{Connection, Executor};
     let (store, dir) = sqlite().await;
-    let ctx = ChangeContext::system("default", "test", Utc::now());
-    store
-        .ensure_tenant(&ctx, "default", "Default")
-        .await
-        .unwrap();
+    let ctx = default_tenant(&store).await;
     person(&store, &ctx, "owner@example.com").await;
     let url = sqlite_url(&dir);
     let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -855,11 +792,7 @@ fn policy(id: &str, text: &str) -> steward_store::policies::PolicyChange {
 /// between: then the check runs again on the state the transaction sees.
 async fn a_policy_batch_is_checked_once_unless_the_state_moves(store: &Store) {
     use std::sync::Mutex;
-    let ctx = ChangeContext::system("default", "test", Utc::now());
-    store
-        .ensure_tenant(&ctx, "default", "Default")
-        .await
-        .unwrap();
+    let ctx = default_tenant(store).await;
     // Every call: the policy ids of the state it was shown.
     let seen: Mutex<Vec<Vec<String>>> = Mutex::new(Vec::new());
     let check = |st: &steward_store::policies::PolicyState, _: &[ResourceEntity]| {
@@ -929,16 +862,6 @@ async fn a_policy_batch_is_checked_once_unless_the_state_moves(store: &Store) {
         store.policy_state("default").await.unwrap().policies.len(),
         3
     );
-}
-
-#[tokio::test]
-async fn a_policy_batch_is_checked_once_unless_the_state_moves_on_sqlite() {
-    a_policy_batch_is_checked_once_unless_the_state_moves(&sqlite().await.0).await;
-}
-
-#[tokio::test]
-async fn a_policy_batch_is_checked_once_unless_the_state_moves_on_postgres() {
-    a_policy_batch_is_checked_once_unless_the_state_moves(&postgres().await).await;
 }
 
 /// Queries that run on every view or every spawn use an index for what
@@ -1047,11 +970,7 @@ async fn growing_tables_are_read_through_indexes_on_sqlite() {
 /// (here: when asked, and when it closes), and a time never goes back.
 async fn key_uses_are_written_beside_requests(url: &str) {
     let store = Store::open(url).await.unwrap();
-    let ctx = ChangeContext::system("default", "test", Utc::now());
-    store
-        .ensure_tenant(&ctx, "default", "Default")
-        .await
-        .unwrap();
+    let ctx = default_tenant(&store).await;
     person(&store, &ctx, "ka@example.com").await;
     public_agent(&store, &ctx, "k", "ka@example.com").await;
     let hash = |s: &str| format!("h-{s}");
@@ -1114,17 +1033,6 @@ async fn key_uses_are_written_beside_requests(url: &str) {
     assert_eq!(key.last_used_at.map(|t| t.timestamp_millis()), t2);
     let agent = store.get_agent("default", "k").await.unwrap();
     assert_eq!(agent.last_seen_at.map(|t| t.timestamp_millis()), t2);
-}
-
-#[tokio::test]
-async fn key_uses_are_written_beside_requests_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    key_uses_are_written_beside_requests(&sqlite_url(&dir)).await;
-}
-
-#[tokio::test]
-async fn key_uses_are_written_beside_requests_on_postgres() {
-    key_uses_are_written_beside_requests(&postgres_url().await).await;
 }
 
 /// A leaver's agents and tokens, and a decommissioned tree, each leave one
@@ -1250,26 +1158,12 @@ async fn bulk_changes_record_each_item(store: &Store) {
     );
 }
 
-#[tokio::test]
-async fn bulk_changes_record_each_item_on_sqlite() {
-    bulk_changes_record_each_item(&sqlite().await.0).await;
-}
-
-#[tokio::test]
-async fn bulk_changes_record_each_item_on_postgres() {
-    bulk_changes_record_each_item(&postgres().await).await;
-}
-
 /// A retention pruning is recorded before it empties anything, then empties
 /// the log a stretch at a time from the oldest payload, up to the first
 /// stretch holding nothing past its cut-off; the next one starts where the
 /// payloads start and finds nothing.
 async fn pruning_goes_a_stretch_at_a_time(store: &Store) {
-    let ctx = ChangeContext::system("default", "test", Utc::now());
-    store
-        .ensure_tenant(&ctx, "default", "Default")
-        .await
-        .unwrap();
+    let ctx = default_tenant(store).await;
     let old = *write_records(store, "old", 10).await.last().unwrap();
     store
         .execute_raw(&format!(
@@ -1307,16 +1201,6 @@ async fn pruning_goes_a_stretch_at_a_time(store: &Store) {
     // Again: nothing left to empty, and the first record keeps its payload.
     assert_eq!(store.prune_audit_by(&ctx, cutoff, 3).await.unwrap(), 0);
     assert_eq!(store.prune_records().await.unwrap().len(), 2);
-}
-
-#[tokio::test]
-async fn pruning_goes_a_stretch_at_a_time_on_sqlite() {
-    pruning_goes_a_stretch_at_a_time(&sqlite().await.0).await;
-}
-
-#[tokio::test]
-async fn pruning_goes_a_stretch_at_a_time_on_postgres() {
-    pruning_goes_a_stretch_at_a_time(&postgres().await).await;
 }
 
 /// Decisions about `agent`, `n` of them, the odd ones acting for `human`.
@@ -1372,11 +1256,7 @@ async fn found(store: &Store, filter: AuditFilter) -> Vec<i64> {
 /// forgotten with the payload when a pruning empties the entry.
 async fn who_an_entry_is_about_is_indexed(url: &str) {
     let store = Store::open(url).await.unwrap();
-    let ctx = ChangeContext::system("default", "test", Utc::now());
-    store
-        .ensure_tenant(&ctx, "default", "Default")
-        .await
-        .unwrap();
+    let ctx = default_tenant(&store).await;
     let bob = person(&store, &ctx, "bob@example.com").await;
     let bot = public_agent(&store, &ctx, "bot", "bob@example.com").await;
     let other = public_agent(&store, &ctx, "other", "bob@example.com").await;
@@ -1486,17 +1366,6 @@ async fn who_an_entry_is_about_is_indexed(url: &str) {
     }
 }
 
-#[tokio::test]
-async fn who_an_entry_is_about_is_indexed_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    who_an_entry_is_about_is_indexed(&sqlite_url(&dir)).await;
-}
-
-#[tokio::test]
-async fn who_an_entry_is_about_is_indexed_on_postgres() {
-    who_an_entry_is_about_is_indexed(&postgres_url().await).await;
-}
-
 /// Two nodes closing the same due campaign at once: one closes it, and
 /// each overdue agent is suspended once, with one record; an owner's
 /// attestation that landed first stands.
@@ -1583,3 +1452,40 @@ async fn a_campaign_closes_once_across_nodes_on_postgres() {
     let b = Store::open(&url).await.unwrap();
     a_campaign_closes_once_across_nodes(&a, &b).await;
 }
+
+/// Each test twice: on SQLite in a temporary folder and on PostgreSQL in a
+/// fresh schema (`sqlite::name`, `postgres::name`), given the store or, for
+/// those under `url`, its URL.
+macro_rules! on_both_stores {
+    (store: [$($s:ident),* $(,)?], url: [$($u:ident),* $(,)?]) => {
+        mod sqlite {
+            $( #[tokio::test]
+               async fn $s() { let (store, _dir) = super::sqlite().await; super::$s(&store).await } )*
+            $( #[tokio::test]
+               async fn $u() { let dir = tempfile::tempdir().unwrap(); super::$u(&super::sqlite_url(&dir)).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test]
+               async fn $s() { super::$s(&super::postgres().await).await } )*
+            $( #[tokio::test]
+               async fn $u() { super::$u(&super::postgres_url().await).await } )*
+        }
+    };
+}
+
+on_both_stores!(
+    store: [
+        scenario,
+        identities_follow_changes,
+        unfinished_transactions_change_nothing,
+        a_batch_lands_in_order,
+        ids_beat_names,
+        a_policy_batch_is_checked_once_unless_the_state_moves,
+        bulk_changes_record_each_item,
+        pruning_goes_a_stretch_at_a_time,
+    ],
+    url: [
+        key_uses_are_written_beside_requests,
+        who_an_entry_is_about_is_indexed,
+    ]
+);
