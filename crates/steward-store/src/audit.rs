@@ -1185,6 +1185,9 @@ impl Store {
     }
 }
 
+/// Sequence numbers a retention pruning empties per transaction.
+pub const PRUNE_CHUNK: i64 = 5_000;
+
 impl Store {
     /// How many one-trip appends failed and went in statement by statement
     /// (another process appended meanwhile, or a bug): the tests hold the
@@ -1194,12 +1197,7 @@ impl Store {
         self.one_trip_fallbacks
             .load(std::sync::atomic::Ordering::Relaxed)
     }
-}
 
-/// Sequence numbers a retention pruning empties per transaction.
-pub const PRUNE_CHUNK: i64 = 5_000;
-
-impl Store {
     /// Index who the entries written before migration 0020 are about (see
     /// [`subjects`]), [`PRUNE_CHUNK`] entries per transaction, noting in
     /// `audit_subjects_backfill` how far it went: an interrupted run goes on

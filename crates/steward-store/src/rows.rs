@@ -261,6 +261,20 @@ pub(crate) enum Param {
     Int(i64),
 }
 
+/// `params` bound in order.
+fn arguments(params: Vec<Param>) -> Result<sqlx::any::AnyArguments<'static>, Error> {
+    use sqlx::Arguments;
+    let mut args = sqlx::any::AnyArguments::default();
+    for p in params {
+        match p {
+            Param::Text(s) => args.add(s),
+            Param::Int(i) => args.add(i),
+        }
+        .map_err(|e| Error::internal(format!("binding a query's value: {e}")))?;
+    }
+    Ok(args)
+}
+
 /// A `SELECT` with `WHERE` clauses added one by one and keyset pagination.
 pub(crate) struct Select {
     sql: String,
@@ -305,14 +319,10 @@ impl Select {
         tail: &str,
     ) -> Result<Option<i64>, Error> {
         let sql = self.sql + tail;
-        let mut query = sqlx::query_scalar::<_, i64>(&sql);
-        for p in self.params {
-            query = match p {
-                Param::Text(s) => query.bind(s),
-                Param::Int(i) => query.bind(i),
-            };
-        }
-        query.fetch_optional(pool).await.map_err(db_error)
+        sqlx::query_scalar_with::<_, i64, _>(&sql, arguments(self.params)?)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)
     }
 
     /// Page by `key` ascending from the cursor; fetch one more than `limit` to
@@ -331,14 +341,10 @@ impl Select {
         };
         q.sql
             .push_str(&format!(" ORDER BY {key} LIMIT {}", cursor.limit + 1));
-        let mut query = sqlx::query(&q.sql);
-        for p in q.params {
-            query = match p {
-                Param::Text(s) => query.bind(s),
-                Param::Int(i) => query.bind(i),
-            };
-        }
-        let rows = query.fetch_all(pool).await.map_err(db_error)?;
+        let rows = sqlx::query_with(&q.sql, arguments(q.params)?)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?;
         let mut items = rows.iter().map(decode).collect::<Result<Vec<T>, Error>>()?;
         let next_cursor = if items.len() > cursor.limit as usize {
             items.truncate(cursor.limit as usize);

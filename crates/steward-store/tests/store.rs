@@ -1358,6 +1358,26 @@ async fn who_an_entry_is_about_is_indexed(url: &str) {
         .await;
     assert!(again.is_err(), "the index by identity is missing");
 
+    // A start stopped half-way through the backfill (the index dropped,
+    // the first entries indexed, the marker past them) goes on from there.
+    let half = decided[20].2;
+    store
+        .execute_raw(&format!(
+            "DROP INDEX audit_subjects_subject; DELETE FROM audit_subjects WHERE entry >= {half}; \
+             INSERT INTO audit_subjects_backfill (id, next, up_to) SELECT 1, {half}, size FROM audit_head WHERE id = 1"
+        ))
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(url).await.unwrap();
+    for (filter, answer) in filters.iter().zip(&answers) {
+        assert_eq!(&found(&store, filter.clone()).await, answer, "{filter:?}");
+    }
+    let again = store
+        .execute_raw("CREATE INDEX audit_subjects_subject ON audit_subjects (subject_id, entry)")
+        .await;
+    assert!(again.is_err(), "the index by identity is missing");
+
     // A pruning empties them all: nobody is named any more.
     let later = Utc::now() + chrono::Duration::seconds(1);
     store.prune_audit_by(&ctx, later, 10).await.unwrap();
