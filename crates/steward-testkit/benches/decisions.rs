@@ -16,9 +16,12 @@
 //! asking about itself with its own key, 60 requests in a row per agent, so
 //! that every key is first used once a minute as in a steady state where
 //! each agent decides once a second; `disk` is the durable floor, a
-//! small write and `fdatasync` every millisecond in the directory the
-//! SQLite store lives in, which an audited decision on the default
-//! `synchronous=FULL` store waits for at least once.)
+//! small write and `fsync` (what SQLite calls) every millisecond in the
+//! directory the SQLite store lives in, which an audited decision on the
+//! default `synchronous=FULL` store waits for at least once.
+//! STEWARD_BENCH_SERIES=DIR writes each open loop's latencies, in µs and
+//! in the order sent, one per line, to DIR/RUN.txt, for
+//! `benches/latency_phases.py`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -178,6 +181,13 @@ where
     for t in tasks {
         latencies.push(t.await.unwrap());
     }
+    if let Ok(path) = std::env::var("STEWARD_BENCH_SERIES_FILE") {
+        let lines: String = latencies
+            .iter()
+            .map(|l| format!("{}\n", l.as_micros()))
+            .collect();
+        std::fs::write(path, lines).unwrap();
+    }
     latencies.sort();
     latencies
 }
@@ -251,16 +261,23 @@ async fn run_agents(full: bool) {
     let url = format!("{}/v1/decisions", s.server.url());
     println!(
         "Sqlite: /v1/decisions audited, each agent with its own key: {}",
-        load_in_child(&url, Some(&keys), full).await
+        load_in_child("agents", &url, Some(&keys), full).await
     );
     s.stop().await;
 }
 
 /// The load on `url` from this binary run again (with the agents' keys
 /// in the file `keys`, if given); the line of figures it prints.
-async fn load_in_child(url: &str, keys: Option<&std::path::Path>, full: bool) -> String {
+async fn load_in_child(run: &str, url: &str, keys: Option<&std::path::Path>, full: bool) -> String {
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
     child.env("STEWARD_BENCH_LOAD", url);
+    if let Ok(dir) = std::env::var("STEWARD_BENCH_SERIES") {
+        std::fs::create_dir_all(&dir).unwrap();
+        child.env(
+            "STEWARD_BENCH_SERIES_FILE",
+            std::path::Path::new(&dir).join(format!("{run}.txt")),
+        );
+    }
     if let Some(keys) = keys {
         child.env("STEWARD_BENCH_KEYS", keys);
     }
@@ -295,7 +312,13 @@ async fn run(backend: Backend, relaxed: bool, full: bool, path: &str) {
     .await;
     setup(&s).await;
     let url = format!("{}{path}", s.server.url());
-    let figures = load_in_child(&url, None, full).await;
+    let run = match (backend, relaxed, path) {
+        (_, _, "/healthz") => "floor",
+        (Backend::Postgres, ..) => "postgres",
+        (_, true, _) => "normal",
+        _ => "full",
+    };
+    let figures = load_in_child(run, &url, None, full).await;
     println!(
         "{backend:?}{}: {path}{}: {}",
         if relaxed { " (synchronous=normal)" } else { "" },
@@ -339,7 +362,7 @@ const EVALUATION: &str = "/access/v1/evaluation";
 
 /// The disk's own latency for what a `synchronous=FULL` commit must do at
 /// least once: a few hundred bytes written over a preallocated file, then
-/// `fdatasync`, paced like the open loop (one every millisecond, timed from
+/// `fsync` (SQLite's build syncs with `fsync`, not `fdatasync`), paced like the open loop (one every millisecond, timed from
 /// the write). Prints one line.
 fn disk(full: bool) {
     use std::io::{Seek, SeekFrom, Write};
@@ -359,14 +382,14 @@ fn disk(full: bool) {
         let started = Instant::now();
         file.seek(SeekFrom::Start((i * 4096) % SIZE)).unwrap();
         file.write_all(&record).unwrap();
-        file.sync_data().unwrap();
+        file.sync_all().unwrap();
         let took = started.elapsed();
         latencies.push(took);
         std::thread::sleep(Duration::from_millis(1).saturating_sub(took));
     }
     latencies.sort();
     println!(
-        "disk: {n} writes of 300 bytes, each followed by fdatasync, one every ms: {}",
+        "disk: {n} writes of 300 bytes, each followed by fsync, one every ms: {}",
         summary(&latencies)
     );
 }
