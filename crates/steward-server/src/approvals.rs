@@ -127,13 +127,34 @@ pub async fn policy_ask(
     if response.decision != Decision::Allow {
         return Ok(None);
     }
-    let tenant = caller.tenant_id().to_string();
+    approval_ask(
+        state,
+        caller.tenant_id(),
+        engine,
+        &req.action,
+        input,
+        &response.policies,
+    )
+    .await
+}
+
+/// The approval an allowed decision needs, from the policies that allowed
+/// it and the personas up its chain; `None` when it needs none. Writes
+/// nothing: searches use it to leave out what would be held.
+pub async fn approval_ask(
+    state: &AppState,
+    tenant: &str,
+    engine: &steward_policy::Engine,
+    action: &str,
+    input: &DecisionInput,
+    policies: &[steward_types::DeterminingPolicy],
+) -> Result<Option<Ask>, Error> {
     let mut annotations = Vec::new();
     let mut rules = Vec::new();
     // `@approval("none")` on every permitting policy waives the persona's
     // rule (a reviewed policy that says "these need nobody", e.g. small refunds).
-    let mut waived = !response.policies.is_empty();
-    for p in &response.policies {
+    let mut waived = !policies.is_empty();
+    for p in policies {
         match engine.annotation(&p.id, "approval").map(str::trim) {
             Some("none") => {}
             Some(groups) => {
@@ -153,9 +174,10 @@ pub async fn policy_ask(
                 continue;
             }
             if let Some(persona) = attr(input, index, "persona")
-                && persona_actions(state, &tenant, persona)
+                && persona_actions(state, tenant, persona)
                     .await?
-                    .contains(&req.action)
+                    .iter()
+                    .any(|a| a == action)
             {
                 persona_requires = true;
                 let rule = format!("persona '{persona}'");

@@ -206,11 +206,13 @@ pub async fn resolve_resource(
         },
         "Human" => Ok(human_by_key(state, tenant, &r.id, "resource").await?.entity),
         "Team" => {
-            let team = state
-                .store
-                .get_team(tenant, &r.id)
-                .await
-                .map_err(|_| Error::unknown_reference("resource", "team", &r.id))?;
+            let team = state.store.get_team(tenant, &r.id).await.map_err(|e| {
+                if e.code == ErrorCode::NotFound {
+                    Error::unknown_reference("resource", "team", &r.id)
+                } else {
+                    e
+                }
+            })?;
             Ok(entity("Team", &team.name, json!({}), vec![]))
         }
         t => {

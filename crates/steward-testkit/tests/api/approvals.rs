@@ -828,6 +828,46 @@ async fn persona_rule_and_authzen(b: Backend) {
         body["context"]["approval"]["approver_groups"],
         json!(["approvers"])
     );
+    // What an evaluation holds for approval is not what a search lists:
+    // the search answers what would be allowed now.
+    let pending = admin
+        .list_approvals(&ApprovalFilter::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    for (path, query) in [
+        (
+            "/access/v1/search/action",
+            json!({ "subject": {"type": "agent", "id": "assistant"}, "resource": {"type": "refund", "id": "R-1"}, "context": {"amount": 20} }),
+        ),
+        (
+            "/access/v1/search/subject",
+            json!({ "subject": {"type": "agent"}, "action": {"name": "issue_refund"}, "resource": {"type": "refund", "id": "R-1"}, "context": {"amount": 20} }),
+        ),
+    ] {
+        let (status, found) = admin
+            .raw(
+                Method::POST,
+                path,
+                Some(query.to_string()),
+                Some("application/json"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(found["results"], json!([]), "{path}: {found}");
+    }
+    assert_eq!(
+        admin
+            .list_approvals(&ApprovalFilter::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        pending,
+        "a search asked for approval"
+    );
     assert_eq!(
         body["context"]["approval"]["wait"]["href"],
         json!(format!("/v1/approvals/{id}/wait"))

@@ -395,9 +395,9 @@ async fn evaluations_semantics_defaults_and_order(b: Backend) {
                 {},
                 { "action": { "name": "can_create_todo" } },
                 { "subject": user(RICK), "action": { "name": "can_create_todo" } },
-                { "resource": { "id": "t10" } },
+                { "resource": { "type": "todo", "id": "t10" } },
                 { "subject": user(SUMMER), "action": { "name": "can_delete_todo" }, "resource": todo("t3", "summer@the-smiths.com") },
-                { "subject": user(SUMMER), "action": { "name": "can_delete_todo" }, "resource": { "id": "t4" } },
+                { "subject": user(SUMMER), "action": { "name": "can_delete_todo" }, "resource": { "type": "todo", "id": "t4" } },
                 { "context": { "source": "batch-override" } },
             ],
         }))
@@ -407,6 +407,38 @@ async fn evaluations_semantics_defaults_and_order(b: Backend) {
         decisions(&answer),
         [true, false, true, true, true, false, true]
     );
+
+    // An item's subject, action or resource replaces the default's whole
+    // (AuthZEN: the item's value takes precedence): an item naming only a
+    // resource's type, or a subject's id, is incomplete, not completed from
+    // the default into a resource or subject nobody named.
+    let answer = s
+        .admin
+        .authzen_evaluations(&json!({
+            "subject": user(RICK),
+            "action": { "name": "can_read_todos" },
+            "resource": todo("t1", "morty@the-citadel.com"),
+            "evaluations": [
+                { "resource": { "type": "todo" } },
+                { "subject": { "type": "agent" } },
+                { "subject": { "id": RICK } },
+                { "action": {} },
+                { "resource": { "type": "todo", "id": "t5" } },
+            ],
+        }))
+        .await
+        .unwrap();
+    assert_eq!(decisions(&answer), [false, false, false, false, true]);
+    let items = answer["evaluations"].as_array().unwrap();
+    for (item, field) in
+        items[..4]
+            .iter()
+            .zip(["resource.id", "subject.id", "subject.type", "action.name"])
+    {
+        assert_eq!(item["context"]["error"]["status"], 400, "{item}");
+        let message = item["context"]["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{field}: {item}");
+    }
 
     // An item that is not a complete evaluation is denied in its place with
     // the error; the others are still evaluated.
@@ -421,14 +453,19 @@ async fn evaluations_semantics_defaults_and_order(b: Backend) {
                 { "subject": "jerry" },
                 { "subject": { "type": "user" } },
                 { "subject": user(MORTY) },
+                { "subject": ["user", MORTY] },
+                [user(MORTY), { "name": "can_read_todos" }, { "type": "todo", "id": "t1" }],
             ],
         }))
         .await
         .unwrap();
-    assert_eq!(decisions(&answer), [true, false, false, false, true]);
+    assert_eq!(
+        decisions(&answer),
+        [true, false, false, false, true, false, false]
+    );
     let items = answer["evaluations"].as_array().unwrap();
     assert_eq!(items[0], json!({"decision": true}));
-    for bad in &items[1..4] {
+    for bad in items[1..4].iter().chain(&items[5..]) {
         assert_eq!(bad["context"]["error"]["status"], 400, "{bad}");
         assert_eq!(bad["context"]["error"]["code"], "invalid_request", "{bad}");
     }
@@ -728,6 +765,35 @@ async fn search_with_pagination(b: Backend) {
         post(&s.admin, "/access/v1/search/resource", &body).await.0,
         400
     );
+    // Nor does one from the same kind of search with another subject: it
+    // would start this list at a position from that one.
+    let ricks = s
+        .admin
+        .authzen_search_resource(&json!({
+            "subject": user(RICK), "action": { "name": "can_update_todo" }, "resource": { "type": "todo" }, "page": { "limit": 1 }
+        }))
+        .await
+        .unwrap();
+    let token = ricks["page"]["next_token"].as_str().unwrap();
+    assert!(!token.is_empty(), "{ricks}");
+    body["page"] = json!({ "next_token": token });
+    let (status, answer) = post(&s.admin, "/access/v1/search/resource", &body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("next_token"),
+        "{answer}"
+    );
+    // Ids no store can keep, in what a search holds fixed.
+    for fixed in [
+        json!({ "subject": user("a\u{0}b"), "action": { "name": "can_update_todo" }, "resource": { "type": "todo" } }),
+        json!({ "subject": { "type": "agent", "id": "z".repeat(600) }, "action": { "name": "can_update_todo" }, "resource": { "type": "todo" } }),
+    ] {
+        let (status, answer) = post(&s.admin, "/access/v1/search/resource", &fixed).await;
+        assert_eq!(status, 400, "{fixed}: {answer}");
+    }
     for (path, body) in [
         (
             "/access/v1/search/subject",
@@ -835,6 +901,31 @@ async fn authzen_bad_input_metadata_and_audit(b: Backend) {
         with(&["action", "name"], json!("  ")),
         json!([good.clone()]),
         json!(null),
+        // Serde would read a struct from an array of its fields.
+        json!([user(MORTY), { "name": "can_read_todos" }, { "type": "todo", "id": "t1" }]),
+        with(&["subject"], json!(["user", MORTY])),
+        with(&["action"], json!(["can_read_todos"])),
+        with(&["resource"], json!(["todo", "t1", {}])),
+        // Values no store can keep are refused before anything is looked up
+        // or recorded, whether or not the subject and resource are known.
+        with(&["resource", "id"], json!("bad\u{0}id")),
+        with(&["resource", "id"], json!("x".repeat(600))),
+        with(&["subject", "type"], json!("robot\u{0}")),
+        json!({
+            "subject": { "type": "robot", "id": "r" },
+            "action": { "name": "can_read_todos" },
+            "resource": { "type": "todo", "id": "y".repeat(600) },
+        }),
+        json!({
+            "subject": { "type": "robot", "id": "r" },
+            "action": { "name": "can_read_todos" },
+            "resource": { "type": "todo\u{0}", "id": "t1" },
+        }),
+        json!({
+            "subject": user("nobody-we-know"),
+            "action": { "name": "can_read_todos" },
+            "resource": { "type": "todo", "id": "a\u{0}b\u{7}" },
+        }),
     ];
     for path in ["/access/v1/evaluation", "/access/v1/evaluations"] {
         for body in &bad_bodies {
@@ -1045,6 +1136,25 @@ async fn authzen_bad_input_metadata_and_audit(b: Backend) {
         .unwrap();
     assert_eq!(decisions(&answer), [true, false]);
     assert_eq!(answer["evaluations"][1]["context"]["error"]["status"], 403);
+    // Also when what it names is unknown: refused, not recorded as a
+    // denial under someone else.
+    let other = low_risk_agent(&s.admin, "other-bot", "rick@the-citadel.com").await;
+    let recorded = all_audit(&s.admin).await.len();
+    for subject in [
+        json!({ "type": "agent", "id": other.id }),
+        json!({ "type": "robot", "id": "todo-bot" }),
+        user("nobody-we-know"),
+    ] {
+        for resource in [json!({ "type": "nosuchtype", "id": "x" }), todo("t1", "x")] {
+            let body = json!({ "subject": subject, "action": { "name": "can_read_todos" }, "resource": resource });
+            assert_eq!(
+                code(bot.authzen_evaluation(&body).await),
+                ErrorCode::Forbidden,
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(all_audit(&s.admin).await.len(), recorded);
 
     // The metadata document: no credential needed, absolute URLs.
     let config = s.anonymous().authzen_configuration().await.unwrap();

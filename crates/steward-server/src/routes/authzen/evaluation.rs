@@ -10,7 +10,8 @@ use steward_types::{Decision, DecisionRequest, DecisionResponse, PrincipalRef};
 use super::wire::{
     ACTION_HINT, AuthzenAction, AuthzenEntity, AuthzenJson, ENTITY_HINT, EvaluationRequest,
     EvaluationResponse, EvaluationsAnswer, EvaluationsOptions, EvaluationsRequest,
-    EvaluationsResponse, action_name, entity_id, entity_type, merged_context, present,
+    EvaluationsResponse, action_name, entity_id, entity_type, merged_context,
+    objects_where_expected, present,
 };
 use super::{
     MAX_EVALUATIONS, change_context, is_unknown, may_ask, principal_type, resource_ref,
@@ -42,7 +43,7 @@ impl Query {
         let s = present(req.subject.as_ref(), "subject", ENTITY_HINT)?;
         let a = present(req.action.as_ref(), "action", ACTION_HINT)?;
         let r = present(req.resource.as_ref(), "resource", ENTITY_HINT)?;
-        Ok(Query {
+        let q = Query {
             subject_type: entity_type(s, "subject")?,
             subject_id: entity_id(s, "subject")?,
             action: action_name(a)?,
@@ -50,7 +51,20 @@ impl Query {
             resource_id: entity_id(r, "resource")?,
             resource_properties: r.properties.clone().unwrap_or_default(),
             context: merged_context(Some(a), req.context.as_ref()),
-        })
+        };
+        // Checked before anything is looked up or recorded: even a request
+        // refused as unknown is recorded with these, and a value no store
+        // can keep must fail this request alone, not its batch of records.
+        for (field, value) in [
+            ("subject.type", &q.subject_type),
+            ("subject.id", &q.subject_id),
+            ("action.name", &q.action),
+            ("resource.type", &q.resource_type),
+            ("resource.id", &q.resource_id),
+        ] {
+            steward_core::validate::key(field, value)?;
+        }
+        Ok(q)
     }
 }
 
@@ -173,6 +187,17 @@ async fn evaluate(
     caller: &Caller,
     q: &Query,
 ) -> Result<EvaluationResponse, Error> {
+    // An agent asks about itself only, whatever it asks; checked before a
+    // refusal is recorded under the subject it named.
+    if let Caller::Agent { agent, .. } = caller
+        && !(principal_type(&q.subject_type) == Some("agent")
+            && (q.subject_id == agent.id || q.subject_id == agent.name))
+    {
+        return Err(Error::new(
+            steward_types::ErrorCode::Forbidden,
+            "an agent may only ask about itself; enforcement points use an admin token",
+        ));
+    }
     let Some(principal_type) = principal_type(&q.subject_type) else {
         let message = format!(
             "subject.type: '{}' is not a kind of identity Steward knows (user, human or agent)",
@@ -270,38 +295,21 @@ impl Semantic {
     }
 }
 
-/// An item's entity over the default: the item's replaces the default's
-/// whole, except that a missing `type` or `id` falls back to the default's.
+/// An item's entity over the default: an item that names it replaces the
+/// default whole (AuthZEN: a key given in the item takes precedence).
 fn merge_entity(
     item: Option<&AuthzenEntity>,
     default: Option<&AuthzenEntity>,
 ) -> Option<AuthzenEntity> {
-    let Some(i) = item else {
-        return default.cloned();
-    };
-    Some(AuthzenEntity {
-        entity_type: i
-            .entity_type
-            .clone()
-            .or_else(|| default?.entity_type.clone()),
-        id: i.id.clone().or_else(|| default?.id.clone()),
-        properties: i.properties.clone(),
-    })
+    item.or(default).cloned()
 }
 
-/// An item's action over the default: a missing `name` falls back to the
-/// default's.
+/// An item's action over the default, the same way.
 fn merge_action(
     item: Option<&AuthzenAction>,
     default: Option<&AuthzenAction>,
 ) -> Option<AuthzenAction> {
-    let Some(i) = item else {
-        return default.cloned();
-    };
-    Some(AuthzenAction {
-        name: i.name.clone().or_else(|| default?.name.clone()),
-        properties: i.properties.clone(),
-    })
+    item.or(default).cloned()
 }
 
 /// An item with the batch's top level as its defaults (an item's own
@@ -334,6 +342,9 @@ async fn evaluate_item(
     index: usize,
     item: Value,
 ) -> Result<EvaluationResponse, Error> {
+    if let Err(e) = objects_where_expected(&item, &format!("evaluations[{index}]")) {
+        return Ok(item_error(&e));
+    }
     let item: EvaluationRequest = match serde_json::from_value(item) {
         Ok(i) => i,
         Err(e) => {
@@ -416,7 +427,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn items_replace_defaults_but_keep_missing_type_and_id() {
+    fn an_item_replaces_the_default_whole() {
         let default = AuthzenEntity {
             entity_type: Some("record".into()),
             id: Some("r0".into()),
@@ -426,16 +437,17 @@ mod tests {
             id: Some("r1".into()),
             ..Default::default()
         };
-        let merged = merge_entity(Some(&item), Some(&default));
-        assert_eq!(
-            merged,
-            Some(AuthzenEntity {
-                entity_type: Some("record".into()),
-                id: Some("r1".into()),
-                properties: None,
-            })
-        );
+        // Not completed from the default: the item is missing its type.
+        assert_eq!(merge_entity(Some(&item), Some(&default)), Some(item));
         assert_eq!(merge_entity(None, Some(&default)), Some(default.clone()));
+        let named = AuthzenAction {
+            name: Some("read".into()),
+            properties: None,
+        };
+        assert_eq!(
+            merge_action(Some(&AuthzenAction::default()), Some(&named)),
+            Some(AuthzenAction::default())
+        );
     }
 
     #[test]

@@ -282,13 +282,28 @@ impl Scan<'_> {
                 _ => return Ok(false),
             },
         };
-        let outcome = self.engine.decide(&DecisionInput {
+        let input = DecisionInput {
             chain,
             action,
             resource,
             context: self.context.clone(),
-        })?;
-        Ok(outcome.decision == Decision::Allow)
+        };
+        let outcome = self.engine.decide(&input)?;
+        if outcome.decision != Decision::Allow {
+            return Ok(false);
+        }
+        // What an evaluation would hold for approval is not allowed (its
+        // evaluation answers false) and is left out.
+        let ask = crate::approvals::approval_ask(
+            self.state,
+            self.caller.tenant_id(),
+            self.engine,
+            &input.action,
+            &input,
+            &outcome.policies,
+        )
+        .await?;
+        Ok(ask.is_none())
     }
 
     /// Walk the candidates from `start`, keeping the allowed ones, until

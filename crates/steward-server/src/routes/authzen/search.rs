@@ -43,22 +43,43 @@ impl SearchKind {
     }
 }
 
-/// An opaque page token: the kind of search and the position, hex-encoded.
-fn encode_token(kind: SearchKind, position: &str) -> String {
-    format!("{}:{position}", kind.as_str())
+/// What a page token is bound to: the search's kind and what it holds
+/// fixed (subject, action, resource), as a short digest. A token from
+/// another search would start this one at a position from another list.
+fn query_digest(kind: SearchKind, fixed: [&str; 5]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(kind.as_str());
+    for part in fixed {
+        h.update([0]);
+        h.update(part);
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An opaque page token: the kind of search, its query's digest and the
+/// position, hex-encoded.
+fn encode_token(kind: SearchKind, query: &str, position: &str) -> String {
+    format!("{}:{query}:{position}", kind.as_str())
         .bytes()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-fn decode_token(kind: SearchKind, token: &str) -> Result<Option<String>, Error> {
+fn decode_token(kind: SearchKind, query: &str, token: &str) -> Result<Option<String>, Error> {
     if token.is_empty() {
         return Ok(None);
     }
     let bad = || {
         Error::invalid(
             "page.next_token",
-            format!("not a token from a {} search", kind.as_str()),
+            format!(
+                "not a token from this {} search (a token continues the search that gave it, with the same subject, action and resource)",
+                kind.as_str()
+            ),
         )
     };
     if !token.len().is_multiple_of(2) {
@@ -74,8 +95,11 @@ fn decode_token(kind: SearchKind, token: &str) -> Result<Option<String>, Error> 
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(bad)?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    match text.split_once(':') {
-        Some((k, position)) if k == kind.as_str() && !position.is_empty() => {
+    let mut parts = text.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(k), Some(q), Some(position))
+            if k == kind.as_str() && q == query && !position.is_empty() =>
+        {
             Ok(Some(position.to_string()))
         }
         _ => Err(bad()),
@@ -83,7 +107,11 @@ fn decode_token(kind: SearchKind, token: &str) -> Result<Option<String>, Error> 
 }
 
 /// The page size and start position of a search.
-fn paging(kind: SearchKind, page: Option<&SearchPage>) -> Result<(usize, Option<String>), Error> {
+fn paging(
+    kind: SearchKind,
+    query: &str,
+    page: Option<&SearchPage>,
+) -> Result<(usize, Option<String>), Error> {
     let limit = page.and_then(|p| p.limit).unwrap_or(DEFAULT_SEARCH_LIMIT);
     if limit == 0 || limit > MAX_SEARCH_LIMIT {
         return Err(Error::invalid(
@@ -92,7 +120,7 @@ fn paging(kind: SearchKind, page: Option<&SearchPage>) -> Result<(usize, Option<
         ));
     }
     let start = match page.and_then(|p| p.next_token.as_deref()) {
-        Some(token) => decode_token(kind, token)?,
+        Some(token) => decode_token(kind, query, token)?,
         None => None,
     };
     Ok((limit as usize, start))
@@ -110,6 +138,8 @@ struct SearchQuery {
     context: Map<String, Value>,
     limit: usize,
     start: Option<String>,
+    /// The digest page tokens are bound to ([`query_digest`]).
+    query: String,
 }
 
 /// A search's subject or resource: its `type`, and its `id` unless it is
@@ -149,8 +179,24 @@ impl SearchQuery {
             "resource",
             kind == SearchKind::Resource,
         )?;
-        let (limit, start) = paging(kind, req.page.as_ref())?;
+        // Checked before anything is looked up or recorded (the search's
+        // audit record holds them).
+        let fixed = [
+            ("subject.type", Some(&subject_type)),
+            ("subject.id", subject_id.as_ref()),
+            ("action.name", action.as_ref()),
+            ("resource.type", Some(&resource_type)),
+            ("resource.id", resource_id.as_ref()),
+        ];
+        for (field, value) in fixed {
+            if let Some(v) = value {
+                steward_core::validate::key(field, v)?;
+            }
+        }
+        let query = query_digest(kind, fixed.map(|(_, v)| v.map_or("", String::as_str)));
+        let (limit, start) = paging(kind, &query, req.page.as_ref())?;
         Ok(SearchQuery {
+            query,
             subject_type,
             subject_id,
             action,
@@ -331,7 +377,9 @@ async fn search(
             SearchKind::Action => json!({ "name": id }),
         })
         .collect();
-    let next_token = next.map(|n| encode_token(kind, &n)).unwrap_or_default();
+    let next_token = next
+        .map(|n| encode_token(kind, &q.query, &n))
+        .unwrap_or_default();
     record_search(state, caller, kind, req, examined, &results, &next_token).await?;
     Ok(Json(SearchResponse {
         results,
@@ -398,17 +446,22 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_are_bound_to_their_search() {
-        let t = encode_token(SearchKind::Resource, "todo-1");
+        let q = query_digest(SearchKind::Resource, ["user", "rick", "read", "todo", ""]);
+        let t = encode_token(SearchKind::Resource, &q, "todo:1");
         assert_eq!(
-            decode_token(SearchKind::Resource, &t)
+            decode_token(SearchKind::Resource, &q, &t)
                 .ok()
                 .flatten()
                 .as_deref(),
-            Some("todo-1")
+            Some("todo:1")
         );
-        assert!(decode_token(SearchKind::Subject, &t).is_err());
-        assert!(decode_token(SearchKind::Resource, "zz").is_err());
-        assert!(decode_token(SearchKind::Resource, "abc").is_err());
-        assert_eq!(decode_token(SearchKind::Action, "").ok(), Some(None));
+        assert!(decode_token(SearchKind::Subject, &q, &t).is_err());
+        // The same kind of search with another fixed subject.
+        let other = query_digest(SearchKind::Resource, ["user", "morty", "read", "todo", ""]);
+        assert_ne!(q, other);
+        assert!(decode_token(SearchKind::Resource, &other, &t).is_err());
+        assert!(decode_token(SearchKind::Resource, &q, "zz").is_err());
+        assert!(decode_token(SearchKind::Resource, &q, "abc").is_err());
+        assert_eq!(decode_token(SearchKind::Action, &q, "").ok(), Some(None));
     }
 }

@@ -198,14 +198,50 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AuthzenJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match ApiJson::<T>::from_request(req, state).await {
-            Ok(ApiJson(v)) => Ok(AuthzenJson(v)),
+        let body = match ApiJson::<Value>::from_request(req, state).await {
+            Ok(ApiJson(v)) => v,
             Err(ApiError(e)) if e.code == ErrorCode::UnsupportedMediaType => {
-                Err(ApiError::new(ErrorCode::InvalidRequest, e.message))
+                return Err(ApiError::new(ErrorCode::InvalidRequest, e.message));
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        objects_where_expected(&body, "")?;
+        serde_json::from_value(body).map(AuthzenJson).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("the body does not match the expected shape: {e}"),
+            )
+        })
+    }
+}
+
+/// AuthZEN's subjects, actions and resources are JSON objects, as are a
+/// request's context, options and page: refuse an array or a scalar in
+/// their place (serde would read a struct from an array of its fields).
+/// `at` names where `value` sits (empty for the body).
+pub(super) fn objects_where_expected(value: &Value, at: &str) -> Result<(), Error> {
+    let field = |key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    let Value::Object(map) = value else {
+        return Err(Error::invalid(
+            if at.is_empty() { "body" } else { at },
+            "must be a JSON object",
+        ));
+    };
+    for key in [
+        "subject", "action", "resource", "context", "options", "page",
+    ] {
+        match map.get(key) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(_) => return Err(Error::invalid(&field(key), "must be a JSON object")),
         }
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- fields
