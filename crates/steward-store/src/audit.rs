@@ -360,6 +360,43 @@ impl Store {
     }
 }
 
+/// The longest action, resource type or resource id a record may carry:
+/// these are indexed, and PostgreSQL refuses an index entry over about
+/// 2.7 kB. Ids checked at the API are at most 512 bytes.
+const MAX_INDEXED: usize = 1024;
+
+/// Whether every store can keep a record: no NUL character in its text
+/// (PostgreSQL refuses one) and no indexed field over [`MAX_INDEXED`].
+/// Checked before a record joins a batch of others' records, which one
+/// refused statement would fail whole.
+pub fn storable(event: &AuditEvent) -> Result<(), Error> {
+    for (field, value) in [
+        ("action", &event.action),
+        ("resource_type", &event.resource_type),
+        ("resource_id", &event.resource_id),
+    ] {
+        if value.len() > MAX_INDEXED {
+            return Err(Error::invalid(
+                field,
+                format!("longer than {MAX_INDEXED} bytes; nothing was recorded"),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(Error::invalid(
+                field,
+                "holds a NUL character; nothing was recorded",
+            ));
+        }
+    }
+    if event.reason.as_deref().is_some_and(|r| r.contains('\0')) {
+        return Err(Error::invalid(
+            "reason",
+            "holds a NUL character; nothing was recorded",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) async fn set_head(tx: &mut crate::Tx, size: i64) -> Result<(), Error> {
     sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
         .bind(size)

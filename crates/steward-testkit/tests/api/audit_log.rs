@@ -12,7 +12,8 @@ on_both_backends!(
     tampering_is_found_at_its_position,
     retention_prunes_payloads_but_not_under_a_hold,
     the_signing_key_can_live_outside_the_store,
-    a_failed_append_fails_its_decision_and_leaves_the_log_whole
+    a_failed_append_fails_its_decision_and_leaves_the_log_whole,
+    a_record_no_store_can_keep_fails_alone
 );
 
 /// A store that stops taking audit appends fails every decision (none is
@@ -517,4 +518,53 @@ async fn zero_retention_or_idle_limit_refuses_to_start() {
         // Nothing was created.
         assert!(!dir.path().join("steward.db").exists());
     }
+}
+
+/// A record no store can keep (a NUL character, an over-long indexed id) is
+/// refused alone: queued together with others' records, which share its
+/// batch and commit, they are still written, and nothing of it is.
+async fn a_record_no_store_can_keep_fails_alone(b: Backend) {
+    use steward_core::{AuditEvent, ChangeContext};
+    let s = TestServer::start(b).await;
+    let log = steward_server::audit_log::AuditLog::start(s.server.store(), None)
+        .await
+        .unwrap();
+    let before = all_audit(&s.admin).await.len();
+    let event = |id: &str| AuditEvent {
+        action: "test.record".into(),
+        resource_type: "thing".into(),
+        resource_id: id.into(),
+        before: None,
+        after: None,
+        reason: None,
+    };
+    let ctx = ChangeContext::system("default", "test", chrono::Utc::now());
+    let long = "x".repeat(3000);
+    let ids = ["first", "bad\0id", "second", long.as_str(), "third"];
+    // Queued before any is awaited, so they can share a batch.
+    let mut receipts = Vec::new();
+    for id in ids {
+        receipts.push(log.queue_record(ctx.clone(), event(id)).await.unwrap());
+    }
+    let mut outcomes = Vec::new();
+    for r in receipts {
+        outcomes.push(r.wait().await);
+    }
+    for (id, outcome) in ids.iter().zip(&outcomes) {
+        let good = !id.contains('\0') && id.len() < 100;
+        match outcome {
+            Ok(_) => assert!(good, "{id:.20} was recorded"),
+            Err(e) => {
+                assert!(!good, "{id} failed: {e:?}");
+                assert_eq!(e.code, ErrorCode::InvalidRequest, "{e:?}");
+            }
+        }
+    }
+    let entries = all_audit(&s.admin).await;
+    let recorded: Vec<&str> = entries[before..]
+        .iter()
+        .filter(|e| e.action == "test.record")
+        .map(|e| e.resource_id.as_str())
+        .collect();
+    assert_eq!(recorded, ["first", "second", "third"]);
 }
