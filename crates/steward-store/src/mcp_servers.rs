@@ -11,6 +11,9 @@ use crate::audit::{append, event};
 use crate::rows::{self, new_id};
 use crate::{Store, Tx, db_error};
 
+/// The longest an upstream may be given to answer one request.
+pub const MAX_TIMEOUT_SECS: u32 = 600;
+
 /// Check a registration before it is written.
 pub fn validate_mcp_server(req: &PutMcpServer) -> Result<(), Error> {
     let name_ok = !req.name.is_empty()
@@ -89,9 +92,12 @@ pub fn validate_mcp_server(req: &PutMcpServer) -> Result<(), Error> {
         }
     }
     if let Some(t) = req.timeout_secs
-        && !(1..=600).contains(&t)
+        && !(1..=MAX_TIMEOUT_SECS).contains(&t)
     {
-        return Err(Error::invalid("timeout_secs", "between 1 and 600 seconds"));
+        return Err(Error::invalid(
+            "timeout_secs",
+            format!("between 1 and {MAX_TIMEOUT_SECS} seconds"),
+        ));
     }
     Ok(())
 }

@@ -230,7 +230,19 @@ impl Gateway {
         // loopback-only Host check meant for unauthenticated local servers
         // would only get in the way of real deployments.
         config.sse_keep_alive = Some(std::time::Duration::from_secs(15));
-        let sessions = Arc::new(LocalSessionManager::default());
+        // rmcp closes a session after a spell without session events (5
+        // minutes by default), and a call waiting on its upstream is no
+        // event: such a close cut calls off before their own timeout. The
+        // gateway closes idle sessions itself (`close_idle`, with `idle`);
+        // rmcp's close stays as the safety net for dropped connections,
+        // later than both.
+        let mut manager = LocalSessionManager::default();
+        manager.session_config.keep_alive = Some(
+            idle + Duration::from_secs(
+                u64::from(steward_store::mcp_servers::MAX_TIMEOUT_SECS) + 60,
+            ),
+        );
+        let sessions = Arc::new(manager);
         Ok(Gateway {
             service: StreamableHttpService::new(
                 || Ok(proxy::Proxy::default()),

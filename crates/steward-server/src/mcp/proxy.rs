@@ -27,9 +27,8 @@ use rmcp::model::{
     ListResourcesRequest, ListResourcesResult, ListToolsRequest, ListToolsResult,
     PaginatedRequestParams, ProgressNotification, ProgressNotificationParam, ProgressToken,
     ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, Reference,
-    RootsListChangedNotification, ServerNotification, ServerRequest, ServerResult, SetLevelRequest,
-    SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, UnsubscribeRequest,
-    UnsubscribeRequestParams,
+    ServerNotification, ServerRequest, ServerResult, SetLevelRequest, SetLevelRequestParams,
+    SubscribeRequest, SubscribeRequestParams, UnsubscribeRequest, UnsubscribeRequestParams,
 };
 use rmcp::service::ClientInitializeError;
 use rmcp::service::{
@@ -150,6 +149,12 @@ async fn connect(
 ) -> Result<Session, McpError> {
     let server = call.server.clone();
     let progress = ProgressMap::default();
+    // The directories an upstream may touch are the registration's, never
+    // the agent's: a filesystem server takes a client's roots as its
+    // sandbox. So the upstream is not told the client has roots, and asks
+    // for none ([`Relay`] refuses if it does).
+    let mut params = params;
+    params.capabilities.roots = None;
     let relay = Relay {
         downstream,
         client: params,
@@ -744,12 +749,8 @@ impl ServerHandler for Proxy {
         .await;
     }
 
-    async fn on_roots_list_changed(&self, _context: NotificationContext<RoleServer>) {
-        self.notify(ClientNotification::RootsListChangedNotification(
-            RootsListChangedNotification::default(),
-        ))
-        .await;
-    }
+    /// Not relayed: the upstream is never told the client has roots.
+    async fn on_roots_list_changed(&self, _context: NotificationContext<RoleServer>) {}
 
     async fn on_initialized(&self, _context: NotificationContext<RoleServer>) {}
 
@@ -823,6 +824,12 @@ impl Service<RoleClient> for Relay {
         context: RequestContext<RoleClient>,
     ) -> Result<ClientResult, McpError> {
         let _ = context;
+        if matches!(request, ServerRequest::ListRootsRequest(_)) {
+            return Err(McpError::invalid_request(
+                "roots are not relayed: the directories an upstream works in are set where it is registered in Steward",
+                None,
+            ));
+        }
         self.downstream
             .send_request(request)
             .await

@@ -1073,6 +1073,36 @@ when { context has arguments && context.arguments has path && context.arguments.
         std::fs::read_to_string(root.join("public/readme.txt")).unwrap(),
         "hello from the file"
     );
+
+    // The sandbox is the registration's: a client that offers roots (a
+    // filesystem server takes them as its allowed directories) cannot widen
+    // it to their parent.
+    let outside = tempfile::tempdir().unwrap();
+    let outside_root = outside.path().canonicalize().unwrap();
+    std::fs::write(outside_root.join("other.txt"), "outside the sandbox").unwrap();
+    let other = outside_root
+        .join("other.txt")
+        .to_string_lossy()
+        .into_owned();
+    let steps = gw
+        .run(
+            json!([
+                {"op": "roots", "uris": [format!("file://{}", outside_root.display())]},
+                {"op": "call", "name": "list_allowed_directories", "arguments": {}},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": other}},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": public}},
+            ]),
+            None,
+        )
+        .await;
+    assert!(
+        !text(&steps[1]).contains(&*outside_root.to_string_lossy()),
+        "{}",
+        steps[1]
+    );
+    assert!(is_error(&steps[2]), "{}", steps[2]);
+    assert!(!text(&steps[2]).contains("outside the sandbox"));
+    assert_eq!(text(&steps[3]), "hello from the file");
     gw.stop().await;
 }
 

@@ -9,6 +9,8 @@
 //     (with "progress", the progress seen is in the result, or in the error)
 //   {"op": "read_resource", "uri": "..."} | {"op": "get_prompt", "name": "..."}
 //   {"op": "wait_file", "path": "..."} (until the test creates that file; 30 s at most)
+//   {"op": "roots", "uris": ["file:///..."]} (anywhere in the script: the
+//     client declares the roots capability and answers roots/list with these)
 //   {"op": "bench", "name": "echo", "arguments": {...}, "warmup": 200, "calls": 2000}
 //   {"op": "bench_paths", "paths": [{"url": ..., "key": ...}, ...], "name": "echo",
 //    "arguments": {...}, "warmup": 300, "calls": 3000, "concurrency": 8}
@@ -19,6 +21,7 @@
 // error, or {"connect_error": "..."} when the session cannot start.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ListRootsRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 
 const [url, key, scriptJson, onBehalfOf] = process.argv.slice(2);
 const script = JSON.parse(scriptJson);
@@ -26,8 +29,18 @@ const headers = {};
 if (key) headers["Authorization"] = `Bearer ${key}`;
 if (onBehalfOf) headers["X-Steward-On-Behalf-Of"] = onBehalfOf;
 
+const roots = script.find?.((s) => s.op === "roots");
+
 function connection(url, headers) {
-  const client = new Client({ name: "steward-gateway-test", version: "1.0.0" });
+  const client = new Client(
+    { name: "steward-gateway-test", version: "1.0.0" },
+    roots ? { capabilities: { roots: { listChanged: true } } } : undefined,
+  );
+  if (roots) {
+    client.setRequestHandler(ListRootsRequestSchema, async () => ({
+      roots: roots.uris.map((uri) => ({ uri, name: uri })),
+    }));
+  }
   const transport = new StreamableHTTPClientTransport(new URL(url), {
     requestInit: { headers },
   });
@@ -88,6 +101,8 @@ function summary(latencies, elapsed, concurrent) {
 
 async function step(s) {
   switch (s.op) {
+    case "roots":
+      return { declared: s.uris.length };
     case "list_tools":
       return (await client.listTools()).tools.map((t) => t.name);
     case "list_prompts":
