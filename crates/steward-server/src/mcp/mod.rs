@@ -192,23 +192,56 @@ impl Gateway {
             .keys()
             .map(|k| k.to_string())
             .collect();
-        self.owners().retain(|id, _| live.contains(id));
+        self.owners()
+            .retain(|id, _| live.contains(id) || id.starts_with(OPENING));
     }
 
-    /// How many sessions `agent` has open (each may hold an upstream
-    /// process).
-    async fn open_sessions(&self, agent: &str) -> usize {
-        let count = || {
-            self.owners()
-                .values()
-                .filter(|e| e.owner.0 == agent)
-                .count()
+    /// Hold one of `owner`'s session slots while its session opens (an
+    /// upstream may take a while to start): counted and held under one lock,
+    /// so sessions opened at once cannot all see a free slot. `Err` with
+    /// the sessions open when none is free.
+    async fn reserve(state: &AppState, owner: &(String, String)) -> Result<Opening, usize> {
+        let gateway = &state.mcp;
+        let count = |owners: &HashMap<String, SessionEntry>| {
+            owners.values().filter(|e| e.owner.0 == owner.0).count()
         };
-        if count() < MAX_SESSIONS_PER_AGENT {
-            return count();
+        if count(&gateway.owners()) >= MAX_SESSIONS_PER_AGENT {
+            gateway.forget_closed().await;
         }
-        self.forget_closed().await;
-        count()
+        let mut owners = gateway.owners();
+        let open = count(&owners);
+        if open >= MAX_SESSIONS_PER_AGENT {
+            return Err(open);
+        }
+        let key = format!("{OPENING}{}", uuid::Uuid::now_v7().simple());
+        // Open (never idle) until the session it stands for is recorded.
+        let entry = SessionEntry {
+            owner: owner.clone(),
+            last_seen: Instant::now(),
+            open: 1,
+        };
+        owners.insert(key.clone(), entry);
+        Ok(Opening {
+            state: state.clone(),
+            key,
+        })
+    }
+}
+
+/// What a session slot held by [`Gateway::reserve`] is recorded under: no
+/// session id rmcp gives starts so.
+const OPENING: &str = "opening:";
+
+/// A session slot held while its session opens; given back when dropped
+/// (the session, if one opened, is recorded by then).
+struct Opening {
+    state: AppState,
+    key: String,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.state.mcp.owners().remove(&self.key);
     }
 }
 
@@ -440,20 +473,24 @@ async fn endpoint(
         },
     };
     let closing = parts.method == axum::http::Method::DELETE;
-    if session.is_none() && parts.method == axum::http::Method::POST {
-        let open = state.mcp.open_sessions(&owner.0).await;
-        if open >= MAX_SESSIONS_PER_AGENT {
-            return ApiError::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "this agent has {open} MCP sessions open, the most allowed \
+    let opening = if session.is_none() && parts.method == axum::http::Method::POST {
+        match Gateway::reserve(&state, &owner).await {
+            Ok(opening) => Some(opening),
+            Err(open) => {
+                return ApiError::new(
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "this agent has {open} MCP sessions open, the most allowed \
                      ({MAX_SESSIONS_PER_AGENT}); end one (DELETE with its Mcp-Session-Id) \
                      or let one time out"
-                ),
-            )
-            .into_response();
+                    ),
+                )
+                .into_response();
+            }
         }
-    }
+    } else {
+        None
+    };
     parts.extensions.insert(Arc::new(GatewayCall {
         state: state.clone(),
         caller,
@@ -474,6 +511,8 @@ async fn endpoint(
             match opened {
                 Some(id) => {
                     state.mcp.opened(id.clone(), owner.clone()).await;
+                    // Recorded: the slot held for it goes.
+                    drop(opening);
                     Gateway::claim(&state, &id, &owner)
                 }
                 None => None,

@@ -812,6 +812,47 @@ async fn streamable_http_upstream_and_credentials() {
         .unwrap();
     assert!(res.status().is_success());
     assert!(gw.initialize(&other).await.status().is_success());
+
+    // Also when the sessions are opened at once: a slot is held while its
+    // upstream starts, so no two openings see the same free slot.
+    low_risk_agent(gw.admin(), "eager", "owner@example.com").await;
+    let eager = gw
+        .admin()
+        .create_key("eager", &CreateKey::default())
+        .await
+        .unwrap()
+        .secret;
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let (url, key) = (gw.url(), eager.clone());
+        opening.spawn(async move {
+            let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "curl", "version": "1"}}});
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("accept", "application/json, text/event-stream")
+                .json(&init)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            res.bytes().await.unwrap();
+            status
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = opening.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses.sort();
+    let opened = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(opened, 16, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
     gw.stop().await;
 }
 
