@@ -20,6 +20,12 @@ use steward_types::{ChainLink, Decision, DeterminingPolicy, ErrorCode, Remediati
 use crate::cache::Cached;
 use crate::engine::Engine;
 
+/// Stack a decision needs left where it starts (Cedar itself wants 100 KiB).
+const RED_ZONE: usize = 1024 * 1024;
+
+/// The stack a decision gets when less than [`RED_ZONE`] is left.
+const FRESH_STACK: usize = 4 * 1024 * 1024;
+
 /// An entity as the engine sees it: Cedar type, id, attributes, parents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityData {
@@ -186,7 +192,17 @@ impl Engine {
     /// Decide `input`. Bad attribute or context values are `invalid_entity`
     /// (400); an undeclared action or a resource type the action does not
     /// apply to is a denial that says so.
+    ///
+    /// Cedar refuses to evaluate with less than 100 KiB of stack left
+    /// ("recursion limit reached"), and a refused `forbid` denies: a
+    /// decision made deep in a task's stack (the MCP gateway's handlers, in
+    /// a debug build) was denied for it. With less than [`RED_ZONE`] left,
+    /// the decision runs on a fresh stack of [`FRESH_STACK`].
     pub fn decide(&self, input: &DecisionInput) -> Result<Outcome, Error> {
+        stacker::maybe_grow(RED_ZONE, FRESH_STACK, || self.decide_here(input))
+    }
+
+    fn decide_here(&self, input: &DecisionInput) -> Result<Outcome, Error> {
         let deny_with = |message: String, chain: &[Subject]| Outcome {
             decision: Decision::Deny,
             policies: vec![],

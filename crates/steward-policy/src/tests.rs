@@ -597,3 +597,34 @@ fn attributes_named_by_policies_are_built() {
     assert_eq!(with("model", "m1"), Decision::Allow);
     assert_eq!(with("purpose", "ci"), Decision::Deny);
 }
+
+/// A decision asked deep in a caller's stack is made, not refused: Cedar
+/// errs with under 100 KiB of stack left, and an erring guardrail denies.
+#[test]
+fn a_decision_deep_in_the_stack_is_still_made() {
+    // Use up the stack until less than Cedar's minimum is left, then decide.
+    fn deep(engine: &Engine, input: &DecisionInput) -> crate::Outcome {
+        let left = stacker::remaining_stack().unwrap_or(usize::MAX);
+        if left < 64 * 1024 {
+            return engine.decide(input).unwrap();
+        }
+        let pad = std::hint::black_box([0u8; 4096]);
+        let out = deep(engine, input);
+        std::hint::black_box(pad);
+        out
+    }
+    let engine = standard();
+    let ask = input(
+        vec![agent("bot", &["reader"])],
+        "read",
+        repo("internal"),
+        Map::new(),
+    );
+    let out = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || deep(&engine, &ask))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(out.decision, Decision::Allow, "{:?}", out.errors);
+}

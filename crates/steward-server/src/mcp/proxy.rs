@@ -25,8 +25,8 @@ use rmcp::model::{
     InitializeRequest, InitializeRequestParams, InitializeResult, ListPromptsRequest,
     ListPromptsResult, ListResourceTemplatesRequest, ListResourceTemplatesResult,
     ListResourcesRequest, ListResourcesResult, ListToolsRequest, ListToolsResult,
-    PaginatedRequestParams, ProgressNotification, ProgressNotificationParam, ProgressToken,
-    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, Reference,
+    PaginatedRequestParams, PingRequest, ProgressNotification, ProgressNotificationParam,
+    ProgressToken, ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, Reference,
     ServerNotification, ServerRequest, ServerResult, SetLevelRequest, SetLevelRequestParams,
     SubscribeRequest, SubscribeRequestParams, UnsubscribeRequest, UnsubscribeRequestParams,
 };
@@ -568,6 +568,14 @@ impl ServerHandler for Proxy {
             ServerResult::CompleteResult(r) => Ok(r),
             _ => Err(unexpected("completion/complete")),
         }
+    }
+
+    /// Pinged through to the upstream (rmcp would answer here), so a
+    /// client's health check fails once the upstream has gone.
+    async fn ping(&self, context: RequestContext<RoleServer>) -> Result<(), McpError> {
+        self.request(ClientRequest::PingRequest(PingRequest::default()), context)
+            .await
+            .map(|_| ())
     }
 
     async fn set_level(

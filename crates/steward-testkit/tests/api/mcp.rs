@@ -1686,6 +1686,61 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
         let a = e.after.as_ref().unwrap();
         a["tool"] == "trigger-long-running-operation" && a["outcome"] == "error"
     }));
+
+    // An upstream that ends mid-session: pings go to it, so a client's
+    // health check fails rather than passing on a session that cannot work.
+    let McpTransport::Stdio { args, .. } = mcp::everything_stdio() else {
+        panic!("server-everything runs over stdio");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (kill, dead) = (dir.path().join("kill"), dir.path().join("dead"));
+    // Ends the server once `kill` exists, then says so in `dead` (a
+    // background job's stdin is /dev/null unless given explicitly).
+    let mortal = format!(
+        "exec 3<&0; node '{}' stdio <&3 & p=$!; while [ ! -e '{}' ]; do sleep 0.05; done; kill $p; wait $p; touch '{}'",
+        args[0],
+        kill.display(),
+        dead.display()
+    );
+    gw.admin()
+        .put_mcp_server(&PutMcpServer {
+            name: "everything".into(),
+            description: String::new(),
+            transport: McpTransport::Stdio {
+                command: "sh".into(),
+                args: vec!["-c".into(), mortal],
+                env: Default::default(),
+            },
+            tools: Default::default(),
+            timeout_secs: Some(2),
+            decision_record: McpDecisionRecord::BeforeCall,
+        })
+        .await
+        .unwrap();
+    let (key, dead_path) = (gw.key.clone(), dead.to_string_lossy().into_owned());
+    let client = tokio::spawn(async move {
+        mcp::run_client(
+            &url,
+            &key,
+            &json!([
+                {"op": "ping"},
+                {"op": "call", "name": "echo", "arguments": {"message": "alive"}},
+                {"op": "wait_file", "path": dead_path},
+                {"op": "ping"},
+            ]),
+            None,
+        )
+        .await
+        .unwrap()
+    });
+    // Once the echo is recorded, the upstream goes.
+    gw.tool_calls(3).await;
+    std::fs::write(&kill, "").unwrap();
+    let out = client.await.unwrap();
+    let steps = out["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["ok"], json!("pong"), "{out}");
+    assert_eq!(text(&steps[1]), "Echo: alive");
+    assert!(steps[3].get("error").is_some(), "{out}");
     gw.stop().await;
 }
 

@@ -9,6 +9,7 @@
 //     (with "progress", the progress seen is in the result, or in the error)
 //   {"op": "read_resource", "uri": "..."} | {"op": "get_prompt", "name": "..."}
 //   {"op": "wait_file", "path": "..."} (until the test creates that file; 30 s at most)
+//   {"op": "ping"}
 //   {"op": "roots", "uris": ["file:///..."]} (anywhere in the script: the
 //     client declares the roots capability and answers roots/list with these)
 //   {"op": "bench", "name": "echo", "arguments": {...}, "warmup": 200, "calls": 2000}
@@ -101,6 +102,9 @@ function summary(latencies, elapsed, concurrent) {
 
 async function step(s) {
   switch (s.op) {
+    case "ping":
+      await client.ping();
+      return "pong";
     case "roots":
       return { declared: s.uris.length };
     case "list_tools":
