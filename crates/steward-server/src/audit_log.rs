@@ -147,43 +147,6 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
     bytes?.try_into().ok()
 }
 
-/// Write a batch, a record no store could keep refused alone: one refused
-/// statement would fail everyone's records in the batch.
-async fn write_storable(
-    store: &Store,
-    writes: Vec<Write>,
-) -> Result<Vec<Result<Written, Error>>, Error> {
-    let checks: Vec<Result<(), Error>> = writes
-        .iter()
-        .map(|w| match w {
-            Write::Audit(record) => steward_store::audit::storable(&record.1),
-            Write::Reserve(_) | Write::Decision(..) => Ok(()),
-        })
-        .collect();
-    let kept: Vec<Write> = writes
-        .into_iter()
-        .zip(&checks)
-        .filter(|(_, check)| check.is_ok())
-        .map(|(w, _)| w)
-        .collect();
-    let mut written = if kept.is_empty() {
-        Vec::new()
-    } else {
-        store.write_batch(kept).await?
-    }
-    .into_iter();
-    checks
-        .into_iter()
-        .map(|check| match check {
-            Ok(()) => written
-                .next()
-                .map(Ok)
-                .ok_or_else(|| Error::internal("the decision writer lost track of a batch")),
-            Err(e) => Ok(Err(e)),
-        })
-        .collect()
-}
-
 /// An audit record queued by [`AuditLog::queue_record`].
 pub struct Recording(Receipt<Written>);
 
@@ -224,7 +187,7 @@ impl AuditLog {
         let writer = store.clone();
         let queue = Arc::new(Batcher::start("decision", MAX_BATCH, move |writes| {
             let store = writer.clone();
-            async move { write_storable(&store, writes).await }
+            async move { store.write_batch(writes).await }
         }));
         let log = AuditLog {
             queue,
@@ -249,6 +212,9 @@ impl AuditLog {
         ctx: ChangeContext,
         event: AuditEvent,
     ) -> Result<Recording, Error> {
+        // Refused here, alone: in the writer's batch, one statement a store
+        // refuses fails every record committed with it.
+        steward_store::audit::storable(&event)?;
         let receipt = self
             .queue
             .enqueue(Write::Audit(Box::new((ctx, event))))

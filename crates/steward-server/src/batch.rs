@@ -1,7 +1,6 @@
 //! Group commit: callers hand items to one writer task, which takes
 //! everything waiting (up to a maximum) and processes it as one batch (one
-//! transaction, one commit), then answers each caller: with its own
-//! outcome, or the batch's error. Used by the audit log
+//! transaction, one commit), then answers each caller. Used by the audit log
 //! and by quota reservations, so a burst of decisions costs one durable
 //! commit per batch rather than one per decision.
 
@@ -20,13 +19,12 @@ pub struct Batcher<I, O> {
 }
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
-    /// Start the writer: `process` gets each batch and returns one outcome
-    /// per item, in order (an item refused alone is an `Err` in its place),
-    /// or an error that fails the whole batch.
+    /// Start the writer: `process` gets each batch and returns one output per
+    /// item, in order, or an error that fails the whole batch.
     pub fn start<F, Fut>(what: &'static str, max_batch: usize, process: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<Result<O, Error>>, Error>> + Send,
+        Fut: Future<Output = Result<Vec<O>, Error>> + Send,
     {
         let (queue, mut rx) = mpsc::channel::<Pending<I, O>>(65_536);
         tokio::spawn(async move {
@@ -42,7 +40,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                 match process(items).await {
                     Ok(outs) if outs.len() == replies.len() => {
                         for (reply, out) in replies.into_iter().zip(outs) {
-                            let _ = reply.send(out);
+                            let _ = reply.send(Ok(out));
                         }
                     }
                     Ok(_) => {

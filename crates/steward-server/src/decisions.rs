@@ -137,6 +137,22 @@ async fn human_by_key(
 
 /// The principal chain of a request: the principal (and its ancestors), then
 /// the human acted for.
+/// An agent's key asks about that agent only (named by id or name, as a
+/// principal of type `agent`); enforcement points use an admin token.
+pub(crate) fn asks_about_itself(
+    agent: &steward_types::Agent,
+    principal_type: &str,
+    id: &str,
+) -> Result<(), Error> {
+    if principal_type == "agent" && (id == agent.id || id == agent.name) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::Forbidden,
+        "an agent may only ask about itself; enforcement points use an admin token",
+    ))
+}
+
 pub async fn resolve_chain(
     state: &AppState,
     caller: &Caller,
@@ -147,16 +163,9 @@ pub async fn resolve_chain(
     let now = Utc::now();
     let mut chain = match (caller, principal) {
         (Caller::Agent { agent, .. }, None) => agent_chain(state, tenant, &agent.id, now).await?,
-        (Caller::Agent { agent, .. }, Some(p))
-            if p.principal_type == "agent" && (p.id == agent.id || p.id == agent.name) =>
-        {
+        (Caller::Agent { agent, .. }, Some(p)) => {
+            asks_about_itself(agent, &p.principal_type, &p.id)?;
             agent_chain(state, tenant, &agent.id, now).await?
-        }
-        (Caller::Agent { .. }, Some(_)) => {
-            return Err(Error::new(
-                ErrorCode::Forbidden,
-                "an agent may only ask about itself; enforcement points use an admin token",
-            ));
         }
         (Caller::Token { .. }, None) => {
             return Err(Error::invalid(

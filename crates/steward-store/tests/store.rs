@@ -1348,15 +1348,25 @@ async fn who_an_entry_is_about_is_indexed(url: &str) {
         .unwrap();
     assert!(found(&store, filters[0].clone()).await.is_empty());
     drop(store);
-    let store = Store::open(url).await.unwrap();
-    for (filter, answer) in filters.iter().zip(&answers) {
-        assert_eq!(&found(&store, filter.clone()).await, answer, "{filter:?}");
-    }
-    // The index the backfill dropped is back.
-    let again = store
-        .execute_raw("CREATE INDEX audit_subjects_subject ON audit_subjects (subject_id, entry)")
-        .await;
-    assert!(again.is_err(), "the index by identity is missing");
+    // The start backfills: every filter answers as before, and the index
+    // the backfill dropped is back.
+    let reopened = |url: &str| {
+        let (url, filters, answers) = (url.to_string(), filters.clone(), answers.clone());
+        async move {
+            let store = Store::open(&url).await.unwrap();
+            for (filter, answer) in filters.iter().zip(&answers) {
+                assert_eq!(&found(&store, filter.clone()).await, answer, "{filter:?}");
+            }
+            let again = store
+                .execute_raw(
+                    "CREATE INDEX audit_subjects_subject ON audit_subjects (subject_id, entry)",
+                )
+                .await;
+            assert!(again.is_err(), "the index by identity is missing");
+            store
+        }
+    };
+    let store = reopened(url).await;
 
     // A start stopped half-way through the backfill (the index dropped,
     // the first entries indexed, the marker past them) goes on from there.
@@ -1369,14 +1379,7 @@ async fn who_an_entry_is_about_is_indexed(url: &str) {
         .await
         .unwrap();
     drop(store);
-    let store = Store::open(url).await.unwrap();
-    for (filter, answer) in filters.iter().zip(&answers) {
-        assert_eq!(&found(&store, filter.clone()).await, answer, "{filter:?}");
-    }
-    let again = store
-        .execute_raw("CREATE INDEX audit_subjects_subject ON audit_subjects (subject_id, entry)")
-        .await;
-    assert!(again.is_err(), "the index by identity is missing");
+    let store = reopened(url).await;
 
     // A pruning empties them all: nobody is named any more.
     let later = Utc::now() + chrono::Duration::seconds(1);

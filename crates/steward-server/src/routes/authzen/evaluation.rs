@@ -189,14 +189,12 @@ async fn evaluate(
 ) -> Result<EvaluationResponse, Error> {
     // An agent asks about itself only, whatever it asks; checked before a
     // refusal is recorded under the subject it named.
-    if let Caller::Agent { agent, .. } = caller
-        && !(principal_type(&q.subject_type) == Some("agent")
-            && (q.subject_id == agent.id || q.subject_id == agent.name))
-    {
-        return Err(Error::new(
-            steward_types::ErrorCode::Forbidden,
-            "an agent may only ask about itself; enforcement points use an admin token",
-        ));
+    if let Caller::Agent { agent, .. } = caller {
+        crate::decisions::asks_about_itself(
+            agent,
+            principal_type(&q.subject_type).unwrap_or_default(),
+            &q.subject_id,
+        )?;
     }
     let Some(principal_type) = principal_type(&q.subject_type) else {
         let message = format!(
