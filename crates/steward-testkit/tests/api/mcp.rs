@@ -177,17 +177,7 @@ impl Gateway {
     /// A bare `initialize` POST with `key`, as a client opening a session
     /// sends it.
     async fn initialize(&self, key: &str) -> reqwest::Response {
-        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "curl", "version": "1"}}});
-        reqwest::Client::new()
-            .post(self.url())
-            .bearer_auth(key)
-            .header("accept", "application/json, text/event-stream")
-            .json(&init)
-            .send()
-            .await
-            .unwrap()
+        initialize(self.url(), key).await
     }
 
     /// One `echo` call in a session of its own: the answer's text.
@@ -826,17 +816,7 @@ async fn streamable_http_upstream_and_credentials() {
     for _ in 0..24 {
         let (url, key) = (gw.url(), eager.clone());
         opening.spawn(async move {
-            let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-06-18", "capabilities": {},
-                "clientInfo": {"name": "curl", "version": "1"}}});
-            let res = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .header("accept", "application/json, text/event-stream")
-                .json(&init)
-                .send()
-                .await
-                .unwrap();
+            let res = initialize(url, &key).await;
             let status = res.status().as_u16();
             res.bytes().await.unwrap();
             status
@@ -854,6 +834,22 @@ async fn streamable_http_upstream_and_credentials() {
         "{statuses:?}"
     );
     gw.stop().await;
+}
+
+/// A bare `initialize` POST to `url` with `key`, as a client opening a
+/// session sends it.
+async fn initialize(url: String, key: &str) -> reqwest::Response {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "curl", "version": "1"}}});
+    reqwest::Client::new()
+        .post(url)
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// A TLS front on a free local port, with a certificate for `localhost`
