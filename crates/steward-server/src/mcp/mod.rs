@@ -381,6 +381,9 @@ pub(crate) struct GatewayCall {
     /// on a task of its own, outside the request's scope.
     pub request_id: Option<String>,
     pub source: Option<String>,
+    /// On a request opening a session: cancelled when its upstream ends,
+    /// so that the gateway closes the session.
+    pub upstream_ended: Option<CancellationToken>,
 }
 
 impl GatewayCall {
@@ -392,6 +395,43 @@ impl GatewayCall {
         match &self.request_id {
             Some(id) => REQUEST_ID.scope(id.clone(), work).await,
             None => work.await,
+        }
+    }
+}
+
+/// How long a session whose upstream has ended stays open, so that the
+/// errors its pending requests got reach its client.
+const ENDED_GRACE: Duration = Duration::from_secs(1);
+
+/// Close `session` once its upstream has ended (exited, or dropped its
+/// side of the session): every request on it could only fail, and it
+/// holds one of its agent's session slots. Its client's next request gets
+/// 404, on which MCP clients start a new session. A session closed for
+/// other reasons (idle, DELETE) is left as it is.
+async fn close_when_ended(
+    state: AppState,
+    session: String,
+    owner: (String, String),
+    ended: CancellationToken,
+) {
+    tokio::select! {
+        _ = ended.cancelled() => {}
+        _ = state.mcp.shutdown.cancelled() => return,
+    }
+    tokio::time::sleep(ENDED_GRACE).await;
+    let gateway = &state.mcp;
+    {
+        let mut owners = gateway.owners();
+        if owners.get(&session).is_none_or(|e| e.owner != owner) {
+            return;
+        }
+        owners.remove(&session);
+    }
+    let id: rmcp::transport::common::server_side_http::SessionId = session.into();
+    match gateway.sessions.close_session(&id).await {
+        Ok(()) => tracing::info!(session = %id, "closed an MCP session whose upstream ended"),
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "could not close an MCP session whose upstream ended")
         }
     }
 }
@@ -491,6 +531,7 @@ async fn endpoint(
     } else {
         None
     };
+    let upstream_ended = opening.as_ref().map(|_| CancellationToken::new());
     parts.extensions.insert(Arc::new(GatewayCall {
         state: state.clone(),
         caller,
@@ -498,6 +539,7 @@ async fn endpoint(
         on_behalf_of,
         request_id: crate::error::current_request_id(),
         source: crate::error::current_source(),
+        upstream_ended: upstream_ended.clone(),
     }));
     let request = Request::from_parts(parts, body);
     let response = state.mcp.service.handle(request).await.map(Body::new);
@@ -513,6 +555,14 @@ async fn endpoint(
                     state.mcp.opened(id.clone(), owner.clone()).await;
                     // Recorded: the slot held for it goes.
                     drop(opening);
+                    if let Some(ended) = upstream_ended {
+                        tokio::spawn(close_when_ended(
+                            state.clone(),
+                            id.clone(),
+                            owner.clone(),
+                            ended,
+                        ));
+                    }
                     Gateway::claim(&state, &id, &owner)
                 }
                 None => None,

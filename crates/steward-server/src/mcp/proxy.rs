@@ -21,14 +21,15 @@ use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult,
     CancelledNotification, CancelledNotificationParam, ClientNotification, ClientRequest,
     ClientResult, CompleteRequest, CompleteRequestParams, CompleteResult, ContentBlock,
-    ErrorCode as McpErrorCode, GetPromptRequest, GetPromptRequestParams, GetPromptResponse,
-    InitializeRequest, InitializeRequestParams, InitializeResult, ListPromptsRequest,
-    ListPromptsResult, ListResourceTemplatesRequest, ListResourceTemplatesResult,
-    ListResourcesRequest, ListResourcesResult, ListToolsRequest, ListToolsResult,
-    PaginatedRequestParams, PingRequest, ProgressNotification, ProgressNotificationParam,
-    ProgressToken, ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, Reference,
-    ServerNotification, ServerRequest, ServerResult, SetLevelRequest, SetLevelRequestParams,
-    SubscribeRequest, SubscribeRequestParams, UnsubscribeRequest, UnsubscribeRequestParams,
+    CustomRequest, CustomResult, ErrorCode as McpErrorCode, GetPromptRequest,
+    GetPromptRequestParams, GetPromptResponse, InitializeRequest, InitializeRequestParams,
+    InitializeResult, ListPromptsRequest, ListPromptsResult, ListResourceTemplatesRequest,
+    ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, ListToolsRequest,
+    ListToolsResult, PaginatedRequestParams, PingRequest, ProgressNotification,
+    ProgressNotificationParam, ProgressToken, ReadResourceRequest, ReadResourceRequestParams,
+    ReadResourceResponse, Reference, ServerNotification, ServerRequest, ServerResult,
+    SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams,
+    UnsubscribeRequest, UnsubscribeRequestParams,
 };
 use rmcp::service::ClientInitializeError;
 use rmcp::service::{
@@ -58,6 +59,50 @@ struct Session {
     agent_id: String,
     upstream: RunningService<RoleClient, Relay>,
     progress: ProgressMap,
+    /// Says the upstream has gone when the session goes (the gateway
+    /// stops watching it then).
+    _ended: tokio_util::sync::DropGuard,
+}
+
+/// An upstream transport that says when it has ended: the upstream closed
+/// it (a stdio server exited, an HTTP server dropped the session) or it
+/// was dropped with its session. The gateway then closes the downstream
+/// session, whose every request could only fail.
+struct Watched<T> {
+    inner: T,
+    ended: tokio_util::sync::CancellationToken,
+}
+
+impl<T: rmcp::transport::Transport<RoleClient>> rmcp::transport::Transport<RoleClient>
+    for Watched<T>
+{
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<RoleClient>> {
+        let message = self.inner.receive().await;
+        if message.is_none() {
+            self.ended.cancel();
+        }
+        message
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.ended.cancel();
+        self.inner.close().await
+    }
+}
+
+impl<T> Drop for Watched<T> {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
 }
 
 /// A downstream session (rmcp makes one per `Mcp-Session-Id`).
@@ -97,6 +142,13 @@ fn upstream_error(server: &McpServer, e: ServiceError) -> McpError {
         ServiceError::Cancelled { .. } => {
             McpError::internal_error("the request was cancelled", None)
         }
+        ServiceError::TransportClosed => McpError::internal_error(
+            format!(
+                "the upstream MCP server '{}' has ended: this session is being closed; start a new one",
+                server.name
+            ),
+            None,
+        ),
         other => McpError::internal_error(
             format!("the upstream MCP server '{}' failed: {other}", server.name),
             None,
@@ -161,6 +213,10 @@ async fn connect(
         progress: progress.clone(),
     };
     let timeout = Duration::from_secs(u64::from(server.timeout_secs));
+    // Cancelled when the upstream ends, or (the guard) when this session
+    // goes or never starts.
+    let ended = call.upstream_ended.clone().unwrap_or_default();
+    let ended_guard = ended.clone().drop_guard();
     let unreachable = |why: String| {
         McpError::internal_error(
             format!(
@@ -193,6 +249,10 @@ async fn connect(
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .map_err(|e| unreachable(format!("cannot start '{command}': {e}")))?;
+            let transport = Watched {
+                inner: transport,
+                ended,
+            };
             tokio::time::timeout(timeout, relay.serve(transport)).await
         }
         McpTransport::StreamableHttp { url } => {
@@ -200,6 +260,10 @@ async fn connect(
                 call.state.mcp.upstream_http.clone(),
                 StreamableHttpClientTransportConfig::with_uri(url.as_str()),
             );
+            let transport = Watched {
+                inner: transport,
+                ended,
+            };
             tokio::time::timeout(timeout, relay.serve(transport)).await
         }
     };
@@ -218,6 +282,7 @@ async fn connect(
         agent_id: agent_id(call).to_string(),
         upstream,
         progress,
+        _ended: ended_guard,
     })
 }
 
@@ -281,6 +346,14 @@ fn json_size(value: &impl serde::Serialize) -> usize {
     match serde_json::to_writer(&mut count, value) {
         Ok(()) => count.0,
         Err(_) => 0,
+    }
+}
+
+/// Why `params` are not a `T`.
+fn misfit<T: serde::de::DeserializeOwned>(params: serde_json::Value) -> String {
+    match serde_json::from_value::<T>(params) {
+        Err(e) => e.to_string(),
+        Ok(_) => "they could not be read".into(),
     }
 }
 
@@ -755,6 +828,43 @@ impl ServerHandler for Proxy {
             ProgressNotification::new(notification),
         ))
         .await;
+    }
+
+    /// rmcp reads a request whose params do not fit its method's schema as
+    /// a custom request: for a method the gateway relays, that is invalid
+    /// params, saying what does not fit; no other method is relayed.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        let params = request.params.unwrap_or_default();
+        let method = request.method;
+        let why = match method.as_str() {
+            "tools/call" => misfit::<CallToolRequestParams>(params),
+            "prompts/get" => misfit::<GetPromptRequestParams>(params),
+            "resources/read" => misfit::<ReadResourceRequestParams>(params),
+            "resources/subscribe" | "resources/unsubscribe" => {
+                misfit::<SubscribeRequestParams>(params)
+            }
+            "completion/complete" => misfit::<CompleteRequestParams>(params),
+            "logging/setLevel" => misfit::<SetLevelRequestParams>(params),
+            "initialize" => misfit::<InitializeRequestParams>(params),
+            "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
+                misfit::<PaginatedRequestParams>(params)
+            }
+            _ => {
+                return Err(McpError::new(
+                    McpErrorCode::METHOD_NOT_FOUND,
+                    format!("{method}: not a method Steward's MCP gateway relays"),
+                    None,
+                ));
+            }
+        };
+        Err(McpError::invalid_params(
+            format!("the params of {method} do not fit its schema: {why}"),
+            None,
+        ))
     }
 
     /// Not relayed: the upstream is never told the client has roots.

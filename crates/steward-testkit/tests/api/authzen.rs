@@ -1050,6 +1050,28 @@ async fn authzen_bad_input_metadata_and_audit(b: Backend) {
         .unwrap();
     assert_eq!(unknown.action, "decision.deny");
     assert!(unknown.reason.as_deref().unwrap().contains("nobody"));
+    let principal = |i: usize| {
+        let entry = recorded
+            .iter()
+            .find(|e| e.after.as_ref().unwrap()["decision_id"] == json!(decision_ids[i]))
+            .unwrap();
+        entry.after.as_ref().unwrap()["principal"].clone()
+    };
+    // A refusal names a known subject as any decision names its principal
+    // (so it counts toward that identity); an unknown one as it was given.
+    let rick = s.admin.get_human(RICK).await.unwrap();
+    assert_eq!(
+        principal(3),
+        json!({ "kind": "human", "id": rick.id, "name": rick.email })
+    );
+    assert_eq!(
+        principal(1),
+        json!({ "kind": null, "type": "user", "id": "nobody" })
+    );
+    assert_eq!(
+        principal(4),
+        json!({ "kind": null, "type": "group", "id": "admins" })
+    );
 
     // The request id is echoed, and recorded with the decision.
     let http = reqwest::Client::new();

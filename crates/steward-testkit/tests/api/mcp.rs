@@ -761,6 +761,49 @@ async fn streamable_http_upstream_and_credentials() {
             .unwrap();
         assert_eq!(res.status(), status);
     }
+    // A known method whose params do not fit is invalid params, saying
+    // what is wrong; a method the gateway does not relay is not found.
+    for (message, code, says) in [
+        (
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "echo", "arguments": ["not", "an", "object"]}}),
+            -32602,
+            "tools/call",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 8, "method": "prompts/get", "params": {"arguments": {}}}),
+            -32602,
+            "prompts/get",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 9, "method": "vendor/frobnicate", "params": {}}),
+            -32601,
+            "vendor/frobnicate",
+        ),
+    ] {
+        let answer = http
+            .post(gw.url())
+            .bearer_auth(&gw.key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .json(&message)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let data = answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .find(|d| !d.trim().is_empty())
+            .unwrap_or(&answer);
+        let reply: Value = serde_json::from_str(data.trim()).expect(&answer);
+        assert_eq!(reply["id"], message["id"], "{answer}");
+        assert_eq!(reply["error"]["code"], code, "{answer}");
+        let text = reply["error"]["message"].as_str().unwrap();
+        assert!(text.contains(says), "{answer}");
+    }
     for key in [&other, &gw.key] {
         let res = http
             .delete(gw.url())
@@ -1723,6 +1766,7 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
                 {"op": "call", "name": "echo", "arguments": {"message": "alive"}},
                 {"op": "wait_file", "path": dead_path},
                 {"op": "ping"},
+                {"op": "ping_until_gone"},
             ]),
             None,
         )
@@ -1737,6 +1781,15 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
     assert_eq!(steps[0]["ok"], json!("pong"), "{out}");
     assert_eq!(text(&steps[1]), "Echo: alive");
     assert!(steps[3].get("error").is_some(), "{out}");
+    // Then the session is closed (its slot free): the client's next
+    // request gets 404, on which MCP clients start a new session.
+    let before = steps[4]["ok"].as_array().expect("the session was closed");
+    assert!(
+        before
+            .iter()
+            .all(|m| m.as_str().unwrap().contains("has ended")),
+        "{out}"
+    );
     gw.stop().await;
 }
 

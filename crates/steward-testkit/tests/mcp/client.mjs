@@ -10,6 +10,8 @@
 //   {"op": "read_resource", "uri": "..."} | {"op": "get_prompt", "name": "..."}
 //   {"op": "wait_file", "path": "..."} (until the test creates that file; 30 s at most)
 //   {"op": "ping"}
+//   {"op": "ping_until_gone"} (pings until one is answered HTTP 404, the
+//     session gone; 30 s at most; the result is the failures before)
 //   {"op": "roots", "uris": ["file:///..."]} (anywhere in the script: the
 //     client declares the roots capability and answers roots/list with these)
 //   {"op": "bench", "name": "echo", "arguments": {...}, "warmup": 200, "calls": 2000}
@@ -105,6 +107,20 @@ async function step(s) {
     case "ping":
       await client.ping();
       return "pong";
+    case "ping_until_gone": {
+      const before = [];
+      for (let i = 0; i < 600; i++) {
+        try {
+          await client.ping();
+          before.push("pong");
+        } catch (err) {
+          if (err?.code === 404) return before;
+          before.push(describe(err).message);
+        }
+        await new Promise((done) => setTimeout(done, 50));
+      }
+      throw new Error(`the session was never closed: ${JSON.stringify(before.slice(-3))}`);
+    }
     case "roots":
       return { declared: s.uris.length };
     case "list_tools":

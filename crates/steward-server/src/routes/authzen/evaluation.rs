@@ -146,6 +146,7 @@ async fn refuse(
     message: String,
 ) -> Result<EvaluationResponse, Error> {
     let decision_id = format!("dec_{}", uuid::Uuid::now_v7().simple());
+    let principal = refused_principal(state, caller.tenant_id(), q).await?;
     let event = AuditEvent {
         action: "decision.deny".into(),
         resource_type: q.resource_type.clone(),
@@ -154,7 +155,7 @@ async fn refuse(
         after: Some(json!({
             "decision_id": decision_id,
             "decision": "deny",
-            "principal": { "type": q.subject_type, "id": q.subject_id },
+            "principal": principal,
             "action": q.action,
             "resource": { "type": q.resource_type, "id": q.resource_id, "attributes": q.resource_properties },
             "context": q.context,
@@ -178,6 +179,30 @@ async fn refuse(
             "outcome": "deny",
             "policies": [],
         })),
+    })
+}
+
+/// The principal of a refusal, named as other decision records name theirs
+/// (`kind`, `id`, `name`) when the subject is an identity Steward knows, so
+/// that the refusal counts toward that identity's behaviour and is found
+/// under it; otherwise the subject as the request gave it, with no kind.
+async fn refused_principal(state: &AppState, tenant: &str, q: &Query) -> Result<Value, Error> {
+    let known = match principal_type(&q.subject_type) {
+        Some("agent") => state
+            .store
+            .agent_context(tenant, &q.subject_id)
+            .await?
+            .map(|ctx| ("agent", ctx.agent.id, ctx.agent.name)),
+        Some(_) => state
+            .store
+            .human_context(tenant, &q.subject_id)
+            .await?
+            .map(|(h, _)| ("human", h.id, h.email)),
+        None => None,
+    };
+    Ok(match known {
+        Some((kind, id, name)) => json!({ "kind": kind, "id": id, "name": name }),
+        None => json!({ "kind": null, "type": q.subject_type, "id": q.subject_id }),
     })
 }
 
