@@ -1273,10 +1273,21 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-            let entries = found
-                .iter()
-                .map(rows::audit_entry)
-                .collect::<Result<Vec<_>, _>>()?;
+            // An entry that cannot be read (altered in the database) is
+            // not indexed, rather than keeping every node from starting;
+            // `steward audit verify` says whether and where the log was
+            // altered.
+            let mut entries = Vec::with_capacity(found.len());
+            for row in &found {
+                match rows::audit_entry(row) {
+                    Ok(entry) => entries.push(entry),
+                    Err(e) => tracing::warn!(
+                        seq = rows::get::<i64>(row, "seq").ok(),
+                        error = %e.message,
+                        "an audit entry that cannot be read is not indexed by who it is about"
+                    ),
+                }
+            }
             insert_subjects(&mut tx, &subject_rows(&entries)).await?;
             let marker = if to >= up_to {
                 // As migration 0020 made it.

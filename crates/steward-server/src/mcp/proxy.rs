@@ -14,7 +14,7 @@
 #![allow(deprecated)]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
@@ -50,8 +50,11 @@ use super::govern::{self, CallOutcome, Kind, Refusal};
 /// Variables a stdio upstream inherits from the gateway's environment.
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR", "USER"];
 
-/// Upstream progress tokens → the downstream's, for relaying progress.
-type ProgressMap = Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>;
+/// Upstream progress tokens → the downstream's, for relaying progress. An
+/// async lock: a request with a progress token holds it from before it is
+/// sent until its token is mapped, so progress the upstream sends at once
+/// waits for the mapping rather than being dropped as unknown.
+type ProgressMap = Arc<tokio::sync::Mutex<HashMap<ProgressToken, ProgressToken>>>;
 
 /// The upstream half of a session.
 struct Session {
@@ -296,19 +299,22 @@ impl Session {
         let mut options = PeerRequestOptions::no_options();
         options.timeout = Some(Duration::from_secs(u64::from(self.server.timeout_secs)));
         let peer = self.upstream.peer().clone();
+        let downstream_token = context.meta.get_progress_token();
+        // rmcp picks the upstream token as it sends.
+        let mut mapping = match downstream_token {
+            Some(_) => Some(self.progress.lock().await),
+            None => None,
+        };
         let handle = peer
             .send_request_with_option(request, options)
             .await
             .map_err(|e| upstream_error(&self.server, e))?;
         let id = handle.id.clone();
         let upstream_token = handle.progress_token.clone();
-        let downstream_token = context.meta.get_progress_token();
-        if let Some(token) = &downstream_token {
-            self.progress
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(upstream_token.clone(), token.clone());
+        if let (Some(map), Some(token)) = (mapping.as_mut(), &downstream_token) {
+            map.insert(upstream_token.clone(), token.clone());
         }
+        drop(mapping);
         let result = tokio::select! {
             r = handle.await_response() => r.map_err(|e| upstream_error(&self.server, e)),
             _ = context.ct.cancelled() => {
@@ -321,10 +327,7 @@ impl Session {
             }
         };
         if downstream_token.is_some() {
-            self.progress
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&upstream_token);
+            self.progress.lock().await.remove(&upstream_token);
         }
         result
     }
@@ -970,7 +973,7 @@ impl Service<RoleClient> for Relay {
                 let mapped = self
                     .progress
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
+                    .await
                     .get(&n.params.progress_token)
                     .cloned();
                 let Some(token) = mapped else {
