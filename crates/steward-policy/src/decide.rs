@@ -82,6 +82,8 @@ pub struct Outcome {
 
 /// What every identity of a request is evaluated against.
 struct Prepared<'a> {
+    /// The action, with the roles and personas its policies name.
+    prepared: &'a crate::engine::PreparedAction,
     action: &'a EntityUid,
     resource: &'a EntityUid,
     context: &'a Context,
@@ -170,15 +172,24 @@ impl Engine {
     /// A Cedar entity from Steward's description of it. Every attribute
     /// value is checked; only those some policy can read are built.
     fn entity(&self, e: &EntityData, extra_parents: &[(String, String)]) -> Result<Entity, Error> {
-        let mut attrs = Vec::new();
-        for (k, v) in &e.attrs {
-            if self.is_referenced(k) {
-                let value = restricted(v).map_err(|p| invalid(&format!("attribute '{k}'"), &p))?;
-                attrs.push((k.clone(), value));
-            } else {
-                check_value(v).map_err(|p| invalid(&format!("attribute '{k}'"), &p))?;
+        let attrs = match self.resource_decls.get(&e.entity_type) {
+            // A declared type's attributes, each to its declared type
+            // (undeclared ones no policy can read are left out).
+            Some(declared) => declared.build("resource", &e.attrs, &|k| self.is_referenced(k))?,
+            // Steward's own entities, built by Steward.
+            None => {
+                let mut attrs = Vec::new();
+                for (k, v) in &e.attrs {
+                    let at = || format!("attribute '{k}'");
+                    if self.is_referenced(k) {
+                        attrs.push((k.clone(), restricted(v).map_err(|p| invalid(&at(), &p))?));
+                    } else {
+                        check_value(v).map_err(|p| invalid(&at(), &p))?;
+                    }
+                }
+                attrs
             }
-        }
+        };
         let parents = e
             .parents
             .iter()
@@ -253,9 +264,10 @@ impl Engine {
                 &input.chain,
             ));
         }
-        let context = self.context(&input.context, &action.def)?;
+        let context = self.context(&input.context, action)?;
         let built = self.request_entities(&input.chain, &input.resource)?;
         let request = Prepared {
+            prepared: action,
             action: &action.uid,
             resource: &built.resource_uid,
             context: &context,
@@ -306,15 +318,17 @@ impl Engine {
                 remediation: None,
             });
         }
-        let Some((index, failed)) = results.iter().enumerate().find(|(_, r)| !r.allowed) else {
-            return Err(Error::internal("a denied chain has no denied link"));
-        };
-        let forbidden_by: Vec<DeterminingPolicy> = failed
-            .forbids
+        // Every guardrail that forbade any identity of the chain, once.
+        let mut seen = BTreeSet::new();
+        let forbidden_by: Vec<DeterminingPolicy> = results
             .iter()
-            .filter_map(|id| self.meta.get(AsRef::<str>::as_ref(id)).cloned())
+            .filter(|r| !r.allowed)
+            .flat_map(|r| r.forbids.iter())
+            .map(AsRef::<str>::as_ref)
+            .filter(|id| seen.insert(*id))
+            .filter_map(|id| self.meta.get(id).cloned())
             .collect();
-        let remediation = self.remediation(input, index, forbidden_by.clone(), &request)?;
+        let remediation = self.remediation(input, &results, forbidden_by.clone(), &request)?;
         Ok(Outcome {
             decision: Decision::Deny,
             policies: forbidden_by,
@@ -328,28 +342,18 @@ impl Engine {
     fn context(
         &self,
         given: &Map<String, Value>,
-        action: &steward_types::ActionDef,
+        action: &crate::engine::PreparedAction,
     ) -> Result<Context, Error> {
         // Only declared names are looked up, so the undeclared ones given
         // need not be dropped first.
-        crate::values::check_attributes("context", &action.context, given)?;
-        let pairs = given
-            .iter()
-            .filter(|(k, _)| action.context.contains_key(*k))
-            .map(|(k, v)| {
-                Ok((
-                    k.clone(),
-                    restricted(v).map_err(|p| invalid("context", &p))?,
-                ))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        let pairs = action.context.build("context", given, &|_| true)?;
         if pairs.is_empty() {
             return Ok(self.empty_context.clone());
         }
         Context::from_pairs(pairs).map_err(|e| {
             Error::new(
                 ErrorCode::InvalidEntity,
-                format!("context does not match action '{}': {e}", action.name),
+                format!("context does not match action '{}': {e}", action.def.name),
             )
         })
     }
@@ -368,9 +372,7 @@ impl Engine {
             return Ok(hit);
         }
         let resource_uid = self.uid(&resource.entity_type, &resource.id)?;
-        if let Some(declared) = self.resource_types.get(&resource.entity_type) {
-            crate::values::check_attributes("resource", declared, &resource.attrs)?;
-        }
+        // Building the resource checks its attributes against its type.
         let entities = self.entities(chain, resource, None)?;
         // Every identity's type was resolved building its entity.
         let principals = chain
@@ -493,21 +495,40 @@ impl Engine {
         })
     }
 
+    /// What to do about a denial, for every identity of the chain that was
+    /// refused: guardrails first (no role overrides them, so nothing else
+    /// would help), then identities that cannot act at all, then the roles
+    /// or personas that would allow each refused identity. A role is
+    /// offered only when it would allow every refused identity.
     fn remediation(
         &self,
         input: &DecisionInput,
-        index: usize,
+        results: &[LinkResult],
         forbidden_by: Vec<DeterminingPolicy>,
         request: &Prepared<'_>,
     ) -> Result<Remediation, Error> {
-        let subject = &input.chain[index];
-        let who = format!("{} '{}'", subject.kind, subject.name);
-        if let Some(why) = &subject.inactive {
-            return Ok(Remediation {
-                message: format!("{who} cannot act: {why}."),
-                ..Default::default()
-            });
-        }
+        let refused: Vec<usize> = (0..results.len())
+            .filter(|i| !results[*i].allowed)
+            .collect();
+        let who = |i: usize| {
+            let subject = &input.chain[i];
+            let position = match (i, subject.kind) {
+                (0, _) => "",
+                (_, "human") => " (the person it acts for)",
+                _ => " (an ancestor in its spawn chain)",
+            };
+            format!("{} '{}'{position}", subject.kind, subject.name)
+        };
+        let whom = |ids: &[usize]| {
+            ids.iter()
+                .map(|i| who(*i))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        };
+        let target = format!(
+            "'{}' on {}::\"{}\"",
+            input.action, input.resource.entity_type, input.resource.id
+        );
         if !forbidden_by.is_empty() {
             let rules: Vec<String> = forbidden_by
                 .iter()
@@ -517,40 +538,132 @@ impl Engine {
                     } else {
                         p.owner.clone()
                     };
+                    let description = if p.description.is_empty() {
+                        "no description"
+                    } else {
+                        &p.description
+                    };
+                    let forbade: Vec<usize> = refused
+                        .iter()
+                        .copied()
+                        .filter(|i| results[*i].forbids.iter().any(|f| f.as_ref() == p.id))
+                        .collect();
                     format!(
-                        "'{}' ({}; owner {owner})",
+                        "'{}' ({description}; owner {owner}) forbids {}",
                         p.id,
-                        if p.description.is_empty() {
-                            "no description"
-                        } else {
-                            &p.description
-                        }
+                        whom(&forbade)
                     )
                 })
                 .collect();
             return Ok(Remediation {
                 message: format!(
-                    "{who} is forbidden by guardrail {}. No role overrides a guardrail; if this is wrong, ask its owner.",
-                    rules.join(", ")
+                    "Guardrail {}. No role overrides a guardrail; if this is wrong, ask its owner.",
+                    rules.join("; ")
                 ),
                 forbidden_by,
                 ..Default::default()
             });
         }
-        // Which role, or persona, would have allowed this identity?
+        let inactive: Vec<String> = refused
+            .iter()
+            .filter_map(|i| {
+                let why = input.chain[*i].inactive.as_ref()?;
+                Some(format!("{} cannot act: {why}", who(*i)))
+            })
+            .collect();
+        if !inactive.is_empty() {
+            return Ok(Remediation {
+                message: format!("{}.", inactive.join("; ")),
+                ..Default::default()
+            });
+        }
+        // Which roles, or personas, would allow each refused identity?
+        let mut roles: Option<Vec<String>> = None;
+        let mut personas: Option<Vec<String>> = None;
+        for &i in &refused {
+            let (r, p) = self.grants_allowing(input, i, request)?;
+            roles = Some(match roles {
+                None => r,
+                Some(before) => before.into_iter().filter(|x| r.contains(x)).collect(),
+            });
+            personas = Some(match personas {
+                None => p,
+                Some(before) => before.into_iter().filter(|x| p.contains(x)).collect(),
+            });
+        }
+        let (roles, personas) = (roles.unwrap_or_default(), personas.unwrap_or_default());
+        let all = whom(&refused);
+        let chain_rule = if refused.len() > 1 {
+            " Every identity in the chain must be allowed."
+        } else {
+            ""
+        };
+        let message = if roles.is_empty() && personas.is_empty() {
+            format!(
+                "{all} {} no permission to {target}, and no single role grants it to {}.{chain_rule} Ask an administrator for a policy that permits it.",
+                if refused.len() > 1 { "have" } else { "has" },
+                if refused.len() > 1 {
+                    "all of them"
+                } else {
+                    "it"
+                },
+            )
+        } else {
+            let mut options = Vec::new();
+            if !roles.is_empty() {
+                options.push(format!("role {}", roles.join(" or ")));
+            }
+            if !personas.is_empty() {
+                options.push(format!("persona {}", personas.join(" or ")));
+            }
+            // A child holds no more than its parent: ancestors first.
+            let order: Vec<usize> = refused.iter().rev().copied().collect();
+            let grant = if refused.len() > 1 {
+                format!(" Grant it to {}, in that order.", whom(&order))
+            } else if input.chain[refused[0]].kind == "agent" {
+                " Ask its owner or an administrator to grant it.".to_string()
+            } else {
+                " Ask an administrator to grant it.".to_string()
+            };
+            format!(
+                "{all} may not {target}. {} be allowed with {}.{chain_rule}{grant}",
+                if refused.len() > 1 {
+                    "All would"
+                } else {
+                    "It would"
+                },
+                options.join(", or ")
+            )
+        };
+        Ok(Remediation {
+            message,
+            roles_that_allow: roles,
+            personas_that_allow: personas,
+            forbidden_by: vec![],
+        })
+    }
+
+    /// The roles, and for an agent the personas, that would allow identity
+    /// `index` of the chain: of those the action's policies name, the ones
+    /// it does not hold already.
+    fn grants_allowing(
+        &self,
+        input: &DecisionInput,
+        index: usize,
+        request: &Prepared<'_>,
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
+        let subject = &input.chain[index];
         let held: HashSet<&(String, String)> = subject.entity.parents.iter().collect();
         let mut roles = Vec::new();
-        for role in self.roles.iter().take(64) {
-            if held.contains(&("Role".to_string(), role.clone())) {
-                continue;
-            }
-            if self.would_allow(input, index, &[("Role".to_string(), role.clone())], request)? {
+        for role in &request.prepared.roles {
+            let extra = [("Role".to_string(), role.clone())];
+            if !held.contains(&extra[0]) && self.would_allow(input, index, &extra, request)? {
                 roles.push(role.clone());
             }
         }
         let mut personas = Vec::new();
         if subject.kind == "agent" {
-            for (persona, persona_roles) in self.personas.iter().take(32) {
+            for (persona, persona_roles) in &request.prepared.personas {
                 // An agent of the persona holds the persona and its roles.
                 let mut extra = vec![("Persona".to_string(), persona.clone())];
                 extra.extend(
@@ -563,38 +676,7 @@ impl Engine {
                 }
             }
         }
-        let position = match (index, subject.kind) {
-            (0, _) => String::new(),
-            (_, "human") => " (the person it acts for)".into(),
-            _ => " (an ancestor in its spawn chain)".into(),
-        };
-        let message = if roles.is_empty() && personas.is_empty() {
-            format!(
-                "{who}{position} has no permission to '{}' on {}::\"{}\", and no role grants it. Ask an administrator for a policy that permits it.",
-                input.action, input.resource.entity_type, input.resource.id
-            )
-        } else {
-            let mut options = Vec::new();
-            if !roles.is_empty() {
-                options.push(format!("role {}", roles.join(" or ")));
-            }
-            if !personas.is_empty() {
-                options.push(format!("persona {}", personas.join(" or ")));
-            }
-            format!(
-                "{who}{position} may not '{}' on {}::\"{}\". It would be allowed with {}; ask its owner or an administrator to grant it.",
-                input.action,
-                input.resource.entity_type,
-                input.resource.id,
-                options.join(", or ")
-            )
-        };
-        Ok(Remediation {
-            message,
-            roles_that_allow: roles,
-            personas_that_allow: personas,
-            forbidden_by: vec![],
-        })
+        Ok((roles, personas))
     }
 
     fn would_allow(

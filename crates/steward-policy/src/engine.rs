@@ -1,7 +1,7 @@
 //! A tenant's compiled policies: the schema, the policy set and each policy's
 //! metadata, built once and swapped whole when anything changes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{Authorizer, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
@@ -47,9 +47,9 @@ pub struct Engine {
     /// Declared actions, each with what a decision on it needs ready.
     pub(crate) actions: HashMap<String, PreparedAction>,
     pub(crate) resource_types: HashMap<String, BTreeMap<String, String>>,
-    pub(crate) roles: Vec<String>,
+    /// The same declarations, parsed.
+    pub(crate) resource_decls: HashMap<String, crate::values::Declared>,
     pub(crate) type_names: HashMap<String, cedar_policy::EntityTypeName>,
-    pub(crate) personas: Vec<(String, Vec<String>)>,
     /// Attribute names the policies can read (sorted), or `None` to keep
     /// every attribute. See [`referenced_names`].
     pub(crate) referenced: Option<Vec<String>>,
@@ -87,9 +87,44 @@ const _: fn() = || {
 /// A declared action with its Cedar uid and its slice of the policies.
 pub(crate) struct PreparedAction {
     pub(crate) def: ActionDef,
+    /// Its declared context, parsed.
+    pub(crate) context: crate::values::Declared,
     pub(crate) uid: EntityUid,
     /// Only the policies whose scope can match this action.
     pub(crate) policies: PolicySet,
+    /// The roles those policies name (that exist): the only ones whose
+    /// grant could change a decision on this action, so the only ones a
+    /// denial's remediation tries.
+    pub(crate) roles: Vec<String>,
+    /// The personas those policies name, or that hold such a role.
+    pub(crate) personas: Vec<(String, Vec<String>)>,
+}
+
+/// The roles and personas `policies` name, of those that exist.
+fn named_grants(
+    policies: &PolicySet,
+    roles: &[String],
+    personas: &[(String, Vec<String>)],
+) -> (Vec<String>, Vec<(String, Vec<String>)>) {
+    let mut named: HashSet<(String, String)> = HashSet::new();
+    for p in policies.policies() {
+        for uid in p.entity_literals() {
+            let ty = uid.type_name().to_string();
+            if ty == "Role" || ty == "Persona" {
+                named.insert((ty, uid.id().unescaped().to_string()));
+            }
+        }
+    }
+    let role_named = |r: &String| named.contains(&("Role".to_string(), r.clone()));
+    let roles = roles.iter().filter(|r| role_named(r)).cloned().collect();
+    let personas = personas
+        .iter()
+        .filter(|(name, held)| {
+            named.contains(&("Persona".to_string(), name.clone())) || held.iter().any(role_named)
+        })
+        .cloned()
+        .collect();
+    (roles, personas)
 }
 
 impl std::fmt::Debug for Engine {
@@ -415,8 +450,12 @@ impl Engine {
                     cedar_policy::EntityId::new(&a.name),
                 );
                 let policies = by_action.get(&a.name).cloned().unwrap_or_default();
+                let (roles, personas) = named_grants(&policies, &catalog.roles, &catalog.personas);
                 let prepared = PreparedAction {
+                    roles,
+                    personas,
                     def: a.clone(),
+                    context: crate::values::Declared::parse_stored(&a.context),
                     uid,
                     policies,
                 };
@@ -447,8 +486,14 @@ impl Engine {
                 .iter()
                 .map(|r| (r.name.clone(), r.attributes.clone()))
                 .collect(),
-            roles: catalog.roles.clone(),
-            personas: catalog.personas.clone(),
+            resource_decls: catalog
+                .resource_types
+                .iter()
+                .map(|r| {
+                    let parsed = crate::values::Declared::parse_stored(&r.attributes);
+                    (r.name.clone(), parsed)
+                })
+                .collect(),
         })
     }
 
@@ -503,29 +548,47 @@ impl Engine {
         &self.policies
     }
 
-    /// Check a known resource against its declared type.
+    /// Check a known resource against its declared type, as a request's
+    /// resource attributes are checked, and with no undeclared attribute
+    /// (a misspelt one would otherwise be kept and never read).
     pub fn check_entity(&self, entity: &steward_types::ResourceEntity) -> Result<(), Error> {
-        if !self.resource_types.contains_key(&entity.resource_type) {
+        let what = format!("entity {}::{}", entity.resource_type, entity.id);
+        let Some(declared) = self.resource_decls.get(&entity.resource_type) else {
             return Err(Error::new(
                 ErrorCode::UnknownResourceType,
                 format!(
-                    "entity {}::{}: '{}' is not a declared resource type",
-                    entity.resource_type, entity.id, entity.resource_type
+                    "{what}: '{}' is not a declared resource type",
+                    entity.resource_type
                 ),
             ));
+        };
+        if let Some(name) = entity.attributes.keys().find(|k| !declared.contains(k)) {
+            return Err(Error::new(
+                ErrorCode::InvalidEntity,
+                format!(
+                    "{what}: attribute '{name}' is not declared for type '{}'",
+                    entity.resource_type
+                ),
+            )
+            .with_details(serde_json::json!({ "attribute": name })));
         }
-        let json = serde_json::json!([{
-            "uid": { "type": entity.resource_type, "id": entity.id },
-            "attrs": entity.attributes,
-            "parents": [],
-        }]);
-        cedar_policy::Entities::from_json_value(json, Some(&self.schema))
+        // Built, so that Cedar also checks what only it can (an extension
+        // value's text).
+        let given: serde_json::Map<String, serde_json::Value> = entity
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let attrs = declared.build(&what, &given, &|_| true)?;
+        let uid = EntityUid::from_type_name_and_id(
+            self.type_names
+                .get(&entity.resource_type)
+                .cloned()
+                .ok_or_else(|| Error::internal("a declared type without its name"))?,
+            cedar_policy::EntityId::new(&entity.id),
+        );
+        cedar_policy::Entity::new(uid, attrs.into_iter().collect(), Default::default())
             .map(|_| ())
-            .map_err(|e| {
-                Error::new(
-                    ErrorCode::InvalidEntity,
-                    format!("entity {}::{}: {e}", entity.resource_type, entity.id),
-                )
-            })
+            .map_err(|e| Error::new(ErrorCode::InvalidEntity, format!("{what}: {e}")))
     }
 }

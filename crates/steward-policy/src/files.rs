@@ -5,10 +5,50 @@
 use std::str::FromStr;
 
 use cedar_policy::PolicySet;
-use steward_core::Error;
+use steward_core::{Error, validate};
 use steward_types::{ErrorCode, PutPolicy};
 
-/// Split a policy file into policies. Errors name the line and column.
+/// Check what is stored beside a policy's text: its id (the Cedar policy id
+/// decisions name it by), its description and its owner (shown with every
+/// decision it determines, so printable and bounded). Every way in (the
+/// policies route, `POST /v1/apply`, a policy file) holds policies to the
+/// same rules.
+pub fn check_policy_fields(policy: &PutPolicy) -> Result<(), Error> {
+    let id = &policy.id;
+    let id_ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !id_ok {
+        return Err(Error::invalid(
+            "id",
+            format!("'{id}' is not a policy id (letters, digits, '-', '_', '.')"),
+        ));
+    }
+    validate::text("description", &policy.description)?;
+    // No owner is allowed (the annotation is optional); one given is a key:
+    // a person's e-mail or a team's name, on one line.
+    if !policy.owner.is_empty() {
+        validate::key("owner", &policy.owner)?;
+    }
+    Ok(())
+}
+
+/// An `invalid_policy` error at a line of the file.
+fn at_line(line: usize, message: String) -> Error {
+    Error::new(ErrorCode::InvalidPolicy, format!("line {line}: {message}"))
+        .with_details(serde_json::json!({ "line": line }))
+}
+
+/// The line a policy or template starts on: where its text is in the file.
+fn line_of(file: &str, text: &str) -> usize {
+    file.find(text)
+        .map_or(1, |offset| crate::engine::line_column(file, offset).0)
+}
+
+/// Split a policy file into policies. Errors name the line (and column, for
+/// Cedar's syntax errors).
 pub fn split_policies(text: &str) -> Result<Vec<PutPolicy>, Error> {
     let set = PolicySet::from_str(text).map_err(|e| {
         let offset = miette::Diagnostic::labels(&e)
@@ -21,34 +61,52 @@ pub fn split_policies(text: &str) -> Result<Vec<PutPolicy>, Error> {
         )
         .with_details(serde_json::json!({ "line": line, "column": column }))
     })?;
+    // A template (a policy with `?principal` or `?resource` slots) parses,
+    // but Steward stores and decides with static policies only: leaving it
+    // out would drop a guardrail without a word.
+    if let Some(line) = set.templates().map(|t| line_of(text, &t.to_string())).min() {
+        return Err(at_line(
+            line,
+            "templates are not supported: this policy has ?principal or ?resource slots; \
+             name the principal and resource (or leave them unconstrained) instead"
+                .to_owned(),
+        ));
+    }
     let mut out = Vec::new();
     for policy in set.policies() {
-        let text = policy.to_string();
+        let text_of = policy.to_string();
+        let line = line_of(text, &text_of);
         let Some(id) = policy.annotation("id") else {
-            let first = text.lines().next().unwrap_or_default();
-            return Err(Error::new(
-                ErrorCode::InvalidPolicy,
+            let first = text_of.lines().next().unwrap_or_default();
+            return Err(at_line(
+                line,
                 format!("a policy has no @id(\"...\") annotation: {first}"),
             ));
         };
-        out.push(PutPolicy {
+        let put = PutPolicy {
             id: id.to_string(),
             description: policy
                 .annotation("description")
                 .unwrap_or_default()
                 .to_string(),
             owner: policy.annotation("owner").unwrap_or_default().to_string(),
-            text,
-        });
+            text: text_of,
+        };
+        check_policy_fields(&put).map_err(|e| at_line(line, e.message))?;
+        out.push((line, put));
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    if let Some(w) = out.windows(2).find(|w| w[0].id == w[1].id) {
-        return Err(Error::new(
-            ErrorCode::InvalidPolicy,
-            format!("two policies have the id '{}'", w[0].id),
+    out.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    if let Some(w) = out.windows(2).find(|w| w[0].1.id == w[1].1.id) {
+        let (first, second) = (w[0].0.min(w[1].0), w[0].0.max(w[1].0));
+        return Err(at_line(
+            second,
+            format!(
+                "two policies have the id '{}' (the other is on line {first})",
+                w[0].1.id
+            ),
         ));
     }
-    Ok(out)
+    Ok(out.into_iter().map(|(_, p)| p).collect())
 }
 
 #[cfg(test)]
@@ -72,18 +130,65 @@ mod tests {
             split_policies("@id(\"a\")\npermit(principal, action, resource);\npermit(principal,")
                 .unwrap_err();
         assert!(err.message.contains("line 3"), "{}", err.message);
-        assert!(
-            split_policies("permit(principal, action, resource);")
-                .unwrap_err()
-                .message
-                .contains("@id")
-        );
+        let err = split_policies("\npermit(principal, action, resource);").unwrap_err();
+        assert!(err.message.starts_with("line 2: "), "{}", err.message);
+        assert!(err.message.contains("@id"), "{}", err.message);
         let dup = "@id(\"a\") permit(principal, action, resource);\n@id(\"a\") forbid(principal, action, resource);";
+        let err = split_policies(dup).unwrap_err();
+        assert!(err.message.contains("two policies"), "{}", err.message);
+        assert!(err.message.starts_with("line 2: "), "{}", err.message);
+    }
+
+    #[test]
+    fn a_template_is_refused_with_its_line_not_dropped() {
+        let text = "@id(\"ok.one\")\npermit(principal, action == Action::\"read_ticket\", resource);\n\n@id(\"guard.tmpl\")\nforbid(principal == ?principal, action, resource);\n";
+        let err = split_policies(text).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidPolicy);
         assert!(
-            split_policies(dup)
+            err.message
+                .starts_with("line 4: templates are not supported"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.details.unwrap()["line"], 4);
+        let only = "@id(\"t\") permit(principal, action, resource in ?resource);";
+        assert!(
+            split_policies(only)
                 .unwrap_err()
                 .message
-                .contains("two policies")
+                .contains("templates")
         );
+    }
+
+    #[test]
+    fn ids_descriptions_and_owners_are_checked_where_they_are_written() {
+        let err =
+            split_policies("// x\n@id(\"a1 \")\npermit(principal, action, resource);").unwrap_err();
+        assert!(
+            err.message
+                .starts_with("line 2: id: 'a1 ' is not a policy id"),
+            "{}",
+            err.message
+        );
+        let long = format!(
+            "@id(\"a\") @description(\"{}\") permit(principal, action, resource);",
+            "d".repeat(5000)
+        );
+        assert!(
+            split_policies(&long)
+                .unwrap_err()
+                .message
+                .contains("description: longer than 4096 bytes")
+        );
+        let policy = |owner: &str| PutPolicy {
+            id: "p".into(),
+            description: String::new(),
+            owner: owner.into(),
+            text: String::new(),
+        };
+        assert!(check_policy_fields(&policy("")).is_ok());
+        assert!(check_policy_fields(&policy("sec@example.com")).is_ok());
+        assert!(check_policy_fields(&policy("a\nb")).is_err());
+        assert!(check_policy_fields(&policy(&"o".repeat(600))).is_err());
     }
 }

@@ -156,6 +156,14 @@ fn check_attribute(field: &str, name: &str, ty: &str) -> Result<(), Error> {
             "{field}.{name}: '{ty}' is not a Cedar type (String, Long, Bool, Set<String>, a record {{ ... }}; add '?' for optional)"
         )));
     }
+    // Values are checked against the type as Steward reads it, so a type
+    // it cannot read is refused here rather than fitting no value later.
+    crate::values::AttrType::parse(base).map_err(|e| {
+        schema_error(format!(
+            "{field}.{name}: '{ty}' is not a type Steward can check ({e}); use String, Long, Bool, \
+             decimal, ipaddr, datetime, duration, an entity type, Set<T> or a record {{ name: T, other?: T }}"
+        ))
+    })?;
     Ok(())
 }
 

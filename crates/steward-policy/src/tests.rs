@@ -628,3 +628,149 @@ fn a_decision_deep_in_the_stack_is_still_made() {
         .unwrap();
     assert_eq!(out.decision, Decision::Allow, "{:?}", out.errors);
 }
+
+/// A guardrail reads values only in their declared types: a value of
+/// another type, anywhere inside a record, is refused (400), never allowed
+/// past a `forbid` that could not match it. Extension types are made from
+/// their text, so a declared decimal can be compared.
+#[test]
+fn guardrails_see_values_only_in_their_declared_types() {
+    let mut c = catalog(vec![
+        policy(
+            "deploy-all",
+            r#"permit(principal, action == Action::"deploy", resource);"#,
+        ),
+        policy(
+            "no-prod",
+            r#"forbid(principal is Agent, action == Action::"deploy", resource) when { context.target.env == "prod" };"#,
+        ),
+        policy(
+            "no-big-spend",
+            r#"forbid(principal is Agent, action == Action::"deploy", resource) when { context has price && context.price.greaterThan(decimal("10.0")) };"#,
+        ),
+    ]);
+    c.actions.push(ActionDef {
+        name: "deploy".into(),
+        description: String::new(),
+        resource_types: vec!["repo".into()],
+        context: [
+            (
+                "target".to_string(),
+                r#"{ "env": __cedar::String }"#.to_string(),
+            ),
+            ("price".to_string(), "decimal?".to_string()),
+        ]
+        .into(),
+        updated_at: Utc::now(),
+    });
+    let engine = Engine::compile(&c).unwrap();
+    let decide = |context: serde_json::Value| {
+        let request = input(
+            vec![agent("bot", &[])],
+            "deploy",
+            repo("internal"),
+            context.as_object().unwrap().clone(),
+        );
+        engine.decide(&request)
+    };
+    let decision = |context| decide(context).unwrap().decision;
+    assert_eq!(decision(json!({"target": {"env": "dev"}})), Decision::Allow);
+    assert_eq!(decision(json!({"target": {"env": "prod"}})), Decision::Deny);
+    for env in [json!(["prod"]), json!(1), json!({"x": 1})] {
+        let err = decide(json!({"target": {"env": env}})).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidEntity, "{env}");
+        assert!(
+            err.message.contains("'target.env' must be String"),
+            "{}",
+            err.message
+        );
+    }
+    assert_eq!(
+        decide(json!({"target": {}})).unwrap_err().code,
+        ErrorCode::InvalidEntity
+    );
+    let dev = |price: serde_json::Value| json!({"target": {"env": "dev"}, "price": price});
+    assert_eq!(decision(dev(json!("5.0"))), Decision::Allow);
+    assert_eq!(decision(dev(json!(5))), Decision::Allow);
+    assert_eq!(decision(dev(json!("12.5"))), Decision::Deny);
+    assert_eq!(
+        decision(dev(json!({"__extn": {"fn": "decimal", "arg": "12.5"}}))),
+        Decision::Deny
+    );
+    for bad in [json!("lots"), json!(true), json!("1.23456")] {
+        let err = decide(dev(bad.clone())).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidEntity, "{bad}: {}", err.message);
+    }
+}
+
+/// A denial's hint covers every refused identity of the chain: a role is
+/// offered only if it allows all of them (ancestors first), a guardrail on
+/// any of them is named with its owner, and any role the action's policies
+/// name is tried, however many roles there are.
+#[test]
+fn the_hint_covers_every_refused_identity() {
+    let mut c = catalog(vec![
+        policy(
+            "readers-read",
+            r#"permit(principal in Role::"reader", action == Action::"read", resource is repo);"#,
+        ),
+        policy(
+            "no-mallory",
+            r#"forbid(principal is Human, action, resource) when { principal.email == "mallory@example.com" };"#,
+        ),
+    ]);
+    // Many roles that grant nothing, sorted before the one that does.
+    c.roles = (0..100).map(|i| format!("aaa-{i:03}")).collect();
+    c.roles.push("reader".into());
+    let engine = Engine::compile(&c).unwrap();
+    let decide = |chain| {
+        engine
+            .decide(&input(chain, "read", repo("internal"), Map::new()))
+            .unwrap()
+    };
+
+    // A child and its parent both refused: the role must go to both.
+    let out = decide(vec![agent("child", &[]), agent("parent", &[])]);
+    assert_eq!(out.decision, Decision::Deny);
+    let hint = out.remediation.unwrap();
+    assert_eq!(hint.roles_that_allow, vec!["reader".to_string()]);
+    assert!(
+        hint.message.contains("agent 'child' and agent 'parent' (an ancestor in its spawn chain)")
+            && hint.message.contains("Grant it to agent 'parent' (an ancestor in its spawn chain) and agent 'child', in that order"),
+        "{}",
+        hint.message
+    );
+
+    // The agent lacks a role and the person is forbidden by a guardrail:
+    // no role would help, and the guardrail and its owner are named.
+    let out = decide(vec![
+        agent("bot", &[]),
+        human("mallory@example.com", &["reader"]),
+    ]);
+    assert_eq!(out.policies.len(), 1);
+    assert_eq!(out.policies[0].id, "no-mallory");
+    let hint = out.remediation.unwrap();
+    assert!(hint.roles_that_allow.is_empty());
+    assert_eq!(hint.forbidden_by[0].owner, "security@example.com");
+    assert!(
+        hint.message.contains("'no-mallory'")
+            && hint
+                .message
+                .contains("forbids human 'mallory@example.com' (the person it acts for)"),
+        "{}",
+        hint.message
+    );
+
+    // A person is granted roles by an administrator, not by an owner.
+    let out = decide(vec![
+        agent("bot", &["reader"]),
+        human("bob@example.com", &[]),
+    ]);
+    let hint = out.remediation.unwrap();
+    assert_eq!(hint.roles_that_allow, vec!["reader".to_string()]);
+    assert!(
+        hint.message.contains("Ask an administrator"),
+        "{}",
+        hint.message
+    );
+}
