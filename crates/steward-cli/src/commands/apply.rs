@@ -176,19 +176,41 @@ impl Sources {
                 }
                 None => format!("{}: line {}: {}", at.file, at.line, detail.message),
             };
-        } else if policy.is_none() {
-            let named = detail
-                .message
-                .split_once(": ")
-                .and_then(|(item, _)| item.split_once(' '))
-                .and_then(|(kind, name)| self.items.get(&item_key(kind, name)));
-            if let Some(at) = named {
-                detail.message = format!("{}: line {}: {}", at.file, at.line, detail.message);
-            }
+        } else if let Some(at) = self.named(&detail.message) {
+            // Also a stored policy the directory does not declare, broken
+            // by a declaration it does: the server names that declaration.
+            detail.message = format!("{}: line {}: {}", at.file, at.line, detail.message);
         }
         ClientError::Api { status, detail }
     }
+
+    /// The item a message starts with (`KIND NAME: ...`). Kinds are matched
+    /// whole, as some have two words (`resource type`).
+    fn named(&self, message: &str) -> Option<&Location> {
+        let (item, _) = message.split_once(": ")?;
+        KINDS.iter().find_map(|kind| {
+            let name = item.strip_prefix(kind)?.strip_prefix(' ')?;
+            self.items.get(&item_key(kind, name))
+        })
+    }
 }
+
+/// The kinds of item the server names in its refusals.
+const KINDS: &[&str] = &[
+    "team",
+    "role",
+    "human",
+    "persona",
+    "agent",
+    "activate",
+    "resource type",
+    "action",
+    "entity",
+    "policy",
+    "quota",
+    "mcp_server",
+    "delegation_issuer",
+];
 
 /// A loaded declaration: the request and where each item came from.
 #[derive(Debug, Default)]
@@ -668,6 +690,91 @@ attributes = { classification = "internal", stars = 12 }
         assert!(err.detail().unwrap().message.starts_with("t.toml: line 2:"));
         let err = d.sources.locate(api_error("something else", None));
         assert_eq!(err.detail().unwrap().message, "something else");
+    }
+
+    #[test]
+    fn refusals_about_declarations_are_traced_to_their_file() {
+        let mut d = Declared::default();
+        d.add_toml(
+            "decl.toml",
+            "[[resource_type]]\nname = \"doc\"\n\n[[action]]\nname = \"read doc\"\nresource_types = [\"doc\"]\n",
+        )
+        .unwrap();
+        d.add_policies("p/x.cedar", POLICIES).unwrap();
+        // A two-word kind.
+        let err = d.sources.locate(api_error(
+            "resource type doc: the declarations do not form a valid Cedar schema: ...",
+            None,
+        ));
+        assert_eq!(
+            err.detail().unwrap().message,
+            "decl.toml: line 1: resource type doc: the declarations do not form a valid Cedar schema: ..."
+        );
+        let err = d.sources.locate(api_error(
+            "action read doc: resource_types: 'x' is not a declared resource type",
+            None,
+        ));
+        assert!(
+            err.detail()
+                .unwrap()
+                .message
+                .starts_with("decl.toml: line 4: "),
+            "{}",
+            err.detail().unwrap().message
+        );
+        // A stored policy, not in the directory, broken by a declaration.
+        let err = d.sources.locate(api_error(
+            "resource type doc: the change would break policy 'doc.bad': ...",
+            Some(serde_json::json!({"policy": "doc.bad"})),
+        ));
+        assert!(
+            err.detail()
+                .unwrap()
+                .message
+                .starts_with("decl.toml: line 1: "),
+            "{}",
+            err.detail().unwrap().message
+        );
+        // An id the server refuses, with a space in it.
+        let mut d = Declared::default();
+        d.sources
+            .declare("policy", "a1 ", location("p/y.cedar", "\n\nx", 2))
+            .unwrap();
+        let err = d.sources.locate(api_error(
+            "policy a1 : id: 'a1 ' is not a policy id",
+            Some(serde_json::json!({"field": "id"})),
+        ));
+        assert!(
+            err.detail()
+                .unwrap()
+                .message
+                .starts_with("p/y.cedar: line 3: "),
+            "{}",
+            err.detail().unwrap().message
+        );
+    }
+
+    #[test]
+    fn a_template_in_a_policy_file_is_refused_with_its_line() {
+        let mut d = Declared::default();
+        let text = "@id(\"ok.one\")\npermit(principal, action == Action::\"read_ticket\", resource);\n@id(\"guard.tmpl\")\nforbid(principal == ?principal, action, resource);\n";
+        let err = d.add_policies("p.cedar", text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("p.cedar: line 3: templates are not supported"),
+            "{err}"
+        );
+        assert!(d.request.policies.is_empty());
+        let err = d
+            .add_policies(
+                "q.cedar",
+                "@id(\"a1 \")\npermit(principal, action, resource);",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("q.cedar: line 1: id: 'a1 ' is not a policy id"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,7 +13,12 @@ on_both_backends!(
     apply_creates_everything_then_changes_nothing,
     a_dry_run_plans_without_changing_anything,
     an_invalid_batch_changes_nothing_and_names_the_item,
-    pruning_deletes_only_undeclared_policies
+    pruning_deletes_only_undeclared_policies,
+    reapplying_team_ids_and_a_fine_expiry_changes_nothing,
+    persona_and_parent_differences_are_warned_not_ignored,
+    policy_descriptions_and_owners_are_checked_as_by_the_policies_route,
+    refused_declarations_are_named,
+    concurrent_identical_applies_all_succeed
 );
 
 fn policy(id: &str, text: &str) -> PutPolicy {
@@ -321,5 +326,234 @@ async fn pruning_deletes_only_undeclared_policies(b: Backend) {
     // Declarations and inventory are never pruned.
     assert!(s.admin.get_agent("doc-bot").await.is_ok());
     assert_eq!(s.admin.list_actions().await.unwrap().len(), 1);
+    s.stop().await;
+}
+
+async fn reapplying_team_ids_and_a_fine_expiry_changes_nothing(b: Backend) {
+    let s = TestServer::start(b).await;
+    // The store keeps times to the millisecond.
+    let expiry = "2030-01-01T00:00:00.123456Z".parse().unwrap();
+    let mut request = declaration();
+    request.teams.push(CreateTeam {
+        name: "team-2b".into(),
+        description: String::new(),
+    });
+    request.humans[0].teams.push("team-2b".into());
+    request.agents[0].expires_at = Some(expiry);
+    s.admin.apply(&request).await.unwrap();
+    let stored = s.admin.get_agent("doc-bot").await.unwrap().expires_at;
+    assert_eq!(stored, Some("2030-01-01T00:00:00.123Z".parse().unwrap()));
+
+    // Teams named by id as well as by name (the server takes both).
+    let docs = s.admin.get_team("docs").await.unwrap();
+    request.humans[0].teams = vec![docs.id, "team-2b".into()];
+    let audit_before = all_audit(&s.admin).await.len();
+    for _ in 0..2 {
+        let again = s.admin.apply(&request).await.unwrap();
+        assert!(again.changes.is_empty(), "{again:?}");
+    }
+    assert_eq!(all_audit(&s.admin).await.len(), audit_before);
+
+    // A changed expiry is written once, as it is kept.
+    request.agents[0].expires_at = Some("2030-01-02T00:00:00.000999Z".parse().unwrap());
+    let changed = s.admin.apply(&request).await.unwrap();
+    assert_eq!(changed.changes, ["agent doc-bot: update"], "{changed:?}");
+    let again = s.admin.apply(&request).await.unwrap();
+    assert!(again.changes.is_empty(), "{again:?}");
+    assert_eq!(
+        s.admin.get_agent("doc-bot").await.unwrap().expires_at,
+        Some("2030-01-02T00:00:00Z".parse().unwrap())
+    );
+    s.stop().await;
+}
+
+async fn persona_and_parent_differences_are_warned_not_ignored(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.admin.apply(&declaration()).await.unwrap();
+    let before = s.admin.get_agent("doc-bot").await.unwrap();
+
+    let mut request = declaration();
+    request.personas.push(CreatePersona {
+        name: "Doc Writer".into(),
+        description: "Writes documents".into(),
+        roles: vec!["doc-reader".into()],
+        ..Default::default()
+    });
+    request.agents[0].persona = Some("Doc Writer".into());
+    request.agents[0].parent = Some("doc-bot-parent".into());
+    request.dry_run = true;
+    let plan = s.admin.apply(&request).await.unwrap();
+    assert_eq!(plan.changes, ["persona Doc Writer: create"], "{plan:?}");
+    for what in ["persona", "parent"] {
+        let prefix = format!("agent doc-bot: {what} differs from the directory");
+        assert!(
+            plan.warnings.iter().any(|w| w.starts_with(&prefix)),
+            "no {what} warning in {:?}",
+            plan.warnings
+        );
+    }
+    request.dry_run = false;
+    s.admin.apply(&request).await.unwrap();
+    let after = s.admin.get_agent("doc-bot").await.unwrap();
+    assert_eq!(
+        (after.persona_id, after.parent_id),
+        (before.persona_id, before.parent_id)
+    );
+
+    // The declared persona, by id, is no difference.
+    let mut same = declaration();
+    let persona = s.admin.get_persona("Doc Reader").await.unwrap();
+    same.agents[0].persona = Some(persona.id);
+    let plan = s.admin.apply(&same).await.unwrap();
+    assert!(plan.warnings.is_empty(), "{plan:?}");
+    s.stop().await;
+}
+
+async fn policy_descriptions_and_owners_are_checked_as_by_the_policies_route(b: Backend) {
+    let s = TestServer::start(b).await;
+    let before = full_snapshot(&s.admin).await;
+    let mut long = declaration();
+    long.policies[0].description = "d".repeat(5000);
+    assert_eq!(
+        code(s.admin.put_policy(&long.policies[0]).await),
+        ErrorCode::InvalidRequest
+    );
+    let err = s.admin.apply(&long).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+    let message = &err.detail().unwrap().message;
+    assert!(
+        message.starts_with("policy docs.read: description: longer than 4096 bytes"),
+        "{message}"
+    );
+    for owner in ["sec\nops@example.com".to_string(), "o".repeat(600)] {
+        let mut bad_owner = declaration();
+        bad_owner.policies[1].owner = owner;
+        let err = s.admin.apply(&bad_owner).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+        let message = &err.detail().unwrap().message;
+        assert!(
+            message.starts_with("policy docs.no-pii: owner: "),
+            "{message}"
+        );
+    }
+    assert_eq!(full_snapshot(&s.admin).await, before);
+    s.stop().await;
+}
+
+/// The message of a refused apply, checking that it changed nothing.
+async fn refusal(admin: &Client, request: &ApplyRequest) -> String {
+    let before = full_snapshot(admin).await;
+    let err = admin.apply(request).await.unwrap_err();
+    assert_eq!(full_snapshot(admin).await, before);
+    err.detail().unwrap().message.clone()
+}
+
+async fn refused_declarations_are_named(b: Backend) {
+    let s = TestServer::start(b).await;
+    let bare = |f: &dyn Fn(&mut ApplyRequest)| {
+        let mut r = ApplyRequest::default();
+        f(&mut r);
+        r
+    };
+    // A type Cedar does not know.
+    let message = refusal(
+        &s.admin,
+        &bare(&|r| {
+            r.resource_types = declaration().resource_types;
+            r.resource_types.push(PutResourceType {
+                name: "level_doc".into(),
+                description: String::new(),
+                attributes: [("level".to_string(), "Lng".to_string())].into(),
+            });
+        }),
+    )
+    .await;
+    assert!(
+        message.starts_with(
+            "resource type level_doc: the declarations do not form a valid Cedar schema"
+        ),
+        "{message}"
+    );
+    // An action on an undeclared type.
+    let message = refusal(
+        &s.admin,
+        &bare(&|r| {
+            r.actions = declaration().actions;
+            r.actions[0].resource_types = vec!["nosuchtype".into()];
+        }),
+    )
+    .await;
+    assert!(
+        message.starts_with("action read_doc: resource_types: 'nosuchtype'"),
+        "{message}"
+    );
+    // A policy id Cedar would refuse.
+    let message = refusal(&s.admin, &bare(&|r| r.policies = vec![policy("a1 ", READ)])).await;
+    assert!(
+        message.starts_with("policy a1 : id: 'a1 ' is not a policy id"),
+        "{message}"
+    );
+
+    // A stored policy broken by a re-declared type: the type is named.
+    s.admin.apply(&declaration()).await.unwrap();
+    let message = refusal(
+        &s.admin,
+        &bare(&|r| {
+            r.actions = declaration().actions;
+            r.resource_types = vec![PutResourceType {
+                name: "doc".into(),
+                description: "A document".into(),
+                attributes: Default::default(),
+            }];
+        }),
+    )
+    .await;
+    assert!(
+        message.starts_with("resource type doc: the change would break policy 'docs.no-pii'"),
+        "{message}"
+    );
+    // A stored entity that no longer fits its re-declared type.
+    let note = |ty: &str| PutResourceType {
+        name: "note".into(),
+        description: String::new(),
+        attributes: [("title".to_string(), ty.to_string())].into(),
+    };
+    s.admin
+        .apply(&bare(&|r| {
+            r.resource_types = vec![note("String")];
+            r.entities = vec![ResourceEntity {
+                resource_type: "note".into(),
+                id: "n1".into(),
+                attributes: [("title".to_string(), serde_json::json!("hello"))].into(),
+            }];
+        }))
+        .await
+        .unwrap();
+    let message = refusal(&s.admin, &bare(&|r| r.resource_types = vec![note("Long")])).await;
+    assert!(message.starts_with("resource type note: "), "{message}");
+    assert!(message.contains("note::n1"), "{message}");
+    s.stop().await;
+}
+
+async fn concurrent_identical_applies_all_succeed(b: Backend) {
+    let s = TestServer::start(b).await;
+    let request = declaration();
+    let (one, two, three) = tokio::join!(
+        s.admin.apply(&request),
+        s.admin.apply(&request),
+        s.admin.apply(&request)
+    );
+    let answers = [one.unwrap(), two.unwrap(), three.unwrap()];
+    let created = answers
+        .iter()
+        .filter(|a| a.changes.iter().any(|c| c == "role doc-reader: create"))
+        .count();
+    assert_eq!(created, 1, "{answers:?}");
+    assert_eq!(
+        s.admin.get_agent("doc-bot").await.unwrap().state,
+        AgentState::Active
+    );
+    let again = s.admin.apply(&request).await.unwrap();
+    assert!(again.changes.is_empty(), "{again:?}");
     s.stop().await;
 }
