@@ -63,6 +63,9 @@ impl Store {
         validate::text("model", &req.model)?;
         validate_labels(&req.labels)?;
         check_future("expires_at", req.expires_at, ctx.now)?;
+        // Kept to the millisecond, as stored: what is returned and audited is
+        // what a later read gives back.
+        let expires_at = req.expires_at.map(|t| rows::time(rows::ms(t)));
         let lock = self.backend.for_update();
         let owner = active_owner(tx, lock, &ctx.tenant_id, &req.owner).await?;
         let team_id = match &req.team {
@@ -110,7 +113,7 @@ impl Store {
                 let child = ChildRequest {
                     roles: &roles,
                     classifications: &classifications,
-                    expires_at: req.expires_at,
+                    expires_at,
                 };
                 let depth =
                     spawn::check_spawn(&parent, limits, u64::try_from(live).unwrap_or(0), child)?;
@@ -148,7 +151,7 @@ impl Store {
             labels: req.labels,
             parent_id,
             depth,
-            expires_at: req.expires_at,
+            expires_at,
             state,
             state_reason: None,
             risk_tier,
@@ -354,6 +357,7 @@ impl Store {
             validate_labels(labels)?;
         }
         check_future("expires_at", req.expires_at, ctx.now)?;
+        let expires_at = req.expires_at.map(|t| rows::time(rows::ms(t)));
         let lock = self.backend.for_update();
         let before = lock_agent(tx, lock, &ctx.tenant_id, key).await?;
         if before.state.is_terminal() {
@@ -375,7 +379,7 @@ impl Store {
             after.team_id =
                 Some(resolve(tx, "teams", "name", &ctx.tenant_id, "team", "team", team).await?);
         }
-        if let Some(expires_at) = req.expires_at {
+        if let Some(expires_at) = expires_at {
             if let Some(parent_id) = &before.parent_id {
                 let parent = lock_agent(tx, "", &ctx.tenant_id, parent_id).await?;
                 if parent.expires_at.is_some_and(|p| expires_at > p) {

@@ -362,7 +362,31 @@ async fn expiry_is_enforced(b: Backend) {
         ..Default::default()
     };
     req.classifications = Some(vec!["public".into()]);
-    s.admin.register_agent(&req).await.unwrap();
+    // Kept, answered and recorded to the millisecond, as the store keeps
+    // it: what registration returns is what every later read gives.
+    let fine = soon + Duration::nanoseconds(123_456);
+    let registered = s
+        .admin
+        .register_agent(&RegisterAgent {
+            expires_at: Some(fine),
+            ..req.clone()
+        })
+        .await
+        .unwrap();
+    let read = s.admin.get_agent("temp").await.unwrap();
+    assert_eq!(registered.expires_at, read.expires_at);
+    let recorded = all_audit(&s.admin)
+        .await
+        .into_iter()
+        .find(|e| e.action == "agent.register" && e.resource_id == read.id)
+        .unwrap();
+    let recorded: chrono::DateTime<Utc> =
+        serde_json::from_value(recorded.after.unwrap()["expires_at"].clone()).unwrap();
+    assert_eq!(Some(recorded), read.expires_at);
+    assert_eq!(
+        read.expires_at.unwrap().timestamp_millis(),
+        fine.timestamp_millis()
+    );
     req.name = "temp2".into();
     s.admin.register_agent(&req).await.unwrap();
     let key = s
