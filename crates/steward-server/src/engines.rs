@@ -11,7 +11,7 @@ use steward_core::{ChangeContext, Error};
 use steward_policy::{Catalog, Engine};
 use steward_store::Store;
 use steward_store::policies::{ChangeReport, PolicyChange, PolicyState};
-use steward_types::ResourceEntity;
+use steward_types::{ErrorCode, ResourceEntity};
 
 struct Compiled {
     epoch: i64,
@@ -83,10 +83,11 @@ pub(crate) fn written_policies(changes: &[PolicyChange]) -> Vec<String> {
         .collect()
 }
 
-/// Check a complete new state: declarations, policies and entities.
+/// Check a complete new state: declarations, policies and the entities
+/// being written.
 pub(crate) fn check(
     state: &PolicyState,
-    entities: &[ResourceEntity],
+    written: &[&ResourceEntity],
     roles: Vec<String>,
     personas: Personas,
     changed: Vec<String>,
@@ -120,7 +121,7 @@ pub(crate) fn check(
         &catalog(state, roles, personas, changed, Some(tolerated)),
         previous,
     )?;
-    for e in entities {
+    for e in written {
         engine.check_entity(e)?;
     }
     let effects = state
@@ -135,6 +136,69 @@ pub(crate) fn check(
     Ok((engine, effects))
 }
 
+/// A stored entity must fit its type as redeclared: decisions read its
+/// attributes, and one that no longer fits fails every decision on it. As
+/// a decision does, undeclared attributes are ignored.
+fn check_stored_entity(state: &PolicyState, e: &ResourceEntity) -> Result<(), Error> {
+    let Some(rt) = state
+        .resource_types
+        .iter()
+        .find(|r| r.name == e.resource_type)
+    else {
+        return Ok(());
+    };
+    let key = format!("{}::{}", e.resource_type, e.id);
+    let values: serde_json::Map<String, serde_json::Value> = e
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    steward_policy::values::check_attributes(
+        &format!("stored entity {key}"),
+        &rt.attributes,
+        &values,
+    )
+    .map_err(|err| {
+        let mut details = err.details.unwrap_or_else(|| serde_json::json!({}));
+        if let Some(d) = details.as_object_mut() {
+            d.insert("entity".into(), key.into());
+        }
+        Error::new(
+            ErrorCode::InvalidSchema,
+            format!(
+                "the change would break {}; update or delete the entity first",
+                err.message
+            ),
+        )
+        .with_details(details)
+    })
+}
+
+/// A resource type the batch deletes must not be left in an action: say
+/// which action, rather than that the action names an undeclared type.
+fn refuse_deleting_types_in_use(state: &PolicyState, deleted: &[String]) -> Result<(), Error> {
+    for name in deleted {
+        if state.resource_types.iter().any(|r| &r.name == name) {
+            continue;
+        }
+        if let Some(a) = state
+            .actions
+            .iter()
+            .find(|a| a.resource_types.contains(name))
+        {
+            return Err(Error::new(
+                ErrorCode::InvalidSchema,
+                format!(
+                    "resource type '{name}' is used by action '{}': remove it from the action's resource types, or delete the action, first",
+                    a.name
+                ),
+            )
+            .with_details(serde_json::json!({ "resource_type": name, "action": a.name })));
+        }
+    }
+    Ok(())
+}
+
 /// The check of one policy change, run before its transaction and again
 /// inside it if the state moved; it keeps the engine it compiled last.
 pub(crate) struct ChangeCheck {
@@ -142,6 +206,11 @@ pub(crate) struct ChangeCheck {
     personas: Personas,
     changed: Vec<String>,
     tolerated: Vec<String>,
+    /// `(type, id)` of the entities the change puts: every other entity the
+    /// store hands the check is a stored one its new declarations must fit.
+    written: HashSet<(String, String)>,
+    /// Resource types the change deletes.
+    deleted_types: Vec<String>,
     previous: Arc<Engine>,
     /// The engine for the state last checked.
     pub(crate) compiled: Option<Engine>,
@@ -161,21 +230,46 @@ impl ChangeCheck {
             roles,
             personas,
             changed: written_policies(changes),
+            written: changes
+                .iter()
+                .filter_map(|c| match c {
+                    PolicyChange::PutEntity(e) => Some((e.resource_type.clone(), e.id.clone())),
+                    _ => None,
+                })
+                .collect(),
+            deleted_types: changes
+                .iter()
+                .filter_map(|c| match c {
+                    PolicyChange::DeleteResourceType(name) => Some(name.clone()),
+                    _ => None,
+                })
+                .collect(),
             tolerated: already_impossible(&previous),
             previous,
             compiled: None,
         })
     }
 
-    /// Check a complete new state; see [`check`].
+    /// Check a complete new state; see [`check`]. `entities` are those the
+    /// change puts and the stored ones of the types whose attributes it
+    /// changes, which must still fit them.
     pub(crate) fn run(
         &mut self,
         state: &PolicyState,
         entities: &[ResourceEntity],
     ) -> steward_store::policies::CheckResult {
+        refuse_deleting_types_in_use(state, &self.deleted_types)?;
+        let (written, stored): (Vec<&ResourceEntity>, Vec<&ResourceEntity>) =
+            entities.iter().partition(|e| {
+                self.written
+                    .contains(&(e.resource_type.clone(), e.id.clone()))
+            });
+        for e in stored {
+            check_stored_entity(state, e)?;
+        }
         let (engine, effects) = check(
             state,
-            entities,
+            &written,
             self.roles.clone(),
             self.personas.clone(),
             self.changed.clone(),
@@ -295,6 +389,20 @@ impl Engines {
             self.install(&ctx.tenant_id, report.state.epoch, engine, stored);
         }
         Ok(report)
+    }
+
+    /// After a role or persona change committed here, rebuild the tenant's
+    /// engine (if it has one) so the next decision's remediation hints
+    /// offer the new lists. The change moved the tenant's epoch: other
+    /// nodes rebuild theirs at their next refresh, and so does this one if
+    /// this rebuild fails.
+    pub async fn catalog_changed(&self, store: &Store, tenant_id: &str) {
+        if !self.read().contains_key(tenant_id) {
+            return;
+        }
+        if let Err(e) = self.reload(store, tenant_id).await {
+            tracing::warn!(tenant = tenant_id, error = %e, "could not rebuild the policy engine after a role or persona change; the next refresh retries");
+        }
     }
 
     /// Rebuild engines whose epoch moved on another node, and those whose

@@ -9,10 +9,14 @@
 //! the transaction it reads the tenant's policy epoch: if the state moved
 //! meanwhile, the state is loaded again and checked again there. Then it
 //! writes. An invalid batch changes nothing.
+//!
+//! Stored entities must fit their declared type: a batch that changes a
+//! type's attributes has the check see the type's stored entities too, and
+//! deleting a type that still has entities is refused.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use steward_core::{ChangeContext, Error};
+use steward_core::{ChangeContext, Error, validate};
 use steward_types::{
     ActionDef, ErrorCode, Page, Policy, PolicyQuery, PutAction, PutPolicy, PutResourceType,
     ResourceEntity, ResourceType,
@@ -76,6 +80,9 @@ pub struct Prechecked {
 pub struct ChangeReport {
     /// Human-readable lines such as `policy readers-read: updated (version 3)`.
     pub changes: Vec<String>,
+    /// Ids of the policies the batch created: not stored before it (a
+    /// deleted policy put again is created again).
+    pub created_policies: Vec<String>,
     /// The state after the batch.
     pub state: PolicyState,
 }
@@ -202,13 +209,21 @@ impl Store {
         changes: &[PolicyChange],
         check: &mut impl FnMut(&PolicyState, &[ResourceEntity]) -> CheckResult,
     ) -> Result<Prechecked, Error> {
-        // Every change to the state moves the epoch in its own commit, so
-        // a state read between two equal epochs is one committed state.
+        check_entity_keys(changes)?;
+        // Every change to the state, stored entities included, moves the
+        // epoch in its own commit, so a state read between two equal epochs
+        // is one committed state (and so are the entities read after it).
         let epoch = self.policy_epoch(&ctx.tenant_id).await?;
         let before = self.policy_state(&ctx.tenant_id).await?;
         let mut after = before.clone();
         let mut entities = Vec::new();
         apply_changes(&mut after, changes, ctx.now, &mut entities);
+        if !redeclared_types(&before, &after).is_empty() {
+            let mut conn = self.read.acquire().await.map_err(db_error)?;
+            entities.extend(
+                entities_to_recheck(&mut conn, &ctx.tenant_id, &before, &after, changes).await?,
+            );
+        }
         let outcome = check(&after, &entities);
         Ok(Prechecked {
             before: (before.epoch == epoch).then_some(before),
@@ -227,6 +242,7 @@ impl Store {
         prechecked: Option<Prechecked>,
         mut check: impl FnMut(&PolicyState, &[ResourceEntity]) -> CheckResult,
     ) -> Result<ChangeReport, Error> {
+        check_entity_keys(&changes)?;
         let read_epoch = if self.backend == crate::Backend::Postgres {
             // Serialise policy changes per tenant across nodes.
             sqlx::query("INSERT INTO policy_epochs (tenant_id, epoch) VALUES ($1, 0) ON CONFLICT (tenant_id) DO NOTHING")
@@ -257,17 +273,30 @@ impl Store {
                 let mut after = before.clone();
                 let mut entities = Vec::new();
                 apply_changes(&mut after, &changes, ctx.now, &mut entities);
+                entities.extend(
+                    entities_to_recheck(tx, &ctx.tenant_id, &before, &after, &changes).await?,
+                );
                 let effects = check(&after, &entities)?;
                 (before, after, effects)
             }
         };
+        refuse_deleting_used_types(tx, &ctx.tenant_id, &before, &after, &changes).await?;
         for p in &mut after.policies {
             if let Some(e) = effects.get(&p.id) {
                 p.effect = e.clone();
             }
         }
         let mut report = Vec::new();
-        write_diff(tx, ctx, &before, &mut after, &mut report).await?;
+        let mut created_policies = Vec::new();
+        write_diff(
+            tx,
+            ctx,
+            &before,
+            &mut after,
+            &mut report,
+            &mut created_policies,
+        )
+        .await?;
         for change in &changes {
             match change {
                 PolicyChange::PutEntity(e) => put_entity(tx, ctx, e, &mut report).await?,
@@ -291,6 +320,7 @@ impl Store {
         }
         Ok(ChangeReport {
             changes: report,
+            created_policies,
             state: after,
         })
     }
@@ -362,14 +392,8 @@ impl Store {
                 .fetch_optional(&self.read)
                 .await
                 .map_err(db_error)?;
-        row.map(|attrs| {
-            Ok(ResourceEntity {
-                resource_type: entity_type.into(),
-                id: id.into(),
-                attributes: from_json(&attrs)?,
-            })
-        })
-        .transpose()
+        row.map(|attrs| stored_entity(entity_type, id, &attrs))
+            .transpose()
     }
 
     /// Known resources of a type, by id.
@@ -496,6 +520,7 @@ async fn write_diff(
     before: &PolicyState,
     after: &mut PolicyState,
     report: &mut Vec<String>,
+    created_policies: &mut Vec<String>,
 ) -> Result<(), Error> {
     let t = &ctx.tenant_id;
     let now = rows::ms(ctx.now);
@@ -631,6 +656,9 @@ async fn write_diff(
         .bind(t).bind(&p.id).bind(&p.description).bind(&p.owner).bind(&p.text).bind(&p.effect).bind(p.version).bind(now)
         .execute(&mut **tx).await.map_err(db_error)?;
         record_version(tx, ctx, p, Some(&p.text)).await?;
+        if old.is_none() {
+            created_policies.push(p.id.clone());
+        }
         report.push(format!(
             "policy {}: {} (version {})",
             p.id,
@@ -705,6 +733,10 @@ async fn put_entity(
     if old.as_deref() == Some(attrs.as_str()) {
         return Ok(());
     }
+    let before = old
+        .as_deref()
+        .map(|a| stored_entity(&e.resource_type, &e.id, a))
+        .transpose()?;
     sqlx::query(
         "INSERT INTO resource_entities (tenant_id, type, id, attributes, updated_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (tenant_id, type, id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at",
@@ -719,14 +751,7 @@ async fn put_entity(
     append(
         tx,
         ctx,
-        event(
-            "entity.put",
-            "entity",
-            &key,
-            None::<&ResourceEntity>,
-            Some(e),
-            None,
-        ),
+        event("entity.put", "entity", &key, before.as_ref(), Some(e), None),
     )
     .await
 }
@@ -738,39 +763,189 @@ async fn delete_entity(
     id: &str,
     report: &mut Vec<String>,
 ) -> Result<(), Error> {
-    let n =
-        sqlx::query("DELETE FROM resource_entities WHERE tenant_id = $1 AND type = $2 AND id = $3")
-            .bind(&ctx.tenant_id)
-            .bind(t)
-            .bind(id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-    if n == 0 {
+    let old: Option<String> = sqlx::query_scalar(
+        "SELECT attributes FROM resource_entities WHERE tenant_id = $1 AND type = $2 AND id = $3",
+    )
+    .bind(&ctx.tenant_id)
+    .bind(t)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let Some(old) = old else {
         return Err(Error::new(
             ErrorCode::NotFound,
             format!("no entity {t}::{id} in this tenant"),
         ));
-    }
+    };
+    let before = stored_entity(t, id, &old)?;
+    sqlx::query("DELETE FROM resource_entities WHERE tenant_id = $1 AND type = $2 AND id = $3")
+        .bind(&ctx.tenant_id)
+        .bind(t)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
     let key = format!("{t}::{id}");
     report.push(format!("entity {key}: deleted"));
     append(
         tx,
         ctx,
-        event(
-            "entity.delete",
-            "entity",
-            &key,
-            None::<&ResourceEntity>,
-            None,
-            None,
-        ),
+        event("entity.delete", "entity", &key, Some(&before), None, None),
     )
     .await
 }
 
+/// Check the keys of the entities a batch puts before anything is read or
+/// written: a decision refuses a resource id that is empty, over-long or
+/// has control characters, so such an entity could never be used, nor
+/// deleted by its path. (A policy's other fields are checked where it comes
+/// in, by `steward_policy::files::check_policy_fields`.)
+fn check_entity_keys(changes: &[PolicyChange]) -> Result<(), Error> {
+    for change in changes {
+        if let PolicyChange::PutEntity(e) = change {
+            validate::key("type", &e.resource_type)?;
+            validate::key("id", &e.id)?;
+        }
+    }
+    Ok(())
+}
+
+/// A stored entity from its row.
+fn stored_entity(entity_type: &str, id: &str, attributes: &str) -> Result<ResourceEntity, Error> {
+    Ok(ResourceEntity {
+        resource_type: entity_type.into(),
+        id: id.into(),
+        attributes: from_json(attributes)?,
+    })
+}
+
+/// The `(type, id)` of every entity a batch puts or deletes.
+fn entities_in_batch(changes: &[PolicyChange]) -> HashSet<(&str, &str)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            PolicyChange::PutEntity(e) => Some((e.resource_type.as_str(), e.id.as_str())),
+            PolicyChange::DeleteEntity(t, id) => Some((t.as_str(), id.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The resource types `after` declares with other attributes than
+/// `before` (or newly).
+fn redeclared_types<'a>(before: &PolicyState, after: &'a PolicyState) -> Vec<&'a str> {
+    after
+        .resource_types
+        .iter()
+        .filter(|rt| {
+            !before
+                .resource_types
+                .iter()
+                .any(|o| o.name == rt.name && o.attributes == rt.attributes)
+        })
+        .map(|rt| rt.name.as_str())
+        .collect()
+}
+
+/// The stored entities of every type a batch declares or changes the
+/// attributes of, less those the batch puts or deletes itself: the new
+/// declaration must still fit them, or every later decision on them would
+/// fail. A batch that leaves the types' attributes alone reads nothing.
+async fn entities_to_recheck(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+    before: &PolicyState,
+    after: &PolicyState,
+    changes: &[PolicyChange],
+) -> Result<Vec<ResourceEntity>, Error> {
+    let mut out = Vec::new();
+    let mut in_batch = None;
+    for name in redeclared_types(before, after) {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, attributes FROM resource_entities WHERE tenant_id = $1 AND type = $2 ORDER BY id",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        let in_batch = in_batch.get_or_insert_with(|| entities_in_batch(changes));
+        for (id, attributes) in rows {
+            if !in_batch.contains(&(name, id.as_str())) {
+                out.push(stored_entity(name, &id, &attributes)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuse deleting a resource type that still has stored entities (other
+/// than those the batch deletes): they would be left behind, listed but of
+/// no declared type. Read in the change's transaction, so no entity can be
+/// added meanwhile.
+async fn refuse_deleting_used_types(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+    before: &PolicyState,
+    after: &PolicyState,
+    changes: &[PolicyChange],
+) -> Result<(), Error> {
+    for old in &before.resource_types {
+        if after.resource_types.iter().any(|r| r.name == old.name) {
+            continue;
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM resource_entities WHERE tenant_id = $1 AND type = $2 ORDER BY id",
+        )
+        .bind(tenant_id)
+        .bind(&old.name)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        let in_batch = entities_in_batch(changes);
+        let left: Vec<&String> = ids
+            .iter()
+            .filter(|id| !in_batch.contains(&(old.name.as_str(), id.as_str())))
+            .collect();
+        if let Some(first) = left.first() {
+            let name = &old.name;
+            return Err(Error::new(
+                ErrorCode::InvalidSchema,
+                format!(
+                    "resource type '{name}' still has {} stored entit{} (the first is {name}::{first}); \
+                     delete them first (DELETE /v1/entities/{name}/{{id}})",
+                    left.len(),
+                    if left.len() == 1 { "y" } else { "ies" },
+                ),
+            )
+            .with_details(serde_json::json!({
+                "resource_type": name,
+                "entities": left.len(),
+                "entity": format!("{name}::{first}"),
+            })));
+        }
+    }
+    Ok(())
+}
+
 impl Store {
+    /// Move the tenant's policy epoch in a caller's transaction without a
+    /// change to its policies: what its engine is compiled from besides them
+    /// (the role and persona names remediation hints offer) changed, and
+    /// every node rebuilds the engine of a tenant whose epoch moved.
+    pub async fn move_policy_epoch_in(&self, tx: &mut Tx, tenant_id: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO policy_epochs (tenant_id, epoch) VALUES ($1, 1) \
+             ON CONFLICT (tenant_id) DO UPDATE SET epoch = policy_epochs.epoch + 1",
+        )
+        .bind(tenant_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
     /// The resource types the tenant has stored entities of.
     pub async fn resource_entity_types(&self, tenant_id: &str) -> Result<Vec<String>, Error> {
         sqlx::query_scalar("SELECT DISTINCT type FROM resource_entities WHERE tenant_id = $1")

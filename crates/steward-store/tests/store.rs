@@ -864,6 +864,109 @@ async fn a_policy_batch_is_checked_once_unless_the_state_moves(store: &Store) {
     );
 }
 
+/// A batch that changes a resource type's attributes has its check see the
+/// type's stored entities, as they are inside its transaction: one stored
+/// after the check before the transaction is seen by the check inside it.
+/// A type with stored entities is not deleted, unless the batch deletes
+/// them too.
+async fn a_type_change_is_checked_against_its_stored_entities(store: &Store) {
+    use steward_store::policies::PolicyChange;
+    let ctx = default_tenant(store).await;
+    let put_type = |level: &str| {
+        PolicyChange::PutResourceType(PutResourceType {
+            name: "t".into(),
+            description: String::new(),
+            attributes: [("level".to_string(), level.to_string())].into(),
+        })
+    };
+    // Refuses an entity whose level does not fit the type's; records the
+    // entities it was shown.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let check = |st: &steward_store::policies::PolicyState, entities: &[ResourceEntity]| {
+        seen.lock()
+            .unwrap()
+            .push(entities.iter().map(|e| e.id.clone()).collect::<Vec<_>>());
+        let wants_string = st
+            .resource_types
+            .iter()
+            .any(|t| t.attributes.get("level").is_some_and(|l| l == "String"));
+        if entities
+            .iter()
+            .any(|e| e.attributes["level"].is_string() != wants_string)
+        {
+            return Err(steward_core::Error::invalid(
+                "level",
+                "refused by the check",
+            ));
+        }
+        Ok(Default::default())
+    };
+    store
+        .change_policies(&ctx, vec![put_type("Long")], check)
+        .await
+        .unwrap();
+    let batch = vec![put_type("String")];
+    let mut check_b = check;
+    let prechecked = store
+        .precheck_policies(&ctx, &batch, &mut check_b)
+        .await
+        .unwrap();
+    let entity = ResourceEntity {
+        resource_type: "t".into(),
+        id: "e1".into(),
+        attributes: [("level".to_string(), serde_json::json!(5))].into(),
+    };
+    store
+        .change_policies(&ctx, vec![PolicyChange::PutEntity(entity)], check)
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let err = store
+        .change_policies_in(&mut tx, &ctx, batch, Some(prechecked), &mut check_b)
+        .await
+        .unwrap_err();
+    drop(tx);
+    assert!(err.message.contains("refused by the check"), "{err:?}");
+    assert_eq!(seen.lock().unwrap().last().unwrap(), &["e1"]);
+    let state = store.policy_state("default").await.unwrap();
+    assert_eq!(state.resource_types[0].attributes["level"], "Long");
+
+    let delete_type = PolicyChange::DeleteResourceType("t".into());
+    let err = store
+        .change_policies(&ctx, vec![delete_type.clone()], check)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("t::e1"), "{err:?}");
+    assert_eq!(
+        store
+            .policy_state("default")
+            .await
+            .unwrap()
+            .resource_types
+            .len(),
+        1
+    );
+    store
+        .change_policies(
+            &ctx,
+            vec![
+                PolicyChange::DeleteEntity("t".into(), "e1".into()),
+                delete_type,
+            ],
+            check,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .policy_state("default")
+            .await
+            .unwrap()
+            .resource_types
+            .is_empty()
+    );
+}
+
 /// Queries that run on every view or every spawn use an index for what
 /// grows: the newest entries of a tenant, with or without an action (the
 /// dashboard's recent denials, `steward audit --last N`), are read from the
@@ -1508,6 +1611,7 @@ on_both_stores!(
         a_batch_lands_in_order,
         ids_beat_names,
         a_policy_batch_is_checked_once_unless_the_state_moves,
+        a_type_change_is_checked_against_its_stored_entities,
         bulk_changes_record_each_item,
         pruning_goes_a_stretch_at_a_time,
     ],

@@ -1,8 +1,13 @@
-//! Roles and personas.
+//! Roles and personas. The policy engine lists both for its remediation
+//! hints, so a change to them moves the tenant's policy epoch in its own
+//! transaction (every node rebuilds the engine) and rebuilds this node's
+//! engine at once.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use steward_core::{ChangeContext, Error};
+use steward_store::Tx;
 use steward_types::{CreatePersona, CreateRole, Page, PageQuery, Persona, Role};
 
 use crate::auth::Caller;
@@ -28,10 +33,31 @@ pub async fn create_role(
     ApiJson(req): ApiJson<CreateRole>,
 ) -> ApiResult<(StatusCode, Json<Role>)> {
     let ctx = caller.admin()?;
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_role(&ctx, req).await?),
-    ))
+    let mut tx = state.store.begin().await?;
+    let role = state.store.create_role_in(&mut tx, &ctx, req).await?;
+    commit_catalog_change(&state, &ctx, tx).await?;
+    Ok((StatusCode::CREATED, Json(role)))
+}
+
+/// Commit a role or persona change with the tenant's policy epoch moved,
+/// then rebuild this node's engine.
+async fn commit_catalog_change(
+    state: &AppState,
+    ctx: &ChangeContext,
+    mut tx: Tx,
+) -> Result<(), Error> {
+    state
+        .store
+        .move_policy_epoch_in(&mut tx, &ctx.tenant_id)
+        .await?;
+    tx.commit()
+        .await
+        .map_err(|e| Error::internal(format!("commit failed: {e}")))?;
+    state
+        .engines
+        .catalog_changed(&state.store, &ctx.tenant_id)
+        .await;
+    Ok(())
 }
 
 /// A role by id or name.
@@ -64,14 +90,14 @@ pub async fn create_persona(
     ApiJson(req): ApiJson<CreatePersona>,
 ) -> ApiResult<(StatusCode, Json<Persona>)> {
     let ctx = caller.admin()?;
-    Ok((
-        StatusCode::CREATED,
-        Json({
-            let p = state.store.create_persona(&ctx, &state.rules, req).await?;
-            state.quotas.invalidate(&ctx.tenant_id);
-            p
-        }),
-    ))
+    let mut tx = state.store.begin().await?;
+    let persona = state
+        .store
+        .create_persona_in(&mut tx, &ctx, &state.rules, req)
+        .await?;
+    commit_catalog_change(&state, &ctx, tx).await?;
+    state.quotas.invalidate(&ctx.tenant_id);
+    Ok((StatusCode::CREATED, Json(persona)))
 }
 
 /// A persona by id or name.

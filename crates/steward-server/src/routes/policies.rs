@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use steward_core::ChangeContext;
 use steward_store::policies::PolicyChange;
 use steward_types::{
     ActionDef, Page, Policy, PolicyQuery, PutAction, PutPolicy, PutResourceType, ResourceEntity,
@@ -15,13 +16,15 @@ use crate::auth::Caller;
 use crate::error::{ApiJson, ApiQuery, ApiResult};
 use crate::state::AppState;
 
+/// Apply `changes` with an admin's context. Every handler takes it with
+/// `caller.admin()` before it looks anything up, so a refusal tells a
+/// non-admin nothing of what exists.
 async fn change(
     state: &AppState,
-    caller: &Caller,
+    ctx: &ChangeContext,
     changes: Vec<PolicyChange>,
 ) -> ApiResult<steward_store::policies::ChangeReport> {
-    let ctx = caller.admin()?;
-    Ok(state.engines.change(&state.store, &ctx, changes).await?)
+    Ok(state.engines.change(&state.store, ctx, changes).await?)
 }
 
 /// Declared resource types.
@@ -47,8 +50,9 @@ pub async fn put_resource_type(
     caller: Caller,
     ApiJson(req): ApiJson<PutResourceType>,
 ) -> ApiResult<Json<ResourceType>> {
+    let ctx = caller.admin()?;
     let name = req.name.clone();
-    let report = change(&state, &caller, vec![PolicyChange::PutResourceType(req)]).await?;
+    let report = change(&state, &ctx, vec![PolicyChange::PutResourceType(req)]).await?;
     let rt = report
         .state
         .resource_types
@@ -58,7 +62,8 @@ pub async fn put_resource_type(
         .ok_or_else(|| steward_core::Error::internal("resource type vanished").into())
 }
 
-/// Remove a resource type (refused while an action or policy uses it).
+/// Remove a resource type (refused while an action or policy uses it, or
+/// entities of the type are stored).
 #[utoipa::path(delete, path = "/v1/resource-types/{name}", tag = "policies", params(("name" = String, Path, description = "Type name")),
     responses((status = 204), (status = 400, body = steward_types::ErrorBody)))]
 pub async fn delete_resource_type(
@@ -66,16 +71,12 @@ pub async fn delete_resource_type(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let current = state.store.policy_state(caller.tenant_id()).await?;
+    let ctx = caller.admin()?;
+    let current = state.store.policy_state(&ctx.tenant_id).await?;
     if !current.resource_types.iter().any(|r| r.name == name) {
         return Err(steward_core::Error::not_found("resource type", &name).into());
     }
-    change(
-        &state,
-        &caller,
-        vec![PolicyChange::DeleteResourceType(name)],
-    )
-    .await?;
+    change(&state, &ctx, vec![PolicyChange::DeleteResourceType(name)]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -98,8 +99,9 @@ pub async fn put_action(
     caller: Caller,
     ApiJson(req): ApiJson<PutAction>,
 ) -> ApiResult<Json<ActionDef>> {
+    let ctx = caller.admin()?;
     let name = req.name.clone();
-    let report = change(&state, &caller, vec![PolicyChange::PutAction(req)]).await?;
+    let report = change(&state, &ctx, vec![PolicyChange::PutAction(req)]).await?;
     let a = report.state.actions.into_iter().find(|a| a.name == name);
     a.map(Json)
         .ok_or_else(|| steward_core::Error::internal("action vanished").into())
@@ -113,11 +115,12 @@ pub async fn delete_action(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let current = state.store.policy_state(caller.tenant_id()).await?;
+    let ctx = caller.admin()?;
+    let current = state.store.policy_state(&ctx.tenant_id).await?;
     if !current.actions.iter().any(|a| a.name == name) {
         return Err(steward_core::Error::not_found("action", &name).into());
     }
-    change(&state, &caller, vec![PolicyChange::DeleteAction(name)]).await?;
+    change(&state, &ctx, vec![PolicyChange::DeleteAction(name)]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -144,28 +147,30 @@ pub async fn list_policies(
 
 /// Create or replace a policy. It is validated against the schema first: an
 /// invalid policy is `400 invalid_policy` with Cedar's message, line and
-/// column, and nothing changes.
+/// column, and nothing changes. `201` when the policy is created (a deleted
+/// one put again included), `200` when it is replaced or was already so.
 #[utoipa::path(post, path = "/v1/policies", tag = "policies", request_body = PutPolicy,
-    responses((status = 201, body = Policy), (status = 400, body = steward_types::ErrorBody)))]
+    responses((status = 201, body = Policy), (status = 200, body = Policy), (status = 400, body = steward_types::ErrorBody)))]
 pub async fn put_policy(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(req): ApiJson<PutPolicy>,
 ) -> ApiResult<(StatusCode, Json<Policy>)> {
+    let ctx = caller.admin()?;
+    steward_policy::files::check_policy_fields(&req)?;
     let id = req.id.clone();
-    steward_core::validate::text("description", &req.description)?;
-    let report = change(&state, &caller, vec![PolicyChange::PutPolicy(req)]).await?;
+    let report = change(&state, &ctx, vec![PolicyChange::PutPolicy(req)]).await?;
+    let status = if report.created_policies.contains(&id) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let policy = report
         .state
         .policies
         .into_iter()
         .find(|p| p.id == id)
         .ok_or_else(|| steward_core::Error::internal("policy vanished"))?;
-    let status = if policy.version == 1 {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
     Ok((status, Json(policy)))
 }
 
@@ -188,8 +193,9 @@ pub async fn delete_policy(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.store.get_policy(caller.tenant_id(), &id).await?;
-    change(&state, &caller, vec![PolicyChange::DeletePolicy(id)]).await?;
+    let ctx = caller.admin()?;
+    state.store.get_policy(&ctx.tenant_id, &id).await?;
+    change(&state, &ctx, vec![PolicyChange::DeletePolicy(id)]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -214,7 +220,8 @@ pub async fn put_entity(
     caller: Caller,
     ApiJson(req): ApiJson<ResourceEntity>,
 ) -> ApiResult<Json<ResourceEntity>> {
-    change(&state, &caller, vec![PolicyChange::PutEntity(req.clone())]).await?;
+    let ctx = caller.admin()?;
+    change(&state, &ctx, vec![PolicyChange::PutEntity(req.clone())]).await?;
     Ok(Json(req))
 }
 
@@ -244,9 +251,10 @@ pub async fn delete_entity(
     caller: Caller,
     Path((entity_type, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let ctx = caller.admin()?;
     change(
         &state,
-        &caller,
+        &ctx,
         vec![PolicyChange::DeleteEntity(entity_type, id)],
     )
     .await?;

@@ -19,6 +19,7 @@ mod inventory;
 mod lifecycle;
 mod mcp;
 mod operations;
+mod policy_admin;
 mod quotas;
 mod recert;
 mod support;
