@@ -56,6 +56,9 @@ impl Store {
             event("role.create", "role", &role.id, None, Some(&role), None),
         )
         .await?;
+        // The policy engine lists roles for its denial hints: every node
+        // rebuilds it when the epoch moves.
+        self.move_policy_epoch_in(tx, &ctx.tenant_id).await?;
         Ok(role)
     }
 
@@ -167,6 +170,7 @@ impl Store {
             ),
         )
         .await?;
+        self.move_policy_epoch_in(tx, &ctx.tenant_id).await?;
         Ok(persona)
     }
 

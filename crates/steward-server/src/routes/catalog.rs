@@ -1,13 +1,10 @@
 //! Roles and personas. The policy engine lists both for its remediation
-//! hints, so a change to them moves the tenant's policy epoch in its own
-//! transaction (every node rebuilds the engine) and rebuilds this node's
-//! engine at once.
+//! hints, so creating one moves the tenant's policy epoch (every node
+//! rebuilds the engine) and rebuilds this node's engine at once.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use steward_core::{ChangeContext, Error};
-use steward_store::Tx;
 use steward_types::{CreatePersona, CreateRole, Page, PageQuery, Persona, Role};
 
 use crate::auth::Caller;
@@ -33,31 +30,12 @@ pub async fn create_role(
     ApiJson(req): ApiJson<CreateRole>,
 ) -> ApiResult<(StatusCode, Json<Role>)> {
     let ctx = caller.admin()?;
-    let mut tx = state.store.begin().await?;
-    let role = state.store.create_role_in(&mut tx, &ctx, req).await?;
-    commit_catalog_change(&state, &ctx, tx).await?;
-    Ok((StatusCode::CREATED, Json(role)))
-}
-
-/// Commit a role or persona change with the tenant's policy epoch moved,
-/// then rebuild this node's engine.
-async fn commit_catalog_change(
-    state: &AppState,
-    ctx: &ChangeContext,
-    mut tx: Tx,
-) -> Result<(), Error> {
-    state
-        .store
-        .move_policy_epoch_in(&mut tx, &ctx.tenant_id)
-        .await?;
-    tx.commit()
-        .await
-        .map_err(|e| Error::internal(format!("commit failed: {e}")))?;
+    let role = state.store.create_role(&ctx, req).await?;
     state
         .engines
         .catalog_changed(&state.store, &ctx.tenant_id)
         .await;
-    Ok(())
+    Ok((StatusCode::CREATED, Json(role)))
 }
 
 /// A role by id or name.
@@ -90,12 +68,11 @@ pub async fn create_persona(
     ApiJson(req): ApiJson<CreatePersona>,
 ) -> ApiResult<(StatusCode, Json<Persona>)> {
     let ctx = caller.admin()?;
-    let mut tx = state.store.begin().await?;
-    let persona = state
-        .store
-        .create_persona_in(&mut tx, &ctx, &state.rules, req)
-        .await?;
-    commit_catalog_change(&state, &ctx, tx).await?;
+    let persona = state.store.create_persona(&ctx, &state.rules, req).await?;
+    state
+        .engines
+        .catalog_changed(&state.store, &ctx.tenant_id)
+        .await;
     state.quotas.invalidate(&ctx.tenant_id);
     Ok((StatusCode::CREATED, Json(persona)))
 }

@@ -158,6 +158,21 @@ async fn new_roles_and_personas_reach_denial_hints(b: Backend) {
         s.server.store().policy_epoch("default").await.unwrap(),
         epoch
     );
+    // A role a governance directory creates moves it as well, so other
+    // nodes' hints offer it too.
+    a.apply(&ApplyRequest {
+        roles: vec![CreateRole {
+            name: "applied-role".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.server.store().policy_epoch("default").await.unwrap() > epoch,
+        "a role created by apply moves the policy epoch"
+    );
     s.stop().await;
 }
 
