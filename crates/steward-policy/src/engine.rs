@@ -180,17 +180,7 @@ pub fn check_policy(
 type Validated = (cedar_policy::Policy, &'static str, Option<Error>);
 
 fn parse_and_validate(schema: &Schema, id: &str, text: &str) -> Result<Validated, Error> {
-    let id_ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !id_ok {
-        return Err(Error::invalid(
-            "id",
-            format!("'{id}' is not a policy id (letters, digits, '-', '_', '.')"),
-        ));
-    }
+    crate::files::check_policy_id(id)?;
     let policy = cedar_policy::Policy::parse(Some(PolicyId::new(id)), text)
         .map_err(|e| located(id, text, "does not parse", &e))?;
     let mut set = PolicySet::new();

@@ -14,18 +14,7 @@ use steward_types::{ErrorCode, PutPolicy};
 /// policies route, `POST /v1/apply`, a policy file) holds policies to the
 /// same rules.
 pub fn check_policy_fields(policy: &PutPolicy) -> Result<(), Error> {
-    let id = &policy.id;
-    let id_ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !id_ok {
-        return Err(Error::invalid(
-            "id",
-            format!("'{id}' is not a policy id (letters, digits, '-', '_', '.')"),
-        ));
-    }
+    check_policy_id(&policy.id)?;
     validate::text("description", &policy.description)?;
     // No owner is allowed (the annotation is optional); one given is a key:
     // a person's e-mail or a team's name, on one line.
@@ -33,6 +22,23 @@ pub fn check_policy_fields(policy: &PutPolicy) -> Result<(), Error> {
         validate::key("owner", &policy.owner)?;
     }
     Ok(())
+}
+
+/// A policy id: the Cedar policy id decisions name it by.
+pub fn check_policy_id(id: &str) -> Result<(), Error> {
+    let id_ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if id_ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "id",
+            format!("'{id}' is not a policy id (letters, digits, '-', '_', '.')"),
+        ))
+    }
 }
 
 /// An `invalid_policy` error at a line of the file.
