@@ -303,6 +303,19 @@ async fn decide_with(
     )
     .await?;
     let resource = resolve_resource(state, &tenant, &engine, &req.resource).await?;
+    // What is recorded (and what an approval is bound to) is what was
+    // decided on: a declared resource's attributes as the decision used
+    // them, stored ones over the request's, undeclared ones left out. An
+    // audit record never shows a value the request claimed but the store
+    // overruled.
+    let mut req = req;
+    if engine.is_resource_type(&resource.entity_type) {
+        req.resource.attributes = resource
+            .attrs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+    }
     let input = DecisionInput {
         chain,
         action: req.action.clone(),

@@ -39,6 +39,17 @@ async fn stored_attributes_outrank_the_request(b: Backend) {
         answer.policies.iter().any(|p| p.id == "no-pii-repos"),
         "{answer:?}"
     );
+    // The record shows what was decided on: the stored classification,
+    // not the one the request claimed.
+    let recorded = all_audit(&s.admin)
+        .await
+        .into_iter()
+        .find(|e| e.after.as_ref().unwrap()["decision_id"] == json!(answer.decision_id))
+        .unwrap();
+    assert_eq!(
+        recorded.after.unwrap()["resource"]["attributes"],
+        json!({"classification": "pii"})
+    );
     // An unknown repository takes the request's attributes.
     let mut request = ask("reviewer", "read", "public");
     request.resource.id = "docs".into();
