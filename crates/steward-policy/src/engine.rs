@@ -76,6 +76,20 @@ pub(crate) struct CheckedPolicy {
     /// The names it can read (see [`referenced_names`]); `None` if it has
     /// no JSON form.
     names: Option<BTreeSet<String>>,
+    /// The roles and personas it names, as (`Role` or `Persona`, name).
+    grants: Vec<(String, String)>,
+}
+
+/// The roles and personas `policy` names.
+fn policy_grants(policy: &cedar_policy::Policy) -> Vec<(String, String)> {
+    policy
+        .entity_literals()
+        .into_iter()
+        .filter_map(|uid| {
+            let ty = uid.type_name().to_string();
+            (ty == "Role" || ty == "Persona").then(|| (ty, uid.id().unescaped().to_string()))
+        })
+        .collect()
 }
 
 // The server shares engines between threads; the cache must not change that.
@@ -100,19 +114,18 @@ pub(crate) struct PreparedAction {
     pub(crate) personas: Vec<(String, Vec<String>)>,
 }
 
-/// The roles and personas `policies` name, of those that exist.
+/// The roles and personas `policies` name, of those that exist (each
+/// policy's read when it was checked).
 fn named_grants(
     policies: &PolicySet,
+    checked: &HashMap<String, CheckedPolicy>,
     roles: &[String],
     personas: &[(String, Vec<String>)],
 ) -> (Vec<String>, Vec<(String, Vec<String>)>) {
     let mut named: HashSet<(String, String)> = HashSet::new();
     for p in policies.policies() {
-        for uid in p.entity_literals() {
-            let ty = uid.type_name().to_string();
-            if ty == "Role" || ty == "Persona" {
-                named.insert((ty, uid.id().unescaped().to_string()));
-            }
+        if let Some(c) = checked.get(AsRef::<str>::as_ref(p.id())) {
+            named.extend(c.grants.iter().cloned());
         }
     }
     let role_named = |r: &String| named.contains(&("Role".to_string(), r.clone()));
@@ -378,6 +391,7 @@ impl Engine {
                     CheckedPolicy {
                         text: p.text.clone(),
                         names: policy_names(&policy),
+                        grants: policy_grants(&policy),
                         policy,
                         effect,
                         never,
@@ -440,7 +454,8 @@ impl Engine {
                     cedar_policy::EntityId::new(&a.name),
                 );
                 let policies = by_action.get(&a.name).cloned().unwrap_or_default();
-                let (roles, personas) = named_grants(&policies, &catalog.roles, &catalog.personas);
+                let (roles, personas) =
+                    named_grants(&policies, &checked, &catalog.roles, &catalog.personas);
                 let prepared = PreparedAction {
                     roles,
                     personas,
