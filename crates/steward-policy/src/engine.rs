@@ -553,20 +553,53 @@ impl Engine {
         &self.policies
     }
 
+    /// The parsed declaration of a known resource's type, and the
+    /// resource's attributes as a request's.
+    fn declared_for(
+        &self,
+        what: &str,
+        entity: &steward_types::ResourceEntity,
+    ) -> Result<
+        (
+            &crate::values::Declared,
+            serde_json::Map<String, serde_json::Value>,
+        ),
+        Error,
+    > {
+        let declared = self
+            .resource_decls
+            .get(&entity.resource_type)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::UnknownResourceType,
+                    format!(
+                        "{what}: '{}' is not a declared resource type",
+                        entity.resource_type
+                    ),
+                )
+            })?;
+        let given = entity
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok((declared, given))
+    }
+
+    /// Check a resource already stored against its type as declared now:
+    /// as a decision reads it, so undeclared attributes are ignored.
+    pub fn check_stored_entity(&self, entity: &steward_types::ResourceEntity) -> Result<(), Error> {
+        let what = format!("stored entity {}::{}", entity.resource_type, entity.id);
+        let (declared, given) = self.declared_for(&what, entity)?;
+        declared.check(&what, &given)
+    }
+
     /// Check a known resource against its declared type, as a request's
     /// resource attributes are checked, and with no undeclared attribute
     /// (a misspelt one would otherwise be kept and never read).
     pub fn check_entity(&self, entity: &steward_types::ResourceEntity) -> Result<(), Error> {
         let what = format!("entity {}::{}", entity.resource_type, entity.id);
-        let Some(declared) = self.resource_decls.get(&entity.resource_type) else {
-            return Err(Error::new(
-                ErrorCode::UnknownResourceType,
-                format!(
-                    "{what}: '{}' is not a declared resource type",
-                    entity.resource_type
-                ),
-            ));
-        };
+        let (declared, given) = self.declared_for(&what, entity)?;
         if let Some(name) = entity.attributes.keys().find(|k| !declared.contains(k)) {
             return Err(Error::new(
                 ErrorCode::InvalidEntity,
@@ -579,11 +612,6 @@ impl Engine {
         }
         // Built, so that Cedar also checks what only it can (an extension
         // value's text).
-        let given: serde_json::Map<String, serde_json::Value> = entity
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         let attrs = declared.build(&what, &given, &|_| true)?;
         let uid = EntityUid::from_type_name_and_id(
             self.type_names

@@ -253,18 +253,6 @@ fn entity_id<'a>(ty: &EntityTypeName, v: &'a Value) -> Option<&'a str> {
 }
 
 impl Declared {
-    /// Parse declarations (name → type, `?` for optional). An error names
-    /// the attribute.
-    pub fn parse(declared: &BTreeMap<String, String>) -> Result<Declared, String> {
-        let mut out = BTreeMap::new();
-        for (name, text) in declared {
-            let (ty, optional) = split_optional(text);
-            let ty = AttrType::parse(ty).map_err(|e| format!("'{name}': {e}"))?;
-            out.insert(name.clone(), (ty, optional));
-        }
-        Ok(Declared(out))
-    }
-
     /// Parse declarations already accepted once: one Steward cannot read is
     /// kept, as a type no value fits.
     pub fn parse_stored(declared: &BTreeMap<String, String>) -> Declared {
@@ -337,17 +325,6 @@ fn split_optional(text: &str) -> (&str, bool) {
         Some(ty) => (ty.trim(), true),
         None => (text, false),
     }
-}
-
-/// Check `values` against `declared` (name → type): every required
-/// attribute present, every present one of its type. Undeclared values are
-/// the caller's to drop.
-pub fn check_attributes(
-    what: &str,
-    declared: &BTreeMap<String, String>,
-    values: &Map<String, Value>,
-) -> Result<(), Error> {
-    Declared::parse_stored(declared).check(what, values)
 }
 
 /// Records nest at most this deep in a declared type.
@@ -507,8 +484,7 @@ mod tests {
     }
 
     fn check(pairs: &[(&str, &str)], values: Value) -> Result<(), String> {
-        Declared::parse(&declared(pairs))
-            .unwrap()
+        Declared::parse_stored(&declared(pairs))
             .check("context", values.as_object().unwrap())
             .map_err(|e| e.message)
     }

@@ -478,7 +478,6 @@ async fn execute(
         changes: policy_changes,
         mcp_declarations,
     } = plan_policies(state, tenant, req).await?;
-    let catalog_grew = !new_roles.is_empty() || !new_personas.is_empty();
 
     // The policy part is compiled and checked before the transaction, so a
     // large set does not hold the store's writer while Cedar works; the
@@ -678,11 +677,6 @@ async fn execute(
         .engines
         .reload_after(store, tenant, compiled.as_ref())
         .await?;
-    // Roles and personas created here are in no engine compiled before
-    // the transaction (their denial hints).
-    if catalog_grew {
-        state.engines.catalog_changed(store, tenant).await;
-    }
     Ok(out)
 }
 

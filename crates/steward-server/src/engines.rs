@@ -137,31 +137,15 @@ pub(crate) fn check(
 }
 
 /// A stored entity must fit its type as redeclared: decisions read its
-/// attributes, and one that no longer fits fails every decision on it. As
-/// a decision does, undeclared attributes are ignored.
-fn check_stored_entity(state: &PolicyState, e: &ResourceEntity) -> Result<(), Error> {
-    let Some(rt) = state
-        .resource_types
-        .iter()
-        .find(|r| r.name == e.resource_type)
-    else {
-        return Ok(());
-    };
-    let key = format!("{}::{}", e.resource_type, e.id);
-    let values: serde_json::Map<String, serde_json::Value> = e
-        .attributes
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    steward_policy::values::check_attributes(
-        &format!("stored entity {key}"),
-        &rt.attributes,
-        &values,
-    )
-    .map_err(|err| {
+/// attributes, and one that no longer fits fails every decision on it.
+fn check_stored_entity(engine: &Engine, e: &ResourceEntity) -> Result<(), Error> {
+    engine.check_stored_entity(e).map_err(|err| {
         let mut details = err.details.unwrap_or_else(|| serde_json::json!({}));
         if let Some(d) = details.as_object_mut() {
-            d.insert("entity".into(), key.into());
+            d.insert(
+                "entity".into(),
+                format!("{}::{}", e.resource_type, e.id).into(),
+            );
         }
         Error::new(
             ErrorCode::InvalidSchema,
@@ -264,9 +248,6 @@ impl ChangeCheck {
                 self.written
                     .contains(&(e.resource_type.clone(), e.id.clone()))
             });
-        for e in stored {
-            check_stored_entity(state, e)?;
-        }
         let (engine, effects) = check(
             state,
             &written,
@@ -276,6 +257,9 @@ impl ChangeCheck {
             self.tolerated.clone(),
             Some(&self.previous),
         )?;
+        for e in stored {
+            check_stored_entity(&engine, e)?;
+        }
         self.compiled = Some(engine);
         Ok(effects)
     }
@@ -405,9 +389,8 @@ impl Engines {
         }
     }
 
-    /// Rebuild engines whose epoch moved on another node, and those whose
-    /// role or persona lists changed here (`force`).
-    pub async fn refresh(&self, store: &Store, force: Option<&str>) {
+    /// Rebuild engines whose epoch moved on another node.
+    pub async fn refresh(&self, store: &Store) {
         let tenants: Vec<(String, i64)> = self
             .read()
             .iter()
@@ -415,7 +398,7 @@ impl Engines {
             .collect();
         for (tenant, epoch) in tenants {
             let stale = match store.policy_epoch(&tenant).await {
-                Ok(current) => current != epoch || force == Some(tenant.as_str()),
+                Ok(current) => current != epoch,
                 Err(_) => false,
             };
             if !stale {

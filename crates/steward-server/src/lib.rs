@@ -358,7 +358,7 @@ async fn background(state: AppState, sweep_every: Duration) {
         .then(|| AbortOnDrop(tokio::spawn(behaviour_loop(state.clone(), behaviour_every))));
     loop {
         ticker.tick().await;
-        state.engines.refresh(&state.store, None).await;
+        state.engines.refresh(&state.store).await;
         if let Err(e) = state.audit.checkpoint(&state.store).await {
             tracing::warn!(error = %e, "could not sign an audit checkpoint; will retry");
         }
