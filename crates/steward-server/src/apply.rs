@@ -50,6 +50,20 @@ fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
+/// The id of what a lookup of `key` found, or, when it does not exist yet
+/// (this apply creates it), a marker no stored id equals.
+fn id_or_new<T>(
+    found: Result<T, Error>,
+    key: &str,
+    id: impl FnOnce(T) -> String,
+) -> Result<String, Error> {
+    match found {
+        Ok(x) => Ok(id(x)),
+        Err(e) if missing(&e) => Ok(format!("new:{key}")),
+        Err(e) => Err(e),
+    }
+}
+
 /// What the inventory part of an apply will do, from what exists.
 #[derive(Default)]
 struct Plan {
@@ -172,11 +186,7 @@ async fn plan_inventory(
                 // ids. A team not found yet (created by this apply) differs.
                 let mut declared_teams = Vec::new();
                 for t in &h.teams {
-                    match store.get_team(tenant, t).await {
-                        Ok(team) => declared_teams.push(team.id),
-                        Err(e) if missing(&e) => declared_teams.push(format!("new:{t}")),
-                        Err(e) => return Err(e),
-                    }
+                    declared_teams.push(id_or_new(store.get_team(tenant, t).await, t, |x| x.id)?);
                 }
                 let mut update = UpdateHuman::default();
                 if existing.display_name != h.display_name {
@@ -272,11 +282,7 @@ async fn plan_inventory(
                 // its roles came from the persona, and a child's grants are
                 // bounded by its parent's. No update path changes them.
                 let persona_id = match &a.persona {
-                    Some(p) => match store.get_persona(tenant, p).await {
-                        Ok(p) => Some(p.id),
-                        Err(e) if missing(&e) => Some(format!("new:{p}")),
-                        Err(e) => return Err(e),
-                    },
+                    Some(p) => Some(id_or_new(store.get_persona(tenant, p).await, p, |x| x.id)?),
                     None => None,
                 };
                 if persona_id != existing.persona_id {
@@ -286,11 +292,7 @@ async fn plan_inventory(
                     ));
                 }
                 let parent_id = match &a.parent {
-                    Some(p) => match store.get_agent(tenant, p).await {
-                        Ok(p) => Some(p.id),
-                        Err(e) if missing(&e) => Some(format!("new:{p}")),
-                        Err(e) => return Err(e),
-                    },
+                    Some(p) => Some(id_or_new(store.get_agent(tenant, p).await, p, |x| x.id)?),
                     None => None,
                 };
                 if parent_id != existing.parent_id {
