@@ -24,6 +24,39 @@ pub fn check_policy_fields(policy: &PutPolicy) -> Result<(), Error> {
     Ok(())
 }
 
+/// Settle a policy sent as JSON: the text's `@description` and `@owner`
+/// fill fields left empty, and a field that says something else than the
+/// text's annotation (`@id` included) is refused, since decisions would
+/// otherwise show one and the policy file say the other. Then the fields
+/// are checked as [`check_policy_fields`] checks them.
+pub fn settle_policy_fields(policy: &mut PutPolicy) -> Result<(), Error> {
+    // Text that does not parse is refused, with where, when it is validated
+    // against the schema; there is nothing to compare here.
+    if let Ok(parsed) = cedar_policy::Policy::parse(None, &policy.text) {
+        for (key, field) in [
+            ("id", &mut policy.id),
+            ("description", &mut policy.description),
+            ("owner", &mut policy.owner),
+        ] {
+            let Some(said) = parsed.annotation(key) else {
+                continue;
+            };
+            if field.is_empty() {
+                *field = said.to_string();
+            } else if field != said {
+                return Err(Error::invalid(
+                    key,
+                    format!(
+                        "'{field}' differs from the text's @{key}(\"{said}\"): \
+                         make them the same, or leave one out"
+                    ),
+                ));
+            }
+        }
+    }
+    check_policy_fields(policy)
+}
+
 /// A policy id: the Cedar policy id decisions name it by.
 pub fn check_policy_id(id: &str) -> Result<(), Error> {
     let id_ok = !id.is_empty()
@@ -196,5 +229,37 @@ mod tests {
         assert!(check_policy_fields(&policy("sec@example.com")).is_ok());
         assert!(check_policy_fields(&policy("a\nb")).is_err());
         assert!(check_policy_fields(&policy(&"o".repeat(600))).is_err());
+    }
+
+    #[test]
+    fn annotations_fill_empty_fields_and_must_agree_with_given_ones() {
+        let text = "@id(\"a\") @description(\"reads\") @owner(\"sec@example.com\")\n\
+                    permit(principal, action, resource);";
+        let put = |id: &str, description: &str, owner: &str| PutPolicy {
+            id: id.into(),
+            description: description.into(),
+            owner: owner.into(),
+            text: text.into(),
+        };
+        let mut filled = put("a", "", "");
+        settle_policy_fields(&mut filled).unwrap();
+        assert_eq!(filled, put("a", "reads", "sec@example.com"));
+        let mut same = put("a", "reads", "sec@example.com");
+        settle_policy_fields(&mut same).unwrap();
+        for (mut bad, field) in [
+            (put("b", "", ""), "id"),
+            (put("a", "writes", ""), "description"),
+            (put("a", "", "ops@example.com"), "owner"),
+        ] {
+            let e = settle_policy_fields(&mut bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{field}");
+            assert!(e.message.contains(&format!("@{field}(")), "{}", e.message);
+        }
+        // Unparsable text is left to the schema check, which says where.
+        let mut broken = PutPolicy {
+            text: "permit(".into(),
+            ..put("a", "", "")
+        };
+        settle_policy_fields(&mut broken).unwrap();
     }
 }

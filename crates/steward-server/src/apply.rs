@@ -103,9 +103,9 @@ impl Plan {
 pub async fn apply(
     state: &AppState,
     ctx: &ChangeContext,
-    req: ApplyRequest,
+    mut req: ApplyRequest,
 ) -> Result<ApplyResponse, Error> {
-    check_policies(&req)?;
+    check_policies(&mut req)?;
     let mut lost: Option<(Fingerprint, Error)> = None;
     for attempt in 0..=ATTEMPTS {
         let plan = plan_inventory(state, ctx, &req).await?;
@@ -141,9 +141,10 @@ fn may_be_a_race(e: &Error) -> bool {
 
 /// Each declared policy's id, description and owner, checked as
 /// `POST /v1/policies` checks them, before anything is read or written.
-fn check_policies(req: &ApplyRequest) -> Result<(), Error> {
-    for p in &req.policies {
-        steward_policy::files::check_policy_fields(p).map_err(about(format!("policy {}", p.id)))?;
+fn check_policies(req: &mut ApplyRequest) -> Result<(), Error> {
+    for p in &mut req.policies {
+        let about_it = about(format!("policy {}", p.id));
+        steward_policy::files::settle_policy_fields(p).map_err(about_it)?;
     }
     Ok(())
 }

@@ -154,10 +154,10 @@ pub async fn list_policies(
 pub async fn put_policy(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<PutPolicy>,
+    ApiJson(mut req): ApiJson<PutPolicy>,
 ) -> ApiResult<(StatusCode, Json<Policy>)> {
     let ctx = caller.admin()?;
-    steward_policy::files::check_policy_fields(&req)?;
+    steward_policy::files::settle_policy_fields(&mut req)?;
     let id = req.id.clone();
     let report = change(&state, &ctx, vec![PolicyChange::PutPolicy(req)]).await?;
     let status = if report.created_policies.contains(&id) {

@@ -450,6 +450,24 @@ async fn policies_are_validated_and_versioned(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidPolicy));
+    // An owner beside the text that contradicts the text's @owner.
+    let annotated = "@owner(\"sec@example.com\") @description(\"Nobody reads\")\n\
+                     forbid(principal, action == Action::\"read\", resource is repo);";
+    let err = s
+        .admin
+        .put_policy(&PutPolicy {
+            id: "annotated".into(),
+            owner: "ops@example.com".into(),
+            text: annotated.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest));
+    assert!(
+        err.to_string().contains("@owner(\"sec@example.com\")"),
+        "{err}"
+    );
     // Removing an action a policy uses is refused and names the policy.
     let err = s.admin.delete_action("read").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidSchema));
@@ -499,6 +517,20 @@ async fn policies_are_validated_and_versioned(b: Backend) {
     assert_eq!(
         s.admin.get_policy("no-pii-repos").await.unwrap().effect,
         "forbid"
+    );
+    // Fields left empty are the text's annotations.
+    let filled = s
+        .admin
+        .put_policy(&PutPolicy {
+            id: "annotated".into(),
+            text: annotated.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (filled.owner.as_str(), filled.description.as_str()),
+        ("sec@example.com", "Nobody reads")
     );
     assert!(s.admin.schema().await.unwrap().contains("entity repo"));
     // Auditors read policies but cannot change them.
