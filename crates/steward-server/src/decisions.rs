@@ -191,9 +191,42 @@ pub async fn resolve_chain(
         },
     };
     if let Some(h) = crate::delegation::acting_for(state, caller, on_behalf_of).await? {
-        chain.push(human_by_key(state, tenant, &h, "on_behalf_of").await?);
+        let found = state.store.human_context(tenant, &h).await?;
+        chain.push(match (caller, found) {
+            // An agent naming a person without proof learns only whether
+            // that person may be acted for: someone unknown and someone
+            // deactivated are the same denial, so an agent key cannot probe
+            // the tenant's directory for e-mails.
+            (
+                Caller::Agent {
+                    delegation: None, ..
+                },
+                found,
+            ) if found
+                .as_ref()
+                .is_none_or(|(p, _)| p.status != HumanStatus::Active) =>
+            {
+                no_active_person(&h)
+            }
+            (_, Some((p, teams))) => human_subject(&p, &teams),
+            (_, None) => return Err(Error::unknown_reference("on_behalf_of", "human", &h)),
+        });
     }
     Ok(chain)
+}
+
+/// The person an agent named, as its chain shows them when they are not
+/// an active person of the tenant (unknown or deactivated alike).
+fn no_active_person(named: &str) -> Subject {
+    let attrs = json!({
+        "email": named, "external_id": "", "display_name": "", "active": false,
+    });
+    Subject {
+        kind: "human",
+        name: named.to_string(),
+        inactive: Some(format!("'{named}' is not an active person of this tenant")),
+        entity: entity("Human", named, attrs, vec![]),
+    }
 }
 
 /// The resource entity: a declared type (the request's attributes under the

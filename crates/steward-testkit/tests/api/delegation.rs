@@ -436,6 +436,51 @@ async fn proven_delegation(backend: Backend) {
     // it, only a delegated token may. Enforcement points are trusted.
     let (_, said) = decide(&s, &key, Some("alice@example.com")).await;
     assert_eq!(said["decision"], "allow", "{said}");
+    // Someone unknown and someone deactivated are the same denial to a key,
+    // so it cannot probe the directory for e-mails; an admin's enforcement
+    // point is told the name is unknown.
+    s.admin
+        .create_human(&CreateHuman {
+            email: "dora@example.com".into(),
+            display_name: "Dora".into(),
+            roles: vec!["callers".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.admin
+        .deactivate_human("dora@example.com", &TransitionRequest::default())
+        .await
+        .unwrap();
+    for person in ["ghost@example.com", "dora@example.com"] {
+        let (status, body) = decide(&s, &key, Some(person)).await;
+        assert_eq!(
+            (status, body["decision"].as_str()),
+            (200, Some("deny")),
+            "{body}"
+        );
+        assert_eq!(
+            body["chain"][1],
+            json!({"kind": "human", "id": person, "name": person, "allowed": false,
+                   "reason": format!("'{person}' is not an active person of this tenant")}),
+            "{body}"
+        );
+    }
+    let mut pep = ask(Some("ghost@example.com"));
+    pep["principal"] = json!({"type": "agent", "id": "bot"});
+    let (status, body) = call(
+        &s,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/decisions",
+        Some(pep),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("unknown_reference")),
+        "{body}"
+    );
     let settings = "/v1/delegation/settings";
     for bad in [
         json!({"require_proof": true, "max_lifetime_secs": 5}),
