@@ -52,6 +52,8 @@ pub struct Gateway {
     owners: std::sync::Mutex<HashMap<String, SessionEntry>>,
     /// How long a session may go without its client.
     idle: Duration,
+    /// The largest message a client may send.
+    max_body_bytes: usize,
 }
 
 /// A session's owner and its client's activity.
@@ -288,6 +290,7 @@ impl Gateway {
             sessions,
             owners: Default::default(),
             idle,
+            max_body_bytes,
         })
     }
 
@@ -471,6 +474,27 @@ async fn endpoint(
         Ok(s) => s,
         Err(e) => return ApiError(e).into_response(),
     };
+    let body = if parts.method == axum::http::Method::POST && is_json(&parts.headers) {
+        let bytes = match axum::body::to_bytes(body, state.mcp.max_body_bytes).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                return not_one_message(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    -32600,
+                    format!(
+                        "the message is larger than {} bytes or was cut off",
+                        state.mcp.max_body_bytes
+                    ),
+                );
+            }
+        };
+        if let Some(refusal) = batch_or_not_json(&bytes) {
+            return refusal;
+        }
+        Body::from(bytes)
+    } else {
+        body
+    };
     let on_behalf_of = match parts.headers.get(ON_BEHALF_OF_HEADER) {
         None => None,
         Some(v) => match v.to_str() {
@@ -541,8 +565,18 @@ async fn endpoint(
         source: crate::error::current_source(),
         upstream_ended: upstream_ended.clone(),
     }));
+    let json_post = parts.method == axum::http::Method::POST && is_json(&parts.headers);
     let request = Request::from_parts(parts, body);
     let response = state.mcp.service.handle(request).await.map(Body::new);
+    // JSON that is not a JSON-RPC message: rmcp says 415, but the content
+    // type was right; the message was not.
+    if json_post && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return not_one_message(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "the body is JSON but not a JSON-RPC request, notification or response".into(),
+        );
+    }
     let answering = match session {
         None => {
             let opened = response
@@ -583,4 +617,42 @@ async fn endpoint(
         }),
         None => response,
     }
+}
+
+/// Whether a request says its body is JSON (`application/json`, parameters
+/// aside), as a Streamable HTTP POST must.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A JSON-RPC batch (MCP dropped batching in its 2025-06-18 revision) or a
+/// body that is not JSON: refused before anything else happens.
+fn batch_or_not_json(body: &[u8]) -> Option<Response> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Some(not_one_message(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "JSON-RPC batches are not supported (MCP removed them in 2025-06-18): \
+             send one message per request"
+                .into(),
+        ));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .err()
+        .map(|e| not_one_message(StatusCode::BAD_REQUEST, -32700, format!("parse error: {e}")))
+}
+
+/// A refused POST: an HTTP error with a JSON-RPC error without an id, as the
+/// Streamable HTTP transport allows for input a server cannot accept.
+fn not_one_message(status: StatusCode, code: i32, message: String) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message},
+    });
+    (status, axum::Json(body)).into_response()
 }

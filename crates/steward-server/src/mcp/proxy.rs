@@ -134,14 +134,25 @@ fn agent_id(call: &GatewayCall) -> &str {
 fn upstream_error(server: &McpServer, e: ServiceError) -> McpError {
     match e {
         ServiceError::McpError(e) => e,
-        ServiceError::Timeout { timeout } => McpError::internal_error(
-            format!(
-                "the upstream MCP server '{}' did not answer within {} s",
-                server.name,
-                timeout.as_secs()
-            ),
-            None,
-        ),
+        ServiceError::Timeout { timeout } => {
+            // rmcp drops a stdio line over its cap without a word, so an
+            // answer that large looks like no answer: say so.
+            let too_large = match server.transport {
+                McpTransport::Stdio { .. } => format!(
+                    " (an answer over {} MiB is dropped, and ends the same way)",
+                    rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH >> 20
+                ),
+                McpTransport::StreamableHttp { .. } => String::new(),
+            };
+            McpError::internal_error(
+                format!(
+                    "the upstream MCP server '{}' did not answer within {} s{too_large}",
+                    server.name,
+                    timeout.as_secs()
+                ),
+                None,
+            )
+        }
         ServiceError::Cancelled { .. } => {
             McpError::internal_error("the request was cancelled", None)
         }

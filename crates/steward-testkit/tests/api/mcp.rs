@@ -804,6 +804,39 @@ async fn streamable_http_upstream_and_credentials() {
         let text = reply["error"]["message"].as_str().unwrap();
         assert!(text.contains(says), "{answer}");
     }
+    // A batch, a body that is not JSON and JSON that is no JSON-RPC
+    // message: 400 with a JSON-RPC error without an id, and the session
+    // goes on.
+    for (body, code, says) in [
+        (
+            format!("[{initialized}, {initialized}]"),
+            -32600,
+            "batches are not supported",
+        ),
+        (
+            "{\"jsonrpc\": \"2.0\", \"id\": 1,".to_string(),
+            -32700,
+            "parse error",
+        ),
+        ("{\"hello\": 1}".to_string(), -32600, "not a JSON-RPC"),
+    ] {
+        let res = http
+            .post(gw.url())
+            .bearer_auth(&gw.key)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-session-id", &session)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+        let reply: Value = res.json().await.unwrap();
+        assert_eq!(reply["id"], Value::Null, "{reply}");
+        assert_eq!(reply["error"]["code"], code, "{reply}");
+        let text = reply["error"]["message"].as_str().unwrap();
+        assert!(text.contains(says), "{reply}");
+    }
     for key in [&other, &gw.key] {
         let res = http
             .delete(gw.url())
