@@ -520,33 +520,27 @@ pub async fn expire_due(state: &AppState, now: DateTime<Utc>) {
 }
 
 /// Counts and time-to-approval percentiles per tier, from the store (so
-/// every node answers the same).
+/// every node answers the same): counts over every approval, percentiles
+/// over the latest approved ones (`steward_store::approvals::STATS_TIMES`
+/// per tier).
 pub async fn stats(state: &AppState, tenant: &str) -> Result<ApprovalStats, Error> {
-    let facts = state.store.approval_facts(tenant).await?;
     let mut tiers = Vec::new();
-    for tier in [RiskTier::Low, RiskTier::Medium, RiskTier::High] {
+    for facts in state.store.approval_stats(tenant).await? {
         let mut s = TierApprovalStats {
-            risk_tier: tier.as_str().into(),
+            risk_tier: facts.risk_tier.as_str().into(),
+            sla_breached: facts.sla_breached,
             ..Default::default()
         };
-        let mut times = Vec::new();
-        for f in facts.iter().filter(|f| f.risk_tier == tier) {
-            match f.status {
-                ApprovalStatus::Pending => s.pending += 1,
-                ApprovalStatus::Approved | ApprovalStatus::Used => {
-                    s.approved += 1;
-                    if let Some(d) = f.decided_at {
-                        times.push((d - f.created_at).num_milliseconds() as f64 / 1000.0);
-                        if d > f.sla_due_at {
-                            s.sla_breached += 1;
-                        }
-                    }
-                }
-                ApprovalStatus::Denied => s.denied += 1,
-                ApprovalStatus::Expired => s.expired += 1,
+        for (status, n) in facts.counts {
+            match status {
+                ApprovalStatus::Pending => s.pending += n,
+                ApprovalStatus::Approved | ApprovalStatus::Used => s.approved += n,
+                ApprovalStatus::Denied => s.denied += n,
+                ApprovalStatus::Expired => s.expired += n,
                 ApprovalStatus::Cancelled => {}
             }
         }
+        let mut times = facts.seconds_to_approval;
         times.sort_by(f64::total_cmp);
         s.p50_seconds = approval::percentile(&times, 50.0);
         s.p90_seconds = approval::percentile(&times, 90.0);

@@ -96,19 +96,22 @@ pub struct AccessChange {
     pub approval: Option<Approval>,
 }
 
-/// One approval's timing facts, for metrics.
+/// How many approved requests per tier time-to-approval percentiles are
+/// computed over: the latest, by when they were decided.
+pub const STATS_TIMES: i64 = 10_000;
+
+/// One tier's approvals, for metrics.
 #[derive(Debug, Clone)]
-pub struct ApprovalFact {
-    /// Its tier.
+pub struct TierFacts {
+    /// The tier.
     pub risk_tier: RiskTier,
-    /// Its status.
-    pub status: ApprovalStatus,
-    /// Requested.
-    pub created_at: DateTime<Utc>,
-    /// Decided (approved or denied).
-    pub decided_at: Option<DateTime<Utc>>,
-    /// SLA due.
-    pub sla_due_at: DateTime<Utc>,
+    /// How many there are in each status (statuses with none left out).
+    pub counts: Vec<(ApprovalStatus, u64)>,
+    /// Approved (or approved and used) after their SLA was due.
+    pub sla_breached: u64,
+    /// Seconds from request to approval, the latest [`STATS_TIMES`]
+    /// approvals, newest first.
+    pub seconds_to_approval: Vec<f64>,
 }
 
 fn time(ms: i64) -> DateTime<Utc> {
@@ -880,29 +883,62 @@ impl Store {
         Ok(out)
     }
 
-    /// Timing facts of the tenant's approvals, for metrics.
-    pub async fn approval_facts(&self, tenant_id: &str) -> Result<Vec<ApprovalFact>, Error> {
+    /// The tenant's approvals counted per tier and status in the store,
+    /// and the time to approval of the latest [`STATS_TIMES`] approved per
+    /// tier: however long the history, a bounded read.
+    pub async fn approval_stats(&self, tenant_id: &str) -> Result<Vec<TierFacts>, Error> {
         let rows = sqlx::query(
-            "SELECT risk_tier, status, created_at, decided_at, sla_due_at FROM approvals WHERE tenant_id = $1",
+            "SELECT risk_tier, status, COUNT(*) AS n, \
+             SUM(CASE WHEN decided_at > sla_due_at THEN 1 ELSE 0 END) AS late \
+             FROM approvals WHERE tenant_id = $1 GROUP BY risk_tier, status",
         )
         .bind(tenant_id)
         .fetch_all(&self.read)
         .await
         .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                let status: String = col(row, "status")?;
-                Ok(ApprovalFact {
-                    risk_tier: tier(&col::<String>(row, "risk_tier")?)?,
-                    status: ApprovalStatus::parse(&status).ok_or_else(|| {
-                        Error::internal(format!("unknown approval status {status}"))
-                    })?,
-                    created_at: time(col(row, "created_at")?),
-                    decided_at: col::<Option<i64>>(row, "decided_at")?.map(time),
-                    sla_due_at: time(col(row, "sla_due_at")?),
-                })
+        let mut out: Vec<TierFacts> = [RiskTier::Low, RiskTier::Medium, RiskTier::High]
+            .into_iter()
+            .map(|risk_tier| TierFacts {
+                risk_tier,
+                counts: Vec::new(),
+                sla_breached: 0,
+                seconds_to_approval: Vec::new(),
             })
-            .collect()
+            .collect();
+        for row in &rows {
+            let t = tier(&col::<String>(row, "risk_tier")?)?;
+            let status: String = col(row, "status")?;
+            let status = ApprovalStatus::parse(&status)
+                .ok_or_else(|| Error::internal(format!("unknown approval status {status}")))?;
+            let facts = out
+                .iter_mut()
+                .find(|f| f.risk_tier == t)
+                .ok_or_else(|| Error::internal("unknown risk tier"))?;
+            let n = u64::try_from(col::<i64>(row, "n")?).unwrap_or_default();
+            facts.counts.push((status, n));
+            if matches!(status, ApprovalStatus::Approved | ApprovalStatus::Used) {
+                let late = col::<Option<i64>>(row, "late")?.unwrap_or_default();
+                facts.sla_breached += u64::try_from(late).unwrap_or_default();
+            }
+        }
+        for facts in &mut out {
+            let rows = sqlx::query(
+                "SELECT decided_at - created_at AS took FROM approvals \
+                 WHERE tenant_id = $1 AND risk_tier = $2 AND status IN ('approved', 'used') \
+                 AND decided_at IS NOT NULL ORDER BY decided_at DESC LIMIT $3",
+            )
+            .bind(tenant_id)
+            .bind(facts.risk_tier.as_str())
+            .bind(STATS_TIMES)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)?;
+            facts.seconds_to_approval = rows
+                .iter()
+                .map(|row| Ok(col::<i64>(row, "took")? as f64 / 1000.0))
+                .collect::<Result<_, Error>>()?;
+        }
+        Ok(out)
     }
 }
 
