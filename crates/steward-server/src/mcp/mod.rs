@@ -7,6 +7,8 @@
 //!
 //! - `proxy.rs`: one [`proxy::Proxy`] per downstream session, holding one
 //!   upstream client session; requests and notifications are relayed.
+//! - `upstream.rs`: that upstream session: starting it (a child process or
+//!   an HTTP client), sending requests up, relaying what comes down.
 //! - `govern.rs`: decisions for calls and listings, the outcome record.
 //! - `registrations.rs`: the upstreams' registrations, briefly cached.
 //! - `arguments.rs`: tool arguments made into values policies can compare.
@@ -15,6 +17,7 @@ mod arguments;
 mod govern;
 mod proxy;
 mod registrations;
+mod upstream;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,404 @@
+//! The upstream half of a gateway session: the child process or Streamable
+//! HTTP client it talks to, what the upstream asks of and tells the
+//! downstream client ([`Relay`]), and requests sent up with their progress
+//! and cancellation ([`Session::forward`]). An upstream that fails or does
+//! not answer within the server's timeout gives an MCP error.
+
+// Logging levels and resource subscriptions are deprecated in the newest
+// protocol version, but the upstreams speak older ones; relay them as is.
+#![allow(deprecated)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CancelledNotification, CancelledNotificationParam, ClientNotification, ClientRequest,
+    ClientResult, InitializeRequestParams, ProgressToken, ServerNotification, ServerRequest,
+    ServerResult,
+};
+use rmcp::service::{
+    ClientInitializeError, NotificationContext, Peer, PeerRequestOptions, RequestContext,
+    RoleClient, RoleServer, RunningService, ServiceError,
+};
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ErrorData as McpError, Service, ServiceExt};
+use steward_types::{McpServer, McpTransport};
+
+use super::GatewayCall;
+use super::proxy::agent_id;
+
+/// Variables a stdio upstream inherits from the gateway's environment.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR", "USER"];
+
+/// Upstream progress tokens → the downstream's, for relaying progress. An
+/// async lock: a request with a progress token holds it from before it is
+/// sent until its token is mapped, so progress the upstream sends at once
+/// waits for the mapping rather than being dropped as unknown.
+type ProgressMap = Arc<tokio::sync::Mutex<HashMap<ProgressToken, ProgressToken>>>;
+
+/// The upstream half of a session.
+pub(super) struct Session {
+    pub(super) server: Arc<McpServer>,
+    pub(super) agent_id: String,
+    pub(super) upstream: RunningService<RoleClient, Relay>,
+    progress: ProgressMap,
+    /// Says the upstream has gone when the session goes (the gateway
+    /// stops watching it then).
+    _ended: tokio_util::sync::DropGuard,
+}
+
+/// An upstream transport that says when it has ended: the upstream closed
+/// it (a stdio server exited, an HTTP server dropped the session) or it
+/// was dropped with its session. The gateway then closes the downstream
+/// session, whose every request could only fail.
+struct Watched<T> {
+    inner: T,
+    ended: tokio_util::sync::CancellationToken,
+}
+
+impl<T: rmcp::transport::Transport<RoleClient>> rmcp::transport::Transport<RoleClient>
+    for Watched<T>
+{
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<RoleClient>> {
+        let message = self.inner.receive().await;
+        if message.is_none() {
+            self.ended.cancel();
+        }
+        message
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.ended.cancel();
+        self.inner.close().await
+    }
+}
+
+impl<T> Drop for Watched<T> {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
+}
+
+fn upstream_error(server: &McpServer, e: ServiceError) -> McpError {
+    match e {
+        ServiceError::McpError(e) => e,
+        ServiceError::Timeout { timeout } => {
+            // rmcp drops a stdio line over its cap without a word, so an
+            // answer that large looks like no answer: say so.
+            let too_large = match server.transport {
+                McpTransport::Stdio { .. } => format!(
+                    " (an answer over {} MiB is dropped, and ends the same way)",
+                    rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH >> 20
+                ),
+                McpTransport::StreamableHttp { .. } => String::new(),
+            };
+            McpError::internal_error(
+                format!(
+                    "the upstream MCP server '{}' did not answer within {} s{too_large}",
+                    server.name,
+                    timeout.as_secs()
+                ),
+                None,
+            )
+        }
+        ServiceError::Cancelled { .. } => {
+            McpError::internal_error("the request was cancelled", None)
+        }
+        ServiceError::TransportClosed => McpError::internal_error(
+            format!(
+                "the upstream MCP server '{}' has ended: this session is being closed; start a new one",
+                server.name
+            ),
+            None,
+        ),
+        other => McpError::internal_error(
+            format!("the upstream MCP server '{}' failed: {other}", server.name),
+            None,
+        ),
+    }
+}
+
+/// Why an upstream session did not start, in words a person can act on.
+/// rmcp wraps the HTTP client's error (a refused connection, an untrusted
+/// certificate) without naming it as a source, so it is unwrapped here.
+fn start_error(e: &ClientInitializeError) -> String {
+    let ClientInitializeError::TransportError { error, context } = e else {
+        return e.to_string();
+    };
+    let cause = match error
+        .error
+        .downcast_ref::<StreamableHttpError<rmcp_reqwest::Error>>()
+    {
+        Some(StreamableHttpError::Client(http)) => with_causes(http),
+        _ => with_causes(error.error.as_ref()),
+    };
+    format!("{cause} ({context})")
+}
+
+/// An error and each error that caused it, as one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+/// Start the upstream session for `call.server`, introducing ourselves with
+/// the downstream client's parameters.
+pub(super) async fn connect(
+    call: &GatewayCall,
+    params: InitializeRequestParams,
+    downstream: Peer<RoleServer>,
+) -> Result<Session, McpError> {
+    let server = call.server.clone();
+    let progress = ProgressMap::default();
+    // The directories an upstream may touch are the registration's, never
+    // the agent's: a filesystem server takes a client's roots as its
+    // sandbox. So the upstream is not told the client has roots, and asks
+    // for none ([`Relay`] refuses if it does).
+    let mut params = params;
+    params.capabilities.roots = None;
+    let relay = Relay {
+        downstream,
+        client: params,
+        progress: progress.clone(),
+    };
+    let timeout = Duration::from_secs(u64::from(server.timeout_secs));
+    // Cancelled when the upstream ends, or (the guard) when this session
+    // goes or never starts.
+    let ended = call.upstream_ended.clone().unwrap_or_default();
+    let ended_guard = ended.clone().drop_guard();
+    let unreachable = |why: String| {
+        McpError::internal_error(
+            format!(
+                "the upstream MCP server '{}' is unavailable: {why}",
+                server.name
+            ),
+            None,
+        )
+    };
+    let started = match &server.transport {
+        McpTransport::Stdio { command, args, env } => {
+            let mut cmd = tokio::process::Command::new(command);
+            // Steward's own environment (its admin token, database URL)
+            // is not the upstream's business: only what programs need to
+            // run at all is passed on, then the registered variables.
+            cmd.args(args).env_clear();
+            for name in INHERITED_ENV {
+                if let Some(value) = std::env::var_os(name) {
+                    cmd.env(name, value);
+                }
+            }
+            cmd.envs(env);
+            // Its own process group, killed whole with the session: what
+            // a wrapper command started dies with it.
+            let mut cmd = process_wrap::tokio::CommandWrap::from(cmd);
+            #[cfg(unix)]
+            cmd.wrap(process_wrap::tokio::ProcessGroup::leader());
+            cmd.wrap(process_wrap::tokio::KillOnDrop);
+            let (transport, _stderr) = TokioChildProcess::builder(cmd)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| unreachable(format!("cannot start '{command}': {e}")))?;
+            let transport = Watched {
+                inner: transport,
+                ended,
+            };
+            tokio::time::timeout(timeout, relay.serve(transport)).await
+        }
+        McpTransport::StreamableHttp { url } => {
+            let transport = StreamableHttpClientTransport::with_client(
+                call.state.mcp.upstream_http.clone(),
+                StreamableHttpClientTransportConfig::with_uri(url.as_str()),
+            );
+            let transport = Watched {
+                inner: transport,
+                ended,
+            };
+            tokio::time::timeout(timeout, relay.serve(transport)).await
+        }
+    };
+    let upstream = match started {
+        Ok(Ok(running)) => running,
+        Ok(Err(e)) => return Err(unreachable(start_error(&e))),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no answer to initialize within {} s",
+                timeout.as_secs()
+            )));
+        }
+    };
+    Ok(Session {
+        server,
+        agent_id: agent_id(call).to_string(),
+        upstream,
+        progress,
+        _ended: ended_guard,
+    })
+}
+
+impl Session {
+    /// Send `request` upstream, relaying progress and cancellation.
+    pub(super) async fn forward(
+        &self,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
+        let mut options = PeerRequestOptions::no_options();
+        options.timeout = Some(Duration::from_secs(u64::from(self.server.timeout_secs)));
+        let peer = self.upstream.peer().clone();
+        let downstream_token = context.meta.get_progress_token();
+        // rmcp picks the upstream token as it sends.
+        let mut mapping = match downstream_token {
+            Some(_) => Some(self.progress.lock().await),
+            None => None,
+        };
+        let handle = peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| upstream_error(&self.server, e))?;
+        let id = handle.id.clone();
+        let upstream_token = handle.progress_token.clone();
+        if let (Some(map), Some(token)) = (mapping.as_mut(), &downstream_token) {
+            map.insert(upstream_token.clone(), token.clone());
+        }
+        drop(mapping);
+        let result = tokio::select! {
+            r = handle.await_response() => r.map_err(|e| upstream_error(&self.server, e)),
+            _ = context.ct.cancelled() => {
+                let cancel = CancelledNotification::new(CancelledNotificationParam::new(
+                    Some(id),
+                    Some("cancelled by the client".into()),
+                ));
+                let _ = peer.send_notification(ClientNotification::CancelledNotification(cancel)).await;
+                Err(McpError::internal_error("the request was cancelled", None))
+            }
+        };
+        if downstream_token.is_some() {
+            self.progress.lock().await.remove(&upstream_token);
+        }
+        result
+    }
+}
+
+/// The upstream client: relays what the upstream asks of and tells the
+/// downstream client.
+pub(super) struct Relay {
+    downstream: Peer<RoleServer>,
+    client: InitializeRequestParams,
+    progress: ProgressMap,
+}
+
+impl Service<RoleClient> for Relay {
+    async fn handle_request(
+        &self,
+        request: ServerRequest,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ClientResult, McpError> {
+        let _ = context;
+        if matches!(request, ServerRequest::ListRootsRequest(_)) {
+            return Err(McpError::invalid_request(
+                "roots are not relayed: the directories an upstream works in are set where it is registered in Steward",
+                None,
+            ));
+        }
+        self.downstream
+            .send_request(request)
+            .await
+            .map_err(|e| match e {
+                ServiceError::McpError(e) => e,
+                other => {
+                    McpError::internal_error(format!("the client did not answer: {other}"), None)
+                }
+            })
+    }
+
+    async fn handle_notification(
+        &self,
+        notification: ServerNotification,
+        context: NotificationContext<RoleClient>,
+    ) -> Result<(), McpError> {
+        let _ = context;
+        let notification = match notification {
+            ServerNotification::ProgressNotification(mut n) => {
+                let mapped = self
+                    .progress
+                    .lock()
+                    .await
+                    .get(&n.params.progress_token)
+                    .cloned();
+                let Some(token) = mapped else {
+                    return Ok(());
+                };
+                n.params.progress_token = token;
+                ServerNotification::ProgressNotification(n)
+            }
+            // Upstream request ids mean nothing downstream.
+            ServerNotification::CancelledNotification(_) => return Ok(()),
+            other => other,
+        };
+        // A client that went away is not the upstream's problem.
+        let _ = self.downstream.send_notification(notification).await;
+        Ok(())
+    }
+
+    fn get_info(&self) -> InitializeRequestParams {
+        self.client.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_causes;
+
+    /// An error that says what failed and keeps why as its source.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn an_error_reads_with_its_causes_each_said_once() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            with_causes(&Wrapped("client error (Connect)", refused())),
+            "client error (Connect): refused"
+        );
+        // A wrapper that already quotes its cause does not repeat it.
+        assert_eq!(
+            with_causes(&Wrapped("connect failed: refused", refused())),
+            "connect failed: refused"
+        );
+        assert_eq!(with_causes(&refused()), "refused");
+    }
+}
