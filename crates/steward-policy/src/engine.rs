@@ -194,6 +194,15 @@ type Validated = (cedar_policy::Policy, &'static str, Option<Error>);
 
 fn parse_and_validate(schema: &Schema, id: &str, text: &str) -> Result<Validated, Error> {
     crate::files::check_policy_id(id)?;
+    crate::shape::check_shape(text, true).map_err(|e| {
+        let mut details = e.details.unwrap_or_else(|| serde_json::json!({}));
+        details["policy"] = serde_json::json!(id);
+        Error::new(e.code, format!("policy '{id}': {}", e.message)).with_details(details)
+    })?;
+    crate::shape::roomy(|| validated(schema, id, text))
+}
+
+fn validated(schema: &Schema, id: &str, text: &str) -> Result<Validated, Error> {
     let policy = cedar_policy::Policy::parse(Some(PolicyId::new(id)), text)
         .map_err(|e| located(id, text, "does not parse", &e))?;
     let mut set = PolicySet::new();
@@ -361,6 +370,10 @@ impl Engine {
     /// before the change) checked: a policy whose text is unchanged, under a
     /// schema whose text is unchanged, is not parsed and validated again.
     pub fn compile_after(catalog: &Catalog, previous: Option<&Engine>) -> Result<Engine, Error> {
+        crate::shape::roomy(|| Self::compile_here(catalog, previous))
+    }
+
+    fn compile_here(catalog: &Catalog, previous: Option<&Engine>) -> Result<Engine, Error> {
         let (schema, schema_text) = build_schema(&catalog.resource_types, &catalog.actions)?;
         let reusable = previous.filter(|e| e.schema_text == schema_text);
         let mut policies = PolicySet::new();

@@ -32,18 +32,27 @@ pub fn check_policy_fields(policy: &PutPolicy) -> Result<(), Error> {
 pub fn settle_policy_fields(policy: &mut PutPolicy) -> Result<(), Error> {
     // Text that does not parse is refused, with where, when it is validated
     // against the schema; there is nothing to compare here.
-    if let Ok(parsed) = cedar_policy::Policy::parse(None, &policy.text) {
-        for (key, field) in [
-            ("id", &mut policy.id),
-            ("description", &mut policy.description),
-            ("owner", &mut policy.owner),
+    crate::shape::check_shape(&policy.text, true)?;
+    let parsed = crate::shape::roomy(|| {
+        cedar_policy::Policy::parse(None, &policy.text)
+            .ok()
+            .map(|p| {
+                let said = |key| p.annotation(key).map(str::to_string);
+                [said("id"), said("description"), said("owner")]
+            })
+    });
+    if let Some([id, description, owner]) = parsed {
+        for (key, field, said) in [
+            ("id", &mut policy.id, id),
+            ("description", &mut policy.description, description),
+            ("owner", &mut policy.owner, owner),
         ] {
-            let Some(said) = parsed.annotation(key) else {
+            let Some(said) = said else {
                 continue;
             };
             if field.is_empty() {
-                *field = said.to_string();
-            } else if field != said {
+                *field = said;
+            } else if *field != said {
                 return Err(Error::invalid(
                     key,
                     format!(
@@ -89,6 +98,11 @@ fn line_of(file: &str, text: &str) -> usize {
 /// Split a policy file into policies. Errors name the line (and column, for
 /// Cedar's syntax errors).
 pub fn split_policies(text: &str) -> Result<Vec<PutPolicy>, Error> {
+    crate::shape::check_shape(text, false)?;
+    crate::shape::roomy(|| split_here(text))
+}
+
+fn split_here(text: &str) -> Result<Vec<PutPolicy>, Error> {
     let set = PolicySet::from_str(text).map_err(|e| {
         let offset = miette::Diagnostic::labels(&e)
             .and_then(|mut l| l.next())
@@ -122,6 +136,7 @@ pub fn split_policies(text: &str) -> Result<Vec<PutPolicy>, Error> {
                 format!("a policy has no @id(\"...\") annotation: {first}"),
             ));
         };
+        crate::shape::check_shape(&text_of, true).map_err(|e| at_line(line, e.message))?;
         let put = PutPolicy {
             id: id.to_string(),
             description: policy

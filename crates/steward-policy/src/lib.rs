@@ -9,6 +9,7 @@ pub mod decide;
 pub mod engine;
 pub mod files;
 pub mod schema;
+pub mod shape;
 pub mod values;
 
 pub use decide::{DecisionInput, EntityData, Outcome, Subject};

@@ -450,6 +450,31 @@ async fn policies_are_validated_and_versioned(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidPolicy));
+    // Nested too deep, or too long a chain, for Cedar's parser to walk
+    // safely: refused with where, and the server is still there.
+    for text in [
+        format!(
+            "permit(principal, action, resource) when {{ {}true{} }};",
+            "(".repeat(150),
+            ")".repeat(150)
+        ),
+        format!(
+            "permit(principal, action, resource) when {{ {} }};",
+            vec!["1 < 2"; 5000].join(" || ")
+        ),
+    ] {
+        let err = s
+            .admin
+            .put_policy(&PutPolicy {
+                id: "deep".into(),
+                text,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidPolicy), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
     // An owner beside the text that contradicts the text's @owner.
     let annotated = "@owner(\"sec@example.com\") @description(\"Nobody reads\")\n\
                      forbid(principal, action == Action::\"read\", resource is repo);";
