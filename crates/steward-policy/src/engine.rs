@@ -182,10 +182,44 @@ pub fn check_policy(
     text: &str,
 ) -> Result<(cedar_policy::Policy, &'static str), Error> {
     let (policy, effect, impossible) = parse_and_validate(schema, id, text)?;
+    check_approval(&policy, id, text)?;
     match impossible {
         Some(e) => Err(e),
         None => Ok((policy, effect)),
     }
+}
+
+/// A policy's `@approval` says `none` or names approver groups, separated
+/// by commas: one that names none (`@approval("")`, a stray comma) would
+/// read as "no approval" and silently drop the gate it was meant to add.
+fn check_approval(policy: &cedar_policy::Policy, id: &str, text: &str) -> Result<(), Error> {
+    let Some(said) = policy.annotation("approval") else {
+        return Ok(());
+    };
+    let said = said.trim();
+    if said == "none" {
+        return Ok(());
+    }
+    let named = said.split(',').map(str::trim);
+    if said.is_empty()
+        || named
+            .clone()
+            .any(|g| g.is_empty() || g.chars().any(char::is_whitespace))
+    {
+        let (line, column) = text
+            .find("@approval")
+            .map_or((1, 1), |offset| line_column(text, offset));
+        return Err(Error::new(
+            ErrorCode::InvalidPolicy,
+            format!(
+                "policy '{id}': @approval(\"{said}\") names no approver group (line {line}, \
+                 column {column}): name the groups, separated by commas \
+                 (@approval(\"support-leads, finance\")), or say @approval(\"none\")"
+            ),
+        )
+        .with_details(serde_json::json!({ "policy": id, "line": line, "column": column })));
+    }
+    Ok(())
 }
 
 /// A policy that validates, its effect, and, when Cedar proves it can
@@ -412,6 +446,9 @@ impl Engine {
                 }
             };
             let (policy, effect) = (this.policy.clone(), this.effect);
+            if catalog.changed_policies.contains(&p.id) {
+                check_approval(&policy, &p.id, &p.text)?;
+            }
             if let Some(e) = this.never.clone() {
                 let tolerated = match &catalog.tolerated_impossible {
                     None => true,

@@ -290,6 +290,30 @@ fn invalid_policies_are_located() {
 }
 
 #[test]
+fn an_approval_annotation_names_groups_or_says_none() {
+    let engine = standard();
+    let with = |said: &str| {
+        crate::check_policy(
+            engine.schema(),
+            "gated",
+            &format!("@approval(\"{said}\")\npermit(principal, action, resource);"),
+        )
+    };
+    for good in ["none", "support-leads", "support-leads, finance", " leads "] {
+        assert!(with(good).is_ok(), "{good}");
+    }
+    for bad in ["", " ", " , ", "leads,", "leads,,finance", "support leads"] {
+        let err = with(bad).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidPolicy, "{bad}");
+        assert!(
+            err.message.contains("names no approver group"),
+            "{}",
+            err.message
+        );
+    }
+}
+
+#[test]
 fn policies_that_can_never_apply_are_refused() {
     let engine = standard();
     // `amout` is not declared: the forbid could never fire.

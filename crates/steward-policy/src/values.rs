@@ -81,6 +81,19 @@ impl Extension {
             Extension::Duration => RestrictedExpression::new_duration(text),
         }
     }
+
+    /// Whether Cedar takes `text` for a value of this type: the value is
+    /// built into a throwaway entity, as a decision would build it.
+    fn check(self, text: &str) -> Result<(), String> {
+        let uid = EntityUid::from_type_name_and_id(
+            EntityTypeName::from_str("Check").map_err(|e| e.to_string())?,
+            EntityId::new("value"),
+        );
+        let attrs = std::collections::HashMap::from([("value".to_string(), self.build(text))]);
+        cedar_policy::Entity::new(uid, attrs, Default::default())
+            .map(|_| ())
+            .map_err(|_| format!("'{text}' is not a well-formed {}", self.type_name()))
+    }
 }
 
 /// Declared attributes: name → (type, optional).
@@ -189,7 +202,15 @@ impl AttrType {
             }
             (AttrType::Extension(e), v) => {
                 let text = extension_text(*e, v).ok_or_else(wrong)?;
-                build.then(|| e.build(&text))
+                if build {
+                    Some(e.build(&text))
+                } else {
+                    // Not built (no policy reads it), but recorded: a value
+                    // Cedar would refuse is refused whether or not a policy
+                    // happens to read it.
+                    e.check(&text).map_err(Misfit::new)?;
+                    None
+                }
             }
             (AttrType::Entity(ty), v) => {
                 let id = entity_id(ty, v).ok_or_else(|| {
@@ -587,6 +608,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("must be an entity of type Human"), "{e}");
+    }
+
+    #[test]
+    fn malformed_extension_values_are_refused_even_unbuilt() {
+        let d = [
+            ("cost", "decimal?"),
+            ("addr", "ipaddr?"),
+            ("at", "datetime?"),
+            ("for", "duration?"),
+        ];
+        for good in [
+            json!({"cost": "1.25", "addr": "10.0.0.1", "at": "2026-11-29", "for": "1h30m"}),
+            json!({"addr": "10.0.0.0/8", "at": "2026-11-29T12:00:00Z"}),
+        ] {
+            assert!(check(&d, good.clone()).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            (json!({"cost": "not-a-decimal"}), "cost"),
+            (json!({"addr": "999.1.1.1"}), "addr"),
+            (json!({"at": "yesterday"}), "at"),
+            (json!({"for": "long"}), "for"),
+        ] {
+            let e = check(&d, bad.clone()).unwrap_err();
+            assert!(e.contains(says) && e.contains("well-formed"), "{bad}: {e}");
+        }
     }
 
     #[test]

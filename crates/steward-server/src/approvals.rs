@@ -159,7 +159,13 @@ pub async fn approval_ask(
             Some("none") => {}
             Some(groups) => {
                 waived = false;
-                annotations.push(groups);
+                // Stored before such annotations were refused and naming no
+                // group: the default approvers, never no approval.
+                if groups.split(',').all(|g| g.trim().is_empty()) {
+                    annotations.push(state.config.approvals.runtime_group.as_str());
+                } else {
+                    annotations.push(groups);
+                }
                 rules.push(format!("policy '{}'", p.id));
             }
             None => waived = false,
