@@ -21,7 +21,8 @@
 //! default `synchronous=FULL` store waits for at least once.
 //! STEWARD_BENCH_SERIES=DIR writes each open loop's latencies, in µs and
 //! in the order sent, one per line, to DIR/RUN.txt, for
-//! `benches/latency_phases.py`.)
+//! `benches/latency_phases.py`. STEWARD_BENCH_WORKERS=N runs the server
+//! on N worker threads rather than one per core.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -406,10 +407,16 @@ fn main() {
         rt.block_on(load(url, full));
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // STEWARD_BENCH_WORKERS sets the server runtime's worker threads
+    // (tokio's default: one per core).
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = std::env::var("STEWARD_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        rt.worker_threads(workers);
+    }
+    let rt = rt.enable_all().build().unwrap();
     rt.block_on(async {
         // STEWARD_BENCH_STORES picks some of: floor, full, normal, postgres.
         let only = std::env::var("STEWARD_BENCH_STORES").unwrap_or_default();
