@@ -91,7 +91,7 @@ const MAX_ROWS: usize = 32;
 
 /// `INSERT INTO {into} VALUES` with `rows` rows of `width` parameters each,
 /// numbered from `$first`.
-fn values_sql(into: &str, width: usize, rows: usize, first: usize) -> String {
+pub(crate) fn values_sql(into: &str, width: usize, rows: usize, first: usize) -> String {
     let mut sql = format!("INSERT INTO {into} VALUES ");
     for r in 0..rows {
         if r > 0 {

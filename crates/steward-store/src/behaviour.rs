@@ -196,6 +196,10 @@ fn int(n: u64) -> i64 {
     i64::try_from(n.min(CAP)).unwrap_or(i64::MAX)
 }
 
+/// Rows per upsert statement (8 parameters each, well under either
+/// database's limit on parameters).
+const UPSERT_ROWS: usize = 200;
+
 /// `col = col + excluded.col`, stopping at [`CAP`] (the same SQL on both
 /// stores).
 fn capped_sum(col: &str) -> String {
@@ -348,58 +352,60 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        let upsert = format!(
-            "INSERT INTO agent_activity (tenant_id, agent_id, hour, requests, denials, bytes, records, spawns) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, agent_id, hour) DO UPDATE SET {}",
-            ["requests", "denials", "bytes", "records", "spawns"]
-                .map(capped_sum)
-                .join(", ")
-        );
-        for ((tenant, agent, hour), a) in &tally.hours {
-            sqlx::query(&upsert)
-                .bind(tenant)
-                .bind(agent)
-                .bind(rows::ms(*hour))
-                .bind(int(a.requests))
-                .bind(int(a.denials))
-                .bind(int(a.bytes))
-                .bind(int(a.records))
-                .bind(int(a.spawns))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        }
-        for (((tenant, agent), (action, rtype)), (n, first, last)) in &tally.uses {
-            let inserted = sqlx::query(
-                "INSERT INTO agent_footprint (tenant_id, agent_id, action, resource_type, uses, first_seen, last_seen) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, agent_id, action, resource_type) DO NOTHING",
-            )
-            .bind(tenant)
-            .bind(agent)
-            .bind(action)
-            .bind(rtype)
-            .bind(*n)
-            .bind(rows::ms(*first))
-            .bind(rows::ms(*last))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            if inserted.rows_affected() == 1 {
-                continue;
+        // Many rows a statement: the pass holds the one writer while it
+        // commits, and decisions queue behind it.
+        let hours: Vec<_> = tally.hours.iter().collect();
+        for chunk in hours.chunks(UPSERT_ROWS) {
+            let sql = format!(
+                "{} ON CONFLICT (tenant_id, agent_id, hour) DO UPDATE SET {}",
+                crate::audit::values_sql(
+                    "agent_activity (tenant_id, agent_id, hour, requests, denials, bytes, records, spawns)",
+                    8,
+                    chunk.len(),
+                    1
+                ),
+                ["requests", "denials", "bytes", "records", "spawns"]
+                    .map(capped_sum)
+                    .join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for ((tenant, agent, hour), a) in chunk {
+                q = q
+                    .bind(tenant)
+                    .bind(agent)
+                    .bind(rows::ms(*hour))
+                    .bind(int(a.requests))
+                    .bind(int(a.denials))
+                    .bind(int(a.bytes))
+                    .bind(int(a.records))
+                    .bind(int(a.spawns));
             }
-            sqlx::query(
-                "UPDATE agent_footprint SET uses = uses + $1, last_seen = $2 \
-                 WHERE tenant_id = $3 AND agent_id = $4 AND action = $5 AND resource_type = $6",
-            )
-            .bind(*n)
-            .bind(rows::ms(*last))
-            .bind(tenant)
-            .bind(agent)
-            .bind(action)
-            .bind(rtype)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+            q.execute(&mut *tx).await.map_err(db_error)?;
+        }
+        let uses: Vec<_> = tally.uses.iter().collect();
+        for chunk in uses.chunks(UPSERT_ROWS) {
+            let sql = format!(
+                "{} ON CONFLICT (tenant_id, agent_id, action, resource_type) DO UPDATE SET \
+                 uses = agent_footprint.uses + excluded.uses, last_seen = excluded.last_seen",
+                crate::audit::values_sql(
+                    "agent_footprint (tenant_id, agent_id, action, resource_type, uses, first_seen, last_seen)",
+                    7,
+                    chunk.len(),
+                    1
+                )
+            );
+            let mut q = sqlx::query(&sql);
+            for (((tenant, agent), (action, rtype)), (n, first, last)) in chunk {
+                q = q
+                    .bind(tenant)
+                    .bind(agent)
+                    .bind(action)
+                    .bind(rtype)
+                    .bind(*n)
+                    .bind(rows::ms(*first))
+                    .bind(rows::ms(*last));
+            }
+            q.execute(&mut *tx).await.map_err(db_error)?;
         }
         tx.commit_unchanged().await.map_err(db_error)?;
         Ok(Some(
@@ -858,6 +864,68 @@ impl Store {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// More agents' hours and footprints than one statement holds, written
+    /// twice: every row lands, and the second pass adds to the first.
+    #[tokio::test]
+    async fn passes_add_up_across_many_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
+            .await
+            .unwrap();
+        let hour = hour_of(Utc::now());
+        let tally = || {
+            let mut t = Tally::default();
+            for i in 0..UPSERT_ROWS * 2 + 17 {
+                let agent = format!("agt_{i}");
+                t.hours.insert(
+                    ("default".into(), agent.clone(), hour),
+                    Activity {
+                        requests: 3,
+                        denials: 1,
+                        ..Default::default()
+                    },
+                );
+                t.uses.insert(
+                    (("default".into(), agent), ("read".into(), "repo".into())),
+                    (2, hour, hour),
+                );
+            }
+            t
+        };
+        for _ in 0..2 {
+            let from = store
+                .claim_activity("n1", Utc::now(), chrono::Duration::seconds(60))
+                .await
+                .unwrap()
+                .unwrap();
+            let touched = store
+                .commit_activity("n1", from, from, tally(), hour - chrono::Duration::days(1))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(touched.len(), UPSERT_ROWS * 2 + 17);
+        }
+        for i in [0, UPSERT_ROWS, UPSERT_ROWS * 2 + 16] {
+            let agent = format!("agt_{i}");
+            let history = store
+                .agent_history("default", &agent, hour, hour + chrono::Duration::hours(1))
+                .await
+                .unwrap();
+            assert_eq!(
+                history
+                    .hours
+                    .iter()
+                    .map(|(_, a)| (a.requests, a.denials))
+                    .collect::<Vec<_>>(),
+                [(6, 2)],
+                "{agent}"
+            );
+            let footprint = store.agent_footprint("default", &agent).await.unwrap();
+            assert_eq!(footprint.len(), 1);
+            assert_eq!((footprint[0].uses, footprint[0].first_seen), (4, hour));
+        }
+    }
 
     fn entry(action: &str, actor: (&str, &str), rtype: &str, after: Value) -> Logged {
         Logged {
