@@ -381,7 +381,7 @@ async fn background(state: AppState, sweep_every: Duration) {
             }
         }
         approvals::expire_due(&state, Utc::now()).await;
-        state.mcp.close_idle().await;
+        state.mcp.close_idle(&state.store).await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = std::time::Instant::now();
             if let Err(e) = expire_due(&state.store, Utc::now()).await {

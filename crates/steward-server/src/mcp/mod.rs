@@ -19,8 +19,9 @@ mod proxy;
 mod registrations;
 mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -30,7 +31,8 @@ use axum::response::{IntoResponse, Response};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use steward_types::{ErrorCode, McpServer, ON_BEHALF_OF_HEADER};
+use steward_store::Store;
+use steward_types::{AgentState, ErrorCode, McpServer, ON_BEHALF_OF_HEADER};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
@@ -57,12 +59,23 @@ pub struct Gateway {
     idle: Duration,
     /// The largest message a client may send.
     max_body_bytes: usize,
+    /// When sessions' agents and registrations were last checked.
+    last_checked: std::sync::Mutex<Option<Instant>>,
+    /// A registration changed on this node in a way that may not have
+    /// closed sessions yet (an applied governance directory): check
+    /// registrations at the next tick.
+    recheck_registrations: AtomicBool,
 }
 
 /// A session's owner and its client's activity.
 struct SessionEntry {
     /// (agent id, upstream id).
     owner: (String, String),
+    /// The agent's tenant.
+    tenant: String,
+    /// The registration the session was opened with (its upstream was
+    /// started from its transport).
+    server: Arc<McpServer>,
     /// When the client last sent something, or an answer to it ended.
     last_seen: Instant,
     /// Answers (event streams included) still being sent to the client.
@@ -119,6 +132,34 @@ const SESSION_HEADER: &str = "mcp-session-id";
 /// stdio session is a process on this host.
 pub const MAX_SESSIONS_PER_AGENT: usize = 16;
 
+/// How often the background loop checks that the agents holding sessions
+/// on this node are still active and their upstreams still registered as
+/// they were: one agent read and one (cached) registration read per
+/// distinct agent and upstream each time. A change made on this node closes
+/// its sessions at once; this catches the others (expiry, automatic
+/// suspensions, changes made on other nodes of a cluster).
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Who opens a session, on which upstream.
+struct Holder {
+    /// (agent id, upstream id).
+    owner: (String, String),
+    tenant: String,
+    server: Arc<McpServer>,
+}
+
+impl Holder {
+    fn entry(&self, open: u32) -> SessionEntry {
+        SessionEntry {
+            owner: self.owner.clone(),
+            tenant: self.tenant.clone(),
+            server: self.server.clone(),
+            last_seen: Instant::now(),
+            open,
+        }
+    }
+}
+
 impl Gateway {
     fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
         self.owners
@@ -128,16 +169,11 @@ impl Gateway {
 
     /// Record who opened a session, forgetting sessions rmcp has closed
     /// (timed out or ended) once the record grows.
-    async fn opened(&self, session: String, owner: (String, String)) {
+    async fn opened(&self, session: String, holder: &Holder) {
         if self.owners().len() >= 1024 {
             self.forget_closed().await;
         }
-        let entry = SessionEntry {
-            owner,
-            last_seen: Instant::now(),
-            open: 0,
-        };
-        self.owners().insert(session, entry);
+        self.owners().insert(session, holder.entry(0));
     }
 
     /// `owner`'s message for `session`: `None` when the session is not
@@ -159,7 +195,7 @@ impl Gateway {
     /// idle limit, with no answer streaming to it: their upstreams end
     /// (a stdio upstream's processes are killed). What an upstream sends
     /// on its own (logs, progress, list changes) does not count.
-    pub async fn close_idle(&self) {
+    pub async fn close_idle(&self, store: &Store) {
         let is_idle = |e: &SessionEntry| e.open == 0 && e.last_seen.elapsed() >= self.idle;
         let idle: Vec<String> = self
             .owners()
@@ -185,6 +221,172 @@ impl Gateway {
                 tracing::info!(session = %id, idle_secs = self.idle.as_secs(), "closed an idle MCP session");
             }
         }
+        self.check_sessions(store).await;
+    }
+
+    /// Every [`CHECK_EVERY`] (and at the next tick after a registration
+    /// changed on this node without its sessions being checked), close the
+    /// sessions whose agent is no longer active or whose upstream is no
+    /// longer registered as it was.
+    async fn check_sessions(&self, store: &Store) {
+        let due = {
+            let mut last = self
+                .last_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = last.is_none_or(|at| at.elapsed() >= CHECK_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        let registrations = self.recheck_registrations.swap(false, Ordering::Relaxed);
+        if due || registrations {
+            self.close_unregistered(store, None).await;
+        }
+        if due {
+            self.close_inactive(store).await;
+        }
+    }
+
+    /// Close `sessions` (known to the gateway) now, as an idle one is: the
+    /// upstream ends (a stdio upstream's processes are killed), an open
+    /// event stream ends, the slot is free and the id unknown.
+    async fn close_now(&self, sessions: Vec<String>, why: &str) {
+        for id in sessions {
+            if self.owners().remove(&id).is_none() {
+                continue;
+            }
+            let id: rmcp::transport::common::server_side_http::SessionId = id.into();
+            match self.sessions.close_session(&id).await {
+                Ok(()) => tracing::info!(session = %id, why, "closed an MCP session"),
+                Err(e) => {
+                    tracing::warn!(session = %id, why, error = %e, "could not close an MCP session")
+                }
+            }
+        }
+    }
+
+    /// The sessions (not those still opening) for which `doomed` holds.
+    fn sessions_where(&self, doomed: impl Fn(&SessionEntry) -> bool) -> Vec<String> {
+        self.owners()
+            .iter()
+            .filter(|(id, e)| !id.starts_with(OPENING) && doomed(e))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Close the agents' sessions on this node (they were suspended,
+    /// decommissioned, or otherwise stopped being active here).
+    pub async fn close_agent_sessions(&self, tenant: &str, agents: &[&str]) {
+        let doomed =
+            self.sessions_where(|e| e.tenant == tenant && agents.contains(&e.owner.0.as_str()));
+        self.close_now(doomed, "its agent is no longer active")
+            .await;
+    }
+
+    /// End `agent`'s `session` on the upstream `server` (name or id), whose
+    /// registration is gone: whether there was such a session.
+    async fn close_removed(&self, tenant: &str, agent: &str, server: &str, session: &str) -> bool {
+        let theirs = self.owners().get(session).is_some_and(|e| {
+            e.tenant == tenant
+                && e.owner.0 == agent
+                && (e.server.name == server || e.server.id == server)
+        });
+        if theirs {
+            self.close_now(
+                vec![session.to_string()],
+                "its client ended it after its upstream's registration was removed",
+            )
+            .await;
+        }
+        theirs
+    }
+
+    /// Close the sessions whose agent is no longer active (or no longer
+    /// exists): one read per distinct agent. An agent that cannot be read
+    /// (the store is down) keeps its sessions.
+    async fn close_inactive(&self, store: &Store) {
+        let agents: HashSet<(String, String)> = self
+            .owners()
+            .iter()
+            .filter(|(id, _)| !id.starts_with(OPENING))
+            .map(|(_, e)| (e.tenant.clone(), e.owner.0.clone()))
+            .collect();
+        let mut stopped = HashSet::new();
+        for (tenant, agent) in agents {
+            match store.get_agent(&tenant, &agent).await {
+                Ok(a) if a.state == AgentState::Active => {}
+                Ok(_) => {
+                    stopped.insert((tenant, agent));
+                }
+                Err(e) if e.code == ErrorCode::NotFound => {
+                    stopped.insert((tenant, agent));
+                }
+                Err(e) => {
+                    tracing::warn!(agent = %agent, error = %e, "could not check an MCP session's agent; will retry");
+                }
+            }
+        }
+        if stopped.is_empty() {
+            return;
+        }
+        let doomed =
+            self.sessions_where(|e| stopped.contains(&(e.tenant.clone(), e.owner.0.clone())));
+        self.close_now(doomed, "its agent is no longer active")
+            .await;
+    }
+
+    /// Close the sessions (of `tenant`, or all) whose upstream's
+    /// registration was removed, or replaced with another transport: one
+    /// registration read (through the cache, by name as requests read
+    /// them) per distinct upstream. A registration that cannot be read (the
+    /// store is down) keeps its sessions.
+    async fn close_unregistered(&self, store: &Store, tenant: Option<&str>) {
+        let servers: HashMap<(String, String), Arc<McpServer>> = self
+            .owners()
+            .iter()
+            .filter(|(id, e)| !id.starts_with(OPENING) && tenant.is_none_or(|t| t == e.tenant))
+            .map(|(_, e)| ((e.tenant.clone(), e.server.id.clone()), e.server.clone()))
+            .collect();
+        // Per upstream: its transport now, `None` when it is gone.
+        let mut changed: HashMap<(String, String), Option<Arc<McpServer>>> = HashMap::new();
+        for ((tenant, id), opened) in servers {
+            match self.registrations.get(store, &tenant, &opened.name).await {
+                Ok(now) if now.id == id && now.transport == opened.transport => {}
+                // Transports differ between this upstream's sessions only if
+                // it changed while they were open: each is compared below.
+                Ok(now) if now.id == id => {
+                    changed.insert((tenant, id), Some(now));
+                }
+                // Removed (and maybe registered anew under the same name).
+                Ok(_) => {
+                    changed.insert((tenant, id), None);
+                }
+                Err(e) if e.code == ErrorCode::NotFound => {
+                    changed.insert((tenant, id), None);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %opened.name, error = %e, "could not check an MCP session's registration; will retry");
+                }
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let doomed =
+            self.sessions_where(
+                |e| match changed.get(&(e.tenant.clone(), e.server.id.clone())) {
+                    None => false,
+                    Some(None) => true,
+                    Some(Some(now)) => now.transport != e.server.transport,
+                },
+            );
+        self.close_now(
+            doomed,
+            "its upstream's registration was removed or its transport changed",
+        )
+        .await;
     }
 
     /// Forget the owners of sessions rmcp no longer holds.
@@ -205,8 +407,9 @@ impl Gateway {
     /// upstream may take a while to start): counted and held under one lock,
     /// so sessions opened at once cannot all see a free slot. `Err` with
     /// the sessions open when none is free.
-    async fn reserve(state: &AppState, owner: &(String, String)) -> Result<Opening, usize> {
+    async fn reserve(state: &AppState, holder: &Holder) -> Result<Opening, usize> {
         let gateway = &state.mcp;
+        let owner = &holder.owner;
         let count = |owners: &HashMap<String, SessionEntry>| {
             owners.values().filter(|e| e.owner.0 == owner.0).count()
         };
@@ -220,12 +423,7 @@ impl Gateway {
         }
         let key = format!("{OPENING}{}", uuid::Uuid::now_v7().simple());
         // Open (never idle) until the session it stands for is recorded.
-        let entry = SessionEntry {
-            owner: owner.clone(),
-            last_seen: Instant::now(),
-            open: 1,
-        };
-        owners.insert(key.clone(), entry);
+        owners.insert(key.clone(), holder.entry(1));
         Ok(Opening {
             state: state.clone(),
             key,
@@ -294,13 +492,31 @@ impl Gateway {
             owners: Default::default(),
             idle,
             max_body_bytes,
+            last_checked: Default::default(),
+            recheck_registrations: AtomicBool::new(false),
         })
     }
 
     /// Forget the tenant's cached upstream registrations: one was
-    /// registered, replaced or removed on this node.
+    /// registered, replaced or removed on this node. Sessions on an upstream
+    /// removed or given another transport are closed at the next tick of
+    /// the background loop ([`Gateway::registrations_replaced`] closes them at
+    /// once).
     pub fn registrations_changed(&self, tenant: &str) {
         self.registrations.forget(tenant);
+        self.recheck_registrations.store(true, Ordering::Relaxed);
+    }
+
+    /// A registration of the tenant was replaced or removed on this node:
+    /// forget the cached ones and close, now, this node's sessions whose
+    /// upstream is no longer registered or now has another transport (an
+    /// open session cannot change upstreams; one whose tools or timeout
+    /// changed goes on). A session still opening is checked at the next
+    /// tick of the background loop.
+    pub async fn registrations_replaced(&self, store: &Store, tenant: &str) {
+        self.registrations.forget(tenant);
+        self.recheck_registrations.store(true, Ordering::Relaxed);
+        self.close_unregistered(store, Some(tenant)).await;
     }
 
     /// Close every session (the server is stopping).
@@ -468,6 +684,11 @@ async fn endpoint(
         )
         .into_response();
     }
+    let session = parts
+        .headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let server = match state
         .mcp
         .registrations
@@ -475,6 +696,19 @@ async fn endpoint(
         .await
     {
         Ok(s) => s,
+        // The upstream was removed (on another node, or while the session
+        // was opening): its session can still be ended.
+        Err(e) if e.code == ErrorCode::NotFound && parts.method == axum::http::Method::DELETE => {
+            if let (Some(id), Caller::Agent { agent, .. }) = (&session, &caller)
+                && state
+                    .mcp
+                    .close_removed(caller.tenant_id(), &agent.id, &server, id)
+                    .await
+            {
+                return StatusCode::ACCEPTED.into_response();
+            }
+            return ApiError(e).into_response();
+        }
         Err(e) => return ApiError(e).into_response(),
     };
     let body = if parts.method == axum::http::Method::POST && is_json(&parts.headers) {
@@ -492,6 +726,11 @@ async fn endpoint(
             }
         };
         if let Some(refusal) = batch_or_not_json(&bytes) {
+            return refusal;
+        }
+        if session.is_none()
+            && let Some(refusal) = bad_initialize(&bytes)
+        {
             return refusal;
         }
         Body::from(bytes)
@@ -522,11 +761,11 @@ async fn endpoint(
         Caller::Agent { agent, .. } => (agent.id.clone(), server.id.clone()),
         Caller::Token { token, .. } => (token.id.clone(), server.id.clone()),
     };
-    let session = parts
-        .headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let holder = Holder {
+        owner: owner.clone(),
+        tenant: caller.tenant_id().to_string(),
+        server: server.clone(),
+    };
     // The client is active while it sends and while the answer streams.
     let answering = match &session {
         None => None,
@@ -541,7 +780,7 @@ async fn endpoint(
     };
     let closing = parts.method == axum::http::Method::DELETE;
     let opening = if session.is_none() && parts.method == axum::http::Method::POST {
-        match Gateway::reserve(&state, &owner).await {
+        match Gateway::reserve(&state, &holder).await {
             Ok(opening) => Some(opening),
             Err(open) => {
                 return ApiError::new(
@@ -589,7 +828,7 @@ async fn endpoint(
                 .map(str::to_string);
             match opened {
                 Some(id) => {
-                    state.mcp.opened(id.clone(), owner.clone()).await;
+                    state.mcp.opened(id.clone(), &holder).await;
                     // Recorded: the slot held for it goes.
                     drop(opening);
                     if let Some(ended) = upstream_ended {
@@ -649,12 +888,68 @@ fn batch_or_not_json(body: &[u8]) -> Option<Response> {
         .map(|e| not_one_message(StatusCode::BAD_REQUEST, -32700, format!("parse error: {e}")))
 }
 
+/// An `initialize` request (a POST without a session id) whose params are
+/// not those of an `initialize`: refused with invalid params and the
+/// request's id, saying what does not fit (rmcp would answer that a
+/// session id is required, as for any message that is not an
+/// `initialize`). Anything else is left to rmcp.
+fn bad_initialize(body: &[u8]) -> Option<Response> {
+    use rmcp::model::{
+        ClientCapabilities, Implementation, InitializeRequestParams, ProtocolVersion,
+    };
+    use serde_json::Value;
+    /// What is wrong with `params[field]` read as a `T`.
+    fn unfit<T: serde::de::DeserializeOwned>(
+        params: &serde_json::Map<String, Value>,
+        field: &str,
+    ) -> Option<String> {
+        match params.get(field) {
+            None => Some(format!("params.{field} is required")),
+            Some(v) => serde_json::from_value::<T>(v.clone())
+                .err()
+                .map(|e| format!("params.{field}: {e}")),
+        }
+    }
+    let message: Value = serde_json::from_slice(body).ok()?;
+    if message.get("method")?.as_str()? != "initialize" {
+        return None;
+    }
+    let id = message
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())?;
+    let why = match message.get("params") {
+        None | Some(Value::Null) => {
+            "params are required (protocolVersion, capabilities, clientInfo)".to_string()
+        }
+        Some(Value::Object(params)) => unfit::<ProtocolVersion>(params, "protocolVersion")
+            .or_else(|| unfit::<ClientCapabilities>(params, "capabilities"))
+            .or_else(|| unfit::<Implementation>(params, "clientInfo"))
+            .or_else(|| {
+                serde_json::from_value::<InitializeRequestParams>(Value::Object(params.clone()))
+                    .err()
+                    .map(|e| format!("params: {e}"))
+            })?,
+        Some(_) => "params must be an object".to_string(),
+    };
+    Some(rpc_error(
+        StatusCode::BAD_REQUEST,
+        id.clone(),
+        -32602,
+        format!("initialize: {why}"),
+    ))
+}
+
 /// A refused POST: an HTTP error with a JSON-RPC error without an id, as the
 /// Streamable HTTP transport allows for input a server cannot accept.
 fn not_one_message(status: StatusCode, code: i32, message: String) -> Response {
+    rpc_error(status, serde_json::Value::Null, code, message)
+}
+
+/// An HTTP error carrying a JSON-RPC error answering `id`.
+fn rpc_error(status: StatusCode, id: serde_json::Value, code: i32, message: String) -> Response {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
-        "id": null,
+        "id": id,
         "error": {"code": code, "message": message},
     });
     (status, axum::Json(body)).into_response()

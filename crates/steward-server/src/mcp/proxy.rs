@@ -156,7 +156,9 @@ impl Proxy {
         // The upstream's own time, whether or not a record commits beside it.
         let forward = async {
             let started = Instant::now();
-            let result = session.forward(request, context).await;
+            let result = session
+                .forward(call.server.timeout_secs, request, context)
+                .await;
             (result, started.elapsed())
         };
         let ((mut result, took), recorded) = match allowed.recording {
@@ -224,7 +226,11 @@ impl Proxy {
             .await
             .map_err(steward_error)?
         {
-            Ok(_) => session.forward(request, context).await,
+            Ok(_) => {
+                session
+                    .forward(call.server.timeout_secs, request, context)
+                    .await
+            }
             Err(Refusal::Decided(text) | Refusal::Arguments(text)) => {
                 Err(McpError::new(McpErrorCode::INVALID_REQUEST, text, None))
             }
@@ -261,8 +267,10 @@ impl Proxy {
             let info = session.upstream.peer_info().ok_or_else(|| {
                 McpError::internal_error("the upstream did not introduce itself", None)
             })?;
+            // The version the upstream agreed to, not whatever the client
+            // asked for: the client decides whether it can speak it.
             let mut result = InitializeResult::new(info.capabilities.clone())
-                .with_protocol_version(params.protocol_version.clone());
+                .with_protocol_version(info.protocol_version.clone());
             if let Some(server_info) = &info.server_info {
                 result = result.with_server_info(server_info.clone());
             }
@@ -312,11 +320,17 @@ impl Proxy {
             | ClientRequest::ListPromptsRequest(_)
             | ClientRequest::ListResourcesRequest(_)
             | ClientRequest::ListResourceTemplatesRequest(_) => {
-                let result = session.forward(request, &context).await?;
+                let result = session
+                    .forward(call.server.timeout_secs, request, &context)
+                    .await?;
                 filter_listing(&call, result).await
             }
             // Ping, logging level, unsubscribing: nothing to decide.
-            _ => session.forward(request, &context).await,
+            _ => {
+                session
+                    .forward(call.server.timeout_secs, request, &context)
+                    .await
+            }
         }
     }
 

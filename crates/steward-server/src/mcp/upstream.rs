@@ -261,11 +261,14 @@ impl Session {
     /// Send `request` upstream, relaying progress and cancellation.
     pub(super) async fn forward(
         &self,
+        timeout_secs: u32,
         request: ClientRequest,
         context: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, McpError> {
-        let mut options = PeerRequestOptions::no_options();
-        options.timeout = Some(Duration::from_secs(u64::from(self.server.timeout_secs)));
+        // The registration's timeout as it is now, not as it was when the
+        // session opened: an admin lowering it for a hanging upstream
+        // means the calls in flight on open sessions too.
+        let timeout = Duration::from_secs(u64::from(timeout_secs));
         let peer = self.upstream.peer().clone();
         let downstream_token = context.meta.get_progress_token();
         // rmcp picks the upstream token as it sends.
@@ -274,7 +277,7 @@ impl Session {
             None => None,
         };
         let handle = peer
-            .send_request_with_option(request, options)
+            .send_request_with_option(request, PeerRequestOptions::no_options())
             .await
             .map_err(|e| upstream_error(&self.server, e))?;
         let id = handle.id.clone();
@@ -283,14 +286,31 @@ impl Session {
             map.insert(upstream_token.clone(), token.clone());
         }
         drop(mapping);
+        // The upstream is told to stop on its own time: over HTTP that is a
+        // request of its own, which a hung upstream holds for seconds, and
+        // the answer does not wait for it.
+        let cancel = |why: &str| {
+            let cancel = CancelledNotification::new(CancelledNotificationParam::new(
+                Some(id.clone()),
+                Some(why.into()),
+            ));
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let _ = peer
+                    .send_notification(ClientNotification::CancelledNotification(cancel))
+                    .await;
+            });
+        };
         let result = tokio::select! {
-            r = handle.await_response() => r.map_err(|e| upstream_error(&self.server, e)),
+            r = tokio::time::timeout(timeout, handle.await_response()) => match r {
+                Ok(r) => r.map_err(|e| upstream_error(&self.server, e)),
+                Err(_) => {
+                    cancel("timed out at the gateway");
+                    Err(upstream_error(&self.server, ServiceError::Timeout { timeout }))
+                }
+            },
             _ = context.ct.cancelled() => {
-                let cancel = CancelledNotification::new(CancelledNotificationParam::new(
-                    Some(id),
-                    Some("cancelled by the client".into()),
-                ));
-                let _ = peer.send_notification(ClientNotification::CancelledNotification(cancel)).await;
+                cancel("cancelled by the client");
                 Err(McpError::internal_error("the request was cancelled", None))
             }
         };

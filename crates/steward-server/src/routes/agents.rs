@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use steward_core::lifecycle::Transition;
 use steward_types::{
-    Agent, AgentFilter, ErrorCode, Page, RegisterAgent, TransitionRequest, TransitionResult,
-    UpdateAgent,
+    Agent, AgentFilter, AgentState, ErrorCode, Page, RegisterAgent, TransitionRequest,
+    TransitionResult, UpdateAgent,
 };
 
 use crate::auth::Caller;
@@ -129,6 +129,16 @@ pub async fn transition_agent(
         .await?;
     if let Some(a) = &approval {
         crate::approvals::announce(&state, "approval.requested", a);
+    }
+    if result.agent.state != AgentState::Active {
+        // Its MCP sessions on this node end now (the gateway's periodic
+        // check closes those on other nodes), event streams included.
+        let mut stopped: Vec<&str> = vec![&result.agent.id];
+        stopped.extend(result.cascaded.iter().map(String::as_str));
+        state
+            .mcp
+            .close_agent_sessions(&ctx.tenant_id, &stopped)
+            .await;
     }
     Ok(Json(result))
 }

@@ -121,7 +121,8 @@ pub async fn list_mcp_servers(
     Ok(Json(servers.iter().map(redacted).collect()))
 }
 
-/// Register an upstream MCP server, or replace the one with this name.
+/// Register an upstream MCP server, or replace the one with this name. A
+/// replacement with another transport closes the sessions open on it.
 #[utoipa::path(post, path = "/v1/mcp-servers", tag = "mcp", request_body = PutMcpServer,
     responses((status = 200, body = McpServer), (status = 400, body = steward_types::ErrorBody)))]
 pub async fn put_mcp_server(
@@ -133,7 +134,11 @@ pub async fn put_mcp_server(
     steward_store::mcp_servers::validate_mcp_server(&req)?;
     ensure_declarations(&state, &ctx).await?;
     let (server, _) = state.store.put_mcp_server(&ctx, req).await?;
-    state.mcp.registrations_changed(&ctx.tenant_id);
+    // Sessions on it now on another transport end (this node's at once).
+    state
+        .mcp
+        .registrations_replaced(&state.store, &ctx.tenant_id)
+        .await;
     Ok(Json(redacted(&server)))
 }
 
@@ -149,7 +154,8 @@ pub async fn get_mcp_server(
     Ok(Json(redacted(&server)))
 }
 
-/// Remove a registered server; its gateway endpoint answers 404 from then on.
+/// Remove a registered server; its gateway endpoint answers 404 from then
+/// on, and its open sessions are closed.
 #[utoipa::path(delete, path = "/v1/mcp-servers/{name}", tag = "mcp", params(("name" = String, Path, description = "Server id or name")),
     responses((status = 204), (status = 404, body = steward_types::ErrorBody)))]
 pub async fn delete_mcp_server(
@@ -159,6 +165,10 @@ pub async fn delete_mcp_server(
 ) -> ApiResult<StatusCode> {
     let ctx = caller.admin()?;
     state.store.delete_mcp_server(&ctx, &name).await?;
-    state.mcp.registrations_changed(&ctx.tenant_id);
+    // Its sessions end (this node's at once, their slots freed).
+    state
+        .mcp
+        .registrations_replaced(&state.store, &ctx.tenant_id)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -60,7 +60,18 @@ impl Gateway {
         timeout_secs: Option<u32>,
         adjust: impl FnOnce(&mut steward_server::Config),
     ) -> Gateway {
-        let server = TestServer::start_with(Backend::Sqlite, adjust).await;
+        Gateway::start_on(Backend::Sqlite, name, transport, timeout_secs, adjust).await
+    }
+
+    /// [`Gateway::start_with`] on `backend`.
+    async fn start_on(
+        backend: Backend,
+        name: &str,
+        transport: McpTransport,
+        timeout_secs: Option<u32>,
+        adjust: impl FnOnce(&mut steward_server::Config),
+    ) -> Gateway {
+        let server = TestServer::start_with(backend, adjust).await;
         let admin = &server.admin;
         human(admin, "owner@example.com").await;
         human(admin, "alice@example.com").await;
@@ -731,6 +742,85 @@ async fn streamable_http_upstream_and_credentials() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+    // An `initialize` whose params do not fit: invalid params, answering
+    // its id and saying what is wrong (no session opens).
+    for (id, params, says) in [
+        (
+            json!(1),
+            Some(
+                json!({"protocolVersion": "2025-06-18", "capabilities": "nope",
+                "clientInfo": {"name": "curl", "version": "1"}}),
+            ),
+            "params.capabilities: invalid type",
+        ),
+        (
+            json!(2),
+            Some(json!({"capabilities": "nope"})),
+            "params.protocolVersion is required",
+        ),
+        (json!("init-3"), Some(json!({})), "protocolVersion"),
+        (json!(4), None, "params are required"),
+        (json!(5), Some(json!([1, 2])), "params must be an object"),
+        (
+            json!(6),
+            Some(json!({"protocolVersion": "2025-06-18", "capabilities": {}})),
+            "params.clientInfo is required",
+        ),
+    ] {
+        let mut message = json!({"jsonrpc": "2.0", "id": id, "method": "initialize"});
+        if let Some(params) = params {
+            message["params"] = params;
+        }
+        let res = http
+            .post(gw.url())
+            .bearer_auth(&gw.key)
+            .header("accept", "application/json, text/event-stream")
+            .json(&message)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{message}");
+        assert!(res.headers().get("mcp-session-id").is_none(), "{message}");
+        let reply: Value = res.json().await.unwrap();
+        assert_eq!(reply["jsonrpc"], "2.0", "{reply}");
+        assert_eq!(reply["id"], id, "{reply}");
+        assert_eq!(reply["error"]["code"], -32602, "{reply}");
+        let text = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            text.starts_with("initialize: ") && text.contains(says),
+            "{reply}"
+        );
+    }
+
+    // A client asking for a version nobody speaks is answered with the
+    // one the upstream agreed to, not its own request echoed back.
+    let res = http
+        .post(gw.url())
+        .bearer_auth(&gw.key)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "1999-01-01", "capabilities": {},
+            "clientInfo": {"name": "curl", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let answer = res.text().await.unwrap();
+    let data = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find(|d| !d.trim().is_empty())
+        .unwrap_or(&answer);
+    let reply: Value = serde_json::from_str(data.trim()).expect(&answer);
+    let version = reply["result"]["protocolVersion"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        version.starts_with("202") && version != "1999-01-01",
+        "{answer}"
+    );
 
     // A session belongs to the agent that opened it: another agent can
     // neither end it nor write into it.
@@ -1724,36 +1814,55 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
         "{message}"
     );
 
-    // An upstream that does not answer in time: an MCP error, the call audited.
+    // An upstream that does not answer in time: an MCP error, the call
+    // audited. The timeout lowered while the session is open applies to
+    // it (the session opened under 30 s).
+    let put_everything = |timeout_secs: u32| PutMcpServer {
+        name: "everything".into(),
+        description: String::new(),
+        transport: mcp::everything_stdio(),
+        tools: Default::default(),
+        timeout_secs: Some(timeout_secs),
+        decision_record: McpDecisionRecord::BeforeCall,
+    };
     gw.admin()
-        .put_mcp_server(&PutMcpServer {
-            name: "everything".into(),
-            description: String::new(),
-            transport: mcp::everything_stdio(),
-            tools: Default::default(),
-            timeout_secs: Some(1),
-            decision_record: McpDecisionRecord::BeforeCall,
-        })
+        .put_mcp_server(&put_everything(30))
         .await
         .unwrap();
     gw.allow_everything_tools().await;
     let url = format!("{}/mcp/everything", gw.server.server.url());
-    let out = mcp::run_client(
-        &url,
-        &gw.key,
-        &json!([
-            {"op": "call", "name": "trigger-long-running-operation", "arguments": {"duration": 5, "steps": 5}},
-            {"op": "call", "name": "echo", "arguments": {"message": "still here"}},
-        ]),
-        None,
-    )
-    .await
-    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lowered = dir.path().join("lowered");
+    let (key, lowered_path, client_url) = (
+        gw.key.clone(),
+        lowered.to_string_lossy().into_owned(),
+        url.clone(),
+    );
+    let client = tokio::spawn(async move {
+        mcp::run_client(
+            &client_url,
+            &key,
+            &json!([
+                {"op": "call", "name": "echo", "arguments": {"message": "opened"}},
+                {"op": "wait_file", "path": lowered_path},
+                {"op": "call", "name": "trigger-long-running-operation", "arguments": {"duration": 5, "steps": 5}},
+                {"op": "call", "name": "echo", "arguments": {"message": "still here"}},
+            ]),
+            None,
+        )
+        .await
+        .unwrap()
+    });
+    gw.tool_calls(1).await;
+    gw.admin().put_mcp_server(&put_everything(1)).await.unwrap();
+    std::fs::write(&lowered, "").unwrap();
+    let out = client.await.unwrap();
     let steps = out["steps"].as_array().unwrap();
-    let message = steps[0]["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(text(&steps[0]), "Echo: opened", "{out}");
+    let message = steps[2]["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("did not answer within 1 s"), "{out}");
-    assert_eq!(text(&steps[1]), "Echo: still here");
-    let calls = gw.tool_calls(2).await;
+    assert_eq!(text(&steps[3]), "Echo: still here", "{out}");
+    let calls = gw.tool_calls(3).await;
     assert!(calls.iter().any(|e| {
         let a = e.after.as_ref().unwrap();
         a["tool"] == "trigger-long-running-operation" && a["outcome"] == "error"
@@ -1807,7 +1916,7 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
         .unwrap()
     });
     // Once the echo is recorded, the upstream goes.
-    gw.tool_calls(3).await;
+    gw.tool_calls(4).await;
     std::fs::write(&kill, "").unwrap();
     let out = client.await.unwrap();
     let steps = out["steps"].as_array().unwrap();
@@ -1823,6 +1932,329 @@ async fn upstream_down_or_hanging_gives_clean_errors() {
             .all(|m| m.as_str().unwrap().contains("has ended")),
         "{out}"
     );
+    gw.stop().await;
+}
+
+/// A session opened with a bare `initialize` and its `initialized`
+/// notification: its id.
+async fn open_session(url: &str, key: &str) -> String {
+    let res = initialize(url.to_string(), key).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let session = res.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    res.bytes().await.unwrap();
+    initialized(url, key, &session).await;
+    session
+}
+
+/// The `initialized` notification that follows `initialize`.
+async fn initialized(url: &str, key: &str, session: &str) {
+    let res = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+}
+
+/// A `ping` in `session`: the HTTP status.
+async fn ping(url: &str, key: &str, session: &str) -> u16 {
+    let res = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .json(&json!({"jsonrpc": "2.0", "id": 99, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    res.bytes().await.unwrap();
+    status
+}
+
+/// The session's event stream (GET), held open: the task ends when the
+/// gateway ends the stream.
+async fn event_stream(url: &str, key: &str, session: &str) -> tokio::task::JoinHandle<()> {
+    let mut res = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    tokio::spawn(async move { while let Ok(Some(_)) = res.chunk().await {} })
+}
+
+/// Wait (boundedly) for an event stream to be ended by the gateway.
+async fn stream_ends(stream: tokio::task::JoinHandle<()>, why: &str) {
+    tokio::time::timeout(std::time::Duration::from_secs(60), stream)
+        .await
+        .unwrap_or_else(|_| panic!("the event stream stayed open: {why}"))
+        .unwrap();
+}
+
+/// Whether a process whose command line holds `marker` runs.
+fn running(marker: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false)
+}
+
+/// Wait (boundedly) for the process marked `marker` to end.
+async fn process_ends(marker: &str, why: &str) {
+    for _ in 0..300 {
+        if !running(marker) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the upstream process outlived its session: {why}");
+}
+
+/// `server-everything` over stdio, its process marked by `marker` (an
+/// argument it ignores).
+fn marked_stdio(marker: &str) -> McpTransport {
+    let McpTransport::Stdio {
+        command,
+        mut args,
+        env,
+    } = mcp::everything_stdio()
+    else {
+        unreachable!()
+    };
+    args.push(marker.to_string());
+    McpTransport::Stdio { command, args, env }
+}
+
+fn registration(name: &str, transport: McpTransport, description: &str) -> PutMcpServer {
+    PutMcpServer {
+        name: name.into(),
+        description: description.into(),
+        transport,
+        tools: Default::default(),
+        timeout_secs: None,
+        decision_record: McpDecisionRecord::BeforeCall,
+    }
+}
+
+/// Removing a registration closes its open sessions at once: the event
+/// stream ends, the stdio upstream ends, and the slots are free for other
+/// upstreams. Replacing it with another transport closes them too (an
+/// applied governance directory within a tick of the background loop);
+/// other changes leave them open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_or_moving_a_server_closes_its_sessions() {
+    if !node_ready("removing_or_moving_a_server_closes_its_sessions") {
+        return;
+    }
+    let marker = format!("steward-removed-{}", uuid::Uuid::now_v7().simple());
+    let gw = Gateway::start("everything", marked_stdio(&marker), None).await;
+    let upstream = HttpUpstream::start().await.unwrap();
+    let over_http = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    gw.admin()
+        .put_mcp_server(&registration("http", over_http.clone(), "over http"))
+        .await
+        .unwrap();
+    let http_url = format!("{}/mcp/http", gw.server.server.url());
+
+    let session = open_session(&gw.url(), &gw.key).await;
+    let stream = event_stream(&gw.url(), &gw.key, &session).await;
+    assert!(running(&marker), "the upstream is not running");
+    // The agent's other 15 slots, on the other upstream.
+    let mut others = Vec::new();
+    for _ in 0..15 {
+        others.push(open_session(&http_url, &gw.key).await);
+    }
+    assert_eq!(initialize(http_url.clone(), &gw.key).await.status(), 429);
+
+    // A change that keeps the transport leaves the session open.
+    gw.admin()
+        .put_mcp_server(&registration(
+            "everything",
+            marked_stdio(&marker),
+            "described anew",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ping(&gw.url(), &gw.key, &session).await, 200);
+    assert!(running(&marker));
+
+    // Removed: its session ends now, with its upstream, and its slot is free.
+    gw.admin().delete_mcp_server("everything").await.unwrap();
+    let opened = initialize(http_url.clone(), &gw.key).await;
+    assert!(opened.status().is_success(), "{}", opened.status());
+    opened.bytes().await.unwrap();
+    stream_ends(stream, "its server was removed").await;
+    process_ends(&marker, "its server was removed").await;
+    assert_eq!(gw.initialize(&gw.key).await.status(), 404);
+
+    // Another transport: the sessions on the old one end, slots freed.
+    assert_eq!(initialize(http_url.clone(), &gw.key).await.status(), 429);
+    let stdio_marker = format!("steward-moved-{}", uuid::Uuid::now_v7().simple());
+    gw.admin()
+        .put_mcp_server(&registration(
+            "http",
+            marked_stdio(&stdio_marker),
+            "over stdio now",
+        ))
+        .await
+        .unwrap();
+    for session in &others {
+        assert_eq!(ping(&http_url, &gw.key, session).await, 404);
+    }
+    let moved = open_session(&http_url, &gw.key).await;
+    assert!(running(&stdio_marker), "the new transport is not used");
+
+    // Moved back by an applied governance directory: the session on the
+    // stdio transport is closed by the background loop.
+    let applied = gw
+        .admin()
+        .apply(&ApplyRequest {
+            mcp_servers: vec![registration("http", over_http, "over http")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(applied.applied, "{applied:?}");
+    process_ends(&stdio_marker, "its transport was replaced").await;
+    assert_eq!(ping(&http_url, &gw.key, &moved).await, 404);
+    gw.stop().await;
+}
+
+/// Suspending an agent closes its sessions at once, event streams included,
+/// and their upstreams end; an agent that stops being active otherwise
+/// (here, it expires) has them closed by the background loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_an_agent_closes_its_sessions() {
+    if !node_ready("stopping_an_agent_closes_its_sessions") {
+        return;
+    }
+    let marker = format!("steward-suspended-{}", uuid::Uuid::now_v7().simple());
+    let gw = Gateway::start_with("everything", marked_stdio(&marker), None, |c| {
+        c.expiry_sweep_secs = 1;
+    })
+    .await;
+    let session = open_session(&gw.url(), &gw.key).await;
+    let stream = event_stream(&gw.url(), &gw.key, &session).await;
+    assert!(running(&marker), "the upstream is not running");
+    gw.admin()
+        .suspend_agent("helper", Some("investigating"))
+        .await
+        .unwrap();
+    // Resumed at once: the session is gone all the same.
+    gw.admin().resume_agent("helper", None).await.unwrap();
+    assert_eq!(ping(&gw.url(), &gw.key, &session).await, 404);
+    stream_ends(stream, "its agent was suspended").await;
+    process_ends(&marker, "its agent was suspended").await;
+
+    // It opens sessions again; then it expires.
+    let session = open_session(&gw.url(), &gw.key).await;
+    let stream = event_stream(&gw.url(), &gw.key, &session).await;
+    assert!(running(&marker), "the upstream is not running");
+    gw.admin()
+        .update_agent(
+            "helper",
+            &UpdateAgent {
+                expires_at: Some(chrono::Utc::now() + chrono::Duration::seconds(1)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    stream_ends(stream, "its agent expired").await;
+    process_ends(&marker, "its agent expired").await;
+    let agent = gw.admin().get_agent("helper").await.unwrap();
+    assert_eq!(agent.state, AgentState::Expired);
+    gw.stop().await;
+}
+
+/// On a cluster: what another node does (removing a registration,
+/// suspending an agent) closes this node's sessions within a few seconds,
+/// freeing their slots; the agent may end a session of a removed upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_another_node_close_sessions() {
+    if !node_ready("changes_on_another_node_close_sessions") {
+        return;
+    }
+    let upstream = HttpUpstream::start().await.unwrap();
+    let over_http = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    let gw = Gateway::start_on(
+        Backend::Postgres,
+        "everything",
+        over_http.clone(),
+        None,
+        |_| {},
+    )
+    .await;
+    gw.admin()
+        .put_mcp_server(&registration("spare", over_http, "the same, elsewhere"))
+        .await
+        .unwrap();
+    let spare_url = format!("{}/mcp/spare", gw.server.server.url());
+    let (node, admin) = gw.server.second_node().await;
+
+    let mut sessions = Vec::new();
+    for _ in 0..16 {
+        sessions.push(open_session(&gw.url(), &gw.key).await);
+    }
+    let stream = event_stream(&gw.url(), &gw.key, &sessions[0]).await;
+    assert_eq!(initialize(spare_url.clone(), &gw.key).await.status(), 429);
+    admin.delete_mcp_server("everything").await.unwrap();
+    // The agent ends one itself: done (or done for it already).
+    let res = reqwest::Client::new()
+        .delete(gw.url())
+        .bearer_auth(&gw.key)
+        .header("mcp-session-id", &sessions[1])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [202, 404].contains(&res.status().as_u16()),
+        "{}",
+        res.status()
+    );
+    stream_ends(stream, "its server was removed on another node").await;
+    let mut spare = None;
+    for _ in 0..300 {
+        let res = initialize(spare_url.clone(), &gw.key).await;
+        if res.status().is_success() {
+            spare = Some(
+                res.headers()["mcp-session-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            );
+            res.bytes().await.unwrap();
+            break;
+        }
+        assert_eq!(res.status(), 429);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let spare = spare.expect("the removed server's sessions kept their slots");
+    initialized(&spare_url, &gw.key, &spare).await;
+
+    let stream = event_stream(&spare_url, &gw.key, &spare).await;
+    admin
+        .suspend_agent("helper", Some("investigating"))
+        .await
+        .unwrap();
+    stream_ends(stream, "its agent was suspended on another node").await;
+    node.shutdown().await.unwrap();
     gw.stop().await;
 }
 
