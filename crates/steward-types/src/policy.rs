@@ -116,8 +116,12 @@ pub struct PutPolicy {
     pub text: String,
 }
 
-/// A resource in a decision request.
+/// A resource in a decision request. Unknown fields are refused, as at the
+/// request's top level: a misspelt `attributes` must not silently decide
+/// without them. (AuthZEN requests, which ignore unknown fields, have their
+/// own wire types and never deserialize into this.)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResourceRef {
     /// Declared resource type (or `Agent`, `Human`, `Team`).
     #[serde(rename = "type")]
@@ -130,7 +134,9 @@ pub struct ResourceRef {
 }
 
 /// A principal named in the body (enforcement points with an admin token).
+/// Unknown fields are refused, as at the request's top level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PrincipalRef {
     /// `agent` or `human`.
     #[serde(rename = "type")]
@@ -256,4 +262,40 @@ pub struct PolicyQuery {
     pub cursor: Option<String>,
     /// Page size.
     pub limit: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_requests_refuse_unknown_fields_at_every_level() {
+        let good = serde_json::json!({
+            "principal": {"type": "agent", "id": "bot"},
+            "action": "read",
+            "resource": {"type": "doc", "id": "d1", "attributes": {"level": 1}},
+        });
+        let parsed: DecisionRequest = serde_json::from_value(good.clone()).unwrap();
+        assert_eq!(parsed.resource.attributes["level"], 1);
+        // What it writes, it reads back.
+        let again: DecisionRequest =
+            serde_json::from_value(serde_json::to_value(&parsed).unwrap()).unwrap();
+        assert_eq!(again, parsed);
+        for (path, field) in [
+            ("", "actoin"),
+            ("principal", "name"),
+            ("resource", "attribute"),
+            ("resource", "properties"),
+        ] {
+            let mut bad = good.clone();
+            let at = if path.is_empty() {
+                &mut bad
+            } else {
+                &mut bad[path]
+            };
+            at[field] = serde_json::json!({"level": 1});
+            let err = serde_json::from_value::<DecisionRequest>(bad).unwrap_err();
+            assert!(err.to_string().contains(field), "{path}.{field}: {err}");
+        }
+    }
 }

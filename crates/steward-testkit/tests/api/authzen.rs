@@ -16,7 +16,11 @@ on_both_backends!(
     todo_interop_scenario,
     evaluations_semantics_defaults_and_order,
     search_with_pagination,
-    authzen_bad_input_metadata_and_audit
+    authzen_bad_input_metadata_and_audit,
+    authzen_refusals_record_effective_attributes,
+    authzen_search_leaves_out_candidates_it_cannot_decide,
+    authzen_search_token_is_bound_to_properties_and_context,
+    authzen_ignores_unknown_fields_where_decisions_refuse_them
 );
 
 /// The Todo scenario's users: name, PID (the AuthZEN subject id), e-mail, roles.
@@ -1221,5 +1225,456 @@ async fn authzen_bad_input_metadata_and_audit(b: Backend) {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }
+    s.stop().await;
+}
+
+/// The `after` of the decision record with this id.
+async fn recorded_decision(admin: &Client, decision_id: &str) -> Value {
+    all_audit(admin)
+        .await
+        .into_iter()
+        .filter_map(|e| e.after)
+        .find(|a| a["decision_id"] == json!(decision_id))
+        .unwrap_or_else(|| panic!("decision {decision_id} is not in the audit log"))
+}
+
+/// A refusal (an unknown subject or resource, a subject type Steward does
+/// not know) records the resource's attributes as a decision records them:
+/// stored values over claimed ones, undeclared ones left out; a resource it
+/// cannot resolve records none, never what the request claimed.
+async fn authzen_refusals_record_effective_attributes(b: Backend) {
+    let s = TestServer::start(b).await;
+    human(&s.admin, "rick@the-citadel.com").await;
+    s.admin
+        .put_resource_type(&PutResourceType {
+            name: "repository".into(),
+            description: "A repository".into(),
+            attributes: [("classification".to_string(), "String".to_string())].into(),
+        })
+        .await
+        .unwrap();
+    s.admin
+        .put_action(&PutAction {
+            name: "read_repository".into(),
+            description: String::new(),
+            resource_types: vec!["repository".into()],
+            context: Default::default(),
+        })
+        .await
+        .unwrap();
+    s.admin
+        .put_policy(&PutPolicy {
+            id: "public-repos".into(),
+            description: "Anyone reads public repositories".into(),
+            owner: "rick@the-citadel.com".into(),
+            text: r#"permit(principal, action == Action::"read_repository", resource is repository) when { resource.classification == "public" };"#.into(),
+        })
+        .await
+        .unwrap();
+    s.admin
+        .put_entity(&ResourceEntity {
+            resource_type: "repository".into(),
+            id: "customer-exports".into(),
+            attributes: [("classification".to_string(), json!("pii"))].into(),
+        })
+        .await
+        .unwrap();
+    let claimed = json!({ "classification": "public", "junk": 1 });
+    let evaluate = |subject: Value, resource: Value| {
+        let admin = s.admin.clone();
+        async move {
+            let body = json!({ "subject": subject, "action": { "name": "read_repository" }, "resource": resource });
+            let (status, answer) = post(&admin, "/access/v1/evaluation", &body).await;
+            assert_eq!(status, 200, "{body}: {answer}");
+            assert_eq!(answer["decision"], false, "{body}: {answer}");
+            let id = answer["context"]["decision_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            recorded_decision(&admin, &id).await["resource"]["attributes"].clone()
+        }
+    };
+    let exports = json!({ "type": "repository", "id": "customer-exports", "properties": claimed });
+    // What /v1/decisions records for the same resource, asked by someone it knows.
+    let decided = s
+        .admin
+        .decide(&DecisionRequest {
+            principal: Some(PrincipalRef {
+                principal_type: "human".into(),
+                id: "rick@the-citadel.com".into(),
+            }),
+            action: "read_repository".into(),
+            resource: ResourceRef {
+                resource_type: "repository".into(),
+                id: "customer-exports".into(),
+                attributes: [
+                    ("classification".to_string(), json!("public")),
+                    ("junk".to_string(), json!(1)),
+                ]
+                .into(),
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(decided.decision, Decision::Deny);
+    let stored = json!({ "classification": "pii" });
+    assert_eq!(
+        recorded_decision(&s.admin, &decided.decision_id).await["resource"]["attributes"],
+        stored
+    );
+    // Refused subjects: a type Steward does not know, an unknown person, an unknown agent.
+    for subject in [
+        json!({ "type": "robot", "id": "x" }),
+        user("nobody@example.com"),
+        json!({ "type": "agent", "id": "ghost" }),
+    ] {
+        assert_eq!(
+            evaluate(subject.clone(), exports.clone()).await,
+            stored,
+            "{subject}"
+        );
+    }
+    // A declared type with nothing stored: the request's declared attributes only.
+    let fresh = json!({ "type": "repository", "id": "new-repo", "properties": claimed });
+    assert_eq!(
+        evaluate(json!({ "type": "robot", "id": "x" }), fresh).await,
+        json!({ "classification": "public" })
+    );
+    // A resource Steward cannot resolve records no attributes.
+    for (subject, resource) in [
+        (
+            user("rick@the-citadel.com"),
+            json!({ "type": "spaceship", "id": "x", "properties": claimed }),
+        ),
+        (
+            json!({ "type": "robot", "id": "x" }),
+            json!({ "type": "spaceship", "id": "x", "properties": claimed }),
+        ),
+        (
+            user("rick@the-citadel.com"),
+            json!({ "type": "agent", "id": "ghost", "properties": claimed }),
+        ),
+    ] {
+        assert_eq!(
+            evaluate(subject, resource.clone()).await,
+            json!({}),
+            "{resource}"
+        );
+    }
+    // The same in a batch.
+    let answer = s
+        .admin
+        .authzen_evaluations(&json!({
+            "action": { "name": "read_repository" },
+            "resource": exports,
+            "evaluations": [{ "subject": { "type": "robot", "id": "x" } }],
+        }))
+        .await
+        .unwrap();
+    assert_eq!(decisions(&answer), [false]);
+    let last = all_audit(&s.admin)
+        .await
+        .into_iter()
+        .rfind(|e| e.action == "decision.deny")
+        .unwrap();
+    assert_eq!(last.after.unwrap()["resource"]["attributes"], stored);
+    s.stop().await;
+}
+
+/// A declared `doc` type, an action needing a `reason` in its context and
+/// one needing none, both permitted to anyone, and a known doc `d1`.
+async fn sign_setup(admin: &Client) {
+    admin
+        .put_resource_type(&PutResourceType {
+            name: "doc".into(),
+            description: "A document".into(),
+            attributes: Default::default(),
+        })
+        .await
+        .unwrap();
+    for (name, context) in [("sign", Some("reason")), ("view", None)] {
+        admin
+            .put_action(&PutAction {
+                name: name.into(),
+                description: String::new(),
+                resource_types: vec!["doc".into()],
+                context: context
+                    .map(|c| [(c.to_string(), "String".to_string())].into())
+                    .unwrap_or_default(),
+            })
+            .await
+            .unwrap();
+        admin
+            .put_policy(&PutPolicy {
+                id: format!("doc-{name}"),
+                description: format!("Anyone may {name} a doc"),
+                owner: "rick@the-citadel.com".into(),
+                text: format!(r#"permit(principal, action == Action::"{name}", resource is doc);"#),
+            })
+            .await
+            .unwrap();
+    }
+    admin
+        .put_entity(&ResourceEntity {
+            resource_type: "doc".into(),
+            id: "d1".into(),
+            attributes: Default::default(),
+        })
+        .await
+        .unwrap();
+}
+
+/// A candidate the engine cannot decide for the request (its action needs a
+/// context attribute the request lacks, or gives in the wrong type) is not
+/// in the results; it does not fail the search.
+async fn authzen_search_leaves_out_candidates_it_cannot_decide(b: Backend) {
+    let s = TestServer::start(b).await;
+    todo_setup(&s.admin).await;
+    sign_setup(&s.admin).await;
+    let rick = user("rick@the-citadel.com");
+    let d1 = json!({ "type": "doc", "id": "d1" });
+    // Actions: without a reason, or with one of the wrong type, only `view`.
+    for context in [
+        None,
+        Some(json!({ "reason": 5 })),
+        Some(json!({ "other": "x" })),
+    ] {
+        let mut body = json!({ "subject": rick, "resource": d1 });
+        if let Some(c) = &context {
+            body["context"] = c.clone();
+        }
+        let (status, answer) = post(&s.admin, "/access/v1/search/action", &body).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+        assert_eq!(answer["results"], json!([{ "name": "view" }]), "{body}");
+    }
+    let (actions, _) = search_all(
+        &s.admin,
+        "action",
+        json!({ "subject": rick, "resource": d1, "context": { "reason": "audit" } }),
+        1,
+    )
+    .await;
+    assert_eq!(ids(&actions), set(&["sign", "view"]));
+    // Subjects and resources alike: nobody may sign without a reason.
+    let subjects =
+        json!({ "subject": { "type": "user" }, "action": { "name": "sign" }, "resource": d1 });
+    let resources =
+        json!({ "subject": rick, "action": { "name": "sign" }, "resource": { "type": "doc" } });
+    for (kind, path, body) in [
+        ("subject", "/access/v1/search/subject", &subjects),
+        ("resource", "/access/v1/search/resource", &resources),
+    ] {
+        let (status, answer) = post(&s.admin, path, body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert_eq!(answer["results"], json!([]), "{path}");
+        let mut with_reason = body.clone();
+        with_reason["context"] = json!({ "reason": "audit" });
+        let (found, _) = search_all(&s.admin, kind, with_reason, 2).await;
+        assert!(!found.is_empty(), "{path}");
+    }
+    // An evaluation of that action without its reason is still a bad request.
+    let (status, answer) = post(
+        &s.admin,
+        "/access/v1/evaluation",
+        &json!({ "subject": rick, "action": { "name": "sign" }, "resource": d1 }),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_entity");
+    s.stop().await;
+}
+
+/// A page token continues only the search that gave it, resource
+/// properties and context included (in whatever key order they are given).
+async fn authzen_search_token_is_bound_to_properties_and_context(b: Backend) {
+    let s = TestServer::start(b).await;
+    todo_setup(&s.admin).await;
+    for (id, owner) in [
+        ("t1", "morty@the-citadel.com"),
+        ("t2", "morty@the-citadel.com"),
+        ("t3", "summer@the-smiths.com"),
+    ] {
+        s.admin
+            .put_entity(&ResourceEntity {
+                resource_type: "todo".into(),
+                id: id.into(),
+                attributes: [("ownerID".to_string(), json!(owner))].into(),
+            })
+            .await
+            .unwrap();
+    }
+    let raw = |path: &'static str, body: String| {
+        let admin = s.admin.clone();
+        async move {
+            admin
+                .raw(Method::POST, path, Some(body), Some("application/json"))
+                .await
+                .unwrap()
+        }
+    };
+    let token_of = |answer: &Value| {
+        let token = answer["page"]["next_token"].as_str().unwrap().to_string();
+        assert!(!token.is_empty(), "{answer}");
+        token
+    };
+    // Resource properties: a token for Morty's todos does not continue a
+    // search for Summer's, or for all of them.
+    let resources = "/access/v1/search/resource";
+    let head = format!(
+        r#""subject": {{"type": "user", "id": "{RICK}"}}, "action": {{"name": "can_update_todo"}}"#
+    );
+    let (status, first) = raw(
+        resources,
+        format!(r#"{{{head}, "resource": {{"type": "todo", "properties": {{"ownerID": "morty@the-citadel.com"}}}}, "page": {{"limit": 1}}}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["results"], json!([{ "type": "todo", "id": "t1" }]));
+    let token = token_of(&first);
+    for resource in [
+        r#"{"type": "todo", "properties": {"ownerID": "summer@the-smiths.com"}}"#,
+        r#"{"type": "todo"}"#,
+        r#"{"type": "todo", "properties": {}}"#,
+        r#"{"type": "todo", "properties": {"ownerID": "morty@the-citadel.com", "extra": 1}}"#,
+    ] {
+        let (status, answer) = raw(
+            resources,
+            format!(r#"{{{head}, "resource": {resource}, "page": {{"next_token": "{token}"}}}}"#),
+        )
+        .await;
+        assert_eq!(status, 400, "{resource}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("next_token"),
+            "{answer}"
+        );
+    }
+    let (status, rest) = raw(
+        resources,
+        format!(r#"{{{head}, "resource": {{"properties": {{"ownerID": "morty@the-citadel.com"}}, "type": "todo"}}, "page": {{"next_token": "{token}"}}}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(rest["results"], json!([{ "type": "todo", "id": "t2" }]));
+
+    // Context: the same context with its keys in another order continues;
+    // another context does not.
+    let actions = "/access/v1/search/action";
+    let head = format!(
+        r#""subject": {{"type": "user", "id": "{MORTY}"}}, "resource": {{"type": "todo", "id": "t1"}}"#
+    );
+    let (status, first) = raw(
+        actions,
+        format!(r#"{{{head}, "context": {{"a": 1, "b": {{"x": 1, "y": [2, {{"p": 1, "q": 2}}]}}}}, "page": {{"limit": 1}}}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let token = token_of(&first);
+    for context in [
+        None,
+        Some(r#"{"a": 2, "b": {"x": 1, "y": [2, {"p": 1, "q": 2}]}}"#),
+        Some(r#"{"a": 1, "b": {"x": 1, "y": [{"p": 1, "q": 2}, 2]}}"#),
+        Some(r#"{"a": 1}"#),
+    ] {
+        let context = context
+            .map(|c| format!(r#", "context": {c}"#))
+            .unwrap_or_default();
+        let (status, answer) = raw(
+            actions,
+            format!(r#"{{{head}{context}, "page": {{"next_token": "{token}"}}}}"#),
+        )
+        .await;
+        assert_eq!(status, 400, "{context}: {answer}");
+    }
+    let (status, rest) = raw(
+        actions,
+        format!(r#"{{{head}, "context": {{"b": {{"y": [2, {{"q": 2, "p": 1}}], "x": 1}}, "a": 1}}, "page": {{"next_token": "{token}"}}}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{rest}");
+    let mut all = ids(first["results"].as_array().unwrap());
+    all.extend(ids(rest["results"].as_array().unwrap()));
+    assert_eq!(
+        all,
+        set(&[
+            "can_create_todo",
+            "can_delete_todo",
+            "can_read_todos",
+            "can_update_todo"
+        ])
+    );
+    s.stop().await;
+}
+
+/// `POST /v1/decisions` refuses unknown fields in `principal` and
+/// `resource` as at its top level (a misspelt `attributes` must not decide
+/// without them); AuthZEN, per its specification, ignores unknown fields
+/// at every level.
+async fn authzen_ignores_unknown_fields_where_decisions_refuse_them(b: Backend) {
+    let s = TestServer::start(b).await;
+    todo_setup(&s.admin).await;
+    let good = json!({
+        "principal": { "type": "human", "id": MORTY },
+        "action": "can_update_todo",
+        "resource": { "type": "todo", "id": "t1", "attributes": { "ownerID": "morty@the-citadel.com" } },
+    });
+    let (status, answer) = post(&s.admin, "/v1/decisions", &good).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["decision"], "allow");
+    let before = all_audit(&s.admin).await.len();
+    for (path, field) in [
+        ("resource", "attribute"),
+        ("resource", "properties"),
+        ("principal", "name"),
+        ("principal", "properties"),
+        ("", "unknown"),
+    ] {
+        let mut body = good.clone();
+        let at = if path.is_empty() {
+            &mut body
+        } else {
+            &mut body[path]
+        };
+        at[field] = json!({ "ownerID": "morty@the-citadel.com" });
+        let (status, answer) = post(&s.admin, "/v1/decisions", &body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_request", "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        all_audit(&s.admin).await.len(),
+        before,
+        "a refused request was recorded"
+    );
+    // AuthZEN: unknown fields in the subject, action and resource are ignored.
+    let body = json!({
+        "subject": { "type": "user", "id": MORTY, "name": "Morty", "_note": 1 },
+        "action": { "name": "can_update_todo", "verb": "PUT" },
+        "resource": { "type": "todo", "id": "t1", "attributes": { "x": 1 }, "properties": { "ownerID": "morty@the-citadel.com" } },
+        "extra": true,
+    });
+    let (status, answer) = post(&s.admin, "/access/v1/evaluation", &body).await;
+    assert_eq!((status, answer), (200, json!({ "decision": true })));
+    let (status, answer) = post(
+        &s.admin,
+        "/access/v1/evaluations",
+        &json!({ "evaluations": [body.clone()], "extra": 1 }),
+    )
+    .await;
+    assert_eq!(
+        (status, answer),
+        (200, json!({ "evaluations": [{ "decision": true }] }))
+    );
+    let mut search = body.clone();
+    search["resource"] = json!({ "type": "todo", "id": "t1", "label": "x" });
+    search.as_object_mut().unwrap().remove("action");
+    let (status, answer) = post(&s.admin, "/access/v1/search/action", &search).await;
+    assert_eq!(status, 200, "{answer}");
     s.stop().await;
 }

@@ -18,7 +18,7 @@ use super::{
     resource_type,
 };
 use crate::auth::Caller;
-use crate::decisions::decide;
+use crate::decisions::{decide, resolve_resource};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -147,6 +147,7 @@ async fn refuse(
 ) -> Result<EvaluationResponse, Error> {
     let decision_id = format!("dec_{}", uuid::Uuid::now_v7().simple());
     let principal = refused_principal(state, caller.tenant_id(), q).await?;
+    let attributes = refused_attributes(state, caller.tenant_id(), q).await?;
     let event = AuditEvent {
         action: "decision.deny".into(),
         resource_type: q.resource_type.clone(),
@@ -157,7 +158,7 @@ async fn refuse(
             "decision": "deny",
             "principal": principal,
             "action": q.action,
-            "resource": { "type": q.resource_type, "id": q.resource_id, "attributes": q.resource_properties },
+            "resource": { "type": q.resource_type, "id": q.resource_id, "attributes": attributes },
             "context": q.context,
             "chain": [],
             "policies": [],
@@ -204,6 +205,31 @@ async fn refused_principal(state: &AppState, tenant: &str, q: &Query) -> Result<
         Some((kind, id, name)) => json!({ "kind": kind, "id": id, "name": name }),
         None => json!({ "kind": null, "type": q.subject_type, "id": q.subject_id }),
     })
+}
+
+/// The resource attributes a refusal records: as a decision records them
+/// (a declared type's attributes as the decision service resolves them,
+/// stored ones over the request's, undeclared ones left out), never a value
+/// the request claimed but the store would overrule. A resource type Steward
+/// does not declare, or one of its own entities (agent, human, team, whose
+/// attributes come from the inventory, not the request), records none.
+async fn refused_attributes(
+    state: &AppState,
+    tenant: &str,
+    q: &Query,
+) -> Result<Map<String, Value>, Error> {
+    let engine = state.engines.get(&state.store, tenant).await?;
+    let Some(resource_type) =
+        resource_type(&engine, &q.resource_type).filter(|t| engine.is_resource_type(t))
+    else {
+        return Ok(Map::new());
+    };
+    let r = resource_ref(resource_type, &q.resource_id, &q.resource_properties);
+    match resolve_resource(state, tenant, &engine, &r).await {
+        Ok(resource) => Ok(resource.attrs),
+        Err(e) if is_unknown(&e) => Ok(Map::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Evaluate one complete request through the decision service.

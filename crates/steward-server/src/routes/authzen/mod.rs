@@ -52,12 +52,19 @@
 //! Every evaluation, including the denials for unknown subjects, resource
 //! types or resources, is recorded (`decision.allow`, `decision.deny`,
 //! `decision.approval_required`) before it is answered, exactly as
-//! `POST /v1/decisions` records. Items of a batch that could not be evaluated
-//! decided nothing and are not recorded. A search evaluates every candidate it
+//! `POST /v1/decisions` records; a refusal records the resource's attributes
+//! as a decision would (stored over claimed, undeclared left out), and none
+//! for a resource it cannot resolve, never the values the request claimed.
+//! Items of a batch that could not be evaluated decided nothing and are not
+//! recorded. A search evaluates every candidate it
 //! examines but records one summary entry per request (`decision.search`: the
 //! fixed parts of the query, how many candidates were examined and the ids it
 //! returned); recording one decision per candidate would flood the log with
-//! the denials that filter the results.
+//! the denials that filter the results. A candidate the request cannot be
+//! decided for (an action's declared context missing or mistyped:
+//! `invalid_entity`) is not in the results; it does not fail the search.
+//! A page token continues only the search that gave it: the same kind,
+//! subject, action, resource, resource properties and context.
 //!
 //! # Where things are
 //!

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 use steward_core::Error;
 use steward_policy::{DecisionInput, Engine, EntityData, Subject};
-use steward_types::{AgentFilter, Decision, Page, PageQuery, PolicyQuery, PrincipalRef};
+use steward_types::{AgentFilter, Decision, ErrorCode, Page, PageQuery, PolicyQuery, PrincipalRef};
 
 use super::{MAX_EXAMINED, principal_type, resource_ref};
 use crate::auth::Caller;
@@ -288,7 +288,15 @@ impl Scan<'_> {
             resource,
             context: self.context.clone(),
         };
-        let outcome = self.engine.decide(&input)?;
+        // A candidate the engine cannot decide for this request (a context
+        // or attribute it needs that the request lacks or gives in the wrong
+        // type: `invalid_entity`) is not allowed; it is left out rather than
+        // failing the search, as each action may declare its own context.
+        let outcome = match self.engine.decide(&input) {
+            Ok(outcome) => outcome,
+            Err(e) if e.code == ErrorCode::InvalidEntity => return Ok(false),
+            Err(e) => return Err(e),
+        };
         if outcome.decision != Decision::Allow {
             return Ok(false);
         }

@@ -43,16 +43,61 @@ impl SearchKind {
     }
 }
 
-/// What a page token is bound to: the search's kind and what it holds
-/// fixed (subject, action, resource), as a short digest. A token from
-/// another search would start this one at a position from another list.
-fn query_digest(kind: SearchKind, fixed: [&str; 5]) -> String {
+/// JSON text of a value with every object's keys in order, at any depth:
+/// the same value gives the same text however its keys were ordered.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// What a page token is bound to: the search's kind and everything it
+/// holds fixed (subject, action, resource, the resource's properties and
+/// the context), as a short digest. A token from another search would
+/// start this one at a position from another list (or one filtered or
+/// decided otherwise).
+fn query_digest(
+    kind: SearchKind,
+    fixed: [&str; 5],
+    properties: &Map<String, Value>,
+    context: &Map<String, Value>,
+) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(kind.as_str());
     for part in fixed {
         h.update([0]);
         h.update(part);
+    }
+    for map in [properties, context] {
+        let mut text = String::new();
+        canonical(&Value::Object(map.clone()), &mut text);
+        h.update([0]);
+        h.update(text);
     }
     h.finalize()[..8]
         .iter()
@@ -77,7 +122,7 @@ fn decode_token(kind: SearchKind, query: &str, token: &str) -> Result<Option<Str
         Error::invalid(
             "page.next_token",
             format!(
-                "not a token from this {} search (a token continues the search that gave it, with the same subject, action and resource)",
+                "not a token from this {} search (a token continues the search that gave it, with the same subject, action, resource, resource properties and context)",
                 kind.as_str()
             ),
         )
@@ -193,7 +238,14 @@ impl SearchQuery {
                 steward_core::validate::key(field, v)?;
             }
         }
-        let query = query_digest(kind, fixed.map(|(_, v)| v.map_or("", String::as_str)));
+        let resource_properties = r.properties.clone().unwrap_or_default();
+        let context = merged_context(a, req.context.as_ref());
+        let query = query_digest(
+            kind,
+            fixed.map(|(_, v)| v.map_or("", String::as_str)),
+            &resource_properties,
+            &context,
+        );
         let (limit, start) = paging(kind, &query, req.page.as_ref())?;
         Ok(SearchQuery {
             query,
@@ -202,8 +254,8 @@ impl SearchQuery {
             action,
             resource_type,
             resource_id,
-            resource_properties: r.properties.clone().unwrap_or_default(),
-            context: merged_context(a, req.context.as_ref()),
+            resource_properties,
+            context,
             limit,
             start,
         })
@@ -446,7 +498,13 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_are_bound_to_their_search() {
-        let q = query_digest(SearchKind::Resource, ["user", "rick", "read", "todo", ""]);
+        let none = Map::new();
+        let q = query_digest(
+            SearchKind::Resource,
+            ["user", "rick", "read", "todo", ""],
+            &none,
+            &none,
+        );
         let t = encode_token(SearchKind::Resource, &q, "todo:1");
         assert_eq!(
             decode_token(SearchKind::Resource, &q, &t)
@@ -457,11 +515,59 @@ mod tests {
         );
         assert!(decode_token(SearchKind::Subject, &q, &t).is_err());
         // The same kind of search with another fixed subject.
-        let other = query_digest(SearchKind::Resource, ["user", "morty", "read", "todo", ""]);
+        let other = query_digest(
+            SearchKind::Resource,
+            ["user", "morty", "read", "todo", ""],
+            &none,
+            &none,
+        );
         assert_ne!(q, other);
         assert!(decode_token(SearchKind::Resource, &other, &t).is_err());
         assert!(decode_token(SearchKind::Resource, &q, "zz").is_err());
         assert!(decode_token(SearchKind::Resource, &q, "abc").is_err());
         assert_eq!(decode_token(SearchKind::Action, &q, "").ok(), Some(None));
+    }
+
+    #[test]
+    fn tokens_are_bound_to_properties_and_context_in_any_key_order() {
+        let fixed = ["user", "rick", "", "todo", "t1"];
+        let map = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let digest = |p: Value, c: Value| query_digest(SearchKind::Action, fixed, &map(p), &map(c));
+        let base = digest(
+            json!({"a": 1, "b": {"x": [1, {"q": 1, "p": 2}], "y": "s"}}),
+            json!({"reason": "audit", "n": 2}),
+        );
+        // The same query with its keys in another order, at any depth.
+        let reordered: Value =
+            serde_json::from_str(r#"{"b": {"y": "s", "x": [1, {"p": 2, "q": 1}]}, "a": 1}"#)
+                .unwrap_or_default();
+        let context: Value =
+            serde_json::from_str(r#"{"n": 2, "reason": "audit"}"#).unwrap_or_default();
+        assert_eq!(digest(reordered, context), base);
+        // Another value, key or place is another query.
+        for (p, c) in [
+            (
+                json!({"a": 2, "b": {"x": [1, {"q": 1, "p": 2}], "y": "s"}}),
+                json!({"reason": "audit", "n": 2}),
+            ),
+            (json!({"a": 1}), json!({"reason": "audit", "n": 2})),
+            (
+                json!({"a": 1, "b": {"x": [1, {"q": 1, "p": 2}], "y": "s"}}),
+                json!({"reason": "other", "n": 2}),
+            ),
+            (
+                json!({"a": 1, "b": {"x": [1, {"q": 1, "p": 2}], "y": "s"}}),
+                json!({}),
+            ),
+            (
+                json!({}),
+                json!({"a": 1, "b": {"x": [1, {"q": 1, "p": 2}], "y": "s"}, "reason": "audit", "n": 2}),
+            ),
+        ] {
+            assert_ne!(digest(p.clone(), c.clone()), base, "{p} {c}");
+        }
+        let t = encode_token(SearchKind::Action, &base, "can_read");
+        let other = digest(json!({}), json!({}));
+        assert!(decode_token(SearchKind::Action, &other, &t).is_err());
     }
 }
