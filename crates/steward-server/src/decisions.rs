@@ -348,6 +348,10 @@ async fn decide_with(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+    } else {
+        // An agent, human or team is decided on as the inventory has it;
+        // what the request said about it played no part.
+        req.resource.attributes.clear();
     }
     let input = DecisionInput {
         chain,
