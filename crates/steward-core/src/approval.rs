@@ -77,8 +77,9 @@ impl Default for ApprovalTimes {
     }
 }
 
-/// A JSON value with object keys sorted at every level, as compact text.
-fn canonical(v: &Value, out: &mut String) {
+/// A JSON value with object keys sorted at every level, as compact text:
+/// the same value gives the same text however its keys were ordered.
+pub fn canonical(v: &Value, out: &mut String) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();

@@ -43,38 +43,6 @@ impl SearchKind {
     }
 }
 
-/// JSON text of a value with every object's keys in order, at any depth:
-/// the same value gives the same text however its keys were ordered.
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&m[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
 /// What a page token is bound to: the search's kind and everything it
 /// holds fixed (subject, action, resource, the resource's properties and
 /// the context), as a short digest. A token from another search would
@@ -95,7 +63,7 @@ fn query_digest(
     }
     for map in [properties, context] {
         let mut text = String::new();
-        canonical(&Value::Object(map.clone()), &mut text);
+        steward_core::approval::canonical(&Value::Object(map.clone()), &mut text);
         h.update([0]);
         h.update(text);
     }
