@@ -335,7 +335,11 @@ async fn authenticate_agent(state: &AppState, hash: &str) -> Result<Caller, ApiE
                 )
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => {
+                    // Its open gateway sessions end with it.
+                    let id = [agent.id.clone()];
+                    state.mcp.close_stopped_agents_sessions(&id).await;
+                }
                 // Another request or the sweep expired it first.
                 Err(e) if e.code == ErrorCode::InvalidTransition => {}
                 Err(e) => return Err(e.into()),

@@ -384,8 +384,9 @@ async fn background(state: AppState, sweep_every: Duration) {
         state.mcp.close_idle(&state.store).await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = std::time::Instant::now();
-            if let Err(e) = expire_due(&state.store, Utc::now()).await {
-                tracing::warn!(error = %e, "expiry sweep failed; will retry");
+            match expire_due(&state.store, Utc::now()).await {
+                Ok(expired) => state.mcp.close_stopped_agents_sessions(&expired).await,
+                Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),
             }
             match state.store.close_due_campaigns(Utc::now()).await {
                 Ok(closed) => {
@@ -434,8 +435,17 @@ async fn behaviour_loop(state: AppState, every: Duration) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Err(e) = behaviour::run_pass(&state.store, &node, Utc::now(), lease).await {
-            tracing::warn!(error = %e, "behavioural baseline pass failed; will retry");
+        match behaviour::run_pass(&state.store, &node, Utc::now(), lease).await {
+            Ok(pass) => {
+                let suspended: Vec<String> = pass
+                    .raised
+                    .iter()
+                    .filter(|a| a.suspended)
+                    .map(|a| a.agent_id.clone())
+                    .collect();
+                state.mcp.close_stopped_agents_sessions(&suspended).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "behavioural baseline pass failed; will retry"),
         }
     }
 }

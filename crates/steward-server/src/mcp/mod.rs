@@ -285,6 +285,18 @@ impl Gateway {
             .await;
     }
 
+    /// [`Gateway::close_agent_sessions`] for agents the background loop
+    /// stopped (expired, suspended for their behaviour), named by id alone:
+    /// agent ids are unique across tenants.
+    pub async fn close_stopped_agents_sessions(&self, agents: &[String]) {
+        if agents.is_empty() {
+            return;
+        }
+        let doomed = self.sessions_where(|e| agents.contains(&e.owner.0));
+        self.close_now(doomed, "its agent is no longer active")
+            .await;
+    }
+
     /// End `agent`'s `session` on the upstream `server` (name or id), whose
     /// registration is gone: whether there was such a session.
     async fn close_removed(&self, tenant: &str, agent: &str, server: &str, session: &str) -> bool {

@@ -88,17 +88,21 @@ pub async fn attest(
         ));
     };
     let admin = caller.admin().is_ok();
-    Ok(Json(
-        state
-            .store
-            .attest(
-                &caller.context(),
-                token.human_id.as_deref(),
-                admin,
-                &id,
-                &agent,
-                &req,
-            )
-            .await?,
-    ))
+    let item = state
+        .store
+        .attest(
+            &caller.context(),
+            token.human_id.as_deref(),
+            admin,
+            &id,
+            &agent,
+            &req,
+        )
+        .await?;
+    // Suspended or decommissioned: its gateway sessions end now.
+    if req.decision != "keep" {
+        let id = [item.agent_id.clone()];
+        state.mcp.close_stopped_agents_sessions(&id).await;
+    }
+    Ok(Json(item))
 }
