@@ -1,0 +1,238 @@
+//! Carrying out an apply's plan in one transaction.
+
+use steward_core::lifecycle::Transition;
+use steward_core::{ChangeContext, Error};
+use steward_types::{AgentState, ApplyRequest, ApplyResponse};
+
+use crate::state::AppState;
+
+use super::policies::{PolicyPlan, blame, plan_policies};
+use super::*;
+
+/// Carry out a plan in one transaction (rolled back for a dry run).
+pub(super) async fn execute(
+    state: &AppState,
+    ctx: &ChangeContext,
+    req: &ApplyRequest,
+    plan: Plan,
+) -> Result<ApplyResponse, Error> {
+    let store = &state.store;
+    let tenant = ctx.tenant_id.as_str();
+    let Plan {
+        mut out,
+        new_roles,
+        new_teams,
+        new_humans,
+        human_updates,
+        new_personas,
+        new_agents,
+        agent_updates,
+        mut pending_names,
+        mcp_servers,
+        issuers,
+    } = plan;
+    let PolicyPlan {
+        changes: policy_changes,
+        mcp_declarations,
+    } = plan_policies(state, tenant, req).await?;
+
+    // The policy part is compiled and checked before the transaction, so a
+    // large set does not hold the store's writer while Cedar works; the
+    // transaction checks again only if the policy state moved meanwhile.
+    // The engine compiled last serves the rebuild after the commit.
+    let mut policy_check = if policy_changes.is_empty() {
+        None
+    } else {
+        let mut check =
+            crate::engines::ChangeCheck::new(&state.engines, store, tenant, &policy_changes)
+                .await?;
+        let prechecked = store
+            .precheck_policies(ctx, &policy_changes, &mut |st, entities| {
+                check.run(st, entities)
+            })
+            .await?;
+        Some((Some(prechecked), check))
+    };
+
+    // Execute everything in one transaction.
+    let mut tx = store.begin().await?;
+    for r in new_roles {
+        let name = r.name.clone();
+        store
+            .create_role_in(&mut tx, ctx, r)
+            .await
+            .map_err(about(format!("role {name}")))?;
+    }
+    for t in new_teams {
+        let name = t.name.clone();
+        store
+            .create_team_in(&mut tx, ctx, t)
+            .await
+            .map_err(about(format!("team {name}")))?;
+    }
+    for h in new_humans {
+        let email = h.email.clone();
+        store
+            .create_human_in(&mut tx, ctx, h)
+            .await
+            .map_err(about(format!("human {email}")))?;
+    }
+    for (email, update) in human_updates {
+        store
+            .update_human_in(&mut tx, ctx, &email, update)
+            .await
+            .map_err(about(format!("human {email}")))?;
+    }
+    for p in new_personas {
+        let name = p.name.clone();
+        store
+            .create_persona_in(&mut tx, ctx, &state.rules, p)
+            .await
+            .map_err(about(format!("persona {name}")))?;
+    }
+    let mut policy_report = Vec::new();
+    if let Some((prechecked, check)) = policy_check.as_mut() {
+        let prechecked = prechecked.take();
+        let report = match store
+            .change_policies_in(&mut tx, ctx, policy_changes, prechecked, |st, entities| {
+                check.run(st, entities)
+            })
+            .await
+        {
+            Ok(report) => report,
+            Err(e) => {
+                // Name the declaration behind it with the writer released.
+                drop(tx);
+                return Err(blame(state, ctx, req, &mcp_declarations, e).await);
+            }
+        };
+        policy_report = report.changes;
+        out.unchanged += (mcp_declarations.len()
+            + req.resource_types.len()
+            + req.actions.len()
+            + req.entities.len()
+            + req.policies.len())
+        .saturating_sub(
+            policy_report
+                .iter()
+                .filter(|l| !l.ends_with("deleted"))
+                .count(),
+        );
+    }
+    out.changes.extend(policy_report);
+    for m in mcp_servers {
+        let name = m.name.clone();
+        store
+            .put_mcp_server_in(&mut tx, ctx, m)
+            .await
+            .map_err(about(format!("mcp_server {name}")))?;
+    }
+    for d in issuers {
+        store
+            .put_issuer_in(&mut tx, ctx, &d.name, &d.put())
+            .await
+            .map_err(about(format!("delegation_issuer {}", d.name)))?;
+    }
+    for a in new_agents {
+        let name = a.name.clone();
+        let agent = store
+            .register_agent_in(&mut tx, ctx, &state.rules, a)
+            .await
+            .map_err(about(format!("agent {name}")))?;
+        // A pending registration files its approval (or, with an empty
+        // chain for its tier, is active at once).
+        let agent = match store
+            .request_registration_approval_in(&mut tx, ctx, &state.rules, &agent)
+            .await
+            .map_err(about(format!("agent {name}")))?
+        {
+            Some(_) => agent,
+            None if agent.state == AgentState::PendingApproval => steward_types::Agent {
+                state: AgentState::Active,
+                ..agent
+            },
+            None => agent,
+        };
+        if matches!(
+            agent.state,
+            AgentState::PendingApproval | AgentState::Proposed
+        ) {
+            pending_names.insert(name);
+        }
+    }
+    for (name, update) in agent_updates {
+        store
+            .update_agent_in(&mut tx, ctx, &name, update)
+            .await
+            .map_err(about(format!("agent {name}")))?;
+    }
+    for name in &req.activate {
+        if pending_names.contains(name) {
+            // The reviewed directory is the approval: its open
+            // registration approval is closed, saying so.
+            let agent = store
+                .get_agent_in(&mut tx, tenant, name)
+                .await
+                .map_err(about(format!("activate {name}")))?;
+            store
+                .cancel_agent_approvals_in(
+                    &mut tx,
+                    ctx,
+                    &agent.id,
+                    "approved by applying a reviewed governance directory",
+                )
+                .await
+                .map_err(about(format!("activate {name}")))?;
+            store
+                .transition_agent_in(
+                    &mut tx,
+                    ctx,
+                    name,
+                    Transition::Activate,
+                    Some("activated by governance directory".into()),
+                )
+                .await
+                .map_err(about(format!("activate {name}")))?;
+            out.changes.push(format!("agent {name}: activate"));
+        } else if store.get_agent(tenant, name).await.is_err()
+            && !req.agents.iter().any(|a| &a.name == name)
+        {
+            return Err(Error::unknown_reference("activate", "agent", name));
+        }
+    }
+    for q in &req.quotas {
+        let before = match store.get_quota(tenant, &q.name).await {
+            Ok(b) => Some(b),
+            Err(e) if missing(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let after = store
+            .put_quota_in(&mut tx, ctx, q.clone())
+            .await
+            .map_err(about(format!("quota {}", q.name)))?;
+        match before {
+            None => out.changes.push(format!("quota {}: create", q.name)),
+            Some(b) if b.updated_at == after.updated_at => out.unchanged += 1,
+            Some(_) => out.changes.push(format!("quota {}: update", q.name)),
+        }
+    }
+    if req.dry_run {
+        tx.rollback()
+            .await
+            .map_err(|e| Error::internal(format!("rollback failed: {e}")))?;
+        return Ok(out);
+    }
+    tx.commit()
+        .await
+        .map_err(|e| Error::internal(format!("commit failed: {e}")))?;
+    out.applied = true;
+    state.quotas.invalidate(tenant);
+    state.mcp.registrations_changed(tenant);
+    // The committed state is what the engine must reflect: rebuild it.
+    let compiled = policy_check.and_then(|(_, check)| check.compiled);
+    state
+        .engines
+        .reload_after(store, tenant, compiled.as_ref())
+        .await?;
+    Ok(out)
+}
