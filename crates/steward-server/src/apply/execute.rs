@@ -1,8 +1,11 @@
 //! Carrying out an apply's plan in one transaction.
 
+use std::collections::HashSet;
 use steward_core::lifecycle::Transition;
 use steward_core::{ChangeContext, Error};
-use steward_types::{AgentState, ApplyRequest, ApplyResponse};
+
+use steward_store::policies::PolicyChange;
+use steward_types::{AgentState, ApplyRequest, ApplyResponse, RegisterAgent};
 
 use crate::state::AppState;
 
@@ -107,7 +110,19 @@ pub(super) async fn execute(
             }
         };
         policy_report = report.changes;
-        out.unchanged += (mcp_declarations.len()
+        // A declaration the MCP servers need and the directory makes too is
+        // one item, reported once.
+        let mcp_only = mcp_declarations
+            .iter()
+            .filter(|c| match c {
+                PolicyChange::PutResourceType(t) => {
+                    !req.resource_types.iter().any(|r| r.name == t.name)
+                }
+                PolicyChange::PutAction(a) => !req.actions.iter().any(|r| r.name == a.name),
+                _ => true,
+            })
+            .count();
+        out.unchanged += (mcp_only
             + req.resource_types.len()
             + req.actions.len()
             + req.entities.len()
@@ -133,7 +148,11 @@ pub(super) async fn execute(
             .await
             .map_err(about(format!("delegation_issuer {}", d.name)))?;
     }
-    for a in new_agents {
+    // Parents before their children, whatever order the files give; a
+    // parent the directory activates is active before its children are
+    // spawned (only an active agent spawns).
+    let mut activated = HashSet::new();
+    for a in parents_first(new_agents) {
         let name = a.name.clone();
         let agent = store
             .register_agent_in(&mut tx, ctx, &state.rules, a)
@@ -157,7 +176,17 @@ pub(super) async fn execute(
             agent.state,
             AgentState::PendingApproval | AgentState::Proposed
         ) {
-            pending_names.insert(name);
+            let spawns = req
+                .agents
+                .iter()
+                .any(|c| c.parent.as_deref() == Some(name.as_str()));
+            if spawns && req.activate.contains(&name) {
+                activate(store, &mut tx, ctx, &name).await?;
+                out.changes.push(format!("agent {name}: activate"));
+                activated.insert(name);
+            } else {
+                pending_names.insert(name);
+            }
         }
     }
     for (name, update) in agent_updates {
@@ -168,33 +197,10 @@ pub(super) async fn execute(
     }
     for name in &req.activate {
         if pending_names.contains(name) {
-            // The reviewed directory is the approval: its open
-            // registration approval is closed, saying so.
-            let agent = store
-                .get_agent_in(&mut tx, tenant, name)
-                .await
-                .map_err(about(format!("activate {name}")))?;
-            store
-                .cancel_agent_approvals_in(
-                    &mut tx,
-                    ctx,
-                    &agent.id,
-                    "approved by applying a reviewed governance directory",
-                )
-                .await
-                .map_err(about(format!("activate {name}")))?;
-            store
-                .transition_agent_in(
-                    &mut tx,
-                    ctx,
-                    name,
-                    Transition::Activate,
-                    Some("activated by governance directory".into()),
-                )
-                .await
-                .map_err(about(format!("activate {name}")))?;
+            activate(store, &mut tx, ctx, name).await?;
             out.changes.push(format!("agent {name}: activate"));
-        } else if store.get_agent(tenant, name).await.is_err()
+        } else if !activated.contains(name)
+            && store.get_agent(tenant, name).await.is_err()
             && !req.agents.iter().any(|a| &a.name == name)
         {
             return Err(Error::unknown_reference("activate", "agent", name));
@@ -235,4 +241,69 @@ pub(super) async fn execute(
         .reload_after(store, tenant, compiled.as_ref())
         .await?;
     Ok(out)
+}
+
+/// Activate a pending agent: the reviewed directory is the approval, so its
+/// open registration approval is closed, saying so.
+async fn activate(
+    store: &steward_store::Store,
+    tx: &mut steward_store::Tx,
+    ctx: &ChangeContext,
+    name: &str,
+) -> Result<(), Error> {
+    let agent = store
+        .get_agent_in(tx, &ctx.tenant_id, name)
+        .await
+        .map_err(about(format!("activate {name}")))?;
+    store
+        .cancel_agent_approvals_in(
+            tx,
+            ctx,
+            &agent.id,
+            "approved by applying a reviewed governance directory",
+        )
+        .await
+        .map_err(about(format!("activate {name}")))?;
+    store
+        .transition_agent_in(
+            tx,
+            ctx,
+            name,
+            Transition::Activate,
+            Some("activated by governance directory".into()),
+        )
+        .await
+        .map_err(about(format!("activate {name}")))?;
+    Ok(())
+}
+
+/// New agents with every parent the directory declares before its
+/// children (declaration order otherwise); a cycle is left to registration
+/// to refuse.
+fn parents_first(agents: Vec<RegisterAgent>) -> Vec<RegisterAgent> {
+    let mut left = agents;
+    let mut out = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let waiting = |a: &RegisterAgent| {
+            a.parent.as_deref().is_some_and(|p| {
+                left.iter()
+                    .any(|other| other.name == p && other.name != a.name)
+            })
+        };
+        let ready: Vec<bool> = left.iter().map(|a| !waiting(a)).collect();
+        if !ready.contains(&true) {
+            out.append(&mut left);
+            break;
+        }
+        let mut keep = Vec::new();
+        for (a, ready) in left.into_iter().zip(ready) {
+            if ready {
+                out.push(a);
+            } else {
+                keep.push(a);
+            }
+        }
+        left = keep;
+    }
+    out
 }

@@ -79,10 +79,27 @@ pub(super) async fn plan_inventory(
             Err(e) => return Err(e),
         }
     }
+    // What a new persona may hold for approval: the tenant's actions, the
+    // directory's, and the gateway's when it registers MCP servers.
+    let mut declared = state.engines.get(store, tenant).await?.action_names();
+    declared.extend(req.actions.iter().map(|a| a.name.clone()));
+    if !req.mcp_servers.is_empty() {
+        let all = steward_store::policies::PolicyState::default();
+        declared.extend(
+            crate::routes::mcp_servers::missing_declarations(&all)
+                .into_iter()
+                .filter_map(|c| match c {
+                    steward_store::policies::PolicyChange::PutAction(a) => Some(a.name),
+                    _ => None,
+                }),
+        );
+    }
     for p in &req.personas {
         match store.get_persona(tenant, &p.name).await {
             Ok(_) => out.unchanged += 1,
             Err(e) if missing(&e) => {
+                crate::routes::catalog::check_persona_actions(p, &declared)
+                    .map_err(about(format!("persona {}", p.name)))?;
                 out.changes.push(format!("persona {}: create", p.name));
                 plan.new_personas.push(p.clone());
             }
@@ -108,6 +125,20 @@ pub(super) async fn plan_inventory(
                 };
                 if a.team.is_some() && team_id != existing.team_id {
                     update.team = a.team.clone();
+                }
+                // No update takes a team or an expiry away: say so rather
+                // than report the agent as matching the directory.
+                if a.team.is_none() && existing.team_id.is_some() {
+                    out.warnings.push(format!(
+                        "agent {}: the directory names no team, but the agent has one; apply changes a team, it does not remove one",
+                        a.name
+                    ));
+                }
+                if expires_at.is_none() && existing.expires_at.is_some() {
+                    out.warnings.push(format!(
+                        "agent {}: the directory sets no expiry, but the agent expires; apply sets or changes an expiry, it does not remove one",
+                        a.name
+                    ));
                 }
                 if a.purpose != existing.purpose {
                     update.purpose = Some(a.purpose.clone());

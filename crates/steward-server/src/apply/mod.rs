@@ -45,6 +45,8 @@ fn missing(e: &Error) -> bool {
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
+    // A team named twice (or by name and by id) is one team.
+    v.dedup();
     v
 }
 

@@ -68,6 +68,12 @@ pub async fn create_persona(
     ApiJson(req): ApiJson<CreatePersona>,
 ) -> ApiResult<(StatusCode, Json<Persona>)> {
     let ctx = caller.admin()?;
+    let declared = state
+        .engines
+        .get(&state.store, &ctx.tenant_id)
+        .await?
+        .action_names();
+    check_persona_actions(&req, &declared)?;
     let persona = state.store.create_persona(&ctx, &state.rules, req).await?;
     state
         .engines
@@ -75,6 +81,27 @@ pub async fn create_persona(
         .await;
     state.quotas.invalidate(&ctx.tenant_id);
     Ok((StatusCode::CREATED, Json(persona)))
+}
+
+/// Each action a persona holds for approval is a declared one: a misspelt
+/// name would never match, and the approval it meant would silently never
+/// be asked.
+pub(crate) fn check_persona_actions(
+    persona: &steward_types::CreatePersona,
+    declared: &[String],
+) -> Result<(), steward_core::Error> {
+    match persona
+        .approval_required_for
+        .iter()
+        .find(|a| !declared.contains(a))
+    {
+        Some(unknown) => Err(steward_core::Error::unknown_reference(
+            "approval_required_for",
+            "action",
+            unknown,
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A persona by id or name.

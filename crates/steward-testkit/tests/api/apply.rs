@@ -18,7 +18,8 @@ on_both_backends!(
     persona_and_parent_differences_are_warned_not_ignored,
     policy_descriptions_and_owners_are_checked_as_by_the_policies_route,
     refused_declarations_are_named,
-    concurrent_identical_applies_all_succeed
+    concurrent_identical_applies_all_succeed,
+    parents_come_first_and_what_apply_cannot_do_is_said
 );
 
 fn policy(id: &str, text: &str) -> PutPolicy {
@@ -555,5 +556,80 @@ async fn concurrent_identical_applies_all_succeed(b: Backend) {
     );
     let again = s.admin.apply(&request).await.unwrap();
     assert!(again.changes.is_empty(), "{again:?}");
+    s.stop().await;
+}
+
+async fn parents_come_first_and_what_apply_cannot_do_is_said(b: Backend) {
+    let s = TestServer::start(b).await;
+    // A child declared before its parent, the parent activated by the
+    // directory: one apply registers the parent, activates it, then
+    // spawns the child.
+    let mut request = declaration();
+    let child = RegisterAgent {
+        name: "doc-bot-child".into(),
+        owner: "dana@example.com".into(),
+        parent: Some("doc-bot".into()),
+        purpose: "Summarises one document".into(),
+        ..Default::default()
+    };
+    request.agents.insert(0, child);
+    // A team named twice is one team.
+    request.humans[0].teams = vec!["docs".into(), "docs".into()];
+    let applied = s.admin.apply(&request).await.unwrap();
+    assert!(
+        applied
+            .changes
+            .contains(&"agent doc-bot: activate".to_string()),
+        "{applied:?}"
+    );
+    let child = s.admin.get_agent("doc-bot-child").await.unwrap();
+    let parent = s.admin.get_agent("doc-bot").await.unwrap();
+    assert_eq!(child.parent_id.as_deref(), Some(parent.id.as_str()));
+    assert_eq!(parent.state, AgentState::Active);
+    let audit_before = all_audit(&s.admin).await.len();
+    let again = s.admin.apply(&request).await.unwrap();
+    assert!(again.changes.is_empty(), "{again:?}");
+    assert_eq!(all_audit(&s.admin).await.len(), audit_before);
+
+    // A team or expiry the directory no longer names is not removed by
+    // apply: said, not passed over as "unchanged".
+    let mut dropped = declaration();
+    dropped.agents[0].expires_at = Some("2030-01-01T00:00:00Z".parse().unwrap());
+    s.admin.apply(&dropped).await.unwrap();
+    dropped.agents[0].expires_at = None;
+    dropped.agents[0].team = None;
+    let plan = s.admin.apply(&dropped).await.unwrap();
+    for what in ["no team", "no expiry"] {
+        assert!(
+            plan.warnings.iter().any(|w| w.contains(what)),
+            "no warning about {what} in {plan:?}"
+        );
+    }
+
+    // A persona holding an undeclared action for approval: refused,
+    // through apply and through the API.
+    let mut typo = declaration();
+    typo.personas.push(CreatePersona {
+        name: "Payer".into(),
+        description: String::new(),
+        approval_required_for: vec!["red_doc".into()],
+        ..Default::default()
+    });
+    let message = refusal(&s.admin, &typo).await;
+    assert!(
+        message.contains("persona Payer") && message.contains("red_doc"),
+        "{message}"
+    );
+    let err = s
+        .admin
+        .create_persona(&CreatePersona {
+            name: "Payer".into(),
+            description: String::new(),
+            approval_required_for: vec!["red_doc".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownReference), "{err}");
     s.stop().await;
 }
