@@ -233,7 +233,8 @@ pub(super) async fn execute(
         .map_err(|e| Error::internal(format!("commit failed: {e}")))?;
     out.applied = true;
     state.quotas.invalidate(tenant);
-    state.mcp.registrations_changed(tenant);
+    // Sessions on a server the directory moved to another transport end now.
+    state.mcp.registrations_replaced(store, tenant).await;
     // The committed state is what the engine must reflect: rebuild it.
     let compiled = policy_check.and_then(|(_, check)| check.compiled);
     state
