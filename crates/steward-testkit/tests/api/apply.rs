@@ -19,7 +19,8 @@ on_both_backends!(
     policy_descriptions_and_owners_are_checked_as_by_the_policies_route,
     refused_declarations_are_named,
     concurrent_identical_applies_all_succeed,
-    parents_come_first_and_what_apply_cannot_do_is_said
+    parents_come_first_and_what_apply_cannot_do_is_said,
+    declarations_the_gateway_and_the_directory_share_count_once
 );
 
 fn policy(id: &str, text: &str) -> PutPolicy {
@@ -631,5 +632,53 @@ async fn parents_come_first_and_what_apply_cannot_do_is_said(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::UnknownReference), "{err}");
+    s.stop().await;
+}
+
+async fn declarations_the_gateway_and_the_directory_share_count_once(b: Backend) {
+    let s = TestServer::start(b).await;
+    // A server (not started by registering it) and the directory's own
+    // declaration of the gateway's tool type and action, with arguments.
+    let request = ApplyRequest {
+        mcp_servers: vec![PutMcpServer {
+            name: "everything".into(),
+            description: String::new(),
+            transport: McpTransport::Stdio {
+                command: "node".into(),
+                args: vec!["server.js".into()],
+                env: Default::default(),
+            },
+            tools: Default::default(),
+            timeout_secs: None,
+            decision_record: McpDecisionRecord::BeforeCall,
+        }],
+        resource_types: vec![PutResourceType {
+            name: "Tool".into(),
+            description: "A tool of an upstream MCP server".into(),
+            attributes: [
+                ("server", "String"),
+                ("name", "String"),
+                ("classification", "String"),
+                ("risk", "String"),
+                ("cost_estimate", "Long"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        }],
+        actions: vec![PutAction {
+            name: "call_tool".into(),
+            description: "Call a tool".into(),
+            resource_types: vec!["Tool".into()],
+            context: [("arguments".to_string(), "{ message?: String }?".to_string())].into(),
+        }],
+        ..Default::default()
+    };
+    let first = s.admin.apply(&request).await.unwrap();
+    assert_eq!(first.unchanged, 0, "{first:?}");
+    let second = s.admin.apply(&request).await.unwrap();
+    assert!(second.changes.is_empty(), "{second:?}");
+    // The server, the type and the action: the directory's own items (the
+    // gateway's other declarations came with the first apply).
+    assert_eq!(second.unchanged, 3, "{second:?}");
     s.stop().await;
 }
