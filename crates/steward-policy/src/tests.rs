@@ -291,13 +291,17 @@ fn invalid_policies_are_located() {
 
 #[test]
 fn an_approval_annotation_names_groups_or_says_none() {
-    let engine = standard();
-    let with = |said: &str| {
-        crate::check_policy(
-            engine.schema(),
+    // Put (a changed policy), as the policies route and apply compile it.
+    let gated = |said: &str| {
+        policy(
             "gated",
             &format!("@approval(\"{said}\")\npermit(principal, action, resource);"),
         )
+    };
+    let with = |said: &str| {
+        let mut c = catalog(vec![gated(said)]);
+        c.changed_policies = vec!["gated".into()];
+        Engine::compile(&c)
     };
     for good in ["none", "support-leads", "support-leads, finance", " leads "] {
         assert!(with(good).is_ok(), "{good}");
@@ -311,6 +315,9 @@ fn an_approval_annotation_names_groups_or_says_none() {
             err.message
         );
     }
+    // One stored before the check (not changed now) is kept: the engine
+    // still compiles, and a decision asks the runtime group for it.
+    assert!(Engine::compile(&catalog(vec![gated("")])).is_ok());
 }
 
 #[test]
