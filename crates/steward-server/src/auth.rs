@@ -338,7 +338,7 @@ async fn authenticate_agent(state: &AppState, hash: &str) -> Result<Caller, ApiE
                 Ok(_) => {
                     // Its open gateway sessions end with it.
                     let id = [agent.id.clone()];
-                    state.mcp.close_stopped_agents_sessions(&id).await;
+                    state.mcp.close_agent_sessions(&id).await;
                 }
                 // Another request or the sweep expired it first.
                 Err(e) if e.code == ErrorCode::InvalidTransition => {}

@@ -385,7 +385,7 @@ async fn background(state: AppState, sweep_every: Duration) {
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = std::time::Instant::now();
             match expire_due(&state.store, Utc::now()).await {
-                Ok(expired) => state.mcp.close_stopped_agents_sessions(&expired).await,
+                Ok(expired) => state.mcp.close_agent_sessions(&expired).await,
                 Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),
             }
             match state.store.close_due_campaigns(Utc::now()).await {
@@ -443,7 +443,7 @@ async fn behaviour_loop(state: AppState, every: Duration) {
                     .filter(|a| a.suspended)
                     .map(|a| a.agent_id.clone())
                     .collect();
-                state.mcp.close_stopped_agents_sessions(&suspended).await;
+                state.mcp.close_agent_sessions(&suspended).await;
             }
             Err(e) => tracing::warn!(error = %e, "behavioural baseline pass failed; will retry"),
         }

@@ -61,8 +61,8 @@ pub struct Gateway {
     max_body_bytes: usize,
     /// When sessions' agents and registrations were last checked.
     last_checked: std::sync::Mutex<Option<Instant>>,
-    /// A registration changed on this node in a way that may not have
-    /// closed sessions yet (an applied governance directory): check
+    /// A registration changed on this node while a session on it may have
+    /// been still opening (not closed with the others): check
     /// registrations at the next tick.
     recheck_registrations: AtomicBool,
 }
@@ -276,19 +276,10 @@ impl Gateway {
             .collect()
     }
 
-    /// Close the agents' sessions on this node (they were suspended,
-    /// decommissioned, or otherwise stopped being active here).
-    pub async fn close_agent_sessions(&self, tenant: &str, agents: &[&str]) {
-        let doomed =
-            self.sessions_where(|e| e.tenant == tenant && agents.contains(&e.owner.0.as_str()));
-        self.close_now(doomed, "its agent is no longer active")
-            .await;
-    }
-
-    /// [`Gateway::close_agent_sessions`] for agents the background loop
-    /// stopped (expired, suspended for their behaviour), named by id alone:
-    /// agent ids are unique across tenants.
-    pub async fn close_stopped_agents_sessions(&self, agents: &[String]) {
+    /// Close the agents' sessions on this node: they were suspended,
+    /// decommissioned, expired or otherwise stopped being active here.
+    /// Agents are named by id alone: ids are unique across tenants.
+    pub async fn close_agent_sessions(&self, agents: &[String]) {
         if agents.is_empty() {
             return;
         }
@@ -325,28 +316,18 @@ impl Gateway {
             .filter(|(id, _)| !id.starts_with(OPENING))
             .map(|(_, e)| (e.tenant.clone(), e.owner.0.clone()))
             .collect();
-        let mut stopped = HashSet::new();
+        let mut stopped = Vec::new();
         for (tenant, agent) in agents {
             match store.get_agent(&tenant, &agent).await {
                 Ok(a) if a.state == AgentState::Active => {}
-                Ok(_) => {
-                    stopped.insert((tenant, agent));
-                }
-                Err(e) if e.code == ErrorCode::NotFound => {
-                    stopped.insert((tenant, agent));
-                }
+                Ok(_) => stopped.push(agent),
+                Err(e) if e.code == ErrorCode::NotFound => stopped.push(agent),
                 Err(e) => {
                     tracing::warn!(agent = %agent, error = %e, "could not check an MCP session's agent; will retry");
                 }
             }
         }
-        if stopped.is_empty() {
-            return;
-        }
-        let doomed =
-            self.sessions_where(|e| stopped.contains(&(e.tenant.clone(), e.owner.0.clone())));
-        self.close_now(doomed, "its agent is no longer active")
-            .await;
+        self.close_agent_sessions(&stopped).await;
     }
 
     /// Close the sessions (of `tenant`, or all) whose upstream's
@@ -507,16 +488,6 @@ impl Gateway {
             last_checked: Default::default(),
             recheck_registrations: AtomicBool::new(false),
         })
-    }
-
-    /// Forget the tenant's cached upstream registrations: one was
-    /// registered, replaced or removed on this node. Sessions on an upstream
-    /// removed or given another transport are closed at the next tick of
-    /// the background loop ([`Gateway::registrations_replaced`] closes them at
-    /// once).
-    pub fn registrations_changed(&self, tenant: &str) {
-        self.registrations.forget(tenant);
-        self.recheck_registrations.store(true, Ordering::Relaxed);
     }
 
     /// A registration of the tenant was replaced or removed on this node:
@@ -723,7 +694,9 @@ async fn endpoint(
         }
         Err(e) => return ApiError(e).into_response(),
     };
-    let body = if parts.method == axum::http::Method::POST && is_json(&parts.headers) {
+    let json_post = parts.method == axum::http::Method::POST && is_json(&parts.headers);
+    let mut sent = None;
+    let body = if json_post {
         let bytes = match axum::body::to_bytes(body, state.mcp.max_body_bytes).await {
             Ok(bytes) => bytes,
             Err(_) => {
@@ -737,14 +710,21 @@ async fn endpoint(
                 );
             }
         };
-        if let Some(refusal) = batch_or_not_json(&bytes) {
-            return refusal;
+        if is_batch(&bytes) {
+            return not_one_message(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "JSON-RPC batches are not supported (MCP removed them in 2025-06-18): \
+                 send one message per request"
+                    .into(),
+            );
         }
         if session.is_none()
             && let Some(refusal) = bad_initialize(&bytes)
         {
             return refusal;
         }
+        sent = Some(bytes.clone());
         Body::from(bytes)
     } else {
         body
@@ -819,17 +799,22 @@ async fn endpoint(
         source: crate::error::current_source(),
         upstream_ended: upstream_ended.clone(),
     }));
-    let json_post = parts.method == axum::http::Method::POST && is_json(&parts.headers);
     let request = Request::from_parts(parts, body);
     let response = state.mcp.service.handle(request).await.map(Body::new);
-    // JSON that is not a JSON-RPC message: rmcp says 415, but the content
-    // type was right; the message was not.
-    if json_post && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        return not_one_message(
-            StatusCode::BAD_REQUEST,
-            -32600,
-            "the body is JSON but not a JSON-RPC request, notification or response".into(),
-        );
+    // rmcp says 415 for any body it cannot read as a message, but the
+    // content type was right: say what was wrong with the body (read again
+    // only on this error path, never for a message rmcp took).
+    if let Some(sent) = sent
+        && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
+    {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(&sent) {
+            Err(e) => not_one_message(StatusCode::BAD_REQUEST, -32700, format!("parse error: {e}")),
+            Ok(_) => not_one_message(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "the body is JSON but not a JSON-RPC request, notification or response".into(),
+            ),
+        };
     }
     let answering = match session {
         None => {
@@ -883,21 +868,10 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// A JSON-RPC batch (MCP dropped batching in its 2025-06-18 revision) or a
-/// body that is not JSON: refused before anything else happens.
-fn batch_or_not_json(body: &[u8]) -> Option<Response> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Some(not_one_message(
-            StatusCode::BAD_REQUEST,
-            -32600,
-            "JSON-RPC batches are not supported (MCP removed them in 2025-06-18): \
-             send one message per request"
-                .into(),
-        ));
-    }
-    serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .err()
-        .map(|e| not_one_message(StatusCode::BAD_REQUEST, -32700, format!("parse error: {e}")))
+/// Whether a body is a JSON-RPC batch (MCP dropped batching in its
+/// 2025-06-18 revision), which rmcp would answer with a bare 415.
+fn is_batch(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
 /// An `initialize` request (a POST without a session id) whose params are

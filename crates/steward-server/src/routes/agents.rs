@@ -133,12 +133,9 @@ pub async fn transition_agent(
     if result.agent.state != AgentState::Active {
         // Its MCP sessions on this node end now (the gateway's periodic
         // check closes those on other nodes), event streams included.
-        let mut stopped: Vec<&str> = vec![&result.agent.id];
-        stopped.extend(result.cascaded.iter().map(String::as_str));
-        state
-            .mcp
-            .close_agent_sessions(&ctx.tenant_id, &stopped)
-            .await;
+        let mut stopped = vec![result.agent.id.clone()];
+        stopped.extend(result.cascaded.iter().cloned());
+        state.mcp.close_agent_sessions(&stopped).await;
     }
     Ok(Json(result))
 }

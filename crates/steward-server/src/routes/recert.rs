@@ -102,7 +102,7 @@ pub async fn attest(
     // Suspended or decommissioned: its gateway sessions end now.
     if req.decision != "keep" {
         let id = [item.agent_id.clone()];
-        state.mcp.close_stopped_agents_sessions(&id).await;
+        state.mcp.close_agent_sessions(&id).await;
     }
     Ok(Json(item))
 }
