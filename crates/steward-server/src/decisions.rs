@@ -283,6 +283,21 @@ pub async fn resolve_resource(
     }
 }
 
+/// The attributes a decision's record shows for its resolved resource:
+/// a declared resource's as the decision used them (stored over the
+/// request's, undeclared left out); none for an agent, human or team, which
+/// is decided on as the inventory has it, whatever the request said.
+pub fn recorded_attributes(
+    engine: &steward_policy::Engine,
+    resource: &EntityData,
+) -> Map<String, Value> {
+    if engine.is_resource_type(&resource.entity_type) {
+        resource.attrs.clone()
+    } else {
+        Map::new()
+    }
+}
+
 /// Decide, audit, answer. The decision is answered only once its audit
 /// record is stored; a store that cannot record it makes the request fail.
 pub async fn decide(
@@ -342,17 +357,9 @@ async fn decide_with(
     // audit record never shows a value the request claimed but the store
     // overruled.
     let mut req = req;
-    if engine.is_resource_type(&resource.entity_type) {
-        req.resource.attributes = resource
-            .attrs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-    } else {
-        // An agent, human or team is decided on as the inventory has it;
-        // what the request said about it played no part.
-        req.resource.attributes.clear();
-    }
+    req.resource.attributes = recorded_attributes(&engine, &resource)
+        .into_iter()
+        .collect();
     let input = DecisionInput {
         chain,
         action: req.action.clone(),

@@ -18,7 +18,7 @@ use super::{
     resource_type,
 };
 use crate::auth::Caller;
-use crate::decisions::{decide, resolve_resource};
+use crate::decisions::{decide, recorded_attributes, resolve_resource};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -226,7 +226,7 @@ async fn refused_attributes(
     };
     let r = resource_ref(resource_type, &q.resource_id, &q.resource_properties);
     match resolve_resource(state, tenant, &engine, &r).await {
-        Ok(resource) => Ok(resource.attrs),
+        Ok(resource) => Ok(recorded_attributes(&engine, &resource)),
         Err(e) if is_unknown(&e) => Ok(Map::new()),
         Err(e) => Err(e),
     }
