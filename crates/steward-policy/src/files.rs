@@ -247,6 +247,40 @@ mod tests {
     }
 
     #[test]
+    fn a_file_with_a_policy_too_deep_or_too_long_is_refused_with_its_line() {
+        let deep = format!(
+            "@id(\"ok\")\npermit(principal, action, resource);\n\n@id(\"deep\")\n\
+             permit(principal, action, resource) when {{ {}true{} }};",
+            "(".repeat(200),
+            ")".repeat(200)
+        );
+        let e = split_policies(&deep).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPolicy);
+        assert!(e.message.starts_with("line 5,"), "{}", e.message);
+        let long = format!(
+            "@id(\"ok\")\npermit(principal, action, resource);\n@id(\"long\")\n\
+             permit(principal, action, resource) when {{ {} }};",
+            vec!["1 < 2"; 1200].join(" || ")
+        );
+        let e = split_policies(&long).unwrap_err();
+        assert!(
+            e.message.starts_with("line 3:") && e.message.contains("1000 operators"),
+            "{}",
+            e.message
+        );
+        let mut put = PutPolicy {
+            id: "deep".into(),
+            description: String::new(),
+            owner: String::new(),
+            text: deep,
+        };
+        assert_eq!(
+            settle_policy_fields(&mut put).unwrap_err().code,
+            ErrorCode::InvalidPolicy
+        );
+    }
+
+    #[test]
     fn annotations_fill_empty_fields_and_must_agree_with_given_ones() {
         let text = "@id(\"a\") @description(\"reads\") @owner(\"sec@example.com\")\n\
                     permit(principal, action, resource);";
