@@ -17,6 +17,7 @@ mod arguments;
 mod govern;
 mod proxy;
 mod registrations;
+mod stdio;
 mod upstream;
 
 use std::collections::{HashMap, HashSet};

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rmcp::model::{
@@ -21,18 +22,16 @@ use rmcp::service::{
     ClientInitializeError, NotificationContext, Peer, PeerRequestOptions, RequestContext,
     RoleClient, RoleServer, RunningService, ServiceError,
 };
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransportConfig, StreamableHttpError,
 };
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ErrorData as McpError, Service, ServiceExt};
 use steward_types::{McpServer, McpTransport};
 
 use super::GatewayCall;
 use super::proxy::agent_id;
-
-/// Variables a stdio upstream inherits from the gateway's environment.
-const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR", "USER"];
+use super::stdio::{MAX_MESSAGE_BYTES, StdioUpstream};
 
 /// Upstream progress tokens → the downstream's, for relaying progress. An
 /// async lock: a request with a progress token holds it from before it is
@@ -46,6 +45,13 @@ pub(super) struct Session {
     pub(super) agent_id: String,
     pub(super) upstream: RunningService<RoleClient, Relay>,
     progress: ProgressMap,
+    /// Set when a stdio upstream ended for a message over
+    /// [`MAX_MESSAGE_BYTES`].
+    overflowed: Arc<AtomicBool>,
+    /// Cancelled when the upstream ends: a request waiting on it fails
+    /// then, not once rmcp has wound the upstream down (which gives a
+    /// stdio server seconds to exit).
+    ended: tokio_util::sync::CancellationToken,
     /// Says the upstream has gone when the session goes (the gateway
     /// stops watching it then).
     _ended: tokio_util::sync::DropGuard,
@@ -92,31 +98,29 @@ impl<T> Drop for Watched<T> {
     }
 }
 
-fn upstream_error(server: &McpServer, e: ServiceError) -> McpError {
+fn upstream_error(server: &McpServer, overflowed: bool, e: ServiceError) -> McpError {
     match e {
         ServiceError::McpError(e) => e,
-        ServiceError::Timeout { timeout } => {
-            // rmcp drops a stdio line over its cap without a word, so an
-            // answer that large looks like no answer: say so.
-            let too_large = match server.transport {
-                McpTransport::Stdio { .. } => format!(
-                    " (an answer over {} MiB is dropped, and ends the same way)",
-                    rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH >> 20
-                ),
-                McpTransport::StreamableHttp { .. } => String::new(),
-            };
-            McpError::internal_error(
-                format!(
-                    "the upstream MCP server '{}' did not answer within {} s{too_large}",
-                    server.name,
-                    timeout.as_secs()
-                ),
-                None,
-            )
-        }
+        ServiceError::Timeout { timeout } => McpError::internal_error(
+            format!(
+                "the upstream MCP server '{}' did not answer within {} s",
+                server.name,
+                timeout.as_secs()
+            ),
+            None,
+        ),
         ServiceError::Cancelled { .. } => {
             McpError::internal_error("the request was cancelled", None)
         }
+        ServiceError::TransportClosed if overflowed => McpError::internal_error(
+            format!(
+                "the upstream MCP server '{}' sent a message over {} MiB, more than the \
+                 gateway reads from a stdio server: this session is being closed; start a new one",
+                server.name,
+                (MAX_MESSAGE_BYTES + 1) >> 20
+            ),
+            None,
+        ),
         ServiceError::TransportClosed => McpError::internal_error(
             format!(
                 "the upstream MCP server '{}' has ended: this session is being closed; start a new one",
@@ -172,6 +176,7 @@ pub(super) async fn connect(
 ) -> Result<Session, McpError> {
     let server = call.server.clone();
     let progress = ProgressMap::default();
+    let overflowed = Arc::new(AtomicBool::new(false));
     // The directories an upstream may touch are the registration's, never
     // the agent's: a filesystem server takes a client's roots as its
     // sandbox. So the upstream is not told the client has roots, and asks
@@ -199,30 +204,11 @@ pub(super) async fn connect(
     };
     let started = match &server.transport {
         McpTransport::Stdio { command, args, env } => {
-            let mut cmd = tokio::process::Command::new(command);
-            // Steward's own environment (its admin token, database URL)
-            // is not the upstream's business: only what programs need to
-            // run at all is passed on, then the registered variables.
-            cmd.args(args).env_clear();
-            for name in INHERITED_ENV {
-                if let Some(value) = std::env::var_os(name) {
-                    cmd.env(name, value);
-                }
-            }
-            cmd.envs(env);
-            // Its own process group, killed whole with the session: what
-            // a wrapper command started dies with it.
-            let mut cmd = process_wrap::tokio::CommandWrap::from(cmd);
-            #[cfg(unix)]
-            cmd.wrap(process_wrap::tokio::ProcessGroup::leader());
-            cmd.wrap(process_wrap::tokio::KillOnDrop);
-            let (transport, _stderr) = TokioChildProcess::builder(cmd)
-                .stderr(std::process::Stdio::null())
-                .spawn()
+            let transport = StdioUpstream::spawn(command, args, env, overflowed.clone())
                 .map_err(|e| unreachable(format!("cannot start '{command}': {e}")))?;
             let transport = Watched {
                 inner: transport,
-                ended,
+                ended: ended.clone(),
             };
             tokio::time::timeout(timeout, relay.serve(transport)).await
         }
@@ -233,7 +219,7 @@ pub(super) async fn connect(
             );
             let transport = Watched {
                 inner: transport,
-                ended,
+                ended: ended.clone(),
             };
             tokio::time::timeout(timeout, relay.serve(transport)).await
         }
@@ -253,11 +239,18 @@ pub(super) async fn connect(
         agent_id: agent_id(call).to_string(),
         upstream,
         progress,
+        overflowed,
+        ended,
         _ended: ended_guard,
     })
 }
 
 impl Session {
+    /// What a request that failed upstream answers.
+    fn failed(&self, e: ServiceError) -> McpError {
+        upstream_error(&self.server, self.overflowed.load(Ordering::Acquire), e)
+    }
+
     /// Send `request` upstream, relaying progress and cancellation.
     pub(super) async fn forward(
         &self,
@@ -279,7 +272,7 @@ impl Session {
         let handle = peer
             .send_request_with_option(request, PeerRequestOptions::no_options())
             .await
-            .map_err(|e| upstream_error(&self.server, e))?;
+            .map_err(|e| self.failed(e))?;
         let id = handle.id.clone();
         let upstream_token = handle.progress_token.clone();
         if let (Some(map), Some(token)) = (mapping.as_mut(), &downstream_token) {
@@ -302,13 +295,16 @@ impl Session {
             });
         };
         let result = tokio::select! {
+            // An answer that came before the upstream ended is its answer.
+            biased;
             r = tokio::time::timeout(timeout, handle.await_response()) => match r {
-                Ok(r) => r.map_err(|e| upstream_error(&self.server, e)),
+                Ok(r) => r.map_err(|e| self.failed(e)),
                 Err(_) => {
                     cancel("timed out at the gateway");
-                    Err(upstream_error(&self.server, ServiceError::Timeout { timeout }))
+                    Err(self.failed(ServiceError::Timeout { timeout }))
                 }
             },
+            _ = self.ended.cancelled() => Err(self.failed(ServiceError::TransportClosed)),
             _ = context.ct.cancelled() => {
                 cancel("cancelled by the client");
                 Err(McpError::internal_error("the request was cancelled", None))

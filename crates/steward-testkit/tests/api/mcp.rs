@@ -1309,6 +1309,71 @@ when { context has arguments && context.arguments has path && context.arguments.
     gw.stop().await;
 }
 
+/// A stdio upstream's answer over the 16 MiB a message may hold fails its
+/// call at once with an error that says so (not at the timeout, as if
+/// there had been no answer), the call is audited as an error, and the
+/// session is closed; a new one works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_stdio_answer_fails_at_once() {
+    if !node_ready("an_oversized_stdio_answer_fails_at_once") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::write(root.join("large.txt"), "a".repeat(17 << 20)).unwrap();
+    std::fs::write(root.join("small.txt"), "small enough").unwrap();
+    let gw = Gateway::start("files", mcp::filesystem_stdio(&root), None).await;
+    gw.policy(
+        "files-read",
+        "Agents may read files",
+        r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool)
+when { resource.server == "files" && resource.name == "read_text_file" };"#,
+    )
+    .await;
+    let path = |name: &str| root.join(name).to_string_lossy().into_owned();
+    let steps = gw
+        .run(
+            json!([
+                {"op": "call", "name": "read_text_file", "arguments": {"path": path("small.txt")}},
+                {"op": "call", "name": "read_text_file", "arguments": {"path": path("large.txt")}},
+                {"op": "ping_until_gone"},
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(text(&steps[0]), "small enough");
+    let message = steps[1]["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("upstream MCP server 'files' sent a message over 16 MiB"),
+        "{}",
+        steps[1]
+    );
+    assert!(
+        steps[2]["ok"].is_array(),
+        "the session was closed: {}",
+        steps[2]
+    );
+    let calls = gw.tool_calls(2).await;
+    assert!(
+        calls.iter().any(|e| {
+            let a = e.after.as_ref().unwrap();
+            a["outcome"] == "error"
+                && a["error"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("over 16 MiB"))
+        }),
+        "{calls:?}"
+    );
+    let steps = gw
+        .run(
+            json!([{"op": "call", "name": "read_text_file", "arguments": {"path": path("small.txt")}}]),
+            None,
+        )
+        .await;
+    assert_eq!(text(&steps[0]), "small enough");
+    gw.stop().await;
+}
+
 /// `decision_record = "with_call"`: an allowed call goes upstream while its
 /// decision record commits, and the answer waits for the record. What that
 /// trades away shows when the store stops taking writes: the call has run and
