@@ -126,12 +126,21 @@ impl Drop for StdioUpstream {
     fn drop(&mut self) {
         // `kill` (not only `start_kill`) also reaps the child, leaving no
         // zombie.
-        if let Some(mut child) = self.child.take() {
-            tokio::spawn(async move {
-                if let Err(e) = Box::into_pin(child.kill()).await {
-                    tracing::warn!(error = %e, "could not kill a stdio MCP upstream");
-                }
-            });
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = Box::into_pin(child.kill()).await {
+                        tracing::warn!(error = %e, "could not kill a stdio MCP upstream");
+                    }
+                });
+            }
+            // The runtime has gone: kill without waiting to reap.
+            Err(_) => {
+                let _ = child.start_kill();
+            }
         }
     }
 }
