@@ -459,8 +459,31 @@ async fn decide_with(
             }
         }
     }
-    record(state, caller, &req, &response).await?;
+    let recorded = with_person_ids(state, &tenant, &response).await?;
+    record(state, caller, &req, &recorded).await?;
     Ok((response, None))
+}
+
+/// `response` as its record shows it. A person an agent names who is not
+/// an active person of the tenant is answered under the name the agent gave,
+/// so that someone unknown and someone deactivated look alike to it; the
+/// record names a person the tenant knows by their id, so the audit log
+/// finds the decision under them (a leaver's investigation looks there).
+async fn with_person_ids<'a>(
+    state: &AppState,
+    tenant: &str,
+    response: &'a DecisionResponse,
+) -> Result<std::borrow::Cow<'a, DecisionResponse>, Error> {
+    let mut recorded = std::borrow::Cow::Borrowed(response);
+    for (i, link) in response.chain.iter().enumerate() {
+        if link.kind != "human" || link.id.starts_with("hum_") {
+            continue;
+        }
+        if let Some((person, _)) = state.store.human_context(tenant, &link.id).await? {
+            recorded.to_mut().chain[i].id = person.id;
+        }
+    }
+    Ok(recorded)
 }
 
 /// What [`decide_with_grants`] came to.

@@ -321,6 +321,19 @@ pub fn router(state: AppState) -> Router {
     }))
     .layer(PropagateRequestIdLayer::new(request_id.clone()))
     .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+    .layer(middleware::from_fn(drop_unreadable_request_id))
+}
+
+/// A request id that is not visible ASCII (RFC 9110's `obs-text`, say) is
+/// dropped before one is generated in its place: echoed as sent, it would
+/// have been missing from error bodies and audit records, which hold text.
+async fn drop_unreadable_request_id(mut req: Request, next: Next) -> Response {
+    if let Some(id) = req.headers().get("x-request-id")
+        && id.to_str().is_err()
+    {
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
 }
 
 /// Make the request id available to error bodies and audit records.

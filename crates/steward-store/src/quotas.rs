@@ -110,6 +110,14 @@ struct Reading {
     alert_window: i64,
 }
 
+/// Whether `c` fits under its counter as `r` read it.
+fn fits(c: &Charge, r: &Reading) -> bool {
+    match c.rule.window {
+        Window::Rate { .. } => r.next_tat.is_some(),
+        _ => quota::admits(r.used, c.estimate, r.limit),
+    }
+}
+
 async fn read_counter(
     tx: &mut Tx,
     tenant: &str,
@@ -591,10 +599,7 @@ impl Store {
                 .copied()
                 .ok_or_else(|| Error::internal("a charged counter was not locked"))?;
             let r = read_counter(tx, tenant, c, head, now).await?;
-            let fits = match c.rule.window {
-                Window::Rate { .. } => r.next_tat.is_some(),
-                _ => quota::admits(r.used, c.estimate, r.limit),
-            };
+            let fits = fits(c, &r);
             let on_exceed = match c.rule.quota.on_exceed {
                 OnExceed::ApprovalRequired if approved => OnExceed::AlertOnly,
                 other => other,
@@ -866,6 +871,39 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected())
+    }
+
+    /// Whether every one of `charges` that can refuse (`deny` or
+    /// `approval_required`) would fit now: a read, reserving nothing. An
+    /// AuthZEN search leaves out what an evaluation would refuse.
+    pub async fn quotas_would_admit(
+        &self,
+        tenant: &str,
+        charges: &[Charge],
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let refusing = charges
+            .iter()
+            .filter(|c| c.rule.quota.on_exceed != OnExceed::AlertOnly && c.rule.window != Window::Live);
+        let mut tx = None;
+        for c in refusing {
+            let tx = match &mut tx {
+                Some(tx) => tx,
+                None => tx.insert(self.begin_read().await?),
+            };
+            let head: Option<i64> = sqlx::query_scalar("SELECT used FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = -1")
+                .bind(tenant)
+                .bind(&c.rule.quota.id)
+                .bind(&c.subject)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            let r = read_counter(tx, tenant, c, head.unwrap_or(0), now).await?;
+            if !fits(c, &r) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Where a counter stands at `now`, with up to `history` past windows.

@@ -19,6 +19,7 @@ on_both_backends!(
     authzen_bad_input_metadata_and_audit,
     authzen_refusals_record_effective_attributes,
     authzen_search_leaves_out_candidates_it_cannot_decide,
+    authzen_search_leaves_out_what_a_quota_would_refuse,
     authzen_search_token_is_bound_to_properties_and_context,
     authzen_ignores_unknown_fields_where_decisions_refuse_them
 );
@@ -1178,7 +1179,20 @@ async fn authzen_bad_input_metadata_and_audit(b: Backend) {
                 ErrorCode::Forbidden,
                 "{body}"
             );
+            // A search about it likewise, whatever its type.
+            let body = json!({ "subject": subject, "resource": resource });
+            assert_eq!(
+                code(bot.authzen_search_action(&body).await),
+                ErrorCode::Forbidden,
+                "{body}"
+            );
         }
+        let body = json!({ "subject": subject, "action": { "name": "can_read_todos" }, "resource": { "type": "todo" } });
+        assert_eq!(
+            code(bot.authzen_search_resource(&body).await),
+            ErrorCode::Forbidden,
+            "{body}"
+        );
     }
     assert_eq!(all_audit(&s.admin).await.len(), recorded);
 
@@ -1482,6 +1496,44 @@ async fn authzen_search_leaves_out_candidates_it_cannot_decide(b: Backend) {
     .await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["error"]["code"], "invalid_entity");
+    s.stop().await;
+}
+
+/// Search results are what an evaluation would allow (AuthZEN 1.0, search
+/// semantics): what a used-up quota would refuse is left out, and a search
+/// uses none of the quota.
+async fn authzen_search_leaves_out_what_a_quota_would_refuse(b: Backend) {
+    let s = TestServer::start(b).await;
+    todo_setup(&s.admin).await;
+    low_risk_agent(&s.admin, "todo-bot", "rick@the-citadel.com").await;
+    let bot = json!({ "type": "agent", "id": "todo-bot" });
+    let t1 = todo("t1", "rick@the-citadel.com");
+    let actions = json!({ "subject": bot, "resource": t1 });
+    let reads = |found: &[Value]| found.iter().any(|a| a["name"] == "can_read_todos");
+    s.admin
+        .put_quota(&PutQuota {
+            name: "one-read-a-day".into(),
+            scope: Some(QuotaScope::Agent),
+            subject: Some("todo-bot".into()),
+            metric: "requests".into(),
+            action: Some("can_read_todos".into()),
+            window: "day".into(),
+            limit: 1.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (found, _) = search_all(&s.admin, "action", actions.clone(), 10).await;
+        assert!(reads(&found), "{found:?}");
+    }
+    let evaluation = json!({ "subject": bot, "action": { "name": "can_read_todos" }, "resource": t1 });
+    let (_, answer) = post(&s.admin, "/access/v1/evaluation", &evaluation).await;
+    assert_eq!(answer["decision"], true, "{answer}");
+    let (_, answer) = post(&s.admin, "/access/v1/evaluation", &evaluation).await;
+    assert_eq!(answer["decision"], false, "{answer}");
+    let (found, _) = search_all(&s.admin, "action", actions, 10).await;
+    assert!(!reads(&found), "{found:?}");
     s.stop().await;
 }
 

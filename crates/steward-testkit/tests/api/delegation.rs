@@ -466,6 +466,20 @@ async fn proven_delegation(backend: Backend) {
             "{body}"
         );
     }
+    // The record names the person the tenant knows by id: the audit log
+    // finds the decision under the leaver.
+    let (status, found) = call(
+        &s,
+        &admin,
+        reqwest::Method::GET,
+        "/v1/audit?human=dora@example.com&action=decision.*",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    let entries = found["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{found}");
+    assert_eq!(entries[0]["after"]["on_behalf_of"], "dora@example.com");
     let mut pep = ask(Some("ghost@example.com"));
     pep["principal"] = json!({"type": "agent", "id": "bot"});
     let (status, body) = call(

@@ -5,7 +5,10 @@
 use serde_json::{Map, Value};
 use steward_core::Error;
 use steward_policy::{DecisionInput, Engine, EntityData, Subject};
-use steward_types::{AgentFilter, Decision, ErrorCode, Page, PageQuery, PolicyQuery, PrincipalRef};
+use steward_types::{
+    AgentFilter, Decision, DecisionRequest, ErrorCode, Page, PageQuery, PolicyQuery, PrincipalRef,
+    ResourceRef,
+};
 
 use super::{MAX_EXAMINED, principal_type, resource_ref};
 use crate::auth::Caller;
@@ -311,7 +314,30 @@ impl Scan<'_> {
             &outcome.policies,
         )
         .await?;
-        Ok(ask.is_none())
+        if ask.is_some() {
+            return Ok(false);
+        }
+        // Nor is what a quota would refuse: reserved nothing, read now.
+        let tenant = self.caller.tenant_id();
+        let rules = self.state.quotas.get(&self.state.store, tenant).await?;
+        let req = DecisionRequest {
+            principal: None,
+            action: input.action.clone(),
+            resource: ResourceRef {
+                resource_type: input.resource.entity_type.clone(),
+                id: input.resource.id.clone(),
+                attributes: Default::default(),
+            },
+            context: input.context.clone(),
+            on_behalf_of: None,
+            estimate: None,
+            call_arguments: None,
+        };
+        let charges = crate::quotas::charges(&rules, tenant, &input, &req)?;
+        self.state
+            .store
+            .quotas_would_admit(tenant, &charges, chrono::Utc::now())
+            .await
     }
 
     /// Walk the candidates from `start`, keeping the allowed ones, until

@@ -263,7 +263,14 @@ async fn fixed_chain(
     caller: &Caller,
     q: &SearchQuery,
 ) -> Result<Option<Vec<Subject>>, Error> {
-    let (Some(id), Some(principal_type)) = (&q.subject_id, principal_type(&q.subject_type)) else {
+    let Some(id) = &q.subject_id else {
+        return Ok(None);
+    };
+    let Some(principal_type) = principal_type(&q.subject_type) else {
+        // An agent's key asks about that agent only, whatever the type.
+        if let Caller::Agent { agent, .. } = caller {
+            crate::decisions::asks_about_itself(agent, &q.subject_type, id)?;
+        }
         return Ok(None);
     };
     known(chain_of(state, caller, principal_type, id).await)
