@@ -24,8 +24,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::{ChildStdin, ChildStdout};
 
 /// The longest message a stdio upstream may send, in bytes without its
-/// newline: the most rmcp reads as one line.
-pub(super) const MAX_MESSAGE_BYTES: usize = DEFAULT_MAX_LINE_LENGTH - 1;
+/// newline: as much as rmcp's Streamable HTTP client takes in one event.
+pub(super) const MAX_MESSAGE_BYTES: usize = DEFAULT_MAX_LINE_LENGTH;
 
 /// Variables a stdio upstream inherits from the gateway's environment.
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR", "USER"];
@@ -86,7 +86,9 @@ impl StdioUpstream {
         Ok(Self {
             child: Some(child),
             overflowed,
-            transport: AsyncRwTransport::new_client(stdout, stdin),
+            // rmcp counts the newline; the cap has already held the rest.
+            transport: AsyncRwTransport::new_client(stdout, stdin)
+                .with_max_line_length(MAX_MESSAGE_BYTES + 1),
         })
     }
 
@@ -102,14 +104,20 @@ impl StdioUpstream {
             return Box::into_pin(child.kill()).await;
         }
         let closed = self.transport.close().await;
-        if exited(&mut child).await {
-            return closed;
-        }
+        #[allow(unused_mut)]
+        let mut done = exited(&mut child).await;
         #[cfg(unix)]
-        if child.signal(libc::SIGTERM).is_ok() && exited(&mut child).await {
+        if !done && child.signal(libc::SIGTERM).is_ok() {
+            done = exited(&mut child).await;
+        }
+        if !done {
+            Box::into_pin(child.kill()).await?;
             return closed;
         }
-        Box::into_pin(child.kill()).await?;
+        // The first process has exited; what it started in its group (a
+        // wrapper's background job, say) goes with it.
+        #[cfg(unix)]
+        let _ = child.signal(libc::SIGKILL);
         closed
     }
 }

@@ -117,7 +117,7 @@ fn upstream_error(server: &McpServer, overflowed: bool, e: ServiceError) -> McpE
                 "the upstream MCP server '{}' sent a message over {} MiB, more than the \
                  gateway reads from a stdio server: this session is being closed; start a new one",
                 server.name,
-                (MAX_MESSAGE_BYTES + 1) >> 20
+                MAX_MESSAGE_BYTES >> 20
             ),
             None,
         ),
@@ -142,14 +142,18 @@ fn start_error(e: &ClientInitializeError) -> String {
     let ClientInitializeError::TransportError { error, context } = e else {
         return e.to_string();
     };
-    let cause = match error
+    format!("{} ({context})", transport_cause(error))
+}
+
+/// What went wrong in a transport, without the transport's type name.
+fn transport_cause(error: &rmcp::transport::DynamicTransportError) -> String {
+    match error
         .error
         .downcast_ref::<StreamableHttpError<rmcp_reqwest::Error>>()
     {
         Some(StreamableHttpError::Client(http)) => with_causes(http),
         _ => with_causes(error.error.as_ref()),
-    };
-    format!("{cause} ({context})")
+    }
 }
 
 /// An error and each error that caused it, as one line.
@@ -215,7 +219,11 @@ pub(super) async fn connect(
         McpTransport::StreamableHttp { url } => {
             let transport = StreamableHttpClientTransport::with_client(
                 call.state.mcp.upstream_http.clone(),
-                StreamableHttpClientTransportConfig::with_uri(url.as_str()),
+                // An upstream that drops the session ends this one: a new
+                // upstream session opened behind the client's back would
+                // have lost the state the client's session had there.
+                StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .reinit_on_expired_session(false),
             );
             let transport = Watched {
                 inner: transport,
@@ -246,8 +254,23 @@ pub(super) async fn connect(
 }
 
 impl Session {
-    /// What a request that failed upstream answers.
+    /// What a request that failed upstream answers. An upstream that can
+    /// no longer be sent to (an HTTP server that is down or has dropped this
+    /// session, a stdio server whose stdin is gone) has ended as far as this
+    /// session goes: it is closed, and the client's next request starts a
+    /// new one.
     fn failed(&self, e: ServiceError) -> McpError {
+        if let ServiceError::TransportSend(e) = &e {
+            self.ended.cancel();
+            return McpError::internal_error(
+                format!(
+                    "the upstream MCP server '{}' has ended ({}): this session is being closed; start a new one",
+                    self.server.name,
+                    transport_cause(e)
+                ),
+                None,
+            );
+        }
         upstream_error(&self.server, self.overflowed.load(Ordering::Acquire), e)
     }
 

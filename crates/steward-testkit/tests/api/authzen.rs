@@ -1527,7 +1527,8 @@ async fn authzen_search_leaves_out_what_a_quota_would_refuse(b: Backend) {
         let (found, _) = search_all(&s.admin, "action", actions.clone(), 10).await;
         assert!(reads(&found), "{found:?}");
     }
-    let evaluation = json!({ "subject": bot, "action": { "name": "can_read_todos" }, "resource": t1 });
+    let evaluation =
+        json!({ "subject": bot, "action": { "name": "can_read_todos" }, "resource": t1 });
     let (_, answer) = post(&s.admin, "/access/v1/evaluation", &evaluation).await;
     assert_eq!(answer["decision"], true, "{answer}");
     let (_, answer) = post(&s.admin, "/access/v1/evaluation", &evaluation).await;

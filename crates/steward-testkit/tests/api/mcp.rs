@@ -1374,6 +1374,59 @@ when { resource.server == "files" && resource.name == "read_text_file" };"#,
     gw.stop().await;
 }
 
+/// An HTTP upstream that goes away mid-session ends the session: the call
+/// sent to it fails with an error that says so (naming no internal type),
+/// and the session is closed, so the client's next request starts anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upstream_that_goes_away_ends_the_session() {
+    if !node_ready("an_http_upstream_that_goes_away_ends_the_session") {
+        return;
+    }
+    let upstream = HttpUpstream::start().await.unwrap();
+    let transport = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    let gw = Gateway::start("everything", transport, Some(10)).await;
+    gw.allow_everything_tools().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone");
+    let (url, key, gone_path) = (
+        gw.url(),
+        gw.key.clone(),
+        gone.to_string_lossy().into_owned(),
+    );
+    let client = tokio::spawn(async move {
+        mcp::run_client(
+            &url,
+            &key,
+            &json!([
+                {"op": "call", "name": "echo", "arguments": {"message": "before"}},
+                {"op": "wait_file", "path": gone_path},
+                {"op": "call", "name": "echo", "arguments": {"message": "after"}},
+                {"op": "ping_until_gone"},
+            ]),
+            None,
+        )
+        .await
+        .unwrap()
+    });
+    gw.tool_calls(1).await;
+    drop(upstream);
+    std::fs::write(&gone, "").unwrap();
+    let out = client.await.unwrap();
+    let steps = out["steps"].as_array().unwrap();
+    assert_eq!(text(&steps[0]), "Echo: before", "{out}");
+    let message = steps[2]["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the upstream MCP server 'everything' has ended")
+            && message.contains("this session is being closed")
+            && !message.contains("steward_server::"),
+        "{out}"
+    );
+    assert!(steps[3]["ok"].is_array(), "the session was closed: {out}");
+    gw.stop().await;
+}
+
 /// `decision_record = "with_call"`: an allowed call goes upstream while its
 /// decision record commits, and the answer waits for the record. What that
 /// trades away shows when the store stops taking writes: the call has run and
@@ -1714,40 +1767,30 @@ async fn a_wrapped_stdio_upstream_ends_with_its_sessions() {
     if !node_ready("a_wrapped_stdio_upstream_ends_with_its_sessions") {
         return;
     }
-    let marker = format!("steward-wrapped-{}", uuid::Uuid::now_v7().simple());
     let McpTransport::Stdio { command, args, env } = mcp::everything_stdio() else {
         unreachable!()
     };
-    let transport = McpTransport::Stdio {
-        command: "sh".into(),
-        args: vec![
-            "-c".into(),
-            // After the server, something that ignores the closed stdin.
-            format!(
-                "{command} {}; {command} -e 'setTimeout(() => {{}}, 300000)' {marker}",
-                args.join(" ")
-            ),
-        ],
-        env,
-    };
-    let gw = Gateway::start("everything", transport, None).await;
-    gw.allow_everything_tools().await;
-    assert_eq!(gw.echo("hi").await, "Echo: hi");
-    gw.stop().await;
-    let running = || {
-        std::process::Command::new("pgrep")
-            .args(["-f", &marker])
-            .output()
-            .map(|o| !o.stdout.is_empty())
-            .unwrap_or(false)
-    };
-    for _ in 0..300 {
-        if !running() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let server = format!("{command} {}", args.join(" "));
+    let lingering =
+        |marker: &str| format!("{command} -e 'setTimeout(() => {{}}, 300000)' {marker}");
+    // After the server, something that ignores the closed stdin; and a
+    // background job beside a server the wrapper became, which exits.
+    for script in [
+        |server: &str, other: &str| format!("{server}; {other}"),
+        |server: &str, other: &str| format!("{other} & exec {server}"),
+    ] {
+        let marker = format!("steward-wrapped-{}", uuid::Uuid::now_v7().simple());
+        let transport = McpTransport::Stdio {
+            command: "sh".into(),
+            args: vec!["-c".into(), script(&server, &lingering(&marker))],
+            env: env.clone(),
+        };
+        let gw = Gateway::start("everything", transport, None).await;
+        gw.allow_everything_tools().await;
+        assert_eq!(gw.echo("hi").await, "Echo: hi");
+        gw.stop().await;
+        process_ends(&marker, "what the wrapper started outlived its sessions").await;
     }
-    panic!("what the wrapper started outlived its sessions");
 }
 
 /// A session whose client went quiet is closed after the idle limit and its
