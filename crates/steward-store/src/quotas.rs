@@ -882,9 +882,9 @@ impl Store {
         charges: &[Charge],
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
-        let refusing = charges
-            .iter()
-            .filter(|c| c.rule.quota.on_exceed != OnExceed::AlertOnly && c.rule.window != Window::Live);
+        let refusing = charges.iter().filter(|c| {
+            c.rule.quota.on_exceed != OnExceed::AlertOnly && c.rule.window != Window::Live
+        });
         let mut tx = None;
         for c in refusing {
             let tx = match &mut tx {
