@@ -891,13 +891,7 @@ impl Store {
                 Some(tx) => tx,
                 None => tx.insert(self.begin_read().await?),
             };
-            let head: Option<i64> = sqlx::query_scalar("SELECT used FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = -1")
-                .bind(tenant)
-                .bind(&c.rule.quota.id)
-                .bind(&c.subject)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(db_error)?;
+            let head = read_head(tx, "", tenant, &c.rule.quota.id, &c.subject).await?;
             let r = read_counter(tx, tenant, c, head.unwrap_or(0), now).await?;
             if !fits(c, &r) {
                 return Ok(false);
@@ -916,13 +910,7 @@ impl Store {
         history: u32,
     ) -> Result<(QuotaStatus, Vec<WindowUsage>), Error> {
         let mut tx = self.begin_read().await?;
-        let head: Option<i64> = sqlx::query_scalar("SELECT used FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = -1")
-            .bind(tenant)
-            .bind(&rule.quota.id)
-            .bind(subject)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let head = read_head(&mut tx, "", tenant, &rule.quota.id, subject).await?;
         let charge = Charge {
             rule: rule.clone(),
             subject: subject.to_string(),
