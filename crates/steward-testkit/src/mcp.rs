@@ -83,7 +83,7 @@ pub fn filesystem_stdio(dir: &std::path::Path) -> McpTransport {
 /// `server-everything` serving Streamable HTTP on a free local port; killed
 /// when dropped.
 pub struct HttpUpstream {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     /// Its MCP endpoint.
     pub url: String,
     /// The local port it listens on.
@@ -93,48 +93,74 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// Start it and wait until it has bound its port.
     ///
-    /// Readiness is the server's own "listening" line, printed once its
-    /// port is bound: a connect could instead reach another process that
-    /// took the port first. A server that finds its port taken exits, and
-    /// starts again on another.
+    /// A server that finds its port taken (another process took it between
+    /// the pick and the bind) exits, and starts again on another.
     pub async fn start() -> anyhow::Result<HttpUpstream> {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port();
-            let mut child = tokio::process::Command::new("node")
-                .arg(package_entry("server-everything"))
-                .arg("streamableHttp")
-                .env("PORT", port.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .context("starting server-everything over HTTP")?;
-            let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
-            let listening = tokio::time::timeout(Duration::from_secs(30), async {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if line.contains("listening on port") {
-                        return true;
-                    }
-                }
-                false
-            })
-            .await
-            .context("server-everything did not listen within 30 s")?;
-            if listening {
-                // Keep reading, so the server never blocks on a full pipe.
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Ok(HttpUpstream {
-                    _child: child,
-                    url: format!("http://127.0.0.1:{port}/mcp"),
-                    port,
-                });
+            if let Some(upstream) = Self::try_on(port).await? {
+                return Ok(upstream);
             }
-            child.wait().await?;
         }
         bail!("server-everything exited at every start")
+    }
+
+    /// A new server on this one's port, as an upstream that restarted: it
+    /// knows none of the old one's sessions. This one is stopped first.
+    pub async fn restart(self) -> anyhow::Result<HttpUpstream> {
+        let port = self.port;
+        let mut child = self.child;
+        child.kill().await?;
+        // The port can stay taken for a moment after the kill.
+        for _ in 0..50 {
+            if let Some(upstream) = Self::try_on(port).await? {
+                return Ok(upstream);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("server-everything could not listen on port {port} again")
+    }
+
+    /// Start one on `port`; `None` if it exited without listening.
+    ///
+    /// Readiness is the server's own "listening" line, printed once its
+    /// port is bound: a connect could instead reach another process that
+    /// took the port first.
+    async fn try_on(port: u16) -> anyhow::Result<Option<HttpUpstream>> {
+        let mut child = tokio::process::Command::new("node")
+            .arg(package_entry("server-everything"))
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting server-everything over HTTP")?;
+        let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("listening on port") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .context("server-everything did not listen within 30 s")?;
+        if !listening {
+            child.wait().await?;
+            return Ok(None);
+        }
+        // Keep reading, so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Some(HttpUpstream {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            port,
+        }))
     }
 }
 

@@ -720,9 +720,7 @@ async fn endpoint(
                     .into(),
             );
         }
-        if session.is_none()
-            && let Some(refusal) = bad_initialize(&bytes)
-        {
+        if let Some(refusal) = misfit_request(&bytes, session.is_none()) {
             return refusal;
         }
         sent = Some(bytes.clone());
@@ -875,12 +873,54 @@ fn is_batch(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
-/// An `initialize` request (a POST without a session id) whose params are
-/// not those of an `initialize`: refused with invalid params and the
-/// request's id, saying what does not fit (rmcp would answer that a
-/// session id is required, as for any message that is not an
-/// `initialize`). Anything else is left to rmcp.
-fn bad_initialize(body: &[u8]) -> Option<Response> {
+/// A request whose params rmcp would misread, answered with invalid params
+/// and the request's id, saying what does not fit. rmcp reads such params
+/// in ways the gateway's own handlers never see: an `initialize` that does
+/// not fit is answered as if no session id had been sent, a `_meta` that is
+/// not an object fails the whole message with no id, and a listing's
+/// `cursor` that is not a string is dropped, so the first page would be
+/// answered. `opening` is whether the POST carries no session id (only an
+/// `initialize` may then be sent). Anything else is left to rmcp, which
+/// answers what does not fit a known method's schema through
+/// [`proxy`]'s custom-request handler.
+fn misfit_request(body: &[u8], opening: bool) -> Option<Response> {
+    use serde_json::Value;
+    let message: Value = serde_json::from_slice(body).ok()?;
+    let method = message.get("method")?.as_str()?;
+    let id = message
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())?;
+    let params = message.get("params");
+    let why = match params {
+        Some(Value::Object(params)) => params_misfit(method, params, opening)?,
+        None | Some(Value::Null) if method == "initialize" && opening => {
+            "params are required (protocolVersion, capabilities, clientInfo)".to_string()
+        }
+        None | Some(Value::Null) => return None,
+        Some(_) => "params must be an object".to_string(),
+    };
+    // An `initialize` cannot be taken, so its POST is refused (400). A
+    // request in a session is answered as any request is, with its error.
+    let status = if opening {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Some(rpc_error(
+        status,
+        id.clone(),
+        -32602,
+        format!("{method}: {why}"),
+    ))
+}
+
+/// What in a request's params object rmcp would misread (see
+/// [`misfit_request`]), if anything.
+fn params_misfit(
+    method: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    opening: bool,
+) -> Option<String> {
     use rmcp::model::{
         ClientCapabilities, Implementation, InitializeRequestParams, ProtocolVersion,
     };
@@ -897,33 +937,24 @@ fn bad_initialize(body: &[u8]) -> Option<Response> {
                 .map(|e| format!("params.{field}: {e}")),
         }
     }
-    let message: Value = serde_json::from_slice(body).ok()?;
-    if message.get("method")?.as_str()? != "initialize" {
-        return None;
+    if params.get("_meta").is_some_and(|m| !m.is_object()) {
+        return Some("params._meta must be an object".into());
     }
-    let id = message
-        .get("id")
-        .filter(|id| id.is_string() || id.is_number())?;
-    let why = match message.get("params") {
-        None | Some(Value::Null) => {
-            "params are required (protocolVersion, capabilities, clientInfo)".to_string()
-        }
-        Some(Value::Object(params)) => unfit::<ProtocolVersion>(params, "protocolVersion")
+    match method {
+        "initialize" if opening => unfit::<ProtocolVersion>(params, "protocolVersion")
             .or_else(|| unfit::<ClientCapabilities>(params, "capabilities"))
             .or_else(|| unfit::<Implementation>(params, "clientInfo"))
             .or_else(|| {
                 serde_json::from_value::<InitializeRequestParams>(Value::Object(params.clone()))
                     .err()
                     .map(|e| format!("params: {e}"))
-            })?,
-        Some(_) => "params must be an object".to_string(),
-    };
-    Some(rpc_error(
-        StatusCode::BAD_REQUEST,
-        id.clone(),
-        -32602,
-        format!("initialize: {why}"),
-    ))
+            }),
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => params
+            .get("cursor")
+            .filter(|c| !c.is_string() && !c.is_null())
+            .map(|_| "params.cursor must be a string: the nextCursor of the page before".into()),
+        _ => None,
+    }
 }
 
 /// A refused POST: an HTTP error with a JSON-RPC error without an id, as the

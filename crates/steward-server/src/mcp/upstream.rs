@@ -13,18 +13,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::http::{HeaderName, HeaderValue};
 use rmcp::model::{
     CancelledNotification, CancelledNotificationParam, ClientNotification, ClientRequest,
     ClientResult, InitializeRequestParams, ProgressToken, ServerNotification, ServerRequest,
     ServerResult,
 };
+use rmcp::model::{ClientJsonRpcMessage, ErrorCode, PingRequest, RequestId, ServerJsonRpcMessage};
 use rmcp::service::{
     ClientInitializeError, NotificationContext, Peer, PeerRequestOptions, RequestContext,
     RoleClient, RoleServer, RunningService, ServiceError,
 };
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::{
-    StreamableHttpClientTransportConfig, StreamableHttpError,
+    SseError, StreamableHttpClient, StreamableHttpClientTransportConfig, StreamableHttpError,
+    StreamableHttpPostResponse, StreamableHttpResponseLimits,
 };
 use rmcp::{ErrorData as McpError, Service, ServiceExt};
 use steward_types::{McpServer, McpTransport};
@@ -32,6 +35,10 @@ use steward_types::{McpServer, McpTransport};
 use super::GatewayCall;
 use super::proxy::agent_id;
 use super::stdio::{MAX_MESSAGE_BYTES, StdioUpstream};
+
+/// How long a ping may take to tell whether an HTTP upstream that refused a
+/// request still takes the session (at most the registration's timeout).
+const PING_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Upstream progress tokens → the downstream's, for relaying progress. An
 /// async lock: a request with a progress token holds it from before it is
@@ -97,6 +104,131 @@ impl<T> Drop for Watched<T> {
         self.ended.cancel();
     }
 }
+
+/// The HTTP client of an upstream session: rmcp's, except that a JSON-RPC
+/// error without an id answering a request is taken as that request's
+/// answer. A server that cannot take a request (it does not know the
+/// session, a header is missing) may answer so, with an HTTP error; rmcp
+/// would hand the error on matched to no request, and the request would
+/// wait out the whole timeout.
+#[derive(Clone)]
+struct UpstreamHttp(rmcp_reqwest::Client);
+
+type HttpPost = Result<StreamableHttpPostResponse, StreamableHttpError<rmcp_reqwest::Error>>;
+
+/// `answer` to `message`, an error without an id given the request's id.
+fn answering(message_id: Option<RequestId>, answer: HttpPost) -> HttpPost {
+    match (message_id, answer) {
+        (
+            Some(id),
+            Ok(StreamableHttpPostResponse::Json(ServerJsonRpcMessage::Error(mut error), session)),
+        ) if error.id.is_none() => {
+            error.id = Some(id);
+            Ok(StreamableHttpPostResponse::Json(
+                ServerJsonRpcMessage::Error(error),
+                session,
+            ))
+        }
+        (_, answer) => answer,
+    }
+}
+
+fn request_id(message: &ClientJsonRpcMessage) -> Option<RequestId> {
+    match message {
+        ClientJsonRpcMessage::Request(r) => Some(r.id.clone()),
+        _ => None,
+    }
+}
+
+impl StreamableHttpClient for UpstreamHttp {
+    type Error = rmcp_reqwest::Error;
+
+    async fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> HttpPost {
+        let id = request_id(&message);
+        let answer = self
+            .0
+            .post_message(uri, message, session_id, auth_header, custom_headers)
+            .await;
+        answering(id, answer)
+    }
+
+    async fn post_message_with_response_limits(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        limits: StreamableHttpResponseLimits,
+    ) -> HttpPost {
+        let id = request_id(&message);
+        let answer = self
+            .0
+            .post_message_with_response_limits(
+                uri,
+                message,
+                session_id,
+                auth_header,
+                custom_headers,
+                limits,
+            )
+            .await;
+        answering(id, answer)
+    }
+
+    fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> impl Future<Output = Result<(), StreamableHttpError<Self::Error>>> + Send + '_ {
+        self.0
+            .delete_session(uri, session_id, auth_header, custom_headers)
+    }
+
+    fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> impl Future<Output = Result<SseStream, StreamableHttpError<Self::Error>>> + Send + '_ {
+        self.0
+            .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
+    }
+
+    fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> impl Future<Output = Result<SseStream, StreamableHttpError<Self::Error>>> + Send + '_ {
+        self.0.get_stream_with_max_sse_event_size(
+            uri,
+            session_id,
+            last_event_id,
+            auth_header,
+            custom_headers,
+            max_sse_event_size,
+        )
+    }
+}
+
+type SseStream = std::pin::Pin<
+    Box<dyn futures_core::Stream<Item = Result<sse_stream::Sse, SseError>> + Send + 'static>,
+>;
 
 fn upstream_error(server: &McpServer, overflowed: bool, e: ServiceError) -> McpError {
     match e {
@@ -218,7 +350,7 @@ pub(super) async fn connect(
         }
         McpTransport::StreamableHttp { url } => {
             let transport = StreamableHttpClientTransport::with_client(
-                call.state.mcp.upstream_http.clone(),
+                UpstreamHttp(call.state.mcp.upstream_http.clone()),
                 // An upstream that drops the session ends this one: a new
                 // upstream session opened behind the client's back would
                 // have lost the state the client's session had there.
@@ -274,6 +406,35 @@ impl Session {
         upstream_error(&self.server, self.overflowed.load(Ordering::Acquire), e)
     }
 
+    /// What a request an HTTP upstream refused answers. The upstream may
+    /// have lost this session: it restarted, say, and answers the old
+    /// session id with an error rather than `404`. A ping, which any
+    /// session answers, tells: refused too, the session has ended, as for
+    /// an upstream that went away. Otherwise the refusal is the answer.
+    async fn refused(
+        &self,
+        peer: &Peer<RoleClient>,
+        refusal: McpError,
+        timeout: Duration,
+    ) -> McpError {
+        let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
+        match tokio::time::timeout(timeout.min(PING_PATIENCE), ping).await {
+            Ok(Err(ServiceError::McpError(lost))) if lost.code != ErrorCode::METHOD_NOT_FOUND => {
+                self.ended.cancel();
+                McpError::internal_error(
+                    format!(
+                        "the upstream MCP server '{}' has ended (it no longer takes this \
+                         session: {}): this session is being closed; start a new one",
+                        self.server.name, lost.message
+                    ),
+                    None,
+                )
+            }
+            Ok(Err(e @ ServiceError::TransportSend(_))) => self.failed(e),
+            _ => refusal,
+        }
+    }
+
     /// Send `request` upstream, relaying progress and cancellation.
     pub(super) async fn forward(
         &self,
@@ -321,6 +482,11 @@ impl Session {
             // An answer that came before the upstream ended is its answer.
             biased;
             r = tokio::time::timeout(timeout, handle.await_response()) => match r {
+                Ok(Err(ServiceError::McpError(e)))
+                    if matches!(self.server.transport, McpTransport::StreamableHttp { .. }) =>
+                {
+                    Err(self.refused(&peer, e, timeout).await)
+                }
                 Ok(r) => r.map_err(|e| self.failed(e)),
                 Err(_) => {
                     cancel("timed out at the gateway");
@@ -408,7 +574,45 @@ impl Service<RoleClient> for Relay {
 
 #[cfg(test)]
 mod tests {
-    use super::with_causes;
+    use super::{HttpPost, answering, with_causes};
+    use rmcp::model::{NumberOrString, ServerJsonRpcMessage};
+    use rmcp::transport::streamable_http_client::StreamableHttpPostResponse;
+
+    fn json_answer(message: serde_json::Value) -> HttpPost {
+        let message: ServerJsonRpcMessage = serde_json::from_value(message).unwrap();
+        Ok(StreamableHttpPostResponse::Json(message, None))
+    }
+
+    fn answered_id(answer: HttpPost) -> Option<serde_json::Value> {
+        match answer {
+            Ok(StreamableHttpPostResponse::Json(ServerJsonRpcMessage::Error(e), _)) => {
+                e.id.map(|id| serde_json::to_value(id).unwrap())
+            }
+            _ => panic!("not a JSON error"),
+        }
+    }
+
+    /// An error without an id answering a request is that request's answer;
+    /// one with an id, or answering a notification, is left as it came.
+    #[test]
+    fn an_error_without_an_id_answers_the_request_it_came_for() {
+        let anonymous = || {
+            json_answer(serde_json::json!({"jsonrpc": "2.0", "error": {
+                "code": -32000, "message": "Bad Request: No valid session ID provided"}}))
+        };
+        let request = Some(NumberOrString::Number(7));
+        assert_eq!(
+            answered_id(answering(request.clone(), anonymous())),
+            Some(serde_json::json!(7))
+        );
+        assert_eq!(answered_id(answering(None, anonymous())), None);
+        let addressed = json_answer(serde_json::json!({"jsonrpc": "2.0", "id": 3, "error": {
+            "code": -32602, "message": "no"}}));
+        assert_eq!(
+            answered_id(answering(request, addressed)),
+            Some(serde_json::json!(3))
+        );
+    }
 
     /// An error that says what failed and keeps why as its source.
     #[derive(Debug)]

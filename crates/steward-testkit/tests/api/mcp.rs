@@ -870,6 +870,30 @@ async fn streamable_http_upstream_and_credentials() {
             -32601,
             "vendor/frobnicate",
         ),
+        // What rmcp would misread is refused before it: a cursor that is
+        // no string (rmcp drops it and answers the first page), and params
+        // or `_meta` that are no object (rmcp answers with no id).
+        (
+            json!({"jsonrpc": "2.0", "id": 10, "method": "tools/list", "params": {"cursor": 5}}),
+            -32602,
+            "tools/list: params.cursor must be a string",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": "p-11", "method": "prompts/list", "params": {"cursor": {}}}),
+            -32602,
+            "prompts/list: params.cursor must be a string",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 12, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"message": "x"}, "_meta": 5}}),
+            -32602,
+            "tools/call: params._meta must be an object",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 13, "method": "tools/call", "params": 5}),
+            -32602,
+            "tools/call: params must be an object",
+        ),
     ] {
         let answer = http
             .post(gw.url())
@@ -1424,6 +1448,70 @@ async fn an_http_upstream_that_goes_away_ends_the_session() {
         "{out}"
     );
     assert!(steps[3]["ok"].is_array(), "the session was closed: {out}");
+    gw.stop().await;
+}
+
+/// An HTTP upstream that restarts knows none of its old sessions: it
+/// refuses the gateway's session id. The call sent to it fails at once
+/// (well inside the registration's timeout) with an error that says the
+/// upstream session is gone, the gateway session is closed, and the
+/// client's next session reaches the new upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upstream_that_restarts_ends_the_session() {
+    if !node_ready("an_http_upstream_that_restarts_ends_the_session") {
+        return;
+    }
+    let upstream = HttpUpstream::start().await.unwrap();
+    let transport = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    // A timeout the test would notice: the call must not wait it out.
+    let gw = Gateway::start("everything", transport, Some(120)).await;
+    gw.allow_everything_tools().await;
+    let dir = tempfile::tempdir().unwrap();
+    let restarted = dir.path().join("restarted");
+    let (url, key, restarted_path) = (
+        gw.url(),
+        gw.key.clone(),
+        restarted.to_string_lossy().into_owned(),
+    );
+    let client = tokio::spawn(async move {
+        mcp::run_client(
+            &url,
+            &key,
+            &json!([
+                {"op": "call", "name": "echo", "arguments": {"message": "before"}},
+                {"op": "wait_file", "path": restarted_path},
+                {"op": "call", "name": "echo", "arguments": {"message": "after"}},
+                {"op": "ping_until_gone"},
+            ]),
+            None,
+        )
+        .await
+        .unwrap()
+    });
+    gw.tool_calls(1).await;
+    let upstream = upstream.restart().await.unwrap();
+    std::fs::write(&restarted, "").unwrap();
+    let out = client.await.unwrap();
+    let steps = out["steps"].as_array().unwrap();
+    assert_eq!(text(&steps[0]), "Echo: before", "{out}");
+    let message = steps[2]["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the upstream MCP server 'everything' has ended")
+            && message.contains("this session is being closed")
+            && !message.contains("did not answer within"),
+        "{out}"
+    );
+    assert!(steps[3]["ok"].is_array(), "the session was closed: {out}");
+    let steps = gw
+        .run(
+            json!([{"op": "call", "name": "echo", "arguments": {"message": "anew"}}]),
+            None,
+        )
+        .await;
+    assert_eq!(text(&steps[0]), "Echo: anew");
+    drop(upstream);
     gw.stop().await;
 }
 
