@@ -151,12 +151,15 @@ impl StreamableHttpClient for UpstreamHttp {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> HttpPost {
-        let id = request_id(&message);
-        let answer = self
-            .0
-            .post_message(uri, message, session_id, auth_header, custom_headers)
-            .await;
-        answering(id, answer)
+        self.post_message_with_response_limits(
+            uri,
+            message,
+            session_id,
+            auth_header,
+            custom_headers,
+            StreamableHttpResponseLimits::default(),
+        )
+        .await
     }
 
     async fn post_message_with_response_limits(

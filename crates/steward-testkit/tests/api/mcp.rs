@@ -1398,26 +1398,30 @@ when { resource.server == "files" && resource.name == "read_text_file" };"#,
     gw.stop().await;
 }
 
-/// An HTTP upstream that goes away mid-session ends the session: the call
-/// sent to it fails with an error that says so (naming no internal type),
-/// and the session is closed, so the client's next request starts anew.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http_upstream_that_goes_away_ends_the_session() {
-    if !node_ready("an_http_upstream_that_goes_away_ends_the_session") {
-        return;
-    }
-    let upstream = HttpUpstream::start().await.unwrap();
+/// A session over `upstream` whose client calls `echo`, waits while
+/// `change` does what it will to the upstream, calls `echo` again and then
+/// pings until the gateway has closed the session: the steps' answers,
+/// with the gateway (still running) and what `change` left.
+async fn a_session_across<F, Fut>(
+    upstream: HttpUpstream,
+    timeout_secs: u32,
+    change: F,
+) -> (Gateway, Option<HttpUpstream>, Value)
+where
+    F: FnOnce(HttpUpstream) -> Fut,
+    Fut: std::future::Future<Output = Option<HttpUpstream>>,
+{
     let transport = McpTransport::StreamableHttp {
         url: upstream.url.clone(),
     };
-    let gw = Gateway::start("everything", transport, Some(10)).await;
+    let gw = Gateway::start("everything", transport, Some(timeout_secs)).await;
     gw.allow_everything_tools().await;
     let dir = tempfile::tempdir().unwrap();
-    let gone = dir.path().join("gone");
-    let (url, key, gone_path) = (
+    let changed = dir.path().join("changed");
+    let (url, key, changed_path) = (
         gw.url(),
         gw.key.clone(),
-        gone.to_string_lossy().into_owned(),
+        changed.to_string_lossy().into_owned(),
     );
     let client = tokio::spawn(async move {
         mcp::run_client(
@@ -1425,7 +1429,7 @@ async fn an_http_upstream_that_goes_away_ends_the_session() {
             &key,
             &json!([
                 {"op": "call", "name": "echo", "arguments": {"message": "before"}},
-                {"op": "wait_file", "path": gone_path},
+                {"op": "wait_file", "path": changed_path},
                 {"op": "call", "name": "echo", "arguments": {"message": "after"}},
                 {"op": "ping_until_gone"},
             ]),
@@ -1435,19 +1439,38 @@ async fn an_http_upstream_that_goes_away_ends_the_session() {
         .unwrap()
     });
     gw.tool_calls(1).await;
-    drop(upstream);
-    std::fs::write(&gone, "").unwrap();
+    let left = change(upstream).await;
+    std::fs::write(&changed, "").unwrap();
     let out = client.await.unwrap();
-    let steps = out["steps"].as_array().unwrap();
+    let steps = &out["steps"];
     assert_eq!(text(&steps[0]), "Echo: before", "{out}");
-    let message = steps[2]["error"]["message"].as_str().unwrap_or_default();
+    assert!(steps[3]["ok"].is_array(), "the session was closed: {out}");
+    (gw, left, out)
+}
+
+/// An HTTP upstream that goes away mid-session ends the session: the call
+/// sent to it fails with an error that says so (naming no internal type),
+/// and the session is closed, so the client's next request starts anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upstream_that_goes_away_ends_the_session() {
+    if !node_ready("an_http_upstream_that_goes_away_ends_the_session") {
+        return;
+    }
+    let upstream = HttpUpstream::start().await.unwrap();
+    let (gw, _, out) = a_session_across(upstream, 10, |upstream| async move {
+        drop(upstream);
+        None
+    })
+    .await;
+    let message = out["steps"][2]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         message.contains("the upstream MCP server 'everything' has ended")
             && message.contains("this session is being closed")
             && !message.contains("steward_server::"),
         "{out}"
     );
-    assert!(steps[3]["ok"].is_array(), "the session was closed: {out}");
     gw.stop().await;
 }
 
@@ -1462,48 +1485,20 @@ async fn an_http_upstream_that_restarts_ends_the_session() {
         return;
     }
     let upstream = HttpUpstream::start().await.unwrap();
-    let transport = McpTransport::StreamableHttp {
-        url: upstream.url.clone(),
-    };
     // A timeout the test would notice: the call must not wait it out.
-    let gw = Gateway::start("everything", transport, Some(120)).await;
-    gw.allow_everything_tools().await;
-    let dir = tempfile::tempdir().unwrap();
-    let restarted = dir.path().join("restarted");
-    let (url, key, restarted_path) = (
-        gw.url(),
-        gw.key.clone(),
-        restarted.to_string_lossy().into_owned(),
-    );
-    let client = tokio::spawn(async move {
-        mcp::run_client(
-            &url,
-            &key,
-            &json!([
-                {"op": "call", "name": "echo", "arguments": {"message": "before"}},
-                {"op": "wait_file", "path": restarted_path},
-                {"op": "call", "name": "echo", "arguments": {"message": "after"}},
-                {"op": "ping_until_gone"},
-            ]),
-            None,
-        )
-        .await
-        .unwrap()
-    });
-    gw.tool_calls(1).await;
-    let upstream = upstream.restart().await.unwrap();
-    std::fs::write(&restarted, "").unwrap();
-    let out = client.await.unwrap();
-    let steps = out["steps"].as_array().unwrap();
-    assert_eq!(text(&steps[0]), "Echo: before", "{out}");
-    let message = steps[2]["error"]["message"].as_str().unwrap_or_default();
+    let (gw, upstream, out) = a_session_across(upstream, 120, |upstream| async move {
+        Some(upstream.restart().await.unwrap())
+    })
+    .await;
+    let message = out["steps"][2]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         message.contains("the upstream MCP server 'everything' has ended")
-            && message.contains("this session is being closed")
-            && !message.contains("did not answer within"),
+            && message.contains("no longer takes this session")
+            && message.contains("this session is being closed"),
         "{out}"
     );
-    assert!(steps[3]["ok"].is_array(), "the session was closed: {out}");
     let steps = gw
         .run(
             json!([{"op": "call", "name": "echo", "arguments": {"message": "anew"}}]),
