@@ -200,6 +200,38 @@ impl Engine {
             .map_err(|err| Error::new(ErrorCode::InvalidEntity, err.to_string()))
     }
 
+    /// The checks of values [`Engine::decide`] makes before it evaluates:
+    /// the context against `action`'s declared context, and `resource`
+    /// (when given) against its declared type. A request refused before a
+    /// decision (for a subject Steward does not know) is refused for a bad
+    /// value first, as a decision would have been. An undeclared action,
+    /// or one that does not apply to `resource_type`, is decided without
+    /// reading either, so has nothing to check.
+    pub fn check_values(
+        &self,
+        action: &str,
+        resource_type: &str,
+        resource: Option<&EntityData>,
+        context: &Map<String, Value>,
+    ) -> Result<(), Error> {
+        let Some(prepared) = self.actions.get(action) else {
+            return Ok(());
+        };
+        if !prepared
+            .def
+            .resource_types
+            .iter()
+            .any(|t| t == resource_type)
+        {
+            return Ok(());
+        }
+        self.context(context, prepared)?;
+        match resource {
+            Some(resource) => self.entity(resource, &[]).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// Decide `input`. Bad attribute or context values are `invalid_entity`
     /// (400); an undeclared action or a resource type the action does not
     /// apply to is a denial that says so.

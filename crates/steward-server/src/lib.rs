@@ -316,7 +316,7 @@ pub fn router(state: AppState) -> Router {
     .layer(middleware::from_fn(metrics::track))
     .layer(middleware::from_fn(scope_request_id))
     .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-        let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let id = req.headers().get("x-request-id").and_then(request_id_text).unwrap_or_default();
         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
     }))
     .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -324,16 +324,26 @@ pub fn router(state: AppState) -> Router {
     .layer(middleware::from_fn(drop_unreadable_request_id))
 }
 
-/// A request id that is not visible ASCII (RFC 9110's `obs-text`, say) is
-/// dropped before one is generated in its place: echoed as sent, it would
-/// have been missing from error bodies and audit records, which hold text.
+/// A request id is any text (AuthZEN: "an arbitrary string", echoed as
+/// sent): visible ASCII, or UTF-8 beyond it (`café`). One whose bytes are
+/// not UTF-8 (RFC 9110's `obs-text` in another encoding) or that holds a
+/// control character is dropped before one is generated in its place:
+/// echoed as sent, it would have been missing from error bodies and audit
+/// records, which hold text.
 async fn drop_unreadable_request_id(mut req: Request, next: Next) -> Response {
     if let Some(id) = req.headers().get("x-request-id")
-        && id.to_str().is_err()
+        && request_id_text(id).is_none()
     {
         req.headers_mut().remove("x-request-id");
     }
     next.run(req).await
+}
+
+/// A request id header's text, if it is text without control characters.
+fn request_id_text(value: &axum::http::HeaderValue) -> Option<&str> {
+    std::str::from_utf8(value.as_bytes())
+        .ok()
+        .filter(|text| !text.chars().any(char::is_control))
 }
 
 /// Make the request id available to error bodies and audit records.
@@ -341,7 +351,7 @@ async fn scope_request_id(req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
+        .and_then(request_id_text)
         .unwrap_or_default()
         .to_string();
     let source = req

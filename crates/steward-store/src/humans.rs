@@ -39,6 +39,48 @@ where
     .map_err(db_error)
 }
 
+/// A human is named by id, e-mail or external id (in that order), so a new
+/// human's e-mail may not be another's external id, nor its external id
+/// another's id or e-mail: one of the two could no longer be named by it,
+/// and a request naming it (a decision, an AuthZEN subject, a token's
+/// claim) would be decided for the other.
+async fn refuse_ambiguous_names(
+    tx: &mut Tx,
+    tenant_id: &str,
+    email: &str,
+    external_id: Option<&str>,
+) -> Result<(), Error> {
+    let clash: Option<(String, String)> = sqlx::query_as(
+        "SELECT email, CASE WHEN external_id = $2 THEN 'email' ELSE 'external_id' END FROM humans \
+         WHERE tenant_id = $1 AND (external_id = $2 OR id = $3 OR email = $4) LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(email)
+    .bind(external_id.unwrap_or(""))
+    .bind(external_id.map(|x| x.to_lowercase()).unwrap_or_default())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    match clash {
+        None => Ok(()),
+        Some((other, field)) => {
+            let (what, named) = if field == "email" {
+                ("e-mail", email)
+            } else {
+                ("external_id", external_id.unwrap_or_default())
+            };
+            Err(Error::new(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "{what} '{named}' already names the human {other} (by id, e-mail or external id): \
+                     a request naming it could not tell the two apart"
+                ),
+            )
+            .with_details(serde_json::json!({ "field": field, "human": other })))
+        }
+    }
+}
+
 impl Store {
     /// Create a human.
     pub async fn create_human(
@@ -65,14 +107,22 @@ impl Store {
         validate::name_list("roles", &req.roles)?;
         if let Some(x) = req.external_id.as_deref().filter(|x| !x.is_empty()) {
             validate::key("external_id", x)?;
+            if x.trim() != x {
+                return Err(Error::invalid(
+                    "external_id",
+                    "must not begin or end with a space",
+                ));
+            }
         }
+        let external_id = req.external_id.filter(|x| !x.is_empty());
+        refuse_ambiguous_names(tx, &ctx.tenant_id, &email, external_id.as_deref()).await?;
         let teams = resolve_teams(tx, &ctx.tenant_id, &req.teams).await?;
         check_roles(tx, &ctx.tenant_id, "roles", &req.roles).await?;
         let human = Human {
             id: rows::new_id("hum"),
             email,
             display_name: req.display_name,
-            external_id: req.external_id.filter(|x| !x.is_empty()),
+            external_id,
             status: HumanStatus::Active,
             teams,
             roles: req.roles,

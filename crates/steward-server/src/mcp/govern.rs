@@ -430,8 +430,111 @@ pub async fn report_outcome(
     }
 }
 
+/// A resource URI as an upstream reads it (RFC 3986 §6.2.2): the scheme in
+/// lower case and the path without dot segments (`.`, `..`, also spelt
+/// `%2e`). What else it holds is kept as sent.
+pub(crate) fn canonical_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once(':').filter(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    }) else {
+        return uri.to_string();
+    };
+    let (authority, rest) = match rest.strip_prefix("//") {
+        Some(after) => {
+            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            (Some(&after[..end]), &after[end..])
+        }
+        None => (None, rest),
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (path, tail) = rest.split_at(end);
+    let mut out = scheme.to_ascii_lowercase();
+    out.push(':');
+    if let Some(authority) = authority {
+        out.push_str("//");
+        out.push_str(authority);
+    }
+    out.push_str(&without_dot_segments(path));
+    out.push_str(tail);
+    out
+}
+
+/// RFC 3986 §5.2.4, on whole segments; `%2e` counts as `.`.
+fn without_dot_segments(path: &str) -> String {
+    let is = |segment: &str, dots: &str| segment.to_ascii_lowercase().replace("%2e", ".") == dots;
+    if !path.split('/').any(|s| is(s, ".") || is(s, "..")) {
+        return path.to_string();
+    }
+    let absolute = path.starts_with('/');
+    let segments: Vec<&str> = path.split('/').skip(usize::from(absolute)).collect();
+    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.iter().enumerate() {
+        if is(segment, ".") || is(segment, "..") {
+            if is(segment, "..") {
+                kept.pop();
+            }
+            // A dot segment at the end leaves the path ending in a slash.
+            if i == last {
+                kept.push("");
+            }
+        } else {
+            kept.push(segment);
+        }
+    }
+    let joined = kept.join("/");
+    if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::canonical_uri;
+
+    #[test]
+    fn resource_uris_are_read_in_one_spelling() {
+        for (sent, read) in [
+            (
+                "demo://resource/dynamic/text/1",
+                "demo://resource/dynamic/text/1",
+            ),
+            (
+                "DEMO://resource/dynamic/text/1",
+                "demo://resource/dynamic/text/1",
+            ),
+            (
+                "Demo://resource/dynamic/./text/2",
+                "demo://resource/dynamic/text/2",
+            ),
+            (
+                "demo://resource/dynamic/blob/../text/1",
+                "demo://resource/dynamic/text/1",
+            ),
+            (
+                "demo://resource/dynamic/blob/%2E%2e/text/1",
+                "demo://resource/dynamic/text/1",
+            ),
+            ("file:///tmp/a/../../../etc/passwd", "file:///etc/passwd"),
+            ("file:///tmp/a/..", "file:///tmp/"),
+            (
+                "file:///tmp/a b?x=/../y#/./z",
+                "file:///tmp/a b?x=/../y#/./z",
+            ),
+            ("urn:isbn:0451450523", "urn:isbn:0451450523"),
+            ("not a uri/../x", "not a uri/../x"),
+            ("mem:a/./b/../c", "mem:a/c"),
+            ("demo://HOST/x", "demo://HOST/x"),
+        ] {
+            assert_eq!(canonical_uri(sent), read, "{sent}");
+        }
+    }
+
     use super::{MAX_ERROR_TEXT, record_text};
 
     #[test]

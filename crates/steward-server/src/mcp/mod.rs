@@ -720,9 +720,6 @@ async fn endpoint(
                     .into(),
             );
         }
-        if let Some(refusal) = misfit_request(&bytes, session.is_none()) {
-            return refusal;
-        }
         sent = Some(bytes.clone());
         Body::from(bytes)
     } else {
@@ -769,6 +766,14 @@ async fn endpoint(
             }
         },
     };
+    // Checked once the session is known to be the caller's: a message on
+    // another's, or on one closed, is a 404 whatever its params.
+    if let Some(refusal) = sent
+        .as_ref()
+        .and_then(|bytes| misfit_request(bytes, session.is_none()))
+    {
+        return refusal;
+    }
     let closing = parts.method == axum::http::Method::DELETE;
     let opening = if session.is_none() && parts.method == axum::http::Method::POST {
         match Gateway::reserve(&state, &holder).await {

@@ -31,7 +31,7 @@ use rmcp::{ErrorData as McpError, ServerHandler};
 use serde_json::Map;
 
 use super::GatewayCall;
-use super::govern::{self, CallOutcome, Kind, Refusal};
+use super::govern::{self, CallOutcome, Kind, Refusal, canonical_uri};
 use super::upstream::{Session, connect};
 
 /// A downstream session (rmcp makes one per `Mcp-Session-Id`).
@@ -283,17 +283,24 @@ impl Proxy {
         // Reads are decided on what they read: a prompt (with its
         // arguments), a resource, a subscription to one (reading it as it
         // changes), a completion (what a prompt or template would accept).
-        let read = match &request {
+        let mut request = request;
+        let read = match &mut request {
             ClientRequest::GetPromptRequest(r) => Some((
                 Kind::Prompt,
                 r.params.name.clone(),
                 r.params.arguments.clone().unwrap_or_default(),
             )),
+            // Decided, and sent up, in one spelling: an upstream reads
+            // `DEMO://a/./b` as `demo://a/b`, which a policy names.
             ClientRequest::ReadResourceRequest(r) => {
-                Some((Kind::Resource, r.params.uri.clone(), Map::new()))
+                let uri = canonical_uri(&r.params.uri);
+                r.params.uri.clone_from(&uri);
+                Some((Kind::Resource, uri, Map::new()))
             }
             ClientRequest::SubscribeRequest(r) => {
-                Some((Kind::Resource, r.params.uri.clone(), Map::new()))
+                let uri = canonical_uri(&r.params.uri);
+                r.params.uri.clone_from(&uri);
+                Some((Kind::Resource, uri, Map::new()))
             }
             ClientRequest::CompleteRequest(r) => match &r.params.r#ref {
                 Reference::Prompt(p) => Some((Kind::Prompt, p.name.clone(), Map::new())),

@@ -395,18 +395,28 @@ impl Session {
     /// session goes: it is closed, and the client's next request starts a
     /// new one.
     fn failed(&self, e: ServiceError) -> McpError {
-        if let ServiceError::TransportSend(e) = &e {
-            self.ended.cancel();
-            return McpError::internal_error(
-                format!(
-                    "the upstream MCP server '{}' has ended ({}): this session is being closed; start a new one",
-                    self.server.name,
-                    transport_cause(e)
-                ),
-                None,
-            );
+        match &e {
+            ServiceError::TransportSend(cause) => {
+                self.ended.cancel();
+                McpError::internal_error(
+                    format!(
+                        "the upstream MCP server '{}' has ended ({}): this session is being closed; start a new one",
+                        self.server.name,
+                        transport_cause(cause)
+                    ),
+                    None,
+                )
+            }
+            ServiceError::TransportClosed => {
+                self.ended.cancel();
+                upstream_error(&self.server, self.overflowed.load(Ordering::Acquire), e)
+            }
+            _ => upstream_error(&self.server, self.overflowed.load(Ordering::Acquire), e),
         }
-        upstream_error(&self.server, self.overflowed.load(Ordering::Acquire), e)
+    }
+
+    fn over_http(&self) -> bool {
+        matches!(self.server.transport, McpTransport::StreamableHttp { .. })
     }
 
     /// What a request an HTTP upstream refused answers. The upstream may
@@ -414,10 +424,15 @@ impl Session {
     /// session id with an error rather than `404`. A ping, which any
     /// session answers, tells: refused too, the session has ended, as for
     /// an upstream that went away. Otherwise the refusal is the answer.
+    ///
+    /// The same holds for a request the upstream refused over HTTP (a
+    /// `429`, a `503` without a JSON-RPC body) or whose answer stream
+    /// broke: ended only if the ping fails too; otherwise the request
+    /// failed, and the session goes on.
     async fn refused(
         &self,
         peer: &Peer<RoleClient>,
-        refusal: McpError,
+        refusal: ServiceError,
         timeout: Duration,
     ) -> McpError {
         let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
@@ -433,8 +448,28 @@ impl Session {
                     None,
                 )
             }
-            Ok(Err(e @ ServiceError::TransportSend(_))) => self.failed(e),
-            _ => refusal,
+            Ok(Err(e @ (ServiceError::TransportSend(_) | ServiceError::TransportClosed))) => {
+                self.failed(e)
+            }
+            _ => match refusal {
+                ServiceError::McpError(e) => e,
+                ServiceError::TransportSend(cause) => McpError::internal_error(
+                    format!(
+                        "the upstream MCP server '{}' refused the request ({}); the session goes on",
+                        self.server.name,
+                        transport_cause(&cause)
+                    ),
+                    None,
+                ),
+                _ => McpError::internal_error(
+                    format!(
+                        "the upstream MCP server '{}' broke off its answer: the request may or may \
+                         not have run; the session goes on",
+                        self.server.name
+                    ),
+                    None,
+                ),
+            },
         }
     }
 
@@ -449,6 +484,11 @@ impl Session {
         // session opened: an admin lowering it for a hanging upstream
         // means the calls in flight on open sessions too.
         let timeout = Duration::from_secs(u64::from(timeout_secs));
+        // A session whose upstream has ended sends nothing more: the
+        // request could run and still be answered as failed.
+        if self.ended.is_cancelled() {
+            return Err(self.failed(ServiceError::TransportClosed));
+        }
         let peer = self.upstream.peer().clone();
         let downstream_token = context.meta.get_progress_token();
         // rmcp picks the upstream token as it sends.
@@ -456,10 +496,18 @@ impl Session {
             Some(_) => Some(self.progress.lock().await),
             None => None,
         };
-        let handle = peer
+        let handle = match peer
             .send_request_with_option(request, PeerRequestOptions::no_options())
             .await
-            .map_err(|e| self.failed(e))?;
+        {
+            Ok(handle) => handle,
+            Err(e @ (ServiceError::TransportSend(_) | ServiceError::TransportClosed))
+                if self.over_http() =>
+            {
+                return Err(self.refused(&peer, e, timeout).await);
+            }
+            Err(e) => return Err(self.failed(e)),
+        };
         let id = handle.id.clone();
         let upstream_token = handle.progress_token.clone();
         if let (Some(map), Some(token)) = (mapping.as_mut(), &downstream_token) {
@@ -485,11 +533,11 @@ impl Session {
             // An answer that came before the upstream ended is its answer.
             biased;
             r = tokio::time::timeout(timeout, handle.await_response()) => match r {
-                Ok(Err(ServiceError::McpError(e)))
-                    if matches!(self.server.transport, McpTransport::StreamableHttp { .. }) =>
-                {
-                    Err(self.refused(&peer, e, timeout).await)
-                }
+                Ok(Err(
+                    e @ (ServiceError::McpError(_)
+                    | ServiceError::TransportSend(_)
+                    | ServiceError::TransportClosed),
+                )) if self.over_http() => Err(self.refused(&peer, e, timeout).await),
                 Ok(r) => r.map_err(|e| self.failed(e)),
                 Err(_) => {
                     cancel("timed out at the gateway");

@@ -516,7 +516,8 @@ async fn evaluations_semantics_defaults_and_order(b: Backend) {
     s.stop().await;
 }
 
-/// Every page of a search, following `next_token`; checks every page keeps to the limit.
+/// Every page of a search, each asking with `page.token` for the page after
+/// the last answer's `next_token`; checks every page keeps to the limit.
 async fn search_all(
     client: &Client,
     kind: &str,
@@ -527,7 +528,7 @@ async fn search_all(
     let mut pages = 0;
     let mut token = String::new();
     loop {
-        body["page"] = json!({ "limit": limit, "next_token": token });
+        body["page"] = json!({ "limit": limit, "token": token });
         let answer = match kind {
             "subject" => client.authzen_search_subject(&body).await,
             "resource" => client.authzen_search_resource(&body).await,
@@ -788,9 +789,95 @@ async fn search_with_pagination(b: Backend) {
         answer["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("next_token"),
+            .contains("page.token"),
         "{answer}"
     );
+    // A page after the first keeps the first's limit: left out, it does;
+    // another is refused. `page.token` and the drafts' `page.next_token`
+    // must agree when both are sent.
+    let rick_base = json!({ "subject": user(RICK), "action": { "name": "can_update_todo" }, "resource": { "type": "todo" } });
+    let mut body = rick_base.clone();
+    body["page"] = json!({ "token": token });
+    let second = s.admin.authzen_search_resource(&body).await.unwrap();
+    assert_eq!(second["results"].as_array().unwrap().len(), 1, "{second}");
+    assert_ne!(second["results"], ricks["results"], "{second}");
+    body["page"] = json!({ "token": token, "limit": 1 });
+    assert_eq!(
+        s.admin.authzen_search_resource(&body).await.unwrap(),
+        second
+    );
+    for (page, says) in [
+        (json!({ "token": token, "limit": 2 }), "page.limit"),
+        (json!({ "token": token, "next_token": "other" }), "differ"),
+    ] {
+        body["page"] = page;
+        let (status, answer) = post(&s.admin, "/access/v1/search/resource", &body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    // Members another AuthZEN request reads are ignored where this one
+    // does not: an action search's `action`, an evaluation's `page`.
+    let (status, answer) = post(
+        &s.admin,
+        "/access/v1/search/action",
+        &json!({ "subject": user(MORTY), "resource": { "type": "todo", "id": "t1" }, "action": "x", "options": 5 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post(
+        &s.admin,
+        "/access/v1/evaluation",
+        &json!({ "subject": user(MORTY), "action": { "name": "can_read_todos" }, "resource": { "type": "todo", "id": "t1" }, "page": 5, "options": true }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    // A value of the wrong type is a 400 for a subject Steward does not
+    // know too, as for one it knows, and nothing is recorded.
+    let before = all_audit(&s.admin).await.len();
+    for subject in [user("ghost"), user(MORTY)] {
+        let (status, answer) = post(
+            &s.admin,
+            "/access/v1/evaluation",
+            &json!({ "subject": subject, "action": { "name": "can_update_todo" },
+                "resource": { "type": "todo", "id": "new9", "properties": { "ownerID": 5 } } }),
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], "invalid_entity", "{answer}");
+    }
+    assert_eq!(all_audit(&s.admin).await.len(), before);
+    // A human is named by id, e-mail or external id: a new one whose
+    // external id is another's e-mail (or whose e-mail is another's
+    // external id) could not be told apart from it, so is refused; so is
+    // an external id that is blank.
+    for (human, status) in [
+        (
+            json!({ "email": "dup@example.com", "display_name": "Dup", "external_id": TODO_USERS[3].2 }),
+            409,
+        ),
+        (
+            json!({ "email": "a1@example.com", "display_name": "A1", "external_id": "ext@example.com" }),
+            201,
+        ),
+        (
+            json!({ "email": "ext@example.com", "display_name": "Ext" }),
+            409,
+        ),
+        (
+            json!({ "email": "sp@example.com", "display_name": "Sp", "external_id": " " }),
+            400,
+        ),
+        (
+            json!({ "email": "sp@example.com", "display_name": "Sp", "external_id": "ok-1" }),
+            201,
+        ),
+    ] {
+        let (got, answer) = post(&s.admin, "/v1/humans", &human).await;
+        assert_eq!(got, status, "{human}: {answer}");
+    }
     // Ids no store can keep, in what a search holds fixed.
     for fixed in [
         json!({ "subject": user("a\u{0}b"), "action": { "name": "can_update_todo" }, "resource": { "type": "todo" } }),
@@ -1601,7 +1688,7 @@ async fn authzen_search_token_is_bound_to_properties_and_context(b: Backend) {
             answer["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("next_token"),
+                .contains("page.token"),
             "{answer}"
         );
     }
@@ -1621,7 +1708,7 @@ async fn authzen_search_token_is_bound_to_properties_and_context(b: Backend) {
     );
     let (status, first) = raw(
         actions,
-        format!(r#"{{{head}, "context": {{"a": 1, "b": {{"x": 1, "y": [2, {{"p": 1, "q": 2}}]}}}}, "page": {{"limit": 1}}}}"#),
+        format!(r#"{{{head}, "context": {{"a": 1, "b": {{"x": 1, "y": [2, {{"p": 1, "q": 2}}]}}}}, "page": {{"limit": 2}}}}"#),
     )
     .await;
     assert_eq!(status, 200, "{first}");

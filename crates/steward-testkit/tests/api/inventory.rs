@@ -15,24 +15,52 @@ on_both_backends!(
 
 async fn a_person_is_found_by_id_then_email_then_external_id(b: Backend) {
     let s = TestServer::start(b).await;
-    // Mallory's external id is Bob's e-mail; Bob is still Bob.
+    // A person is named by id, e-mail or external id, so no name may stand
+    // for two: Mallory may not take Bob's e-mail as her external id, nor
+    // may a new person take hers as an e-mail. Bob is still Bob.
+    let bob = human(&s.admin, "bob@example.com").await;
+    let mallory = |external_id: &str, email: &str| CreateHuman {
+        external_id: Some(external_id.into()),
+        email: email.into(),
+        display_name: "Mallory".into(),
+        teams: vec![],
+        roles: vec![],
+    };
+    let refused = s
+        .admin
+        .create_human(&mallory("bob@example.com", "mallory@example.com"))
+        .await;
+    assert_eq!(code(refused), ErrorCode::AlreadyExists);
+    let refused = s
+        .admin
+        .create_human(&mallory(&bob.id, "mallory@example.com"))
+        .await;
+    assert_eq!(code(refused), ErrorCode::AlreadyExists);
     let mallory = s
         .admin
+        .create_human(&mallory("m-at-idp@example.com", "mallory@example.com"))
+        .await
+        .unwrap();
+    let refused = s
+        .admin
         .create_human(&CreateHuman {
-            external_id: Some("bob@example.com".into()),
-            email: "mallory@example.com".into(),
-            display_name: "Mallory".into(),
+            external_id: None,
+            email: "m-at-idp@example.com".into(),
+            display_name: "Squatter".into(),
             teams: vec![],
             roles: vec![],
         })
-        .await
-        .unwrap();
-    let bob = human(&s.admin, "bob@example.com").await;
+        .await;
+    assert_eq!(code(refused), ErrorCode::AlreadyExists);
     assert_eq!(
         s.admin.get_human("bob@example.com").await.unwrap().id,
         bob.id
     );
     assert_eq!(s.admin.get_human(&mallory.id).await.unwrap().id, mallory.id);
+    assert_eq!(
+        s.admin.get_human("m-at-idp@example.com").await.unwrap().id,
+        mallory.id
+    );
     let token = token_for(&s.admin, "bob", TokenRole::Auditor, "bob@example.com").await;
     assert_eq!(token.token.human_id.as_deref(), Some(bob.id.as_str()));
     // An e-mail beyond ASCII is found as typed, on either store.

@@ -316,6 +316,12 @@ when { context has arguments && context.arguments has a && context.arguments.a >
                 // type (refused before any decision).
                 {"op": "call", "name": "get-sum\u{0}x", "arguments": {"a": 2.5}},
                 {"op": "call", "name": "g".repeat(600), "arguments": {"a": 2.5}},
+                // A resource is decided in the spelling the upstream reads:
+                // a permit for `text/*` allows `DEMO://.../text/1` and not
+                // `.../text/../blob/1`, which the upstream reads as a blob.
+                {"op": "read_resource", "uri": "DEMO://resource/dynamic/text/1"},
+                {"op": "read_resource", "uri": "demo://resource/dynamic/text/../blob/1"},
+                {"op": "read_resource", "uri": "demo://resource/dynamic/text/%2e%2E/blob/1"},
             ]),
             None,
         )
@@ -323,6 +329,19 @@ when { context has arguments && context.arguments has a && context.arguments.a >
     for (step, why) in [(15, "control character"), (16, "longer than")] {
         let message = steps[step]["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(why), "{}", steps[step]);
+    }
+    assert!(
+        steps[17]["ok"].to_string().contains("Resource 1"),
+        "{}",
+        steps[17]
+    );
+    for step in [18, 19] {
+        let message = steps[step]["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("denied") && message.contains("demo://resource/dynamic/blob/1"),
+            "{}",
+            steps[step]
+        );
     }
 
     // The listing shrinks to what the agent may call.
@@ -839,6 +858,20 @@ async fn streamable_http_upstream_and_credentials() {
         .unwrap()
         .secret;
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    // Another agent's session is not found whatever the message holds,
+    // params that do not fit included.
+    let misfit =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"cursor": 5}});
+    let res = http
+        .post(gw.url())
+        .bearer_auth(&other)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .json(&misfit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
     for (key, status) in [(&other, 404), (&gw.key, 202)] {
         let res = http
             .post(gw.url())

@@ -75,21 +75,25 @@ async fn operational_endpoints(b: Backend) {
         .await
         .unwrap();
     assert!(!r.headers()["x-request-id"].is_empty());
-    // One that is not visible ASCII is replaced: echo and error body agree.
-    let r = http
-        .get(format!("{}/v1/agents/ghost", s.server.url()))
-        .bearer_auth(steward_testkit::ADMIN_TOKEN)
-        .header(
-            "x-request-id",
-            reqwest::header::HeaderValue::from_bytes("h\u{e9}llo".as_bytes()).unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let echoed = r.headers()["x-request-id"].to_str().unwrap().to_string();
-    assert!(!echoed.is_empty() && echoed != "h\u{e9}llo");
-    let body: ErrorBody = r.json().await.unwrap();
-    assert_eq!(body.error.request_id.as_deref(), Some(echoed.as_str()));
+    // Any text is echoed as sent, UTF-8 beyond ASCII included; bytes that
+    // are no text are replaced. Either way echo and error body agree.
+    for (sent, kept) in [("h\u{e9}llo".as_bytes(), true), (&b"h\xe9llo"[..], false)] {
+        let r = http
+            .get(format!("{}/v1/agents/ghost", s.server.url()))
+            .bearer_auth(steward_testkit::ADMIN_TOKEN)
+            .header(
+                "x-request-id",
+                reqwest::header::HeaderValue::from_bytes(sent).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let echoed = String::from_utf8(r.headers()["x-request-id"].as_bytes().to_vec()).unwrap();
+        assert!(!echoed.is_empty());
+        assert_eq!(echoed.as_bytes() == sent, kept, "{echoed}");
+        let body: ErrorBody = r.json().await.unwrap();
+        assert_eq!(body.error.request_id.as_deref(), Some(echoed.as_str()));
+    }
 
     // Methods nobody defined are counted, under one label.
     for i in 0..20 {

@@ -8,9 +8,9 @@ use steward_core::{AuditEvent, Error};
 use steward_types::{Decision, DecisionRequest, DecisionResponse, PrincipalRef};
 
 use super::wire::{
-    ACTION_HINT, AuthzenAction, AuthzenEntity, AuthzenJson, ENTITY_HINT, EvaluationRequest,
-    EvaluationResponse, EvaluationsAnswer, EvaluationsOptions, EvaluationsRequest,
-    EvaluationsResponse, action_name, entity_id, entity_type, merged_context,
+    ACTION_HINT, AuthzenAction, AuthzenBody, AuthzenEntity, AuthzenJson, ENTITY_HINT,
+    EvaluationRequest, EvaluationResponse, EvaluationsAnswer, EvaluationsOptions,
+    EvaluationsRequest, EvaluationsResponse, action_name, entity_id, entity_type, merged_context,
     objects_where_expected, present,
 };
 use super::{
@@ -213,23 +213,36 @@ async fn refused_principal(state: &AppState, tenant: &str, q: &Query) -> Result<
 /// the request claimed but the store would overrule. A resource type Steward
 /// does not declare, or one of its own entities (agent, human, team, whose
 /// attributes come from the inventory, not the request), records none.
+/// Values a decision would refuse (`invalid_entity`, in the context or the
+/// resource's attributes) refuse the request here too, before anything is
+/// recorded.
 async fn refused_attributes(
     state: &AppState,
     tenant: &str,
     q: &Query,
 ) -> Result<Map<String, Value>, Error> {
     let engine = state.engines.get(&state.store, tenant).await?;
-    let Some(resource_type) =
-        resource_type(&engine, &q.resource_type).filter(|t| engine.is_resource_type(t))
-    else {
+    let Some(resource_type) = resource_type(&engine, &q.resource_type) else {
         return Ok(Map::new());
     };
-    let r = resource_ref(resource_type, &q.resource_id, &q.resource_properties);
-    match resolve_resource(state, tenant, &engine, &r).await {
-        Ok(resource) => Ok(recorded_attributes(&engine, &resource)),
-        Err(e) if is_unknown(&e) => Ok(Map::new()),
-        Err(e) => Err(e),
-    }
+    let resource = if engine.is_resource_type(&resource_type) {
+        let r = resource_ref(
+            resource_type.clone(),
+            &q.resource_id,
+            &q.resource_properties,
+        );
+        match resolve_resource(state, tenant, &engine, &r).await {
+            Ok(resource) => Some(resource),
+            Err(e) if is_unknown(&e) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    engine.check_values(&q.action, &resource_type, resource.as_ref(), &q.context)?;
+    Ok(resource
+        .map(|r| recorded_attributes(&engine, &r))
+        .unwrap_or_default())
 }
 
 /// Evaluate one complete request through the decision service.
@@ -389,9 +402,13 @@ async fn evaluate_item(
     caller: &Caller,
     defaults: &EvaluationsRequest,
     index: usize,
-    item: Value,
+    mut item: Value,
 ) -> Result<EvaluationResponse, Error> {
-    if let Err(e) = objects_where_expected(&item, &format!("evaluations[{index}]")) {
+    if let Err(e) = objects_where_expected(
+        &mut item,
+        &format!("evaluations[{index}]"),
+        EvaluationRequest::READS,
+    ) {
         return Ok(item_error(&e));
     }
     let item: EvaluationRequest = match serde_json::from_value(item) {

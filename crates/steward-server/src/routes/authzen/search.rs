@@ -12,8 +12,9 @@ use steward_types::ErrorCode;
 
 use super::scan::{Fixed, Scan, Source, chain_of};
 use super::wire::{
-    ACTION_HINT, AuthzenEntity, AuthzenJson, ENTITY_HINT, SearchPage, SearchPageOut, SearchRequest,
-    SearchResponse, TYPE_HINT, action_name, entity_id, entity_type, merged_context, present,
+    ACTION_HINT, ActionSearchRequest, AuthzenEntity, AuthzenJson, ENTITY_HINT, SearchPage,
+    SearchPageOut, SearchRequest, SearchResponse, TYPE_HINT, action_name, entity_id, entity_type,
+    merged_context, present,
 };
 use super::{
     DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, change_context, is_unknown, may_ask, principal_type,
@@ -73,22 +74,20 @@ fn query_digest(
         .collect()
 }
 
-/// An opaque page token: the kind of search, its query's digest and the
-/// position, hex-encoded.
-fn encode_token(kind: SearchKind, query: &str, position: &str) -> String {
-    format!("{}:{query}:{position}", kind.as_str())
+/// An opaque page token: the kind of search, its query's digest, its page
+/// size and the position, hex-encoded.
+fn encode_token(kind: SearchKind, query: &str, limit: usize, position: &str) -> String {
+    format!("{}:{query}:{limit}:{position}", kind.as_str())
         .bytes()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-fn decode_token(kind: SearchKind, query: &str, token: &str) -> Result<Option<String>, Error> {
-    if token.is_empty() {
-        return Ok(None);
-    }
+/// The page size and position a token continues from.
+fn decode_token(kind: SearchKind, query: &str, token: &str) -> Result<(usize, String), Error> {
     let bad = || {
         Error::invalid(
-            "page.next_token",
+            "page.token",
             format!(
                 "not a token from this {} search (a token continues the search that gave it, with the same subject, action, resource, resource properties and context)",
                 kind.as_str()
@@ -108,35 +107,58 @@ fn decode_token(kind: SearchKind, query: &str, token: &str) -> Result<Option<Str
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(bad)?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let mut parts = text.splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(k), Some(q), Some(position))
+    let mut parts = text.splitn(4, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(k), Some(q), Some(limit), Some(position))
             if k == kind.as_str() && q == query && !position.is_empty() =>
         {
-            Ok(Some(position.to_string()))
+            let limit = limit.parse().map_err(|_| bad())?;
+            Ok((limit, position.to_string()))
         }
         _ => Err(bad()),
     }
 }
 
-/// The page size and start position of a search.
+/// The page size and start position of a search. The token is `page.token`
+/// (AuthZEN 1.0) or `page.next_token` (its drafts); a page after the first
+/// keeps the first's size.
 fn paging(
     kind: SearchKind,
     query: &str,
     page: Option<&SearchPage>,
 ) -> Result<(usize, Option<String>), Error> {
-    let limit = page.and_then(|p| p.limit).unwrap_or(DEFAULT_SEARCH_LIMIT);
-    if limit == 0 || limit > MAX_SEARCH_LIMIT {
+    let token = match page.map(|p| (p.token.as_deref(), p.next_token.as_deref())) {
+        Some((Some(token), Some(draft))) if token != draft => {
+            return Err(Error::invalid(
+                "page.token",
+                "page.token and page.next_token differ: send the next_token of the page before as page.token",
+            ));
+        }
+        Some((Some(token), _) | (None, Some(token))) if !token.is_empty() => Some(token),
+        _ => None,
+    };
+    let asked = page.and_then(|p| p.limit);
+    if let Some(limit) = asked
+        && (limit == 0 || limit > MAX_SEARCH_LIMIT)
+    {
         return Err(Error::invalid(
             "page.limit",
             format!("{limit} is not between 1 and {MAX_SEARCH_LIMIT}"),
         ));
     }
-    let start = match page.and_then(|p| p.next_token.as_deref()) {
-        Some(token) => decode_token(kind, query, token)?,
-        None => None,
+    let Some(token) = token else {
+        return Ok((asked.unwrap_or(DEFAULT_SEARCH_LIMIT) as usize, None));
     };
-    Ok((limit as usize, start))
+    let (limit, start) = decode_token(kind, query, token)?;
+    match asked {
+        Some(asked) if asked as usize != limit => Err(Error::invalid(
+            "page.limit",
+            format!(
+                "{asked} is not the limit the search began with ({limit}): a page after the first keeps the first's limit (leave page.limit out)"
+            ),
+        )),
+        _ => Ok((limit, Some(start))),
+    }
 }
 
 /// A search request, validated. The place searched has only its `type`
@@ -405,7 +427,7 @@ async fn search(
         })
         .collect();
     let next_token = next
-        .map(|n| encode_token(kind, &q.query, &n))
+        .map(|n| encode_token(kind, &q.query, q.limit, &n))
         .unwrap_or_default();
     record_search(state, caller, kind, req, examined, &results, &next_token).await?;
     Ok(Json(SearchResponse {
@@ -462,7 +484,7 @@ pub async fn search_resource(
 pub async fn search_action(
     State(state): State<AppState>,
     caller: Caller,
-    AuthzenJson(req): AuthzenJson<SearchRequest>,
+    AuthzenJson(ActionSearchRequest(req)): AuthzenJson<ActionSearchRequest>,
 ) -> ApiResult<Json<SearchResponse>> {
     search(&state, &caller, SearchKind::Action, &req).await
 }
@@ -480,13 +502,10 @@ mod tests {
             &none,
             &none,
         );
-        let t = encode_token(SearchKind::Resource, &q, "todo:1");
+        let t = encode_token(SearchKind::Resource, &q, 7, "todo:1");
         assert_eq!(
-            decode_token(SearchKind::Resource, &q, &t)
-                .ok()
-                .flatten()
-                .as_deref(),
-            Some("todo:1")
+            decode_token(SearchKind::Resource, &q, &t).ok(),
+            Some((7, "todo:1".to_string()))
         );
         assert!(decode_token(SearchKind::Subject, &q, &t).is_err());
         // The same kind of search with another fixed subject.
@@ -500,7 +519,50 @@ mod tests {
         assert!(decode_token(SearchKind::Resource, &other, &t).is_err());
         assert!(decode_token(SearchKind::Resource, &q, "zz").is_err());
         assert!(decode_token(SearchKind::Resource, &q, "abc").is_err());
-        assert_eq!(decode_token(SearchKind::Action, &q, "").ok(), Some(None));
+        assert!(decode_token(SearchKind::Action, &q, "").is_err());
+    }
+
+    /// A page after the first is asked for with `page.token` (AuthZEN 1.0)
+    /// or `page.next_token` (its drafts), and keeps the first page's size.
+    #[test]
+    fn later_pages_take_either_spelling_and_keep_the_first_limit() {
+        let none = Map::new();
+        let q = query_digest(
+            SearchKind::Subject,
+            ["user", "", "read", "todo", "1"],
+            &none,
+            &none,
+        );
+        let t = encode_token(SearchKind::Subject, &q, 3, "hum_b");
+        let page = |token: Option<&str>, next_token: Option<&str>, limit: Option<u32>| SearchPage {
+            token: token.map(str::to_string),
+            next_token: next_token.map(str::to_string),
+            limit,
+        };
+        let paged = |p: SearchPage| paging(SearchKind::Subject, &q, Some(&p));
+        let second = Some("hum_b".to_string());
+        assert_eq!(
+            paged(page(Some(&t), None, None)).ok(),
+            Some((3, second.clone()))
+        );
+        assert_eq!(
+            paged(page(None, Some(&t), None)).ok(),
+            Some((3, second.clone()))
+        );
+        assert_eq!(
+            paged(page(Some(&t), Some(&t), Some(3))).ok(),
+            Some((3, second))
+        );
+        assert_eq!(paged(page(Some(""), None, Some(9))).ok(), Some((9, None)));
+        assert_eq!(paging(SearchKind::Subject, &q, None).ok(), Some((50, None)));
+        for refused in [
+            page(Some(&t), None, Some(4)),
+            page(Some(&t), Some("other"), None),
+            page(None, None, Some(0)),
+            page(None, None, Some(MAX_SEARCH_LIMIT + 1)),
+        ] {
+            assert!(paged(refused.clone()).is_err(), "{refused:?}");
+        }
     }
 
     #[test]
@@ -541,7 +603,7 @@ mod tests {
         ] {
             assert_ne!(digest(p.clone(), c.clone()), base, "{p} {c}");
         }
-        let t = encode_token(SearchKind::Action, &base, "can_read");
+        let t = encode_token(SearchKind::Action, &base, 50, "can_read");
         let other = digest(json!({}), json!({}));
         assert!(decode_token(SearchKind::Action, &other, &t).is_err());
     }

@@ -124,10 +124,15 @@ pub enum EvaluationsAnswer {
 /// Paging of a search request.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SearchPage {
-    /// The `next_token` of the previous page.
+    /// The `next_token` of the previous page (AuthZEN 1.0).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The same, as drafts of AuthZEN spelled it; taken when `token` is
+    /// absent.
     #[serde(default)]
     pub next_token: Option<String>,
-    /// Most results wanted, 1..=500 (default 50).
+    /// Most results wanted, 1..=500 (default 50). A page after the first
+    /// keeps the first's limit: leave it out, or send the same.
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -157,7 +162,7 @@ pub struct SearchRequest {
 /// Paging of a search answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SearchPageOut {
-    /// Pass in `page.next_token` for more; empty on the last page.
+    /// Pass in `page.token` for more; empty on the last page.
     pub next_token: String,
 }
 
@@ -190,22 +195,53 @@ pub struct AuthzenConfiguration {
 
 // ---------------------------------------------------------------- extractor
 
+/// A request body of the AuthZEN API: the members it reads that must be
+/// JSON objects. Of the members some AuthZEN request reads (subject,
+/// action, resource, context, options, page), the others are ignored, as
+/// AuthZEN has receivers ignore what they do not know: a `page` on an
+/// evaluation, an `action` on an action search.
+pub trait AuthzenBody: DeserializeOwned {
+    /// The members read, each an object where present.
+    const READS: &'static [&'static str];
+}
+
+impl AuthzenBody for EvaluationRequest {
+    const READS: &'static [&'static str] = &["subject", "action", "resource", "context"];
+}
+
+impl AuthzenBody for EvaluationsRequest {
+    const READS: &'static [&'static str] = &["subject", "action", "resource", "context", "options"];
+}
+
+impl AuthzenBody for SearchRequest {
+    const READS: &'static [&'static str] = &["subject", "action", "resource", "context", "page"];
+}
+
+/// An action search: a [`SearchRequest`] without an action.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct ActionSearchRequest(pub SearchRequest);
+
+impl AuthzenBody for ActionSearchRequest {
+    const READS: &'static [&'static str] = &["subject", "resource", "context", "page"];
+}
+
 /// [`ApiJson`], except that a body sent with another content type is a `400`
 /// (AuthZEN's answer for any malformed request) rather than a `415`.
 pub struct AuthzenJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AuthzenJson<T> {
+impl<S: Send + Sync, T: AuthzenBody> FromRequest<S> for AuthzenJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = match ApiJson::<Value>::from_request(req, state).await {
+        let mut body = match ApiJson::<Value>::from_request(req, state).await {
             Ok(ApiJson(v)) => v,
             Err(ApiError(e)) if e.code == ErrorCode::UnsupportedMediaType => {
                 return Err(ApiError::new(ErrorCode::InvalidRequest, e.message));
             }
             Err(e) => return Err(e),
         };
-        objects_where_expected(&body, "")?;
+        objects_where_expected(&mut body, "", T::READS)?;
         serde_json::from_value(body).map(AuthzenJson).map_err(|e| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -217,9 +253,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AuthzenJson<T> {
 
 /// AuthZEN's subjects, actions and resources are JSON objects, as are a
 /// request's context, options and page: refuse an array or a scalar in
-/// their place (serde would read a struct from an array of its fields).
-/// `at` names where `value` sits (empty for the body).
-pub(super) fn objects_where_expected(value: &Value, at: &str) -> Result<(), Error> {
+/// the place of one the request `reads` (serde would read a struct from an
+/// array of its fields), and drop those it does not read. `at` names where
+/// `value` sits (empty for the body).
+pub(super) fn objects_where_expected(
+    value: &mut Value,
+    at: &str,
+    reads: &[&str],
+) -> Result<(), Error> {
     let field = |key: &str| {
         if at.is_empty() {
             key.to_string()
@@ -236,6 +277,10 @@ pub(super) fn objects_where_expected(value: &Value, at: &str) -> Result<(), Erro
     for key in [
         "subject", "action", "resource", "context", "options", "page",
     ] {
+        if !reads.contains(&key) {
+            map.remove(key);
+            continue;
+        }
         match map.get(key) {
             None | Some(Value::Null) | Some(Value::Object(_)) => {}
             Some(_) => return Err(Error::invalid(&field(key), "must be a JSON object")),
