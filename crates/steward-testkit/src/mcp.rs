@@ -80,10 +80,12 @@ pub fn filesystem_stdio(dir: &std::path::Path) -> McpTransport {
     }
 }
 
-/// `server-everything` serving Streamable HTTP on a free local port; killed
-/// when dropped.
+/// An MCP server serving Streamable HTTP on a free local port
+/// (`server-everything`, or `tests/mcp/refusing.mjs`); killed when dropped.
 pub struct HttpUpstream {
     child: tokio::process::Child,
+    /// What `node` runs: the script and its arguments.
+    script: Vec<String>,
     /// Its MCP endpoint.
     pub url: String,
     /// The local port it listens on.
@@ -91,36 +93,56 @@ pub struct HttpUpstream {
 }
 
 impl HttpUpstream {
-    /// Start it and wait until it has bound its port.
+    /// `server-everything`, started and listening.
+    pub async fn start() -> anyhow::Result<HttpUpstream> {
+        Self::start_script(vec![
+            package_entry("server-everything"),
+            "streamableHttp".into(),
+        ])
+        .await
+    }
+
+    /// `tests/mcp/refusing.mjs`, a live server with an `echo` tool that
+    /// answers any POST holding "REFUSE" with a plain-text `429`.
+    pub async fn refusing() -> anyhow::Result<HttpUpstream> {
+        let script = material_dir().join("refusing.mjs");
+        Self::start_script(vec![script.to_string_lossy().into_owned()]).await
+    }
+
+    /// Start `node script` and wait until it has bound its port.
     ///
     /// A server that finds its port taken (another process took it between
     /// the pick and the bind) exits, and starts again on another.
-    pub async fn start() -> anyhow::Result<HttpUpstream> {
+    async fn start_script(script: Vec<String>) -> anyhow::Result<HttpUpstream> {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port();
-            if let Some(upstream) = Self::try_on(port).await? {
+            if let Some(upstream) = Self::try_on(&script, port).await? {
                 return Ok(upstream);
             }
         }
-        bail!("server-everything exited at every start")
+        bail!("{script:?} exited at every start")
     }
 
     /// A new server on this one's port, as an upstream that restarted: it
     /// knows none of the old one's sessions. This one is stopped first.
     pub async fn restart(self) -> anyhow::Result<HttpUpstream> {
-        let port = self.port;
-        let mut child = self.child;
+        let HttpUpstream {
+            mut child,
+            script,
+            port,
+            ..
+        } = self;
         child.kill().await?;
         // The port can stay taken for a moment after the kill.
         for _ in 0..50 {
-            if let Some(upstream) = Self::try_on(port).await? {
+            if let Some(upstream) = Self::try_on(&script, port).await? {
                 return Ok(upstream);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("server-everything could not listen on port {port} again")
+        bail!("{script:?} could not listen on port {port} again")
     }
 
     /// Start one on `port`; `None` if it exited without listening.
@@ -128,17 +150,17 @@ impl HttpUpstream {
     /// Readiness is the server's own "listening" line, printed once its
     /// port is bound: a connect could instead reach another process that
     /// took the port first.
-    async fn try_on(port: u16) -> anyhow::Result<Option<HttpUpstream>> {
+    async fn try_on(script: &[String], port: u16) -> anyhow::Result<Option<HttpUpstream>> {
         let mut child = tokio::process::Command::new("node")
-            .arg(package_entry("server-everything"))
-            .arg("streamableHttp")
+            .args(script)
             .env("PORT", port.to_string())
+            .current_dir(material_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .context("starting server-everything over HTTP")?;
+            .with_context(|| format!("starting {script:?} over HTTP"))?;
         let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
         let listening = tokio::time::timeout(Duration::from_secs(30), async {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -149,7 +171,7 @@ impl HttpUpstream {
             false
         })
         .await
-        .context("server-everything did not listen within 30 s")?;
+        .with_context(|| format!("{script:?} did not listen within 30 s"))?;
         if !listening {
             child.wait().await?;
             return Ok(None);
@@ -158,6 +180,7 @@ impl HttpUpstream {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Some(HttpUpstream {
             child,
+            script: script.to_vec(),
             url: format!("http://127.0.0.1:{port}/mcp"),
             port,
         }))

@@ -464,33 +464,38 @@ pub(crate) fn canonical_uri(uri: &str) -> String {
 
 /// RFC 3986 §5.2.4, on whole segments; `%2e` counts as `.`.
 fn without_dot_segments(path: &str) -> String {
-    let is = |segment: &str, dots: &str| segment.to_ascii_lowercase().replace("%2e", ".") == dots;
-    if !path.split('/').any(|s| is(s, ".") || is(s, "..")) {
-        return path.to_string();
-    }
-    let absolute = path.starts_with('/');
-    let segments: Vec<&str> = path.split('/').skip(usize::from(absolute)).collect();
-    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
-    let last = segments.len().saturating_sub(1);
-    for (i, segment) in segments.iter().enumerate() {
-        if is(segment, ".") || is(segment, "..") {
-            if is(segment, "..") {
-                kept.pop();
-            }
-            // A dot segment at the end leaves the path ending in a slash.
-            if i == last {
-                kept.push("");
-            }
-        } else {
-            kept.push(segment);
+    /// How many dots a segment is, if it is only dots (one or two).
+    fn dots(segment: &str) -> Option<usize> {
+        match segment.to_ascii_lowercase().replace("%2e", ".").as_str() {
+            "." => Some(1),
+            ".." => Some(2),
+            _ => None,
         }
     }
-    let joined = kept.join("/");
-    if absolute {
-        format!("/{joined}")
-    } else {
-        joined
+    let (root, relative) = match path.strip_prefix('/') {
+        Some(rest) => ("/", rest),
+        None => ("", path),
+    };
+    let segments: Vec<&str> = relative.split('/').collect();
+    if segments.iter().all(|s| dots(s).is_none()) {
+        return path.to_string();
     }
+    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        match dots(segment) {
+            None => kept.push(segment),
+            Some(n) => {
+                if n == 2 {
+                    kept.pop();
+                }
+                // A dot segment at the end leaves the path ending in a slash.
+                if i + 1 == segments.len() {
+                    kept.push("");
+                }
+            }
+        }
+    }
+    format!("{root}{}", kept.join("/"))
 }
 
 #[cfg(test)]

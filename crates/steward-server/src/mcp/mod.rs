@@ -766,11 +766,13 @@ async fn endpoint(
             }
         },
     };
+    // Params rmcp would take but misread: an `initialize`'s, and a
+    // listing's `cursor` (only a body that names one is read again).
     // Checked once the session is known to be the caller's: a message on
     // another's, or on one closed, is a 404 whatever its params.
-    if let Some(refusal) = sent
-        .as_ref()
-        .and_then(|bytes| misfit_request(bytes, session.is_none()))
+    if let Some(bytes) = &sent
+        && (session.is_none() || names_a_cursor(bytes))
+        && let Some(refusal) = misfit_request(bytes, session.is_none())
     {
         return refusal;
     }
@@ -805,12 +807,16 @@ async fn endpoint(
     }));
     let request = Request::from_parts(parts, body);
     let response = state.mcp.service.handle(request).await.map(Body::new);
-    // rmcp says 415 for any body it cannot read as a message, but the
-    // content type was right: say what was wrong with the body (read again
-    // only on this error path, never for a message rmcp took).
+    // rmcp says 415 for any body it cannot read as a message (params or a
+    // `_meta` that are no object included), but the content type was
+    // right: say what was wrong with the body (read again only on this
+    // error path, never for a message rmcp took).
     if let Some(sent) = sent
         && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
     {
+        if let Some(refusal) = misfit_request(&sent, session.is_none()) {
+            return refusal;
+        }
         return match serde_json::from_slice::<serde::de::IgnoredAny>(&sent) {
             Err(e) => not_one_message(StatusCode::BAD_REQUEST, -32700, format!("parse error: {e}")),
             Ok(_) => not_one_message(
@@ -876,6 +882,12 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
 /// 2025-06-18 revision), which rmcp would answer with a bare 415.
 fn is_batch(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
+/// Whether a body has a `"cursor"` in it: the only one a listing's
+/// misread cursor could be in, found without parsing the body.
+fn names_a_cursor(body: &[u8]) -> bool {
+    body.windows(8).any(|w| w == b"\"cursor\"")
 }
 
 /// A request whose params rmcp would misread, answered with invalid params

@@ -233,6 +233,8 @@ type SseStream = std::pin::Pin<
     Box<dyn futures_core::Stream<Item = Result<sse_stream::Sse, SseError>> + Send + 'static>,
 >;
 
+/// What a request that failed upstream answers, in words a person can act
+/// on (see [`Session::failed`]).
 fn upstream_error(server: &McpServer, overflowed: bool, e: ServiceError) -> McpError {
     match e {
         ServiceError::McpError(e) => e,
@@ -260,6 +262,14 @@ fn upstream_error(server: &McpServer, overflowed: bool, e: ServiceError) -> McpE
             format!(
                 "the upstream MCP server '{}' has ended: this session is being closed; start a new one",
                 server.name
+            ),
+            None,
+        ),
+        ServiceError::TransportSend(cause) => McpError::internal_error(
+            format!(
+                "the upstream MCP server '{}' has ended ({}): this session is being closed; start a new one",
+                server.name,
+                transport_cause(&cause)
             ),
             None,
         ),
@@ -395,24 +405,13 @@ impl Session {
     /// session goes: it is closed, and the client's next request starts a
     /// new one.
     fn failed(&self, e: ServiceError) -> McpError {
-        match &e {
-            ServiceError::TransportSend(cause) => {
-                self.ended.cancel();
-                McpError::internal_error(
-                    format!(
-                        "the upstream MCP server '{}' has ended ({}): this session is being closed; start a new one",
-                        self.server.name,
-                        transport_cause(cause)
-                    ),
-                    None,
-                )
-            }
-            ServiceError::TransportClosed => {
-                self.ended.cancel();
-                upstream_error(&self.server, self.overflowed.load(Ordering::Acquire), e)
-            }
-            _ => upstream_error(&self.server, self.overflowed.load(Ordering::Acquire), e),
+        if matches!(
+            e,
+            ServiceError::TransportSend(_) | ServiceError::TransportClosed
+        ) {
+            self.ended.cancel();
         }
+        upstream_error(&self.server, self.overflowed.load(Ordering::Acquire), e)
     }
 
     fn over_http(&self) -> bool {
@@ -435,6 +434,16 @@ impl Session {
         refusal: ServiceError,
         timeout: Duration,
     ) -> McpError {
+        // An unknown method or params that do not fit were read in a live
+        // session: nothing to ask.
+        if let ServiceError::McpError(e) = &refusal
+            && matches!(
+                e.code,
+                ErrorCode::METHOD_NOT_FOUND | ErrorCode::INVALID_PARAMS
+            )
+        {
+            return e.clone();
+        }
         let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
         match tokio::time::timeout(timeout.min(PING_PATIENCE), ping).await {
             Ok(Err(ServiceError::McpError(lost))) if lost.code != ErrorCode::METHOD_NOT_FOUND => {

@@ -1543,6 +1543,44 @@ async fn an_http_upstream_that_restarts_ends_the_session() {
     gw.stop().await;
 }
 
+/// A live HTTP upstream that refuses one request with an HTTP error and no
+/// JSON-RPC body (a rate limiter's `429`) has not lost the session: the
+/// call fails with the upstream's refusal, the session goes on, and the
+/// next call is answered in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upstream_that_refuses_a_request_keeps_the_session() {
+    if !node_ready("an_http_upstream_that_refuses_a_request_keeps_the_session") {
+        return;
+    }
+    let upstream = HttpUpstream::refusing().await.unwrap();
+    let transport = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    let gw = Gateway::start("everything", transport, Some(30)).await;
+    gw.allow_everything_tools().await;
+    let steps = gw
+        .run(
+            json!([
+                {"op": "call", "name": "echo", "arguments": {"message": "before"}},
+                {"op": "call", "name": "echo", "arguments": {"message": "REFUSE"}},
+                {"op": "call", "name": "echo", "arguments": {"message": "after"}},
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(text(&steps[0]), "Echo: before");
+    let message = steps[1]["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused the request")
+            && message.contains("429")
+            && message.contains("the session goes on"),
+        "{}",
+        steps[1]
+    );
+    assert_eq!(text(&steps[2]), "Echo: after", "{}", steps[2]);
+    gw.stop().await;
+}
+
 /// `decision_record = "with_call"`: an allowed call goes upstream while its
 /// decision record commits, and the answer waits for the record. What that
 /// trades away shows when the store stops taking writes: the call has run and
