@@ -103,10 +103,23 @@ impl HttpUpstream {
     }
 
     /// `tests/mcp/refusing.mjs`, a live server with an `echo` tool that
-    /// answers any POST holding "REFUSE" with a plain-text `429`.
+    /// answers any POST holding "REFUSE" with a plain-text `429`, and a
+    /// resource `box://shelf` whose read holds its items' contents too.
     pub async fn refusing() -> anyhow::Result<HttpUpstream> {
+        Self::refusing_with(None).await
+    }
+
+    /// `tests/mcp/refusing.mjs` offering no event stream: only a request
+    /// can find out that it restarted.
+    pub async fn without_stream() -> anyhow::Result<HttpUpstream> {
+        Self::refusing_with(Some("--no-stream")).await
+    }
+
+    async fn refusing_with(option: Option<&str>) -> anyhow::Result<HttpUpstream> {
         let script = material_dir().join("refusing.mjs");
-        Self::start_script(vec![script.to_string_lossy().into_owned()]).await
+        let mut args = vec![script.to_string_lossy().into_owned()];
+        args.extend(option.map(String::from));
+        Self::start_script(args).await
     }
 
     /// Start `node script` and wait until it has bound its port.

@@ -274,6 +274,72 @@ pub(crate) async fn visible(
     kind: Kind,
     names: &[String],
 ) -> Result<HashSet<String>, Error> {
+    let allowed = allowed(call, kind, names).await?;
+    let mut shown: Vec<&String> = allowed.iter().collect();
+    shown.sort();
+    let after = json!({
+        "server": call.server.name,
+        "agent": agent_name(&call.caller),
+        "on_behalf_of": call.on_behalf_of,
+        "offered": names.len(),
+        "shown": shown,
+    });
+    let action = format!("mcp.list_{}s", kind.noun().replace(' ', "_"));
+    record_summary(call, action, after).await?;
+    Ok(allowed)
+}
+
+/// Which of the `uris` a read of `requested` answered with (other than
+/// `requested` itself, which was decided before the read) the caller may
+/// read: a directory's resource can hold its files, each a resource a
+/// policy may name. One audit entry says what was passed on and what was
+/// withheld.
+pub(crate) async fn readable_contents(
+    call: &GatewayCall,
+    requested: &str,
+    uris: &[String],
+) -> Result<HashSet<String>, Error> {
+    let allowed = allowed(call, Kind::Resource, uris).await?;
+    let (mut shown, mut withheld): (Vec<&String>, Vec<&String>) =
+        uris.iter().partition(|u| allowed.contains(*u));
+    shown.sort();
+    withheld.sort();
+    let after = json!({
+        "server": call.server.name,
+        "agent": agent_name(&call.caller),
+        "on_behalf_of": call.on_behalf_of,
+        "requested": requested,
+        "shown": shown,
+        "withheld": withheld,
+    });
+    record_summary(call, "mcp.read_resource_contents".into(), after).await?;
+    Ok(allowed)
+}
+
+/// An audit entry about what the gateway passed on from `call.server`.
+async fn record_summary(call: &GatewayCall, action: String, after: Value) -> Result<(), Error> {
+    let event = AuditEvent {
+        action,
+        resource_type: "mcp_server".into(),
+        resource_id: call.server.id.clone(),
+        before: None,
+        after: Some(after),
+        reason: None,
+    };
+    call.state
+        .audit
+        .record(call.caller.context(), event)
+        .await?;
+    Ok(())
+}
+
+/// Which of `names` of `kind` the policies let the caller (along its
+/// chain) use; a name that cannot be decided is not.
+async fn allowed(
+    call: &GatewayCall,
+    kind: Kind,
+    names: &[String],
+) -> Result<HashSet<String>, Error> {
     let state = &call.state;
     let tenant = call.caller.tenant_id();
     let engine = state.engines.get(&state.store, tenant).await?;
@@ -304,23 +370,6 @@ pub(crate) async fn visible(
             allowed.insert(name.clone());
         }
     }
-    let mut shown: Vec<&String> = allowed.iter().collect();
-    shown.sort();
-    let event = AuditEvent {
-        action: format!("mcp.list_{}s", kind.noun().replace(' ', "_")),
-        resource_type: "mcp_server".into(),
-        resource_id: call.server.id.clone(),
-        before: None,
-        after: Some(json!({
-            "server": call.server.name,
-            "agent": agent_name(&call.caller),
-            "on_behalf_of": call.on_behalf_of,
-            "offered": names.len(),
-            "shown": shown,
-        })),
-        reason: None,
-    };
-    state.audit.record(call.caller.context(), event).await?;
     Ok(allowed)
 }
 

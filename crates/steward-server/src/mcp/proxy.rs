@@ -23,8 +23,9 @@ use rmcp::model::{
     ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, ListToolsRequest,
     ListToolsResult, PaginatedRequestParams, PingRequest, ProgressNotification,
     ProgressNotificationParam, ReadResourceRequest, ReadResourceRequestParams,
-    ReadResourceResponse, Reference, ServerResult, SetLevelRequest, SetLevelRequestParams,
-    SubscribeRequest, SubscribeRequestParams, UnsubscribeRequest, UnsubscribeRequestParams,
+    ReadResourceResponse, ReadResourceResult, Reference, ResourceContents, ServerResult,
+    SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams,
+    UnsubscribeRequest, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler};
@@ -316,8 +317,16 @@ impl Proxy {
             _ => None,
         };
         if let Some((kind, name, arguments)) = read {
-            return Self::read_checked(&call, session, kind, &name, arguments, request, &context)
-                .await;
+            let reading = matches!(request, ClientRequest::ReadResourceRequest(_));
+            let result =
+                Self::read_checked(&call, session, kind, &name, arguments, request, &context)
+                    .await?;
+            return match result {
+                ServerResult::ReadResourceResult(r) if reading => {
+                    withhold_contents(&call, &name, r).await
+                }
+                other => Ok(other),
+            };
         }
         match &request {
             ClientRequest::CallToolRequest(_) => {
@@ -630,6 +639,39 @@ impl ServerHandler for Proxy {
             None => InitializeResult::default(),
         }
     }
+}
+
+/// The contents of a read of `requested` the agent may see. Contents of
+/// another resource (a directory's files, say) are decided as reads of
+/// their own, and those the agent may not read are left out.
+async fn withhold_contents(
+    call: &GatewayCall,
+    requested: &str,
+    mut result: ReadResourceResult,
+) -> Result<ServerResult, McpError> {
+    let uri = |c: &ResourceContents| match c {
+        ResourceContents::TextResourceContents { uri, .. }
+        | ResourceContents::BlobResourceContents { uri, .. } => Some(canonical_uri(uri)),
+        _ => None,
+    };
+    let mut others: Vec<String> = result
+        .contents
+        .iter()
+        .filter_map(uri)
+        .filter(|u| u != requested)
+        .collect();
+    if others.is_empty() {
+        return Ok(ServerResult::ReadResourceResult(result));
+    }
+    others.sort();
+    others.dedup();
+    let readable = govern::readable_contents(call, requested, &others)
+        .await
+        .map_err(steward_error)?;
+    result
+        .contents
+        .retain(|c| uri(c).is_some_and(|u| u == requested || readable.contains(&u)));
+    Ok(ServerResult::ReadResourceResult(result))
 }
 
 /// Keep only the tools, prompts or resources the agent may use.

@@ -111,8 +111,36 @@ impl<T> Drop for Watched<T> {
 /// session, a header is missing) may answer so, with an HTTP error; rmcp
 /// would hand the error on matched to no request, and the request would
 /// wait out the whole timeout.
+///
+/// A broken event stream is reported too: rmcp reconnects the upstream's
+/// stream on its own and, when the upstream refuses (it restarted and
+/// knows the session no more, or it is down), only logs it. A session whose
+/// client only listens would then never learn that nothing more can come.
+/// The failure wakes [`watch_stream`], which asks the upstream.
 #[derive(Clone)]
-struct UpstreamHttp(rmcp_reqwest::Client);
+struct UpstreamHttp {
+    client: rmcp_reqwest::Client,
+    stream_failed: Arc<tokio::sync::Notify>,
+}
+
+impl UpstreamHttp {
+    /// `answer` to a request for the session's event stream, the failure
+    /// reported. An upstream that offers no such stream has not failed.
+    fn streamed(
+        &self,
+        session_id: Option<&Arc<str>>,
+        answer: Result<SseStream, StreamableHttpError<rmcp_reqwest::Error>>,
+    ) -> Result<SseStream, StreamableHttpError<rmcp_reqwest::Error>> {
+        if session_id.is_some()
+            && answer
+                .as_ref()
+                .is_err_and(|e| !matches!(e, StreamableHttpError::ServerDoesNotSupportSse))
+        {
+            self.stream_failed.notify_one();
+        }
+        answer
+    }
+}
 
 type HttpPost = Result<StreamableHttpPostResponse, StreamableHttpError<rmcp_reqwest::Error>>;
 
@@ -173,7 +201,7 @@ impl StreamableHttpClient for UpstreamHttp {
     ) -> HttpPost {
         let id = request_id(&message);
         let answer = self
-            .0
+            .client
             .post_message_with_response_limits(
                 uri,
                 message,
@@ -193,23 +221,32 @@ impl StreamableHttpClient for UpstreamHttp {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> impl Future<Output = Result<(), StreamableHttpError<Self::Error>>> + Send + '_ {
-        self.0
+        self.client
             .delete_session(uri, session_id, auth_header, custom_headers)
     }
 
-    fn get_stream(
+    async fn get_stream(
         &self,
         uri: Arc<str>,
         session_id: Option<Arc<str>>,
         last_event_id: Option<String>,
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
-    ) -> impl Future<Output = Result<SseStream, StreamableHttpError<Self::Error>>> + Send + '_ {
-        self.0
-            .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
+    ) -> Result<SseStream, StreamableHttpError<Self::Error>> {
+        let answer = self
+            .client
+            .get_stream(
+                uri,
+                session_id.clone(),
+                last_event_id,
+                auth_header,
+                custom_headers,
+            )
+            .await;
+        self.streamed(session_id.as_ref(), answer)
     }
 
-    fn get_stream_with_max_sse_event_size(
+    async fn get_stream_with_max_sse_event_size(
         &self,
         uri: Arc<str>,
         session_id: Option<Arc<str>>,
@@ -217,15 +254,19 @@ impl StreamableHttpClient for UpstreamHttp {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
-    ) -> impl Future<Output = Result<SseStream, StreamableHttpError<Self::Error>>> + Send + '_ {
-        self.0.get_stream_with_max_sse_event_size(
-            uri,
-            session_id,
-            last_event_id,
-            auth_header,
-            custom_headers,
-            max_sse_event_size,
-        )
+    ) -> Result<SseStream, StreamableHttpError<Self::Error>> {
+        let answer = self
+            .client
+            .get_stream_with_max_sse_event_size(
+                uri,
+                session_id.clone(),
+                last_event_id,
+                auth_header,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await;
+        self.streamed(session_id.as_ref(), answer)
     }
 }
 
@@ -351,6 +392,7 @@ pub(super) async fn connect(
             None,
         )
     };
+    let mut stream_failed = None;
     let started = match &server.transport {
         McpTransport::Stdio { command, args, env } => {
             let transport = StdioUpstream::spawn(command, args, env, overflowed.clone())
@@ -362,8 +404,13 @@ pub(super) async fn connect(
             tokio::time::timeout(timeout, relay.serve(transport)).await
         }
         McpTransport::StreamableHttp { url } => {
+            let client = UpstreamHttp {
+                client: call.state.mcp.upstream_http.clone(),
+                stream_failed: Arc::default(),
+            };
+            stream_failed = Some(client.stream_failed.clone());
             let transport = StreamableHttpClientTransport::with_client(
-                UpstreamHttp(call.state.mcp.upstream_http.clone()),
+                client,
                 // An upstream that drops the session ends this one: a new
                 // upstream session opened behind the client's back would
                 // have lost the state the client's session had there.
@@ -387,6 +434,15 @@ pub(super) async fn connect(
             )));
         }
     };
+    if let Some(failed) = stream_failed {
+        tokio::spawn(watch_stream(
+            server.name.clone(),
+            upstream.peer().clone(),
+            failed,
+            ended.clone(),
+            timeout.min(PING_PATIENCE),
+        ));
+    }
     Ok(Session {
         server,
         agent_id: agent_id(call).to_string(),
@@ -444,9 +500,8 @@ impl Session {
         {
             return e.clone();
         }
-        let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
-        match tokio::time::timeout(timeout.min(PING_PATIENCE), ping).await {
-            Ok(Err(ServiceError::McpError(lost))) if lost.code != ErrorCode::METHOD_NOT_FOUND => {
+        match session_lost(peer, timeout.min(PING_PATIENCE)).await {
+            Some(Lost::Refused(lost)) => {
                 self.ended.cancel();
                 McpError::internal_error(
                     format!(
@@ -457,10 +512,8 @@ impl Session {
                     None,
                 )
             }
-            Ok(Err(e @ (ServiceError::TransportSend(_) | ServiceError::TransportClosed))) => {
-                self.failed(e)
-            }
-            _ => match refusal {
+            Some(Lost::Unreachable(e)) => self.failed(e),
+            None => match refusal {
                 ServiceError::McpError(e) => e,
                 ServiceError::TransportSend(cause) => McpError::internal_error(
                     format!(
@@ -563,6 +616,54 @@ impl Session {
             self.progress.lock().await.remove(&upstream_token);
         }
         result
+    }
+}
+
+/// How an upstream showed it has lost a session.
+enum Lost {
+    /// It answered a ping with an error: it no longer takes the session.
+    Refused(McpError),
+    /// It could not be sent the ping, or hung up on it.
+    Unreachable(ServiceError),
+}
+
+/// Whether the upstream behind `peer` has lost the session, by a ping any
+/// live session answers. `None`: it answered, or did not within
+/// `patience` (a busy upstream has not lost anything), or it does not
+/// know pings.
+async fn session_lost(peer: &Peer<RoleClient>, patience: Duration) -> Option<Lost> {
+    let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
+    match tokio::time::timeout(patience, ping).await {
+        Ok(Err(ServiceError::McpError(lost))) if lost.code != ErrorCode::METHOD_NOT_FOUND => {
+            Some(Lost::Refused(lost))
+        }
+        Ok(Err(e @ (ServiceError::TransportSend(_) | ServiceError::TransportClosed))) => {
+            Some(Lost::Unreachable(e))
+        }
+        _ => None,
+    }
+}
+
+/// Each time the event stream of an HTTP upstream fails, ask it whether it
+/// still takes the session; once it does not, the session has ended, as if
+/// a request had found so, and the gateway closes it. Ends with the session.
+async fn watch_stream(
+    server: String,
+    peer: Peer<RoleClient>,
+    stream_failed: Arc<tokio::sync::Notify>,
+    ended: tokio_util::sync::CancellationToken,
+    patience: Duration,
+) {
+    loop {
+        tokio::select! {
+            _ = ended.cancelled() => return,
+            _ = stream_failed.notified() => {}
+        }
+        if session_lost(&peer, patience).await.is_some() {
+            tracing::info!(%server, "an MCP upstream's event stream failed, and it no longer takes the session");
+            ended.cancel();
+            return;
+        }
     }
 }
 

@@ -1432,12 +1432,14 @@ when { resource.server == "files" && resource.name == "read_text_file" };"#,
 }
 
 /// A session over `upstream` whose client calls `echo`, waits while
-/// `change` does what it will to the upstream, calls `echo` again and then
-/// pings until the gateway has closed the session: the steps' answers,
-/// with the gateway (still running) and what `change` left.
+/// `change` does what it will to the upstream, takes the step `then` (by
+/// default another `echo`) and then pings until the gateway has closed the
+/// session: the steps' answers, with the gateway (still running) and what
+/// `change` left.
 async fn a_session_across<F, Fut>(
     upstream: HttpUpstream,
     timeout_secs: u32,
+    then: Option<Value>,
     change: F,
 ) -> (Gateway, Option<HttpUpstream>, Value)
 where
@@ -1456,6 +1458,9 @@ where
         gw.key.clone(),
         changed.to_string_lossy().into_owned(),
     );
+    let then = then.unwrap_or_else(
+        || json!({"op": "call", "name": "echo", "arguments": {"message": "after"}}),
+    );
     let client = tokio::spawn(async move {
         mcp::run_client(
             &url,
@@ -1463,7 +1468,7 @@ where
             &json!([
                 {"op": "call", "name": "echo", "arguments": {"message": "before"}},
                 {"op": "wait_file", "path": changed_path},
-                {"op": "call", "name": "echo", "arguments": {"message": "after"}},
+                then,
                 {"op": "ping_until_gone"},
             ]),
             None,
@@ -1490,7 +1495,7 @@ async fn an_http_upstream_that_goes_away_ends_the_session() {
         return;
     }
     let upstream = HttpUpstream::start().await.unwrap();
-    let (gw, _, out) = a_session_across(upstream, 10, |upstream| async move {
+    let (gw, _, out) = a_session_across(upstream, 10, None, |upstream| async move {
         drop(upstream);
         None
     })
@@ -1511,15 +1516,17 @@ async fn an_http_upstream_that_goes_away_ends_the_session() {
 /// refuses the gateway's session id. The call sent to it fails at once
 /// (well inside the registration's timeout) with an error that says the
 /// upstream session is gone, the gateway session is closed, and the
-/// client's next session reaches the new upstream.
+/// client's next session reaches the new upstream. (The upstream offers no
+/// event stream, whose failure would tell the gateway first: see
+/// `a_listening_session_ends_when_its_http_upstream_restarts`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_upstream_that_restarts_ends_the_session() {
     if !node_ready("an_http_upstream_that_restarts_ends_the_session") {
         return;
     }
-    let upstream = HttpUpstream::start().await.unwrap();
+    let upstream = HttpUpstream::without_stream().await.unwrap();
     // A timeout the test would notice: the call must not wait it out.
-    let (gw, upstream, out) = a_session_across(upstream, 120, |upstream| async move {
+    let (gw, upstream, out) = a_session_across(upstream, 120, None, |upstream| async move {
         Some(upstream.restart().await.unwrap())
     })
     .await;
@@ -1539,6 +1546,39 @@ async fn an_http_upstream_that_restarts_ends_the_session() {
         )
         .await;
     assert_eq!(text(&steps[0]), "Echo: anew");
+    drop(upstream);
+    gw.stop().await;
+}
+
+/// A session whose client only listens learns that its HTTP upstream
+/// restarted: the upstream refuses the gateway's event stream for the old
+/// session, the gateway asks it with a ping and, refused again, closes the
+/// session. The client's own event stream is then refused with 404 (MCP's
+/// "start a new session") without the client sending anything, and its
+/// next request finds the session gone rather than a session that can
+/// only fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_session_ends_when_its_http_upstream_restarts() {
+    if !node_ready("a_listening_session_ends_when_its_http_upstream_restarts") {
+        return;
+    }
+    let upstream = HttpUpstream::start().await.unwrap();
+    let (gw, upstream, out) = a_session_across(
+        upstream,
+        120,
+        Some(json!({"op": "wait_stream_gone"})),
+        |upstream| async move { Some(upstream.restart().await.unwrap()) },
+    )
+    .await;
+    let steps = &out["steps"];
+    assert!(
+        steps[2]["ok"]
+            .as_str()
+            .is_some_and(|m| m.contains("Not Found")),
+        "{out}"
+    );
+    // No request met the broken session before it was closed.
+    assert_eq!(steps[3]["ok"], json!([]), "{out}");
     drop(upstream);
     gw.stop().await;
 }
@@ -1578,6 +1618,56 @@ async fn an_http_upstream_that_refuses_a_request_keeps_the_session() {
         steps[1]
     );
     assert_eq!(text(&steps[2]), "Echo: after", "{}", steps[2]);
+    gw.stop().await;
+}
+
+/// A read answered with other resources' contents (a directory's files)
+/// passes on only those the agent may read too, each decided in the
+/// spelling the upstream reads; one audit entry says what was withheld.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_passes_on_only_the_contents_the_agent_may_read() {
+    if !node_ready("a_read_passes_on_only_the_contents_the_agent_may_read") {
+        return;
+    }
+    let upstream = HttpUpstream::refusing().await.unwrap();
+    let transport = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    let gw = Gateway::start("shelves", transport, Some(30)).await;
+    gw.policy(
+        "the-shelf-but-not-its-secrets",
+        "The shelf and what is public on it",
+        r#"permit(principal is Agent, action == Action::"read_resource", resource is McpResource)
+when { resource.uri == "box://shelf" || resource.uri == "box://shelf/public" };"#,
+    )
+    .await;
+    let steps = gw
+        .run(json!([{"op": "read_resource", "uri": "box://shelf"}]), None)
+        .await;
+    let uris: Vec<&str> = steps[0]["ok"]["contents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", steps[0]))
+        .iter()
+        .filter_map(|c| c["uri"].as_str())
+        .collect();
+    assert_eq!(
+        uris,
+        ["box://shelf", "BOX://shelf/./public"],
+        "{}",
+        steps[0]
+    );
+    assert!(
+        !steps[0].to_string().contains("secret item"),
+        "{}",
+        steps[0]
+    );
+    let entries = gw.audit("mcp.read_resource_contents").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let after = entries[0].after.as_ref().unwrap();
+    assert_eq!(after["requested"], "box://shelf");
+    assert_eq!(after["shown"], json!(["box://shelf/public"]));
+    assert_eq!(after["withheld"], json!(["box://shelf/secret"]));
+    drop(upstream);
     gw.stop().await;
 }
 

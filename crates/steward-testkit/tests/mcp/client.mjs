@@ -12,6 +12,8 @@
 //   {"op": "ping"}
 //   {"op": "ping_until_gone"} (pings until one is answered HTTP 404, the
 //     session gone; 30 s at most; the result is the failures before)
+//   {"op": "wait_stream_gone"} (sends nothing: waits until the session's
+//     event stream is refused with 404, the session gone; 30 s at most)
 //   {"op": "roots", "uris": ["file:///..."]} (anywhere in the script: the
 //     client declares the roots capability and answers roots/list with these)
 //   {"op": "bench", "name": "echo", "arguments": {...}, "warmup": 200, "calls": 2000}
@@ -56,6 +58,10 @@ function describe(err) {
   const described = { code: err?.code ?? null, message: String(err?.message ?? err) };
   return err?.progress ? { ...described, progress: err.progress } : described;
 }
+
+// What the transport reported going wrong, such as its event stream refused.
+const transportErrors = [];
+client.onerror = (err) => transportErrors.push(describe(err).message);
 
 try {
   await client.connect(transport);
@@ -155,6 +161,16 @@ async function step(s) {
         throw err;
       }
       return s.progress ? { ...result, progress } : result;
+    }
+    case "wait_stream_gone": {
+      const gone = () => transportErrors.find((m) => /Not Found|404/.test(m));
+      for (let i = 0; i < 1500 && !gone(); i++) {
+        await new Promise((done) => setTimeout(done, 20));
+      }
+      if (!gone()) {
+        throw new Error(`the event stream was never refused: ${JSON.stringify(transportErrors)}`);
+      }
+      return gone();
     }
     case "wait_file": {
       const { existsSync } = await import("node:fs");

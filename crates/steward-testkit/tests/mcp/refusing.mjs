@@ -1,8 +1,14 @@
 // An MCP server over Streamable HTTP (the official SDK's transport, one
 // session per client) with an `echo` tool, which refuses any POST whose
 // body holds "REFUSE" with `429 Too Many Requests` and a plain-text body,
-// as a rate limiter in front of a live server would. Listens on $PORT and
-// says "listening on port N" on stderr once it does.
+// as a rate limiter in front of a live server would. It also has a
+// resource, `box://shelf`, whose read answers with the shelf's items too,
+// each a resource of its own (one in an uncanonical spelling), as a
+// directory's resource may. A session it does not know (it restarted) is
+// answered as the reference `server-everything` answers it: `400` with a
+// JSON-RPC error. With `--no-stream` it offers no event stream (`405` to a
+// GET), so that only a request can find out it restarted. Listens on $PORT
+// and says "listening on port N" on stderr once it does.
 import { randomUUID } from "node:crypto";
 import express from "express";
 import { z } from "zod";
@@ -10,6 +16,7 @@ import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 
+const noStream = process.argv.includes("--no-stream");
 const sessions = new Map();
 const app = express();
 app.use(express.json());
@@ -18,11 +25,19 @@ app.all("/mcp", async (req, res) => {
     res.status(429).type("text/plain").send("slow down");
     return;
   }
+  if (noStream && req.method === "GET") {
+    res.status(405).set("Allow", "POST, DELETE").send();
+    return;
+  }
   const id = req.headers["mcp-session-id"];
   let transport = id ? sessions.get(id) : undefined;
   if (!transport) {
     if (id || req.method !== "POST" || !isInitializeRequest(req.body)) {
-      res.status(404).json({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null });
+      res.status(400).json({
+        jsonrpc: "2.0",
+        error: { code: -32000, message: "Bad Request: No valid session ID provided" },
+        id: null,
+      });
       return;
     }
     transport = new StreamableHTTPServerTransport({
@@ -35,6 +50,13 @@ app.all("/mcp", async (req, res) => {
       { description: "Echoes the message", inputSchema: { message: z.string() } },
       async ({ message }) => ({ content: [{ type: "text", text: `Echo: ${message}` }] }),
     );
+    server.registerResource("shelf", "box://shelf", { mimeType: "text/plain" }, async () => ({
+      contents: [
+        { uri: "box://shelf", text: "two items" },
+        { uri: "BOX://shelf/./public", text: "public item" },
+        { uri: "box://shelf/secret", text: "secret item" },
+      ],
+    }));
     await server.connect(transport);
   }
   await transport.handleRequest(req, res, req.body);
