@@ -339,11 +339,12 @@ async fn drop_unreadable_request_id(mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// A request id header's text, if it is text without control characters.
+/// A request id header's text, if it is text without control characters
+/// other than a tab (which a header value may hold).
 fn request_id_text(value: &axum::http::HeaderValue) -> Option<&str> {
     std::str::from_utf8(value.as_bytes())
         .ok()
-        .filter(|text| !text.chars().any(char::is_control))
+        .filter(|text| !text.chars().any(|c| c.is_control() && c != '\t'))
 }
 
 /// Make the request id available to error bodies and audit records.

@@ -12,9 +12,12 @@ use crate::tenants::find_row;
 use crate::{Store, Tx, db_error, is_unique_violation};
 
 /// The human whose id, e-mail or external id is `key`, in that order of
-/// precedence (an external id may equal another person's e-mail). E-mail
-/// addresses are stored lower-cased by Rust, which folds all of Unicode
-/// (SQLite's `lower()` folds only ASCII), so the key is folded the same way.
+/// precedence: the id, the e-mail as written, the external id as written,
+/// then the e-mail in any case. So a key that is one person's external id
+/// exactly is theirs, even where it is another's e-mail in other case
+/// (`Zed@Example.com` and `zed@example.com`). E-mail addresses are stored
+/// lower-cased by Rust, which folds all of Unicode (SQLite's `lower()`
+/// folds only ASCII), so the key is folded the same way.
 async fn find_human_row<'e, E>(
     executor: E,
     tenant_id: &str,
@@ -29,7 +32,8 @@ where
     }
     sqlx::query(&format!(
         "SELECT * FROM humans WHERE tenant_id = $1 AND (id = $2 OR email = $3 OR external_id = $2) \
-         ORDER BY CASE WHEN id = $2 THEN 0 WHEN email = $3 THEN 1 ELSE 2 END LIMIT 1{lock}"
+         ORDER BY CASE WHEN id = $2 THEN 0 WHEN email = $2 THEN 1 WHEN external_id = $2 THEN 2 \
+         ELSE 3 END LIMIT 1{lock}"
     ))
     .bind(tenant_id)
     .bind(key)
@@ -39,11 +43,12 @@ where
     .map_err(db_error)
 }
 
-/// A human is named by id, e-mail or external id (in that order), so a new
-/// human's e-mail may not be another's external id, nor its external id
-/// another's id or e-mail: one of the two could no longer be named by it,
-/// and a request naming it (a decision, an AuthZEN subject, a token's
-/// claim) would be decided for the other.
+/// A human is named by id, e-mail (in any case) or external id, so a new
+/// human's e-mail may not be another's external id in any case, nor its
+/// external id another's id or e-mail: a request naming the one (a
+/// decision, an AuthZEN subject, a token's claim) could be decided for the
+/// other. (`lower()` folds only ASCII on SQLite; [`find_human_row`] still
+/// gives an external id written exactly to its holder.)
 async fn refuse_ambiguous_names(
     tx: &mut Tx,
     tenant_id: &str,
@@ -51,8 +56,9 @@ async fn refuse_ambiguous_names(
     external_id: Option<&str>,
 ) -> Result<(), Error> {
     let clash: Option<(String, String)> = sqlx::query_as(
-        "SELECT email, CASE WHEN external_id = $2 THEN 'email' ELSE 'external_id' END FROM humans \
-         WHERE tenant_id = $1 AND (external_id = $2 OR id = $3 OR email = $4) LIMIT 1",
+        "SELECT email, CASE WHEN lower(external_id) = $2 THEN 'email' ELSE 'external_id' END \
+         FROM humans WHERE tenant_id = $1 AND (lower(external_id) = $2 OR id = $3 OR email = $4) \
+         LIMIT 1",
     )
     .bind(tenant_id)
     .bind(email)

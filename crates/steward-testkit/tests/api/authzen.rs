@@ -874,10 +874,50 @@ async fn search_with_pagination(b: Backend) {
             json!({ "email": "sp@example.com", "display_name": "Sp", "external_id": "ok-1" }),
             201,
         ),
+        // An e-mail is found in any case, so it may not be another's
+        // external id in other case either.
+        (
+            json!({ "email": "carol@example.com", "display_name": "Carol", "external_id": "Zed@Example.com" }),
+            201,
+        ),
+        (
+            json!({ "email": "zed@example.com", "display_name": "Zed" }),
+            409,
+        ),
     ] {
         let (got, answer) = post(&s.admin, "/v1/humans", &human).await;
         assert_eq!(got, status, "{human}: {answer}");
     }
+    // Where the store's `lower()` cannot see the clash (SQLite folds only
+    // ASCII), an external id written exactly still names its holder.
+    let (got, answer) = post(
+        &s.admin,
+        "/v1/humans",
+        &json!({ "email": "eva.a@example.com", "display_name": "Eva A", "external_id": "ÉVA@example.com" }),
+    )
+    .await;
+    assert_eq!(got, 201, "{answer}");
+    let (got, _) = post(
+        &s.admin,
+        "/v1/humans",
+        &json!({ "email": "éva@example.com", "display_name": "Éva" }),
+    )
+    .await;
+    assert!(got == 201 || got == 409, "{got}");
+    let (status, answer) = post(
+        &s.admin,
+        "/access/v1/evaluation",
+        &json!({ "subject": user("ÉVA@example.com"), "action": { "name": "can_delete_todo" },
+            "resource": { "type": "todo", "id": "t1" } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    // A denial's reason names the human it was decided for.
+    let said = answer.to_string();
+    assert!(
+        said.contains("'eva.a@example.com'") && !said.contains("'éva@example.com'"),
+        "{answer}"
+    );
     // Ids no store can keep, in what a search holds fixed.
     for fixed in [
         json!({ "subject": user("a\u{0}b"), "action": { "name": "can_update_todo" }, "resource": { "type": "todo" } }),

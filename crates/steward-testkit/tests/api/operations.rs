@@ -75,9 +75,14 @@ async fn operational_endpoints(b: Backend) {
         .await
         .unwrap();
     assert!(!r.headers()["x-request-id"].is_empty());
-    // Any text is echoed as sent, UTF-8 beyond ASCII included; bytes that
-    // are no text are replaced. Either way echo and error body agree.
-    for (sent, kept) in [("h\u{e9}llo".as_bytes(), true), (&b"h\xe9llo"[..], false)] {
+    // Any text is echoed as sent, UTF-8 beyond ASCII and a tab included;
+    // bytes that are no text are replaced. Either way echo and error body
+    // agree.
+    for (sent, kept) in [
+        ("h\u{e9}llo".as_bytes(), true),
+        (&b"a\tb"[..], true),
+        (&b"h\xe9llo"[..], false),
+    ] {
         let r = http
             .get(format!("{}/v1/agents/ghost", s.server.url()))
             .bearer_auth(steward_testkit::ADMIN_TOKEN)

@@ -44,12 +44,13 @@ impl SearchKind {
     }
 }
 
-/// What a page token is bound to: the search's kind and everything it
-/// holds fixed (subject, action, resource, the resource's properties and
-/// the context), as a short digest. A token from another search would
-/// start this one at a position from another list (or one filtered or
-/// decided otherwise).
+/// What a page token is bound to: the tenant, the search's kind and
+/// everything it holds fixed (subject, action, resource, the resource's
+/// properties and the context), as a short digest. A token from another
+/// search (or another tenant's) would start this one at a position from
+/// another list (or one filtered or decided otherwise).
 fn query_digest(
+    tenant: &str,
     kind: SearchKind,
     fixed: [&str; 5],
     properties: &Map<String, Value>,
@@ -57,6 +58,8 @@ fn query_digest(
 ) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
+    h.update(tenant);
+    h.update([0]);
     h.update(kind.as_str());
     for part in fixed {
         h.update([0]);
@@ -112,8 +115,13 @@ fn decode_token(kind: SearchKind, query: &str, token: &str) -> Result<(usize, St
         (Some(k), Some(q), Some(limit), Some(position))
             if k == kind.as_str() && q == query && !position.is_empty() =>
         {
-            let limit = limit.parse().map_err(|_| bad())?;
-            Ok((limit, position.to_string()))
+            // Only a limit a first page could have asked for.
+            match limit.parse::<usize>() {
+                Ok(limit) if (1..=MAX_SEARCH_LIMIT as usize).contains(&limit) => {
+                    Ok((limit, position.to_string()))
+                }
+                _ => Err(bad()),
+            }
         }
         _ => Err(bad()),
     }
@@ -201,7 +209,7 @@ fn fixed_or_searched<'a>(
 impl SearchQuery {
     /// Fields are checked in order: subject, action (not in an action
     /// search), resource, page.
-    fn parse(kind: SearchKind, req: &SearchRequest) -> Result<SearchQuery, Error> {
+    fn parse(kind: SearchKind, req: &SearchRequest, tenant: &str) -> Result<SearchQuery, Error> {
         let (_, subject_type, subject_id) =
             fixed_or_searched(req.subject.as_ref(), "subject", kind == SearchKind::Subject)?;
         let a = match kind {
@@ -231,6 +239,7 @@ impl SearchQuery {
         let resource_properties = r.properties.clone().unwrap_or_default();
         let context = merged_context(a, req.context.as_ref());
         let query = query_digest(
+            tenant,
             kind,
             fixed.map(|(_, v)| v.map_or("", String::as_str)),
             &resource_properties,
@@ -400,8 +409,8 @@ async fn search(
     req: &SearchRequest,
 ) -> ApiResult<Json<SearchResponse>> {
     may_search(caller, kind)?;
-    let q = SearchQuery::parse(kind, req)?;
     let tenant = caller.tenant_id();
+    let q = SearchQuery::parse(kind, req, tenant)?;
     let engine = state.engines.get(&state.store, tenant).await?;
     let chain = fixed_chain(state, caller, &q).await?;
     let resource = fixed_resource(state, &engine, tenant, &q).await?;
@@ -497,6 +506,7 @@ mod tests {
     fn tokens_round_trip_and_are_bound_to_their_search() {
         let none = Map::new();
         let q = query_digest(
+            "default",
             SearchKind::Resource,
             ["user", "rick", "read", "todo", ""],
             &none,
@@ -510,6 +520,7 @@ mod tests {
         assert!(decode_token(SearchKind::Subject, &q, &t).is_err());
         // The same kind of search with another fixed subject.
         let other = query_digest(
+            "default",
             SearchKind::Resource,
             ["user", "morty", "read", "todo", ""],
             &none,
@@ -517,6 +528,20 @@ mod tests {
         );
         assert_ne!(q, other);
         assert!(decode_token(SearchKind::Resource, &other, &t).is_err());
+        // The same search in another tenant.
+        let elsewhere = query_digest(
+            "t2",
+            SearchKind::Resource,
+            ["user", "rick", "read", "todo", ""],
+            &none,
+            &none,
+        );
+        assert!(decode_token(SearchKind::Resource, &elsewhere, &t).is_err());
+        // A limit no first page could have asked for.
+        for limit in [0, MAX_SEARCH_LIMIT as usize + 1, 100_000] {
+            let edited = encode_token(SearchKind::Resource, &q, limit, "todo:1");
+            assert!(decode_token(SearchKind::Resource, &q, &edited).is_err());
+        }
         assert!(decode_token(SearchKind::Resource, &q, "zz").is_err());
         assert!(decode_token(SearchKind::Resource, &q, "abc").is_err());
         assert!(decode_token(SearchKind::Action, &q, "").is_err());
@@ -528,6 +553,7 @@ mod tests {
     fn later_pages_take_either_spelling_and_keep_the_first_limit() {
         let none = Map::new();
         let q = query_digest(
+            "default",
             SearchKind::Subject,
             ["user", "", "read", "todo", "1"],
             &none,
@@ -569,7 +595,9 @@ mod tests {
     fn tokens_are_bound_to_properties_and_context_in_any_key_order() {
         let fixed = ["user", "rick", "", "todo", "t1"];
         let map = |v: Value| v.as_object().cloned().unwrap_or_default();
-        let digest = |p: Value, c: Value| query_digest(SearchKind::Action, fixed, &map(p), &map(c));
+        let digest = |p: Value, c: Value| {
+            query_digest("default", SearchKind::Action, fixed, &map(p), &map(c))
+        };
         let base = digest(
             json!({"a": 1, "b": {"x": [1, {"q": 1, "p": 2}], "y": "s"}}),
             json!({"reason": "audit", "n": 2}),
