@@ -201,29 +201,89 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                unauthenticated("no credential: send Authorization: Bearer <token or agent key>")
-            })?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                unauthenticated("the Authorization header must be 'Bearer <token or agent key>'")
-            })?;
+        let secret = bearer_secret(&parts.headers)?;
         let tenant = parts
             .headers
             .get(TENANT_HEADER)
             .map(|t| t.to_str().unwrap_or_default());
         authenticate(state, secret, tenant).await
+    }
+}
+
+/// The secret a request's `Authorization: Bearer` header carries.
+fn bearer_secret(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            unauthenticated("no credential: send Authorization: Bearer <token or agent key>")
+        })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            unauthenticated("the Authorization header must be 'Bearer <token or agent key>'")
+        })
+}
+
+/// What an agent authenticated with (its key, or a delegated token
+/// exchanged with one), to check again while something it opened lasts: an
+/// MCP session holds on for as long as its client keeps its event stream,
+/// and must not outlive the credential.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AgentCredential {
+    /// The secret's hash, as the store keeps it.
+    hash: String,
+    /// A delegated token (`stwd_`) rather than an agent key.
+    delegated: bool,
+}
+
+impl AgentCredential {
+    /// The agent credential a request carries, if it carries one.
+    pub fn of(state: &AppState, headers: &axum::http::HeaderMap) -> Option<AgentCredential> {
+        let secret = bearer_secret(headers).ok()?;
+        let delegated = secret.starts_with(DELEGATION_TOKEN_PREFIX);
+        (delegated || secret.starts_with(AGENT_KEY_PREFIX)).then(|| AgentCredential {
+            hash: state.hasher.hash(secret),
+            delegated,
+        })
+    }
+
+    /// Whether it still authenticates as it did (not revoked or expired,
+    /// its agent active), read from the store without counting as a use.
+    pub async fn still_good(
+        &self,
+        store: &steward_store::Store,
+    ) -> Result<bool, steward_core::Error> {
+        let now = Utc::now();
+        let key_hash = if self.delegated {
+            let Some(found) = store.find_delegation(&self.hash).await? else {
+                return Ok(false);
+            };
+            let d = &found.delegation;
+            if d.revoked_at.is_some() || d.expires_at <= now {
+                return Ok(false);
+            }
+            found.key_hash
+        } else {
+            self.hash.clone()
+        };
+        let Some((found, agent)) = store.find_agent_key(&key_hash).await? else {
+            return Ok(false);
+        };
+        Ok(admit_agent_key(
+            agent.state,
+            agent.expires_at,
+            found.key.expires_at,
+            found.key.revoked_at.is_some(),
+            now,
+        )
+        .is_ok())
     }
 }
 

@@ -46,7 +46,7 @@ impl Kind {
         }
     }
 
-    fn noun(self) -> &'static str {
+    pub(crate) fn noun(self) -> &'static str {
         match self {
             Kind::Tool => "tool",
             Kind::Prompt => "prompt",
@@ -479,9 +479,15 @@ pub async fn report_outcome(
     }
 }
 
+/// Schemes whose URLs the WHATWG URL standard (which Node's `URL`, and so
+/// most MCP servers, follow) reads with `\` as `/`.
+const SPECIAL_SCHEMES: [&str; 6] = ["file", "ftp", "http", "https", "ws", "wss"];
+
 /// A resource URI as an upstream reads it (RFC 3986 §6.2.2): the scheme in
 /// lower case and the path without dot segments (`.`, `..`, also spelt
-/// `%2e`). What else it holds is kept as sent.
+/// `%2e`); for `file`, `http` and the other special schemes, `\` before any
+/// query or fragment is `/`, as a WHATWG URL parser reads it. What else it
+/// holds is kept as sent.
 pub(crate) fn canonical_uri(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once(':').filter(|(scheme, _)| {
         scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -490,6 +496,15 @@ pub(crate) fn canonical_uri(uri: &str) -> String {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
     }) else {
         return uri.to_string();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let slashed;
+    let rest = if SPECIAL_SCHEMES.contains(&scheme.as_str()) && rest.contains('\\') {
+        let end = rest.find(['?', '#']).unwrap_or(rest.len());
+        slashed = format!("{}{}", rest[..end].replace('\\', "/"), &rest[end..]);
+        slashed.as_str()
+    } else {
+        rest
     };
     let (authority, rest) = match rest.strip_prefix("//") {
         Some(after) => {
@@ -500,7 +515,7 @@ pub(crate) fn canonical_uri(uri: &str) -> String {
     };
     let end = rest.find(['?', '#']).unwrap_or(rest.len());
     let (path, tail) = rest.split_at(end);
-    let mut out = scheme.to_ascii_lowercase();
+    let mut out = scheme;
     out.push(':');
     if let Some(authority) = authority {
         out.push_str("//");
@@ -584,6 +599,17 @@ mod tests {
             ("not a uri/../x", "not a uri/../x"),
             ("mem:a/./b/../c", "mem:a/c"),
             ("demo://HOST/x", "demo://HOST/x"),
+            // A WHATWG parser reads `\` as `/` in special schemes only.
+            (
+                r"file:///srv/pub/..\priv\secret.txt",
+                "file:///srv/priv/secret.txt",
+            ),
+            (
+                r"FILE:///srv/pub/%2e%2e\priv/s?q=\..",
+                r"file:///srv/priv/s?q=\..",
+            ),
+            (r"http:\\host\a\..\b", "http://host/b"),
+            (r"demo://a/b\..\c", r"demo://a/b\..\c"),
         ] {
             assert_eq!(canonical_uri(sent), read, "{sent}");
         }

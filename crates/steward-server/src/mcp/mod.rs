@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::auth::AgentCredential;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
@@ -77,6 +78,9 @@ struct SessionEntry {
     /// The registration the session was opened with (its upstream was
     /// started from its transport).
     server: Arc<McpServer>,
+    /// The key (or delegated token) its client last sent: once that no
+    /// longer authenticates, the session closes, event stream and all.
+    credential: AgentCredential,
     /// When the client last sent something, or an answer to it ended.
     last_seen: Instant,
     /// Answers (event streams included) still being sent to the client.
@@ -147,6 +151,7 @@ struct Holder {
     owner: (String, String),
     tenant: String,
     server: Arc<McpServer>,
+    credential: AgentCredential,
 }
 
 impl Holder {
@@ -155,6 +160,7 @@ impl Holder {
             owner: self.owner.clone(),
             tenant: self.tenant.clone(),
             server: self.server.clone(),
+            credential: self.credential.clone(),
             last_seen: Instant::now(),
             open,
         }
@@ -181,9 +187,12 @@ impl Gateway {
     /// theirs (or unknown); otherwise it counts as active until the answer
     /// ends (checked and counted at once, so an idle close cannot come in
     /// between).
-    fn claim(state: &AppState, session: &str, owner: &(String, String)) -> Option<Answering> {
+    fn claim(state: &AppState, session: &str, holder: &Holder) -> Option<Answering> {
         let mut owners = state.mcp.owners();
-        let entry = owners.get_mut(session).filter(|e| &e.owner == owner)?;
+        let entry = owners
+            .get_mut(session)
+            .filter(|e| e.owner == holder.owner)?;
+        entry.credential.clone_from(&holder.credential);
         entry.last_seen = Instant::now();
         entry.open += 1;
         Some(Answering {
@@ -247,6 +256,7 @@ impl Gateway {
         }
         if due {
             self.close_inactive(store).await;
+            self.close_unauthenticated(store).await;
         }
     }
 
@@ -305,6 +315,37 @@ impl Gateway {
             .await;
         }
         theirs
+    }
+
+    /// Close the sessions whose key (or delegated token) no longer
+    /// authenticates: revoked or expired, here or on another node. One
+    /// read per distinct credential; one that cannot be read (the store is
+    /// down) keeps its sessions.
+    pub async fn close_unauthenticated(&self, store: &Store) {
+        let credentials: HashSet<AgentCredential> = self
+            .owners()
+            .iter()
+            .filter(|(id, _)| !id.starts_with(OPENING))
+            .map(|(_, e)| e.credential.clone())
+            .collect();
+        let mut gone = HashSet::new();
+        for credential in credentials {
+            match credential.still_good(store).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    gone.insert(credential);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check an MCP session's credential; will retry");
+                }
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let doomed = self.sessions_where(|e| gone.contains(&e.credential));
+        self.close_now(doomed, "the key it was opened with no longer authenticates")
+            .await;
     }
 
     /// Close the sessions whose agent is no longer active (or no longer
@@ -749,15 +790,21 @@ async fn endpoint(
         Caller::Agent { agent, .. } => (agent.id.clone(), server.id.clone()),
         Caller::Token { token, .. } => (token.id.clone(), server.id.clone()),
     };
+    // An agent authenticated with a key or a delegated token, so the
+    // request holds one.
+    let Some(credential) = AgentCredential::of(&state, &parts.headers) else {
+        return ApiError::new(ErrorCode::Unauthenticated, "no agent key").into_response();
+    };
     let holder = Holder {
         owner: owner.clone(),
         tenant: caller.tenant_id().to_string(),
         server: server.clone(),
+        credential,
     };
     // The client is active while it sends and while the answer streams.
     let answering = match &session {
         None => None,
-        Some(id) => match Gateway::claim(&state, id, &owner) {
+        Some(id) => match Gateway::claim(&state, id, &holder) {
             Some(answering) => Some(answering),
             // Another agent's session, or one this server does not know
             // (or closed), is answered as rmcp answers an unknown one.
@@ -846,7 +893,7 @@ async fn endpoint(
                             ended,
                         ));
                     }
-                    Gateway::claim(&state, &id, &owner)
+                    Gateway::claim(&state, &id, &holder)
                 }
                 None => None,
             }
@@ -884,10 +931,11 @@ fn is_batch(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
-/// Whether a body has a `"cursor"` in it: the only one a listing's
-/// misread cursor could be in, found without parsing the body.
+/// Whether a body may have a `cursor` member: it names `"cursor"`, or it
+/// holds a JSON escape (`\u0063ursor` is a cursor too). Found without
+/// parsing the body; a tool call's plain arguments hold neither.
 fn names_a_cursor(body: &[u8]) -> bool {
-    body.windows(8).any(|w| w == b"\"cursor\"")
+    body.windows(8).any(|w| w == b"\"cursor\"") || body.windows(2).any(|w| w == b"\\u")
 }
 
 /// A request whose params rmcp would misread, answered with invalid params

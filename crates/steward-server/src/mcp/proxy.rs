@@ -305,7 +305,7 @@ impl Proxy {
             }
             ClientRequest::CompleteRequest(r) => match &r.params.r#ref {
                 Reference::Prompt(p) => Some((Kind::Prompt, p.name.clone(), Map::new())),
-                Reference::Resource(t) => Some((Kind::Template, t.uri.clone(), Map::new())),
+                Reference::Resource(t) => Some((Kind::Template, canonical_uri(&t.uri), Map::new())),
                 // A kind of reference this gateway cannot decide on.
                 _ => {
                     return Err(McpError::invalid_params(
@@ -317,6 +317,11 @@ impl Proxy {
             _ => None,
         };
         if let Some((kind, name, arguments)) = read {
+            // A name or URI no record could hold is bad input, as a tool's.
+            let what = if kind == Kind::Prompt { "name" } else { "URI" };
+            if let Err(e) = steward_core::validate::key(&format!("{} {what}", kind.noun()), &name) {
+                return Err(McpError::invalid_params(e.message, None));
+            }
             let reading = matches!(request, ClientRequest::ReadResourceRequest(_));
             let result =
                 Self::read_checked(&call, session, kind, &name, arguments, request, &context)
@@ -696,25 +701,28 @@ async fn filter_listing(
             r.prompts.retain(|p| keep.contains(&p.name));
             ServerResult::ListPromptsResult(r)
         }
+        // URIs are decided in the spelling a read would be (see
+        // `canonical_uri`), so a listing shows what reads allow.
         ServerResult::ListResourcesResult(mut r) => {
-            let names: Vec<String> = r.resources.iter().map(|x| x.uri.clone()).collect();
+            let names: Vec<String> = r.resources.iter().map(|x| canonical_uri(&x.uri)).collect();
             let keep = govern::visible(call, Kind::Resource, &names)
                 .await
                 .map_err(steward_error)?;
-            r.resources.retain(|x| keep.contains(&x.uri));
+            r.resources
+                .retain(|x| keep.contains(&canonical_uri(&x.uri)));
             ServerResult::ListResourcesResult(r)
         }
         ServerResult::ListResourceTemplatesResult(mut r) => {
             let names: Vec<String> = r
                 .resource_templates
                 .iter()
-                .map(|t| t.uri_template.clone())
+                .map(|t| canonical_uri(&t.uri_template))
                 .collect();
             let keep = govern::visible(call, Kind::Template, &names)
                 .await
                 .map_err(steward_error)?;
             r.resource_templates
-                .retain(|t| keep.contains(&t.uri_template));
+                .retain(|t| keep.contains(&canonical_uri(&t.uri_template)));
             ServerResult::ListResourceTemplatesResult(r)
         }
         other => other,

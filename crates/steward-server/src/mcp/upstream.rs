@@ -644,9 +644,19 @@ async fn session_lost(peer: &Peer<RoleClient>, patience: Duration) -> Option<Los
     }
 }
 
+/// How long an HTTP upstream whose event stream failed may stay out of
+/// reach before its session ends: pings after each of these waits (7 s in
+/// all), as a network that drops for a moment is not an upstream gone.
+const STREAM_GRACE: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
 /// Each time the event stream of an HTTP upstream fails, ask it whether it
-/// still takes the session; once it does not, the session has ended, as if
-/// a request had found so, and the gateway closes it. Ends with the session.
+/// still takes the session: refused, or still out of reach after
+/// [`STREAM_GRACE`], the session has ended, as if a request had found so,
+/// and the gateway closes it. Ends with the session.
 async fn watch_stream(
     server: String,
     peer: Peer<RoleClient>,
@@ -654,16 +664,33 @@ async fn watch_stream(
     ended: tokio_util::sync::CancellationToken,
     patience: Duration,
 ) {
-    loop {
+    'watch: loop {
         tokio::select! {
             _ = ended.cancelled() => return,
             _ = stream_failed.notified() => {}
         }
-        if session_lost(&peer, patience).await.is_some() {
-            tracing::info!(%server, "an MCP upstream's event stream failed, and it no longer takes the session");
-            ended.cancel();
-            return;
-        }
+        let mut graces = STREAM_GRACE.iter();
+        let why = loop {
+            match session_lost(&peer, patience).await {
+                None => continue 'watch,
+                Some(Lost::Refused(e)) => {
+                    break format!("it no longer takes the session: {}", e.message);
+                }
+                Some(Lost::Unreachable(e)) => {
+                    let Some(wait) = graces.next() else {
+                        let waited: Duration = STREAM_GRACE.iter().sum();
+                        break format!("it could not be reached for {} s: {e}", waited.as_secs());
+                    };
+                    tokio::select! {
+                        _ = ended.cancelled() => return,
+                        _ = tokio::time::sleep(*wait) => {}
+                    }
+                }
+            }
+        };
+        tracing::info!(%server, why, "an MCP upstream's event stream failed; the session has ended");
+        ended.cancel();
+        return;
     }
 }
 

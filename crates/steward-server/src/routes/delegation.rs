@@ -109,7 +109,10 @@ pub async fn revoke_delegation(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Delegation>> {
     let ctx = caller.admin()?;
-    Ok(Json(state.store.revoke_delegation(&ctx, &id).await?))
+    let revoked = state.store.revoke_delegation(&ctx, &id).await?;
+    // Its gateway sessions end now, event streams included.
+    state.mcp.close_unauthenticated(&state.store).await;
+    Ok(Json(revoked))
 }
 
 /// OAuth 2.0 Token Exchange (RFC 8693): an agent, authenticated by its key,

@@ -48,5 +48,8 @@ pub async fn revoke_key(
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Json<ApiKey>> {
     let ctx = caller.admin()?;
-    Ok(Json(state.store.revoke_key(&ctx, &id, &key_id).await?))
+    let key = state.store.revoke_key(&ctx, &id, &key_id).await?;
+    // Its gateway sessions end now, event streams included.
+    state.mcp.close_unauthenticated(&state.store).await;
+    Ok(Json(key))
 }

@@ -886,20 +886,20 @@ async fn streamable_http_upstream_and_credentials() {
     }
     // A known method whose params do not fit is invalid params, saying
     // what is wrong; a method the gateway does not relay is not found.
-    for (message, code, says) in [
+    for (body, code, says) in [
         (
             json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                "params": {"name": "echo", "arguments": ["not", "an", "object"]}}),
+                "params": {"name": "echo", "arguments": ["not", "an", "object"]}}).to_string(),
             -32602,
             "tools/call",
         ),
         (
-            json!({"jsonrpc": "2.0", "id": 8, "method": "prompts/get", "params": {"arguments": {}}}),
+            json!({"jsonrpc": "2.0", "id": 8, "method": "prompts/get", "params": {"arguments": {}}}).to_string(),
             -32602,
             "prompts/get",
         ),
         (
-            json!({"jsonrpc": "2.0", "id": 9, "method": "vendor/frobnicate", "params": {}}),
+            json!({"jsonrpc": "2.0", "id": 9, "method": "vendor/frobnicate", "params": {}}).to_string(),
             -32601,
             "vendor/frobnicate",
         ),
@@ -907,33 +907,55 @@ async fn streamable_http_upstream_and_credentials() {
         // no string (rmcp drops it and answers the first page), and params
         // or `_meta` that are no object (rmcp answers with no id).
         (
-            json!({"jsonrpc": "2.0", "id": 10, "method": "tools/list", "params": {"cursor": 5}}),
+            json!({"jsonrpc": "2.0", "id": 10, "method": "tools/list", "params": {"cursor": 5}}).to_string(),
             -32602,
             "tools/list: params.cursor must be a string",
         ),
         (
-            json!({"jsonrpc": "2.0", "id": "p-11", "method": "prompts/list", "params": {"cursor": {}}}),
+            json!({"jsonrpc": "2.0", "id": "p-11", "method": "prompts/list", "params": {"cursor": {}}}).to_string(),
             -32602,
             "prompts/list: params.cursor must be a string",
         ),
+        // A cursor whose name is written with a JSON escape is a cursor.
+        (
+            r#"{"jsonrpc": "2.0", "id": 14, "method": "tools/list", "params": {"\u0063ursor": 5}}"#
+                .to_string(),
+            -32602,
+            "tools/list: params.cursor must be a string",
+        ),
         (
             json!({"jsonrpc": "2.0", "id": 12, "method": "tools/call",
-                "params": {"name": "echo", "arguments": {"message": "x"}, "_meta": 5}}),
+                "params": {"name": "echo", "arguments": {"message": "x"}, "_meta": 5}}).to_string(),
             -32602,
             "tools/call: params._meta must be an object",
         ),
         (
-            json!({"jsonrpc": "2.0", "id": 13, "method": "tools/call", "params": 5}),
+            json!({"jsonrpc": "2.0", "id": 13, "method": "tools/call", "params": 5}).to_string(),
             -32602,
             "tools/call: params must be an object",
         ),
+        // A name or URI no record could hold, as a tool's name.
+        (
+            json!({"jsonrpc": "2.0", "id": 15, "method": "resources/read",
+                "params": {"uri": format!("demo://{}", "x".repeat(600))}}).to_string(),
+            -32602,
+            "resource URI: longer than 512 bytes",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 16, "method": "prompts/get",
+                "params": {"name": "simple\u{1}prompt"}}).to_string(),
+            -32602,
+            "prompt name: contains a control character",
+        ),
     ] {
+        let message: Value = serde_json::from_str(&body).unwrap();
         let answer = http
             .post(gw.url())
             .bearer_auth(&gw.key)
             .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
             .header("mcp-session-id", &session)
-            .json(&message)
+            .body(body)
             .send()
             .await
             .unwrap()
@@ -1580,6 +1602,51 @@ async fn a_listening_session_ends_when_its_http_upstream_restarts() {
     // No request met the broken session before it was closed.
     assert_eq!(steps[3]["ok"], json!([]), "{out}");
     drop(upstream);
+    gw.stop().await;
+}
+
+/// A session outlives no key: once the key it was opened with is revoked,
+/// the gateway closes it, so even a client that only listens on its event
+/// stream hears nothing more, and reconnecting is refused (401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_with_its_key() {
+    if !node_ready("a_session_ends_with_its_key") {
+        return;
+    }
+    let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
+    gw.allow_everything_tools().await;
+    let dir = tempfile::tempdir().unwrap();
+    let revoked = dir.path().join("revoked");
+    let (url, key, revoked_path) = (
+        gw.url(),
+        gw.key.clone(),
+        revoked.to_string_lossy().into_owned(),
+    );
+    let client = tokio::spawn(async move {
+        mcp::run_client(
+            &url,
+            &key,
+            &json!([
+                {"op": "call", "name": "echo", "arguments": {"message": "before"}},
+                {"op": "wait_file", "path": revoked_path},
+                {"op": "wait_stream_gone", "matching": "401|Unauthorized"},
+            ]),
+            None,
+        )
+        .await
+        .unwrap()
+    });
+    gw.tool_calls(1).await;
+    let admin = gw.admin();
+    let keys = admin
+        .list_keys("helper", &PageQuery::default())
+        .await
+        .unwrap();
+    admin.revoke_key("helper", &keys.items[0].id).await.unwrap();
+    std::fs::write(&revoked, "").unwrap();
+    let out = client.await.unwrap();
+    assert_eq!(text(&out["steps"][0]), "Echo: before", "{out}");
+    assert!(out["steps"][2]["ok"].is_string(), "{out}");
     gw.stop().await;
 }
 

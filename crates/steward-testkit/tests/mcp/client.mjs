@@ -12,8 +12,9 @@
 //   {"op": "ping"}
 //   {"op": "ping_until_gone"} (pings until one is answered HTTP 404, the
 //     session gone; 30 s at most; the result is the failures before)
-//   {"op": "wait_stream_gone"} (sends nothing: waits until the session's
-//     event stream is refused with 404, the session gone; 30 s at most)
+//   {"op": "wait_stream_gone", "matching": "401"} (sends nothing: waits
+//     until the session's event stream is refused with an error matching
+//     the pattern, by default 404: the session gone; 30 s at most)
 //   {"op": "roots", "uris": ["file:///..."]} (anywhere in the script: the
 //     client declares the roots capability and answers roots/list with these)
 //   {"op": "bench", "name": "echo", "arguments": {...}, "warmup": 200, "calls": 2000}
@@ -163,7 +164,8 @@ async function step(s) {
       return s.progress ? { ...result, progress } : result;
     }
     case "wait_stream_gone": {
-      const gone = () => transportErrors.find((m) => /Not Found|404/.test(m));
+      const pattern = new RegExp(s.matching ?? "Not Found|404");
+      const gone = () => transportErrors.find((m) => pattern.test(m));
       for (let i = 0; i < 1500 && !gone(); i++) {
         await new Promise((done) => setTimeout(done, 20));
       }
