@@ -289,13 +289,15 @@ pub(crate) async fn visible(
     Ok(allowed)
 }
 
-/// Which of the `uris` a read of `requested` answered with (other than
-/// `requested` itself, which was decided before the read) the caller may
-/// read: a directory's resource can hold its files, each a resource a
-/// policy may name. One audit entry says what was passed on and what was
-/// withheld.
+/// Which of the resources `uris` whose contents an answer to `method` on
+/// `requested` holds the caller may read: a directory's resource can hold
+/// its files, a tool's or a prompt's answer can embed resources, each one a
+/// policy may name. (The resource a read asked for was decided before the
+/// read, and is not among them.) One audit entry says what was passed on
+/// and what was withheld.
 pub(crate) async fn readable_contents(
     call: &GatewayCall,
+    method: &str,
     requested: &str,
     uris: &[String],
 ) -> Result<HashSet<String>, Error> {
@@ -308,11 +310,12 @@ pub(crate) async fn readable_contents(
         "server": call.server.name,
         "agent": agent_name(&call.caller),
         "on_behalf_of": call.on_behalf_of,
+        "method": method,
         "requested": requested,
         "shown": shown,
         "withheld": withheld,
     });
-    record_summary(call, "mcp.read_resource_contents".into(), after).await?;
+    record_summary(call, "mcp.resource_contents".into(), after).await?;
     Ok(allowed)
 }
 

@@ -169,6 +169,13 @@ impl Proxy {
                 (forwarded, recorded.map(|_| ()))
             }
         };
+        // Resources the result embeds are read through it: decided as reads.
+        if let Ok(ServerResult::CallToolResult(r)) = &mut result
+            && let Err(e) =
+                withhold_embedded(call, "tools/call", &tool, r.content.iter_mut().collect()).await
+        {
+            result = Err(e);
+        }
         outcome.duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(r) => {
@@ -329,6 +336,11 @@ impl Proxy {
             return match result {
                 ServerResult::ReadResourceResult(r) if reading => {
                     withhold_contents(&call, &name, r).await
+                }
+                ServerResult::GetPromptResult(mut r) => {
+                    let blocks = r.messages.iter_mut().map(|m| &mut m.content).collect();
+                    withhold_embedded(&call, "prompts/get", &name, blocks).await?;
+                    Ok(ServerResult::GetPromptResult(r))
                 }
                 other => Ok(other),
             };
@@ -646,6 +658,17 @@ impl ServerHandler for Proxy {
     }
 }
 
+/// The URI of a resource's contents, in the spelling it is decided in
+/// (empty for a kind of contents this gateway does not know, which no
+/// policy allows).
+fn contents_uri(contents: &ResourceContents) -> String {
+    match contents {
+        ResourceContents::TextResourceContents { uri, .. }
+        | ResourceContents::BlobResourceContents { uri, .. } => canonical_uri(uri),
+        _ => String::new(),
+    }
+}
+
 /// The contents of a read of `requested` the agent may see. Contents of
 /// another resource (a directory's files, say) are decided as reads of
 /// their own, and those the agent may not read are left out.
@@ -654,15 +677,10 @@ async fn withhold_contents(
     requested: &str,
     mut result: ReadResourceResult,
 ) -> Result<ServerResult, McpError> {
-    let uri = |c: &ResourceContents| match c {
-        ResourceContents::TextResourceContents { uri, .. }
-        | ResourceContents::BlobResourceContents { uri, .. } => Some(canonical_uri(uri)),
-        _ => None,
-    };
     let mut others: Vec<String> = result
         .contents
         .iter()
-        .filter_map(uri)
+        .map(contents_uri)
         .filter(|u| u != requested)
         .collect();
     if others.is_empty() {
@@ -670,13 +688,46 @@ async fn withhold_contents(
     }
     others.sort();
     others.dedup();
-    let readable = govern::readable_contents(call, requested, &others)
+    let readable = govern::readable_contents(call, "resources/read", requested, &others)
         .await
         .map_err(steward_error)?;
-    result
-        .contents
-        .retain(|c| uri(c).is_some_and(|u| u == requested || readable.contains(&u)));
+    result.contents.retain(|c| {
+        let uri = contents_uri(c);
+        uri == requested || readable.contains(&uri)
+    });
     Ok(ServerResult::ReadResourceResult(result))
+}
+
+/// Resources embedded in an answer to `method` on `name` (a tool's result,
+/// a prompt's messages), decided as reads: one the agent may not read is
+/// replaced with a note saying so, as `resources/read` would refuse it.
+async fn withhold_embedded(
+    call: &GatewayCall,
+    method: &str,
+    name: &str,
+    blocks: Vec<&mut ContentBlock>,
+) -> Result<(), McpError> {
+    let embedded = |b: &ContentBlock| match b {
+        ContentBlock::Resource(e) => Some(contents_uri(&e.resource)),
+        _ => None,
+    };
+    let mut uris: Vec<String> = blocks.iter().filter_map(|b| embedded(b)).collect();
+    if uris.is_empty() {
+        return Ok(());
+    }
+    uris.sort();
+    uris.dedup();
+    let readable = govern::readable_contents(call, method, name, &uris)
+        .await
+        .map_err(steward_error)?;
+    for block in blocks {
+        if let Some(uri) = embedded(block).filter(|u| !readable.contains(u)) {
+            *block = ContentBlock::text(format!(
+                "[Steward withheld the resource '{uri}' here: this agent may not read it]"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Keep only the tools, prompts or resources the agent may use.

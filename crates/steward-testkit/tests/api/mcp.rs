@@ -1728,13 +1728,99 @@ when { resource.uri == "box://shelf" || resource.uri == "box://shelf/public" };"
         "{}",
         steps[0]
     );
-    let entries = gw.audit("mcp.read_resource_contents").await;
+    let entries = gw.audit("mcp.resource_contents").await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     let after = entries[0].after.as_ref().unwrap();
+    assert_eq!(after["method"], "resources/read");
     assert_eq!(after["requested"], "box://shelf");
     assert_eq!(after["shown"], json!(["box://shelf/public"]));
     assert_eq!(after["withheld"], json!(["box://shelf/secret"]));
     drop(upstream);
+    gw.stop().await;
+}
+
+/// Resources a tool's result or a prompt's messages embed are read through
+/// them: each is decided as a `read_resource`, and one the agent may not
+/// read is replaced with a note saying so (the rest of the answer stands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_resources_are_decided_as_reads() {
+    if !node_ready("embedded_resources_are_decided_as_reads") {
+        return;
+    }
+    let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
+    gw.policy(
+        "reference-tool",
+        "The tool that embeds resources",
+        r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool)
+when { resource.name == "get-resource-reference" };"#,
+    )
+    .await;
+    gw.policy(
+        "reference-prompt",
+        "The prompt that embeds resources",
+        r#"permit(principal is Agent, action == Action::"get_prompt", resource is Prompt)
+when { resource.name == "resource-prompt" };"#,
+    )
+    .await;
+    gw.policy(
+        "text-resources",
+        "Only the generated text resources",
+        r#"permit(principal is Agent, action == Action::"read_resource", resource is McpResource) when { resource.uri like "demo://resource/dynamic/text/*" };"#,
+    )
+    .await;
+    let steps = gw
+        .run(
+            json!([
+                {"op": "call", "name": "get-resource-reference",
+                 "arguments": {"resourceType": "Text", "resourceId": 1}},
+                {"op": "call", "name": "get-resource-reference",
+                 "arguments": {"resourceType": "Blob", "resourceId": 1}},
+                {"op": "get_prompt", "name": "resource-prompt",
+                 "arguments": {"resourceType": "Blob", "resourceId": "2"}},
+            ]),
+            None,
+        )
+        .await;
+    let embedded = |step: &Value| -> Vec<String> {
+        let blocks = step["ok"]["content"]
+            .as_array()
+            .or_else(|| step["ok"]["messages"].as_array())
+            .unwrap_or_else(|| panic!("{step}"))
+            .clone();
+        blocks
+            .iter()
+            .map(|b| b.get("content").unwrap_or(b))
+            .filter_map(|b| b["resource"]["uri"].as_str().map(String::from))
+            .collect()
+    };
+    assert_eq!(
+        embedded(&steps[0]),
+        ["demo://resource/dynamic/text/1"],
+        "{}",
+        steps[0]
+    );
+    for (step, uri) in [
+        (1, "demo://resource/dynamic/blob/1"),
+        (2, "demo://resource/dynamic/blob/2"),
+    ] {
+        assert!(embedded(&steps[step]).is_empty(), "{}", steps[step]);
+        let said = steps[step].to_string();
+        assert!(
+            said.contains(&format!("Steward withheld the resource '{uri}'")),
+            "{said}"
+        );
+    }
+    let entries = gw.audit("mcp.resource_contents").await;
+    let methods: Vec<(&str, &Value)> = entries
+        .iter()
+        .filter_map(|e| e.after.as_ref())
+        .map(|a| (a["method"].as_str().unwrap_or_default(), &a["withheld"]))
+        .collect();
+    assert!(
+        methods.contains(&("tools/call", &json!(["demo://resource/dynamic/blob/1"])))
+            && methods.contains(&("prompts/get", &json!(["demo://resource/dynamic/blob/2"]))),
+        "{methods:?}"
+    );
     gw.stop().await;
 }
 
