@@ -482,16 +482,20 @@ pub async fn report_outcome(
     }
 }
 
-/// Schemes whose URLs the WHATWG URL standard (which Node's `URL`, and so
-/// most MCP servers, follow) reads with `\` as `/`.
+/// The schemes the WHATWG URL standard (which Node's `URL`, and so most MCP
+/// servers, follow) reads in its own way: `\` as `/`, the host in lower
+/// case, the default port dropped, `file:/x` as `file:///x`.
 const SPECIAL_SCHEMES: [&str; 6] = ["file", "ftp", "http", "https", "ws", "wss"];
 
-/// A resource URI as an upstream reads it (RFC 3986 §6.2.2): the scheme in
-/// lower case and the path without dot segments (`.`, `..`, also spelt
-/// `%2e`); for `file`, `http` and the other special schemes, `\` before any
-/// query or fragment is `/`, as a WHATWG URL parser reads it. What else it
-/// holds is kept as sent.
+/// A resource URI as an upstream reads it. Leading and trailing spaces and
+/// control characters go, as a WHATWG parser drops them. A URL of a special
+/// scheme (`file`, `http`, ...) is then written as that parser (the `url`
+/// crate) writes it: host in lower case, default port dropped, `\` as
+/// `/`, no dot segments (`%2e` is a dot too), spaces and the like
+/// percent-encoded. Any other URI (RFC 3986 §6.2.2) gets its scheme in lower
+/// case and its path without dot segments, and keeps the rest as sent.
 pub(crate) fn canonical_uri(uri: &str) -> String {
+    let uri = uri.trim_matches(|c: char| c <= ' ');
     let Some((scheme, rest)) = uri.split_once(':').filter(|(scheme, _)| {
         scheme.starts_with(|c: char| c.is_ascii_alphabetic())
             && scheme
@@ -501,8 +505,14 @@ pub(crate) fn canonical_uri(uri: &str) -> String {
         return uri.to_string();
     };
     let scheme = scheme.to_ascii_lowercase();
+    let special = SPECIAL_SCHEMES.contains(&scheme.as_str());
+    if special && let Ok(url) = url::Url::parse(uri) {
+        return url.into();
+    }
+    // Not a URL a WHATWG parser takes (so not one an upstream could read
+    // as one either): decided as any other URI, `\` still read as `/`.
     let slashed;
-    let rest = if SPECIAL_SCHEMES.contains(&scheme.as_str()) && rest.contains('\\') {
+    let rest = if special && rest.contains('\\') {
         let end = rest.find(['?', '#']).unwrap_or(rest.len());
         slashed = format!("{}{}", rest[..end].replace('\\', "/"), &rest[end..]);
         slashed.as_str()
@@ -596,7 +606,7 @@ mod tests {
             ("file:///tmp/a/..", "file:///tmp/"),
             (
                 "file:///tmp/a b?x=/../y#/./z",
-                "file:///tmp/a b?x=/../y#/./z",
+                "file:///tmp/a%20b?x=/../y#/./z",
             ),
             ("urn:isbn:0451450523", "urn:isbn:0451450523"),
             ("not a uri/../x", "not a uri/../x"),
@@ -613,6 +623,18 @@ mod tests {
             ),
             (r"http:\\host\a\..\b", "http://host/b"),
             (r"demo://a/b\..\c", r"demo://a/b\..\c"),
+            // Other spellings a WHATWG parser reads as one URL.
+            (
+                "http://EXAMPLE.com:80/secret/a",
+                "http://example.com/secret/a",
+            ),
+            ("http:example.com/secret/d", "http://example.com/secret/d"),
+            ("file:/tmp/secret/f", "file:///tmp/secret/f"),
+            ("HTTPS://x.example:443/./a", "https://x.example/a"),
+            (
+                " demo://resource/dynamic/blob/3\n",
+                "demo://resource/dynamic/blob/3",
+            ),
         ] {
             assert_eq!(canonical_uri(sent), read, "{sent}");
         }

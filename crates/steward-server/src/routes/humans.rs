@@ -76,6 +76,9 @@ pub async fn deactivate_human(
         // expire within seconds, as for any revocation).
         state.tokens.clear();
     }
+    // Their delegated tokens were revoked with them: gateway sessions
+    // opened with one end now, event streams included.
+    state.mcp.close_unauthenticated(&state.store).await;
     Ok(Json(done))
 }
 
