@@ -1605,30 +1605,30 @@ async fn a_listening_session_ends_when_its_http_upstream_restarts() {
     gw.stop().await;
 }
 
-/// A session outlives no key: once the key it was opened with is revoked,
-/// the gateway closes it, so even a client that only listens on its event
-/// stream hears nothing more, and reconnecting is refused (401).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_ends_with_its_key() {
-    if !node_ready("a_session_ends_with_its_key") {
-        return;
-    }
-    let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
-    gw.allow_everything_tools().await;
+/// A client on `credential` calls `echo` and then only listens on its
+/// session's event stream while `end` makes the credential stop
+/// authenticating: the gateway closes the session, so the stream hears
+/// nothing more and reconnecting is refused (401).
+async fn a_listening_session_ends<F, Fut>(gw: &Gateway, credential: &str, end: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap();
-    let revoked = dir.path().join("revoked");
-    let (url, key, revoked_path) = (
+    let ended = dir.path().join("ended");
+    let (url, credential, ended_path) = (
         gw.url(),
-        gw.key.clone(),
-        revoked.to_string_lossy().into_owned(),
+        credential.to_string(),
+        ended.to_string_lossy().into_owned(),
     );
+    let before = gw.audit("mcp.tool_call").await.len();
     let client = tokio::spawn(async move {
         mcp::run_client(
             &url,
-            &key,
+            &credential,
             &json!([
                 {"op": "call", "name": "echo", "arguments": {"message": "before"}},
-                {"op": "wait_file", "path": revoked_path},
+                {"op": "wait_file", "path": ended_path},
                 {"op": "wait_stream_gone", "matching": "401|Unauthorized"},
             ]),
             None,
@@ -1636,17 +1636,63 @@ async fn a_session_ends_with_its_key() {
         .await
         .unwrap()
     });
-    gw.tool_calls(1).await;
-    let admin = gw.admin();
-    let keys = admin
-        .list_keys("helper", &PageQuery::default())
-        .await
-        .unwrap();
-    admin.revoke_key("helper", &keys.items[0].id).await.unwrap();
-    std::fs::write(&revoked, "").unwrap();
+    gw.tool_calls(before + 1).await;
+    end().await;
+    std::fs::write(&ended, "").unwrap();
     let out = client.await.unwrap();
     assert_eq!(text(&out["steps"][0]), "Echo: before", "{out}");
     assert!(out["steps"][2]["ok"].is_string(), "{out}");
+}
+
+/// A session outlives no key: once the key it was opened with is revoked,
+/// or the person a delegated token acts for leaves (which revokes the
+/// token), the gateway closes it at once, event stream and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_with_its_credential() {
+    if !node_ready("a_session_ends_with_its_credential") {
+        return;
+    }
+    let gw = Gateway::start("everything", mcp::everything_stdio(), None).await;
+    gw.allow_everything_tools().await;
+    gw.policy(
+        "people-echo",
+        "People may echo",
+        r#"permit(principal is Human, action == Action::"call_tool", resource is Tool) when { resource.name == "echo" };"#,
+    )
+    .await;
+    // A delegated token for Alice, exchanged with the agent's key.
+    use crate::delegation::{ISS, call, exchange_token, idp};
+    let corp = idp("k1");
+    let admin = gw.admin().token().unwrap().to_string();
+    let (status, body) = call(
+        &gw.server,
+        &admin,
+        reqwest::Method::PUT,
+        "/v1/delegation/issuers/corp",
+        Some(json!({"issuer": ISS, "audience": "steward", "jwks": {"keys": [corp.jwk]}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let jwt = corp.token("k1", "alice@example.com", json!({}));
+    let (status, body) = exchange_token(&gw.server, &gw.key, &jwt).await;
+    assert_eq!(status, 200, "{body}");
+    let for_alice = body["access_token"].as_str().unwrap().to_string();
+    a_listening_session_ends(&gw, &for_alice, || async {
+        gw.admin()
+            .deactivate_human("alice@example.com", &TransitionRequest::default())
+            .await
+            .unwrap();
+    })
+    .await;
+    a_listening_session_ends(&gw, &gw.key, || async {
+        let admin = gw.admin();
+        let keys = admin
+            .list_keys("helper", &PageQuery::default())
+            .await
+            .unwrap();
+        admin.revoke_key("helper", &keys.items[0].id).await.unwrap();
+    })
+    .await;
     gw.stop().await;
 }
 
