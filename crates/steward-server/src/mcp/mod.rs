@@ -34,7 +34,7 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use steward_store::Store;
-use steward_types::{AgentState, ErrorCode, McpServer, ON_BEHALF_OF_HEADER};
+use steward_types::{ErrorCode, McpServer, ON_BEHALF_OF_HEADER};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
@@ -236,8 +236,8 @@ impl Gateway {
 
     /// Every [`CHECK_EVERY`] (and at the next tick after a registration
     /// changed on this node without its sessions being checked), close the
-    /// sessions whose agent is no longer active or whose upstream is no
-    /// longer registered as it was.
+    /// sessions whose key or agent no longer authenticates, or whose
+    /// upstream is no longer registered as it was.
     async fn check_sessions(&self, store: &Store) {
         let due = {
             let mut last = self
@@ -255,7 +255,6 @@ impl Gateway {
             self.close_unregistered(store, None).await;
         }
         if due {
-            self.close_inactive(store).await;
             self.close_unauthenticated(store).await;
         }
     }
@@ -318,9 +317,10 @@ impl Gateway {
     }
 
     /// Close the sessions whose key (or delegated token) no longer
-    /// authenticates: revoked or expired, here or on another node. One
-    /// read per distinct credential; one that cannot be read (the store is
-    /// down) keeps its sessions.
+    /// authenticates: revoked or expired, or its agent no longer active,
+    /// here or on another node. One read per distinct credential (which
+    /// reads the agent too); one that cannot be read (the store is down)
+    /// keeps its sessions.
     pub async fn close_unauthenticated(&self, store: &Store) {
         let credentials: HashSet<AgentCredential> = self
             .owners()
@@ -344,32 +344,8 @@ impl Gateway {
             return;
         }
         let doomed = self.sessions_where(|e| gone.contains(&e.credential));
-        self.close_now(doomed, "the key it was opened with no longer authenticates")
+        self.close_now(doomed, "its key, or its agent, no longer authenticates")
             .await;
-    }
-
-    /// Close the sessions whose agent is no longer active (or no longer
-    /// exists): one read per distinct agent. An agent that cannot be read
-    /// (the store is down) keeps its sessions.
-    async fn close_inactive(&self, store: &Store) {
-        let agents: HashSet<(String, String)> = self
-            .owners()
-            .iter()
-            .filter(|(id, _)| !id.starts_with(OPENING))
-            .map(|(_, e)| (e.tenant.clone(), e.owner.0.clone()))
-            .collect();
-        let mut stopped = Vec::new();
-        for (tenant, agent) in agents {
-            match store.get_agent(&tenant, &agent).await {
-                Ok(a) if a.state == AgentState::Active => {}
-                Ok(_) => stopped.push(agent),
-                Err(e) if e.code == ErrorCode::NotFound => stopped.push(agent),
-                Err(e) => {
-                    tracing::warn!(agent = %agent, error = %e, "could not check an MCP session's agent; will retry");
-                }
-            }
-        }
-        self.close_agent_sessions(&stopped).await;
     }
 
     /// Close the sessions (of `tenant`, or all) whose upstream's

@@ -669,6 +669,40 @@ fn contents_uri(contents: &ResourceContents) -> String {
     }
 }
 
+/// Whether each item of an answer to `method` on `requested` may be passed
+/// on, given the resource each holds (`None`: none). A resource other than
+/// `read` (the one a read asked for, decided before it) is decided as a
+/// read of its own, with one audit entry for the answer; an answer holding
+/// no other resource costs nothing.
+async fn passed_on(
+    call: &GatewayCall,
+    method: &str,
+    requested: &str,
+    read: Option<&str>,
+    uris: &[Option<String>],
+) -> Result<Vec<bool>, McpError> {
+    fn other<'a>(u: &'a Option<String>, read: Option<&str>) -> Option<&'a str> {
+        u.as_deref().filter(|u| Some(*u) != read)
+    }
+    let mut others: Vec<String> = uris
+        .iter()
+        .filter_map(|u| other(u, read))
+        .map(String::from)
+        .collect();
+    if others.is_empty() {
+        return Ok(vec![true; uris.len()]);
+    }
+    others.sort();
+    others.dedup();
+    let readable = govern::readable_contents(call, method, requested, &others)
+        .await
+        .map_err(steward_error)?;
+    Ok(uris
+        .iter()
+        .map(|u| other(u, read).is_none_or(|u| readable.contains(u)))
+        .collect())
+}
+
 /// The contents of a read of `requested` the agent may see. Contents of
 /// another resource (a directory's files, say) are decided as reads of
 /// their own, and those the agent may not read are left out.
@@ -677,24 +711,14 @@ async fn withhold_contents(
     requested: &str,
     mut result: ReadResourceResult,
 ) -> Result<ServerResult, McpError> {
-    let mut others: Vec<String> = result
+    let uris: Vec<Option<String>> = result
         .contents
         .iter()
-        .map(contents_uri)
-        .filter(|u| u != requested)
+        .map(|c| Some(contents_uri(c)))
         .collect();
-    if others.is_empty() {
-        return Ok(ServerResult::ReadResourceResult(result));
-    }
-    others.sort();
-    others.dedup();
-    let readable = govern::readable_contents(call, "resources/read", requested, &others)
-        .await
-        .map_err(steward_error)?;
-    result.contents.retain(|c| {
-        let uri = contents_uri(c);
-        uri == requested || readable.contains(&uri)
-    });
+    let keep = passed_on(call, "resources/read", requested, Some(requested), &uris).await?;
+    let mut keep = keep.into_iter();
+    result.contents.retain(|_| keep.next().unwrap_or(false));
     Ok(ServerResult::ReadResourceResult(result))
 }
 
@@ -707,21 +731,17 @@ async fn withhold_embedded(
     name: &str,
     blocks: Vec<&mut ContentBlock>,
 ) -> Result<(), McpError> {
-    let embedded = |b: &ContentBlock| match b {
-        ContentBlock::Resource(e) => Some(contents_uri(&e.resource)),
-        _ => None,
-    };
-    let mut uris: Vec<String> = blocks.iter().filter_map(|b| embedded(b)).collect();
-    if uris.is_empty() {
-        return Ok(());
-    }
-    uris.sort();
-    uris.dedup();
-    let readable = govern::readable_contents(call, method, name, &uris)
-        .await
-        .map_err(steward_error)?;
-    for block in blocks {
-        if let Some(uri) = embedded(block).filter(|u| !readable.contains(u)) {
+    let uris: Vec<Option<String>> = blocks
+        .iter()
+        .map(|b| match b {
+            ContentBlock::Resource(e) => Some(contents_uri(&e.resource)),
+            _ => None,
+        })
+        .collect();
+    let keep = passed_on(call, method, name, None, &uris).await?;
+    for ((block, uri), keep) in blocks.into_iter().zip(uris).zip(keep) {
+        if !keep {
+            let uri = uri.unwrap_or_default();
             *block = ContentBlock::text(format!(
                 "[Steward withheld the resource '{uri}' here: this agent may not read it]"
             ));
@@ -759,8 +779,9 @@ async fn filter_listing(
             let keep = govern::visible(call, Kind::Resource, &names)
                 .await
                 .map_err(steward_error)?;
+            let mut names = names.iter();
             r.resources
-                .retain(|x| keep.contains(&canonical_uri(&x.uri)));
+                .retain(|_| names.next().is_some_and(|n| keep.contains(n)));
             ServerResult::ListResourcesResult(r)
         }
         ServerResult::ListResourceTemplatesResult(mut r) => {
@@ -772,8 +793,9 @@ async fn filter_listing(
             let keep = govern::visible(call, Kind::Template, &names)
                 .await
                 .map_err(steward_error)?;
+            let mut names = names.iter();
             r.resource_templates
-                .retain(|t| keep.contains(&canonical_uri(&t.uri_template)));
+                .retain(|_| names.next().is_some_and(|n| keep.contains(n)));
             ServerResult::ListResourceTemplatesResult(r)
         }
         other => other,
