@@ -85,6 +85,14 @@ struct SessionEntry {
     last_seen: Instant,
     /// Answers (event streams included) still being sent to the client.
     open: u32,
+    /// Of those, answers to messages the client posted: each ends once
+    /// its message is answered.
+    posted: u32,
+    /// The longest upstream timeout a posted message was taken under.
+    longest_timeout_secs: u32,
+    /// Being closed: no further message is taken, those taken are let
+    /// finish first.
+    closing: bool,
 }
 
 /// An answer being sent to a session's client: while one is open the
@@ -92,6 +100,8 @@ struct SessionEntry {
 struct Answering {
     state: AppState,
     session: String,
+    /// An answer to a posted message (not the event stream).
+    posted: bool,
 }
 
 impl Drop for Answering {
@@ -99,6 +109,9 @@ impl Drop for Answering {
         if let Some(entry) = self.state.mcp.owners().get_mut(&self.session) {
             entry.last_seen = Instant::now();
             entry.open = entry.open.saturating_sub(1);
+            if self.posted {
+                entry.posted = entry.posted.saturating_sub(1);
+            }
         }
     }
 }
@@ -163,6 +176,9 @@ impl Holder {
             credential: self.credential.clone(),
             last_seen: Instant::now(),
             open,
+            posted: 0,
+            longest_timeout_secs: 0,
+            closing: false,
         }
     }
 }
@@ -183,21 +199,27 @@ impl Gateway {
         self.owners().insert(session, holder.entry(0));
     }
 
-    /// `owner`'s message for `session`: `None` when the session is not
-    /// theirs (or unknown); otherwise it counts as active until the answer
-    /// ends (checked and counted at once, so an idle close cannot come in
-    /// between).
-    fn claim(state: &AppState, session: &str, holder: &Holder) -> Option<Answering> {
+    /// `owner`'s message for `session` (`posted`: a message, not the
+    /// event stream or a DELETE): `None` when the session is not theirs
+    /// (or unknown, or closing); otherwise it counts as active until the
+    /// answer ends (checked and counted at once, so an idle close cannot
+    /// come in between).
+    fn claim(state: &AppState, session: &str, holder: &Holder, posted: bool) -> Option<Answering> {
         let mut owners = state.mcp.owners();
         let entry = owners
             .get_mut(session)
-            .filter(|e| e.owner == holder.owner)?;
+            .filter(|e| e.owner == holder.owner && !e.closing)?;
         entry.credential.clone_from(&holder.credential);
         entry.last_seen = Instant::now();
         entry.open += 1;
+        if posted {
+            entry.posted += 1;
+            entry.longest_timeout_secs = entry.longest_timeout_secs.max(holder.server.timeout_secs);
+        }
         Some(Answering {
             state: state.clone(),
             session: session.to_string(),
+            posted,
         })
     }
 
@@ -626,6 +648,9 @@ impl GatewayCall {
 /// errors its pending requests got reach its client.
 const ENDED_GRACE: Duration = Duration::from_secs(1);
 
+/// How often a closing session is checked for answers still being sent.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
 /// Close `session` once its upstream has ended (exited, or dropped its
 /// side of the session): every request on it could only fail, and it
 /// holds one of its agent's session slots. Its client's next request gets
@@ -643,12 +668,31 @@ async fn close_when_ended(
     }
     tokio::time::sleep(ENDED_GRACE).await;
     let gateway = &state.mcp;
-    {
+    // No further message is taken (the client gets 404); those taken are
+    // answered first (an ended upstream fails them at once, a hanging one
+    // within its timeout), since a session closed under a request leaves
+    // it without an answer and its client waiting.
+    let limit = {
         let mut owners = gateway.owners();
-        if owners.get(&session).is_none_or(|e| e.owner != owner) {
+        let Some(entry) = owners.get_mut(&session).filter(|e| e.owner == owner) else {
             return;
+        };
+        entry.closing = true;
+        Duration::from_secs(u64::from(entry.longest_timeout_secs)) + ENDED_GRACE
+    };
+    let started = Instant::now();
+    loop {
+        let pending = gateway.owners().get(&session).map(|e| e.posted);
+        match pending {
+            // Closed meanwhile (idle, DELETE, a revoked key).
+            None => return,
+            Some(0) => break,
+            Some(_) if started.elapsed() >= limit => break,
+            Some(_) => tokio::time::sleep(DRAIN_POLL).await,
         }
-        owners.remove(&session);
+    }
+    if gateway.owners().remove(&session).is_none() {
+        return;
     }
     let id: rmcp::transport::common::server_side_http::SessionId = session.into();
     match gateway.sessions.close_session(&id).await {
@@ -780,7 +824,7 @@ async fn endpoint(
     // The client is active while it sends and while the answer streams.
     let answering = match &session {
         None => None,
-        Some(id) => match Gateway::claim(&state, id, &holder) {
+        Some(id) => match Gateway::claim(&state, id, &holder, json_post) {
             Some(answering) => Some(answering),
             // Another agent's session, or one this server does not know
             // (or closed), is answered as rmcp answers an unknown one.
@@ -869,7 +913,7 @@ async fn endpoint(
                             ended,
                         ));
                     }
-                    Gateway::claim(&state, &id, &holder)
+                    Gateway::claim(&state, &id, &holder, true)
                 }
                 None => None,
             }
