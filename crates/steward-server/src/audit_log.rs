@@ -148,7 +148,7 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 }
 
 /// An audit record queued by [`AuditLog::queue_record`].
-pub struct Recording(Receipt<Written>);
+pub struct Recording(Receipt<Write, Written>);
 
 impl Recording {
     /// Resolves once the record is durable, with its sequence number.
