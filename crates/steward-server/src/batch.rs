@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -80,7 +81,15 @@ async fn write_one<I: Send + 'static, O: Send + 'static>(shared: Arc<Shared<I, O
     };
     let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
     let what = shared.what;
-    match (shared.process)(items).await {
+    // A panic in `process` fails this batch alone: it does not unwind the
+    // task that happens to be writing (maybe a caller not in the batch).
+    let written = match catch_unwind(AssertUnwindSafe(|| (shared.process)(items))) {
+        Ok(work) => CatchUnwind(work).await,
+        Err(panic) => Err(panic),
+    };
+    let written =
+        written.unwrap_or_else(|_| Err(Error::internal(format!("the {what} writer panicked"))));
+    match written {
         Ok(outs) if outs.len() == replies.len() => {
             for (reply, out) in replies.into_iter().zip(outs) {
                 let _ = reply.send(Ok(out));
@@ -100,6 +109,21 @@ async fn write_one<I: Send + 'static, O: Send + 'static>(shared: Arc<Shared<I, O
         }
     }
     turn.pass();
+}
+
+/// A future whose panic is its output rather than its poller's.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 /// The writer's turn: passed on when its batch is answered, or (should the
@@ -140,13 +164,34 @@ impl<I: Send + 'static, O: Send + 'static> Drop for Turn<I, O> {
 fn spawn_writer<I: Send + 'static, O: Send + 'static>(shared: Arc<Shared<I, O>>) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(write_one(shared));
+            let mut unfinished = Unfinished(Some(shared.clone()));
+            runtime.spawn(async move {
+                write_one(shared).await;
+                unfinished.0 = None;
+            });
         }
-        Err(_) => {
+        Err(_) => Unfinished(Some(shared)).give_up(),
+    }
+}
+
+/// A writer task that may be dropped unfinished (its runtime shutting
+/// down): then nothing is left to write with, and the queued callers fail
+/// closed rather than wait for a writer that will not come.
+struct Unfinished<I: Send + 'static, O: Send + 'static>(Option<Arc<Shared<I, O>>>);
+
+impl<I: Send + 'static, O: Send + 'static> Unfinished<I, O> {
+    fn give_up(&mut self) {
+        if let Some(shared) = self.0.take() {
             let mut state = shared.state();
             state.writing = false;
             state.waiting.clear();
         }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Drop for Unfinished<I, O> {
+    fn drop(&mut self) {
+        self.give_up();
     }
 }
 
@@ -161,20 +206,26 @@ impl Future for Finish {
         let Some(work) = self.0.as_mut() else {
             return Poll::Ready(());
         };
-        let done = work.as_mut().poll(cx);
-        if done.is_ready() {
-            self.0 = None;
+        match catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => {
+                self.0 = None;
+                Poll::Ready(())
+            }
+            // Never resumed: its turn was given up as it unwound.
+            Err(panic) => {
+                self.0 = None;
+                resume_unwind(panic)
+            }
         }
-        done
     }
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        // After a panic inside it, the write cannot be resumed (its turn
-        // was given up as it unwound).
+        // Dropped mid-write (its caller went away, or something else in
+        // the caller's task panicked): the write goes on.
         if let Some(work) = self.0.take()
-            && !std::thread::panicking()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(work);
@@ -246,6 +297,12 @@ impl<I: Send + 'static, O: Send + 'static> Receipt<I, O> {
     /// Resolves when the item's batch is committed: written by this caller
     /// if nobody is writing.
     pub async fn wait(mut self) -> Result<O, Error> {
+        // Already written by someone else's turn: no need to write theirs.
+        match self.reply.try_recv() {
+            Ok(out) => return out,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(stopped(self.what)),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
         if let Some(shared) = self.shared.take()
             && shared.take_turn()
         {
@@ -350,15 +407,66 @@ mod tests {
         assert_eq!(*written.lock().unwrap(), vec![vec![1, 2]]);
     }
 
+    #[tokio::test]
+    async fn a_panic_beside_the_writer_leaves_its_batch_to_finish() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Notify::new());
+        let batcher = doubler(written.clone(), Some(gate.clone()));
+        let other = batcher.enqueue(2).await.unwrap();
+        let mine = batcher.enqueue(1).await.unwrap();
+        // As the gateway waits for a record beside its call upstream, and
+        // the call panics while this caller writes both items.
+        let caller = tokio::spawn(async move {
+            let beside = async {
+                tokio::task::yield_now().await;
+                panic!("beside the write");
+            };
+            tokio::join!(beside, mine.wait());
+        });
+        assert!(caller.await.unwrap_err().is_panic());
+        gate.notify_one();
+        assert_eq!(other.wait().await.unwrap(), 4);
+        assert_eq!(*written.lock().unwrap(), vec![vec![2, 1]]);
+    }
+
+    #[test]
+    fn a_runtime_shut_down_mid_write_leaves_no_writer_stuck() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Notify::new());
+        let batcher = Arc::new(doubler(written.clone(), Some(gate.clone())));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let b = batcher.clone();
+        let queued = runtime.block_on(async move {
+            let first = b.enqueue(1).await.unwrap();
+            tokio::spawn(first.wait());
+            while !b.shared.state().writing {
+                tokio::task::yield_now().await;
+            }
+            b.enqueue(2).await.unwrap()
+        });
+        drop(runtime);
+        assert!(!batcher.shared.state().writing);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // The item queued then failed closed; a new one is written.
+        assert!(runtime.block_on(queued.wait()).is_err());
+        gate.notify_one();
+        assert_eq!(runtime.block_on(batcher.submit(3)).unwrap(), 6);
+        assert_eq!(*written.lock().unwrap(), vec![vec![3]]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_write_fails_its_batch_alone() {
         let written = Arc::new(Mutex::new(Vec::new()));
         let batcher = Arc::new(doubler(written.clone(), None));
         let b = batcher.clone();
         let unlucky = tokio::spawn(async move { b.submit(1000).await }).await;
-        // The panic reached the task that wrote, or its caller heard the
-        // writer stopped: either way no answer was made up.
-        assert!(unlucky.is_err() || unlucky.unwrap().is_err());
+        // The writer's panic is its batch's error, not its caller's crash.
+        let e = unlucky.expect("the caller's task survives").unwrap_err();
+        assert!(e.message.contains("panicked"), "{e:?}");
         assert!(!batcher.shared.state().writing, "the turn was given up");
         assert_eq!(batcher.submit(5).await.unwrap(), 10);
     }
