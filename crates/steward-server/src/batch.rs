@@ -167,7 +167,7 @@ fn spawn_writer<I: Send + 'static, O: Send + 'static>(shared: Arc<Shared<I, O>>)
             let mut unfinished = Unfinished(Some(shared.clone()));
             runtime.spawn(async move {
                 write_one(shared).await;
-                unfinished.0 = None;
+                unfinished.finished();
             });
         }
         Err(_) => Unfinished(Some(shared)).give_up(),
@@ -180,6 +180,10 @@ fn spawn_writer<I: Send + 'static, O: Send + 'static>(shared: Arc<Shared<I, O>>)
 struct Unfinished<I: Send + 'static, O: Send + 'static>(Option<Arc<Shared<I, O>>>);
 
 impl<I: Send + 'static, O: Send + 'static> Unfinished<I, O> {
+    fn finished(&mut self) {
+        self.0 = None;
+    }
+
     fn give_up(&mut self) {
         if let Some(shared) = self.0.take() {
             let mut state = shared.state();

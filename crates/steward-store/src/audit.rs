@@ -266,21 +266,6 @@ pub(crate) async fn insert_many(
 /// where a round trip per statement is shared by many records.
 pub(crate) const ONE_TRIP_MAX: usize = 16;
 
-/// The one-trip text for `rows` records: the transaction, the rows, their
-/// subject rows (one JSON array of `[entry, subject]` pairs, so that the
-/// text depends on the number of records only) and the new head (the last
-/// parameter) in one string SQLite runs statement after statement.
-fn one_trip_sql(rows: usize) -> String {
-    let subjects = rows * COLUMN_COUNT + 1;
-    format!(
-        "BEGIN IMMEDIATE; {}; INSERT INTO audit_subjects (entry, subject_id) \
-         SELECT value ->> 0, value ->> 1 FROM json_each(${subjects}) WHERE true ON CONFLICT DO NOTHING; \
-         UPDATE audit_head SET size = ${} WHERE id = 1; COMMIT",
-        insert_sql(rows),
-        subjects + 1
-    )
-}
-
 /// One retention pruning as the log records it, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pruning {
@@ -296,9 +281,10 @@ pub struct Pruning {
 }
 
 impl Store {
-    /// Append records on SQLite with one round trip to the connection's
-    /// thread instead of one per statement (`BEGIN`, the head, the rows,
-    /// `COMMIT`), which is most of a lone decision's wait. Sequence numbers
+    /// Append records on SQLite in one transaction on the caller's thread
+    /// ([`crate::appender`]) instead of a round trip to the writer
+    /// connection's thread per statement (`BEGIN`, the head, the rows,
+    /// `COMMIT`), which was most of a lone decision's wait. Sequence numbers
     /// follow the head this process last wrote, read again after any other
     /// write moved it (see [`crate::cache::Changes::audit_head`]); if
     /// another process appended meanwhile, the rows collide on their
@@ -309,6 +295,8 @@ impl Store {
         records: Vec<(ChangeContext, AuditEvent)>,
     ) -> Result<Vec<i64>, Error> {
         let changes = self.identities.changes();
+        // Held while the appender writes: no other writer of this process
+        // runs meanwhile.
         let mut conn = self.write.acquire().await.map_err(db_error)?;
         let head = match changes.audit_head() {
             Some(head) => head,
@@ -325,23 +313,17 @@ impl Store {
         let size = head + entries.len() as i64;
         let subjects = serde_json::to_string(&subject_rows(entries.iter().map(|(e, _)| e)))
             .map_err(|e| Error::internal(format!("encoding an entry's subjects: {e}")))?;
-        let sql = one_trip_sql(entries.len());
-        let mut q = sqlx::query(&sql);
-        for (entry, leaf) in &entries {
-            q = bind_entry(q, entry, leaf);
-        }
-        match q.bind(subjects).bind(size).execute(&mut *conn).await {
-            Ok(_) => {
+        let appender = self
+            .appender
+            .as_ref()
+            .ok_or_else(|| Error::internal("the one-trip append is SQLite's alone"))?;
+        match appender.append(&entries, &insert_sql(entries.len()), &subjects, size) {
+            Ok(()) => {
                 changes.set_audit_head(size);
                 return Ok((head + 1..=size).collect());
             }
             Err(e) => {
-                // A statement failed and the rest did not run: end the
-                // transaction it may have left open.
                 changes.forget_audit_head();
-                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                    tracing::debug!(error = %rollback, "nothing to roll back");
-                }
                 self.one_trip_fallbacks
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(error = %e, "a one-trip audit append failed; appending statement by statement");

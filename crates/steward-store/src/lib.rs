@@ -11,6 +11,7 @@
 //! record, in one transaction, through [`audit::append`].
 
 pub mod agents;
+mod appender;
 pub mod approvals;
 pub mod audit;
 pub mod behaviour;
@@ -86,6 +87,8 @@ pub struct Store {
     /// pools are closed.
     _alive: std::sync::Arc<()>,
     checkpointer: Option<AnyPool>,
+    /// SQLite's one-trip audit appends, on the caller's thread.
+    appender: Option<std::sync::Arc<appender::Appender>>,
 }
 
 /// Map a database error to the catalogue: unreachable stores are
@@ -153,7 +156,7 @@ impl Store {
                 format!("cannot open the store at {}: {e}", redact(url)),
             )
         };
-        let (read, write, checkpointer) = match backend {
+        let (read, write, checkpointer, appender) = match backend {
             Backend::Sqlite => {
                 let path = url
                     .trim_start_matches("sqlite://")
@@ -213,7 +216,13 @@ impl Store {
                 .connect_with(options)
                 .await
                 .map_err(open_error)?;
-                (read, write, Some(checkpointer))
+                let appender = appender::Appender::open(path, synchronous)?;
+                (
+                    read,
+                    write,
+                    Some(checkpointer),
+                    Some(std::sync::Arc::new(appender)),
+                )
             }
             Backend::Postgres => {
                 let options = AnyConnectOptions::from_str(url)
@@ -226,7 +235,7 @@ impl Store {
                     .await
                     .map_err(open_error)?;
                 migrate(&POSTGRES_MIGRATIONS, &pool).await?;
-                (pool.clone(), pool, None)
+                (pool.clone(), pool, None, None)
             }
         };
         let alive = std::sync::Arc::new(());
@@ -237,6 +246,7 @@ impl Store {
             ));
         }
         let store = Store {
+            appender,
             _alive: alive,
             checkpointer,
             read,

@@ -430,6 +430,40 @@ async fn the_log_file_stays_bounded_on_sqlite() {
     assert_eq!(store.audit_size().await.unwrap(), before + commits);
 }
 
+/// Two stores appending to one log (two processes on one SQLite file, two
+/// nodes on PostgreSQL): each store's small batches follow the head it last
+/// wrote, so the one that did not see the other's records collides with
+/// them, writes nothing, and appends under the head's lock instead. The log
+/// has no gap, every row hashes to its leaf, and what was written where is
+/// in order.
+async fn two_writers_share_one_log(url: &str) {
+    let a = Store::open(url).await.unwrap();
+    let b = Store::open(url).await.unwrap();
+    let before = a.audit_size().await.unwrap();
+    assert_eq!(
+        write_records(&a, "a", 2).await,
+        vec![before + 1, before + 2]
+    );
+    assert_eq!(
+        write_records(&b, "b", 3).await,
+        vec![before + 3, before + 4, before + 5]
+    );
+    // `a` last wrote the head at `before + 2`.
+    assert_eq!(
+        write_records(&a, "c", 2).await,
+        vec![before + 6, before + 7]
+    );
+    assert_eq!(write_records(&a, "d", 1).await, vec![before + 8]);
+    let sqlite = url.starts_with("sqlite:");
+    assert_eq!(a.one_trip_fallbacks(), u64::from(sqlite));
+    assert_eq!(b.one_trip_fallbacks(), 0);
+    let mut expected = ids("a", 2);
+    expected.extend(ids("b", 3));
+    expected.extend(ids("c", 2));
+    expected.extend(ids("d", 1));
+    assert_eq!(log_after(&b, before).await, expected);
+}
+
 /// A copy of one backend's migrations up to and including `last`, for a
 /// store as an earlier release left it.
 fn migrations_up_to(backend: &str, last: &str) -> tempfile::TempDir {
@@ -1618,5 +1652,6 @@ on_both_stores!(
     url: [
         key_uses_are_written_beside_requests,
         who_an_entry_is_about_is_indexed,
+        two_writers_share_one_log,
     ]
 );
