@@ -153,10 +153,22 @@ pub struct Recording(Receipt<Write, Written>);
 impl Recording {
     /// Resolves once the record is durable, with its sequence number.
     pub async fn wait(self) -> Result<i64, Error> {
-        match self.0.wait().await? {
-            Written::Audited(seq) => Ok(seq),
-            _ => Err(Error::internal("the decision writer mixed up two writes")),
-        }
+        audited(self.0.wait().await?)
+    }
+
+    /// As [`Recording::wait`], for a record whose caller has had its
+    /// answer: it waits up to `linger` to ride with another caller's batch
+    /// before it is written on its own.
+    pub async fn wait_lingering(self, linger: std::time::Duration) -> Result<i64, Error> {
+        audited(self.0.wait_lingering(linger).await?)
+    }
+}
+
+/// A record's sequence number, from what the writer says it wrote.
+fn audited(written: Written) -> Result<i64, Error> {
+    match written {
+        Written::Audited(seq) => Ok(seq),
+        _ => Err(Error::internal("the decision writer mixed up two writes")),
     }
 }
 

@@ -316,6 +316,19 @@ impl<I: Send + 'static, O: Send + 'static> Receipt<I, O> {
     }
 }
 
+impl<I: Send + 'static, O: Send + 'static> Receipt<I, O> {
+    /// As [`Receipt::wait`], but first give whoever writes within `linger`
+    /// the chance to take this item along in their batch: for an item
+    /// nobody is waiting on (its caller has had its answer), which then
+    /// costs no commit of its own and does not hold up the next caller's.
+    pub async fn wait_lingering(mut self, linger: std::time::Duration) -> Result<O, Error> {
+        match tokio::time::timeout(linger, &mut self.reply).await {
+            Ok(out) => out.map_err(|_| stopped(self.what))?,
+            Err(_) => self.wait().await,
+        }
+    }
+}
+
 impl<I: Send + 'static, O: Send + 'static> Drop for Receipt<I, O> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take()
@@ -335,7 +348,7 @@ fn stopped(what: &str) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use tokio::sync::Notify;
 
@@ -460,6 +473,25 @@ mod tests {
         gate.notify_one();
         assert_eq!(runtime.block_on(batcher.submit(3)).unwrap(), 6);
         assert_eq!(*written.lock().unwrap(), vec![vec![3]]);
+    }
+
+    #[tokio::test]
+    async fn a_lingering_item_rides_with_the_next_batch_or_is_written_alone() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let batcher = Arc::new(doubler(written.clone(), None));
+        let lingering = batcher.enqueue(1).await.unwrap();
+        // Lingering longer than any test could take: the next batch takes it.
+        let waiting = tokio::spawn(lingering.wait_lingering(Duration::from_secs(3600)));
+        tokio::task::yield_now().await;
+        assert_eq!(batcher.submit(2).await.unwrap(), 4);
+        assert_eq!(waiting.await.unwrap().unwrap(), 2);
+        // Nobody else wrote: written alone once the linger is over.
+        let alone = batcher.enqueue(3).await.unwrap();
+        assert_eq!(
+            alone.wait_lingering(Duration::from_millis(1)).await.unwrap(),
+            6
+        );
+        assert_eq!(*written.lock().unwrap(), vec![vec![1, 2], vec![3]]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

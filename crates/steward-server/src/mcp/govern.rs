@@ -420,16 +420,25 @@ fn record_text(text: &str) -> String {
     out
 }
 
+/// How long a call's outcome record, written after its answer, waits to
+/// ride with another record's commit (typically the client's next call)
+/// before it is committed alone: a commit of its own would hold up that
+/// next call's decision record, which must be durable before its call
+/// goes upstream.
+const OUTCOME_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Record a tool call's outcome: the one place the gateway reports what a
 /// call did. Its quota reservation (`reserved`: a quota applied to the
 /// decision) settles on the same report: the estimate for cost, the response
-/// size for bytes.
+/// size for bytes. Once its caller has been `answered`, the record lingers
+/// for [`OUTCOME_LINGER`] to share a commit.
 pub async fn report_outcome(
     state: &AppState,
     caller: &Caller,
     decision_id: Option<&str>,
     reserved: bool,
     outcome: &CallOutcome,
+    answered: bool,
 ) -> Result<(), Error> {
     // An upstream's error text is the upstream's: kept to what a record holds.
     let error = outcome.error.as_deref().map(record_text);
@@ -450,7 +459,12 @@ pub async fn report_outcome(
         })),
         reason: error.clone(),
     };
-    state.audit.record(caller.context(), event).await?;
+    let recording = state.audit.queue_record(caller.context(), event).await?;
+    if answered {
+        recording.wait_lingering(OUTCOME_LINGER).await?;
+    } else {
+        recording.wait().await?;
+    }
     let Some(decision_id) = decision_id.filter(|_| reserved) else {
         return Ok(());
     };

@@ -148,7 +148,7 @@ impl Proxy {
             }
             Err(Refusal::Arguments(text)) => {
                 outcome.error = Some(text.clone());
-                govern::report_outcome(&call.state, &call.caller, None, false, &outcome)
+                govern::report_outcome(&call.state, &call.caller, None, false, &outcome, false)
                     .await
                     .map_err(steward_error)?;
                 return Ok(ServerResult::CallToolResult(text_error(text)));
@@ -213,7 +213,7 @@ impl Proxy {
             let (state, caller) = (&call.state, &call.caller);
             let decision_id = Some(allowed.decision_id.as_str());
             let report =
-                govern::report_outcome(state, caller, decision_id, allowed.reserved, &outcome);
+                govern::report_outcome(state, caller, decision_id, allowed.reserved, &outcome, true);
             if let Err(e) = call.within(report).await {
                 tracing::error!(error = %e.message, tool = %outcome.tool, "could not record an MCP call's outcome");
             }
