@@ -488,7 +488,10 @@ mod tests {
         // Nobody else wrote: written alone once the linger is over.
         let alone = batcher.enqueue(3).await.unwrap();
         assert_eq!(
-            alone.wait_lingering(Duration::from_millis(1)).await.unwrap(),
+            alone
+                .wait_lingering(Duration::from_millis(1))
+                .await
+                .unwrap(),
             6
         );
         assert_eq!(*written.lock().unwrap(), vec![vec![1, 2], vec![3]]);

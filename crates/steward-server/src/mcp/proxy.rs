@@ -212,8 +212,14 @@ impl Proxy {
         tokio::spawn(async move {
             let (state, caller) = (&call.state, &call.caller);
             let decision_id = Some(allowed.decision_id.as_str());
-            let report =
-                govern::report_outcome(state, caller, decision_id, allowed.reserved, &outcome, true);
+            let report = govern::report_outcome(
+                state,
+                caller,
+                decision_id,
+                allowed.reserved,
+                &outcome,
+                true,
+            );
             if let Err(e) = call.within(report).await {
                 tracing::error!(error = %e.message, tool = %outcome.tool, "could not record an MCP call's outcome");
             }
