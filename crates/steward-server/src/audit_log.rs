@@ -157,9 +157,12 @@ impl Recording {
     }
 
     /// As [`Recording::wait`], for a record whose caller has had its
-    /// answer: it waits up to `linger` to ride with another caller's batch
-    /// before it is written on its own.
-    pub async fn wait_lingering(self, linger: std::time::Duration) -> Result<i64, Error> {
+    /// answer: it waits until `linger` resolves to ride with another
+    /// caller's batch before it is written on its own.
+    pub async fn wait_lingering(
+        self,
+        linger: impl std::future::Future<Output = ()>,
+    ) -> Result<i64, Error> {
         audited(self.0.wait_lingering(linger).await?)
     }
 }

@@ -317,14 +317,15 @@ impl<I: Send + 'static, O: Send + 'static> Receipt<I, O> {
 }
 
 impl<I: Send + 'static, O: Send + 'static> Receipt<I, O> {
-    /// As [`Receipt::wait`], but first give whoever writes within `linger`
-    /// the chance to take this item along in their batch: for an item
-    /// nobody is waiting on (its caller has had its answer), which then
-    /// costs no commit of its own and does not hold up the next caller's.
-    pub async fn wait_lingering(mut self, linger: std::time::Duration) -> Result<O, Error> {
-        match tokio::time::timeout(linger, &mut self.reply).await {
-            Ok(out) => out.map_err(|_| stopped(self.what))?,
-            Err(_) => self.wait().await,
+    /// As [`Receipt::wait`], but first give whoever writes before `linger`
+    /// resolves the chance to take this item along in their batch: for an
+    /// item nobody is waiting on (its caller has had its answer), which
+    /// then costs no commit of its own and does not hold up the next
+    /// caller's.
+    pub async fn wait_lingering(mut self, linger: impl Future<Output = ()>) -> Result<O, Error> {
+        tokio::select! {
+            out = &mut self.reply => out.map_err(|_| stopped(self.what))?,
+            () = linger => self.wait().await,
         }
     }
 }
@@ -481,7 +482,8 @@ mod tests {
         let batcher = Arc::new(doubler(written.clone(), None));
         let lingering = batcher.enqueue(1).await.unwrap();
         // Lingering longer than any test could take: the next batch takes it.
-        let waiting = tokio::spawn(lingering.wait_lingering(Duration::from_secs(3600)));
+        let waiting =
+            tokio::spawn(lingering.wait_lingering(tokio::time::sleep(Duration::from_secs(3600))));
         tokio::task::yield_now().await;
         assert_eq!(batcher.submit(2).await.unwrap(), 4);
         assert_eq!(waiting.await.unwrap().unwrap(), 2);
@@ -489,7 +491,7 @@ mod tests {
         let alone = batcher.enqueue(3).await.unwrap();
         assert_eq!(
             alone
-                .wait_lingering(Duration::from_millis(1))
+                .wait_lingering(tokio::time::sleep(Duration::from_millis(1)))
                 .await
                 .unwrap(),
             6

@@ -270,8 +270,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let gateway = state.clone();
+    let outcomes = state.clone();
     let serving = tokio::spawn(async move {
-        axum::serve(
+        let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
@@ -280,7 +281,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             // Open MCP streams would otherwise keep the drain waiting.
             gateway.mcp.shutdown();
         })
-        .await
+        .await;
+        // Records of calls already answered are written before the store
+        // closes.
+        outcomes.mcp.finish_outcomes().await;
+        served
     });
     let deliverer = tokio::spawn(state.webhooks.clone().run(store.clone()));
     let sweeper = tokio::spawn(background(state, sweep_every));

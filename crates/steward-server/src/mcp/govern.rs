@@ -431,7 +431,7 @@ const OUTCOME_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// call did. Its quota reservation (`reserved`: a quota applied to the
 /// decision) settles on the same report: the estimate for cost, the response
 /// size for bytes. Once its caller has been `answered`, the record lingers
-/// for [`OUTCOME_LINGER`] to share a commit.
+/// for [`OUTCOME_LINGER`] to share a commit (less if the server stops).
 pub async fn report_outcome(
     state: &AppState,
     caller: &Caller,
@@ -461,7 +461,14 @@ pub async fn report_outcome(
     };
     let recording = state.audit.queue_record(caller.context(), event).await?;
     if answered {
-        recording.wait_lingering(OUTCOME_LINGER).await?;
+        // Not past the start of a shutdown, which then waits for it.
+        let linger = async {
+            tokio::select! {
+                () = tokio::time::sleep(OUTCOME_LINGER) => {}
+                () = state.mcp.stopping() => {}
+            }
+        };
+        recording.wait_lingering(linger).await?;
     } else {
         recording.wait().await?;
     }

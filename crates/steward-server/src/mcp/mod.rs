@@ -61,6 +61,8 @@ pub struct Gateway {
     idle: Duration,
     /// The largest message a client may send.
     max_body_bytes: usize,
+    /// Answered calls' outcome records being written.
+    outcomes: tokio_util::task::TaskTracker,
     /// When sessions' agents and registrations were last checked.
     last_checked: std::sync::Mutex<Option<Instant>>,
     /// A registration changed on this node while a session on it may have
@@ -525,6 +527,7 @@ impl Gateway {
             owners: Default::default(),
             idle,
             max_body_bytes,
+            outcomes: tokio_util::task::TaskTracker::new(),
             last_checked: Default::default(),
             recheck_registrations: AtomicBool::new(false),
         })
@@ -546,7 +549,36 @@ impl Gateway {
     pub fn shutdown(&self) {
         self.shutdown.cancel();
     }
+
+    /// Once the server has stopped serving: wait (a bounded time) for the
+    /// outcome records of calls already answered, which stop lingering
+    /// once [`Gateway::shutdown`] is called.
+    pub async fn finish_outcomes(&self) {
+        self.outcomes.close();
+        if tokio::time::timeout(OUTCOMES_GRACE, self.outcomes.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("MCP call outcomes were still being recorded at shutdown");
+        }
+    }
+
+    /// Record an answered call's outcome on a task the shutdown waits for.
+    pub(crate) fn spawn_outcome<F>(&self, report: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.outcomes.spawn(report);
+    }
+
+    /// Resolves when the server starts stopping.
+    pub(crate) async fn stopping(&self) {
+        self.shutdown.cancelled().await;
+    }
 }
+
+/// How long a stopping server waits for answered calls' outcome records.
+const OUTCOMES_GRACE: Duration = Duration::from_secs(10);
 
 /// Most redirects an upstream request follows.
 const MAX_REDIRECTS: usize = 10;

@@ -209,7 +209,8 @@ impl Proxy {
         // outcome is queued for the same group-commit log without holding
         // the answer back for its fsync.
         let call = call.clone();
-        tokio::spawn(async move {
+        let state = call.state.clone();
+        state.mcp.spawn_outcome(async move {
             let (state, caller) = (&call.state, &call.caller);
             let decision_id = Some(allowed.decision_id.as_str());
             let report = govern::report_outcome(
