@@ -22,7 +22,7 @@ use steward_audit::Hash;
 use steward_core::Error;
 use steward_types::{AuditEntry, ErrorCode};
 
-use crate::rows;
+use crate::audit::{Column, row_values};
 
 /// The statements kept prepared: one `INSERT` per batch size up to
 /// [`crate::audit::ONE_TRIP_MAX`], plus the subjects and the head.
@@ -67,28 +67,12 @@ impl Appender {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let written = (|| {
             let mut insert = conn.prepare_cached(insert_sql)?;
-            let mut at = 0;
-            let mut bind = |value: &dyn rusqlite::ToSql| {
-                at += 1;
-                insert.raw_bind_parameter(at, value)
-            };
-            for (e, leaf) in entries {
-                // The columns in `crate::audit`'s order (`bind_entry`).
-                bind(&e.seq)?;
-                bind(&e.tenant_id)?;
-                bind(&rows::ms(e.time))?;
-                bind(&e.actor.kind.as_str())?;
-                bind(&e.actor.id)?;
-                bind(&e.actor.human_id)?;
-                bind(&e.action)?;
-                bind(&e.resource_type)?;
-                bind(&e.resource_id)?;
-                bind(&e.before.as_ref().map(|v| v.to_string()))?;
-                bind(&e.after.as_ref().map(|v| v.to_string()))?;
-                bind(&e.reason)?;
-                bind(&e.request_id)?;
-                bind(&leaf.to_hex())?;
-                bind(&e.source)?;
+            let columns = entries.iter().flat_map(|(e, leaf)| row_values(e, leaf));
+            for (at, column) in (1..).zip(columns) {
+                match column {
+                    Column::Int(v) => insert.raw_bind_parameter(at, v)?,
+                    Column::Text(t) => insert.raw_bind_parameter(at, t.as_deref())?,
+                }
             }
             insert.raw_execute()?;
             conn.prepare_cached(

@@ -7,6 +7,8 @@
 //! canonical encoding ([`canonical_entry`]); the Merkle tree over those
 //! leaves, signed checkpoints and proofs are built from them.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use steward_audit::{Hash, SignedTreeHead, TreeHead, leaf_hash};
@@ -223,22 +225,47 @@ pub(crate) fn entry(seq: i64, ctx: &ChangeContext, event: AuditEvent) -> (AuditE
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// Bind one row's values, in [`COLUMNS`] order.
-fn bind_entry<'q>(q: AnyQuery<'q>, entry: &'q AuditEntry, leaf: &Hash) -> AnyQuery<'q> {
-    q.bind(entry.seq)
-        .bind(entry.tenant_id.as_str())
-        .bind(rows::ms(entry.time))
-        .bind(entry.actor.kind.as_str())
-        .bind(entry.actor.id.as_str())
-        .bind(entry.actor.human_id.as_deref())
-        .bind(entry.action.as_str())
-        .bind(entry.resource_type.as_str())
-        .bind(entry.resource_id.as_str())
-        .bind(entry.before.as_ref().map(|v| v.to_string()))
-        .bind(entry.after.as_ref().map(|v| v.to_string()))
-        .bind(entry.reason.as_deref())
-        .bind(entry.request_id.as_deref())
-        .bind(leaf.to_hex())
-        .bind(entry.source.as_deref())
+/// One value of an audit row.
+pub(crate) enum Column<'a> {
+    Int(i64),
+    Text(Option<Cow<'a, str>>),
+}
+
+/// An entry's row with its leaf hash, in [`COLUMNS`] order: what every
+/// writer of the log binds.
+pub(crate) fn row_values<'a>(entry: &'a AuditEntry, leaf: &Hash) -> [Column<'a>; COLUMN_COUNT] {
+    use Column::{Int, Text};
+    let text = |s: &'a str| Text(Some(Cow::Borrowed(s)));
+    let optional = |s: &'a Option<String>| Text(s.as_deref().map(Cow::Borrowed));
+    let json = |v: &Option<serde_json::Value>| Text(v.as_ref().map(|v| Cow::Owned(v.to_string())));
+    [
+        Int(entry.seq),
+        text(&entry.tenant_id),
+        Int(rows::ms(entry.time)),
+        text(entry.actor.kind.as_str()),
+        text(&entry.actor.id),
+        optional(&entry.actor.human_id),
+        text(&entry.action),
+        text(&entry.resource_type),
+        text(&entry.resource_id),
+        json(&entry.before),
+        json(&entry.after),
+        optional(&entry.reason),
+        optional(&entry.request_id),
+        Text(Some(Cow::Owned(leaf.to_hex()))),
+        optional(&entry.source),
+    ]
+}
+
+fn bind_entry<'q>(mut q: AnyQuery<'q>, entry: &'q AuditEntry, leaf: &Hash) -> AnyQuery<'q> {
+    for column in row_values(entry, leaf) {
+        q = match column {
+            Column::Int(v) => q.bind(v),
+            Column::Text(Some(Cow::Borrowed(s))) => q.bind(s),
+            Column::Text(t) => q.bind(t.map(Cow::into_owned)),
+        };
+    }
+    q
 }
 
 /// Insert entries (made by [`entry`]) at the sequence numbers they carry,

@@ -157,6 +157,27 @@ impl Gateway {
             .unwrap();
     }
 
+    /// A delegated token for `email`, exchanged with the agent's key for
+    /// a token of an identity provider the tenant trusts from now on.
+    async fn delegated_token(&self, email: &str) -> String {
+        use crate::delegation::{ISS, call, exchange_token, idp};
+        let corp = idp("k1");
+        let admin = self.admin().token().unwrap().to_string();
+        let (status, body) = call(
+            &self.server,
+            &admin,
+            reqwest::Method::PUT,
+            "/v1/delegation/issuers/corp",
+            Some(json!({"issuer": ISS, "audience": "steward", "jwks": {"keys": [corp.jwk]}})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let jwt = corp.token("k1", email, json!({}));
+        let (status, body) = exchange_token(&self.server, &self.key, &jwt).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
     /// Run client steps as the agent (optionally on behalf of a human).
     async fn run(&self, steps: Value, on_behalf_of: Option<&str>) -> Vec<Value> {
         let out = mcp::run_client(&self.url(), &self.key, &steps, on_behalf_of)
@@ -631,22 +652,7 @@ async fn acting_for_a_person_narrows_to_what_they_may_do() {
     );
 
     // Proven: a delegated token for Alice, with no header, narrows the same.
-    use crate::delegation::{ISS, call, exchange_token, idp};
-    let corp = idp("k1");
-    let admin = gw.admin().token().unwrap().to_string();
-    let (status, body) = call(
-        &gw.server,
-        &admin,
-        reqwest::Method::PUT,
-        "/v1/delegation/issuers/corp",
-        Some(json!({"issuer": ISS, "audience": "steward", "jwks": {"keys": [corp.jwk]}})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let jwt = corp.token("k1", "alice@example.com", json!({}));
-    let (status, body) = exchange_token(&gw.server, &gw.key, &jwt).await;
-    assert_eq!(status, 200, "{body}");
-    let for_alice = body["access_token"].as_str().unwrap().to_string();
+    let for_alice = gw.delegated_token("alice@example.com").await;
     let out = mcp::run_client(
         &gw.url(),
         &for_alice,
@@ -679,7 +685,8 @@ async fn acting_for_a_person_narrows_to_what_they_may_do() {
             .contains("delegation_required"),
         "{out}"
     );
-    let (status, _) = call(
+    let admin = gw.admin().token().unwrap().to_string();
+    let (status, _) = crate::delegation::call(
         &gw.server,
         &admin,
         reqwest::Method::PUT,
@@ -1661,22 +1668,7 @@ async fn a_session_ends_with_its_credential() {
     )
     .await;
     // A delegated token for Alice, exchanged with the agent's key.
-    use crate::delegation::{ISS, call, exchange_token, idp};
-    let corp = idp("k1");
-    let admin = gw.admin().token().unwrap().to_string();
-    let (status, body) = call(
-        &gw.server,
-        &admin,
-        reqwest::Method::PUT,
-        "/v1/delegation/issuers/corp",
-        Some(json!({"issuer": ISS, "audience": "steward", "jwks": {"keys": [corp.jwk]}})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let jwt = corp.token("k1", "alice@example.com", json!({}));
-    let (status, body) = exchange_token(&gw.server, &gw.key, &jwt).await;
-    assert_eq!(status, 200, "{body}");
-    let for_alice = body["access_token"].as_str().unwrap().to_string();
+    let for_alice = gw.delegated_token("alice@example.com").await;
     a_listening_session_ends(&gw, &for_alice, || async {
         gw.admin()
             .deactivate_human("alice@example.com", &TransitionRequest::default())

@@ -505,13 +505,16 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_are_bound_to_their_search() {
         let none = Map::new();
-        let q = query_digest(
-            "default",
-            SearchKind::Resource,
-            ["user", "rick", "read", "todo", ""],
-            &none,
-            &none,
-        );
+        let digest = |tenant: &str, subject: &str| {
+            query_digest(
+                tenant,
+                SearchKind::Resource,
+                ["user", subject, "read", "todo", ""],
+                &none,
+                &none,
+            )
+        };
+        let q = digest("default", "rick");
         let t = encode_token(SearchKind::Resource, &q, 7, "todo:1");
         assert_eq!(
             decode_token(SearchKind::Resource, &q, &t).ok(),
@@ -519,23 +522,11 @@ mod tests {
         );
         assert!(decode_token(SearchKind::Subject, &q, &t).is_err());
         // The same kind of search with another fixed subject.
-        let other = query_digest(
-            "default",
-            SearchKind::Resource,
-            ["user", "morty", "read", "todo", ""],
-            &none,
-            &none,
-        );
+        let other = digest("default", "morty");
         assert_ne!(q, other);
         assert!(decode_token(SearchKind::Resource, &other, &t).is_err());
         // The same search in another tenant.
-        let elsewhere = query_digest(
-            "t2",
-            SearchKind::Resource,
-            ["user", "rick", "read", "todo", ""],
-            &none,
-            &none,
-        );
+        let elsewhere = digest("t2", "rick");
         assert!(decode_token(SearchKind::Resource, &elsewhere, &t).is_err());
         // A limit no first page could have asked for.
         for limit in [0, MAX_SEARCH_LIMIT as usize + 1, 100_000] {
