@@ -58,6 +58,10 @@ pub struct Config {
     /// behavioural baselines and raise alerts (default 10; 0 turns the
     /// pass off on this node).
     pub behaviour_interval_secs: u64,
+    /// Whether a tenant's admin tokens may register stdio MCP upstreams
+    /// (default false: only the platform administrator may, since the
+    /// command runs on this host as this server's user).
+    pub mcp_stdio_tenant_admins: bool,
 }
 
 /// Human approvals (`[approvals]` in the file).
@@ -143,6 +147,7 @@ impl Default for Config {
             audit_signing_key_file: None,
             mcp_session_idle_secs: 300,
             behaviour_interval_secs: 10,
+            mcp_stdio_tenant_admins: false,
         }
     }
 }

@@ -12,6 +12,7 @@ use super::*;
 pub(super) async fn plan_inventory(
     state: &AppState,
     ctx: &ChangeContext,
+    may_run_commands: bool,
     req: &ApplyRequest,
 ) -> Result<Plan, Error> {
     let store = &state.store;
@@ -227,8 +228,14 @@ pub(super) async fn plan_inventory(
     for m in &req.mcp_servers {
         steward_store::mcp_servers::validate_mcp_server(m)
             .map_err(about(format!("mcp_server {}", m.name)))?;
-        match store.get_mcp_server(tenant, &m.name).await {
-            Ok(existing) => {
+        let existing = match store.get_mcp_server(tenant, &m.name).await {
+            Ok(existing) => Some(existing),
+            Err(e) if missing(&e) => None,
+            Err(e) => return Err(e),
+        };
+        crate::routes::mcp_servers::check_command(may_run_commands, m, existing.as_ref())?;
+        match existing {
+            Some(existing) => {
                 if existing.matches(m) {
                     out.unchanged += 1;
                 } else {
@@ -236,11 +243,10 @@ pub(super) async fn plan_inventory(
                     plan.mcp_servers.push(m.clone());
                 }
             }
-            Err(e) if missing(&e) => {
+            None => {
                 out.changes.push(format!("mcp_server {}: register", m.name));
                 plan.mcp_servers.push(m.clone());
             }
-            Err(e) => return Err(e),
         }
     }
 

@@ -100,7 +100,8 @@ impl Plan {
     }
 }
 
-/// Plan and (unless `dry_run`) apply.
+/// Plan and (unless `dry_run`) apply; `may_run_commands` says whether the
+/// caller may set a stdio upstream's command.
 ///
 /// The plan is read before the transaction, so another writer (typically
 /// the same directory applied twice at once) may create what this apply
@@ -110,12 +111,13 @@ impl Plan {
 pub async fn apply(
     state: &AppState,
     ctx: &ChangeContext,
+    may_run_commands: bool,
     mut req: ApplyRequest,
 ) -> Result<ApplyResponse, Error> {
     check_policies(&mut req)?;
     let mut lost: Option<(Fingerprint, Error)> = None;
     for attempt in 0..=ATTEMPTS {
-        let plan = plan_inventory(state, ctx, &req).await?;
+        let plan = plan_inventory(state, ctx, may_run_commands, &req).await?;
         let fingerprint = plan.fingerprint();
         if let Some((before, mut err)) = lost.take() {
             if before == fingerprint {

@@ -1089,3 +1089,30 @@ fn rpc_error(status: StatusCode, id: serde_json::Value, code: i32, message: Stri
     });
     (status, axum::Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answered call's outcome record lingers until the server stops;
+    /// the stopping server cuts the linger short and waits for the record
+    /// before it goes on to close the store.
+    #[tokio::test]
+    async fn a_stopping_gateway_waits_for_lingering_outcomes() {
+        let gateway =
+            Arc::new(Gateway::new(1 << 20, None, Duration::from_secs(60)).expect("a gateway"));
+        let recorded = Arc::new(AtomicBool::new(false));
+        let (lingering, done) = (gateway.clone(), recorded.clone());
+        gateway.spawn_outcome(async move {
+            lingering.stopping().await;
+            // The write after the linger takes its time.
+            tokio::task::yield_now().await;
+            done.store(true, Ordering::SeqCst);
+        });
+        tokio::task::yield_now().await;
+        assert!(!recorded.load(Ordering::SeqCst), "lingers until the stop");
+        gateway.shutdown();
+        gateway.finish_outcomes().await;
+        assert!(recorded.load(Ordering::SeqCst));
+    }
+}

@@ -18,5 +18,6 @@ pub async fn apply(
     ApiJson(req): ApiJson<ApplyRequest>,
 ) -> ApiResult<Json<ApplyResponse>> {
     let ctx = caller.admin()?;
-    Ok(Json(crate::apply::apply(&state, &ctx, req).await?))
+    let may_run = crate::routes::mcp_servers::may_run_commands(&state, &caller);
+    Ok(Json(crate::apply::apply(&state, &ctx, may_run, req).await?))
 }

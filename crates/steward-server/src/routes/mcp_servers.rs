@@ -121,8 +121,42 @@ pub async fn list_mcp_servers(
     Ok(Json(servers.iter().map(redacted).collect()))
 }
 
+/// Whether `caller` may have Steward run a command of its choosing: the
+/// platform administrator, and a tenant's admins only where the operator
+/// allows it (`mcp_stdio_tenant_admins`).
+pub(crate) fn may_run_commands(state: &AppState, caller: &Caller) -> bool {
+    state.config.mcp_stdio_tenant_admins || caller.platform_admin().is_ok()
+}
+
+/// A stdio upstream's command runs on Steward's host, as Steward's user,
+/// where it could read the store and the server's environment: who may not
+/// run commands (see [`may_run_commands`]) may not register one, nor change
+/// one's command, arguments or environment. Keeping a registered command as
+/// it is, while changing the rest, is anyone's.
+pub(crate) fn check_command(
+    may_run: bool,
+    req: &PutMcpServer,
+    existing: Option<&McpServer>,
+) -> Result<(), steward_core::Error> {
+    let stdio = matches!(req.transport, steward_types::McpTransport::Stdio { .. });
+    if may_run || !stdio || existing.is_some_and(|e| e.transport == req.transport) {
+        return Ok(());
+    }
+    Err(steward_core::Error::new(
+        steward_types::ErrorCode::Forbidden,
+        format!(
+            "mcp server '{}': only the platform administrator registers a stdio upstream or \
+             changes its command, since the command runs on Steward's host as Steward's user; \
+             a tenant's admin may register Streamable HTTP upstreams (the operator can allow \
+             tenants' admins stdio with mcp_stdio_tenant_admins = true)",
+            req.name
+        ),
+    ))
+}
+
 /// Register an upstream MCP server, or replace the one with this name. A
-/// replacement with another transport closes the sessions open on it.
+/// replacement with another transport closes the sessions open on it. A
+/// stdio upstream's command is the platform administrator's to set.
 #[utoipa::path(post, path = "/v1/mcp-servers", tag = "mcp", request_body = PutMcpServer,
     responses((status = 200, body = McpServer), (status = 400, body = steward_types::ErrorBody)))]
 pub async fn put_mcp_server(
@@ -132,6 +166,12 @@ pub async fn put_mcp_server(
 ) -> ApiResult<Json<McpServer>> {
     let ctx = caller.admin()?;
     steward_store::mcp_servers::validate_mcp_server(&req)?;
+    let existing = match state.store.get_mcp_server(&ctx.tenant_id, &req.name).await {
+        Ok(existing) => Some(existing),
+        Err(e) if e.code == steward_types::ErrorCode::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    check_command(may_run_commands(&state, &caller), &req, existing.as_ref())?;
     ensure_declarations(&state, &ctx).await?;
     let (server, _) = state.store.put_mcp_server(&ctx, req).await?;
     // Sessions on it now on another transport end (this node's at once).

@@ -14,6 +14,123 @@ on_both_backends!(
     a_configured_admin_token_shows_none_of_itself
 );
 
+fn stdio_server(name: &str, command: &str) -> PutMcpServer {
+    PutMcpServer {
+        name: name.into(),
+        description: String::new(),
+        transport: McpTransport::Stdio {
+            command: command.into(),
+            args: vec!["--serve".into()],
+            env: Default::default(),
+        },
+        tools: Default::default(),
+        timeout_secs: None,
+        decision_record: McpDecisionRecord::BeforeCall,
+    }
+}
+
+/// A stdio upstream's command runs on Steward's host as Steward's user: a
+/// tenant's admin token can neither register one nor change one's command,
+/// by the API or by an applied directory, unless the operator allows it.
+#[tokio::test]
+async fn stdio_commands_are_the_platform_administrators() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let tenant_admin = s
+        .admin
+        .create_token(&CreateToken {
+            name: "tenant-admin".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    let tenant_admin = s.client(&tenant_admin.secret);
+    let err = tenant_admin
+        .put_mcp_server(&stdio_server("shell", "sh"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err}");
+    assert!(err.to_string().contains("platform administrator"), "{err}");
+    assert_eq!(
+        code(tenant_admin.get_mcp_server("shell").await),
+        ErrorCode::NotFound
+    );
+    let apply = |server: PutMcpServer| ApplyRequest {
+        mcp_servers: vec![server],
+        ..Default::default()
+    };
+    let err = tenant_admin
+        .apply(&apply(stdio_server("shell", "sh")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err}");
+    assert_eq!(
+        code(tenant_admin.get_mcp_server("shell").await),
+        ErrorCode::NotFound
+    );
+    // A Streamable HTTP upstream is any admin's.
+    tenant_admin
+        .put_mcp_server(&PutMcpServer {
+            transport: McpTransport::StreamableHttp {
+                url: "http://127.0.0.1:9/mcp".into(),
+            },
+            ..stdio_server("remote", "")
+        })
+        .await
+        .unwrap();
+    // The platform administrator registers a command; a tenant's admin may
+    // change the rest of the registration but not the command.
+    s.admin
+        .put_mcp_server(&stdio_server("tools", "tool-server"))
+        .await
+        .unwrap();
+    let described = PutMcpServer {
+        description: "The team's tools".into(),
+        ..stdio_server("tools", "tool-server")
+    };
+    tenant_admin.put_mcp_server(&described).await.unwrap();
+    tenant_admin.apply(&apply(described.clone())).await.unwrap();
+    for changed in [stdio_server("tools", "sh"), {
+        let mut other_args = described.clone();
+        other_args.transport = McpTransport::Stdio {
+            command: "tool-server".into(),
+            args: vec!["-c".into(), "id".into()],
+            env: Default::default(),
+        };
+        other_args
+    }] {
+        let err = tenant_admin.put_mcp_server(&changed).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err}");
+        let err = tenant_admin.apply(&apply(changed)).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err}");
+    }
+    let kept = s.admin.get_mcp_server("tools").await.unwrap();
+    assert_eq!(kept.transport, described.transport);
+    assert_eq!(kept.description, "The team's tools");
+    s.stop().await;
+
+    // The operator may let tenants' admins run commands.
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.mcp_stdio_tenant_admins = true).await;
+    let tenant_admin = s
+        .admin
+        .create_token(&CreateToken {
+            name: "tenant-admin".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    s.client(&tenant_admin.secret)
+        .put_mcp_server(&stdio_server("shell", "sh"))
+        .await
+        .unwrap();
+    s.stop().await;
+}
+
 async fn a_leavers_tokens_stop_working(b: Backend) {
     let s = TestServer::start(b).await;
     human(&s.admin, "sam@example.com").await;
