@@ -412,6 +412,12 @@ pub async fn decide(
     comment: Option<String>,
 ) -> Result<Approval, Error> {
     let human = match caller {
+        Caller::Token { token, .. } if token.role == steward_types::TokenRole::Pep => {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                "pep tokens only ask for decisions; a person decides approvals with their own token",
+            ));
+        }
         Caller::Token { token, .. } => token.human_id.clone(),
         Caller::Agent { .. } => {
             return Err(Error::new(

@@ -74,6 +74,7 @@ impl Caller {
     pub fn admin(&self) -> Result<ChangeContext, ApiError> {
         match self {
             Caller::Token { token, .. } if token.role == TokenRole::Admin => Ok(self.context()),
+            Caller::Token { token, .. } if token.role == TokenRole::Pep => Err(pep_only()),
             Caller::Token { .. } => Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "auditor tokens are read-only; this needs an admin token",
@@ -85,9 +86,24 @@ impl Caller {
         }
     }
 
-    /// The tenant, for an admin or auditor reading, or `forbidden` for agents.
+    /// A token that may ask for decisions about any principal of its
+    /// tenant (admin or pep), or `forbidden`. Agent keys ask about
+    /// themselves, which each route checks.
+    pub fn decider(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Token { token, .. } if token.role == TokenRole::Auditor => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "auditor tokens are read-only; decisions need an admin or pep token",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The tenant, for an admin or auditor reading, or `forbidden` for agents
+    /// and pep tokens.
     pub fn reader(&self) -> Result<&str, ApiError> {
         match self {
+            Caller::Token { token, .. } if token.role == TokenRole::Pep => Err(pep_only()),
             Caller::Token { tenant_id, .. } => Ok(tenant_id),
             Caller::Agent { .. } => Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -120,6 +136,14 @@ impl Caller {
             now: Utc::now(),
         }
     }
+}
+
+/// What a pep token is told outside the decision endpoints.
+fn pep_only() -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        "pep tokens only ask for decisions (/v1/decisions, /access/v1/...); this needs an admin or auditor token",
+    )
 }
 
 /// How long a looked-up API token is trusted without reading the store again.

@@ -39,6 +39,10 @@ impl Default for Webhooks {
             client: reqwest::Client::builder()
                 .timeout(ATTEMPT_TIMEOUT)
                 .user_agent("steward-webhooks")
+                // A subscription is to its URL: a redirect is the receiver's
+                // answer (a failed attempt), never a request to another
+                // address, which could be one only this server reaches.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
             wake: Arc::new(Notify::new()),

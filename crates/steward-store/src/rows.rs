@@ -191,10 +191,10 @@ pub(crate) fn api_token(row: &AnyRow) -> Result<ApiToken, Error> {
         id: get(row, "id")?,
         tenant_id: get(row, "tenant_id")?,
         name: get(row, "name")?,
-        role: if role == "admin" {
-            TokenRole::Admin
-        } else {
-            TokenRole::Auditor
+        role: match role.as_str() {
+            "admin" => TokenRole::Admin,
+            "pep" => TokenRole::Pep,
+            _ => TokenRole::Auditor,
         },
         human_id: get(row, "human_id")?,
         prefix: get(row, "prefix")?,

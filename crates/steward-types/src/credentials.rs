@@ -60,6 +60,10 @@ pub enum TokenRole {
     Admin,
     /// Read everything in its tenant, change nothing.
     Auditor,
+    /// An enforcement point's: ask for decisions (`/v1/decisions`, their
+    /// outcomes, AuthZEN) about any principal of its tenant, and nothing
+    /// else: it reads no inventory and changes nothing.
+    Pep,
 }
 
 impl TokenRole {
@@ -68,6 +72,7 @@ impl TokenRole {
         match self {
             TokenRole::Admin => "admin",
             TokenRole::Auditor => "auditor",
+            TokenRole::Pep => "pep",
         }
     }
 }

@@ -48,6 +48,8 @@ pub enum RoleArg {
     Admin,
     /// Read everything in the tenant, change nothing.
     Auditor,
+    /// An enforcement point's: ask for decisions only.
+    Pep,
 }
 
 impl From<RoleArg> for TokenRole {
@@ -55,6 +57,7 @@ impl From<RoleArg> for TokenRole {
         match role {
             RoleArg::Admin => TokenRole::Admin,
             RoleArg::Auditor => TokenRole::Auditor,
+            RoleArg::Pep => TokenRole::Pep,
         }
     }
 }

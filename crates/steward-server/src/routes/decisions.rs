@@ -23,9 +23,7 @@ pub async fn create_decision(
     caller: Caller,
     ApiJson(req): ApiJson<DecisionRequest>,
 ) -> ApiResult<(HeaderMap, Json<DecisionResponse>)> {
-    if let Caller::Token { .. } = caller {
-        caller.admin()?;
-    }
+    caller.decider()?;
     let response = crate::decisions::decide(&state, &caller, req).await?;
     let headers = response
         .quota
@@ -50,7 +48,10 @@ pub async fn report_outcome(
     ApiJson(outcome): ApiJson<Outcome>,
 ) -> ApiResult<Json<Settlement>> {
     let (ctx, principal) = match &caller {
-        Caller::Token { .. } => (caller.admin()?, None),
+        Caller::Token { .. } => {
+            caller.decider()?;
+            (caller.context(), None)
+        }
         Caller::Agent { agent, .. } => (caller.context(), Some(agent.id.clone())),
     };
     if let Some(s) = outcome

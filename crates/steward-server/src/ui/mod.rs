@@ -537,6 +537,12 @@ async fn login(
     }
     let token = form.token.trim();
     match authenticate(&state, token, None).await {
+        Ok(Caller::Token { token: found, .. }) if found.role == steward_types::TokenRole::Pep => {
+            refuse(
+                StatusCode::FORBIDDEN,
+                "pep tokens only ask for decisions; sign in with an admin or auditor token",
+            )
+        }
         Ok(Caller::Token {
             token: found,
             tenant_id,

@@ -11,8 +11,110 @@ on_both_backends!(
     tenants_are_isolated,
     secrets_never_stored_or_logged,
     a_leavers_tokens_stop_working,
-    a_configured_admin_token_shows_none_of_itself
+    a_configured_admin_token_shows_none_of_itself,
+    pep_tokens_only_ask_for_decisions
 );
+
+/// An enforcement point's token decides about any principal of its tenant
+/// (the decision API and AuthZEN), and does nothing else: no inventory, no
+/// changes, no approvals, no dashboard. An auditor's token does not decide.
+async fn pep_tokens_only_ask_for_decisions(b: Backend) {
+    let s = TestServer::start(b).await;
+    human(&s.admin, "pat@example.com").await;
+    low_risk_agent(&s.admin, "reviewer", "pat@example.com").await;
+    let pep = token_for(&s.admin, "gateway-pep", TokenRole::Pep, "pat@example.com").await;
+    assert_eq!(pep.token.role, TokenRole::Pep);
+    let pep = s.client(&pep.secret);
+    let auditor = token_for(&s.admin, "audit", TokenRole::Auditor, "pat@example.com").await;
+    let auditor = s.client(&auditor.secret);
+
+    let ask = serde_json::json!({
+        "subject": {"type": "agent", "id": "reviewer"},
+        "action": {"name": "read"},
+        "resource": {"type": "agent", "id": "reviewer"},
+    });
+    let answer = pep.authzen_evaluation(&ask).await.unwrap();
+    assert_eq!(answer["decision"], false, "{answer}");
+    let found = pep
+        .authzen_search_subject(&serde_json::json!({
+            "subject": {"type": "agent"},
+            "action": {"name": "read"},
+            "resource": {"type": "agent", "id": "reviewer"},
+        }))
+        .await
+        .unwrap();
+    assert!(found["results"].is_array(), "{found}");
+    let decided = pep
+        .decide(&DecisionRequest {
+            principal: Some(PrincipalRef {
+                principal_type: "agent".into(),
+                id: "reviewer".into(),
+            }),
+            action: "read".into(),
+            resource: ResourceRef {
+                resource_type: "Agent".into(),
+                id: "reviewer".into(),
+                attributes: Default::default(),
+            },
+            context: Default::default(),
+            on_behalf_of: None,
+            estimate: None,
+            call_arguments: None,
+        })
+        .await;
+    assert_ne!(
+        decided.as_ref().err().and_then(|e| e.code()),
+        Some(ErrorCode::Forbidden),
+        "{decided:?}"
+    );
+    assert_eq!(
+        code(auditor.authzen_evaluation(&ask).await),
+        ErrorCode::Forbidden
+    );
+
+    let before = snapshot(&s.admin).await;
+    for (status, _) in [
+        pep.raw(Method::GET, "/v1/agents", None, None)
+            .await
+            .unwrap(),
+        pep.raw(Method::GET, "/v1/audit", None, None).await.unwrap(),
+        pep.raw(Method::GET, "/v1/approvals", None, None)
+            .await
+            .unwrap(),
+        pep.raw(
+            Method::POST,
+            "/v1/teams",
+            Some(r#"{"name":"t"}"#.into()),
+            Some("application/json"),
+        )
+        .await
+        .unwrap(),
+        pep.raw(
+            Method::POST,
+            "/v1/tokens",
+            Some(r#"{"name":"x","role":"admin"}"#.into()),
+            Some("application/json"),
+        )
+        .await
+        .unwrap(),
+    ] {
+        assert_eq!(status, 403);
+    }
+    let (status, body) = pep
+        .raw(Method::GET, "/v1/agents", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    assert!(
+        body.to_string()
+            .contains("pep tokens only ask for decisions"),
+        "{body}"
+    );
+    assert_eq!(snapshot(&s.admin).await, before);
+    // It says who it is.
+    pep.whoami().await.unwrap();
+    s.stop().await;
+}
 
 fn stdio_server(name: &str, command: &str) -> PutMcpServer {
     PutMcpServer {

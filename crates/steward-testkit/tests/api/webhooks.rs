@@ -266,6 +266,50 @@ async fn rejects_bad_subscriptions(backend: Backend) {
     ts.stop().await;
 }
 
+/// A receiver's redirect is its answer, a failed attempt: the delivery does
+/// not follow it to another address.
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let elsewhere = receiver(vec![200]).await;
+    let to = elsewhere.url.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let to = to.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [("location", to)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirecting = Receiver {
+        url: format!("http://{}/hook", listener.local_addr().unwrap()),
+        seen: Arc::default(),
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    subscribe(&ts.admin, &redirecting, &[]).await;
+    // Queued ahead of the real clock, delivered once on this test's.
+    let now = chrono::Utc::now() + chrono::Duration::hours(1);
+    let body = steward_server::webhooks::payload(
+        "test.ping",
+        "default",
+        "ping",
+        serde_json::json!({}),
+        now,
+    );
+    let store = ts.server.store();
+    store
+        .enqueue_webhooks("default", "test.ping", &body, now)
+        .await
+        .unwrap();
+    let worker = steward_server::webhooks::Webhooks::default();
+    assert_eq!(worker.deliver_due(store, now).await.unwrap(), 1);
+    let d = until_delivery(&ts.admin, DeliveryStatus::Pending).await;
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.response_status, Some(307));
+    assert!(elsewhere.seen.lock().unwrap().is_empty());
+    ts.stop().await;
+}
+
 steward_testkit::on_both_backends!(
     delivers_signed_and_retries,
     gives_up_after_max_attempts,
