@@ -17,13 +17,16 @@ pub const MAX_AMOUNT: f64 = 1e11;
 
 /// Most one counter slice holds: above any limit ([`MAX_AMOUNT`] in the
 /// finest unit, millionths of a currency), and small enough that the
-/// [`ROLLING_SLICES`] slices of a window sum inside 64 bits, however much
-/// usage agents report.
+/// [`ROLLING_SLICES`] + 1 slices a rolling window sums, plus an estimate,
+/// stay inside 64 bits, however much usage agents report.
 pub const USAGE_CAP: i64 = i64::MAX / (ROLLING_SLICES + 4);
+/// The largest rate (and burst) accepted, in display units per second.
+pub const MAX_RATE: f64 = 1e6;
 /// Default warning thresholds, in percent.
 pub const DEFAULT_THRESHOLDS: [u32; 3] = [50, 80, 95];
-/// Slices per rolling window: usage leaves a rolling window at most one
-/// slice late, never early, so a rolling limit is never exceeded.
+/// Slices per rolling window. A window sums the slice `now` is in and the
+/// [`ROLLING_SLICES`] before it (see [`rolling_range`]): usage leaves it at
+/// most one slice late, never early, so a rolling limit is never exceeded.
 pub const ROLLING_SLICES: i64 = 60;
 
 /// A display amount (`12.5` dollars, `1000` requests) in stored units.
@@ -184,46 +187,86 @@ pub fn rolling_slice(unit: Unit, now: DateTime<Utc>) -> (i64, i64) {
     (t - t.rem_euclid(slice), slice)
 }
 
+/// The slices a rolling window sums at `now`: (first slice start, current
+/// slice start, slice length). The first is the slice holding `now` − the
+/// window's length, whose usage may still be inside the window: 61 slices,
+/// so usage leaves the window late, never early.
+pub fn rolling_range(unit: Unit, now: DateTime<Utc>) -> (i64, i64, i64) {
+    let (slice, len) = rolling_slice(unit, now);
+    (slice - ROLLING_SLICES * len, slice, len)
+}
+
+/// When usage in the slice starting at `slice_start` leaves a rolling
+/// window: once the window's oldest slice is past it.
+pub fn rolling_leaves_at(unit: Unit, slice_start: i64) -> i64 {
+    let len = unit.length().num_milliseconds() / ROLLING_SLICES;
+    slice_start + (ROLLING_SLICES + 1) * len
+}
+
 /// Whether `estimate` more fits: within the limit, and (for a zero
 /// estimate) the limit is not used up already.
 pub fn admits(used: i64, estimate: i64, limit: i64) -> bool {
     used < limit && used.saturating_add(estimate) <= limit
 }
 
-/// Microseconds `units` take to earn back at `per_second`, rounded up: a
-/// rate whose interval is not a whole number of microseconds (0.7 USD a
-/// second counts in millionths) is never rounded in the spender's favour.
-fn earn_back_us(units: i64, per_second: i64) -> i64 {
-    let units = u128::try_from(units.max(0)).unwrap_or(0);
-    let per_second = u128::try_from(per_second.max(1)).unwrap_or(1);
-    i64::try_from((units * 1_000_000).div_ceil(per_second)).unwrap_or(i64::MAX)
+/// A rate limit's theoretical arrival time (GCRA), exact: `us` − `behind` /
+/// rate microseconds. A request rarely takes a whole number of microseconds
+/// to earn back (at 3 a second, 333333⅓ µs), so a time rounded at each
+/// request would drift and refuse part of the burst; the remainder keeps
+/// it exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tat {
+    /// Microseconds, rounded up: on its own, a time never in the spender's
+    /// favour.
+    pub us: i64,
+    /// How far the exact time is before `us`, in 1/rate microseconds: from
+    /// 0 to rate − 1.
+    pub behind: i64,
 }
 
-/// The burst as time ahead of now, rounded down (again never in the
-/// spender's favour).
-fn allowance_us(burst: i64, per_second: i64) -> i64 {
-    let burst = i128::from(burst.max(0));
-    i64::try_from(burst * 1_000_000 / i128::from(per_second.max(1))).unwrap_or(i64::MAX)
+impl Tat {
+    /// A time stored in whole microseconds, exact.
+    pub fn at(us: i64) -> Tat {
+        Tat { us, behind: 0 }
+    }
+
+    /// The time in microseconds × `rate`.
+    fn scaled(self, rate: i128) -> i128 {
+        i128::from(self.us) * rate - i128::from(self.behind).clamp(0, rate - 1)
+    }
+
+    /// A time in microseconds × `rate`, as `us` rounded up and its remainder.
+    fn from_scaled(t: i128, rate: i128) -> Tat {
+        let us = t.div_euclid(rate) + i128::from(t.rem_euclid(rate) != 0);
+        match (i64::try_from(us), i64::try_from(us * rate - t)) {
+            (Ok(us), Ok(behind)) => Tat { us, behind },
+            _ => Tat::at(i64::MAX),
+        }
+    }
 }
 
-/// GCRA: the new theoretical arrival time if `cost` units fit at `now_us`,
-/// else how long until they would (microseconds).
-pub fn gcra(tat_us: i64, now_us: i64, per_second: i64, burst: i64, cost: i64) -> Result<i64, i64> {
-    let base = tat_us.max(now_us);
-    let new_tat = base.saturating_add(earn_back_us(cost.max(1), per_second));
-    let allowance = allowance_us(burst, per_second);
-    if new_tat - now_us <= allowance {
-        Ok(new_tat)
+/// GCRA in exact integers: time is counted in microseconds × `per_second`,
+/// so that a unit takes exactly 1000000 of them to earn back and the burst
+/// reaches `burst` × 1000000 ahead of now. The new arrival time if `cost` units
+/// fit at `now_us`, else how long until they would (microseconds).
+pub fn gcra(tat: Tat, now_us: i64, per_second: i64, burst: i64, cost: i64) -> Result<Tat, i64> {
+    let rate = i128::from(per_second.max(1));
+    let now = i128::from(now_us) * rate;
+    let next = tat.scaled(rate).max(now) + i128::from(cost.max(1)) * 1_000_000;
+    let over = next - now - i128::from(burst.max(0)) * 1_000_000;
+    if over <= 0 {
+        Ok(Tat::from_scaled(next, rate))
     } else {
-        Err(new_tat - now_us - allowance)
+        Err(i64::try_from((over + rate - 1) / rate).unwrap_or(i64::MAX))
     }
 }
 
 /// Units a GCRA limit would still admit at once.
-pub fn gcra_remaining(tat_us: i64, now_us: i64, per_second: i64, burst: i64) -> i64 {
-    let debt = tat_us.max(now_us) - now_us;
-    let free = i128::from((allowance_us(burst, per_second) - debt).max(0));
-    i64::try_from(free * i128::from(per_second.max(1)) / 1_000_000).unwrap_or(i64::MAX)
+pub fn gcra_remaining(tat: Tat, now_us: i64, per_second: i64, burst: i64) -> i64 {
+    let rate = i128::from(per_second.max(1));
+    let debt = (tat.scaled(rate) - i128::from(now_us) * rate).max(0);
+    let free = (i128::from(burst.max(0)) * 1_000_000 - debt).max(0);
+    i64::try_from(free / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// Thresholds (percent) crossed by going from `before` to `after`.
@@ -290,16 +333,26 @@ impl Rule {
                         "a per-second rate is already a sliding limit (GCRA)",
                     ));
                 }
-                if !(1..=1_000_000).contains(&limit) {
-                    return Err(Error::invalid("limit", "a rate is 1 to 1000000 per second"));
+                // Both in display units (dollars, not millionths), as given.
+                if limit < 1 || quota.limit > MAX_RATE {
+                    return Err(Error::invalid(
+                        "limit",
+                        format!(
+                            "a rate is {} to {MAX_RATE} per second",
+                            from_units(quota.metric, 1)
+                        ),
+                    ));
                 }
-                let burst = quota.burst.unwrap_or(limit as u64);
-                if burst == 0 || burst > 1_000_000 {
-                    return Err(Error::invalid("burst", "must be 1 to 1000000"));
-                }
+                let burst = match quota.burst {
+                    Some(b) if b == 0 || b as f64 > MAX_RATE => {
+                        return Err(Error::invalid("burst", format!("must be 1 to {MAX_RATE}")));
+                    }
+                    Some(b) => to_units("burst", quota.metric, b as f64)?,
+                    None => limit,
+                };
                 Window::Rate {
                     per_second: limit,
-                    burst: burst as i64,
+                    burst,
                 }
             }
             (_, w) => {
@@ -380,7 +433,9 @@ impl Rule {
             Window::Calendar(_, tz) if tz == chrono_tz::UTC => self.quota.window.clone(),
             Window::Calendar(_, tz) => format!("{} ({tz})", self.quota.window),
             Window::Rolling(_) => format!("rolling {}", self.quota.window),
-            Window::Rate { burst, .. } => format!("second (burst {burst})"),
+            Window::Rate { burst, .. } => {
+                format!("second (burst {})", from_units(self.quota.metric, burst))
+            }
             Window::Live => "live".into(),
         }
     }
@@ -625,6 +680,135 @@ mod tests {
         }
     }
 
+    /// A rate rule as requested.
+    fn rate(metric: &str, limit: f64, burst: Option<u64>) -> Result<Rule, Error> {
+        let req = PutQuota {
+            name: "rate".into(),
+            metric: metric.into(),
+            window: "second".into(),
+            limit,
+            burst,
+            ..Default::default()
+        };
+        rule_from_request("x".into(), req, None, Utc::now())
+    }
+
+    /// How many `cost`-unit requests at the same instant a fresh limit admits.
+    fn at_once(per_second: i64, burst: i64, cost: i64) -> i64 {
+        let (mut tat, mut n) = (Tat::at(0), 0);
+        while let Ok(t) = gcra(tat, 1_000_000, per_second, burst, cost) {
+            (tat, n) = (t, n + 1);
+        }
+        n
+    }
+
+    #[test]
+    fn a_burst_is_admitted_whole_whatever_the_rate() {
+        // 3 a second, burst 1: one earned back every 333333⅓ µs.
+        let t = gcra(Tat::at(0), 0, 3, 1, 1).unwrap();
+        assert_eq!(
+            t,
+            Tat {
+                us: 333_334,
+                behind: 2
+            }
+        );
+        assert_eq!(gcra(t, 1, 3, 1, 1), Err(333_333));
+        assert_eq!(gcra(t, 333_333, 3, 1, 1), Err(1));
+        assert!(gcra(t, 333_334, 3, 1, 1).is_ok());
+        assert_eq!(at_once(3, 1, 1), 1);
+        assert_eq!(at_once(3, 3, 1), 3);
+        assert_eq!(at_once(7, 3, 3), 1);
+        assert_eq!(at_once(7, 3, 1), 3);
+        assert_eq!(at_once(7, 3, 4), 0);
+        // Three a second, burst 3, taken all at once every second for a
+        // minute: exact, with no drift.
+        let mut tat = Tat::at(0);
+        for second in 0..60 {
+            let now = second * 1_000_000;
+            for _ in 0..3 {
+                tat = gcra(tat, now, 3, 3, 1).unwrap();
+            }
+            assert_eq!(gcra(tat, now, 3, 3, 1), Err(333_334), "second {second}");
+        }
+        assert_eq!(gcra_remaining(tat, 60_000_000, 3, 3), 3);
+        assert_eq!(gcra_remaining(Tat::at(0), 0, 7, 3), 3);
+        // A time stored before remainders existed reads as exact.
+        assert_eq!(gcra(Tat::at(500), 0, 3, 1, 1), Err(500));
+    }
+
+    #[test]
+    fn cost_rates_are_in_currency_units() {
+        let window = |r: Result<Rule, Error>| r.map(|r| r.window);
+        assert_eq!(
+            window(rate("cost", 2.5, None)),
+            Ok(Window::Rate {
+                per_second: 2_500_000,
+                burst: 2_500_000
+            })
+        );
+        // Above one dollar a second, with a burst in dollars too.
+        let big = rate("cost", 1000.0, Some(5000)).unwrap();
+        assert_eq!(
+            big.window,
+            Window::Rate {
+                per_second: 1_000_000_000,
+                burst: 5_000_000_000
+            }
+        );
+        assert_eq!(big.window_label(), "second (burst 5000)");
+        assert_eq!(
+            window(rate("cost", 0.5, Some(2))),
+            Ok(Window::Rate {
+                per_second: 500_000,
+                burst: 2_000_000
+            })
+        );
+        assert!(rate("cost", 0.000001, None).is_ok());
+        assert!(rate("cost", 1_000_000.0, Some(1_000_000)).is_ok());
+        let too_fast = rate("cost", 1_000_001.0, None).unwrap_err();
+        assert!(
+            too_fast.message.contains("0.000001 to 1000000"),
+            "{too_fast:?}"
+        );
+        assert!(rate("cost", 0.0, None).is_err());
+        assert!(rate("cost", 1.0, Some(0)).is_err());
+        assert!(rate("cost", 1.0, Some(1_000_001)).is_err());
+        assert_eq!(
+            window(rate("requests", 10.0, Some(20))),
+            Ok(Window::Rate {
+                per_second: 10,
+                burst: 20
+            })
+        );
+        let slow = rate("requests", 0.0, None).unwrap_err();
+        assert!(slow.message.contains("1 to 1000000"), "{slow:?}");
+        assert!(rate("requests", 1_000_001.0, None).is_err());
+        assert!(rate("tokens", 10.0, Some(1_000_001)).is_err());
+    }
+
+    #[test]
+    fn rolling_usage_leaves_a_slice_late_never_early() {
+        let ms = |s: &str| at(s).timestamp_millis();
+        // Spent at 12:00:00.999: still counted at 12:01:00.999, gone at 12:01:01.
+        let spent = rolling_slice(Unit::Minute, at("2026-03-01T12:00:00.999Z")).0;
+        let (from, _, _) = rolling_range(Unit::Minute, at("2026-03-01T12:01:00.999Z"));
+        assert!(from <= spent);
+        let (from, _, _) = rolling_range(Unit::Minute, at("2026-03-01T12:01:01Z"));
+        assert!(from > spent);
+        assert_eq!(
+            rolling_leaves_at(Unit::Minute, spent),
+            ms("2026-03-01T12:01:01Z")
+        );
+        let (from, slice, len) = rolling_range(Unit::Hour, at("2026-03-01T12:30:30Z"));
+        assert_eq!((slice - from) / len, ROLLING_SLICES);
+        // The slices a window sums cannot overflow, however full each is.
+        assert!(
+            i128::from(USAGE_CAP) * i128::from(ROLLING_SLICES + 1) + i128::from(USAGE_CAP)
+                <= i128::from(i64::MAX)
+        );
+    }
+
     proptest! {
         /// Every calendar window holds `now`, is aligned, and the next one
         /// starts where it ends.
@@ -656,17 +840,73 @@ mod tests {
 
         /// GCRA: over any span, at most burst + span x rate units are
         /// admitted, whatever the rate (one that does not divide a second
-        /// into whole microseconds too) and the size of each request.
+        /// into whole microseconds too) and the size of each request; a
+        /// refused request that can fit is admitted after the wait given,
+        /// not before; and once idle long enough, the whole burst is.
         #[test]
         fn gcra_respects_rate_and_burst(rate in 1i64..1_000_000, burst in 1i64..50, steps in proptest::collection::vec((0i64..5_000, 1i64..5), 1..400)) {
-            let (mut tat, mut now, mut admitted) = (0i64, 0i64, 0i64);
-            let start = now;
+            let (mut tat, mut now) = (Tat::default(), 0i64);
+            let mut admitted: Vec<(i64, i64)> = Vec::new();
             for (gap, cost) in steps {
                 now += gap;
-                if let Ok(t) = gcra(tat, now, rate, burst, cost) { tat = t; admitted += cost; }
+                match gcra(tat, now, rate, burst, cost) {
+                    Ok(t) => {
+                        prop_assert!(t.behind >= 0 && t.behind < rate);
+                        tat = t;
+                        admitted.push((now, cost));
+                    }
+                    Err(wait) if cost <= burst => {
+                        prop_assert!(wait >= 1);
+                        prop_assert!(gcra(tat, now + wait, rate, burst, cost).is_ok());
+                        prop_assert!(gcra(tat, now + wait - 1, rate, burst, cost).is_err());
+                    }
+                    Err(_) => {}
+                }
             }
-            let bound = burst as f64 + (now - start) as f64 * rate as f64 / 1e6;
-            prop_assert!(admitted as f64 <= bound, "{} admitted, at most {}", admitted, bound);
+            for (i, (start, _)) in admitted.iter().enumerate() {
+                let mut sum = 0i128;
+                for (at, cost) in &admitted[i..] {
+                    sum += i128::from(*cost);
+                    let bound = i128::from(burst) * 1_000_000 + i128::from(at - start) * i128::from(rate);
+                    prop_assert!(sum * 1_000_000 <= bound, "{} admitted in {} µs", sum, at - start);
+                }
+            }
+            // Idle until the arrival time: the whole burst at once, then nothing.
+            let idle = tat.us.max(now);
+            prop_assert_eq!(gcra_remaining(tat, idle, rate, burst), burst);
+            let full = gcra(tat, idle, rate, burst, burst);
+            prop_assert!(full.is_ok());
+            if let Ok(t) = full {
+                prop_assert!(gcra(t, idle, rate, burst, 1).is_err());
+            }
+        }
+
+        /// A rolling window admits, over any stretch as long as the
+        /// window, at most its limit: the rule the store applies, summing
+        /// the slices of [`rolling_range`].
+        #[test]
+        fn rolling_windows_never_overshoot(limit in 1i64..30, start in 0i64..1_000_000_000_000, steps in proptest::collection::vec((0i64..4_000, 1i64..4), 1..300)) {
+            let mut slices = std::collections::BTreeMap::<i64, i64>::new();
+            let (mut now, mut admitted) = (start, Vec::new());
+            for (gap, cost) in steps {
+                now += gap;
+                let t = DateTime::from_timestamp_millis(now).unwrap_or_default();
+                let (from, slice, _) = rolling_range(Unit::Minute, t);
+                let used: i64 = slices.range(from..=slice).map(|(_, u)| u).sum();
+                if admits(used, cost, limit) {
+                    *slices.entry(slice).or_default() += cost;
+                    admitted.push((now, cost));
+                }
+            }
+            let length = Unit::Minute.length().num_milliseconds();
+            for (end, _) in &admitted {
+                let within: i64 = admitted
+                    .iter()
+                    .filter(|(at, _)| end - length <= *at && at <= end)
+                    .map(|(_, c)| c)
+                    .sum();
+                prop_assert!(within <= limit, "{} in the minute to {}", within, end);
+            }
         }
     }
 }

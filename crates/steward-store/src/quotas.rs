@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use steward_core::quota::{self, Rule, Window};
+use steward_core::quota::{self, Rule, Tat, Window};
 use steward_core::{ChangeContext, Error};
 use steward_types::{
     ErrorCode, Metric, OnExceed, Outcome, PutQuota, Quota, QuotaScope, QuotaStatus, SettledEntry,
@@ -26,6 +26,49 @@ use crate::{Store, Tx, db_error, is_unique_violation};
 const HEAD: i64 = -1;
 /// The alert key of going over an alert_only limit.
 const EXCEEDED: u32 = 1000;
+/// Low bits of a rate's remainder row holding the remainder
+/// ([`Tat::behind`]; rates are below 2^40 units a second). The bits above
+/// hold the low bits of the head it goes with.
+const REMAINDER_BITS: u32 = 40;
+const REMAINDER_MASK: i64 = (1 << REMAINDER_BITS) - 1;
+const HEAD_CHECK_MASK: i64 = (1 << (63 - REMAINDER_BITS)) - 1;
+
+/// The row beside a rate's head that holds the remainder of its arrival
+/// time, keyed by the rate: a rule whose rate changed never reads another
+/// rate's remainder. (Slices and windows have keys ≥ 0.)
+fn remainder_key(per_second: i64) -> i64 {
+    HEAD - per_second.max(1)
+}
+
+/// The remainder row's value for `tat`; -1 (read as no remainder, a later
+/// time, never in the spender's favour) if it does not fit.
+fn pack_remainder(tat: Tat) -> i64 {
+    if (0..=REMAINDER_MASK).contains(&tat.behind) {
+        ((tat.us & HEAD_CHECK_MASK) << REMAINDER_BITS) | tat.behind
+    } else {
+        -1
+    }
+}
+
+/// A rate's arrival time from its head (microseconds, rounded up: all that
+/// older versions stored) and its remainder row. A remainder written with
+/// another head (by an older version, or under another rate) is ignored:
+/// the head alone is a later time, so never in the spender's favour.
+fn unpack_tat(head: i64, remainder: Option<i64>, per_second: i64) -> Tat {
+    match remainder {
+        Some(r)
+            if r >= 0
+                && r >> REMAINDER_BITS == head & HEAD_CHECK_MASK
+                && (r & REMAINDER_MASK) < per_second =>
+        {
+            Tat {
+                us: head,
+                behind: r & REMAINDER_MASK,
+            }
+        }
+        _ => Tat::at(head),
+    }
+}
 
 /// One counter a decision charges: a rule, whose usage (the agent, persona,
 /// team, owner or tenant key), and how much.
@@ -102,12 +145,89 @@ struct Reading {
     limit: i64,
     window_start: Option<DateTime<Utc>>,
     resets_at: Option<DateTime<Utc>>,
-    /// The counter row a charge goes to; for a rate, the new arrival time.
+    /// The counter row a charge goes to (a rate's head).
     key: i64,
     /// Rates: the arrival time if admitted (None: refused).
-    next_tat: Option<i64>,
+    next_tat: Option<Tat>,
     /// The key alerts are deduplicated by (one per threshold per window).
     alert_window: i64,
+}
+
+/// What an alert is about: the tenant, the decision, when.
+struct Source<'a> {
+    tenant: &'a str,
+    decision_id: &'a str,
+    now: DateTime<Utc>,
+}
+
+/// The counter a settled entry moves, as a charge of its rule, if its
+/// thresholds are watched: a windowed rule still there, and the entry's
+/// window still the current one (usage moved in a past window crosses
+/// nothing that is still counted).
+async fn watched(
+    tx: &mut Tx,
+    tenant: &str,
+    e: &Entry,
+    now: DateTime<Utc>,
+) -> Result<Option<Charge>, Error> {
+    let Some(rule) = rule_by_id(tx, tenant, &e.quota_id, now).await? else {
+        return Ok(None);
+    };
+    let current = match rule.window {
+        Window::Calendar(unit, tz) => {
+            rows::ms(quota::calendar_bounds(unit, tz, now).0) == e.window_start
+        }
+        Window::Rolling(unit) => quota::rolling_range(unit, now).0 <= e.window_start,
+        Window::Rate { .. } | Window::Live => false,
+    };
+    Ok(current.then(|| Charge {
+        rule,
+        subject: e.subject.clone(),
+        estimate: 0,
+    }))
+}
+
+/// A rule by its id: a stored one, or a persona's default
+/// (`persona:NAME:METRIC:WINDOW`, see [`quota::template_rule`]). None if it
+/// is gone (or no longer valid).
+async fn rule_by_id(
+    tx: &mut Tx,
+    tenant: &str,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Rule>, Error> {
+    if let Some(rest) = id.strip_prefix("persona:") {
+        let mut parts = rest.rsplitn(3, ':');
+        let (Some(window), Some(metric), Some(persona)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(None);
+        };
+        let row = sqlx::query("SELECT quotas FROM personas WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant)
+            .bind(persona)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let templates: Vec<steward_types::QuotaTemplate> = rows::from_json(&row, "quotas")?;
+        return Ok(templates
+            .iter()
+            .find(|t| t.metric == metric && t.window == window)
+            .and_then(|t| quota::template_rule(persona, t, now).ok()));
+    }
+    let row = sqlx::query("SELECT body FROM quotas WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    match row {
+        Some(row) => Ok(Rule::new(quota_row(&row)?).ok()),
+        None => Ok(None),
+    }
 }
 
 /// Whether `c` fits under its counter as `r` read it.
@@ -156,8 +276,9 @@ async fn read_counter(
             })
         }
         Window::Rolling(unit) => {
-            let (slice, len) = quota::rolling_slice(unit, now);
-            let from = slice - (quota::ROLLING_SLICES - 1) * len;
+            // The slice of `now` and the 60 before it: the oldest may hold
+            // usage of less than a window ago, which must still count.
+            let (from, slice, _) = quota::rolling_range(unit, now);
             let used = sum(from, slice)
                 .fetch_one(&mut **tx)
                 .await
@@ -174,7 +295,7 @@ async fn read_counter(
             .await
             .map_err(db_error)?;
             let length = unit.length().num_milliseconds();
-            let resets_at = oldest.map(|o| rows::time(o + length));
+            let resets_at = oldest.map(|o| rows::time(quota::rolling_leaves_at(unit, o)));
             Ok(Reading {
                 used,
                 limit: c.rule.limit,
@@ -186,9 +307,20 @@ async fn read_counter(
             })
         }
         Window::Rate { per_second, burst } => {
+            let remainder: Option<i64> = sqlx::query_scalar(
+                "SELECT used FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = $4",
+            )
+            .bind(tenant)
+            .bind(&q.id)
+            .bind(&c.subject)
+            .bind(remainder_key(per_second))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            let tat = unpack_tat(head, remainder, per_second);
             let now_us = now.timestamp_micros();
-            let remaining = quota::gcra_remaining(head, now_us, per_second, burst);
-            let next_tat = quota::gcra(head, now_us, per_second, burst, c.estimate).ok();
+            let remaining = quota::gcra_remaining(tat, now_us, per_second, burst);
+            let next_tat = quota::gcra(tat, now_us, per_second, burst, c.estimate).ok();
             let full_at = head.max(now_us);
             Ok(Reading {
                 used: burst - remaining,
@@ -425,7 +557,11 @@ impl Store {
         .await?;
         let rule = quota::rule_from_request(rows::new_id("quo"), req, subject, ctx.now)?;
         let mut quota = rule.quota.clone();
-        let before = match self.quota_in(tx, &ctx.tenant_id, &quota.name).await {
+        // Locked until the transaction ends (PostgreSQL; SQLite has one
+        // writer): a rule deleted or replaced meanwhile is waited for, not
+        // updated in place after it is gone.
+        let lock = self.backend.for_update();
+        let before = match self.quota_in(tx, &ctx.tenant_id, &quota.name, lock).await {
             Ok(q) => Some(q),
             Err(e) if e.code == ErrorCode::NotFound => None,
             Err(e) => return Err(e),
@@ -450,7 +586,7 @@ impl Store {
             }
         }
         let written = if before.is_some() {
-            sqlx::query(
+            let updated = sqlx::query(
                 "UPDATE quotas SET body = $1, updated_at = $2 WHERE id = $3 AND tenant_id = $4",
             )
             .bind(rows::to_json(&quota))
@@ -458,7 +594,16 @@ impl Store {
             .bind(&quota.id)
             .bind(&ctx.tenant_id)
             .execute(&mut **tx)
-            .await
+            .await;
+            // The row is locked, so it is there; were it gone, answering
+            // that it was replaced would acknowledge a change not made.
+            if updated.as_ref().is_ok_and(|u| u.rows_affected() != 1) {
+                return Err(Error::internal(format!(
+                    "quota '{}' changed while it was being replaced; send the change again",
+                    quota.name
+                )));
+            }
+            updated
         } else {
             sqlx::query("INSERT INTO quotas (id, tenant_id, name, body, scope, updated_at, subject, metric) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(&quota.id)
@@ -500,8 +645,15 @@ impl Store {
         Ok(quota)
     }
 
-    async fn quota_in(&self, tx: &mut Tx, tenant: &str, key: &str) -> Result<Quota, Error> {
-        let row = crate::tenants::find_row(&mut **tx, "quotas", "name", tenant, key, "").await?;
+    /// A rule by id or name, its row locked with `lock` (for a write).
+    async fn quota_in(
+        &self,
+        tx: &mut Tx,
+        tenant: &str,
+        key: &str,
+        lock: &str,
+    ) -> Result<Quota, Error> {
+        let row = crate::tenants::find_row(&mut **tx, "quotas", "name", tenant, key, lock).await?;
         match row {
             Some(r) => quota_row(&r),
             None => Err(Error::not_found("quota", key)),
@@ -511,7 +663,7 @@ impl Store {
     /// A rule by id or name.
     pub async fn get_quota(&self, tenant: &str, key: &str) -> Result<Quota, Error> {
         let mut tx = self.begin_read().await?;
-        self.quota_in(&mut tx, tenant, key).await
+        self.quota_in(&mut tx, tenant, key, "").await
     }
 
     /// Every rule of the tenant, by name.
@@ -539,7 +691,9 @@ impl Store {
         ctx: &ChangeContext,
         key: &str,
     ) -> Result<Quota, Error> {
-        let q = self.quota_in(tx, &ctx.tenant_id, key).await?;
+        // Locked first: a concurrent replace or delete waits for this one.
+        let lock = self.backend.for_update();
+        let q = self.quota_in(tx, &ctx.tenant_id, key, lock).await?;
         for table in ["quota_usage", "quota_alerts"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE tenant_id = $1 AND quota_id = $2"
@@ -550,12 +704,15 @@ impl Store {
             .await
             .map_err(db_error)?;
         }
-        sqlx::query("DELETE FROM quotas WHERE tenant_id = $1 AND id = $2")
+        let deleted = sqlx::query("DELETE FROM quotas WHERE tenant_id = $1 AND id = $2")
             .bind(&ctx.tenant_id)
             .bind(&q.id)
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;
+        if deleted.rows_affected() != 1 {
+            return Err(Error::not_found("quota", key));
+        }
         append(
             tx,
             ctx,
@@ -629,17 +786,30 @@ impl Store {
             let q = &c.rule.quota;
             let before = r.used;
             match (c.rule.window, r.next_tat) {
-                (Window::Rate { .. }, Some(tat)) => {
+                (Window::Rate { per_second, .. }, Some(tat)) => {
                     sqlx::query("UPDATE quota_usage SET used = $4 WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = -1")
                         .bind(tenant)
                         .bind(&q.id)
                         .bind(&c.subject)
-                        .bind(tat)
+                        .bind(tat.us)
                         .execute(&mut **tx)
                         .await
                         .map_err(db_error)?;
-                    heads.insert(key(c), tat);
-                    r = read_counter(tx, tenant, c, tat, now).await?;
+                    // Written under the head's lock, like the head.
+                    sqlx::query(
+                        "INSERT INTO quota_usage (tenant_id, quota_id, subject, window_start, used) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (tenant_id, quota_id, subject, window_start) DO UPDATE SET used = excluded.used",
+                    )
+                    .bind(tenant)
+                    .bind(&q.id)
+                    .bind(&c.subject)
+                    .bind(remainder_key(per_second))
+                    .bind(pack_remainder(tat))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+                    heads.insert(key(c), tat.us);
+                    r = read_counter(tx, tenant, c, tat.us, now).await?;
                 }
                 (Window::Rate { .. }, None) => {}
                 _ => {
@@ -658,58 +828,13 @@ impl Store {
                 (true, true) => Vec::new(),
                 (true, false) => quota::crossed(before, r.used, r.limit, &q.thresholds),
             };
-            let mut crossed = Vec::new();
-            for t in candidates {
-                let first = sqlx::query("INSERT INTO quota_alerts (tenant_id, quota_id, subject, window_start, threshold, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING")
-                    .bind(tenant)
-                    .bind(&q.id)
-                    .bind(&c.subject)
-                    .bind(r.alert_window)
-                    .bind(i64::from(t))
-                    .bind(rows::ms(now))
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected()
-                    == 1;
-                if first {
-                    crossed.push(t);
-                }
-            }
             let s = status(&c.rule, &c.subject, &r);
-            for t in &crossed {
-                let (name, text) = if fits {
-                    (
-                        "quota.threshold",
-                        format!(
-                            "Quota '{}' for {} is at {t}%: {} of {} {} used ({}), resets {}.",
-                            q.name,
-                            c.subject,
-                            s.used,
-                            s.limit,
-                            q.metric.as_str(),
-                            s.window,
-                            s.resets_at
-                                .map_or("when usage ages out".into(), |t| t.to_rfc3339()),
-                        ),
-                    )
-                } else {
-                    (
-                        "quota.exceeded",
-                        format!(
-                            "Quota '{}' for {} is over its limit: {} of {} {} ({}); allowed because it is alert_only.",
-                            q.name,
-                            c.subject,
-                            s.used,
-                            s.limit,
-                            q.metric.as_str(),
-                            s.window,
-                        ),
-                    )
-                };
-                let data = serde_json::json!({ "quota": q, "threshold": t.min(&100), "status": s, "decision_id": decision_id });
-                self.notify_in(tx, tenant, name, &text, data, now).await?;
-            }
+            let source = Source {
+                tenant,
+                decision_id,
+                now,
+            };
+            let mut crossed = self.alert_in(tx, &source, c, &r, &s, candidates).await?;
             entries.push(Entry {
                 quota_id: q.id.clone(),
                 subject: c.subject.clone(),
@@ -741,6 +866,74 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(Admission::Admitted(counted))
+    }
+
+    /// Record each of `candidates` (thresholds, or [`EXCEEDED`] over an
+    /// alert_only limit) reached in `r`'s window, once per window on any
+    /// number of nodes, and queue a webhook for each first: those.
+    async fn alert_in(
+        &self,
+        tx: &mut Tx,
+        from: &Source<'_>,
+        c: &Charge,
+        r: &Reading,
+        s: &QuotaStatus,
+        candidates: Vec<u32>,
+    ) -> Result<Vec<u32>, Error> {
+        let q = &c.rule.quota;
+        let mut crossed = Vec::new();
+        for t in candidates {
+            let first = sqlx::query("INSERT INTO quota_alerts (tenant_id, quota_id, subject, window_start, threshold, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING")
+                .bind(from.tenant)
+                .bind(&q.id)
+                .bind(&c.subject)
+                .bind(r.alert_window)
+                .bind(i64::from(t))
+                .bind(rows::ms(from.now))
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected()
+                == 1;
+            if first {
+                crossed.push(t);
+            }
+        }
+        for t in &crossed {
+            let (name, text) = if *t != EXCEEDED {
+                (
+                    "quota.threshold",
+                    format!(
+                        "Quota '{}' for {} is at {t}%: {} of {} {} used ({}), resets {}.",
+                        q.name,
+                        c.subject,
+                        s.used,
+                        s.limit,
+                        q.metric.as_str(),
+                        s.window,
+                        s.resets_at
+                            .map_or("when usage ages out".into(), |t| t.to_rfc3339()),
+                    ),
+                )
+            } else {
+                (
+                    "quota.exceeded",
+                    format!(
+                        "Quota '{}' for {} is over its limit: {} of {} {} ({}); allowed because it is alert_only.",
+                        q.name,
+                        c.subject,
+                        s.used,
+                        s.limit,
+                        q.metric.as_str(),
+                        s.window,
+                    ),
+                )
+            };
+            let data = serde_json::json!({ "quota": q, "threshold": t.min(&100), "status": s, "decision_id": from.decision_id });
+            self.notify_in(tx, from.tenant, name, &text, data, from.now)
+                .await?;
+        }
+        Ok(crossed)
     }
 
     /// Settle a decision's reservation with the usage reported: each
@@ -792,6 +985,17 @@ impl Store {
             };
             if actual != e.estimate && e.window_start != HEAD {
                 lock_head(&mut tx, lock, &ctx.tenant_id, &e.quota_id, &e.subject).await?;
+                // More than estimated can cross a threshold of the window
+                // it counts in, as a reservation can.
+                let watched = if actual > e.estimate {
+                    watched(&mut tx, &ctx.tenant_id, e, ctx.now).await?
+                } else {
+                    None
+                };
+                let before = match &watched {
+                    Some(c) => Some(read_counter(&mut tx, &ctx.tenant_id, c, 0, ctx.now).await?),
+                    None => None,
+                };
                 add_usage(
                     &mut tx,
                     &ctx.tenant_id,
@@ -801,6 +1005,21 @@ impl Store {
                     actual - e.estimate,
                 )
                 .await?;
+                if let (Some(c), Some(before)) = (watched, before) {
+                    let r = read_counter(&mut tx, &ctx.tenant_id, &c, 0, ctx.now).await?;
+                    let q = &c.rule.quota;
+                    let candidates = quota::crossed(before.used, r.used, r.limit, &q.thresholds);
+                    if !candidates.is_empty() {
+                        let s = status(&c.rule, &c.subject, &r);
+                        let source = Source {
+                            tenant: &ctx.tenant_id,
+                            decision_id,
+                            now: ctx.now,
+                        };
+                        self.alert_in(&mut tx, &source, &c, &r, &s, candidates)
+                            .await?;
+                    }
+                }
             }
             settled.push(SettledEntry {
                 quota_id: e.quota_id.clone(),
@@ -1199,5 +1418,315 @@ impl Store {
         // Audit records and counters: no identity changed.
         tx.commit_unchanged().await.map_err(db_error)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap()
+    }
+
+    async fn sqlite() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        (Store::open(&url).await.unwrap(), dir)
+    }
+
+    /// The test PostgreSQL database (`STEWARD_TEST_PG_URL`, else the machine's).
+    fn postgres_base() -> String {
+        std::env::var("STEWARD_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// A store in a fresh, empty schema of the test PostgreSQL database.
+    async fn postgres() -> Store {
+        use sqlx::{Connection, Executor};
+        let base = postgres_base();
+        let schema = format!("st_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+        admin
+            .execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        Store::open(&url).await.unwrap()
+    }
+
+    /// Each test on SQLite and on PostgreSQL (`sqlite::name`, `postgres::name`).
+    macro_rules! on_both_stores {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $( #[tokio::test]
+                   async fn $name() { let (store, _dir) = super::sqlite().await; super::$name(&store).await } )*
+            }
+            mod postgres {
+                $( #[tokio::test]
+                   async fn $name() { super::$name(&super::postgres().await).await } )*
+            }
+        };
+    }
+
+    on_both_stores!(
+        rolling_usage_leaves_a_slice_late_never_early,
+        a_rate_admits_its_whole_burst,
+        reported_usage_crosses_thresholds,
+    );
+
+    /// The tenant `default`, and a system change context in it at `now`.
+    async fn tenant(store: &Store, now: DateTime<Utc>) -> ChangeContext {
+        let ctx = ChangeContext::system("default", "test", now);
+        store
+            .ensure_tenant(&ctx, "default", "Default")
+            .await
+            .unwrap();
+        ctx
+    }
+
+    /// A tenant rule counting `metric` per `window`.
+    fn request(name: &str, metric: &str, window: &str, limit: f64) -> PutQuota {
+        PutQuota {
+            name: name.into(),
+            metric: metric.into(),
+            window: window.into(),
+            limit,
+            ..Default::default()
+        }
+    }
+
+    async fn rule(store: &Store, ctx: &ChangeContext, req: PutQuota) -> Rule {
+        Rule::new(store.put_quota(ctx, req).await.unwrap()).unwrap()
+    }
+
+    fn reservation(rule: &Rule, id: &str, estimate: i64, now: DateTime<Utc>) -> Reservation {
+        Reservation {
+            tenant: "default".into(),
+            decision_id: id.into(),
+            principal: String::new(),
+            charges: vec![Charge {
+                rule: rule.clone(),
+                subject: "default".into(),
+                estimate,
+            }],
+            now,
+            settle_by: now + Duration::minutes(15),
+            approved: false,
+        }
+    }
+
+    async fn reserve(
+        store: &Store,
+        rule: &Rule,
+        id: &str,
+        estimate: i64,
+        now: DateTime<Utc>,
+    ) -> Admission {
+        let r = reservation(rule, id, estimate, now);
+        match store
+            .write_batch(vec![Write::Reserve(r)])
+            .await
+            .unwrap()
+            .pop()
+        {
+            Some(Written::Reserved(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn admitted(a: &Admission) -> bool {
+        matches!(a, Admission::Admitted(_))
+    }
+
+    /// A rolling minute of 10: 10 spent at 12:00:00.999 still count at
+    /// 12:01:00.999 (else 20 would pass within a minute), and are gone at
+    /// 12:01:01, when the refusal said they would be.
+    async fn rolling_usage_leaves_a_slice_late_never_early(store: &Store) {
+        let spent = at("2026-03-01T12:00:00.999Z");
+        let ctx = tenant(store, spent).await;
+        let mut req = request("rolling", "requests", "minute", 10.0);
+        req.rolling = true;
+        let q = rule(store, &ctx, req).await;
+        for i in 0..10 {
+            assert!(admitted(
+                &reserve(store, &q, &format!("d{i}"), 1, spent).await
+            ));
+        }
+        for (i, now) in ["2026-03-01T12:01:00Z", "2026-03-01T12:01:00.999Z"]
+            .into_iter()
+            .enumerate()
+        {
+            match reserve(store, &q, &format!("late{i}"), 1, at(now)).await {
+                Admission::Refused(c) => {
+                    assert_eq!(c.status.used, 10.0);
+                    assert_eq!(c.status.resets_at, Some(at("2026-03-01T12:01:01Z")));
+                }
+                a => panic!("admitted at {now}: {a:?}"),
+            }
+        }
+        let later = reserve(store, &q, "later", 1, at("2026-03-01T12:01:01Z")).await;
+        assert!(admitted(&later), "{later:?}");
+    }
+
+    /// Rates whose unit takes a fraction of a microsecond to earn back
+    /// admit their whole burst, within one transaction and across several.
+    async fn a_rate_admits_its_whole_burst(store: &Store) {
+        let now = at("2026-03-01T12:00:00Z");
+        let ctx = tenant(store, now).await;
+        let mut req = request("three", "requests", "second", 3.0);
+        req.burst = Some(3);
+        let q = rule(store, &ctx, req).await;
+        let batch = (0..4)
+            .map(|i| Write::Reserve(reservation(&q, &format!("a{i}"), 1, now)))
+            .collect();
+        let got: Vec<bool> = store
+            .write_batch(batch)
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| matches!(w, Written::Reserved(Admission::Admitted(_))))
+            .collect();
+        assert_eq!(got, [true, true, true, false]);
+        let second = now + Duration::seconds(1);
+        for i in 0..4 {
+            let a = reserve(store, &q, &format!("b{i}"), 1, second).await;
+            assert_eq!(admitted(&a), i < 3, "{i}: {a:?}");
+        }
+        // 3 a second, 1 at once: one every 333333⅓ µs, never refused for good.
+        let mut req = request("one-at-once", "requests", "second", 3.0);
+        req.burst = Some(1);
+        let q = rule(store, &ctx, req).await;
+        let t = now + Duration::seconds(10);
+        assert!(admitted(&reserve(store, &q, "c0", 1, t).await));
+        let early = t + Duration::microseconds(333_333);
+        assert!(!admitted(&reserve(store, &q, "c1", 1, early).await));
+        let due = t + Duration::microseconds(333_334);
+        assert!(admitted(&reserve(store, &q, "c2", 1, due).await));
+    }
+
+    #[test]
+    fn remainders_of_other_heads_are_ignored() {
+        let tat = Tat {
+            us: 1_772_366_400_333_334,
+            behind: 2,
+        };
+        let stored = Some(pack_remainder(tat));
+        assert_eq!(unpack_tat(tat.us, stored, 3), tat);
+        // Written with another head (an older version moved it), under
+        // another rate, or not at all: the head alone, a later time.
+        assert_eq!(unpack_tat(tat.us + 1, stored, 3), Tat::at(tat.us + 1));
+        assert_eq!(unpack_tat(tat.us, stored, 2), Tat::at(tat.us));
+        assert_eq!(unpack_tat(tat.us, None, 3), Tat::at(tat.us));
+        assert_eq!(unpack_tat(tat.us, Some(-1), 3), Tat::at(tat.us));
+        let fast = Tat {
+            us: 5,
+            behind: 999_999_999_999,
+        };
+        assert_eq!(
+            unpack_tat(5, Some(pack_remainder(fast)), 1_000_000_000_000),
+            fast
+        );
+        assert_ne!(remainder_key(3), HEAD);
+        assert!(remainder_key(1_000_000_000_000) < HEAD);
+    }
+
+    /// Usage reported over the estimate crosses thresholds too, once.
+    async fn reported_usage_crosses_thresholds(store: &Store) {
+        let now = Utc::now();
+        let ctx = tenant(store, now).await;
+        let mut req = request("tokens", "tokens", "day", 100.0);
+        req.thresholds = Some(vec![50, 80]);
+        let q = rule(store, &ctx, req).await;
+        let alerts = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT threshold FROM quota_alerts WHERE quota_id = $1 ORDER BY threshold",
+            )
+            .bind(&q.quota.id)
+            .fetch_all(&store.write)
+            .await
+            .unwrap()
+        };
+        assert!(admitted(&reserve(store, &q, "d1", 10, now).await));
+        assert!(alerts().await.is_empty());
+        let reported = Outcome {
+            tokens: Some(60),
+            ..Default::default()
+        };
+        store.settle(&ctx, "d1", None, &reported).await.unwrap();
+        assert_eq!(alerts().await, [50]);
+        match reserve(store, &q, "d2", 25, now).await {
+            Admission::Admitted(c) => assert_eq!(c[0].crossed, [80]),
+            a => panic!("{a:?}"),
+        }
+        let less = Outcome {
+            tokens: Some(1),
+            ..Default::default()
+        };
+        store.settle(&ctx, "d2", None, &less).await.unwrap();
+        assert_eq!(alerts().await, [50, 80]);
+    }
+
+    /// A replace that read the rule while a delete of it was under way
+    /// waits for the delete, then creates the rule anew: it never answers
+    /// that it replaced a rule that is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replace_racing_a_delete_is_not_lost_on_postgres() {
+        use sqlx::Connection;
+        let store = postgres().await;
+        let ctx = tenant(&store, Utc::now()).await;
+        store
+            .put_quota(&ctx, request("calls", "requests", "day", 10.0))
+            .await
+            .unwrap();
+        let mut deleting = store.begin().await.unwrap();
+        store
+            .delete_quota_in(&mut deleting, &ctx, "calls")
+            .await
+            .unwrap();
+        let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
+        let replacing = {
+            let (store, ctx) = (store.clone(), ctx.clone());
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                let pid: i64 = sqlx::query_scalar("SELECT CAST(pg_backend_pid() AS BIGINT)")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                pid_tx.send(pid).unwrap();
+                let put = store
+                    .put_quota_in(&mut tx, &ctx, request("calls", "requests", "day", 20.0))
+                    .await;
+                tx.commit().await.unwrap();
+                put
+            })
+        };
+        // Let the delete go once the replace waits for a lock it holds.
+        let pid = pid_rx.await.unwrap();
+        let mut watch = sqlx::PgConnection::connect(&postgres_base()).await.unwrap();
+        loop {
+            let waiting: Option<String> =
+                sqlx::query_scalar("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1")
+                    .bind(i32::try_from(pid).unwrap())
+                    .fetch_optional(&mut watch)
+                    .await
+                    .unwrap()
+                    .flatten();
+            if waiting.as_deref() == Some("Lock") || replacing.is_finished() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        deleting.commit().await.unwrap();
+        let put = replacing.await.unwrap().unwrap();
+        let kept = store.get_quota("default", "calls").await.unwrap();
+        assert_eq!(kept, put);
+        assert_eq!(kept.limit, 20.0);
+        watch.close().await.unwrap();
     }
 }

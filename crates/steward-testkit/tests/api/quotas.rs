@@ -22,8 +22,144 @@ on_both_backends!(
     bad_quota_input_changes_nothing,
     humans_and_narrow_rules_are_counted,
     reported_usage_cannot_overflow_a_counter,
-    inventory_resources_are_counted_by_any_key
+    inventory_resources_are_counted_by_any_key,
+    cost_rates_are_in_currency_units,
+    reported_usage_crosses_thresholds
 );
+
+/// A cost rate and its burst are in currency units, like any cost limit:
+/// 5 EUR a second with a burst of 10 admits a 10 EUR call at once, and
+/// never one of more than 10.
+async fn cost_rates_are_in_currency_units(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin, "bot").await;
+    let mut q = quota(
+        "spend-rate",
+        QuotaScope::Agent,
+        Some("bot"),
+        "cost",
+        "second",
+        5.0,
+    );
+    q.currency = Some("EUR".into());
+    q.burst = Some(10);
+    assert_eq!(ts.admin.put_quota(&q).await.unwrap().limit, 5.0);
+    let spend = |cost: f64| {
+        let mut r = call("bot");
+        r.estimate = Some(UsageEstimate {
+            cost: Some(cost),
+            currency: Some("EUR".into()),
+            ..Default::default()
+        });
+        r
+    };
+    let over = ts.admin.decide(&spend(10.000001)).await.unwrap();
+    assert_eq!(over.decision, Decision::Deny, "{over:?}");
+    let exceeded = over.exceeded.unwrap();
+    assert_eq!(exceeded.name, "spend-rate");
+    assert_eq!(exceeded.limit, 10.0, "the burst, in EUR");
+    let whole = ts.admin.decide(&spend(10.0)).await.unwrap();
+    assert_eq!(whole.decision, Decision::Allow, "{whole:?}");
+    for bad in [
+        PutQuota {
+            limit: 1_000_001.0,
+            ..q.clone()
+        },
+        PutQuota {
+            limit: 0.0,
+            ..q.clone()
+        },
+        PutQuota {
+            burst: Some(0),
+            ..q.clone()
+        },
+        PutQuota {
+            burst: Some(1_000_001),
+            ..q.clone()
+        },
+    ] {
+        assert_eq!(
+            code(ts.admin.put_quota(&bad).await),
+            ErrorCode::InvalidRequest,
+            "{bad:?}"
+        );
+    }
+    ts.stop().await;
+}
+
+/// Usage reported over the estimate crosses a threshold as a reservation
+/// does: one `quota.threshold` webhook, which later decisions in the same
+/// window do not repeat.
+async fn reported_usage_crosses_thresholds(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin, "bot").await;
+    let r = crate::webhooks::receiver(vec![200]).await;
+    let secret = crate::webhooks::subscribe(&ts.admin, &r, &["quota.*"]).await;
+    let mut q = quota(
+        "tokens",
+        QuotaScope::Agent,
+        Some("bot"),
+        "tokens",
+        "day",
+        100.0,
+    );
+    q.thresholds = Some(vec![50]);
+    ts.admin.put_quota(&q).await.unwrap();
+    let mut req = call("bot");
+    req.estimate = Some(UsageEstimate {
+        tokens: Some(10),
+        ..Default::default()
+    });
+    let first = ts.admin.decide(&req).await.unwrap();
+    assert_eq!(first.decision, Decision::Allow);
+    assert!(first.warnings.is_empty());
+    let deliveries = || async {
+        ts.admin
+            .list_deliveries("hook", &DeliveryQuery::default())
+            .await
+            .unwrap()
+            .items
+    };
+    assert!(deliveries().await.is_empty());
+    ts.admin
+        .report_outcome(
+            &first.decision_id,
+            &Outcome {
+                tokens: Some(60),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Queued with the settlement, in its transaction.
+    let queued = deliveries().await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].event, "quota.threshold");
+    assert_eq!(queued[0].payload["data"]["threshold"], 50);
+    assert_eq!(queued[0].payload["data"]["decision_id"], first.decision_id);
+    assert!(
+        queued[0].payload["text"]
+            .as_str()
+            .unwrap()
+            .contains("Quota 'tokens' for")
+    );
+    let second = ts.admin.decide(&req).await.unwrap();
+    assert_eq!(second.decision, Decision::Allow);
+    assert_eq!(second.warnings[0].threshold, 50);
+    assert_eq!(deliveries().await.len(), 1, "once per threshold per window");
+    // And it reaches the receiver, signed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while r.seen.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "threshold webhook not delivered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (headers, body) = r.seen.lock().unwrap()[0].clone();
+    crate::webhooks::assert_signed(&secret, &headers, &body);
+    ts.stop().await;
+}
 
 /// Agents report what they used; however much, a rolling window's sum
 /// stays a number and decisions keep being answered.
