@@ -409,8 +409,12 @@ impl Rule {
             Metric::Records => amount("estimate.records", e.records),
             Metric::Bytes => amount("estimate.bytes", e.bytes),
             Metric::Cost => {
-                let currency = e.currency.as_deref().unwrap_or("USD");
                 let counts = self.quota.currency.as_deref().unwrap_or("USD");
+                let currency = match e.currency.as_deref() {
+                    _ if e.in_each_quotas_currency => counts,
+                    Some(c) => c,
+                    None => "USD",
+                };
                 match e.cost {
                     Some(c) if c != 0.0 && currency != counts => Err(Error::invalid(
                         "estimate.currency",
@@ -691,6 +695,37 @@ mod tests {
             ..Default::default()
         };
         rule_from_request("x".into(), req, None, Utc::now())
+    }
+
+    /// An estimate in another currency is refused; a gateway tool's, which
+    /// has none of its own, counts in the quota's.
+    #[test]
+    fn a_tools_cost_counts_in_the_quotas_currency() {
+        let req = PutQuota {
+            name: "spend".into(),
+            metric: "cost".into(),
+            window: "day".into(),
+            limit: 100.0,
+            currency: Some("EUR".into()),
+            ..Default::default()
+        };
+        let euros = rule_from_request("x".into(), req, None, Utc::now()).unwrap();
+        let dollars = steward_types::UsageEstimate {
+            cost: Some(2.5),
+            ..Default::default()
+        };
+        let refused = euros.estimate(&dollars).unwrap_err();
+        assert!(refused.message.contains("does not convert"), "{refused:?}");
+        let tool = steward_types::UsageEstimate {
+            in_each_quotas_currency: true,
+            ..dollars.clone()
+        };
+        assert_eq!(euros.estimate(&tool), Ok(2_500_000));
+        let in_euros = steward_types::UsageEstimate {
+            currency: Some("EUR".into()),
+            ..dollars
+        };
+        assert_eq!(euros.estimate(&in_euros), Ok(2_500_000));
     }
 
     /// How many `cost`-unit requests at the same instant a fresh limit admits.

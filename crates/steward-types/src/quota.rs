@@ -250,6 +250,11 @@ pub struct UsageEstimate {
     /// Bytes accessed.
     #[serde(default)]
     pub bytes: Option<u64>,
+    /// Set by the MCP gateway for a tool's registered cost estimate, which
+    /// has no currency of its own: `cost` then counts in each cost quota's
+    /// own currency. Never read from a request.
+    #[serde(skip)]
+    pub in_each_quotas_currency: bool,
 }
 
 /// Where one quota stands.

@@ -150,7 +150,8 @@ pub(crate) async fn decide_call(
         }
     }
     // A tool's registered cost estimate (millionths of the currency) is
-    // reserved against cost quotas; the response size settles bytes quotas.
+    // reserved against cost quotas, in each one's own currency; the
+    // response size settles bytes quotas.
     let cost = match kind {
         Kind::Tool => call
             .server
@@ -167,6 +168,7 @@ pub(crate) async fn decide_call(
         on_behalf_of: call.on_behalf_of.clone(),
         estimate: (cost > 0).then(|| steward_types::UsageEstimate {
             cost: Some(cost as f64 / steward_core::quota::COST_SCALE as f64),
+            in_each_quotas_currency: true,
             ..Default::default()
         }),
         call_arguments: Some(arguments.clone()),
