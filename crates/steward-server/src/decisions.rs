@@ -229,6 +229,27 @@ fn no_active_person(named: &str) -> Subject {
     }
 }
 
+/// An agent, person or team the tenant does not know, as an agent asking
+/// about it as a resource is decided on: one that is not active, with
+/// nothing else to it. An agent key learns what it may do, never whether
+/// the tenant has an identity by that name (as with a person it names
+/// without proof); the decision and its record go on as for any resource.
+fn unknown_identity(resource_type: &str, id: &str) -> Option<EntityData> {
+    match resource_type {
+        "Agent" => {
+            let attrs = json!({
+                "name": id, "owner": "", "risk_tier": "high", "classifications": [],
+                "labels": [], "depth": 0, "platform": "", "model": "", "purpose": "",
+                "persona": "", "team": "", "active": false, "orphaned": false,
+            });
+            Some(entity("Agent", id, attrs, vec![]))
+        }
+        "Human" => Some(no_active_person(id).entity),
+        "Team" => Some(entity("Team", id, json!({}), vec![])),
+        _ => None,
+    }
+}
+
 /// The resource entity: a declared type (the request's attributes under the
 /// stored ones: a request may add what the store lacks but never change what
 /// an admin stored, or an agent could rewrite the classification a guardrail
@@ -350,7 +371,14 @@ async fn decide_with(
         req.on_behalf_of.as_deref(),
     )
     .await?;
-    let resource = resolve_resource(state, &tenant, &engine, &req.resource).await?;
+    let resource = match resolve_resource(state, &tenant, &engine, &req.resource).await {
+        Err(e)
+            if matches!(caller, Caller::Agent { .. }) && e.code == ErrorCode::UnknownReference =>
+        {
+            unknown_identity(&req.resource.resource_type, &req.resource.id).ok_or(e)?
+        }
+        resolved => resolved?,
+    };
     // What is recorded (and what an approval is bound to) is what was
     // decided on: a declared resource's attributes as the decision used
     // them, stored ones over the request's, undeclared ones left out. An
@@ -369,7 +397,19 @@ async fn decide_with(
     if let Some(e) = &req.estimate {
         crate::quotas::check_estimate(e)?;
     }
-    let outcome = engine.decide(&input)?;
+    let mut outcome = engine.decide(&input)?;
+    // A remediation names an agent, person or team resource as the request
+    // did, not by the id the inventory keeps: an agent reading it learns
+    // nothing about who exists (see `unknown_identity`).
+    if let Some(hint) = outcome.remediation.as_mut()
+        && input.resource.id != req.resource.id
+    {
+        let t = &input.resource.entity_type;
+        hint.message = hint.message.replace(
+            &format!("{t}::\"{}\"", input.resource.id),
+            &format!("{t}::\"{}\"", req.resource.id),
+        );
+    }
     let mut response = DecisionResponse {
         decision: outcome.decision,
         decision_id: format!("dec_{}", uuid::Uuid::now_v7().simple()),

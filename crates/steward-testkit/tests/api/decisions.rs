@@ -15,8 +15,129 @@ on_both_backends!(
     policies_are_validated_and_versioned,
     decision_bad_input,
     decisions_fail_closed_when_the_log_cannot_append,
-    stored_attributes_outrank_the_request
+    stored_attributes_outrank_the_request,
+    an_agent_cannot_probe_for_identities
 );
+
+/// An agent asking about an agent, person or team as a resource learns
+/// what it may do, not whether the tenant has one by that name: an unknown
+/// one is decided on as one that is not active. An enforcement point (a
+/// token) is told the name is unknown.
+async fn an_agent_cannot_probe_for_identities(b: Backend) {
+    let s = TestServer::start(b).await;
+    human(&s.admin, "alice@example.com").await;
+    human(&s.admin, "dora@example.com").await;
+    s.admin
+        .deactivate_human("dora@example.com", &TransitionRequest::default())
+        .await
+        .unwrap();
+    low_risk_agent(&s.admin, "reviewer", "alice@example.com").await;
+    low_risk_agent(&s.admin, "other", "alice@example.com").await;
+    s.admin
+        .create_team(&CreateTeam {
+            name: "payments".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    s.admin
+        .put_action(&PutAction {
+            name: "inspect".into(),
+            description: String::new(),
+            resource_types: vec!["Agent".into(), "Human".into(), "Team".into()],
+            context: Default::default(),
+        })
+        .await
+        .unwrap();
+    s.admin
+        .put_policy(&PutPolicy {
+            id: "inspect-the-active".into(),
+            description: "Agents may inspect active people and agents".into(),
+            owner: String::new(),
+            text: r#"permit(principal is Agent, action == Action::"inspect", resource)
+                when { resource is Team || (resource has active && resource.active) };"#
+                .into(),
+        })
+        .await
+        .unwrap();
+    let key = s
+        .admin
+        .create_key("reviewer", &CreateKey::default())
+        .await
+        .unwrap();
+    let me = s.client(&key.secret);
+    let inspect = |kind: &str, id: &str| DecisionRequest {
+        action: "inspect".into(),
+        resource: ResourceRef {
+            resource_type: kind.into(),
+            id: id.into(),
+            attributes: Default::default(),
+        },
+        ..Default::default()
+    };
+    // What an answer says, its id aside and the name asked about as NAME.
+    let said = |r: DecisionResponse, name: &str| {
+        let hint = serde_json::to_string(&r.remediation).unwrap();
+        (
+            r.decision,
+            r.policies,
+            r.errors,
+            r.chain,
+            hint.replace(name, "NAME"),
+        )
+    };
+    let known = me
+        .decide(&inspect("Human", "alice@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(known.decision, Decision::Allow);
+    let deactivated = said(
+        me.decide(&inspect("Human", "dora@example.com"))
+            .await
+            .unwrap(),
+        "dora@example.com",
+    );
+    assert_eq!(deactivated.0, Decision::Deny);
+    let unknown = said(
+        me.decide(&inspect("Human", "ghost@example.com"))
+            .await
+            .unwrap(),
+        "ghost@example.com",
+    );
+    assert_eq!(unknown, deactivated);
+    assert_eq!(
+        me.decide(&inspect("Agent", "other"))
+            .await
+            .unwrap()
+            .decision,
+        Decision::Allow
+    );
+    let ghost_agent = me.decide(&inspect("Agent", "no-such-agent")).await.unwrap();
+    assert_eq!(ghost_agent.decision, Decision::Deny);
+    // A team has nothing to tell apart: the same answer either way.
+    for team in ["payments", "no-such-team"] {
+        let r = me.decide(&inspect("Team", team)).await.unwrap();
+        assert_eq!(r.decision, Decision::Allow, "{team}");
+    }
+    // Every one of them is on the record.
+    let recorded = all_audit(&s.admin)
+        .await
+        .into_iter()
+        .filter(|e| e.action.starts_with("decision.") && e.resource_id == "ghost@example.com")
+        .count();
+    assert_eq!(recorded, 1);
+    // An enforcement point is told the name is unknown.
+    let mut pep = inspect("Human", "ghost@example.com");
+    pep.principal = Some(PrincipalRef {
+        principal_type: "agent".into(),
+        id: "reviewer".into(),
+    });
+    assert_eq!(
+        code(s.admin.decide(&pep).await),
+        ErrorCode::UnknownReference
+    );
+    s.stop().await;
+}
 
 /// A guardrail reads what an admin stored about a resource; a request may
 /// add attributes the store lacks but cannot change a stored one.
