@@ -162,5 +162,5 @@ fn change_context(caller: &Caller) -> ChangeContext {
 /// Admin and pep tokens ask about anyone, agents about themselves (checked
 /// by the decision service), auditor tokens not at all.
 fn may_ask(caller: &Caller) -> ApiResult<()> {
-    Ok(caller.decider()?)
+    caller.decider()
 }
