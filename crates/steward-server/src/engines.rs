@@ -186,6 +186,8 @@ fn refuse_deleting_types_in_use(state: &PolicyState, deleted: &[String]) -> Resu
 /// The check of one policy change, run before its transaction and again
 /// inside it if the state moved; it keeps the engine it compiled last.
 pub(crate) struct ChangeCheck {
+    /// The tenant's epoch, read before `roles` and `personas`.
+    epoch: i64,
     roles: Vec<String>,
     personas: Personas,
     changed: Vec<String>,
@@ -208,9 +210,13 @@ impl ChangeCheck {
         tenant_id: &str,
         changes: &[PolicyChange],
     ) -> Result<Self, Error> {
+        // Read first: a role or persona created after it moves the epoch
+        // past it, and the engine compiled here is then not installed as is.
+        let epoch = store.policy_epoch(tenant_id).await?;
         let (roles, personas) = store.role_and_persona_names(tenant_id).await?;
         let previous = engines.get(store, tenant_id).await?;
         Ok(Self {
+            epoch,
             roles,
             personas,
             changed: written_policies(changes),
@@ -280,6 +286,9 @@ impl Engines {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Install a tenant's engine built from the state of `epoch`, unless
+    /// the one installed is of a later epoch: a rebuild that read the store
+    /// before a change committed here never replaces that change's engine.
     fn install(
         &self,
         tenant_id: &str,
@@ -293,19 +302,20 @@ impl Engines {
             .by_tenant
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let keep_newer = map.get(tenant_id).is_some_and(|c| c.epoch > epoch);
-        let replaced = if keep_newer {
-            None
-        } else {
-            map.insert(
-                tenant_id.to_string(),
-                Compiled {
-                    epoch,
-                    engine: engine.clone(),
-                    stored_types,
-                },
-            )
-        };
+        if let Some(newer) = map.get(tenant_id).filter(|c| c.epoch > epoch) {
+            // The caller decides with the newer engine too.
+            let newer = newer.engine.clone();
+            drop(map);
+            return newer;
+        }
+        let replaced = map.insert(
+            tenant_id.to_string(),
+            Compiled {
+                epoch,
+                engine: engine.clone(),
+                stored_types,
+            },
+        );
         drop(map);
         // A large engine takes a while to free: not while decisions wait
         // for the lock.
@@ -364,13 +374,35 @@ impl Engines {
         let report = store
             .change_policies(ctx, changes, |state, entities| check.run(state, entities))
             .await?;
-        if let Some(engine) = check.compiled {
-            let stored: HashSet<String> = store
-                .resource_entity_types(&ctx.tenant_id)
-                .await?
-                .into_iter()
-                .collect();
-            self.install(&ctx.tenant_id, report.state.epoch, engine, stored);
+        // Committed: what follows only updates this node's engine, and if it
+        // fails the next refresh does it (the epoch moved past the engine's).
+        let Some(engine) = check.compiled else {
+            return Ok(report);
+        };
+        let tenant = ctx.tenant_id.as_str();
+        let before = report.state.epoch - i64::from(!report.changes.is_empty());
+        if before != check.epoch {
+            // Another change came between the read of the roles and
+            // personas and this one: the engine compiled may not list a
+            // role or persona it made. Rebuild from the store, reusing
+            // the engine's checks.
+            if let Err(e) = self.reload_after(store, tenant, Some(&engine)).await {
+                tracing::warn!(tenant, error = %e, "could not rebuild the policy engine after a policy change; the next refresh retries");
+            }
+            return Ok(report);
+        }
+        match store.resource_entity_types(tenant).await {
+            Ok(stored) => {
+                self.install(
+                    tenant,
+                    report.state.epoch,
+                    engine,
+                    stored.into_iter().collect(),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "could not install the policy engine after a policy change; the next refresh rebuilds it");
+            }
         }
         Ok(report)
     }
@@ -408,5 +440,39 @@ impl Engines {
                 tracing::warn!(tenant, error = %e, "could not rebuild the policy engine; keeping the previous one");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::compile(&Catalog::default()).unwrap()
+    }
+
+    fn epoch_of(engines: &Engines, tenant: &str) -> Option<i64> {
+        engines.read().get(tenant).map(|c| c.epoch)
+    }
+
+    /// An engine read from the store before a change committed here is
+    /// not installed over that change's engine, and whoever installs it
+    /// gets the newer one; an engine of the same or a later epoch is.
+    #[test]
+    fn an_older_engine_never_replaces_a_newer_one() {
+        let engines = Engines::default();
+        let newer = engines.install("t", 5, engine(), HashSet::new());
+        let got = engines.install("t", 4, engine(), HashSet::from(["doc".to_string()]));
+        assert!(Arc::ptr_eq(&got, &newer));
+        assert_eq!(epoch_of(&engines, "t"), Some(5));
+        assert!(
+            !engines.has_stored("t", "doc"),
+            "the older install left no trace"
+        );
+        let same = engines.install("t", 5, engine(), HashSet::new());
+        assert!(!Arc::ptr_eq(&same, &newer));
+        engines.install("t", 6, engine(), HashSet::new());
+        assert_eq!(epoch_of(&engines, "t"), Some(6));
+        assert_eq!(epoch_of(&engines, "other"), None);
     }
 }

@@ -40,6 +40,10 @@ impl Store {
             writes: req.writes,
             created_at: ctx.now,
         };
+        // The policy engine lists roles for its denial hints: every node
+        // rebuilds it when the epoch moves. Moved first: the epoch's lock
+        // is taken before the audit log's (see `lock_policy_epoch_in`).
+        self.move_policy_epoch_in(tx, &ctx.tenant_id).await?;
         sqlx::query("INSERT INTO roles (id, tenant_id, name, description, writes, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&role.id)
             .bind(&ctx.tenant_id)
@@ -56,9 +60,6 @@ impl Store {
             event("role.create", "role", &role.id, None, Some(&role), None),
         )
         .await?;
-        // The policy engine lists roles for its denial hints: every node
-        // rebuilds it when the epoch moves.
-        self.move_policy_epoch_in(tx, &ctx.tenant_id).await?;
         Ok(role)
     }
 
@@ -136,6 +137,9 @@ impl Store {
             approval_required_for: req.approval_required_for,
             created_at: ctx.now,
         };
+        // Personas too are listed in denial hints; the epoch moves first,
+        // as for a role.
+        self.move_policy_epoch_in(tx, &ctx.tenant_id).await?;
         check_roles(tx, &ctx.tenant_id, "roles", &persona.roles).await?;
         sqlx::query(
             "INSERT INTO personas (id, tenant_id, name, description, roles, classifications, quotas, \
@@ -170,7 +174,6 @@ impl Store {
             ),
         )
         .await?;
-        self.move_policy_epoch_in(tx, &ctx.tenant_id).await?;
         Ok(persona)
     }
 

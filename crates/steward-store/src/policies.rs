@@ -92,6 +92,57 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
         .map_err(|e| Error::internal(format!("corrupt stored declaration: {e}")))
 }
 
+/// How many times [`Store::policy_state`] reads the state when changes
+/// keep committing while it reads.
+const STATE_READS: usize = 3;
+
+/// The tenant's policy epoch as `conn` sees it (0 before any change).
+async fn read_epoch(conn: &mut sqlx::AnyConnection, tenant_id: &str) -> Result<i64, Error> {
+    let epoch: Option<i64> =
+        sqlx::query_scalar("SELECT epoch FROM policy_epochs WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    Ok(epoch.unwrap_or(0))
+}
+
+/// The epoch, then the state labelled with the epoch read after it.
+async fn read_between_epochs(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+) -> Result<(i64, PolicyState), Error> {
+    let first = read_epoch(conn, tenant_id).await?;
+    Ok((first, load_state(conn, tenant_id).await?))
+}
+
+/// Read the state between two reads of the epoch ([`read_between_epochs`]
+/// is `read`) until both agree, at most `tries` times. Every change to the
+/// state moves the epoch in its own commit, so when they agree the state is
+/// that epoch's (`true`). Otherwise a change committed in between, and the
+/// last state read is labelled with the epoch read before it: it may be
+/// newer than its label but not older, so an engine built from it is
+/// rebuilt at the next refresh rather than kept as the newer epoch's.
+async fn until_consistent<F, Fut>(tries: usize, mut read: F) -> Result<(PolicyState, bool), Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(i64, PolicyState), Error>>,
+{
+    let mut reads = 0;
+    loop {
+        let (first, mut state) = read().await?;
+        reads += 1;
+        let consistent = state.epoch == first;
+        if consistent || reads >= tries {
+            state.epoch = first;
+            return Ok((state, consistent));
+        }
+    }
+}
+
+/// The tenant's state, labelled with the epoch read last: consistent only
+/// where no change can commit meanwhile (inside a change's transaction,
+/// which holds the epoch). Elsewhere use [`read_between_epochs`].
 async fn load_state(conn: &mut sqlx::AnyConnection, tenant_id: &str) -> Result<PolicyState, Error> {
     let types: Vec<(String, String, String, i64)> =
         sqlx::query_as("SELECT name, description, attributes, updated_at FROM resource_types WHERE tenant_id = $1 ORDER BY name")
@@ -113,12 +164,7 @@ async fn load_state(conn: &mut sqlx::AnyConnection, tenant_id: &str) -> Result<P
     .fetch_all(&mut *conn)
     .await
     .map_err(db_error)?;
-    let epoch: Option<i64> =
-        sqlx::query_scalar("SELECT epoch FROM policy_epochs WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error)?;
+    let epoch = read_epoch(conn, tenant_id).await?;
     let time = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
     Ok(PolicyState {
         resource_types: types
@@ -158,15 +204,26 @@ async fn load_state(conn: &mut sqlx::AnyConnection, tenant_id: &str) -> Result<P
                 },
             )
             .collect(),
-        epoch: epoch.unwrap_or(0),
+        epoch,
     })
 }
 
 impl Store {
-    /// The tenant's declarations and policies.
+    /// The tenant's declarations and policies. Its epoch is never newer
+    /// than the state: read again while changes commit meanwhile (a few
+    /// times), and if they keep committing, labelled with the epoch read
+    /// before the state.
     pub async fn policy_state(&self, tenant_id: &str) -> Result<PolicyState, Error> {
-        let mut conn = self.read.acquire().await.map_err(db_error)?;
-        load_state(&mut conn, tenant_id).await
+        Ok(self.consistent_policy_state(tenant_id).await?.0)
+    }
+
+    /// [`Store::policy_state`], and whether it is exactly its epoch's.
+    async fn consistent_policy_state(&self, tenant_id: &str) -> Result<(PolicyState, bool), Error> {
+        until_consistent(STATE_READS, || async {
+            let mut conn = self.read.acquire().await.map_err(db_error)?;
+            read_between_epochs(&mut conn, tenant_id).await
+        })
+        .await
     }
 
     /// The tenant's policy epoch (0 before any change).
@@ -212,9 +269,9 @@ impl Store {
         check_entity_keys(changes)?;
         // Every change to the state, stored entities included, moves the
         // epoch in its own commit, so a state read between two equal epochs
-        // is one committed state (and so are the entities read after it).
-        let epoch = self.policy_epoch(&ctx.tenant_id).await?;
-        let before = self.policy_state(&ctx.tenant_id).await?;
+        // is one committed state (and the entities read after it are that
+        // state's, or the epoch moved and the transaction checks again).
+        let (before, consistent) = self.consistent_policy_state(&ctx.tenant_id).await?;
         let mut after = before.clone();
         let mut entities = Vec::new();
         apply_changes(&mut after, changes, ctx.now, &mut entities);
@@ -226,7 +283,7 @@ impl Store {
         }
         let outcome = check(&after, &entities);
         Ok(Prechecked {
-            before: (before.epoch == epoch).then_some(before),
+            before: consistent.then_some(before),
             after,
             outcome,
         })
@@ -243,23 +300,7 @@ impl Store {
         mut check: impl FnMut(&PolicyState, &[ResourceEntity]) -> CheckResult,
     ) -> Result<ChangeReport, Error> {
         check_entity_keys(&changes)?;
-        let read_epoch = if self.backend == crate::Backend::Postgres {
-            // Serialise policy changes per tenant across nodes.
-            sqlx::query("INSERT INTO policy_epochs (tenant_id, epoch) VALUES ($1, 0) ON CONFLICT (tenant_id) DO NOTHING")
-                .bind(&ctx.tenant_id)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_error)?;
-            "SELECT epoch FROM policy_epochs WHERE tenant_id = $1 FOR UPDATE"
-        } else {
-            "SELECT epoch FROM policy_epochs WHERE tenant_id = $1"
-        };
-        let epoch: Option<i64> = sqlx::query_scalar(read_epoch)
-            .bind(&ctx.tenant_id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        let epoch = epoch.unwrap_or(0);
+        let epoch = self.lock_policy_epoch_in(tx, &ctx.tenant_id).await?;
         // The state checked before the transaction is still the state: its
         // outcome stands, and the policy set is not read again.
         let (before, mut after, effects) = match prechecked {
@@ -804,11 +845,16 @@ async fn delete_entity(
 fn check_entity_keys(changes: &[PolicyChange]) -> Result<(), Error> {
     for change in changes {
         if let PolicyChange::PutEntity(e) = change {
-            validate::key("type", &e.resource_type)?;
-            validate::key("id", &e.id)?;
+            check_entity_key(e)?;
         }
     }
     Ok(())
+}
+
+/// Check the type and id of an entity to be put (see [`check_entity_keys`]).
+pub fn check_entity_key(e: &ResourceEntity) -> Result<(), Error> {
+    validate::key("type", &e.resource_type)?;
+    validate::key("id", &e.id)
 }
 
 /// A stored entity from its row.
@@ -930,6 +976,32 @@ async fn refuse_deleting_used_types(
 }
 
 impl Store {
+    /// Lock the tenant's policy epoch row for the rest of a caller's
+    /// transaction and read it: this serialises policy changes per tenant
+    /// across nodes. A transaction that changes policies, roles or
+    /// personas takes this lock before it appends to the audit log (which
+    /// locks the log's head): one order everywhere, so two such
+    /// transactions never wait for each other's lock. (SQLite has one
+    /// writer: a plain read.)
+    pub async fn lock_policy_epoch_in(&self, tx: &mut Tx, tenant_id: &str) -> Result<i64, Error> {
+        let read_epoch = if self.backend == crate::Backend::Postgres {
+            sqlx::query("INSERT INTO policy_epochs (tenant_id, epoch) VALUES ($1, 0) ON CONFLICT (tenant_id) DO NOTHING")
+                .bind(tenant_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            "SELECT epoch FROM policy_epochs WHERE tenant_id = $1 FOR UPDATE"
+        } else {
+            "SELECT epoch FROM policy_epochs WHERE tenant_id = $1"
+        };
+        let epoch: Option<i64> = sqlx::query_scalar(read_epoch)
+            .bind(tenant_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        Ok(epoch.unwrap_or(0))
+    }
+
     /// Move the tenant's policy epoch in a caller's transaction without a
     /// change to its policies: what its engine is compiled from besides them
     /// (the role and persona names remediation hints offer) changed, and
@@ -977,6 +1049,60 @@ mod tests {
                 PolicyChange::DeletePolicy(id)
             }
         })
+    }
+
+    /// `until_consistent` over reads answered in turn, each `(epoch
+    /// read before, epoch read after)` with one policy naming its read:
+    /// the state returned (its epoch and that name), whether consistent,
+    /// and how many reads were made.
+    async fn reads(tries: usize, answers: &[(i64, i64)]) -> (i64, String, bool, usize) {
+        let mut calls = 0;
+        let (state, consistent) = until_consistent(tries, || {
+            let (first, last) = answers[calls];
+            calls += 1;
+            let state = PolicyState {
+                policies: vec![Policy {
+                    id: format!("read{calls}"),
+                    description: String::new(),
+                    owner: String::new(),
+                    text: String::new(),
+                    effect: "permit".into(),
+                    version: 1,
+                    updated_at: chrono::Utc::now(),
+                }],
+                epoch: last,
+                ..Default::default()
+            };
+            async move { Ok((first, state)) }
+        })
+        .await
+        .unwrap();
+        (state.epoch, state.policies[0].id.clone(), consistent, calls)
+    }
+
+    /// A state read that a change interrupted (the epoch moved while it
+    /// read) is read again; the first uninterrupted one is used.
+    #[tokio::test]
+    async fn an_interrupted_state_read_is_read_again() {
+        assert_eq!(reads(3, &[(4, 4)]).await, (4, "read1".into(), true, 1));
+        assert_eq!(
+            reads(3, &[(4, 5), (5, 5)]).await,
+            (5, "read2".into(), true, 2)
+        );
+        assert_eq!(
+            reads(3, &[(4, 5), (5, 6), (6, 6)]).await,
+            (6, "read3".into(), true, 3)
+        );
+    }
+
+    /// Reads stop after a bound; the last one is not claimed consistent
+    /// and carries the epoch read before it, never the newer one read
+    /// after (an engine so labelled is rebuilt at the next refresh).
+    #[tokio::test]
+    async fn state_reads_are_bounded_and_never_labelled_newer() {
+        let moving = [(1, 2), (2, 3), (3, 4), (4, 5)];
+        assert_eq!(reads(3, &moving).await, (3, "read3".into(), false, 3));
+        assert_eq!(reads(1, &moving).await, (1, "read1".into(), false, 1));
     }
 
     proptest! {

@@ -38,6 +38,12 @@ pub(super) async fn execute(
         changes: policy_changes,
         mcp_declarations,
     } = plan_policies(state, tenant, req).await?;
+    // An entity's key is checked before its batch is read, by the store:
+    // named here, so that the refusal leads to the entity's file and line.
+    for e in &req.entities {
+        steward_store::policies::check_entity_key(e)
+            .map_err(about(format!("entity {}::{}", e.resource_type, e.id)))?;
+    }
 
     // The policy part is compiled and checked before the transaction, so a
     // large set does not hold the store's writer while Cedar works; the
@@ -57,8 +63,12 @@ pub(super) async fn execute(
         Some((Some(prechecked), check))
     };
 
-    // Execute everything in one transaction.
+    // Execute everything in one transaction. It takes the tenant's policy
+    // epoch lock before anything is audited: roles, personas and policies
+    // move the epoch, and every transaction that does so locks the epoch
+    // before the audit log's head (two orders would deadlock).
     let mut tx = store.begin().await?;
+    store.lock_policy_epoch_in(&mut tx, tenant).await?;
     for r in new_roles {
         let name = r.name.clone();
         store
@@ -235,12 +245,18 @@ pub(super) async fn execute(
     state.quotas.invalidate(tenant);
     // Sessions on a server the directory moved to another transport end now.
     state.mcp.registrations_replaced(store, tenant).await;
-    // The committed state is what the engine must reflect: rebuild it.
+    // The committed state is what the engine must reflect: rebuild it. The
+    // apply is committed whatever happens here; if the rebuild fails, the
+    // next refresh does it (an apply that changed what the engine is built
+    // from moved the epoch past the engine's).
     let compiled = policy_check.and_then(|(_, check)| check.compiled);
-    state
+    if let Err(e) = state
         .engines
         .reload_after(store, tenant, compiled.as_ref())
-        .await?;
+        .await
+    {
+        tracing::warn!(tenant, error = %e, "could not rebuild the policy engine after an apply; the next refresh retries");
+    }
     Ok(out)
 }
 

@@ -1,6 +1,6 @@
 //! Two nodes on one PostgreSQL database: identities are read fresh by every
-//! node, policy changes reach the other node's engine, and both append to
-//! one gapless, verifiable audit log.
+//! node, policy changes reach the other node's engine, both append to one
+//! gapless, verifiable audit log, and concurrent changes do not deadlock.
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,117 @@ async fn two_nodes_share_inventory_policies_and_one_log() {
     assert!(a.audit_verify().await.unwrap().ok);
     let report = b.audit_verify().await.unwrap();
     assert!(report.ok, "{report:?}");
+    node_b.shutdown().await.unwrap();
+    s.stop().await;
+}
+
+/// Policy changes and role and persona creations (alone or in an apply),
+/// run together on two nodes, all succeed: each takes the tenant's policy
+/// epoch lock before the audit log's head, so none waits for the other's
+/// lock while holding the one it wants (PostgreSQL would end one of them
+/// with a deadlock error, a 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_policy_role_and_persona_changes_do_not_deadlock() {
+    let s = TestServer::start(Backend::Postgres).await;
+    let a = &s.admin;
+    a.put_resource_type(&PutResourceType {
+        name: "repo".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a.put_action(&PutAction {
+        name: "read".into(),
+        resource_types: vec!["repo".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (node_b, b) = s.second_node().await;
+    let policy = |id: String, role: &str| PutPolicy {
+        id,
+        text: format!(
+            r#"permit(principal in Role::"{role}", action == Action::"read", resource is repo);"#
+        ),
+        ..Default::default()
+    };
+    for round in 0..6 {
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..3 {
+            let (node, role) = (a.clone(), format!("role-{round}-{i}"));
+            calls.spawn(async move {
+                let req = CreateRole {
+                    name: role.clone(),
+                    ..Default::default()
+                };
+                node.create_role(&req)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{role}: {e}"))
+            });
+            let (node, persona) = (a.clone(), format!("persona-{round}-{i}"));
+            calls.spawn(async move {
+                let req = CreatePersona {
+                    name: persona.clone(),
+                    ..Default::default()
+                };
+                node.create_persona(&req)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{persona}: {e}"))
+            });
+            let (node, p) = (b.clone(), policy(format!("p-{round}-{i}"), "role-0-0"));
+            calls.spawn(async move {
+                let id = p.id.clone();
+                node.put_policy(&p)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{id}: {e}"))
+            });
+        }
+        let (node, role) = (b.clone(), format!("applied-{round}"));
+        let req = ApplyRequest {
+            roles: vec![CreateRole {
+                name: role.clone(),
+                ..Default::default()
+            }],
+            policies: vec![policy(format!("applied-{round}"), &role)],
+            ..Default::default()
+        };
+        calls.spawn(async move {
+            node.apply(&req)
+                .await
+                .map(drop)
+                .map_err(|e| format!("apply {role}: {e}"))
+        });
+        let failed: Vec<String> = calls
+            .join_all()
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        assert!(failed.is_empty(), "round {round}: {failed:#?}");
+    }
+    // Every change is in.
+    let query = PageQuery {
+        limit: Some(500),
+        ..Default::default()
+    };
+    let roles = a.list_roles(&query).await.unwrap().items;
+    let ours = roles
+        .iter()
+        .filter(|r| r.name.starts_with("role-") || r.name.starts_with("applied-"))
+        .count();
+    assert_eq!(ours, 6 * 4);
+    let policies = b
+        .list_policies(&PolicyQuery {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(policies.len(), 6 * 4);
     node_b.shutdown().await.unwrap();
     s.stop().await;
 }
