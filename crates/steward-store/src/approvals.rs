@@ -205,6 +205,25 @@ async fn lock_with_agent(
     Ok((a, excluded, agent))
 }
 
+/// The current owners of an agent's ancestors, nearest first (read, not
+/// locked: who owns an agent is checked again by anyone changing it).
+async fn ancestor_owners(
+    tx: &mut Tx,
+    tenant_id: &str,
+    agent: &Agent,
+) -> Result<Vec<String>, Error> {
+    let mut owners = Vec::new();
+    let mut seen = vec![agent.id.clone()];
+    let mut next = agent.parent_id.clone();
+    while let Some(id) = next.filter(|id| !seen.contains(id)) {
+        let parent = lock_agent(tx, "", tenant_id, &id).await?;
+        owners.push(parent.owner_id);
+        seen.push(id);
+        next = parent.parent_id;
+    }
+    Ok(owners)
+}
+
 /// Audit a change of `a` (`before` is its [`audit_view`] before it).
 async fn append_change(
     tx: &mut Tx,
@@ -589,11 +608,23 @@ impl Store {
         let (mut a, mut excluded, agent) =
             lock_with_agent(&mut tx, lock, &ctx.tenant_id, id).await?;
         let human = lock_human(&mut tx, "", &ctx.tenant_id, approver).await?;
-        // The agent's current owner, whoever it is now.
+        // The agent's current owner, and for a runtime request the current
+        // owners of its ancestors, whoever they are now.
         if let Some(current) = &agent {
             excluded.push(current.owner_id.clone());
+            if a.kind == ApprovalKind::Action {
+                excluded.extend(ancestor_owners(&mut tx, &ctx.tenant_id, current).await?);
+            }
         }
-        // An approval about an agent that went away cannot be decided.
+        let person = Approver {
+            human_id: &human.id,
+            email: &human.email,
+            roles: &human.roles,
+            active: human.status == steward_types::HumanStatus::Active,
+        };
+        // An approval about an agent that went away cannot be decided. Only
+        // someone who may decide it closes it: anyone else is refused as
+        // for any other approval, and nothing changes.
         if let Some(agent) = &agent {
             let gone = match a.kind {
                 ApprovalKind::Registration => agent.state != AgentState::PendingApproval,
@@ -601,6 +632,7 @@ impl Store {
                 ApprovalKind::Action => false,
             };
             if gone && a.status == ApprovalStatus::Pending {
+                approval::check_decider(&a, &person, &excluded, ctx.now)?;
                 let reason = format!("agent '{}' is {}", agent.name, agent.state.as_str());
                 self.close_in(&mut tx, ctx, a.clone(), ApprovalStatus::Cancelled, &reason)
                     .await?;
@@ -611,12 +643,6 @@ impl Store {
                 ));
             }
         }
-        let person = Approver {
-            human_id: &human.id,
-            email: &human.email,
-            roles: &human.roles,
-            active: human.status == steward_types::HumanStatus::Active,
-        };
         let before = audit_view(&a);
         let finished = match verdict {
             Verdict::Approve => approval::approve(
@@ -633,6 +659,15 @@ impl Store {
             }
         };
         save(&mut tx, &a).await?;
+        // The grants this one is used together with are locked before the
+        // audit head is, in the order `decide_with_grants` takes them
+        // (approval rows, then the audit head): the other way round, the
+        // two would deadlock on PostgreSQL.
+        let siblings = if finished && a.status == ApprovalStatus::Approved {
+            self.lock_siblings_in(&mut tx, ctx, &a).await?
+        } else {
+            Vec::new()
+        };
         let action = match verdict {
             Verdict::Approve => "approval.approve",
             Verdict::Deny => "approval.deny",
@@ -680,21 +715,44 @@ impl Store {
                 (ApprovalKind::Change, Verdict::Approve, Some(agent)) => {
                     // What was approved is the change from `from` to `to`,
                     // applied to the agent as it is now: a role removed
-                    // while the approval waited stays removed.
-                    let list = |side: &str, field: &str| -> Result<Vec<String>, Error> {
-                        serde_json::from_value(a.request[side][field].clone())
-                            .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))
-                    };
-                    let roles = approval::apply_change(
-                        &agent.roles,
-                        &list("from", "roles")?,
-                        &list("to", "roles")?,
-                    );
-                    let classifications = approval::apply_change(
-                        &agent.classifications,
-                        &list("from", "classifications")?,
-                        &list("to", "classifications")?,
-                    );
+                    // while the approval waited stays removed. A change
+                    // made meanwhile that, with this one, takes the agent
+                    // to a tier this chain does not cover is refused:
+                    // nothing changes and the step stays to decide.
+                    let (roles, classifications) = agents::changed_access(&a, agent)?;
+                    if let Some((tier, chain)) = agents::beyond_change(
+                        &mut tx,
+                        ctx,
+                        rules,
+                        &a,
+                        agent,
+                        &roles,
+                        &classifications,
+                    )
+                    .await?
+                    {
+                        return Err(Error::new(
+                            ErrorCode::ApprovalPending,
+                            format!(
+                                "approving {} would take agent '{}' as it is now to {} risk, which needs {}; \
+                                 this approval was filed for {} risk ({}). Deny it and ask for the change again, \
+                                 or change the agent back first",
+                                a.id,
+                                agent.name,
+                                tier.as_str(),
+                                chain.join(" then "),
+                                a.risk_tier.as_str(),
+                                a.steps
+                                    .iter()
+                                    .map(|s| s.group.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(" then "),
+                            ),
+                        )
+                        .with_details(
+                            json!({ "approval": a.id, "risk_tier": tier, "chain": chain }),
+                        ));
+                    }
                     self.apply_access_in(
                         &mut tx,
                         ctx,
@@ -707,7 +765,7 @@ impl Store {
                     .await?;
                 }
                 (ApprovalKind::Action, Verdict::Approve, _) => {
-                    self.extend_siblings_in(&mut tx, ctx, &a).await?;
+                    self.extend_siblings_in(&mut tx, ctx, &a, siblings).await?;
                 }
                 _ => {}
             }
@@ -721,30 +779,53 @@ impl Store {
     /// same request already holds are made to last as long as it does, so
     /// a first grant does not run out while the second approval waits
     /// (the expiry sweep also leaves a grant alone while another approval
-    /// of its request is pending). Each extension is audited.
-    async fn extend_siblings_in(
+    /// of its request, filed while the grant was valid, is pending).
+    ///
+    /// This locks those grants of the action approval `a`: the approved,
+    /// unused ones that were still valid when `a` was filed. A grant that
+    /// had run out by then was not waiting for `a` (the request was asked
+    /// anew after it lapsed): extending it would let the request run twice.
+    async fn lock_siblings_in(
         &self,
         tx: &mut Tx,
         ctx: &ChangeContext,
         a: &Approval,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<Approval>, Error> {
         let Some(until) = a.grant_expires_at else {
-            return Ok(());
+            return Ok(Vec::new());
         };
+        if a.kind != ApprovalKind::Action {
+            return Ok(Vec::new());
+        }
         let lock = self.backend.for_update();
         let rows = sqlx::query(&format!(
             "SELECT * FROM approvals WHERE tenant_id = $1 AND digest = $2 AND status = 'approved' \
-             AND id <> $3 AND grant_expires_at < $4 ORDER BY id{lock}"
+             AND id <> $3 AND grant_expires_at < $4 AND grant_expires_at > $5 ORDER BY id{lock}"
         ))
         .bind(&ctx.tenant_id)
         .bind(&a.digest)
         .bind(&a.id)
         .bind(rows::ms(until))
+        .bind(rows::ms(a.created_at))
         .fetch_all(&mut **tx)
         .await
         .map_err(db_error)?;
-        for row in &rows {
-            let mut sibling = decode(row)?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Make the grants [`Store::lock_siblings_in`] locked last as long as
+    /// `a`'s. Each extension is audited.
+    async fn extend_siblings_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        a: &Approval,
+        siblings: Vec<Approval>,
+    ) -> Result<(), Error> {
+        let Some(until) = a.grant_expires_at else {
+            return Ok(());
+        };
+        for mut sibling in siblings {
             let before = audit_view(&sibling);
             sibling.grant_expires_at = Some(until);
             save(tx, &sibling).await?;
@@ -829,8 +910,10 @@ impl Store {
     }
 
     /// Expire, as of `now`, every pending approval past its expiry and every
-    /// unused grant past its validity; an expired registration rejects its
-    /// agent. Returns (tenant, approval) for each.
+    /// unused grant past its validity, except a grant that a pending
+    /// approval of its request, filed while the grant was valid, waits with
+    /// (see [`Store::lock_siblings_in`]); an expired registration rejects
+    /// its agent. Returns (tenant, approval) for each.
     pub async fn expire_approvals(
         &self,
         now: DateTime<Utc>,
@@ -839,7 +922,8 @@ impl Store {
             "SELECT tenant_id, id FROM approvals a WHERE (status = 'pending' AND expires_at <= $1) \
              OR (status = 'approved' AND grant_expires_at <= $1 AND NOT EXISTS ( \
                SELECT 1 FROM approvals p WHERE p.tenant_id = a.tenant_id AND p.digest = a.digest \
-               AND p.status = 'pending' AND p.expires_at > $1)) ORDER BY id",
+               AND p.status = 'pending' AND p.expires_at > $1 \
+               AND p.created_at < a.grant_expires_at)) ORDER BY id",
         )
         .bind(rows::ms(now))
         .fetch_all(&self.read)
@@ -967,22 +1051,40 @@ impl Store {
                 if open.expires_at > ctx.now {
                     // Whoever asks again is a requester too: they may not
                     // approve what they asked for (separation of duties),
-                    // whoever filed it first.
-                    let mut excluded: Vec<String> = json_col(&row, "excluded")?;
+                    // whoever filed it first (audited as
+                    // `approval.exclude`).
+                    let was: Vec<String> = json_col(&row, "excluded")?;
+                    let mut excluded = was.clone();
                     let asking = new.excluded.iter().chain(ctx.actor.human_id.as_ref());
-                    let before = excluded.len();
                     for h in asking {
                         if !excluded.contains(h) {
                             excluded.push(h.clone());
                         }
                     }
-                    if excluded.len() > before {
+                    if excluded.len() > was.len() {
                         sqlx::query("UPDATE approvals SET excluded = $1 WHERE id = $2")
                             .bind(rows::to_json(&excluded))
                             .bind(&open.id)
                             .execute(&mut *tx)
                             .await
                             .map_err(db_error)?;
+                        let mut before = audit_view(&open);
+                        before["excluded"] = json!(was);
+                        let mut after = audit_view(&open);
+                        after["excluded"] = json!(excluded);
+                        append(
+                            &mut tx,
+                            ctx,
+                            event(
+                                "approval.exclude",
+                                "approval",
+                                &open.id,
+                                Some(&before),
+                                Some(&after),
+                                Some("asked for again: whoever asks for it may not approve it"),
+                            ),
+                        )
+                        .await?;
                         tx.commit().await.map_err(db_error)?;
                     }
                     return Ok((open, false));

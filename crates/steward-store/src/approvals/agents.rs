@@ -6,7 +6,7 @@ use serde_json::json;
 use steward_core::approval;
 use steward_core::lifecycle::Transition;
 use steward_core::{ChangeContext, Error, InventoryRules, validate};
-use steward_types::{Agent, AgentState, Approval, ApprovalKind, ErrorCode};
+use steward_types::{Agent, AgentState, Approval, ApprovalKind, ErrorCode, RiskTier};
 
 use super::{AccessChange, NewApproval};
 use crate::agents::{effective_tier, lock_agent, roles_write};
@@ -14,6 +14,54 @@ use crate::audit::{append, event};
 use crate::humans::check_roles;
 use crate::rows;
 use crate::{Store, Tx, db_error};
+
+/// The roles and classifications `agent` holds once the change approval
+/// `a` applies to it as it is now: what the change added is added, what it
+/// dropped is dropped, and whatever changed in the meantime stays.
+pub(super) fn changed_access(
+    a: &Approval,
+    agent: &Agent,
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    let list = |side: &str, field: &str| -> Result<Vec<String>, Error> {
+        serde_json::from_value(a.request[side][field].clone())
+            .map_err(|e| Error::internal(format!("approval {}: {e}", a.id)))
+    };
+    let roles =
+        approval::apply_change(&agent.roles, &list("from", "roles")?, &list("to", "roles")?);
+    let classifications = approval::apply_change(
+        &agent.classifications,
+        &list("from", "classifications")?,
+        &list("to", "classifications")?,
+    );
+    Ok((roles, classifications))
+}
+
+/// The tier, and its chain, that `roles` and `classifications` would take
+/// `agent` to through the change approval `a`, when `a` does not cover it:
+/// a raise of the agent's tier, above the tier `a` was filed for, to a tier
+/// whose chain has a group none of `a`'s steps asks. `None` when covered.
+pub(super) async fn beyond_change(
+    tx: &mut Tx,
+    ctx: &ChangeContext,
+    rules: &InventoryRules,
+    a: &Approval,
+    agent: &Agent,
+    roles: &[String],
+    classifications: &[String],
+) -> Result<Option<(RiskTier, Vec<String>)>, Error> {
+    let writes = roles_write(tx, &ctx.tenant_id, roles).await?;
+    let mut after = agent.clone();
+    after.risk_tier = rules.classifications.risk_tier(classifications, writes);
+    let tier = effective_tier(tx, &after).await?;
+    if tier <= a.risk_tier || tier <= effective_tier(tx, agent).await? {
+        return Ok(None);
+    }
+    let chain = rules.approval_chains.for_tier(tier).to_vec();
+    if chain.iter().all(|g| a.steps.iter().any(|s| &s.group == g)) {
+        return Ok(None);
+    }
+    Ok(Some((tier, chain)))
+}
 
 impl Store {
     /// After registering or submitting an agent that waits in
@@ -122,6 +170,44 @@ impl Store {
             && new_effective > old_tier
             && !chain.is_empty();
         if !gated {
+            // It applies at once, unless the agent has a change waiting for
+            // approval and the two together would take it to a tier that
+            // approval does not cover (once approved, that change applies
+            // to the agent as this one leaves it).
+            if let Some(open) = self
+                .open_agent_approval_in(tx, &ctx.tenant_id, &agent.id, ApprovalKind::Change)
+                .await?
+            {
+                let mut changed = agent.clone();
+                changed.roles = roles.clone();
+                changed.classifications = classifications.clone();
+                let (with_roles, with_classifications) = changed_access(&open, &changed)?;
+                if let Some((tier, chain)) = beyond_change(
+                    tx,
+                    ctx,
+                    rules,
+                    &open,
+                    &agent,
+                    &with_roles,
+                    &with_classifications,
+                )
+                .await?
+                {
+                    return Err(Error::new(
+                        ErrorCode::ApprovalPending,
+                        format!(
+                            "agent '{}' has a change waiting for approval ({}, {} risk); together with it, \
+                             this change would take the agent to {} risk, which needs {}: decide that one first",
+                            agent.name,
+                            open.id,
+                            open.risk_tier.as_str(),
+                            tier.as_str(),
+                            chain.join(" then ")
+                        ),
+                    )
+                    .with_details(json!({ "approval": open.id, "risk_tier": tier, "chain": chain })));
+                }
+            }
             let agent = self
                 .apply_access_in(tx, ctx, rules, &agent, roles, classifications, None)
                 .await?;

@@ -25,6 +25,11 @@ on_both_backends!(
     each_approval_needs_its_own_grant,
     approving_and_decommissioning_race_cleanly,
     a_grant_waits_for_its_sibling,
+    a_change_stays_within_its_chain,
+    a_lapsed_grant_is_not_revived,
+    a_lapsed_grant_is_not_extended,
+    owners_of_ancestors_as_of_the_decision,
+    only_an_approver_closes_an_approval_of_a_gone_agent,
 );
 
 /// A support bot (low risk, active) that may refund up to 100 on its own
@@ -474,7 +479,7 @@ async fn separation_of_duties_is_enforced(b: Backend) {
         .approval
         .unwrap()
         .id;
-    let (_, lee) = person(admin, "lee@example.com", &["support-leads"]).await;
+    let (lee, lee_client) = person(admin, "lee@example.com", &["support-leads"]).await;
     let lee_admin = s.client(
         &token_for(admin, "lee-pep", TokenRole::Admin, "lee@example.com")
             .await
@@ -488,8 +493,25 @@ async fn separation_of_duties_is_enforced(b: Backend) {
     let again = lee_admin.decide(&resent).await.unwrap();
     assert_eq!(again.approval.unwrap().id, id);
     assert_eq!(
-        code(lee.approve(&id, None).await),
+        code(lee_client.approve(&id, None).await),
         ErrorCode::SeparationOfDuties
+    );
+    // Who was added, by whom, is in the audit log.
+    let log = all_audit(admin).await;
+    let added = log
+        .iter()
+        .find(|e| e.action == "approval.exclude" && e.resource_id == id)
+        .expect("the new requester is audited");
+    assert_eq!(added.actor.human_id.as_deref(), Some(lee.id.as_str()));
+    let excluded = |side: &Option<serde_json::Value>| {
+        side.as_ref().unwrap()["excluded"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(lee.id))
+    };
+    assert!(
+        !excluded(&added.before) && excluded(&added.after),
+        "{added:?}"
     );
     s.stop().await;
 }
@@ -1387,8 +1409,17 @@ async fn a_grant_waits_for_its_sibling(b: Backend) {
         .approval
         .unwrap();
     assert_eq!(by_approvers.groups, vec!["approvers"]);
-    // The lead's grant is past its validity while the approvers think.
+    // The lead's grant is past its validity while the approvers think
+    // (the approvers' approval was filed while it was valid).
     let store = s.server.store();
+    store
+        .execute_raw(&format!(
+            "UPDATE approvals SET created_at = {} WHERE id = '{}'",
+            (Utc::now() - Duration::minutes(2)).timestamp_millis(),
+            by_approvers.id
+        ))
+        .await
+        .unwrap();
     store
         .execute_raw(&format!(
             "UPDATE approvals SET grant_expires_at = {} WHERE id = '{}'",
@@ -1418,5 +1449,396 @@ async fn a_grant_waits_for_its_sibling(b: Backend) {
         admin.get_approval(&by_lead.id).await.unwrap().status,
         ApprovalStatus::Used
     );
+    s.stop().await;
+}
+
+/// An approved change never takes an agent beyond the tier its chain
+/// covers. A change within the tier that, with the change waiting, would
+/// go beyond it is refused; and should the agent get there anyway, the
+/// last approval is refused and changes nothing.
+async fn a_change_stays_within_its_chain(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = &s.admin;
+    human(admin, "jordan@example.com").await;
+    for (name, writes) in [("reader", false), ("writer", true)] {
+        admin
+            .create_role(&CreateRole {
+                name: name.into(),
+                description: format!("A {name}"),
+                writes,
+            })
+            .await
+            .unwrap();
+    }
+    admin
+        .register_agent(&RegisterAgent {
+            name: "helper".into(),
+            owner: "jordan@example.com".into(),
+            roles: Some(vec!["reader".into()]),
+            classifications: Some(vec!["public".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let confidential = UpdateAgent {
+        classifications: Some(vec!["public".into(), "confidential".into()]),
+        ..Default::default()
+    };
+    let writing = UpdateAgent {
+        roles: Some(vec!["reader".into(), "writer".into()]),
+        ..Default::default()
+    };
+    // Reading confidential data is medium: security's approval.
+    let (_, held) = admin
+        .update_agent_or_hold("helper", &confidential)
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    let change = pending_approval(admin, "helper", "change").await;
+    assert_eq!(change.risk_tier, RiskTier::Medium);
+    // Writing public data alone stays low, but writing next to confidential
+    // data is high (security, then legal): refused while the change waits.
+    assert_eq!(
+        code(admin.update_agent("helper", &writing).await),
+        ErrorCode::ApprovalPending
+    );
+    assert_eq!(
+        admin.get_agent("helper").await.unwrap().roles,
+        vec!["reader"]
+    );
+    let (_, sam) = person(admin, "sam@example.com", &["security"]).await;
+    sam.approve(&change.id, None).await.unwrap();
+    let moved = admin.get_agent("helper").await.unwrap();
+    assert_eq!(
+        (moved.risk_tier, moved.roles),
+        (RiskTier::Medium, vec!["reader".to_string()])
+    );
+
+    // The same change waits again; the agent gains a writing role anyway
+    // (written to the store behind Steward's back).
+    admin
+        .update_agent(
+            "helper",
+            &UpdateAgent {
+                classifications: Some(vec!["public".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    admin
+        .update_agent_or_hold("helper", &confidential)
+        .await
+        .unwrap();
+    let change = pending_approval(admin, "helper", "change").await;
+    s.server
+        .store()
+        .execute_raw(r#"UPDATE agents SET roles = '["reader","writer"]' WHERE name = 'helper'"#)
+        .await
+        .unwrap();
+    let before = all_audit(admin).await.len();
+    let refused = sam.approve(&change.id, None).await;
+    let message = refused.as_ref().unwrap_err().to_string();
+    assert_eq!(code(refused), ErrorCode::ApprovalPending);
+    assert!(message.contains("high risk"), "{message}");
+    // Nothing changed: the step waits, the agent is as it was.
+    assert_eq!(all_audit(admin).await.len(), before);
+    assert_eq!(
+        admin.get_approval(&change.id).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
+    let agent = admin.get_agent("helper").await.unwrap();
+    assert_eq!(agent.classifications, vec!["public"]);
+    assert_eq!(agent.risk_tier, RiskTier::Low);
+    // It can still be denied.
+    assert_eq!(
+        sam.deny(&change.id, Some("writes too"))
+            .await
+            .unwrap()
+            .status,
+        ApprovalStatus::Denied
+    );
+    s.stop().await;
+}
+
+/// A grant that ran out before its request was asked again is not brought
+/// back by the request's new approval: the sweep does not spare it, and
+/// approving the new one does not extend it, so the request runs once per
+/// approval.
+async fn a_lapsed_grant_is_not_revived(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let admin = &s.admin;
+    let store = s.server.store();
+    let first = bot
+        .decide(&refund(500, "R-2"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap();
+    lead.approve(&first.id, None).await.unwrap();
+    // Unused, its grant runs out; the bot asks again before the sweep.
+    store
+        .execute_raw(&format!(
+            "UPDATE approvals SET grant_expires_at = {} WHERE id = '{}'",
+            (Utc::now() - Duration::seconds(1)).timestamp_millis(),
+            first.id
+        ))
+        .await
+        .unwrap();
+    let asked = bot.decide(&refund(500, "R-2")).await.unwrap();
+    assert_eq!(asked.decision, Decision::ApprovalRequired);
+    let second = asked.approval.unwrap();
+    assert_ne!(second.id, first.id);
+    store.expire_approvals(Utc::now()).await.unwrap();
+    assert_eq!(
+        admin.get_approval(&first.id).await.unwrap().status,
+        ApprovalStatus::Expired
+    );
+    let (_, lin) = person(admin, "lin@example.com", &["support-leads"]).await;
+    lin.approve(&second.id, None).await.unwrap();
+    assert_eq!(
+        bot.decide(&refund(500, "R-2")).await.unwrap().decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        bot.decide(&refund(500, "R-2")).await.unwrap().decision,
+        Decision::ApprovalRequired
+    );
+    s.stop().await;
+}
+
+/// Nor does approving the new one before the sweep ran extend the lapsed
+/// grant. The sweep runs every second, so the dates are moved instead of
+/// the clock: the first grant runs for five more minutes, and the approval
+/// it would be used with is filed six minutes from now, after it lapsed.
+async fn a_lapsed_grant_is_not_extended(b: Backend) {
+    let Refunds { s, bot, lead } = refunds(b).await;
+    let admin = &s.admin;
+    let store = s.server.store();
+    let quota_approver = quota_spent(admin, &bot).await;
+    let by_lead = bot
+        .decide(&refund(600, "R-3"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap();
+    lead.approve(&by_lead.id, None).await.unwrap();
+    let by_approvers = bot
+        .decide(&refund(600, "R-3"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap();
+    assert_eq!(by_approvers.groups, vec!["approvers"]);
+    let lapses = Utc::now() + Duration::minutes(5);
+    store
+        .execute_raw(&format!(
+            "UPDATE approvals SET grant_expires_at = {} WHERE id = '{}'",
+            lapses.timestamp_millis(),
+            by_lead.id
+        ))
+        .await
+        .unwrap();
+    store
+        .execute_raw(&format!(
+            "UPDATE approvals SET created_at = {} WHERE id = '{}'",
+            (Utc::now() + Duration::minutes(6)).timestamp_millis(),
+            by_approvers.id
+        ))
+        .await
+        .unwrap();
+    quota_approver
+        .approve(&by_approvers.id, None)
+        .await
+        .unwrap();
+    let kept = admin.get_approval(&by_lead.id).await.unwrap();
+    assert_eq!(
+        kept.grant_expires_at.map(|t| t.timestamp_millis()),
+        Some(lapses.timestamp_millis())
+    );
+    assert!(
+        all_audit(admin)
+            .await
+            .iter()
+            .all(|e| e.action != "approval.extend"),
+    );
+    s.stop().await;
+}
+
+/// The owners of the agent's ancestors may not approve its request, as of
+/// the decision too: a parent that changed hands after the request was
+/// filed has a new owner who may not approve it either.
+async fn owners_of_ancestors_as_of_the_decision(b: Backend) {
+    let Refunds { s, bot: _, lead } = refunds(b).await;
+    let admin = &s.admin;
+    human(admin, "carl@example.com").await;
+    admin
+        .register_agent(&RegisterAgent {
+            name: "refund-helper".into(),
+            owner: "carl@example.com".into(),
+            parent: Some("support-bot".into()),
+            roles: Some(vec!["refund-issuer".into()]),
+            classifications: Some(vec!["public".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let key = admin
+        .create_key("refund-helper", &CreateKey::default())
+        .await
+        .unwrap();
+    let helper = s.client(&key.secret);
+    let asked = helper.decide(&refund(500, "R-8")).await.unwrap();
+    assert_eq!(asked.decision, Decision::ApprovalRequired);
+    let id = asked.approval.unwrap().id;
+    // The parent changes hands: its new owner is a support lead.
+    let (_, lin) = person(admin, "lin@example.com", &["support-leads"]).await;
+    admin
+        .update_agent(
+            "support-bot",
+            &UpdateAgent {
+                owner: Some("lin@example.com".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        code(lin.approve(&id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
+    assert_eq!(
+        lead.approve(&id, None).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
+    s.stop().await;
+}
+
+/// An approval about an agent that went away is closed only by someone
+/// who may decide it: anyone else is refused and nothing changes.
+async fn only_an_approver_closes_an_approval_of_a_gone_agent(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = &s.admin;
+    human(admin, "jordan@example.com").await;
+    low_risk_agent(admin, "helper", "jordan@example.com").await;
+    admin
+        .update_agent_or_hold(
+            "helper",
+            &UpdateAgent {
+                classifications: Some(vec!["public".into(), "internal".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let change = pending_approval(admin, "helper", "change").await;
+    // Gone without its approvals being closed (written behind Steward's back).
+    s.server
+        .store()
+        .execute_raw("UPDATE agents SET state = 'decommissioned' WHERE name = 'helper'")
+        .await
+        .unwrap();
+    let before = all_audit(admin).await.len();
+    let (_, outsider) = person(admin, "olga@example.com", &[]).await;
+    assert_eq!(
+        code(outsider.approve(&change.id, None).await),
+        ErrorCode::NotAnApprover
+    );
+    let (_, owner) = person(admin, "jordan@example.com", &[]).await;
+    assert_eq!(
+        code(owner.approve(&change.id, None).await),
+        ErrorCode::SeparationOfDuties
+    );
+    assert_eq!(
+        admin.get_approval(&change.id).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
+    // Tokens were created meanwhile: no approval entry was.
+    assert!(
+        all_audit(admin).await[before..]
+            .iter()
+            .all(|e| !e.action.starts_with("approval."))
+    );
+    let (_, sam) = person(admin, "sam@example.com", &["security"]).await;
+    assert_eq!(
+        code(sam.approve(&change.id, None).await),
+        ErrorCode::ApprovalClosed
+    );
+    assert_eq!(
+        admin.get_approval(&change.id).await.unwrap().status,
+        ApprovalStatus::Cancelled
+    );
+    s.stop().await;
+}
+
+/// Approving a request's last approval locks the grants it extends before
+/// the audit head, in the order using grants takes them (approval rows,
+/// then the audit head), so the two never deadlock on PostgreSQL. The test
+/// holds the first grant's row as a use does, waits until the approval
+/// waits for it, then takes the audit head: the approval must not hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_takes_grants_before_the_audit_head() {
+    use sqlx::Connection;
+    let Refunds { s, bot, lead } = refunds(Backend::Postgres).await;
+    let admin = &s.admin;
+    let approver = quota_spent(admin, &bot).await;
+    let by_lead = bot
+        .decide(&refund(500, "R-2"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap();
+    lead.approve(&by_lead.id, None).await.unwrap();
+    let by_approvers = bot
+        .decide(&refund(500, "R-2"))
+        .await
+        .unwrap()
+        .approval
+        .unwrap();
+    let store = s.server.store();
+    let mut tx = store.begin().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT id FROM approvals WHERE id = $1 FOR UPDATE")
+        .bind(&by_lead.id)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let approving = {
+        let approver = approver.clone();
+        let id = by_approvers.id.clone();
+        tokio::spawn(async move { approver.approve(&id, None).await })
+    };
+    let mut watch = sqlx::PgConnection::connect(&steward_testkit::postgres_base_url())
+        .await
+        .unwrap();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(pid)
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let head = sqlx::query("UPDATE audit_head SET size = size WHERE id = 1")
+        .execute(&mut *tx)
+        .await;
+    tx.rollback().await.unwrap();
+    assert!(head.is_ok(), "{head:?}");
+    let approved = approving.await.unwrap().unwrap();
+    assert_eq!(approved.status, ApprovalStatus::Approved);
+    let millis = |a: &Approval| a.grant_expires_at.map(|t| t.timestamp_millis());
+    assert_eq!(
+        millis(&admin.get_approval(&by_lead.id).await.unwrap()),
+        millis(&approved)
+    );
+    watch.close().await.unwrap();
     s.stop().await;
 }
