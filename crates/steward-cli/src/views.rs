@@ -945,6 +945,15 @@ impl Detail for Issuer {
                 }
                 .into(),
             ),
+            (
+                "unverified e-mail",
+                if self.accept_unverified_email {
+                    "accepted"
+                } else {
+                    "refused"
+                }
+                .into(),
+            ),
             ("keys", jwks_keys(&self.jwks)),
             ("updated", time(&self.updated_at)),
         ]

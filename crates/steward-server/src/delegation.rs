@@ -247,16 +247,32 @@ fn verify(token: &str, issuer: &Issuer) -> Result<(Claims, String), Refusal> {
         match jsonwebtoken::decode::<Claims>(token, &decoding, &validation) {
             Ok(data) => {
                 let claims = data.claims;
+                let verified = match &claims.email_verified {
+                    Some(v) if *v == serde_json::json!(true) || *v == serde_json::json!("true") => {
+                        Some(true)
+                    }
+                    Some(_) => Some(false),
+                    None => None,
+                };
                 let named = match issuer.match_claim {
-                    // An address the provider says it has not verified
-                    // names nobody: someone could have typed another's.
-                    MatchClaim::Email
-                        if claims.email_verified == Some(serde_json::json!(false))
-                            || claims.email_verified == Some(serde_json::json!("false")) =>
-                    {
+                    // An address the provider has not verified names
+                    // nobody: someone could have typed another's. One it
+                    // says nothing about names someone only where the
+                    // issuer is trusted to (`accept_unverified_email`).
+                    MatchClaim::Email if verified == Some(false) => {
                         return Err(Refusal::grant(
                             "the subject token's email is not verified (email_verified is false)",
                         ));
+                    }
+                    MatchClaim::Email if verified.is_none() && !issuer.accept_unverified_email => {
+                        return Err(Refusal::grant(format!(
+                            "the subject token does not say its email is verified (no \
+                             email_verified claim), and issuer '{}' names people by verified \
+                             e-mail only: have the provider send email_verified, match by sub, \
+                             or put the issuer with accept_unverified_email if its addresses \
+                             cannot be changed by their users",
+                            issuer.name
+                        )));
                     }
                     MatchClaim::Email => claims.email.clone().ok_or_else(|| {
                         Refusal::grant("the subject token has no email claim to name the person")

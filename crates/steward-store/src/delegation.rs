@@ -79,6 +79,7 @@ fn issuer(row: &AnyRow) -> Result<Issuer, Error> {
             _ => MatchClaim::Email,
         },
         require_may_act: rows::get::<i64>(row, "require_may_act")? != 0,
+        accept_unverified_email: rows::get::<i64>(row, "accept_unverified_email")? != 0,
         updated_at: rows::get_time(row, "updated_at")?,
     })
 }
@@ -205,14 +206,16 @@ impl Store {
             jwks: req.jwks.clone(),
             match_claim: req.match_claim,
             require_may_act: req.require_may_act,
+            accept_unverified_email: req.accept_unverified_email,
             updated_at: ctx.now,
         };
         sqlx::query(
-            "INSERT INTO delegation_issuers (tenant_id, name, issuer, audience, jwks, match_claim, updated_at, require_may_act) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+            "INSERT INTO delegation_issuers (tenant_id, name, issuer, audience, jwks, match_claim, updated_at, require_may_act, accept_unverified_email) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, name) DO UPDATE SET \
              issuer = excluded.issuer, audience = excluded.audience, jwks = excluded.jwks, \
              match_claim = excluded.match_claim, updated_at = excluded.updated_at, \
-             require_may_act = excluded.require_may_act",
+             require_may_act = excluded.require_may_act, \
+             accept_unverified_email = excluded.accept_unverified_email",
         )
         .bind(&ctx.tenant_id)
         .bind(name)
@@ -222,6 +225,7 @@ impl Store {
         .bind(after.match_claim.as_str())
         .bind(rows::ms(ctx.now))
         .bind(i64::from(after.require_may_act))
+        .bind(i64::from(after.accept_unverified_email))
         .execute(&mut **tx)
         .await
         .map_err(db_error)?;

@@ -507,36 +507,81 @@ async fn upgraded(store: &Store) {
     assert_eq!(server.updated_at.timestamp_millis(), 1700000000001);
 }
 
-/// A database as the release before `decision_record` left it, with its rows.
-async fn older_database(url: &str, backend: &str) {
+/// A database as the release whose last migration was `last` left it,
+/// with `rows` written in that release's columns.
+async fn older_database(url: &str, backend: &str, last: &str, rows: &[&str]) {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(url).await.unwrap();
-    let old = migrations_up_to(backend, "0008_quotas.sql");
+    let old = migrations_up_to(backend, last);
     sqlx::migrate::Migrator::new(old.path())
         .await
         .unwrap()
         .run(&pool)
         .await
         .unwrap();
-    for sql in OLD_ROWS {
+    for sql in rows {
         sqlx::query(sql).execute(&pool).await.unwrap();
     }
     pool.close().await;
 }
 
+/// The release before `decision_record`.
+const BEFORE_DECISION_RECORD: &str = "0008_quotas.sql";
+
 #[tokio::test]
 async fn an_older_database_upgrades_keeping_its_rows_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/old.db", dir.path().display());
-    older_database(&format!("{url}?mode=rwc"), "sqlite").await;
+    older_database(
+        &format!("{url}?mode=rwc"),
+        "sqlite",
+        BEFORE_DECISION_RECORD,
+        &OLD_ROWS,
+    )
+    .await;
     upgraded(&Store::open(&url).await.unwrap()).await;
 }
 
 #[tokio::test]
 async fn an_older_database_upgrades_keeping_its_rows_on_postgres() {
     let url = postgres_url().await;
-    older_database(&url, "postgres").await;
+    older_database(&url, "postgres", BEFORE_DECISION_RECORD, &OLD_ROWS).await;
     upgraded(&Store::open(&url).await.unwrap()).await;
+}
+
+/// An issuer trusted before e-mails had to be marked verified, in that
+/// release's columns.
+const OLD_ISSUER: [&str; 2] = [
+    "INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'T1', 1700000000000)",
+    "INSERT INTO delegation_issuers (tenant_id, name, issuer, audience, jwks, match_claim, \
+     updated_at, require_may_act) VALUES ('t1', 'corp', 'https://login.example.com/', \
+     'steward', '{\"keys\":[]}', 'email', 1700000000000, 0)",
+];
+
+/// It keeps accepting what it accepted (tokens that do not say whether
+/// their address is verified); an issuer put from now on does not.
+async fn old_issuers_keep_accepting_unverified_email(store: &Store) {
+    let issuers = store.issuers("t1").await.unwrap();
+    assert_eq!(issuers.len(), 1);
+    assert!(issuers[0].accept_unverified_email);
+    assert!(!steward_types::PutIssuer::default().accept_unverified_email);
+}
+
+#[tokio::test]
+async fn an_older_issuer_keeps_its_behaviour_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/old.db", dir.path().display());
+    let last = "0021_approvals_decided.sql";
+    older_database(&format!("{url}?mode=rwc"), "sqlite", last, &OLD_ISSUER).await;
+    old_issuers_keep_accepting_unverified_email(&Store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn an_older_issuer_keeps_its_behaviour_on_postgres() {
+    let url = postgres_url().await;
+    let last = "0021_approvals_decided.sql";
+    older_database(&url, "postgres", last, &OLD_ISSUER).await;
+    old_issuers_keep_accepting_unverified_email(&Store::open(&url).await.unwrap()).await;
 }
 
 /// Nodes starting together each offer a generated bootstrap token: exactly

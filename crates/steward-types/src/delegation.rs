@@ -59,6 +59,13 @@ pub struct PutIssuer {
     /// `false`: any active agent of the tenant may exchange it.
     #[serde(default)]
     pub require_may_act: bool,
+    /// With `match_claim` `email`: accept a token that does not say its
+    /// address is verified (no `email_verified` claim, as some providers
+    /// issue). Default `false`: only `email_verified: true` names a person,
+    /// since an address nobody verified could be anyone's. A token saying
+    /// `false` is refused either way.
+    #[serde(default)]
+    pub accept_unverified_email: bool,
 }
 
 /// A trusted identity provider as a governance directory declares it
@@ -81,6 +88,9 @@ pub struct DeclaredIssuer {
     /// Whether tokens must name the exchanging agent in `may_act`.
     #[serde(default)]
     pub require_may_act: bool,
+    /// Whether an e-mail not marked verified still names a person.
+    #[serde(default)]
+    pub accept_unverified_email: bool,
 }
 
 impl DeclaredIssuer {
@@ -92,6 +102,7 @@ impl DeclaredIssuer {
             jwks: self.jwks.clone(),
             match_claim: self.match_claim,
             require_may_act: self.require_may_act,
+            accept_unverified_email: self.accept_unverified_email,
         }
     }
 }
@@ -113,6 +124,9 @@ pub struct Issuer {
     /// Whether tokens must name the exchanging agent in `may_act`.
     #[serde(default)]
     pub require_may_act: bool,
+    /// Whether an e-mail not marked verified still names a person.
+    #[serde(default)]
+    pub accept_unverified_email: bool,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -125,6 +139,7 @@ impl Issuer {
             && self.jwks == req.jwks
             && self.match_claim == req.match_claim
             && self.require_may_act == req.require_may_act
+            && self.accept_unverified_email == req.accept_unverified_email
     }
 }
 

@@ -39,6 +39,10 @@ pub enum IssuersCommand {
         /// exchanging them.
         #[arg(long)]
         require_may_act: bool,
+        /// With `--match-claim email`, accept tokens that do not say their
+        /// address is verified (no `email_verified` claim).
+        #[arg(long)]
+        accept_unverified_email: bool,
     },
     /// List the trusted identity providers.
     List,
@@ -157,6 +161,7 @@ pub async fn issuers(ctx: &Ctx, command: IssuersCommand) -> anyhow::Result<()> {
             jwks,
             match_claim,
             require_may_act,
+            accept_unverified_email,
         } => {
             let jwks = read_jwks(&jwks)?;
             let issuer = ctx
@@ -169,6 +174,7 @@ pub async fn issuers(ctx: &Ctx, command: IssuersCommand) -> anyhow::Result<()> {
                         jwks,
                         match_claim,
                         require_may_act,
+                        accept_unverified_email,
                     },
                 )
                 .await?;

@@ -37,9 +37,15 @@ impl Idp {
     pub fn token(&self, kid: &str, email: &str, claims: Value) -> String {
         let now = chrono::Utc::now().timestamp();
         let mut body = json!({"iss": ISS, "aud": "steward", "sub": format!("sub-{email}"),
-            "email": email, "iat": now, "exp": now + 600});
+            "email": email, "email_verified": true, "iat": now, "exp": now + 600});
+        // A claim given as null is left out.
         for (k, v) in claims.as_object().unwrap() {
-            body[k] = v.clone();
+            match v {
+                Value::Null => {
+                    body.as_object_mut().unwrap().remove(k);
+                }
+                v => body[k] = v.clone(),
+            }
         }
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid.into());
@@ -745,6 +751,37 @@ async fn proven_delegation(backend: Backend) {
     )
     .await;
     assert_eq!(status, 409, "{body}");
+
+    // An address the token does not say is verified names nobody, unless
+    // the issuer is trusted to send such addresses.
+    let unverified = corp.token("k1", "carol@example.com", json!({"email_verified": null}));
+    let (status, body) = exchange_token(&s, &next_key, &unverified).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("accept_unverified_email"),
+        "{body}"
+    );
+    let said_as_text = corp.token("k1", "carol@example.com", json!({"email_verified": "true"}));
+    assert_eq!(exchange_token(&s, &next_key, &said_as_text).await.0, 200);
+    let (status, body) = call(
+        &s,
+        &admin,
+        reqwest::Method::PUT,
+        &format!("{issuers}/corp"),
+        Some(
+            json!({"issuer": ISS, "audience": "steward", "jwks": {"keys": [corp.jwk]},
+            "accept_unverified_email": true}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accept_unverified_email"], true);
+    assert_eq!(exchange_token(&s, &next_key, &unverified).await.0, 200);
+    let refused = corp.token("k1", "carol@example.com", json!({"email_verified": false}));
+    assert_eq!(exchange_token(&s, &next_key, &refused).await.0, 400);
 
     // An issuer removed: its tokens no longer exchange (with a new key).
     let key = s
