@@ -343,11 +343,15 @@ impl Rule {
                         ),
                     ));
                 }
+                // A burst is in stored units, as rules have always kept it:
+                // millionths of the currency for cost (as a tool's
+                // `cost_estimate`), whole units otherwise.
+                let most = to_units("burst", quota.metric, MAX_RATE)?;
                 let burst = match quota.burst {
-                    Some(b) if b == 0 || b as f64 > MAX_RATE => {
-                        return Err(Error::invalid("burst", format!("must be 1 to {MAX_RATE}")));
+                    Some(b) if b == 0 || b > most as u64 => {
+                        return Err(Error::invalid("burst", format!("must be 1 to {most}")));
                     }
-                    Some(b) => to_units("burst", quota.metric, b as f64)?,
+                    Some(b) => b as i64,
                     None => limit,
                 };
                 Window::Rate {
@@ -782,8 +786,9 @@ mod tests {
                 burst: 2_500_000
             })
         );
-        // Above one dollar a second, with a burst in dollars too.
-        let big = rate("cost", 1000.0, Some(5000)).unwrap();
+        // Above one dollar a second, with a burst in millionths, as stored
+        // rules have always had it.
+        let big = rate("cost", 1000.0, Some(5_000_000_000)).unwrap();
         assert_eq!(
             big.window,
             Window::Rate {
@@ -793,14 +798,14 @@ mod tests {
         );
         assert_eq!(big.window_label(), "second (burst 5000)");
         assert_eq!(
-            window(rate("cost", 0.5, Some(2))),
+            window(rate("cost", 0.5, Some(2_000_000))),
             Ok(Window::Rate {
                 per_second: 500_000,
                 burst: 2_000_000
             })
         );
         assert!(rate("cost", 0.000001, None).is_ok());
-        assert!(rate("cost", 1_000_000.0, Some(1_000_000)).is_ok());
+        assert!(rate("cost", 1_000_000.0, Some(1_000_000_000_000)).is_ok());
         let too_fast = rate("cost", 1_000_001.0, None).unwrap_err();
         assert!(
             too_fast.message.contains("0.000001 to 1000000"),
@@ -808,7 +813,7 @@ mod tests {
         );
         assert!(rate("cost", 0.0, None).is_err());
         assert!(rate("cost", 1.0, Some(0)).is_err());
-        assert!(rate("cost", 1.0, Some(1_000_001)).is_err());
+        assert!(rate("cost", 1.0, Some(1_000_000_000_001)).is_err());
         assert_eq!(
             window(rate("requests", 10.0, Some(20))),
             Ok(Window::Rate {

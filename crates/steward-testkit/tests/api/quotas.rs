@@ -42,7 +42,8 @@ async fn cost_rates_are_in_currency_units(backend: Backend) {
         5.0,
     );
     q.currency = Some("EUR".into());
-    q.burst = Some(10);
+    // The burst in millionths, as a tool's cost estimate: 10 EUR.
+    q.burst = Some(10_000_000);
     assert_eq!(ts.admin.put_quota(&q).await.unwrap().limit, 5.0);
     let spend = |cost: f64| {
         let mut r = call("bot");
@@ -74,7 +75,7 @@ async fn cost_rates_are_in_currency_units(backend: Backend) {
             ..q.clone()
         },
         PutQuota {
-            burst: Some(1_000_001),
+            burst: Some(1_000_000_000_001),
             ..q.clone()
         },
     ] {
