@@ -532,6 +532,10 @@ impl Store {
     /// Create or replace (by name) a rule.
     pub async fn put_quota(&self, ctx: &ChangeContext, req: PutQuota) -> Result<Quota, Error> {
         let mut tx = self.begin().await?;
+        // An applied directory holds the tenant's epoch lock, then the
+        // audit log's head, then locks its rules: taking the epoch first
+        // here too keeps the order one (no deadlock on PostgreSQL).
+        self.lock_policy_epoch_in(&mut tx, &ctx.tenant_id).await?;
         let out = self.put_quota_in(&mut tx, ctx, req).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(out)
@@ -679,6 +683,8 @@ impl Store {
     /// Delete a rule with its counters.
     pub async fn delete_quota(&self, ctx: &ChangeContext, key: &str) -> Result<Quota, Error> {
         let mut tx = self.begin().await?;
+        // As in `put_quota`: the tenant's epoch first.
+        self.lock_policy_epoch_in(&mut tx, &ctx.tenant_id).await?;
         let q = self.delete_quota_in(&mut tx, ctx, key).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(q)

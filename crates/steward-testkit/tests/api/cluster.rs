@@ -169,6 +169,21 @@ async fn concurrent_policy_role_and_persona_changes_do_not_deadlock() {
                     .map_err(|e| format!("{id}: {e}"))
             });
         }
+        // A rule the directory declares, replaced through the API meanwhile.
+        let rule = |limit: f64| PutQuota {
+            name: "calls".into(),
+            metric: "requests".into(),
+            window: "day".into(),
+            limit,
+            ..Default::default()
+        };
+        let (node, replaced) = (a.clone(), rule(100.0 + f64::from(round)));
+        calls.spawn(async move {
+            node.put_quota(&replaced)
+                .await
+                .map(drop)
+                .map_err(|e| format!("quota: {e}"))
+        });
         let (node, role) = (b.clone(), format!("applied-{round}"));
         let req = ApplyRequest {
             roles: vec![CreateRole {
@@ -176,6 +191,7 @@ async fn concurrent_policy_role_and_persona_changes_do_not_deadlock() {
                 ..Default::default()
             }],
             policies: vec![policy(format!("applied-{round}"), &role)],
+            quotas: vec![rule(10.0)],
             ..Default::default()
         };
         calls.spawn(async move {
