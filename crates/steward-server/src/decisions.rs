@@ -234,7 +234,7 @@ fn no_active_person(named: &str) -> Subject {
 /// nothing else to it. An agent key learns what it may do, never whether
 /// the tenant has an identity by that name (as with a person it names
 /// without proof); the decision and its record go on as for any resource.
-fn unknown_identity(resource_type: &str, id: &str) -> Option<EntityData> {
+pub(crate) fn unknown_identity(resource_type: &str, id: &str) -> Option<EntityData> {
     match resource_type {
         "Agent" => {
             let attrs = json!({

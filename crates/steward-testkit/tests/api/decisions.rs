@@ -114,10 +114,19 @@ async fn an_agent_cannot_probe_for_identities(b: Backend) {
     );
     let ghost_agent = me.decide(&inspect("Agent", "no-such-agent")).await.unwrap();
     assert_eq!(ghost_agent.decision, Decision::Deny);
-    // A team has nothing to tell apart: the same answer either way.
+    // A team has nothing to tell apart: the same answer either way, and
+    // the same actions found by an AuthZEN search.
     for team in ["payments", "no-such-team"] {
         let r = me.decide(&inspect("Team", team)).await.unwrap();
         assert_eq!(r.decision, Decision::Allow, "{team}");
+        let found = me
+            .authzen_search_action(&json!({
+                "subject": {"type": "agent", "id": "reviewer"},
+                "resource": {"type": "team", "id": team},
+            }))
+            .await
+            .unwrap();
+        assert_eq!(found["results"], json!([{"name": "inspect"}]), "{team}");
     }
     // Every one of them is on the record.
     let recorded = all_audit(&s.admin)

@@ -307,11 +307,14 @@ async fn fixed_chain(
 }
 
 /// The resource a subject or action search holds fixed; `None` in a
-/// resource search or when Steward does not know the resource.
+/// resource search or when Steward does not know the resource. An agent
+/// asking about an agent, person or team the tenant does not know searches
+/// as a decision decides: over one that is not active, so that what it
+/// finds never says whether the identity exists.
 async fn fixed_resource(
     state: &AppState,
+    caller: &Caller,
     engine: &Engine,
-    tenant: &str,
     q: &SearchQuery,
 ) -> Result<Option<EntityData>, Error> {
     let (Some(id), Some(resource_type)) = (&q.resource_id, resource_type(engine, &q.resource_type))
@@ -319,7 +322,11 @@ async fn fixed_resource(
         return Ok(None);
     };
     let r = resource_ref(resource_type, id, &q.resource_properties);
-    known(resolve_resource(state, tenant, engine, &r).await)
+    let found = known(resolve_resource(state, caller.tenant_id(), engine, &r).await)?;
+    Ok(match (found, caller) {
+        (None, Caller::Agent { .. }) => crate::decisions::unknown_identity(&r.resource_type, &r.id),
+        (found, _) => found,
+    })
 }
 
 /// Where a search's candidates come from and what it holds fixed (`chain`
@@ -412,7 +419,7 @@ async fn search(
     let q = SearchQuery::parse(kind, req, tenant)?;
     let engine = state.engines.get(&state.store, tenant).await?;
     let chain = fixed_chain(state, caller, &q).await?;
-    let resource = fixed_resource(state, &engine, tenant, &q).await?;
+    let resource = fixed_resource(state, caller, &engine, &q).await?;
     let (ids, next, examined) = match plan(kind, &q, &engine, chain, resource) {
         Some((source, fixed)) => {
             let scan = Scan {
