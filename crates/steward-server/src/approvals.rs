@@ -461,12 +461,18 @@ pub async fn decide(
 }
 
 /// An approval the caller may see: readers see all of the tenant's, an
-/// agent only its own.
+/// agent only its own, a pep token only those its own decisions filed (to
+/// wait for the one it was answered with).
 pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Approval, Error> {
     let a = state.store.get_approval(caller.tenant_id(), id).await?;
-    if let Caller::Agent { agent, .. } = caller
-        && a.agent_id.as_deref() != Some(agent.id.as_str())
-    {
+    let seen = match caller {
+        Caller::Agent { agent, .. } => a.agent_id.as_deref() == Some(agent.id.as_str()),
+        Caller::Token { token, .. } if token.role == steward_types::TokenRole::Pep => {
+            a.requested_by == format!("token:{}", token.id)
+        }
+        Caller::Token { .. } => true,
+    };
+    if !seen {
         return Err(Error::not_found("approval", id));
     }
     Ok(a)

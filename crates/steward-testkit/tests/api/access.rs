@@ -111,6 +111,26 @@ async fn pep_tokens_only_ask_for_decisions(b: Backend) {
         "{body}"
     );
     assert_eq!(snapshot(&s.admin).await, before);
+    // An approval its own decisions did not file is not its to see.
+    s.admin
+        .register_agent(&RegisterAgent {
+            name: "reader".into(),
+            owner: "pat@example.com".into(),
+            classifications: Some(vec!["confidential".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let filed = pending_approval(&s.admin, "reader", "registration").await;
+    for path in [
+        format!("/v1/approvals/{}", filed.id),
+        format!("/v1/approvals/{}/wait?timeout=0", filed.id),
+    ] {
+        let (status, body) = pep.raw(Method::GET, &path, None, None).await.unwrap();
+        assert_eq!(status, 404, "{path}: {body}");
+        let (status, body) = s.admin.raw(Method::GET, &path, None, None).await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+    }
     // It says who it is.
     pep.whoami().await.unwrap();
     s.stop().await;
