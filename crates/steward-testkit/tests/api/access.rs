@@ -151,13 +151,10 @@ fn stdio_server(name: &str, command: &str) -> PutMcpServer {
     }
 }
 
-/// A stdio upstream's command runs on Steward's host as Steward's user: a
-/// tenant's admin token can neither register one nor change one's command,
-/// by the API or by an applied directory, unless the operator allows it.
-#[tokio::test]
-async fn stdio_commands_are_the_platform_administrators() {
-    let s = TestServer::start(Backend::Sqlite).await;
-    let tenant_admin = s
+/// A client with a new admin token of the default tenant, which is not the
+/// platform administrator's.
+async fn tenant_admin_client(s: &TestServer) -> steward_client::Client {
+    let token = s
         .admin
         .create_token(&CreateToken {
             name: "tenant-admin".into(),
@@ -168,7 +165,16 @@ async fn stdio_commands_are_the_platform_administrators() {
         })
         .await
         .unwrap();
-    let tenant_admin = s.client(&tenant_admin.secret);
+    s.client(&token.secret)
+}
+
+/// A stdio upstream's command runs on Steward's host as Steward's user: a
+/// tenant's admin token can neither register one nor change one's command,
+/// by the API or by an applied directory, unless the operator allows it.
+#[tokio::test]
+async fn stdio_commands_are_the_platform_administrators() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let tenant_admin = tenant_admin_client(&s).await;
     let err = tenant_admin
         .put_mcp_server(&stdio_server("shell", "sh"))
         .await
@@ -235,18 +241,8 @@ async fn stdio_commands_are_the_platform_administrators() {
 
     // The operator may let tenants' admins run commands.
     let s = TestServer::start_with(Backend::Sqlite, |c| c.mcp_stdio_tenant_admins = true).await;
-    let tenant_admin = s
-        .admin
-        .create_token(&CreateToken {
-            name: "tenant-admin".into(),
-            role: TokenRole::Admin,
-            human: None,
-            expires_at: None,
-            tenant: None,
-        })
+    tenant_admin_client(&s)
         .await
-        .unwrap();
-    s.client(&tenant_admin.secret)
         .put_mcp_server(&stdio_server("shell", "sh"))
         .await
         .unwrap();

@@ -1230,6 +1230,29 @@ fn one_refund_a_day(on_exceed: OnExceed) -> PutQuota {
 
 /// An `approval_required` refund quota the bot has already spent, and a
 /// person of the `approvers` group who may let it go over.
+/// A refund of `amount` over the day's spent quota, asked twice: the
+/// lead's approval granted, then the approvers' filed. The approver, and
+/// the two approvals.
+async fn lead_approved(
+    admin: &Client,
+    bot: &Client,
+    lead: &Client,
+    amount: i64,
+    reference: &str,
+) -> (Client, ApprovalRef, ApprovalRef) {
+    let approver = quota_spent(admin, bot).await;
+    let ask = || async {
+        bot.decide(&refund(amount, reference))
+            .await
+            .unwrap()
+            .approval
+            .unwrap()
+    };
+    let by_lead = ask().await;
+    lead.approve(&by_lead.id, None).await.unwrap();
+    (approver, by_lead, ask().await)
+}
+
 async fn quota_spent(admin: &Client, bot: &Client) -> Client {
     let (_, approver) = person(admin, "april@example.com", &["approvers"]).await;
     admin
@@ -1394,20 +1417,7 @@ async fn approving_and_decommissioning_race_cleanly(b: Backend) {
 async fn a_grant_waits_for_its_sibling(b: Backend) {
     let Refunds { s, bot, lead } = refunds(b).await;
     let admin = &s.admin;
-    let approver = quota_spent(admin, &bot).await;
-    let by_lead = bot
-        .decide(&refund(500, "R-2"))
-        .await
-        .unwrap()
-        .approval
-        .unwrap();
-    lead.approve(&by_lead.id, None).await.unwrap();
-    let by_approvers = bot
-        .decide(&refund(500, "R-2"))
-        .await
-        .unwrap()
-        .approval
-        .unwrap();
+    let (approver, by_lead, by_approvers) = lead_approved(admin, &bot, &lead, 500, "R-2").await;
     assert_eq!(by_approvers.groups, vec!["approvers"]);
     // The lead's grant is past its validity while the approvers think
     // (the approvers' approval was filed while it was valid).
@@ -1615,20 +1625,8 @@ async fn a_lapsed_grant_is_not_extended(b: Backend) {
     let Refunds { s, bot, lead } = refunds(b).await;
     let admin = &s.admin;
     let store = s.server.store();
-    let quota_approver = quota_spent(admin, &bot).await;
-    let by_lead = bot
-        .decide(&refund(600, "R-3"))
-        .await
-        .unwrap()
-        .approval
-        .unwrap();
-    lead.approve(&by_lead.id, None).await.unwrap();
-    let by_approvers = bot
-        .decide(&refund(600, "R-3"))
-        .await
-        .unwrap()
-        .approval
-        .unwrap();
+    let (quota_approver, by_lead, by_approvers) =
+        lead_approved(admin, &bot, &lead, 600, "R-3").await;
     assert_eq!(by_approvers.groups, vec!["approvers"]);
     let lapses = Utc::now() + Duration::minutes(5);
     store
@@ -1781,20 +1779,7 @@ async fn approving_takes_grants_before_the_audit_head() {
     use sqlx::Connection;
     let Refunds { s, bot, lead } = refunds(Backend::Postgres).await;
     let admin = &s.admin;
-    let approver = quota_spent(admin, &bot).await;
-    let by_lead = bot
-        .decide(&refund(500, "R-2"))
-        .await
-        .unwrap()
-        .approval
-        .unwrap();
-    lead.approve(&by_lead.id, None).await.unwrap();
-    let by_approvers = bot
-        .decide(&refund(500, "R-2"))
-        .await
-        .unwrap()
-        .approval
-        .unwrap();
+    let (approver, by_lead, by_approvers) = lead_approved(admin, &bot, &lead, 500, "R-2").await;
     let store = s.server.store();
     let mut tx = store.begin().await.unwrap();
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")

@@ -42,23 +42,30 @@ async fn until(node: &Client, want: Decision) {
     }
 }
 
+/// Resource type `repo` and action `read` on it.
+async fn declare_repo_reads(admin: &Client) {
+    admin
+        .put_resource_type(&PutResourceType {
+            name: "repo".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .put_action(&PutAction {
+            name: "read".into(),
+            resource_types: vec!["repo".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_inventory_policies_and_one_log() {
     let s = TestServer::start(Backend::Postgres).await;
     let a = &s.admin;
-    a.put_resource_type(&PutResourceType {
-        name: "repo".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    a.put_action(&PutAction {
-        name: "read".into(),
-        resource_types: vec!["repo".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    declare_repo_reads(a).await;
     human(a, "o@example.com").await;
     a.register_agent(&RegisterAgent {
         name: "bot".into(),
@@ -114,19 +121,7 @@ async fn two_nodes_share_inventory_policies_and_one_log() {
 async fn concurrent_policy_role_and_persona_changes_do_not_deadlock() {
     let s = TestServer::start(Backend::Postgres).await;
     let a = &s.admin;
-    a.put_resource_type(&PutResourceType {
-        name: "repo".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    a.put_action(&PutAction {
-        name: "read".into(),
-        resource_types: vec!["repo".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    declare_repo_reads(a).await;
     let (node_b, b) = s.second_node().await;
     let policy = |id: String, role: &str| PutPolicy {
         id,

@@ -99,6 +99,24 @@ pub async fn until_delivery(admin: &Client, status: DeliveryStatus) -> WebhookDe
     }
 }
 
+/// A `test.ping` queued an hour ahead, so that the server's own worker (on
+/// the real clock) leaves it to the test's injected clock; that time.
+async fn ping_ahead(store: &steward_store::Store) -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now() + chrono::Duration::hours(1);
+    let body = steward_server::webhooks::payload(
+        "test.ping",
+        "default",
+        "ping",
+        serde_json::json!({}),
+        now,
+    );
+    store
+        .enqueue_webhooks("default", "test.ping", &body, now)
+        .await
+        .unwrap();
+    now
+}
+
 async fn delivers_signed_and_retries(backend: Backend) {
     let ts = TestServer::start(backend).await;
     let r = receiver(vec![500, 200]).await;
@@ -154,20 +172,7 @@ async fn gives_up_after_max_attempts(backend: Backend) {
     let r = receiver(vec![503]).await;
     subscribe(&ts.admin, &r, &[]).await;
     let store = ts.server.store();
-    // Queued an hour ahead so the server's own worker (on the real clock)
-    // leaves it to this test's injected clock.
-    let mut now = chrono::Utc::now() + chrono::Duration::hours(1);
-    let body = steward_server::webhooks::payload(
-        "test.ping",
-        "default",
-        "ping",
-        serde_json::json!({}),
-        now,
-    );
-    store
-        .enqueue_webhooks("default", "test.ping", &body, now)
-        .await
-        .unwrap();
+    let mut now = ping_ahead(store).await;
     let worker = steward_server::webhooks::Webhooks::default();
     let mut rounds = 0;
     while worker.deliver_due(store, now).await.unwrap() > 0 {
@@ -287,20 +292,8 @@ async fn redirects_are_not_followed() {
     };
     tokio::spawn(async move { axum::serve(listener, app).await });
     subscribe(&ts.admin, &redirecting, &[]).await;
-    // Queued ahead of the real clock, delivered once on this test's.
-    let now = chrono::Utc::now() + chrono::Duration::hours(1);
-    let body = steward_server::webhooks::payload(
-        "test.ping",
-        "default",
-        "ping",
-        serde_json::json!({}),
-        now,
-    );
     let store = ts.server.store();
-    store
-        .enqueue_webhooks("default", "test.ping", &body, now)
-        .await
-        .unwrap();
+    let now = ping_ahead(store).await;
     let worker = steward_server::webhooks::Webhooks::default();
     assert_eq!(worker.deliver_due(store, now).await.unwrap(), 1);
     let d = until_delivery(&ts.admin, DeliveryStatus::Pending).await;
