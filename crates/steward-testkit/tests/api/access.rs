@@ -151,23 +151,6 @@ fn stdio_server(name: &str, command: &str) -> PutMcpServer {
     }
 }
 
-/// A client with a new admin token of the default tenant, which is not the
-/// platform administrator's.
-async fn tenant_admin_client(s: &TestServer) -> steward_client::Client {
-    let token = s
-        .admin
-        .create_token(&CreateToken {
-            name: "tenant-admin".into(),
-            role: TokenRole::Admin,
-            human: None,
-            expires_at: None,
-            tenant: None,
-        })
-        .await
-        .unwrap();
-    s.client(&token.secret)
-}
-
 /// A stdio upstream's command runs on Steward's host as Steward's user: a
 /// tenant's admin token can neither register one nor change one's command,
 /// by the API or by an applied directory, unless the operator allows it.

@@ -477,19 +477,8 @@ async fn retention_prunes_payloads_but_not_under_a_hold(b: Backend) {
         .unwrap();
     expect_bad(&s, hold_record as u64, "emptied inside retention").await;
     // Only the platform administrator prunes.
-    let auditor = s
-        .admin
-        .create_token(&CreateToken {
-            name: "a".into(),
-            role: TokenRole::Admin,
-            human: None,
-            expires_at: None,
-            tenant: None,
-        })
+    let (status, _) = tenant_admin_client(&s)
         .await
-        .unwrap();
-    let (status, _) = s
-        .client(&auditor.secret)
         .raw(steward_client::Method::POST, "/v1/audit/prune", None, None)
         .await
         .unwrap();

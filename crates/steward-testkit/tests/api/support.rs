@@ -161,3 +161,20 @@ pub async fn token_for(admin: &Client, name: &str, role: TokenRole, email: &str)
         .await
         .unwrap()
 }
+
+/// A client with a new admin token of the default tenant, which is not the
+/// platform administrator's.
+pub async fn tenant_admin_client(s: &steward_testkit::TestServer) -> Client {
+    let token = s
+        .admin
+        .create_token(&CreateToken {
+            name: "tenant-admin".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: None,
+        })
+        .await
+        .unwrap();
+    s.client(&token.secret)
+}
