@@ -952,6 +952,11 @@ impl Store {
         principal: Option<&str>,
         outcome: &Outcome,
     ) -> Result<Settlement, Error> {
+        // Kept in the reservation and its record as sent: the same on
+        // either store (PostgreSQL refuses a NUL), and bounded.
+        if let Some(detail) = &outcome.detail {
+            steward_core::validate::text("detail", detail)?;
+        }
         let lock = self.backend.for_update();
         let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(

@@ -318,7 +318,8 @@ pub struct Outcome {
     /// Actual bytes.
     #[serde(default)]
     pub bytes: Option<u64>,
-    /// Free text for the audit record (an error message, say).
+    /// Free text for the audit record (an error message, say): at most
+    /// 4096 bytes, no NUL character.
     #[serde(default)]
     pub detail: Option<String>,
 }

@@ -473,6 +473,17 @@ async fn outcomes_settle_reservations(backend: Backend) {
     assert_eq!(used("spend"), 0.5);
     let fourth = ts.admin.decide(&req).await.unwrap();
     assert_eq!(fourth.decision, Decision::Allow);
+    // A detail no store can keep the same is refused, and settles nothing.
+    for detail in ["nul\0here".to_string(), "x".repeat(4097)] {
+        let bad = Outcome {
+            detail: Some(detail),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(ts.admin.report_outcome(&fourth.decision_id, &bad).await),
+            ErrorCode::InvalidRequest
+        );
+    }
     // It failed and used nothing: everything it reserved is released.
     let zero = Outcome {
         status: Some("error".into()),
