@@ -107,12 +107,26 @@ impl Store {
         rules
             .classifications
             .validate("classifications", &req.classifications)?;
-        for q in &req.quotas {
+        for (i, q) in req.quotas.iter().enumerate() {
             if q.limit == 0 {
                 return Err(Error::invalid("quotas.limit", "must be at least 1"));
             }
             steward_core::quota::template_rule(&req.name, q, ctx.now)
                 .map_err(|e| Error::invalid("quotas", e.message))?;
+            // One rule per metric and window (its id says both): a second
+            // would be dropped where rules are gathered, stricter or not.
+            if req.quotas[..i]
+                .iter()
+                .any(|o| o.metric == q.metric && o.window == q.window)
+            {
+                return Err(Error::invalid(
+                    "quotas",
+                    format!(
+                        "two default quotas of {} per {}: give one limit per metric and window",
+                        q.metric, q.window
+                    ),
+                ));
+            }
         }
         validate::name_list("approval_required_for", &req.approval_required_for)?;
         let max_depth = req.max_depth.unwrap_or(rules.default_limits.max_depth);

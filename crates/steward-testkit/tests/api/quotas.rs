@@ -239,6 +239,20 @@ async fn humans_and_narrow_rules_are_counted(backend: Backend) {
     assert_eq!(verdicts[2].exceeded.as_ref().unwrap().name, "tenant-calls");
     admin.delete_quota("tenant-calls").await.unwrap();
 
+    // Two defaults of one metric per one window: one would go unenforced.
+    let per_day = |limit| QuotaTemplate {
+        metric: "requests".into(),
+        window: "day".into(),
+        limit,
+    };
+    let twice = admin
+        .create_persona(&CreatePersona {
+            name: "Twice".into(),
+            quotas: vec![per_day(1000), per_day(10)],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(twice), ErrorCode::InvalidRequest);
     admin
         .create_persona(&CreatePersona {
             name: "Caller".into(),
