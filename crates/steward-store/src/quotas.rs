@@ -26,6 +26,8 @@ use crate::{Store, Tx, db_error, is_unique_violation};
 const HEAD: i64 = -1;
 /// The alert key of going over an alert_only limit.
 const EXCEEDED: u32 = 1000;
+/// Most unreported reservations one [`Store::settle_expired`] settles.
+const SETTLE_AT_ONCE: i64 = 1000;
 /// Low bits of a rate's remainder row holding the remainder
 /// ([`Tat::behind`]; rates are below 2^40 units a second). The bits above
 /// hold the low bits of the head it goes with.
@@ -1093,14 +1095,58 @@ impl Store {
         Ok(settlement)
     }
 
-    /// Settle, at their estimates, reservations not reported by `now`.
+    /// Settle, at their estimates, reservations not reported by `now`: at
+    /// most [`SETTLE_AT_ONCE`] a call, a tenant's in one transaction, each
+    /// recorded (`quota.settle_unreported`, by the system). A reservation
+    /// settled meanwhile by its report is left alone.
     pub async fn settle_expired(&self, now: DateTime<Utc>) -> Result<u64, Error> {
-        let done = sqlx::query("UPDATE quota_reservations SET settled_at = $1, outcome = '{\"status\":\"unreported\"}' WHERE settled_at IS NULL AND settle_by <= $1")
-            .bind(rows::ms(now))
-            .execute(&self.write)
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
+        let due: Vec<(String, String)> = sqlx::query_as(
+            "SELECT tenant_id, decision_id FROM quota_reservations \
+             WHERE settled_at IS NULL AND settle_by <= $1 ORDER BY tenant_id, decision_id LIMIT $2",
+        )
+        .bind(rows::ms(now))
+        .bind(SETTLE_AT_ONCE)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        let mut settled = 0;
+        for tenant_due in due.chunk_by(|a, b| a.0 == b.0) {
+            let ctx = ChangeContext::system(&tenant_due[0].0, "quota-settlement", now);
+            let mut tx = self.begin().await?;
+            for (_, decision_id) in tenant_due {
+                let done = sqlx::query(
+                    "UPDATE quota_reservations SET settled_at = $1, \
+                     outcome = '{\"status\":\"unreported\"}' \
+                     WHERE tenant_id = $2 AND decision_id = $3 AND settled_at IS NULL",
+                )
+                .bind(rows::ms(now))
+                .bind(&ctx.tenant_id)
+                .bind(decision_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                if done.rows_affected() == 0 {
+                    continue;
+                }
+                let after = serde_json::json!({"settled_at": "the estimate"});
+                append(
+                    &mut tx,
+                    &ctx,
+                    event(
+                        "quota.settle_unreported",
+                        "decision",
+                        decision_id,
+                        None,
+                        Some(&after),
+                        Some("no outcome was reported in time"),
+                    ),
+                )
+                .await?;
+                settled += 1;
+            }
+            tx.commit_unchanged().await.map_err(db_error)?;
+        }
+        Ok(settled)
     }
 
     /// Whether every one of `charges` that can refuse (`deny` or

@@ -601,6 +601,14 @@ async fn outcomes_settle_reservations(backend: Backend) {
             .unwrap(),
         1
     );
+    let swept: Vec<AuditEntry> = all_audit(&ts.admin)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "quota.settle_unreported")
+        .collect();
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].resource_id, third.decision_id);
+    assert_eq!(swept[0].actor.kind, "system");
     assert_eq!(
         code(
             ts.admin
