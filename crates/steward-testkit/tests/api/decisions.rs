@@ -60,12 +60,7 @@ async fn an_agent_cannot_probe_for_identities(b: Backend) {
         })
         .await
         .unwrap();
-    let key = s
-        .admin
-        .create_key("reviewer", &CreateKey::default())
-        .await
-        .unwrap();
-    let me = s.client(&key.secret);
+    let me = agent_client(&s, "reviewer").await;
     let inspect = |kind: &str, id: &str| DecisionRequest {
         action: "inspect".into(),
         resource: ResourceRef {
@@ -323,12 +318,7 @@ async fn decisions_follow_policies_and_explain_denials(b: Backend) {
     assert_eq!(hint.forbidden_by[0].owner, "security@example.com");
 
     // The agent asks about itself with its own key; not about others.
-    let key = s
-        .admin
-        .create_key("reviewer", &CreateKey::default())
-        .await
-        .unwrap();
-    let me = s.client(&key.secret);
+    let me = agent_client(&s, "reviewer").await;
     let mut own = ask("reviewer", "read", "internal");
     own.principal = None;
     assert_eq!(me.decide(&own).await.unwrap().decision, Decision::Allow);

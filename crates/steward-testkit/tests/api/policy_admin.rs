@@ -20,6 +20,15 @@ on_both_backends!(
     policy_statuses_say_whether_a_policy_was_created
 );
 
+/// Resource type `rt` and action `act` on it.
+async fn declare_rt_act(admin: &Client) {
+    admin
+        .put_resource_type(&resource_type("rt", &[]))
+        .await
+        .unwrap();
+    admin.put_action(&action("act", &["rt"])).await.unwrap();
+}
+
 fn resource_type(name: &str, attributes: &[(&str, &str)]) -> PutResourceType {
     PutResourceType {
         name: name.into(),
@@ -326,10 +335,7 @@ async fn entity_changes_are_audited_with_what_they_replace(b: Backend) {
 async fn policy_owners_and_entity_keys_are_checked(b: Backend) {
     let s = TestServer::start(b).await;
     let a = &s.admin;
-    a.put_resource_type(&resource_type("rt", &[]))
-        .await
-        .unwrap();
-    a.put_action(&action("act", &["rt"])).await.unwrap();
+    declare_rt_act(a).await;
     let audit = all_audit(a).await.len();
     let text = r#"permit(principal, action == Action::"act", resource is rt);"#;
     for owner in [
@@ -418,10 +424,7 @@ async fn applied_entity_keys_are_refused_by_name(b: Backend) {
 async fn a_committed_change_succeeds_though_the_engine_update_fails(b: Backend) {
     let s = TestServer::start(b).await;
     let a = &s.admin;
-    a.put_resource_type(&resource_type("rt", &[]))
-        .await
-        .unwrap();
-    a.put_action(&action("act", &["rt"])).await.unwrap();
+    declare_rt_act(a).await;
     let text = r#"permit(principal, action == Action::"act", resource is rt);"#;
     let store = s.server.store();
     store
@@ -458,10 +461,7 @@ async fn a_committed_change_succeeds_though_the_engine_update_fails(b: Backend) 
 async fn non_admins_learn_nothing_of_what_exists(b: Backend) {
     let s = TestServer::start(b).await;
     let a = &s.admin;
-    a.put_resource_type(&resource_type("rt", &[]))
-        .await
-        .unwrap();
-    a.put_action(&action("act", &["rt"])).await.unwrap();
+    declare_rt_act(a).await;
     a.put_policy(&policy(
         "exists",
         r#"permit(principal, action == Action::"act", resource);"#,

@@ -178,3 +178,13 @@ pub async fn tenant_admin_client(s: &steward_testkit::TestServer) -> Client {
         .unwrap();
     s.client(&token.secret)
 }
+
+/// A client with a new key of agent `name`.
+pub async fn agent_client(s: &steward_testkit::TestServer, name: &str) -> Client {
+    let key = s
+        .admin
+        .create_key(name, &CreateKey::default())
+        .await
+        .unwrap();
+    s.client(&key.secret)
+}
