@@ -1164,11 +1164,15 @@ impl Store {
         } else {
             format!(" AND tenant_id NOT IN ({})", rows::marks(5, held.len()))
         };
+        // A tenant put under a hold while the pruning runs is left alone
+        // from the next stretch on (each stretch reads the holds again): it
+        // is not named in the record, and none of its entries is emptied.
         let sql = format!(
             "UPDATE audit_log SET before = NULL, after = NULL, reason = NULL, request_id = NULL, source = NULL, \
              actor_id = '', actor_human_id = NULL, resource_id = '', pruned = 1 \
              WHERE seq >= $1 AND seq < $2 AND seq < $3 AND pruned = 0 AND time < $4 \
-             AND action <> 'audit.prune'{exclude}"
+             AND action <> 'audit.prune'{exclude} \
+             AND tenant_id NOT IN (SELECT tenant_id FROM legal_holds WHERE released_at IS NULL)"
         );
         let cutoff = rows::ms(before);
         // The oldest entry that still holds a payload (read beside the

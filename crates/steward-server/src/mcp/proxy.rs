@@ -581,7 +581,12 @@ impl ServerHandler for Proxy {
         {
             ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
             ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
-            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+            // Its result would come later, past every check: refused, as
+            // the upstream was never told the client takes tasks.
+            ServerResult::CreateTaskResult(_) => Err(McpError::internal_error(
+                "the upstream answered with a task; Steward relays no tasks",
+                None,
+            )),
             _ => Err(unexpected("tools/call")),
         }
     }

@@ -357,6 +357,24 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     line
 }
 
+/// The downstream client's parameters as the upstream is told them. The
+/// directories an upstream may touch are the registration's, never the
+/// agent's: a filesystem server takes a client's roots as its sandbox. So
+/// the upstream is not told the client has roots, and asks for none
+/// ([`Relay`] refuses if it does). Nor that it takes tasks: a task's result
+/// comes later, in a notification, past the checks and the outcome record
+/// a call's answer goes through (the gateway relays no `tasks/*`).
+fn introduction(mut params: InitializeRequestParams) -> InitializeRequestParams {
+    params.capabilities.roots = None;
+    if let Some(extensions) = params.capabilities.extensions.as_mut() {
+        extensions.remove(rmcp::model::TASKS_EXTENSION_ID);
+        if extensions.is_empty() {
+            params.capabilities.extensions = None;
+        }
+    }
+    params
+}
+
 /// Start the upstream session for `call.server`, introducing ourselves with
 /// the downstream client's parameters.
 pub(super) async fn connect(
@@ -367,12 +385,7 @@ pub(super) async fn connect(
     let server = call.server.clone();
     let progress = ProgressMap::default();
     let overflowed = Arc::new(AtomicBool::new(false));
-    // The directories an upstream may touch are the registration's, never
-    // the agent's: a filesystem server takes a client's roots as its
-    // sandbox. So the upstream is not told the client has roots, and asks
-    // for none ([`Relay`] refuses if it does).
-    let mut params = params;
-    params.capabilities.roots = None;
+    let params = introduction(params);
     let relay = Relay {
         downstream,
         client: params,
@@ -748,6 +761,8 @@ impl Service<RoleClient> for Relay {
             }
             // Upstream request ids mean nothing downstream.
             ServerNotification::CancelledNotification(_) => return Ok(()),
+            // No task is relayed (see `connect`), so none reports.
+            ServerNotification::TaskStatusNotification(_) => return Ok(()),
             other => other,
         };
         // A client that went away is not the upstream's problem.
@@ -762,7 +777,34 @@ impl Service<RoleClient> for Relay {
 
 #[cfg(test)]
 mod tests {
-    use super::{HttpPost, answering, with_causes};
+    use super::{HttpPost, answering, introduction, with_causes};
+
+    /// The upstream hears neither of the client's roots nor of its taking
+    /// tasks; the rest of what the client said passes on.
+    #[test]
+    fn the_upstream_is_told_no_roots_and_no_tasks() {
+        let said = |capabilities: serde_json::Value| {
+            let params = serde_json::json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": capabilities,
+                "clientInfo": {"name": "c", "version": "1"},
+            });
+            let told = introduction(serde_json::from_value(params).unwrap());
+            serde_json::to_value(told.capabilities).unwrap()
+        };
+        assert_eq!(
+            said(serde_json::json!({
+                "roots": {"listChanged": true},
+                "sampling": {},
+                "extensions": {"io.modelcontextprotocol/tasks": {}, "example/ui": {}},
+            })),
+            serde_json::json!({"sampling": {}, "extensions": {"example/ui": {}}})
+        );
+        assert_eq!(
+            said(serde_json::json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})),
+            serde_json::json!({})
+        );
+    }
     use rmcp::model::{NumberOrString, ServerJsonRpcMessage};
     use rmcp::transport::streamable_http_client::StreamableHttpPostResponse;
 
