@@ -10,7 +10,7 @@
 //! ```
 //! decommissioned, rejected and expired are terminal.
 
-use steward_types::{AgentState, ErrorCode, RiskTier};
+use steward_types::{AgentState, ErrorCode};
 
 use crate::Error;
 
@@ -59,25 +59,16 @@ impl Transition {
     }
 }
 
-/// The state a registration lands in: low risk is active at once, anything
-/// else waits for approval.
-pub fn registration_state(tier: RiskTier) -> AgentState {
-    match tier {
-        RiskTier::Low => AgentState::Active,
-        RiskTier::Medium | RiskTier::High => AgentState::PendingApproval,
-    }
-}
-
-/// Where `transition` takes an agent in state `from` whose risk tier is `tier`,
-/// or `invalid_transition` naming what is allowed from `from`.
-pub fn next_state(
-    from: AgentState,
-    transition: Transition,
-    tier: RiskTier,
-) -> Result<AgentState, Error> {
+/// Where `transition` takes an agent in state `from`, or
+/// `invalid_transition` naming what is allowed from `from`. A submitted draft
+/// waits for its registration's approval chain, whatever its risk tier: the
+/// chains are configured per tier (even low risk may need one), so the
+/// store files the approval, or activates the agent at once where its
+/// tier's chain is empty.
+pub fn next_state(from: AgentState, transition: Transition) -> Result<AgentState, Error> {
     use AgentState::*;
     let to = match (from, transition) {
-        (Proposed, Transition::Submit) => Some(registration_state(tier)),
+        (Proposed, Transition::Submit) => Some(PendingApproval),
         (Proposed | PendingApproval, Transition::Activate) => Some(Active),
         (Proposed | PendingApproval, Transition::Reject) => Some(Rejected),
         (Active, Transition::Suspend) => Some(Suspended),
@@ -139,37 +130,27 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn registration_by_tier() {
-        assert_eq!(registration_state(RiskTier::Low), AgentState::Active);
+    fn a_submitted_draft_waits_for_its_chain() {
         assert_eq!(
-            registration_state(RiskTier::Medium),
-            AgentState::PendingApproval
-        );
-        assert_eq!(
-            registration_state(RiskTier::High),
-            AgentState::PendingApproval
+            next_state(AgentState::Proposed, Transition::Submit),
+            Ok(AgentState::PendingApproval)
         );
     }
 
     #[test]
     fn suspend_resume_round_trip() {
-        let s = next_state(AgentState::Active, Transition::Suspend, RiskTier::Low).unwrap();
+        let s = next_state(AgentState::Active, Transition::Suspend).unwrap();
         assert_eq!(s, AgentState::Suspended);
-        let a = next_state(s, Transition::Resume, RiskTier::Low).unwrap();
+        let a = next_state(s, Transition::Resume).unwrap();
         assert_eq!(a, AgentState::Active);
     }
 
     #[test]
     fn invalid_transition_names_the_allowed_ones() {
-        let err = next_state(AgentState::Active, Transition::Resume, RiskTier::Low).unwrap_err();
+        let err = next_state(AgentState::Active, Transition::Resume).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidTransition);
         assert!(err.message.contains("suspend"), "{}", err.message);
-        let err = next_state(
-            AgentState::Decommissioned,
-            Transition::Resume,
-            RiskTier::Low,
-        )
-        .unwrap_err();
+        let err = next_state(AgentState::Decommissioned, Transition::Resume).unwrap_err();
         assert!(err.message.contains("final"), "{}", err.message);
     }
 
@@ -179,9 +160,8 @@ mod tests {
         fn terminal_states_are_final(
             from in prop::sample::select(AgentState::ALL.to_vec()),
             t in prop::sample::select(Transition::ALL.to_vec()),
-            tier in prop::sample::select(vec![RiskTier::Low, RiskTier::Medium, RiskTier::High]),
         ) {
-            let result = next_state(from, t, tier);
+            let result = next_state(from, t);
             if from.is_terminal() {
                 prop_assert!(result.is_err());
             }

@@ -456,8 +456,7 @@ impl Store {
         }
         let lock = self.backend.for_update();
         let agent = lock_agent(tx, lock, &ctx.tenant_id, key).await?;
-        let tier = effective_tier(tx, &agent).await?;
-        let to = lifecycle::next_state(agent.state, transition, tier)?;
+        let to = lifecycle::next_state(agent.state, transition)?;
         if to == AgentState::Active {
             check_may_become_active(tx, &ctx.tenant_id, &agent, ctx.now).await?;
         }

@@ -1166,6 +1166,31 @@ async fn chains_are_configurable(b: Backend) {
         admin.get_agent("helper").await.unwrap().state,
         AgentState::Active
     );
+    // A draft goes the same way when it is submitted: a low-risk one waits
+    // for security here, a medium one is active at once.
+    for (name, classification, waits) in [
+        ("drafted", "public", true),
+        ("drafted-reader", "confidential", false),
+    ] {
+        admin
+            .register_agent(&RegisterAgent {
+                name: name.into(),
+                owner: "jordan@example.com".into(),
+                classifications: Some(vec![classification.into()]),
+                draft: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        admin.submit_agent(name, None).await.unwrap();
+        let state = admin.get_agent(name).await.unwrap().state;
+        if waits {
+            assert_eq!(state, AgentState::PendingApproval, "{name}");
+            pending_approval(admin, name, "registration").await;
+        } else {
+            assert_eq!(state, AgentState::Active, "{name}");
+        }
+    }
     s.stop().await;
 }
 
