@@ -518,7 +518,9 @@ const SPECIAL_SCHEMES: [&str; 6] = ["file", "ftp", "http", "https", "ws", "wss"]
 /// percent-encoded. Any other URI (RFC 3986 §6.2.2) gets its scheme in lower
 /// case and its path without dot segments, and keeps the rest as sent.
 pub(crate) fn canonical_uri(uri: &str) -> String {
-    let uri = uri.trim_matches(|c: char| c <= ' ');
+    let trimmed = uri.trim_matches(|c: char| c <= ' ');
+    let decoded = decoded_path(trimmed);
+    let uri = decoded.as_str();
     let Some((scheme, rest)) = uri.split_once(':').filter(|(scheme, _)| {
         scheme.starts_with(|c: char| c.is_ascii_alphabetic())
             && scheme
@@ -558,6 +560,42 @@ pub(crate) fn canonical_uri(uri: &str) -> String {
         out.push_str(authority);
     }
     out.push_str(&without_dot_segments(path));
+    out.push_str(tail);
+    out
+}
+
+/// `uri` with the escapes in its path an upstream would read as plain
+/// characters decoded, before anything is decided on it: unreserved ones
+/// (RFC 3986 §6.2.2.2: `%73` is `s`, so `secret` cannot hide as
+/// `%73ecret`), and `%2F` and `%5C` as the `/` and `\` a server that
+/// decodes its path would see (so `..%2F` climbs in the decision as it
+/// would in the upstream). The query and fragment are left as sent.
+fn decoded_path(uri: &str) -> String {
+    let end = uri.find(['?', '#']).unwrap_or(uri.len());
+    let (path, tail) = uri.split_at(end);
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(uri.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\')
+            });
+        match escaped {
+            Some(b) => {
+                out.push(char::from(b));
+                i += 3;
+            }
+            None => {
+                let c = path[i..].chars().next().unwrap_or_default();
+                out.push(c);
+                i += c.len_utf8().max(1);
+            }
+        }
+    }
     out.push_str(tail);
     out
 }
@@ -609,6 +647,18 @@ mod tests {
                 "demo://resource/dynamic/text/1",
                 "demo://resource/dynamic/text/1",
             ),
+            // Escapes a decoding upstream reads as plain characters are
+            // decided as those characters; others, and the query, as sent.
+            (
+                "file:///srv/data/%73ecret.txt",
+                "file:///srv/data/secret.txt",
+            ),
+            ("file:///srv/pub/..%2F..%2Fetc/passwd", "file:///etc/passwd"),
+            ("file:///srv/pub/..%5c..%5Cetc/passwd", "file:///etc/passwd"),
+            ("demo://r/%7Euser/%41/..%2fb", "demo://r/~user/b"),
+            ("demo://r/a%3Fb?q=%73", "demo://r/a%3Fb?q=%73"),
+            ("demo://r/%zz/%4", "demo://r/%zz/%4"),
+            ("demo://r/caf%C3%A9", "demo://r/caf%C3%A9"),
             (
                 "DEMO://resource/dynamic/text/1",
                 "demo://resource/dynamic/text/1",
