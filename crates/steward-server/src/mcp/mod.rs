@@ -80,8 +80,9 @@ struct SessionEntry {
     /// The registration the session was opened with (its upstream was
     /// started from its transport).
     server: Arc<McpServer>,
-    /// The key (or delegated token) its client last sent: once that no
-    /// longer authenticates, the session closes, event stream and all.
+    /// The key (or delegated token) that opened it, the only one that may
+    /// use it: once that no longer authenticates, the session closes,
+    /// event stream and all.
     credential: AgentCredential,
     /// When the client last sent something, or an answer to it ended.
     last_seen: Instant,
@@ -203,15 +204,17 @@ impl Gateway {
 
     /// `owner`'s message for `session` (`posted`: a message, not the
     /// event stream or a DELETE): `None` when the session is not theirs
+    /// (another agent's, or opened with another credential)
     /// (or unknown, or closing); otherwise it counts as active until the
     /// answer ends (checked and counted at once, so an idle close cannot
     /// come in between).
     fn claim(state: &AppState, session: &str, holder: &Holder, posted: bool) -> Option<Answering> {
         let mut owners = state.mcp.owners();
-        let entry = owners
-            .get_mut(session)
-            .filter(|e| e.owner == holder.owner && !e.closing)?;
-        entry.credential.clone_from(&holder.credential);
+        // The credential that opened it, not only its agent: another key of
+        // the agent, or a token acting for another person, opens its own.
+        let entry = owners.get_mut(session).filter(|e| {
+            e.owner == holder.owner && e.credential == holder.credential && !e.closing
+        })?;
         entry.last_seen = Instant::now();
         entry.open += 1;
         if posted {

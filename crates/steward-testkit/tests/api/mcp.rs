@@ -1669,6 +1669,18 @@ async fn a_session_ends_with_its_credential() {
     .await;
     // A delegated token for Alice, exchanged with the agent's key.
     let for_alice = gw.delegated_token("alice@example.com").await;
+    // A session is its credential's: neither the person's token nor
+    // another key of the agent uses one the first key opened.
+    let session = open_session(&gw.url(), &gw.key).await;
+    let other_key = gw
+        .admin()
+        .create_key("helper", &CreateKey::default())
+        .await
+        .unwrap()
+        .secret;
+    assert_eq!(ping(&gw.url(), &other_key, &session).await, 404);
+    assert_eq!(ping(&gw.url(), &for_alice, &session).await, 404);
+    assert_eq!(ping(&gw.url(), &gw.key, &session).await, 200);
     a_listening_session_ends(&gw, &for_alice, || async {
         gw.admin()
             .deactivate_human("alice@example.com", &TransitionRequest::default())
@@ -1682,7 +1694,12 @@ async fn a_session_ends_with_its_credential() {
             .list_keys("helper", &PageQuery::default())
             .await
             .unwrap();
-        admin.revoke_key("helper", &keys.items[0].id).await.unwrap();
+        let first = keys
+            .items
+            .iter()
+            .find(|k| gw.key.starts_with(&k.prefix))
+            .unwrap();
+        admin.revoke_key("helper", &first.id).await.unwrap();
     })
     .await;
     gw.stop().await;
