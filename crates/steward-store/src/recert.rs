@@ -393,8 +393,13 @@ impl Store {
                 .await
             {
                 Ok(_) => {}
-                // Already suspended: the owner's answer stands.
-                Err(e) if e.code == ErrorCode::InvalidTransition && t == Transition::Suspend => {}
+                // Already suspended: the owner's answer stands. An agent
+                // that cannot be suspended (expired, decommissioned, not
+                // yet active) is not recorded as suspended.
+                Err(e)
+                    if e.code == ErrorCode::InvalidTransition
+                        && t == Transition::Suspend
+                        && agent.state == AgentState::Suspended => {}
                 Err(e) => return Err(e),
             }
         }
