@@ -392,6 +392,21 @@ impl Store {
                     ));
                 }
             }
+            // Nor may a parent come to expire before an agent below it,
+            // which would outlive it (an expiry does not cascade).
+            let below = descendants(tx, "", &ctx.tenant_id, &before.id).await?;
+            if let Some(outliving) = below
+                .iter()
+                .find(|d| !d.state.is_terminal() && d.expires_at.is_none_or(|e| e > expires_at))
+            {
+                return Err(Error::new(
+                    ErrorCode::ExceedsParent,
+                    format!(
+                        "expires_at: '{}' below this agent would outlive it; give it an earlier expiry first, or decommission it",
+                        outliving.name
+                    ),
+                ));
+            }
             after.expires_at = Some(expires_at);
         }
         after.purpose = req.purpose.unwrap_or(after.purpose);

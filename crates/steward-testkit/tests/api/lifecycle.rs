@@ -238,6 +238,22 @@ async fn spawn_rules(b: Backend) {
     let err = s.admin.register_agent(&pii).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::ExceedsParent));
     assert!(err.to_string().contains("pii"), "{err}");
+    // Nor may the parent come to expire before its children, which would
+    // outlive it: they have no expiry.
+    let err = s
+        .admin
+        .update_agent(
+            "etl",
+            &UpdateAgent {
+                expires_at: Some(Utc::now() + Duration::days(1)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ExceedsParent));
+    assert!(err.to_string().contains("worker-"), "{err}");
+    assert_eq!(s.admin.get_agent("etl").await.unwrap().expires_at, None);
     // Depth: the persona allows two levels below the root.
     approve_registration(&s.admin, "worker-0").await.unwrap();
     s.admin
