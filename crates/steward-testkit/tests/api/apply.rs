@@ -595,6 +595,17 @@ async fn parents_come_first_and_what_apply_cannot_do_is_said(b: Backend) {
     // A team or expiry the directory no longer names is not removed by
     // apply: said, not passed over as "unchanged".
     let mut dropped = declaration();
+    // (The child first: a parent never expires before an agent below it.)
+    s.admin
+        .update_agent(
+            "doc-bot-child",
+            &UpdateAgent {
+                expires_at: Some("2029-01-01T00:00:00Z".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     dropped.agents[0].expires_at = Some("2030-01-01T00:00:00Z".parse().unwrap());
     s.admin.apply(&dropped).await.unwrap();
     dropped.agents[0].expires_at = None;
