@@ -177,9 +177,23 @@ impl LogVerifier {
     }
 
     /// Records a problem the caller found with entry `seq` by rules of its
-    /// own (the tree may be fine): the report fails there. Returns false.
+    /// own (the tree may be fine, or the entry cannot be read at all): the
+    /// report fails there. An entry that is not the next one is reported as
+    /// a break in the sequence instead, like [`LogVerifier::push`] does.
+    /// Returns false.
     pub fn reject(&mut self, seq: u64, problem: String) -> bool {
-        self.fail(Some(seq), problem);
+        if self.check_sequence(seq) {
+            self.fail(Some(seq), problem);
+        }
+        false
+    }
+
+    /// Records a problem the caller found with the log as a whole rather
+    /// than with one entry (a stored checkpoint that cannot be read): the
+    /// report fails without a position, as for a checkpoint whose signature
+    /// does not verify. Returns false.
+    pub fn reject_log(&mut self, problem: String) -> bool {
+        self.fail(None, problem);
         false
     }
 

@@ -9,7 +9,13 @@
 //!   up from the store (so entries written by other nodes are included), and
 //!   signed into a checkpoint (Ed25519) whenever it grew, at most once a
 //!   second and on demand. The signing key is generated at first start and
-//!   kept in the store's settings.
+//!   kept in the store's settings (or in `audit_signing_key_file`).
+//! * A new checkpoint must extend the last one signed: the tree is rebuilt
+//!   from the leaf hashes the store holds, so before signing, its first N
+//!   leaves must give the root of the latest stored checkpoint (of size N,
+//!   validly signed). Otherwise the stored history was rewritten and the log
+//!   refuses to sign over it: an error is logged, and verification on this
+//!   node reports it until a checkpoint can be signed again.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,7 +24,7 @@ use std::sync::Mutex;
 use chrono::Utc;
 use steward_audit::{
     BundleManifest, Hash, LogSigner, LogVerifier, MerkleTree, SignedManifest, SignedTreeHead,
-    TreeHead, VerifyReport,
+    TreeHead, VerifyReport, verify_tree_head,
 };
 use steward_core::{AuditEvent, ChangeContext, Error};
 use steward_store::Store;
@@ -42,6 +48,20 @@ pub struct AuditLog {
     tree: Mutex<MerkleTree>,
     signer: LogSigner,
     origin: String,
+    /// Why the log last refused to sign a checkpoint, until one is signed.
+    refusal: Mutex<Option<Refusal>>,
+}
+
+/// A refusal to sign: the stored history does not extend the latest
+/// checkpoint (`size`, `root`).
+#[derive(Debug, Clone)]
+struct Refusal {
+    size: u64,
+    root: Hash,
+    /// The first entry the evidence cannot vouch for (none when the
+    /// checkpoint itself is bad).
+    position: Option<u64>,
+    problem: String,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -209,6 +229,7 @@ impl AuditLog {
             tree: Mutex::new(MerkleTree::new()),
             signer: LogSigner::from_seed_bytes(&seed),
             origin: format!("steward/{install}/audit"),
+            refusal: Mutex::new(None),
         };
         log.catch_up(store).await?;
         Ok(log)
@@ -297,12 +318,21 @@ impl AuditLog {
     }
 
     /// Catch up, and sign and store a checkpoint if the log grew since the
-    /// last one. Returns the latest checkpoint.
+    /// last one. Returns the latest checkpoint, which the in-memory tree
+    /// always covers (proofs and exports are built from both). Refuses to
+    /// sign when the stored history does not extend the latest checkpoint.
     pub async fn checkpoint(&self, store: &Store) -> Result<Option<SignedTreeHead>, Error> {
-        let size = self.catch_up(store).await?;
+        let mut size = self.catch_up(store).await?;
         let latest = store.latest_checkpoint().await?;
+        // Another node may have appended and signed since the catch-up.
+        if latest.as_ref().is_some_and(|c| c.head.size > size) {
+            size = self.catch_up(store).await?;
+        }
         if size == 0 || latest.as_ref().is_some_and(|c| c.head.size >= size) {
             return Ok(latest);
+        }
+        if let Some(last) = &latest {
+            self.check_extends(store, last).await?;
         }
         let root = self
             .tree()
@@ -316,6 +346,79 @@ impl AuditLog {
         });
         store.insert_checkpoint(&sth).await?;
         Ok(Some(sth))
+    }
+
+    fn refusal(&self) -> std::sync::MutexGuard<'_, Option<Refusal>> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the tree extends `last`: its signature is the log's and the
+    /// tree's first `last.size` leaves give its root. Otherwise the
+    /// refusal, logged once per checkpoint, as an error.
+    async fn check_extends(&self, store: &Store, last: &SignedTreeHead) -> Result<(), Error> {
+        let (size, root) = (last.head.size, last.head.root);
+        let known = self
+            .refusal()
+            .as_ref()
+            .filter(|r| r.size == size && r.root == root)
+            .map(|r| r.problem.clone());
+        if let Some(problem) = known {
+            return Err(Error::internal(problem));
+        }
+        let refusal = if let Err(e) = verify_tree_head(&self.public_key(), last) {
+            Refusal {
+                size,
+                root,
+                position: None,
+                problem: format!(
+                    "The latest stored checkpoint (size {size}) is not validly signed by the \
+                     log's key ({e}): no checkpoint is signed after it."
+                ),
+            }
+        } else if self.tree().root_at(size).ok() == Some(root) {
+            *self.refusal() = None;
+            return Ok(());
+        } else {
+            let start = self.last_matching_checkpoint(store, size).await? + 1;
+            Refusal {
+                size,
+                root,
+                position: Some(start),
+                problem: format!(
+                    "The leaf hashes this node read from the store do not match the checkpoint \
+                     of size {size}: one or more of entries {start} to {size} were changed in \
+                     the store after they were signed, and no checkpoint is signed over them."
+                ),
+            }
+        };
+        tracing::error!(
+            checkpoint_size = size,
+            first_bad_position = refusal.position,
+            problem = %refusal.problem,
+            "refusing to sign an audit checkpoint"
+        );
+        let problem = refusal.problem.clone();
+        *self.refusal() = Some(refusal);
+        Err(Error::internal(problem))
+    }
+
+    /// The size of the largest validly signed checkpoint below `size` that
+    /// the tree matches (0 if none): entries up to it are vouched for.
+    async fn last_matching_checkpoint(&self, store: &Store, size: u64) -> Result<u64, Error> {
+        let below = i64::try_from(size).unwrap_or(i64::MAX) - 1;
+        let checkpoints = store.checkpoints_between(1, below).await?;
+        let key = self.public_key();
+        let tree = self.tree();
+        Ok(checkpoints
+            .iter()
+            .rev()
+            .find(|c| {
+                verify_tree_head(&key, c).is_ok()
+                    && tree.root_at(c.head.size).ok() == Some(c.head.root)
+            })
+            .map_or(0, |c| c.head.size))
     }
 
     /// Sign an export bundle's manifest with the log's key.
@@ -379,20 +482,61 @@ impl AuditLog {
 
     /// Verify the whole stored log against its stored checkpoints: every
     /// entry re-encoded and re-hashed, sequence without gaps, every
-    /// checkpoint's signature and root. Names the first bad position.
+    /// checkpoint's signature and root. Names the first bad position. A row
+    /// that cannot be read back is reported like any other tampering, and
+    /// so is this node's refusal to sign (see [`AuditLog::checkpoint`]).
     pub async fn verify_store(&self, store: &Store) -> Result<VerifyReport, Error> {
-        let checkpoints = store.checkpoints().await?;
+        let mut checkpoints = Vec::new();
+        let mut unreadable = None;
+        for stored in store.checkpoints_as_stored().await? {
+            match stored {
+                Ok(checkpoint) => checkpoints.push(checkpoint),
+                Err((size, why)) => {
+                    unreadable.get_or_insert(format!(
+                        "The stored checkpoint of size {size} cannot be read back: {why}."
+                    ));
+                }
+            }
+        }
         let mut verifier = LogVerifier::new(&checkpoints, &self.public_key());
+        if let Some(problem) = unreadable {
+            verifier.reject_log(problem);
+        }
         let mut cover = PruneCover::read(store).await?;
         let mut reread = false;
         let mut after = 0i64;
-        loop {
-            let page = store.audit_page_all(after, 10_000).await?;
+        'pages: loop {
+            let page = store.audit_rows_all(after, 10_000).await?;
             let Some(last) = page.last() else { break };
-            after = last.0.seq;
-            for (entry, leaf, pruned) in page {
-                let seq = u64::try_from(entry.seq).unwrap_or(0);
-                let stored = leaf.as_deref().and_then(|h| Hash::from_hex(h).ok());
+            after = last.seq;
+            for row in page {
+                let seq = u64::try_from(row.seq).unwrap_or(0);
+                let (entry, leaf, pruned) = match row.read {
+                    Ok(read) => read,
+                    Err(why) => {
+                        verifier.reject(
+                            seq,
+                            format!(
+                                "Entry {seq} cannot be read back from the store ({why}): its row \
+                                 was modified or damaged."
+                            ),
+                        );
+                        break 'pages;
+                    }
+                };
+                let stored = match leaf.as_deref().map(Hash::from_hex).transpose() {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        verifier.reject(
+                            seq,
+                            format!(
+                                "Entry {seq} was modified: the leaf hash stored with it is not a \
+                                 hash ({e})."
+                            ),
+                        );
+                        break 'pages;
+                    }
+                };
                 let time = entry.time.timestamp_millis();
                 // Only a recorded pruning explains a missing payload (one
                 // may have run since the prunings were read: they are read
@@ -411,14 +555,32 @@ impl AuditLog {
                         ),
                     ),
                     (true, Some(h)) => verifier.push_pruned(seq, h),
+                    (true, None) => verifier.reject(
+                        seq,
+                        format!(
+                            "Entry {seq} was modified: it has neither its payload nor the leaf \
+                             hash that would stand for it."
+                        ),
+                    ),
                     _ => verifier.push(seq, &canonical_entry(&entry), stored),
                 };
                 if !going {
-                    return Ok(verifier.finish());
+                    break 'pages;
                 }
             }
         }
-        Ok(verifier.finish())
+        let mut report = verifier.finish();
+        if report.ok
+            && let Some(refusal) = self.refusal().clone()
+        {
+            report.ok = false;
+            report.first_bad_position = refusal.position;
+            report.problem = Some(format!(
+                "{} The store's rows verify now: restart this node to read them again.",
+                refusal.problem
+            ));
+        }
+        Ok(report)
     }
 }
 

@@ -499,6 +499,58 @@ fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// One row of the log as [`Store::audit_rows_all`] reads it.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    /// Its sequence number.
+    pub seq: i64,
+    /// The entry, its stored leaf hash and whether its payload was pruned;
+    /// or which column does not read back, and why.
+    pub read: Result<(AuditEntry, Option<String>, bool), String>,
+}
+
+/// A log row decoded column by column, naming the first column that does
+/// not read back (`rows::audit_entry` would only say that the store failed).
+fn stored_entry(row: &sqlx::any::AnyRow) -> Result<(AuditEntry, Option<String>, bool), String> {
+    fn get<'r, T>(row: &'r sqlx::any::AnyRow, col: &str) -> Result<T, String>
+    where
+        T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        row.try_get(col)
+            .map_err(|e| format!("its {col} column cannot be read ({e})"))
+    }
+    let json = |col: &str| -> Result<Option<serde_json::Value>, String> {
+        get::<Option<String>>(row, col)?
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("its {col} column is not JSON ({e})"))
+            })
+            .transpose()
+    };
+    let entry = AuditEntry {
+        seq: get(row, "seq")?,
+        time: time(get(row, "time")?),
+        tenant_id: get(row, "tenant_id")?,
+        actor: steward_types::Actor {
+            kind: get(row, "actor_kind")?,
+            id: get(row, "actor_id")?,
+            human_id: get(row, "actor_human_id")?,
+        },
+        action: get(row, "action")?,
+        resource_type: get(row, "resource_type")?,
+        resource_id: get(row, "resource_id")?,
+        before: json("before")?,
+        after: json("after")?,
+        reason: get(row, "reason")?,
+        request_id: get(row, "request_id")?,
+        source: get(row, "source")?,
+        leaf_hash: get(row, "leaf_hash")?,
+    };
+    let pruned: i64 = get(row, "pruned")?;
+    let leaf = entry.leaf_hash.clone();
+    Ok((entry, leaf, pruned != 0))
+}
+
 impl Store {
     /// Read the tenant's log, oldest first, filtered (see [`AuditFilter`]
     /// and [`AuditConditions::resolve`]).
@@ -552,29 +604,29 @@ impl Store {
         min_size: i64,
         max_size: i64,
     ) -> Result<Vec<SignedTreeHead>, Error> {
-        let rows: Vec<(i64, String, String, i64, String, String)> = sqlx::query_as(
-            "SELECT size, origin, root, time_ms, signature, key_id FROM audit_checkpoints \
-             WHERE size >= $1 AND size <= $2 ORDER BY size",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size >= $1 AND size <= $2 \
+             ORDER BY size"
+        ))
         .bind(min_size)
         .bind(max_size)
         .fetch_all(&self.read)
         .await
         .map_err(db_error)?;
-        rows.into_iter().map(checkpoint_row).collect()
+        rows.iter().map(checkpoint_or_error).collect()
     }
 
     /// The smallest signed checkpoint covering entry `seq`, if any.
     pub async fn checkpoint_covering(&self, seq: i64) -> Result<Option<SignedTreeHead>, Error> {
-        let row: Option<(i64, String, String, i64, String, String)> = sqlx::query_as(
-            "SELECT size, origin, root, time_ms, signature, key_id FROM audit_checkpoints \
-             WHERE size >= $1 ORDER BY size LIMIT 1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size >= $1 ORDER BY size \
+             LIMIT 1"
+        ))
         .bind(seq)
         .fetch_optional(&self.read)
         .await
         .map_err(db_error)?;
-        row.map(checkpoint_row).transpose()
+        row.as_ref().map(checkpoint_or_error).transpose()
     }
 
     /// Leaf hashes of entries `from..=to` (1-based), in order.
@@ -609,13 +661,32 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Every entry from `after` on (all tenants), in order, for verification:
-    /// the entry and its stored leaf hash. Reads in pages to bound memory.
+    /// Every entry from `after` on (all tenants), in order: the entry, its
+    /// stored leaf hash and whether its payload was pruned. Reads in pages
+    /// to bound memory. A row that cannot be read back fails the page (see
+    /// [`Store::audit_rows_all`] for reading past one).
     pub async fn audit_page_all(
         &self,
         after: i64,
         limit: i64,
     ) -> Result<Vec<(AuditEntry, Option<String>, bool)>, Error> {
+        self.audit_rows_all(after, limit)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let seq = row.seq;
+                row.read.map_err(|why| {
+                    Error::internal(format!("audit entry {seq} cannot be read: {why}"))
+                })
+            })
+            .collect()
+    }
+
+    /// As [`Store::audit_page_all`], each row read on its own, for
+    /// verification: a row that no longer reads back as an entry (a payload
+    /// that is not JSON, a column of the wrong type) is reported with its
+    /// sequence number, not as a failed read of the whole log.
+    pub async fn audit_rows_all(&self, after: i64, limit: i64) -> Result<Vec<StoredRow>, Error> {
         let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(limit)
@@ -624,9 +695,13 @@ impl Store {
             .map_err(db_error)?;
         rows.iter()
             .map(|row| {
-                let leaf: Option<String> = row.try_get("leaf_hash").map_err(db_error)?;
-                let pruned: i64 = row.try_get("pruned").map_err(db_error)?;
-                Ok((rows::audit_entry(row)?, leaf, pruned != 0))
+                // The key column is an integer on both stores, so every row
+                // read has one.
+                let seq: i64 = row.try_get("seq").map_err(db_error)?;
+                Ok(StoredRow {
+                    seq,
+                    read: stored_entry(row),
+                })
             })
             .collect()
     }
@@ -651,39 +726,45 @@ impl Store {
 
     /// Every checkpoint, smallest first.
     pub async fn checkpoints(&self) -> Result<Vec<SignedTreeHead>, Error> {
-        self.checkpoint_rows("ORDER BY size").await
+        self.checkpoint_rows("ORDER BY size")
+            .await?
+            .iter()
+            .map(checkpoint_or_error)
+            .collect()
+    }
+
+    /// Every checkpoint, smallest first, each read on its own, for
+    /// verification: a row that does not read back (a root that is not a
+    /// hash) is given as its size and why, not as a failed read of them all.
+    pub async fn checkpoints_as_stored(
+        &self,
+    ) -> Result<Vec<Result<SignedTreeHead, (i64, String)>>, Error> {
+        self.checkpoint_rows("ORDER BY size")
+            .await?
+            .iter()
+            .map(|row| {
+                let size: i64 = row.try_get("size").map_err(db_error)?;
+                Ok(read_checkpoint(row).map_err(|why| (size, why)))
+            })
+            .collect()
     }
 
     /// The checkpoint of the largest tree, if any.
     pub async fn latest_checkpoint(&self) -> Result<Option<SignedTreeHead>, Error> {
-        Ok(self
-            .checkpoint_rows("ORDER BY size DESC LIMIT 1")
+        self.checkpoint_rows("ORDER BY size DESC LIMIT 1")
             .await?
-            .pop())
+            .first()
+            .map(checkpoint_or_error)
+            .transpose()
     }
 
-    async fn checkpoint_rows(&self, order: &str) -> Result<Vec<SignedTreeHead>, Error> {
-        let rows: Vec<(i64, String, String, i64, String, String)> = sqlx::query_as(&format!(
-            "SELECT size, origin, root, time_ms, signature, key_id FROM audit_checkpoints {order}"
+    async fn checkpoint_rows(&self, order: &str) -> Result<Vec<sqlx::any::AnyRow>, Error> {
+        sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints {order}"
         ))
         .fetch_all(&self.read)
         .await
-        .map_err(db_error)?;
-        rows.into_iter()
-            .map(|(size, origin, root, time_ms, signature, key_id)| {
-                Ok(SignedTreeHead {
-                    head: TreeHead {
-                        origin,
-                        size: u64::try_from(size).unwrap_or(0),
-                        root: Hash::from_hex(&root)
-                            .map_err(|e| Error::internal(format!("checkpoint {size}: {e}")))?,
-                        time_ms,
-                    },
-                    signature,
-                    key_id,
-                })
-            })
-            .collect()
+        .map_err(db_error)
     }
 }
 
@@ -692,22 +773,34 @@ pub fn bad_filter(message: impl Into<String>) -> Error {
     Error::new(ErrorCode::InvalidQuery, message)
 }
 
-type CheckpointRow = (i64, String, String, i64, String, String);
+/// The columns [`read_checkpoint`] reads.
+const CHECKPOINT_COLUMNS: &str = "size, origin, root, time_ms, signature, key_id";
 
-fn checkpoint_row(
-    (size, origin, root, time_ms, signature, key_id): CheckpointRow,
-) -> Result<SignedTreeHead, Error> {
+/// A checkpoint row, or which column does not read back and why.
+fn read_checkpoint(row: &sqlx::any::AnyRow) -> Result<SignedTreeHead, String> {
+    fn get<'r, T>(row: &'r sqlx::any::AnyRow, col: &str) -> Result<T, String>
+    where
+        T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        row.try_get(col)
+            .map_err(|e| format!("its {col} column cannot be read ({e})"))
+    }
+    let size: i64 = get(row, "size")?;
+    let root: String = get(row, "root")?;
     Ok(SignedTreeHead {
         head: TreeHead {
-            origin,
-            size: u64::try_from(size).unwrap_or(0),
-            root: Hash::from_hex(&root)
-                .map_err(|e| Error::internal(format!("checkpoint {size}: {e}")))?,
-            time_ms,
+            origin: get(row, "origin")?,
+            size: u64::try_from(size).map_err(|_| format!("its size {size} is negative"))?,
+            root: Hash::from_hex(&root).map_err(|e| format!("its root is not a hash ({e})"))?,
+            time_ms: get(row, "time_ms")?,
         },
-        signature,
-        key_id,
+        signature: get(row, "signature")?,
+        key_id: get(row, "key_id")?,
     })
+}
+
+fn checkpoint_or_error(row: &sqlx::any::AnyRow) -> Result<SignedTreeHead, Error> {
+    read_checkpoint(row).map_err(|why| Error::internal(format!("a stored checkpoint: {why}")))
 }
 
 /// Milliseconds of an RFC 3339 time given for the filter `name`, or
@@ -1389,7 +1482,77 @@ mod tests {
             )
     }
 
+    /// What verification hashes again: the entry as read back from the
+    /// text the store keeps of its payload.
+    fn read_back(e: &AuditEntry) -> AuditEntry {
+        let stored = |v: &Option<Value>| v.as_ref().map(Value::to_string);
+        let parse = |t: Option<String>| t.map(|t| serde_json::from_str(&t).unwrap());
+        AuditEntry {
+            before: parse(stored(&e.before)),
+            after: parse(stored(&e.after)),
+            ..e.clone()
+        }
+    }
+
+    /// Floats a caller put in a decision's context, as JSON text the way
+    /// a client sends them, parsed as the server parses a request.
+    fn with_floats(texts: &[&str]) -> AuditEntry {
+        let numbers: Vec<Value> = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        AuditEntry {
+            seq: 1,
+            time: DateTime::from_timestamp_millis(0).unwrap_or_default(),
+            tenant_id: "default".into(),
+            actor: Actor {
+                kind: "agent".into(),
+                id: "agt_1".into(),
+                human_id: None,
+            },
+            action: "decision.allow".into(),
+            resource_type: "api".into(),
+            resource_id: "billing".into(),
+            before: None,
+            after: Some(serde_json::json!({ "context": { "x": numbers } })),
+            reason: None,
+            request_id: None,
+            source: None,
+            leaf_hash: None,
+        }
+    }
+
+    #[test]
+    fn floats_read_back_as_they_were_hashed() {
+        // Shortest round-trip digits (as serde_json and JavaScript print
+        // an f64) and plain decimals that serde_json's fast float parser
+        // reads one unit off, extremes and denormals.
+        let e = with_floats(&[
+            "-1.157573748487175e-210",
+            "8.712240929461937e85",
+            "90.18217000830143",
+            "99515988148466111e-9",
+            "0.30000000000000004",
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "5e-324",
+        ]);
+        assert_eq!(
+            String::from_utf8(canonical_entry(&read_back(&e))).unwrap(),
+            String::from_utf8(canonical_entry(&e)).unwrap()
+        );
+    }
+
     proptest! {
+        /// Any finite float in a payload hashes alike when written and when
+        /// read back from the store.
+        #[test]
+        fn any_float_reads_back_as_it_was_hashed(x in any::<f64>()) {
+            prop_assume!(x.is_finite());
+            let e = with_floats(&[&serde_json::to_string(&x).unwrap()]);
+            prop_assert_eq!(canonical_entry(&read_back(&e)), canonical_entry(&e));
+        }
+
         /// The store's encoder and the offline verifier's (from the entry as
         /// exported JSON) give the same bytes for every entry.
         #[test]

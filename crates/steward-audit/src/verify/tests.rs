@@ -310,6 +310,36 @@ fn pruned_entries_verify_by_their_leaf_hash() {
 }
 
 #[test]
+fn a_rejected_entry_is_named_unless_the_sequence_broke_first() {
+    let signer = LogSigner::generate();
+    let log = rows(6, true);
+    let cps = checkpoints(&signer, &tree_of(&log), &[6]);
+    let key = signer.public_key_base64();
+    // An entry the caller cannot read fails there, and stops the pass.
+    let mut verifier = LogVerifier::new(&cps, &key);
+    for (seq, bytes, hash) in &log[..3] {
+        assert!(verifier.push(*seq, bytes, *hash));
+    }
+    assert!(!verifier.reject(4, "Entry 4 cannot be read.".into()));
+    assert!(!verifier.push(5, &log[4].1, log[4].2));
+    assert_bad_at(&verifier.finish(), 4, "Entry 4 cannot be read");
+    // An unreadable entry after a gap: the gap comes first.
+    let mut verifier = LogVerifier::new(&cps, &key);
+    verifier.push(1, &log[0].1, log[0].2);
+    assert!(!verifier.reject(3, "Entry 3 cannot be read.".into()));
+    assert_bad_at(&verifier.finish(), 2, "Entry 2 is missing");
+    // A problem with the log as a whole has no position.
+    let mut verifier = LogVerifier::new(&cps, &key);
+    assert!(!verifier.reject_log("A checkpoint cannot be read.".into()));
+    assert!(!verifier.push(1, &log[0].1, log[0].2));
+    let report = verifier.finish();
+    assert!(
+        !report.ok && report.first_bad_position.is_none(),
+        "{report:?}"
+    );
+}
+
+#[test]
 fn times_are_printed_in_utc() {
     assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
     assert_eq!(format_utc(-1), "1969-12-31 23:59:59 UTC");

@@ -13,7 +13,10 @@ on_both_backends!(
     retention_prunes_payloads_but_not_under_a_hold,
     the_signing_key_can_live_outside_the_store,
     a_failed_append_fails_its_decision_and_leaves_the_log_whole,
-    a_record_no_store_can_keep_fails_alone
+    a_record_no_store_can_keep_fails_alone,
+    a_row_that_cannot_be_read_back_is_reported_at_its_position,
+    a_rewritten_history_is_never_signed,
+    floats_in_a_decision_verify
 );
 
 /// A store that stops taking audit appends fails every decision (none is
@@ -559,4 +562,312 @@ async fn a_record_no_store_can_keep_fails_alone(b: Backend) {
         .map(|e| e.resource_id.as_str())
         .collect();
     assert_eq!(recorded, ["first", "second", "third"]);
+}
+
+/// A stored row that no longer reads back as an entry (a payload that is
+/// not JSON, a leaf hash that is not a hash, a time that is not a number)
+/// or a checkpoint that does not is reported by verification like any
+/// other tampering: a verdict, not a failed request.
+async fn a_row_that_cannot_be_read_back_is_reported_at_its_position(b: Backend) {
+    let mut cases = vec![
+        (
+            "a payload that is not JSON",
+            "UPDATE audit_log SET after = '{\"not json' WHERE seq = 4",
+            Some(4),
+        ),
+        (
+            "a leaf hash that is not a hash",
+            "UPDATE audit_log SET leaf_hash = 'not a hash' WHERE seq = 3",
+            Some(3),
+        ),
+        (
+            "a checkpoint whose root is not a hash",
+            "UPDATE audit_checkpoints SET root = 'not a hash'",
+            None,
+        ),
+    ];
+    if b == Backend::Sqlite {
+        // Only SQLite lets a column hold a value of another type.
+        cases.push((
+            "a time that is not a number",
+            "UPDATE audit_log SET time = 'yesterday' WHERE seq = 5",
+            Some(5),
+        ));
+    }
+    for (what, sql, position) in cases {
+        let s = TestServer::start(b).await;
+        some_history(&s).await;
+        s.admin.audit_checkpoint().await.unwrap();
+        s.server
+            .store()
+            .execute_raw(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let report = s
+            .admin
+            .audit_verify()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(!report.ok, "{what}: not found");
+        assert_eq!(report.first_bad_position, position, "{what}: {report:?}");
+        assert!(
+            report
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("cannot be read back") || p.contains("not a hash")),
+            "{what}: {report:?}"
+        );
+        s.stop().await;
+    }
+}
+
+/// The tree a node builds at start comes from the leaf hashes in the store.
+/// Someone who rewrites an entry and its leaf hash there, and restarts a
+/// node, does not get a fresh signature over the forged history: the node
+/// checks that the rebuilt tree extends the last signed checkpoint, refuses
+/// to sign, and verification says why, even once the rows are put back
+/// (the node's tree is still the forged one until it restarts).
+async fn a_rewritten_history_is_never_signed(b: Backend) {
+    use steward_testkit::{ADMIN_TOKEN, TempStore};
+    let store = TempStore::new(b).await.unwrap();
+    let config = steward_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: Some(store.url.clone()),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        ..Default::default()
+    };
+    let start = || async {
+        let server = steward_server::start(config.clone()).await.unwrap();
+        let admin = steward_client::Client::new(&server.url(), Some(ADMIN_TOKEN.into()));
+        (server, admin)
+    };
+    let (server, admin) = start().await;
+    human(&admin, "alice@example.com").await;
+    for i in 0..6 {
+        low_risk_agent(&admin, &format!("a{i}"), "alice@example.com").await;
+    }
+    let signed = admin.audit_checkpoint().await.unwrap();
+    server.shutdown().await.unwrap();
+
+    // Entry 2 rewritten with a matching leaf hash, while no node runs.
+    let opened = steward_store::Store::open(&store.url).await.unwrap();
+    let (honest, _, _) = opened.audit_page_all(1, 1).await.unwrap().remove(0);
+    let mut forged = honest.clone();
+    forged.action = "agent.forged".into();
+    let leaf = |e: &AuditEntry| {
+        steward_audit::leaf_hash(&steward_store::audit::canonical_entry(e)).to_hex()
+    };
+    let rewrite = |e: &AuditEntry| {
+        format!(
+            "UPDATE audit_log SET action = '{}', leaf_hash = '{}' WHERE seq = 2",
+            e.action,
+            leaf(e)
+        )
+    };
+    opened.execute_raw(&rewrite(&forged)).await.unwrap();
+    opened.close().await;
+
+    let (server, admin) = start().await;
+    human(&admin, "bob@example.com").await;
+    let refused = admin.audit_checkpoint().await.unwrap_err();
+    assert!(refused.status().is_some_and(|c| c >= 500), "{refused:?}");
+    // Nor did the background signer sign anything past the honest log.
+    let sizes: Vec<u64> = server
+        .store()
+        .checkpoints()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.head.size)
+        .collect();
+    assert!(sizes.iter().all(|size| *size <= signed.size), "{sizes:?}");
+    let listed = admin.audit_checkpoints().await.unwrap();
+    assert_eq!(listed.len(), sizes.len());
+    let report = admin.audit_verify().await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert!(
+        report.first_bad_position.is_some_and(|p| p <= 2),
+        "{report:?}"
+    );
+
+    // The rows put back verify, but this node's tree is still forged.
+    server.store().execute_raw(&rewrite(&honest)).await.unwrap();
+    assert!(admin.audit_checkpoint().await.is_err());
+    let report = admin.audit_verify().await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert!(
+        report
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains(&format!("checkpoint of size {}", signed.size))),
+        "{report:?}"
+    );
+    server.shutdown().await.unwrap();
+
+    // Restarted on the honest rows, the node signs again.
+    let (server, admin) = start().await;
+    let next = admin.audit_checkpoint().await.unwrap();
+    assert!(next.size > signed.size);
+    let report = admin.audit_verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    server.shutdown().await.unwrap();
+    store.remove().await.unwrap();
+}
+
+/// Floats in a decision's context are hashed as written when recorded and
+/// again from the stored text when verified: every float must read back
+/// as the same number (shortest round-trip digits, denormals and the
+/// extremes included), or an honest log would fail verification.
+async fn floats_in_a_decision_verify(b: Backend) {
+    let s = TestServer::start(b).await;
+    steward_testkit::callers::setup(&s.admin, "agent")
+        .await
+        .unwrap();
+    let floats = [
+        -1.157573748487175e-210,
+        8.712240929461937e85,
+        90.18217000830143,
+        149.25810622176905,
+        0.30000000000000004,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        5e-324,
+    ];
+    let mut req = steward_testkit::callers::call("agent");
+    for (i, x) in floats.iter().enumerate() {
+        req.context.insert(format!("x{i}"), serde_json::json!(x));
+    }
+    req.context
+        .insert("all".into(), serde_json::json!({ "floats": floats }));
+    s.admin.decide(&req).await.unwrap();
+    s.admin.audit_checkpoint().await.unwrap();
+    let report = s.admin.audit_verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    // And the log holds the very numbers asked about.
+    let entries = all_audit(&s.admin).await;
+    let decision = entries
+        .iter()
+        .rev()
+        .find(|e| e.action.starts_with("decision."))
+        .unwrap();
+    let context = &decision.after.as_ref().unwrap()["context"];
+    assert_eq!(context["all"]["floats"], serde_json::json!(floats));
+    s.stop().await;
+}
+
+/// Two nodes on one store: another node signs a checkpoint over entries
+/// this node has not read yet, between this node's catch-up and its reading
+/// of the latest checkpoint, as an export starts. The export is still built
+/// (on a checkpoint this node's tree covers) and verifies offline.
+///
+/// The other node's signature is made here, with the log's key, while the
+/// checkpoints table is locked so that the export waits for it at that
+/// very point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_racing_another_nodes_checkpoint_succeeds() {
+    use sqlx::{Connection, Executor};
+    use steward_testkit::{ADMIN_TOKEN, TempStore};
+    let store = TempStore::new(Backend::Postgres).await.unwrap();
+    let server = steward_server::start(steward_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: Some(store.url.clone()),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = steward_client::Client::new(&server.url(), Some(ADMIN_TOKEN.into()));
+    human(&admin, "alice@example.com").await;
+    admin
+        .create_tenant(&CreateTenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+        })
+        .await
+        .unwrap();
+    let acme = admin
+        .create_token(&CreateToken {
+            name: "acme-admin".into(),
+            role: TokenRole::Admin,
+            human: None,
+            expires_at: None,
+            tenant: Some("acme".into()),
+        })
+        .await
+        .unwrap();
+    let acme = steward_client::Client::new(&server.url(), Some(acme.secret));
+    let origin = admin.audit_public_key().await.unwrap().origin;
+    admin.audit_checkpoint().await.unwrap();
+
+    let mut other = sqlx::PgConnection::connect(&store.url).await.unwrap();
+    other.execute("BEGIN").await.unwrap();
+    other
+        .execute("LOCK TABLE audit_checkpoints IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let export = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            admin
+                .audit_export(&AuditExportQuery {
+                    since: Some(since),
+                    ..Default::default()
+                })
+                .await
+        })
+    };
+    // The export has caught up and waits for the latest checkpoint.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Another tenant's entry, then ours: the first of ours in the range is
+    // not the next one after what this node has read.
+    human(&acme, "carol@acme.example").await;
+    human(&admin, "bob@example.com").await;
+    let size = server.store().audit_size().await.unwrap();
+    let leaves = server.store().audit_leaves(1, size).await.unwrap();
+    let tree = steward_audit::MerkleTree::from_leaves(leaves.into_iter().map(|(_, leaf)| leaf));
+    let seed = server
+        .store()
+        .setting("audit_signing_seed")
+        .await
+        .unwrap()
+        .unwrap();
+    let seed: Vec<u8> = (0..seed.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&seed[i..i + 2], 16).unwrap())
+        .collect();
+    let signed = steward_audit::LogSigner::from_seed_bytes(&seed.try_into().unwrap()).sign(
+        steward_audit::TreeHead {
+            origin,
+            size: size as u64,
+            root: tree.root(),
+            time_ms: chrono::Utc::now().timestamp_millis(),
+        },
+    );
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (size, origin, root, time_ms, signature, key_id) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(size)
+    .bind(&signed.head.origin)
+    .bind(signed.head.root.to_hex())
+    .bind(signed.head.time_ms)
+    .bind(&signed.signature)
+    .bind(&signed.key_id)
+    .execute(&mut other)
+    .await
+    .unwrap();
+    other.execute("COMMIT").await.unwrap();
+    other.close().await.unwrap();
+
+    let export = export.await.unwrap().unwrap();
+    let manifest: steward_audit::SignedManifest = serde_json::from_value(export.manifest).unwrap();
+    assert_eq!(manifest.manifest.to_seq, size as u64);
+    assert_eq!(manifest.manifest.entry_count, 1, "{manifest:?}");
+    let key = admin.audit_public_key().await.unwrap().public_key;
+    let report = steward_audit::verify_bundle(&manifest, export.entries.as_bytes(), Some(&key));
+    assert!(report.ok, "{report:?}");
+    assert!(admin.audit_verify().await.unwrap().ok);
+    server.shutdown().await.unwrap();
+    store.remove().await.unwrap();
 }
