@@ -290,19 +290,33 @@ fn the_demo_can_stay_up_for_a_look_around() {
     let (url, rest) = url.split_once("/ui (sign in with ").unwrap();
     let token = rest.split(')').next().unwrap();
     let addr = url.trim_start_matches("http://");
-    let post = |path: &str, body: &str| -> String {
+    let send = |request: String| -> String {
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            conn,
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        conn.write_all(request.as_bytes()).unwrap();
         let mut answer = String::new();
         conn.read_to_string(&mut answer).unwrap();
         answer
     };
-    let signed_in = post("/ui/login", &format!("token={token}"));
+    // The sign-in form first: its cookie and the value the form echoes.
+    let form = send(format!(
+        "GET /ui/login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(form.starts_with("HTTP/1.1 200"), "{form}");
+    let cookie = form
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: steward_login="))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no sign-in cookie in {form}"));
+    let csrf = form
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or_else(|| panic!("no form value in {form}"));
+    let body = format!("token={token}&csrf={csrf}");
+    let signed_in = send(format!(
+        "POST /ui/login HTTP/1.1\r\nHost: {addr}\r\nCookie: steward_login={cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
     assert!(signed_in.starts_with("HTTP/1.1 303"), "{signed_in}");
     assert!(signed_in.contains("steward_session="), "{signed_in}");
     let status = std::process::Command::new("kill")

@@ -18,6 +18,7 @@ pub mod behaviour;
 pub mod cache;
 pub mod catalog;
 pub mod credentials;
+pub mod dashboard_sessions;
 pub mod delegation;
 pub mod humans;
 mod key_uses;

@@ -1662,6 +1662,52 @@ async fn a_campaign_closes_once_across_nodes_on_postgres() {
     a_campaign_closes_once_across_nodes(&a, &b).await;
 }
 
+/// A dashboard session signed out on one node is ended on every node
+/// sharing the store, read by its primary key; its id goes once the
+/// session would have expired anyway.
+async fn a_dashboard_sign_out_holds_on_every_node(url: &str) {
+    let a = Store::open(url).await.unwrap();
+    let b = Store::open(url).await.unwrap();
+    let now = Utc::now();
+    let hours = |h| now + chrono::Duration::hours(h);
+    assert!(!b.dashboard_session_ended("s1").await.unwrap());
+    a.end_dashboard_session("s1", hours(8), now).await.unwrap();
+    a.end_dashboard_session("s1", hours(8), now).await.unwrap();
+    a.end_dashboard_session("s0", hours(1), now).await.unwrap();
+    for node in [&a, &b] {
+        assert!(node.dashboard_session_ended("s1").await.unwrap());
+        assert!(node.dashboard_session_ended("s0").await.unwrap());
+        assert!(!node.dashboard_session_ended("s2").await.unwrap());
+    }
+    // Two hours on, s0 would have expired: the next sign-out prunes it.
+    b.end_dashboard_session("s2", hours(10), hours(2))
+        .await
+        .unwrap();
+    assert!(!a.dashboard_session_ended("s0").await.unwrap());
+    assert!(a.dashboard_session_ended("s1").await.unwrap());
+    assert!(a.dashboard_session_ended("s2").await.unwrap());
+    if url.starts_with("sqlite:") {
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let sql = format!(
+            "EXPLAIN QUERY PLAN {}",
+            steward_store::dashboard_sessions::ENDED
+        );
+        let steps: Vec<String> = sqlx::query(&sql)
+            .bind("s1")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            steps.len() == 1 && steps[0].contains("INDEX") && steps[0].contains("(id=?)"),
+            "{steps:?}"
+        );
+    }
+}
+
 /// Each test twice: on SQLite in a temporary folder and on PostgreSQL in a
 /// fresh schema (`sqlite::name`, `postgres::name`), given the store or, for
 /// those under `url`, its URL.
@@ -1698,5 +1744,6 @@ on_both_stores!(
         key_uses_are_written_beside_requests,
         who_an_entry_is_about_is_indexed,
         two_writers_share_one_log,
+        a_dashboard_sign_out_holds_on_every_node,
     ]
 );

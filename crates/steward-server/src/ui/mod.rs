@@ -3,14 +3,20 @@
 //! may read and a button does exactly what the API call would (same checks,
 //! same audit entry).
 //!
-//! Sign-in takes an admin or auditor token. The browser keeps no secret:
-//! its `HttpOnly`, `SameSite=Lax` cookie scoped to `/ui` names the token by
-//! id with the tenant shown, when it was issued and a nonce, sealed by a MAC
-//! under the server's pepper that also covers the token's current hash. The
-//! server refuses it after eight hours, or once the token is revoked,
-//! expired or rotated. Every form carries a value derived from the session's
-//! seal, and a POST whose `Origin` is another site is refused. Pages may not
-//! be framed, run no script, and are never cached.
+//! Sign-in takes an admin or auditor token, posted from the sign-in page
+//! with the value that page's own short-lived cookie goes with (so another
+//! site cannot sign a browser in to a session of its choosing). The browser
+//! keeps no secret: its `HttpOnly`, `SameSite=Lax` cookie scoped to `/ui`
+//! names the token by id with the tenant shown, when it was issued and the
+//! session's random id, sealed by a MAC under the server's pepper that also
+//! covers the token's current hash. The server refuses it after eight hours,
+//! once the token is revoked, expired or rotated (a leaver's tokens are
+//! revoked with them), or once the session is signed out: signing out
+//! records the session's id in the store, which every node reads on every
+//! dashboard request, so a copy of the cookie ends with it. Every form
+//! carries a value derived from the session's seal, and a POST whose
+//! `Origin` is another site is refused. Pages may not be framed, run no
+//! script, and are never cached.
 
 mod pages;
 
@@ -22,7 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use steward_core::credentials::SecretHasher;
 use steward_types::ErrorCode;
@@ -36,6 +42,16 @@ const SESSION_COOKIE: &str = "steward_session";
 /// How long a sign-in lasts, in seconds, checked by the server (the token's
 /// own expiry still counts).
 const SESSION_SECS: i64 = 8 * 3600;
+/// How long the store keeps a signed-out session's id, in seconds from its
+/// sign-in: its lifetime, and an hour for nodes whose clocks run behind.
+const ENDED_KEPT_SECS: i64 = SESSION_SECS + 3600;
+/// The sign-in form's cookie, which its value goes with.
+const LOGIN_COOKIE: &str = "steward_login";
+/// How long a sign-in form may be used, in seconds.
+const LOGIN_SECS: i64 = 3600;
+/// A sign-in form shown again keeps its cookie if it lasts this much
+/// longer, in seconds (so two open sign-in pages both work).
+const LOGIN_REUSE_SECS: i64 = 15 * 60;
 
 /// The dashboard's routes, with its security headers.
 pub fn router(state: AppState) -> Router {
@@ -145,26 +161,34 @@ struct SessionCookie {
     token_id: String,
     tenant: String,
     issued: i64,
-    nonce: String,
+    /// The session's random id: kept when the tenant shown changes, and
+    /// recorded in the store when the session is signed out.
+    id: String,
     mac: String,
 }
 
+/// A new session's random id.
+fn new_session_id() -> String {
+    steward_core::credentials::generate_secret("")
+}
+
 impl SessionCookie {
-    /// A new session for a token (by id and current hash) in a tenant.
+    /// The cookie of session `id` for a token (by id and current hash) in a
+    /// tenant.
     fn issue(
         hasher: &SecretHasher,
         token_id: &str,
         token_hash: &str,
         tenant: &str,
         issued: i64,
+        id: &str,
     ) -> Self {
-        let nonce = steward_core::credentials::generate_secret("");
-        let mac = Self::seal(hasher, token_id, token_hash, tenant, issued, &nonce);
+        let mac = Self::seal(hasher, token_id, token_hash, tenant, issued, id);
         SessionCookie {
             token_id: token_id.into(),
             tenant: tenant.into(),
             issued,
-            nonce,
+            id: id.into(),
             mac,
         }
     }
@@ -175,10 +199,10 @@ impl SessionCookie {
         token_hash: &str,
         tenant: &str,
         issued: i64,
-        nonce: &str,
+        id: &str,
     ) -> String {
         hasher.hash(&format!(
-            "steward-ui-session|{token_id}|{token_hash}|{tenant}|{issued}|{nonce}"
+            "steward-ui-session|{token_id}|{token_hash}|{tenant}|{issued}|{id}"
         ))
     }
 
@@ -190,7 +214,7 @@ impl SessionCookie {
             token_hash,
             &self.tenant,
             self.issued,
-            &self.nonce,
+            &self.id,
         );
         same_bytes(&expected, &self.mac)
     }
@@ -198,7 +222,7 @@ impl SessionCookie {
     fn encode(&self) -> String {
         format!(
             "{}.{}.{}.{}.{}",
-            self.token_id, self.tenant, self.issued, self.nonce, self.mac
+            self.token_id, self.tenant, self.issued, self.id, self.mac
         )
     }
 
@@ -209,7 +233,7 @@ impl SessionCookie {
             token_id: next()?.into(),
             tenant: next()?.into(),
             issued: next()?.parse().ok()?,
-            nonce: next()?.into(),
+            id: next()?.into(),
             mac: next()?.into(),
         };
         parts.next().is_none().then_some(cookie)
@@ -223,6 +247,66 @@ impl SessionCookie {
     /// The form value of this session.
     fn form_value(&self, hasher: &SecretHasher) -> String {
         hasher.hash(&format!("steward-ui-form|{}", self.mac))
+    }
+}
+
+/// What the sign-in form's cookie says, sealed: when the form was shown and
+/// a nonce. The form carries a value derived from the seal, so a sign-in is
+/// posted from a page this server showed to this browser, lately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LoginCookie {
+    issued: i64,
+    nonce: String,
+    mac: String,
+}
+
+impl LoginCookie {
+    fn issue(hasher: &SecretHasher, issued: i64) -> Self {
+        let nonce = steward_core::credentials::generate_secret("");
+        let mac = Self::seal(hasher, issued, &nonce);
+        LoginCookie { issued, nonce, mac }
+    }
+
+    fn seal(hasher: &SecretHasher, issued: i64, nonce: &str) -> String {
+        hasher.hash(&format!("steward-ui-login|{issued}|{nonce}"))
+    }
+
+    /// The request's one sign-in cookie, if its seal holds and it may still
+    /// be used at `now` (seconds).
+    fn of(headers: &HeaderMap, hasher: &SecretHasher, now: i64) -> Option<Self> {
+        cookie(headers, LOGIN_COOKIE)
+            .and_then(Self::decode)
+            .filter(|c| c.left(now) > 0)
+            .filter(|c| same_bytes(&Self::seal(hasher, c.issued, &c.nonce), &c.mac))
+    }
+
+    /// How many seconds it may still be used at `now` (none once issued in
+    /// the future).
+    fn left(&self, now: i64) -> i64 {
+        if self.issued > now + 60 {
+            return 0;
+        }
+        LOGIN_SECS - (now - self.issued)
+    }
+
+    fn encode(&self) -> String {
+        format!("{}.{}.{}", self.issued, self.nonce, self.mac)
+    }
+
+    fn decode(value: &str) -> Option<Self> {
+        let mut parts = value.split('.');
+        let mut next = || parts.next().filter(|p| cookie_safe(p));
+        let cookie = LoginCookie {
+            issued: next()?.parse().ok()?,
+            nonce: next()?.into(),
+            mac: next()?.into(),
+        };
+        parts.next().is_none().then_some(cookie)
+    }
+
+    /// The value the form carries.
+    fn form_value(&self, hasher: &SecretHasher) -> String {
+        hasher.hash(&format!("steward-ui-login-form|{}", self.mac))
     }
 }
 
@@ -275,6 +359,10 @@ impl FromRequestParts<AppState> for Session {
             .await?
             .ok_or_else(sign_in)?;
         if !cookie.verify(&state.hasher, &token_hash) {
+            return Err(sign_in());
+        }
+        // Signed out, perhaps on another node, with this cookie copied.
+        if state.store.dashboard_session_ended(&cookie.id).await? {
             return Err(sign_in());
         }
         let caller = match admit_token(state, found, Some(&cookie.tenant)).await {
@@ -453,6 +541,8 @@ pub(crate) fn render(page: &impl Template) -> Response {
 struct LoginPage {
     message: Option<String>,
     next: String,
+    /// The value that goes with the form's cookie.
+    csrf: String,
 }
 
 /// Where to go after signing in: a dashboard page, nowhere else.
@@ -465,11 +555,45 @@ struct NextQuery {
     next: Option<String>,
 }
 
-async fn login_form(axum::extract::Query(q): axum::extract::Query<NextQuery>) -> Response {
-    render(&LoginPage {
-        message: None,
-        next: q.next.filter(|n| return_path(n)).unwrap_or_default(),
-    })
+async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<NextQuery>,
+) -> Response {
+    let next = q.next.filter(|n| return_path(n)).unwrap_or_default();
+    login_page(&state, &headers, StatusCode::OK, None, next)
+}
+
+/// The sign-in page, with a message if any, and the cookie its form's value
+/// goes with: the request's own while it lasts a while yet, else a new one.
+fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    message: Option<String>,
+    next: String,
+) -> Response {
+    let now = Utc::now().timestamp();
+    let form = LoginCookie::of(headers, &state.hasher, now)
+        .filter(|c| c.left(now) >= LOGIN_REUSE_SECS)
+        .unwrap_or_else(|| LoginCookie::issue(&state.hasher, now));
+    let page = LoginPage {
+        message,
+        next,
+        csrf: form.form_value(&state.hasher),
+    };
+    let mut response = (status, render(&page)).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            LOGIN_COOKIE,
+            &form.encode(),
+            &CookieScope::LOGIN,
+            form.left(now),
+            over_tls(headers),
+        ),
+    );
+    response
 }
 
 #[derive(Deserialize)]
@@ -477,6 +601,9 @@ struct LoginForm {
     token: String,
     #[serde(default)]
     next: String,
+    /// The sign-in form's value; missing is refused like a wrong one.
+    #[serde(default)]
+    csrf: String,
 }
 
 /// Whether the request reached us over TLS, as a proxy in front says: then
@@ -488,11 +615,38 @@ fn over_tls(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-/// The session cookie, or (empty, `max_age` 0) its removal.
-fn set_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
+/// Where a cookie is sent.
+struct CookieScope {
+    path: &'static str,
+    same_site: &'static str,
+}
+
+impl CookieScope {
+    /// The session: every dashboard page, also when followed from a link
+    /// on another site.
+    const SESSION: CookieScope = CookieScope {
+        path: "/ui",
+        same_site: "Lax",
+    };
+    /// The sign-in form: only it, only from this site.
+    const LOGIN: CookieScope = CookieScope {
+        path: "/ui/login",
+        same_site: "Strict",
+    };
+}
+
+/// An `HttpOnly` cookie for `max_age` seconds, or (empty, 0) its removal.
+fn set_cookie(
+    name: &str,
+    value: &str,
+    scope: &CookieScope,
+    max_age: i64,
+    secure: bool,
+) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
+    let CookieScope { path, same_site } = scope;
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -503,7 +657,13 @@ fn signed_in(cookie: &SessionCookie, headers: &HeaderMap, to: &str) -> Response 
     let left = SESSION_SECS - (Utc::now().timestamp() - cookie.issued);
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&cookie.encode(), left.max(0), over_tls(headers)),
+        set_cookie(
+            SESSION_COOKIE,
+            &cookie.encode(),
+            &CookieScope::SESSION,
+            left.max(0),
+            over_tls(headers),
+        ),
     );
     response
 }
@@ -520,19 +680,27 @@ async fn login(
         String::new()
     };
     let refuse = |status: StatusCode, message: &str| {
-        (
+        login_page(
+            &state,
+            &headers,
             status,
-            render(&LoginPage {
-                message: Some(message.to_string()),
-                next: next.clone(),
-            }),
+            Some(message.to_string()),
+            next.clone(),
         )
-            .into_response()
     };
     if !same_origin(&headers, &uri) {
         return refuse(
             StatusCode::FORBIDDEN,
             "sign in from this dashboard's own page",
+        );
+    }
+    // Posted from the form this browser was shown, not another site's:
+    // checked before the token is even looked at.
+    let shown = LoginCookie::of(&headers, &state.hasher, Utc::now().timestamp());
+    if !shown.is_some_and(|c| same_bytes(&form.csrf, &c.form_value(&state.hasher))) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this sign-in form has expired or did not come from this dashboard; nobody was signed in. Sign in again from this page",
         );
     }
     let token = form.token.trim();
@@ -554,12 +722,19 @@ async fn login(
                 &state.hasher.hash(token),
                 &tenant_id,
                 Utc::now().timestamp(),
+                &new_session_id(),
             );
-            signed_in(
+            let mut response = signed_in(
                 &cookie,
                 &headers,
                 if next.is_empty() { "/ui" } else { &next },
-            )
+            );
+            // The form is used up.
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(LOGIN_COOKIE, "", &CookieScope::LOGIN, 0, over_tls(&headers)),
+            );
+            response
         }
         Ok(Caller::Agent { .. }) => refuse(
             StatusCode::FORBIDDEN,
@@ -577,16 +752,35 @@ pub(crate) struct CsrfForm {
     pub csrf: String,
 }
 
+/// Sign out: the session ends in the store, for every node and every copy
+/// of its cookie, and the browser forgets the cookie.
 async fn logout(
+    State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
     uri: axum::http::Uri,
     UiForm(form): UiForm<CsrfForm>,
 ) -> Result<Response, UiError> {
     check_form(&headers, &uri, &session, &form.csrf)?;
+    let now = Utc::now();
+    let kept_until = DateTime::from_timestamp(session.cookie.issued + ENDED_KEPT_SECS, 0)
+        .unwrap_or(now + chrono::Duration::seconds(ENDED_KEPT_SECS));
+    state
+        .store
+        .end_dashboard_session(&session.cookie.id, kept_until, now)
+        .await?;
     let mut response = Redirect::to("/ui/login").into_response();
     let h = response.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie("", 0, over_tls(&headers)));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(
+            SESSION_COOKIE,
+            "",
+            &CookieScope::SESSION,
+            0,
+            over_tls(&headers),
+        ),
+    );
     h.insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
     Ok(response)
 }
@@ -599,7 +793,7 @@ struct TenantForm {
 
 /// A platform administrator looks at another tenant (as the API's
 /// `X-Steward-Tenant` header does): the session is re-issued for it, its
-/// sign-in time unchanged.
+/// sign-in time and id unchanged (so signing out ends it for every tenant).
 async fn switch_tenant(
     State(state): State<AppState>,
     session: Session,
@@ -619,6 +813,7 @@ async fn switch_tenant(
         &session.token_hash,
         tenant,
         session.cookie.issued,
+        &session.cookie.id,
     );
     Ok(signed_in(&cookie, &headers, "/ui"))
 }
@@ -636,7 +831,7 @@ mod tests {
     fn a_session_cookie_holds_only_while_its_seal_and_time_do() {
         let h = hasher();
         let issued = 1_800_000_000;
-        let c = SessionCookie::issue(&h, "tok_a", "hash-a", "default", issued);
+        let c = SessionCookie::issue(&h, "tok_a", "hash-a", "default", issued, "sid-a");
         let text = c.encode();
         assert!(cookie_safe(&text.replace('.', "")), "{text}");
         let back = SessionCookie::decode(&text).unwrap();
@@ -650,13 +845,18 @@ mod tests {
         assert!(!moved.verify(&h, "hash-a"));
         let older = SessionCookie::decode(&text.replace(&issued.to_string(), "1")).unwrap();
         assert!(!older.verify(&h, "hash-a"));
+        let other = SessionCookie::decode(&text.replace(".sid-a.", ".sid-b.")).unwrap();
+        assert!(!other.verify(&h, "hash-a"), "the session's id is sealed");
         // The server's clock decides how long it lasts.
         assert!(c.fresh(issued) && c.fresh(issued + SESSION_SECS - 1));
         assert!(!c.fresh(issued + SESSION_SECS));
         assert!(!c.fresh(issued - 3600), "issued in the future");
-        // Each sign-in has its own form value.
-        let again = SessionCookie::issue(&h, "tok_a", "hash-a", "default", issued);
+        // Each sign-in has its own form value, and so has each tenant a
+        // session looks at.
+        let again = SessionCookie::issue(&h, "tok_a", "hash-a", "default", issued, "sid-b");
         assert_ne!(again.form_value(&h), c.form_value(&h));
+        let acme = SessionCookie::issue(&h, "tok_a", "hash-a", "acme", issued, "sid-a");
+        assert_ne!(acme.form_value(&h), c.form_value(&h));
         for bad in [
             "",
             "a.b.c.d",
@@ -665,6 +865,37 @@ mod tests {
             "a.b;c.1.d.e",
         ] {
             assert!(SessionCookie::decode(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_sign_in_forms_cookie_holds_only_while_its_seal_and_time_do() {
+        let h = hasher();
+        let issued = 1_800_000_000;
+        let c = LoginCookie::issue(&h, issued);
+        let text = c.encode();
+        let back = LoginCookie::decode(&text).unwrap();
+        assert_eq!(back, c);
+        let mut headers = HeaderMap::new();
+        let sent = format!("{LOGIN_COOKIE}={text}");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&sent).unwrap());
+        assert_eq!(LoginCookie::of(&headers, &h, issued + 10), Some(c.clone()));
+        // Used up after its time, or if issued in the future.
+        assert_eq!(c.left(issued + LOGIN_SECS - 1), 1);
+        assert!(LoginCookie::of(&headers, &h, issued + LOGIN_SECS).is_none());
+        assert!(LoginCookie::of(&headers, &h, issued - 3600).is_none());
+        // Another pepper, or a changed time, breaks the seal.
+        assert!(LoginCookie::of(&headers, &SecretHasher::new(b"other".to_vec()), issued).is_none());
+        let moved = text.replacen(&issued.to_string(), &(issued + 1).to_string(), 1);
+        let sent = format!("{LOGIN_COOKIE}={moved}");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&sent).unwrap());
+        assert!(LoginCookie::of(&headers, &h, issued + 10).is_none());
+        // Each form has its own value, not the cookie's.
+        let other = LoginCookie::issue(&h, issued);
+        assert_ne!(other.form_value(&h), c.form_value(&h));
+        assert!(!text.contains(&c.form_value(&h)));
+        for bad in ["", "1.a", "1.a.b.c", "x.a.b"] {
+            assert!(LoginCookie::decode(bad).is_none(), "{bad}");
         }
     }
 

@@ -89,10 +89,48 @@ impl Browser {
     /// Sign in with `token`; the answer's status.
     pub(crate) async fn sign_in(&mut self, token: &str) -> StatusCode {
         let origin = self.base.clone();
-        self.post("/ui/login", &[("token", token)], Some(&origin))
+        self.login(&[("token", token)], &[("origin", &origin)])
             .await
             .0
     }
+
+    /// The sign-in form's own value, from its page (which sets the cookie
+    /// the value goes with).
+    async fn login_value(&mut self) -> String {
+        let (status, _, page) = self.get("/ui/login").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        csrf(&page)
+    }
+
+    /// Post the sign-in form as its page would: `form` and the value the
+    /// page carries.
+    async fn login(
+        &mut self,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let value = self.login_value().await;
+        let mut form = form.to_vec();
+        form.push(("csrf", &value));
+        self.post_with("/ui/login", &form, headers).await
+    }
+
+    /// Whether it holds a session cookie.
+    fn signed_in(&self) -> bool {
+        self.cookies
+            .iter()
+            .any(|c| c.starts_with("steward_session="))
+    }
+}
+
+/// The `Set-Cookie` header of the cookie `name`.
+fn set_cookie<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {headers:?}"))
 }
 
 fn location(headers: &HeaderMap) -> &str {
@@ -136,25 +174,23 @@ async fn the_dashboard(backend: Backend) {
         "{page}"
     );
     let (status, headers_back, _) = Browser::new(&base)
-        .post(
-            "/ui/login",
+        .login(
             &[("token", ADMIN_TOKEN), ("next", "/ui/agents?state=active")],
-            Some(&origin),
+            &[("origin", &origin)],
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location(&headers_back), "/ui/agents?state=active");
     let (_, headers_back, _) = Browser::new(&base)
-        .post(
-            "/ui/login",
+        .login(
             &[("token", ADMIN_TOKEN), ("next", "//evil.example/ui")],
-            Some(&origin),
+            &[("origin", &origin)],
         )
         .await;
     assert_eq!(location(&headers_back), "/ui", "never off the dashboard");
     // A form that cannot be read gets the dashboard's error page.
     let (status, headers_back, page) = Browser::new(&base)
-        .post("/ui/login", &[("next", "/ui")], Some(&origin))
+        .login(&[("next", "/ui")], &[("origin", &origin)])
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
@@ -185,19 +221,18 @@ async fn the_dashboard(backend: Backend) {
     ] {
         let mut b = Browser::new(&base);
         assert_eq!(b.sign_in(token).await, expected, "{token}");
-        assert!(b.cookies.is_empty(), "no session for {token}");
+        assert!(!b.signed_in(), "no session for {token}");
     }
     // Another site's form cannot sign a browser in.
     let mut b = Browser::new(&base);
     let (status, _, _) = b
-        .post(
-            "/ui/login",
+        .login(
             &[("token", ADMIN_TOKEN)],
-            Some("https://evil.example"),
+            &[("origin", "https://evil.example")],
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(b.cookies.is_empty());
+    assert!(!b.signed_in());
 
     // The inventory as the admin sees it; text is escaped, never markup.
     admin
@@ -223,10 +258,10 @@ async fn the_dashboard(backend: Backend) {
     let approval = pending_approval(admin, "warehouse-loader", "registration").await;
     let mut ops = Browser::new(&base);
     let (status, headers, _) = ops
-        .post("/ui/login", &[("token", ADMIN_TOKEN)], Some(&origin))
+        .login(&[("token", ADMIN_TOKEN)], &[("origin", &origin)])
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let set = headers["set-cookie"].to_str().unwrap();
+    let set = set_cookie(&headers, "steward_session");
     for part in [
         "steward_session=",
         "HttpOnly",
@@ -243,8 +278,7 @@ async fn the_dashboard(backend: Backend) {
     );
     // Behind a TLS proxy (its own name in X-Forwarded-Host) the cookie is Secure.
     let (status, headers, _) = Browser::new(&base)
-        .post_with(
-            "/ui/login",
+        .login(
             &[("token", ADMIN_TOKEN)],
             &[
                 ("origin", "https://steward.example"),
@@ -254,7 +288,7 @@ async fn the_dashboard(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert!(headers["set-cookie"].to_str().unwrap().contains("; Secure"));
+    assert!(set_cookie(&headers, "steward_session").contains("; Secure"));
     let (status, headers, page) = ops.get("/ui").await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
@@ -575,7 +609,7 @@ async fn the_dashboard(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location(&headers), "/ui/login");
-    assert!(ops.cookies.is_empty(), "{:?}", ops.cookies);
+    assert!(!ops.signed_in(), "{:?}", ops.cookies);
     assert_eq!(ops.get("/ui").await.0, StatusCode::SEE_OTHER);
     srv.client(&acme.secret)
         .revoke_token(&acme.token.id)
@@ -605,5 +639,281 @@ async fn a_configured_token_of_any_characters_signs_in() {
     let mut b = Browser::new(&srv.server.url());
     assert_eq!(b.sign_in(token).await, StatusCode::SEE_OTHER);
     assert_eq!(b.get("/ui").await.0, StatusCode::OK);
+    srv.stop().await;
+}
+
+/// Signing out ends the session where it is kept, in the store: a copy of
+/// its cookie taken before (say, by someone who stole it) is refused
+/// afterwards, whichever tenant it was looking at, and on every node.
+async fn a_signed_out_session_stays_out(backend: Backend) {
+    let srv = TestServer::start(backend).await;
+    let base = srv.server.url();
+    let origin = base.trim_end_matches('/').to_string();
+    srv.admin
+        .create_tenant(&CreateTenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+        })
+        .await
+        .unwrap();
+    let mut ops = Browser::new(&base);
+    assert_eq!(ops.sign_in(ADMIN_TOKEN).await, StatusCode::SEE_OTHER);
+    let (status, _, page) = ops.get("/ui").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let first_tenant = ops.cookies.clone();
+    let (status, _, _) = ops
+        .post(
+            "/ui/tenant",
+            &[("csrf", &csrf(&page)), ("tenant", "acme")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let stolen = ops.cookies.clone();
+    assert_ne!(stolen, first_tenant);
+    for copy in [&first_tenant, &stolen] {
+        let mut thief = Browser::new(&base);
+        thief.cookies = copy.clone();
+        assert_eq!(thief.get("/ui/agents").await.0, StatusCode::OK);
+    }
+
+    // Signing out is a form, with the session's value: a link, another
+    // site's form or a forged value end nothing.
+    let (_, _, page) = ops.get("/ui").await;
+    let value = csrf(&page);
+    assert_eq!(
+        ops.get("/ui/logout").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    for (form, from) in [
+        (vec![("csrf", "forged")], Some(origin.as_str())),
+        (vec![("csrf", value.as_str())], Some("https://evil.example")),
+    ] {
+        let (status, _, _) = ops.post("/ui/logout", &form, from).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(ops.get("/ui").await.0, StatusCode::OK, "still signed in");
+    }
+    let (status, headers, _) = ops
+        .post("/ui/logout", &[("csrf", &value)], Some(&origin))
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/ui/login");
+    assert!(!ops.signed_in());
+
+    // The copies are refused: pages send them to sign in, forms do nothing.
+    for copy in [&first_tenant, &stolen] {
+        let mut thief = Browser::new(&base);
+        thief.cookies = copy.clone();
+        let (status, headers, _) = thief.get("/ui/agents").await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{copy:?}");
+        assert_eq!(location(&headers), "/ui/login?next=%2Fui%2Fagents");
+        let (status, headers, _) = thief
+            .post(
+                "/ui/tenant",
+                &[("csrf", &value), ("tenant", "default")],
+                Some(&origin),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(location(&headers), "/ui/login");
+        assert!(
+            !headers.contains_key(reqwest::header::SET_COOKIE),
+            "no new session for an ended one: {headers:?}"
+        );
+    }
+    // Signing in again starts a new session.
+    assert_eq!(ops.sign_in(ADMIN_TOKEN).await, StatusCode::SEE_OTHER);
+    assert_eq!(ops.get("/ui").await.0, StatusCode::OK);
+
+    // A person who leaves is signed out with their tokens.
+    let leaver_id = human(&srv.admin, "leaver@example.com").await.id;
+    let token = token_for(
+        &srv.admin,
+        "leaver ui",
+        TokenRole::Auditor,
+        "leaver@example.com",
+    )
+    .await;
+    let mut leaver = Browser::new(&base);
+    assert_eq!(leaver.sign_in(&token.secret).await, StatusCode::SEE_OTHER);
+    assert_eq!(leaver.get("/ui").await.0, StatusCode::OK);
+    srv.admin
+        .deactivate_human(&leaver_id, &TransitionRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(leaver.get("/ui").await.0, StatusCode::SEE_OTHER);
+
+    // Nodes sharing the store share sign-outs, both ways.
+    if srv.backend == Backend::Postgres {
+        let (node, _) = srv.second_node().await;
+        let here_then_there = ops.cookies.clone();
+        let mut elsewhere = Browser::new(&node.url());
+        elsewhere.cookies = here_then_there.clone();
+        assert_eq!(elsewhere.get("/ui").await.0, StatusCode::OK);
+        let (_, _, page) = ops.get("/ui").await;
+        let (status, _, _) = ops
+            .post("/ui/logout", &[("csrf", &csrf(&page))], Some(&origin))
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(elsewhere.get("/ui").await.0, StatusCode::SEE_OTHER);
+
+        let node_origin = node.url().trim_end_matches('/').to_string();
+        let mut there = Browser::new(&node.url());
+        assert_eq!(there.sign_in(ADMIN_TOKEN).await, StatusCode::SEE_OTHER);
+        let mut here = Browser::new(&base);
+        here.cookies = there.cookies.clone();
+        assert_eq!(here.get("/ui").await.0, StatusCode::OK);
+        let (_, _, page) = there.get("/ui").await;
+        let (status, _, _) = there
+            .post("/ui/logout", &[("csrf", &csrf(&page))], Some(&node_origin))
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(here.get("/ui").await.0, StatusCode::SEE_OTHER);
+        node.shutdown().await.unwrap();
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_out_session_stays_out_on_sqlite() {
+    a_signed_out_session_stays_out(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_signed_out_session_stays_out_on_postgres() {
+    a_signed_out_session_stays_out(Backend::Postgres).await;
+}
+
+/// The sign-in form carries a value of its own, which goes with a cookie
+/// its page sets: another site's page cannot sign a browser in (to the
+/// other site's session, say) without it. A sign-in without it, or with a
+/// wrong one, is refused with a reason and starts no session.
+#[tokio::test]
+async fn signing_in_needs_the_forms_own_value() {
+    let srv = TestServer::start(Backend::Sqlite).await;
+    let base = srv.server.url();
+    let origin = base.trim_end_matches('/').to_string();
+    let refused = |status: StatusCode, page: &str, b: &Browser, case: &str| {
+        assert_eq!(status, StatusCode::FORBIDDEN, "{case}: {page}");
+        assert!(
+            page.contains("this sign-in form has expired or did not come from this dashboard"),
+            "{case}: {page}"
+        );
+        assert!(!b.signed_in(), "{case}: {:?}", b.cookies);
+    };
+
+    // A sign-in posted from anywhere but the form's page (another site's
+    // page, say, which sends no Origin) is refused.
+    let mut elsewhere = Browser::new(&base);
+    let (status, _, page) = elsewhere
+        .post("/ui/login", &[("token", ADMIN_TOKEN)], None)
+        .await;
+    refused(status, &page, &elsewhere, "no form, no value");
+
+    // The form's page sets the cookie its value goes with, for the form only.
+    let mut b = Browser::new(&base);
+    let (status, headers, page) = b.get("/ui/login").await;
+    assert_eq!(status, StatusCode::OK);
+    let value = csrf(&page);
+    let set = set_cookie(&headers, "steward_login");
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/ui/login", "Max-Age="] {
+        assert!(set.contains(part), "{set}");
+    }
+    assert!(
+        !set.contains(&value),
+        "the page's value is not the cookie's"
+    );
+    let (_, _, again) = b.get("/ui/login").await;
+    assert_eq!(csrf(&again), value, "another look at the form keeps it");
+
+    // Another browser's form, and its value.
+    let mut attacker = Browser::new(&base);
+    let theirs = attacker.login_value().await;
+    assert_ne!(theirs, value);
+    // Without a value, with a wrong one, with another browser's, or with
+    // the value but not its cookie.
+    for (case, form) in [
+        ("no value", vec![("token", ADMIN_TOKEN)]),
+        ("empty", vec![("token", ADMIN_TOKEN), ("csrf", "")]),
+        ("forged", vec![("token", ADMIN_TOKEN), ("csrf", "forged")]),
+        ("another's", vec![("token", ADMIN_TOKEN), ("csrf", &theirs)]),
+    ] {
+        let mut victim = Browser::new(&base);
+        victim.cookies = b.cookies.clone();
+        let (status, _, page) = victim.post("/ui/login", &form, Some(&origin)).await;
+        refused(status, &page, &victim, case);
+    }
+    let mut cookieless = Browser::new(&base);
+    let (status, _, page) = cookieless
+        .post(
+            "/ui/login",
+            &[("token", ADMIN_TOKEN), ("csrf", &value)],
+            Some(&origin),
+        )
+        .await;
+    refused(status, &page, &cookieless, "no cookie");
+    // The attacker's own cookie, planted beside the victim's, does not
+    // help: two cookies of a name count as none.
+    let mut planted = Browser::new(&base);
+    planted.cookies = b.cookies.clone();
+    planted.cookies.extend(attacker.cookies.clone());
+    let (status, _, page) = planted
+        .post(
+            "/ui/login",
+            &[("token", ADMIN_TOKEN), ("csrf", &theirs)],
+            Some(&origin),
+        )
+        .await;
+    refused(status, &page, &planted, "a second cookie");
+
+    // A refusal's page carries a good value: signing in from it works, and
+    // the form's cookie goes with the sign-in.
+    let (status, _, page) = cookieless
+        .post("/ui/login", &[("token", ADMIN_TOKEN)], Some(&origin))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, headers, _) = cookieless
+        .post(
+            "/ui/login",
+            &[("token", ADMIN_TOKEN), ("csrf", &csrf(&page))],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(set_cookie(&headers, "steward_login").contains("Max-Age=0"));
+    assert!(cookieless.signed_in());
+    assert_eq!(cookieless.get("/ui").await.0, StatusCode::OK);
+
+    // The normal way: the form's page, then the form.
+    let (status, headers, _) = b
+        .post(
+            "/ui/login",
+            &[("token", ADMIN_TOKEN), ("csrf", &value)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/ui");
+    assert_eq!(b.get("/ui").await.0, StatusCode::OK);
+    // A wrong token keeps the form's value, so the next try works.
+    let mut typo = Browser::new(&base);
+    let value = typo.login_value().await;
+    let (status, _, page) = typo
+        .post(
+            "/ui/login",
+            &[("token", "stwt_typo"), ("csrf", &value)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(csrf(&page), value);
+    let (status, _, _) = typo
+        .post(
+            "/ui/login",
+            &[("token", ADMIN_TOKEN), ("csrf", &value)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
     srv.stop().await;
 }
