@@ -62,6 +62,10 @@ pub struct Config {
     /// (default false: only the platform administrator may, since the
     /// command runs on this host as this server's user).
     pub mcp_stdio_tenant_admins: bool,
+    /// Where webhook deliveries and MCP upstream requests may go
+    /// (`[outbound] deny`, `allow`: CIDR ranges added to, and excepted
+    /// from, the built-in refusals of metadata and link-local addresses).
+    pub outbound: crate::outbound::OutboundConfig,
 }
 
 /// Human approvals (`[approvals]` in the file).
@@ -148,6 +152,7 @@ impl Default for Config {
             mcp_session_idle_secs: 300,
             behaviour_interval_secs: 10,
             mcp_stdio_tenant_admins: false,
+            outbound: Default::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod engines;
 pub mod error;
 pub mod mcp;
 pub mod metrics;
+pub mod outbound;
 pub mod quotas;
 pub mod routes;
 pub mod seed;
@@ -235,10 +236,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     let audit =
         audit_log::AuditLog::start(&store, config.audit_signing_key_file.as_deref()).await?;
+    let outbound = outbound::Outbound::new(&config.outbound).map_err(StartError)?;
     let mcp = mcp::Gateway::new(
         config.max_body_bytes,
         config.mcp_upstream_ca_file.as_deref(),
         Duration::from_secs(config.mcp_session_idle_secs),
+        &outbound,
     )
     .map_err(StartError)?;
     // Bound last: once a client can connect, nothing left can fail.
@@ -261,7 +264,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         engines: Default::default(),
         tokens: Default::default(),
         approvals: Default::default(),
-        webhooks: Default::default(),
+        webhooks: webhooks::Webhooks::new(outbound.clone()),
+        outbound,
         quotas: Default::default(),
         audit,
         mcp,

@@ -32,6 +32,8 @@ pub struct Inner {
     pub quotas: crate::quotas::QuotaRules,
     /// The webhook delivery worker's handle.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Where outgoing requests may go (`[outbound]`).
+    pub outbound: crate::outbound::Outbound,
     /// The MCP gateway's sessions.
     pub mcp: crate::mcp::Gateway,
     /// The configuration the server started with.

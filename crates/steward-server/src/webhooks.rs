@@ -19,6 +19,8 @@ use steward_store::Store;
 use steward_store::webhooks::{AttemptResult, DueDelivery};
 use tokio::sync::Notify;
 
+use crate::outbound::Outbound;
+
 /// Attempts before a delivery is marked failed.
 pub const MAX_ATTEMPTS: i64 = 10;
 /// How long one attempt may take.
@@ -30,23 +32,13 @@ const LEASE: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Webhooks {
     client: reqwest::Client,
+    outbound: Outbound,
     wake: Arc<Notify>,
 }
 
 impl Default for Webhooks {
     fn default() -> Self {
-        Webhooks {
-            client: reqwest::Client::builder()
-                .timeout(ATTEMPT_TIMEOUT)
-                .user_agent("steward-webhooks")
-                // A subscription is to its URL: a redirect is the receiver's
-                // answer (a failed attempt), never a request to another
-                // address, which could be one only this server reaches.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
-            wake: Arc::new(Notify::new()),
-        }
+        Webhooks::new(Outbound::default())
     }
 }
 
@@ -75,6 +67,24 @@ pub fn backoff(attempts: i64) -> Duration {
 }
 
 impl Webhooks {
+    /// A worker whose deliveries reach only what `outbound` allows.
+    pub fn new(outbound: Outbound) -> Webhooks {
+        Webhooks {
+            client: reqwest::Client::builder()
+                .timeout(ATTEMPT_TIMEOUT)
+                .user_agent("steward-webhooks")
+                // A subscription is to its URL: a redirect is the receiver's
+                // answer (a failed attempt), never a request to another
+                // address, which could be one only this server reaches.
+                .redirect(reqwest::redirect::Policy::none())
+                .dns_resolver(Arc::new(outbound.clone()))
+                .build()
+                .unwrap_or_default(),
+            outbound,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
     /// Wake the worker (something was just queued).
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -89,9 +99,9 @@ impl Webhooks {
             if !store.claim_delivery(&d.delivery, lease).await? {
                 continue;
             }
-            let client = self.client.clone();
+            let worker = self.clone();
             let store = store.clone();
-            attempts.spawn(async move { attempt(&client, &store, d, now).await });
+            attempts.spawn(async move { attempt(&worker, &store, d, now).await });
         }
         let mut n = 0;
         while let Some(done) = attempts.join_next().await {
@@ -116,7 +126,7 @@ impl Webhooks {
 }
 
 async fn attempt(
-    client: &reqwest::Client,
+    worker: &Webhooks,
     store: &Store,
     due: DueDelivery,
     now: DateTime<Utc>,
@@ -124,40 +134,70 @@ async fn attempt(
     let d = &due.delivery;
     let body = serde_json::to_vec(&d.payload).unwrap_or_default();
     let timestamp = Utc::now().timestamp();
-    let sent = client
-        .post(&due.url)
-        .header("content-type", "application/json")
-        .header("x-steward-event", &d.event)
-        .header("x-steward-delivery", &d.id)
-        .header("x-steward-timestamp", timestamp.to_string())
-        .header(
-            "x-steward-signature",
-            signature(&due.secret, timestamp, &body),
-        )
-        .body(body)
-        .send()
-        .await;
+    // A name is checked as it resolves; an address written in the URL
+    // (saved before the operator refused its range) here.
+    let refused = worker.outbound.check_url(&due.url);
+    let sent = match &refused {
+        Some(_) => None,
+        None => Some(
+            worker
+                .client
+                .post(&due.url)
+                .header("content-type", "application/json")
+                .header("x-steward-event", &d.event)
+                .header("x-steward-delivery", &d.id)
+                .header("x-steward-timestamp", timestamp.to_string())
+                .header(
+                    "x-steward-signature",
+                    signature(&due.secret, timestamp, &body),
+                )
+                .body(body)
+                .send()
+                .await,
+        ),
+    };
     let attempts = d.attempts + 1;
     let retry_at = (attempts < MAX_ATTEMPTS)
         .then(|| now + chrono::Duration::from_std(backoff(attempts)).unwrap_or_default());
-    let result = match sent {
-        Ok(r) if r.status().is_success() => AttemptResult::Delivered {
+    let result = match (sent, refused) {
+        (None, why) => AttemptResult::Failed {
+            status: None,
+            error: format!("not sent: {}", why.unwrap_or_default()),
+            retry_at,
+        },
+        (Some(Ok(r)), _) if r.status().is_success() => AttemptResult::Delivered {
             status: r.status().as_u16(),
         },
-        Ok(r) => AttemptResult::Failed {
+        (Some(Ok(r)), _) => AttemptResult::Failed {
             status: Some(r.status().as_u16()),
             error: format!("receiver answered {}", r.status()),
             retry_at,
         },
-        Err(e) => AttemptResult::Failed {
+        (Some(Err(e)), _) => AttemptResult::Failed {
             status: None,
             // Without the URL, which may be the credential.
-            error: format!("could not reach the receiver: {}", e.without_url()),
+            error: format!("could not reach the receiver: {}", causes(&e.without_url())),
             retry_at,
         },
     };
     let ctx = ChangeContext::system(&due.tenant_id, "webhooks", Utc::now());
     store.finish_delivery(&ctx, &d.id, result).await.map(|_| ())
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text is only
+/// "error sending request").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

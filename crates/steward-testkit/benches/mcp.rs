@@ -168,7 +168,7 @@ mod bare {
     /// Start a relay to `upstream`; its URL, and the upstream session to
     /// keep alive.
     pub async fn start(upstream: &str) -> (String, RunningService<RoleClient, ()>) {
-        let http = steward_server::mcp::upstream_http_client(None).unwrap();
+        let http = steward_server::mcp::upstream_http_client(None, &Default::default()).unwrap();
         let client = ()
             .serve(StreamableHttpClientTransport::with_client(
                 http,

@@ -459,7 +459,7 @@ pub async fn report_outcome(
             "duration_ms": outcome.duration_ms,
             "error": error,
         })),
-        reason: error.clone(),
+        reason: error,
     };
     let recording = state.audit.queue_record(caller.context(), event).await?;
     if answered {
@@ -474,20 +474,47 @@ pub async fn report_outcome(
     } else {
         recording.wait().await?;
     }
-    let Some(decision_id) = decision_id.filter(|_| reserved) else {
-        return Ok(());
-    };
-    let settled = steward_types::Outcome {
-        status: Some(
-            if outcome.outcome == "success" {
+    match decision_id.filter(|_| reserved) {
+        Some(decision_id) => {
+            let status = if outcome.outcome == "success" {
                 "success"
             } else {
                 "error"
-            }
-            .into(),
-        ),
-        bytes: Some(outcome.response_bytes as u64),
-        detail: error,
+            };
+            let error = outcome.error.as_deref();
+            settle(
+                state,
+                caller,
+                decision_id,
+                status,
+                outcome.response_bytes,
+                error,
+            )
+            .await
+        }
+        None => Ok(()),
+    }
+}
+
+/// Settle the quota reservation of the allowed request `decision_id` with
+/// what its answer came to: its `status` (`success` or `error`), and its
+/// size in bytes against `bytes` quotas (the cost settles at the
+/// estimate). The one place the gateway settles: a tool call's through
+/// [`report_outcome`], a read's (a resource, a prompt, a completion, a
+/// subscription) once it is answered. The store records the settlement
+/// (`decision.outcome`).
+pub(crate) async fn settle(
+    state: &AppState,
+    caller: &Caller,
+    decision_id: &str,
+    status: &str,
+    response_bytes: usize,
+    error: Option<&str>,
+) -> Result<(), Error> {
+    let settled = steward_types::Outcome {
+        status: Some(status.into()),
+        bytes: Some(response_bytes as u64),
+        detail: error.map(record_text),
         ..Default::default()
     };
     let principal = match caller {
@@ -562,6 +589,48 @@ pub(crate) fn canonical_uri(uri: &str) -> String {
     out.push_str(&without_dot_segments(path));
     out.push_str(tail);
     out
+}
+
+/// A resource template (`uriTemplate`, RFC 6570) in the spelling
+/// [`canonical_uri`] gives a URI: its literal text canonical, each `{...}`
+/// expression kept as it is (a WHATWG parser would percent-encode the
+/// braces of one in a `file:` path, and an upstream knows its templates by
+/// their own text). So `DEMO://a/./{id}` is `demo://a/{id}`, and
+/// `file:///srv/./{name}` is `file:///srv/{name}`. `None` for a template
+/// whose expressions do not come through whole (a dot segment after one
+/// drops it, or the text already holds what stands in for one): it is not
+/// decided.
+pub(crate) fn canonical_template(template: &str) -> Option<String> {
+    // Each expression stands in as a word that `canonical_uri` leaves as
+    // it is, in a path or a host alike.
+    const HOLDER: &str = "stewardexpression";
+    if template.to_ascii_lowercase().contains(HOLDER) {
+        return None;
+    }
+    let holder = |i: usize| format!("{HOLDER}{i}{HOLDER}");
+    let mut expressions = Vec::new();
+    let mut literal = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(length) = rest[open..].find('}') else {
+            break;
+        };
+        let end = open + length + 1;
+        literal.push_str(&rest[..open]);
+        literal.push_str(&holder(expressions.len()));
+        expressions.push(&rest[open..end]);
+        rest = &rest[end..];
+    }
+    literal.push_str(rest);
+    let mut canonical = canonical_uri(&literal);
+    for (i, expression) in expressions.iter().enumerate() {
+        let holder = holder(i);
+        if canonical.matches(&holder).count() != 1 {
+            return None;
+        }
+        canonical = canonical.replacen(&holder, expression, 1);
+    }
+    Some(canonical)
 }
 
 /// `uri` with the escapes in its path an upstream would read as plain
@@ -710,6 +779,41 @@ mod tests {
             ),
         ] {
             assert_eq!(canonical_uri(sent), read, "{sent}");
+        }
+    }
+
+    use super::canonical_template;
+
+    #[test]
+    fn resource_templates_are_read_in_one_spelling_with_their_expressions() {
+        for (sent, read) in [
+            (
+                "demo://resource/dynamic/text/{resourceId}",
+                Some("demo://resource/dynamic/text/{resourceId}"),
+            ),
+            ("DEMO://shelf/./{item}", Some("demo://shelf/{item}")),
+            (
+                "file:///srv/./shelf/{item}",
+                Some("file:///srv/shelf/{item}"),
+            ),
+            (
+                "file:///srv/%73helf/{+path}{?q,r}",
+                Some("file:///srv/shelf/{+path}{?q,r}"),
+            ),
+            ("HTTP://{host}/a/../b/{id}", Some("http://{host}/b/{id}")),
+            (
+                "demo://shelf/x/../../other/{item}",
+                Some("demo://shelf/other/{item}"),
+            ),
+            ("demo://a/{b/c}/d", Some("demo://a/{b/c}/d")),
+            // A brace that opens no expression is text, as in a URI.
+            ("demo://a/{b", Some("demo://a/{b")),
+            ("file:///a/{b", Some("file:///a/%7Bb")),
+            // An expression a dot segment drops cannot be decided on.
+            ("demo://a/{b}/../c", None),
+            ("demo://a/stewardExpression0stewardexpression/{b}", None),
+        ] {
+            assert_eq!(canonical_template(sent).as_deref(), read, "{sent}");
         }
     }
 

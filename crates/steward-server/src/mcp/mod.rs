@@ -9,8 +9,10 @@
 //!   upstream client session; requests and notifications are relayed.
 //! - `upstream.rs`: that upstream session: starting it (a child process or
 //!   an HTTP client), sending requests up, relaying what comes down.
-//! - `govern.rs`: decisions for calls and listings, the outcome record.
+//! - `govern.rs`: decisions for calls and listings, the outcome record and
+//!   the settlement of quota reservations.
 //! - `registrations.rs`: the upstreams' registrations, briefly cached.
+//! - `withhold.rs`: the resources an answer holds, decided as reads.
 //! - `arguments.rs`: tool arguments made into values policies can compare.
 
 mod arguments;
@@ -19,6 +21,7 @@ mod proxy;
 mod registrations;
 mod stdio;
 mod upstream;
+mod withhold;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -494,6 +497,7 @@ impl Gateway {
         max_body_bytes: usize,
         extra_ca_file: Option<&std::path::Path>,
         idle: Duration,
+        outbound: &crate::outbound::Outbound,
     ) -> Result<Gateway, String> {
         let shutdown = CancellationToken::new();
         let mut config = StreamableHttpServerConfig::default()
@@ -524,7 +528,7 @@ impl Gateway {
                 config,
             ),
             shutdown,
-            upstream_http: upstream_http_client(extra_ca_file)?,
+            upstream_http: upstream_http_client(extra_ca_file, outbound)?,
             registrations: Default::default(),
             sessions,
             owners: Default::default(),
@@ -598,10 +602,12 @@ const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(4);
 /// only when they keep the method and body (307, 308) and stay on the
 /// registered origin, so neither the message nor the session id leaves for
 /// another host. TLS is verified by the platform's verifier (the system's
-/// roots) plus the certificates in `extra_ca_file`. Public so that the MCP
-/// benchmark's bare relay reaches the upstream exactly as the gateway does.
+/// roots) plus the certificates in `extra_ca_file`. Names resolve only to
+/// the addresses `outbound` allows. Public so that the MCP benchmark's bare
+/// relay reaches the upstream exactly as the gateway does.
 pub fn upstream_http_client(
     extra_ca_file: Option<&std::path::Path>,
+    outbound: &crate::outbound::Outbound,
 ) -> Result<rmcp_reqwest::Client, String> {
     use rmcp_reqwest::redirect::{Attempt, Policy};
     let same_origin = |attempt: Attempt<'_>| {
@@ -626,6 +632,7 @@ pub fn upstream_http_client(
         .tcp_nodelay(true)
         .pool_idle_timeout(UPSTREAM_IDLE)
         .redirect(Policy::custom(same_origin))
+        .dns_resolver(Arc::new(outbound.clone()))
         .tls_certs_merge(extra_roots)
         .build()
         .map_err(|e| format!("cannot build the MCP gateway's HTTP client: {e}"))
@@ -1102,8 +1109,8 @@ mod tests {
     /// before it goes on to close the store.
     #[tokio::test]
     async fn a_stopping_gateway_waits_for_lingering_outcomes() {
-        let gateway =
-            Arc::new(Gateway::new(1 << 20, None, Duration::from_secs(60)).expect("a gateway"));
+        let gateway = Gateway::new(1 << 20, None, Duration::from_secs(60), &Default::default());
+        let gateway = Arc::new(gateway.expect("a gateway"));
         let recorded = Arc::new(AtomicBool::new(false));
         let (lingering, done) = (gateway.clone(), recorded.clone());
         gateway.spawn_outcome(async move {

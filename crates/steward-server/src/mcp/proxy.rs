@@ -23,17 +23,17 @@ use rmcp::model::{
     ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, ListToolsRequest,
     ListToolsResult, PaginatedRequestParams, PingRequest, ProgressNotification,
     ProgressNotificationParam, ReadResourceRequest, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Reference, ResourceContents, ServerResult,
-    SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams,
-    UnsubscribeRequest, UnsubscribeRequestParams,
+    ReadResourceResponse, Reference, ServerResult, SetLevelRequest, SetLevelRequestParams,
+    SubscribeRequest, SubscribeRequestParams, UnsubscribeRequest, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler};
 use serde_json::Map;
 
 use super::GatewayCall;
-use super::govern::{self, CallOutcome, Kind, Refusal, canonical_uri};
+use super::govern::{self, Allowed, CallOutcome, Kind, Refusal, canonical_template, canonical_uri};
 use super::upstream::{Session, connect};
+use super::withhold::{withhold_contents, withhold_embedded};
 
 /// A downstream session (rmcp makes one per `Mcp-Session-Id`).
 #[derive(Default)]
@@ -58,7 +58,7 @@ pub(super) fn agent_id(call: &GatewayCall) -> &str {
     }
 }
 
-fn steward_error(e: steward_core::Error) -> McpError {
+pub(super) fn steward_error(e: steward_core::Error) -> McpError {
     McpError::internal_error(format!("Steward could not decide: {}", e.message), None)
 }
 
@@ -91,6 +91,45 @@ fn misfit<T: serde::de::DeserializeOwned>(params: serde_json::Value) -> String {
 
 fn text_error(message: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+/// Run `report` (what an answered request came to: a tool call's outcome
+/// record, a read's settlement) as part of `call`'s HTTP request, on a task
+/// the shutdown waits for, without holding the answer back for its write.
+fn after_answer<F>(call: &Arc<GatewayCall>, name: String, report: F)
+where
+    F: Future<Output = Result<(), steward_core::Error>> + Send + 'static,
+{
+    let scoped = call.clone();
+    call.state.mcp.spawn_outcome(async move {
+        if let Err(e) = scoped.within(report).await {
+            tracing::error!(error = %e.message, %name, "could not record what an MCP request came to");
+        }
+    });
+}
+
+/// Settle the reservation of an answered read of `name` (a resource, a
+/// prompt, a completion, a subscription), if a quota applied to it, with
+/// the answer as it went to the client, as a tool call's outcome settles
+/// its own.
+fn settle_answered(
+    call: &Arc<GatewayCall>,
+    name: String,
+    allowed: Allowed,
+    result: &Result<ServerResult, McpError>,
+) {
+    if !allowed.reserved {
+        return;
+    }
+    let (status, bytes, error) = match result {
+        Ok(r) => ("success", json_size(r), None),
+        Err(e) => ("error", 0, Some(e.message.to_string())),
+    };
+    let (settled, decision_id) = (call.clone(), allowed.decision_id);
+    after_answer(call, name, async move {
+        let (state, caller) = (&settled.state, &settled.caller);
+        govern::settle(state, caller, &decision_id, status, bytes, error.as_deref()).await
+    });
 }
 
 impl Proxy {
@@ -169,12 +208,14 @@ impl Proxy {
                 (forwarded, recorded.map(|_| ()))
             }
         };
-        // Resources the result embeds are read through it: decided as reads.
-        if let Ok(ServerResult::CallToolResult(r)) = &mut result
-            && let Err(e) =
-                withhold_embedded(call, "tools/call", &tool, r.content.iter_mut().collect()).await
-        {
-            result = Err(e);
+        // Resources the result embeds are read through it: decided as reads,
+        // in its content and in its structured content alike.
+        if let Ok(ServerResult::CallToolResult(r)) = &mut result {
+            let blocks = r.content.iter_mut().collect();
+            let structured = r.structured_content.as_mut();
+            if let Err(e) = withhold_embedded(call, "tools/call", &tool, blocks, structured).await {
+                result = Err(e);
+            }
         }
         outcome.duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         match &result {
@@ -208,48 +249,14 @@ impl Proxy {
         // server records with the call, before the call went upstream); the
         // outcome is queued for the same group-commit log without holding
         // the answer back for its fsync.
-        let call = call.clone();
-        let state = call.state.clone();
-        state.mcp.spawn_outcome(async move {
-            let (state, caller) = (&call.state, &call.caller);
+        let reported = call.clone();
+        after_answer(call, tool, async move {
+            let (state, caller) = (&reported.state, &reported.caller);
             let decision_id = Some(allowed.decision_id.as_str());
-            let report = govern::report_outcome(
-                state,
-                caller,
-                decision_id,
-                allowed.reserved,
-                &outcome,
-                true,
-            );
-            if let Err(e) = call.within(report).await {
-                tracing::error!(error = %e.message, tool = %outcome.tool, "could not record an MCP call's outcome");
-            }
+            govern::report_outcome(state, caller, decision_id, allowed.reserved, &outcome, true)
+                .await
         });
         result
-    }
-
-    async fn read_checked(
-        call: &GatewayCall,
-        session: &Session,
-        kind: Kind,
-        name: &str,
-        arguments: Map<String, serde_json::Value>,
-        request: ClientRequest,
-        context: &RequestContext<RoleServer>,
-    ) -> Result<ServerResult, McpError> {
-        match govern::decide_call(call, kind, name, &arguments)
-            .await
-            .map_err(steward_error)?
-        {
-            Ok(_) => {
-                session
-                    .forward(call.server.timeout_secs, request, context)
-                    .await
-            }
-            Err(Refusal::Decided(text) | Refusal::Arguments(text)) => {
-                Err(McpError::new(McpErrorCode::INVALID_REQUEST, text, None))
-            }
-        }
     }
 }
 
@@ -317,9 +324,24 @@ impl Proxy {
                 r.params.uri.clone_from(&uri);
                 Some((Kind::Resource, uri, Map::new()))
             }
-            ClientRequest::CompleteRequest(r) => match &r.params.r#ref {
+            ClientRequest::CompleteRequest(r) => match &mut r.params.r#ref {
                 Reference::Prompt(p) => Some((Kind::Prompt, p.name.clone(), Map::new())),
-                Reference::Resource(t) => Some((Kind::Template, canonical_uri(&t.uri), Map::new())),
+                // A template, decided and sent up in one spelling as a
+                // resource is, its expressions kept as they are.
+                Reference::Resource(t) => {
+                    let Some(template) = canonical_template(&t.uri) else {
+                        return Err(McpError::invalid_params(
+                            format!(
+                                "Steward cannot decide on the resource template '{}': an \
+                                 expression of it would not reach the upstream whole",
+                                t.uri
+                            ),
+                            None,
+                        ));
+                    };
+                    t.uri.clone_from(&template);
+                    Some((Kind::Template, template, Map::new()))
+                }
                 // A kind of reference this gateway cannot decide on.
                 _ => {
                     return Err(McpError::invalid_params(
@@ -337,20 +359,32 @@ impl Proxy {
                 return Err(McpError::invalid_params(e.message, None));
             }
             let reading = matches!(request, ClientRequest::ReadResourceRequest(_));
-            let result =
-                Self::read_checked(&call, session, kind, &name, arguments, request, &context)
-                    .await?;
-            return match result {
-                ServerResult::ReadResourceResult(r) if reading => {
+            let allowed = match govern::decide_call(&call, kind, &name, &arguments)
+                .await
+                .map_err(steward_error)?
+            {
+                Ok(allowed) => allowed,
+                Err(Refusal::Decided(text) | Refusal::Arguments(text)) => {
+                    return Err(McpError::new(McpErrorCode::INVALID_REQUEST, text, None));
+                }
+            };
+            let result = match session
+                .forward(call.server.timeout_secs, request, &context)
+                .await
+            {
+                Ok(ServerResult::ReadResourceResult(r)) if reading => {
                     withhold_contents(&call, &name, r).await
                 }
-                ServerResult::GetPromptResult(mut r) => {
+                Ok(ServerResult::GetPromptResult(mut r)) => {
                     let blocks = r.messages.iter_mut().map(|m| &mut m.content).collect();
-                    withhold_embedded(&call, "prompts/get", &name, blocks).await?;
-                    Ok(ServerResult::GetPromptResult(r))
+                    withhold_embedded(&call, "prompts/get", &name, blocks, None)
+                        .await
+                        .map(|()| ServerResult::GetPromptResult(r))
                 }
-                other => Ok(other),
+                other => other,
             };
+            settle_answered(&call, name, allowed, &result);
+            return result;
         }
         match &request {
             ClientRequest::CallToolRequest(_) => {
@@ -670,98 +704,6 @@ impl ServerHandler for Proxy {
     }
 }
 
-/// The URI of a resource's contents, in the spelling it is decided in
-/// (empty for a kind of contents this gateway does not know, which no
-/// policy allows).
-fn contents_uri(contents: &ResourceContents) -> String {
-    match contents {
-        ResourceContents::TextResourceContents { uri, .. }
-        | ResourceContents::BlobResourceContents { uri, .. } => canonical_uri(uri),
-        _ => String::new(),
-    }
-}
-
-/// Whether each item of an answer to `method` on `requested` may be passed
-/// on, given the resource each holds (`None`: none). A resource other than
-/// `read` (the one a read asked for, decided before it) is decided as a
-/// read of its own, with one audit entry for the answer; an answer holding
-/// no other resource costs nothing.
-async fn passed_on(
-    call: &GatewayCall,
-    method: &str,
-    requested: &str,
-    read: Option<&str>,
-    uris: &[Option<String>],
-) -> Result<Vec<bool>, McpError> {
-    fn other<'a>(u: &'a Option<String>, read: Option<&str>) -> Option<&'a str> {
-        u.as_deref().filter(|u| Some(*u) != read)
-    }
-    let mut others: Vec<String> = uris
-        .iter()
-        .filter_map(|u| other(u, read))
-        .map(String::from)
-        .collect();
-    if others.is_empty() {
-        return Ok(vec![true; uris.len()]);
-    }
-    others.sort();
-    others.dedup();
-    let readable = govern::readable_contents(call, method, requested, &others)
-        .await
-        .map_err(steward_error)?;
-    Ok(uris
-        .iter()
-        .map(|u| other(u, read).is_none_or(|u| readable.contains(u)))
-        .collect())
-}
-
-/// The contents of a read of `requested` the agent may see. Contents of
-/// another resource (a directory's files, say) are decided as reads of
-/// their own, and those the agent may not read are left out.
-async fn withhold_contents(
-    call: &GatewayCall,
-    requested: &str,
-    mut result: ReadResourceResult,
-) -> Result<ServerResult, McpError> {
-    let uris: Vec<Option<String>> = result
-        .contents
-        .iter()
-        .map(|c| Some(contents_uri(c)))
-        .collect();
-    let keep = passed_on(call, "resources/read", requested, Some(requested), &uris).await?;
-    let mut keep = keep.into_iter();
-    result.contents.retain(|_| keep.next().unwrap_or(false));
-    Ok(ServerResult::ReadResourceResult(result))
-}
-
-/// Resources embedded in an answer to `method` on `name` (a tool's result,
-/// a prompt's messages), decided as reads: one the agent may not read is
-/// replaced with a note saying so, as `resources/read` would refuse it.
-async fn withhold_embedded(
-    call: &GatewayCall,
-    method: &str,
-    name: &str,
-    blocks: Vec<&mut ContentBlock>,
-) -> Result<(), McpError> {
-    let uris: Vec<Option<String>> = blocks
-        .iter()
-        .map(|b| match b {
-            ContentBlock::Resource(e) => Some(contents_uri(&e.resource)),
-            _ => None,
-        })
-        .collect();
-    let keep = passed_on(call, method, name, None, &uris).await?;
-    for ((block, uri), keep) in blocks.into_iter().zip(uris).zip(keep) {
-        if !keep {
-            let uri = uri.unwrap_or_default();
-            *block = ContentBlock::text(format!(
-                "[Steward withheld the resource '{uri}' here: this agent may not read it]"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Keep only the tools, prompts or resources the agent may use.
 async fn filter_listing(
     call: &GatewayCall,
@@ -796,18 +738,24 @@ async fn filter_listing(
                 .retain(|_| names.next().is_some_and(|n| keep.contains(n)));
             ServerResult::ListResourcesResult(r)
         }
+        // Templates as a completion of each would be decided; one that
+        // could not be is not shown.
         ServerResult::ListResourceTemplatesResult(mut r) => {
-            let names: Vec<String> = r
+            let names: Vec<Option<String>> = r
                 .resource_templates
                 .iter()
-                .map(|t| canonical_uri(&t.uri_template))
+                .map(|t| canonical_template(&t.uri_template))
                 .collect();
-            let keep = govern::visible(call, Kind::Template, &names)
+            let decidable: Vec<String> = names.iter().flatten().cloned().collect();
+            let keep = govern::visible(call, Kind::Template, &decidable)
                 .await
                 .map_err(steward_error)?;
             let mut names = names.iter();
-            r.resource_templates
-                .retain(|_| names.next().is_some_and(|n| keep.contains(n)));
+            r.resource_templates.retain(|_| {
+                names
+                    .next()
+                    .is_some_and(|n| n.as_ref().is_some_and(|n| keep.contains(n)))
+            });
             ServerResult::ListResourceTemplatesResult(r)
         }
         other => other,

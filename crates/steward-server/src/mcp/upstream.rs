@@ -117,10 +117,118 @@ impl<T> Drop for Watched<T> {
 /// knows the session no more, or it is down), only logs it. A session whose
 /// client only listens would then never learn that nothing more can come.
 /// The failure wakes [`watch_stream`], which asks the upstream.
+///
+/// And the upstream's session is ended by the gateway, not by rmcp: see
+/// [`UpstreamSession`].
 #[derive(Clone)]
 struct UpstreamHttp {
     client: rmcp_reqwest::Client,
     stream_failed: Arc<tokio::sync::Notify>,
+    session: Arc<UpstreamSession>,
+}
+
+/// The upstream's side of a gateway session over HTTP, as the gateway ends
+/// it: the endpoint, the session id the upstream gave, and the protocol
+/// version the session speaks. rmcp sends its `DELETE` once, as its
+/// transport stops, and not at all if the transport failed first; an
+/// upstream out of reach at that moment would keep the session. Instead
+/// the gateway sends it on a task of its own ([`end_upstream_session`],
+/// tried again while the upstream cannot be reached), so the client's own
+/// `DELETE` never waits for it: when rmcp asks, or else when the last
+/// handle on this client goes with the transport.
+struct UpstreamSession {
+    client: rmcp_reqwest::Client,
+    known: std::sync::Mutex<Option<KnownSession>>,
+}
+
+/// What ending an upstream session takes.
+struct KnownSession {
+    uri: Arc<str>,
+    id: Arc<str>,
+    headers: HashMap<HeaderName, HeaderValue>,
+}
+
+impl UpstreamSession {
+    fn known(&self) -> std::sync::MutexGuard<'_, Option<KnownSession>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Note the session `id` at `uri`, and the protocol version `headers`
+    /// it is spoken with once they are sent.
+    fn note(&self, uri: &Arc<str>, id: &str, headers: &HashMap<HeaderName, HeaderValue>) {
+        let version = HeaderName::from_static("mcp-protocol-version");
+        let mut known = self.known();
+        let session = known.get_or_insert_with(|| KnownSession {
+            uri: uri.clone(),
+            id: id.into(),
+            headers: HashMap::new(),
+        });
+        if let Some(value) = headers.get(&version) {
+            session.headers.insert(version, value.clone());
+        }
+    }
+
+    /// End the session upstream, once: on a task of its own.
+    fn end(&self) {
+        let Some(session) = self.known().take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(end_upstream_session(self.client.clone(), session));
+    }
+}
+
+impl Drop for UpstreamSession {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// How long the gateway waits between attempts to end a session on an
+/// upstream that could not be reached (or answered with a server error):
+/// about half a minute in all, as a network that drops for a while comes
+/// back.
+const END_RETRIES: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+];
+
+/// `DELETE` the upstream `session`, trying again (after each of
+/// [`END_RETRIES`]) while the upstream cannot be reached or fails; any
+/// other answer (ended, unknown there, no such method) is final.
+async fn end_upstream_session(client: rmcp_reqwest::Client, session: KnownSession) {
+    let mut waits = END_RETRIES.iter();
+    loop {
+        let sent = client.delete_session(
+            session.uri.clone(),
+            session.id.clone(),
+            None,
+            session.headers.clone(),
+        );
+        let why = match tokio::time::timeout(PING_PATIENCE, sent).await {
+            Ok(Ok(())) => return,
+            Ok(Err(StreamableHttpError::Client(e)))
+                if e.status().is_some_and(|s| !s.is_server_error()) =>
+            {
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} s", PING_PATIENCE.as_secs()),
+        };
+        let Some(wait) = waits.next() else {
+            tracing::info!(uri = %session.uri, why, "could not end an MCP session upstream; gave up");
+            return;
+        };
+        tracing::debug!(uri = %session.uri, why, "could not end an MCP session upstream yet");
+        tokio::time::sleep(*wait).await;
+    }
 }
 
 impl UpstreamHttp {
@@ -200,10 +308,13 @@ impl StreamableHttpClient for UpstreamHttp {
         limits: StreamableHttpResponseLimits,
     ) -> HttpPost {
         let id = request_id(&message);
+        if let Some(session) = &session_id {
+            self.session.note(&uri, session, &custom_headers);
+        }
         let answer = self
             .client
             .post_message_with_response_limits(
-                uri,
+                uri.clone(),
                 message,
                 session_id,
                 auth_header,
@@ -211,18 +322,28 @@ impl StreamableHttpClient for UpstreamHttp {
                 limits,
             )
             .await;
+        // The session the upstream gives in answer to `initialize`.
+        if let Ok(
+            StreamableHttpPostResponse::Json(_, Some(session))
+            | StreamableHttpPostResponse::Sse(_, Some(session)),
+        ) = &answer
+        {
+            self.session.note(&uri, session, &HashMap::new());
+        }
         answering(id, answer)
     }
 
-    fn delete_session(
+    /// rmcp ends the session as its transport stops: the gateway does,
+    /// without waiting (see [`UpstreamSession`]).
+    async fn delete_session(
         &self,
-        uri: Arc<str>,
-        session_id: Arc<str>,
-        auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
-    ) -> impl Future<Output = Result<(), StreamableHttpError<Self::Error>>> + Send + '_ {
-        self.client
-            .delete_session(uri, session_id, auth_header, custom_headers)
+        _uri: Arc<str>,
+        _session_id: Arc<str>,
+        _auth_header: Option<String>,
+        _custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<(), StreamableHttpError<Self::Error>> {
+        self.session.end();
+        Ok(())
     }
 
     async fn get_stream(
@@ -417,9 +538,19 @@ pub(super) async fn connect(
             tokio::time::timeout(timeout, relay.serve(transport)).await
         }
         McpTransport::StreamableHttp { url } => {
+            // A name is checked as it resolves; an address written in the
+            // URL (registered before the operator refused its range) here.
+            if let Some(why) = call.state.outbound.check_url(url) {
+                return Err(unreachable(why));
+            }
+            let http = &call.state.mcp.upstream_http;
             let client = UpstreamHttp {
-                client: call.state.mcp.upstream_http.clone(),
+                client: http.clone(),
                 stream_failed: Arc::default(),
+                session: Arc::new(UpstreamSession {
+                    client: http.clone(),
+                    known: Default::default(),
+                }),
             };
             stream_failed = Some(client.stream_failed.clone());
             let transport = StreamableHttpClientTransport::with_client(

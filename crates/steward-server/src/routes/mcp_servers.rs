@@ -154,6 +154,25 @@ pub(crate) fn check_command(
     ))
 }
 
+/// A Streamable HTTP upstream written as an address the operator refused
+/// (`[outbound]`) is refused when it is registered; a name is checked at
+/// every connection.
+pub(crate) fn check_destination(
+    outbound: &crate::outbound::Outbound,
+    req: &PutMcpServer,
+) -> Result<(), steward_core::Error> {
+    match &req.transport {
+        steward_types::McpTransport::StreamableHttp { url } => match outbound.check_url(url) {
+            Some(why) => Err(steward_core::Error::invalid(
+                "transport.url",
+                format!("mcp server '{}': {why}", req.name),
+            )),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// Register an upstream MCP server, or replace the one with this name. A
 /// replacement with another transport closes the sessions open on it. A
 /// stdio upstream's command is the platform administrator's to set.
@@ -172,6 +191,7 @@ pub async fn put_mcp_server(
         Err(e) => return Err(e.into()),
     };
     check_command(may_run_commands(&state, &caller), &req, existing.as_ref())?;
+    check_destination(&state.outbound, &req)?;
     ensure_declarations(&state, &ctx).await?;
     let (server, _) = state.store.put_mcp_server(&ctx, req).await?;
     // Sessions on it now on another transport end (this node's at once).

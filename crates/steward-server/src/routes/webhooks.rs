@@ -41,6 +41,9 @@ pub async fn create_webhook(
     ApiJson(mut req): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
     let ctx = caller.admin()?;
+    if let Some(why) = state.outbound.check_url(&req.url) {
+        return Err(ApiError(Error::invalid("url", why)));
+    }
     let secret = match req.secret.take() {
         Some(s) if s.len() < 16 || s.len() > 256 => {
             return Err(ApiError(Error::invalid(

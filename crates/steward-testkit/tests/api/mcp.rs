@@ -2330,6 +2330,45 @@ when { resource.name == "toggle-simulated-logging" };"#,
     gw.stop().await;
 }
 
+/// An upstream's URL cannot make the gateway reach an address the operator
+/// refused, or a cloud's metadata service: written as an address, it is
+/// refused when registered; as a name, when it resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_addresses_are_not_upstreams() {
+    if !node_ready("refused_addresses_are_not_upstreams") {
+        return;
+    }
+    let by_name = McpTransport::StreamableHttp {
+        url: "http://localhost:9/mcp".into(),
+    };
+    let gw = Gateway::start_with("local", by_name, Some(5), |c| {
+        c.outbound.deny = vec!["127.0.0.0/8".into(), "::1".into()];
+    })
+    .await;
+    let message = gw.connect_error(&gw.url()).await;
+    assert!(
+        message.contains("upstream MCP server 'local' is unavailable")
+            && message.contains("resolves only to refused addresses"),
+        "{message}"
+    );
+    for url in ["http://169.254.169.254/mcp", "http://127.0.0.1:9/mcp"] {
+        let refused = gw
+            .admin()
+            .put_mcp_server(&registration(
+                "meta",
+                McpTransport::StreamableHttp { url: url.into() },
+                "",
+            ))
+            .await;
+        assert_eq!(code(refused), ErrorCode::InvalidRequest, "{url}");
+    }
+    assert_eq!(
+        code(gw.admin().get_mcp_server("meta").await),
+        ErrorCode::NotFound
+    );
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_or_hanging_gives_clean_errors() {
     if !node_ready("upstream_down_or_hanging_gives_clean_errors") {
@@ -2815,6 +2854,307 @@ async fn changes_on_another_node_close_sessions() {
         .unwrap();
     stream_ends(stream, "its agent was suspended on another node").await;
     node.shutdown().await.unwrap();
+    gw.stop().await;
+}
+
+/// `tests/mcp/shelf.mjs` over stdio: answers that carry
+/// `demo://shelf/public` and `demo://shelf/secret` in every place MCP lets
+/// a resource go, and completions that say what the server was sent.
+fn shelf_stdio() -> McpTransport {
+    McpTransport::Stdio {
+        command: "node".into(),
+        args: vec![
+            mcp::material_dir()
+                .join("shelf.mjs")
+                .to_string_lossy()
+                .into_owned(),
+        ],
+        env: Default::default(),
+    }
+}
+
+/// What a withheld resource's text becomes.
+fn withheld(uri: &str) -> String {
+    format!("[Steward withheld the resource '{uri}' here: this agent may not read it]")
+}
+
+/// A tool's `structuredContent` is checked as its content is: resource
+/// contents in it (an object with a `uri` and a `text` or `blob`, at any
+/// depth, in an embedded resource too) are decided as reads, and one the
+/// agent may not read is withheld, so that what a denial withholds from
+/// the content cannot come through in the structured copy; a text block
+/// that is the structured content serialized is passed on as the
+/// structured content is. Links stay. Its bytes count in the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_content_is_checked_as_content_is() {
+    if !node_ready("structured_content_is_checked_as_content_is") {
+        return;
+    }
+    let gw = Gateway::start("shelf", shelf_stdio(), None).await;
+    gw.policy(
+        "the-shelf-tool",
+        "The tool that shows the shelf",
+        r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool)
+when { resource.name == "shelf" };"#,
+    )
+    .await;
+    gw.policy(
+        "public-items",
+        "Only what is public on the shelf",
+        r#"permit(principal is Agent, action == Action::"read_resource", resource is McpResource)
+when { resource.uri == "demo://shelf/public" };"#,
+    )
+    .await;
+    let steps = gw.run(json!([{"op": "call", "name": "shelf"}]), None).await;
+    let said = steps[0].to_string();
+    assert!(steps[0]["ok"].is_object(), "{said}");
+    assert!(!said.contains("secret item"), "{said}");
+    let secret_blob = "c2VjcmV0IGJsb2I="; // "secret blob"
+    assert!(!said.contains(secret_blob), "{said}");
+    assert!(said.contains("public item"), "{said}");
+    let structured = &steps[0]["ok"]["structuredContent"];
+    assert_eq!(
+        structured["items"],
+        json!([
+            {"uri": "demo://shelf/secret", "text": withheld("demo://shelf/secret")},
+            {"uri": "DEMO://shelf/./public", "text": "public item"},
+        ]),
+        "{said}"
+    );
+    assert_eq!(
+        structured["deeper"]["embedded"],
+        json!({"type": "resource", "resource": {
+            "uri": "demo://shelf/%73ecret", "text": withheld("demo://shelf/secret")}}),
+        "{said}"
+    );
+    // Links are not contents: following one is a read of its own.
+    assert_eq!(
+        structured["link"],
+        json!({"type": "resource_link", "uri": "demo://shelf/secret", "name": "secret"})
+    );
+    assert_eq!(structured["shelf"], "demo://shelf");
+    let content = steps[0]["ok"]["content"].as_array().unwrap();
+    assert_eq!(
+        content[0]["text"],
+        withheld("demo://shelf/secret"),
+        "{said}"
+    );
+    assert_eq!(content[1]["resource"]["text"], "public item", "{said}");
+    // The structured content's serialized copy says what it says.
+    let copy: Value = serde_json::from_str(content[2]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(&copy, structured);
+    assert_eq!(content[3]["type"], "resource_link");
+    // One audit entry for the answer, wherever the resources were.
+    let entries = gw.audit("mcp.resource_contents").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let after = entries[0].after.as_ref().unwrap();
+    assert_eq!(after["method"], "tools/call");
+    assert_eq!(after["requested"], "shelf");
+    assert_eq!(after["shown"], json!(["demo://shelf/public"]));
+    assert_eq!(after["withheld"], json!(["demo://shelf/secret"]));
+    // The structured content's bytes are the answer's too.
+    let calls = gw.tool_calls(1).await;
+    let bytes = calls[0].after.as_ref().unwrap()["response_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        bytes as usize > structured.to_string().len() + content[2].to_string().len(),
+        "{bytes}"
+    );
+    gw.stop().await;
+}
+
+/// A read reserves what quotas count, and its answer settles the
+/// reservation as a tool call's outcome does: its size counts against a
+/// `bytes` quota, and the settlement is recorded (`decision.outcome`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_settle_their_reservations() {
+    if !node_ready("reads_settle_their_reservations") {
+        return;
+    }
+    let gw = Gateway::start("shelf", shelf_stdio(), None).await;
+    gw.policy(
+        "public-items",
+        "Only what is public on the shelf",
+        r#"permit(principal is Agent, action == Action::"read_resource", resource is McpResource)
+when { resource.uri == "demo://shelf/public" };"#,
+    )
+    .await;
+    gw.admin()
+        .put_quota(&PutQuota {
+            name: "read-bytes".into(),
+            scope: Some(QuotaScope::Agent),
+            subject: Some("helper".into()),
+            metric: "bytes".into(),
+            window: "day".into(),
+            limit: 1e9,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let steps = gw
+        .run(
+            json!([{"op": "read_resource", "uri": "demo://shelf/public"}]),
+            None,
+        )
+        .await;
+    assert_eq!(
+        steps[0]["ok"]["contents"][0]["text"], "public item",
+        "{}",
+        steps[0]
+    );
+    let read = gw.audit("decision.allow").await;
+    assert_eq!(read.len(), 1, "{read:?}");
+    let mut settled = Vec::new();
+    for _ in 0..100 {
+        settled = gw.audit("decision.outcome").await;
+        if !settled.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(settled.len(), 1, "the read's reservation was never settled");
+    assert_eq!(
+        json!(settled[0].resource_id),
+        read[0].after.as_ref().unwrap()["decision_id"]
+    );
+    let outcome = &settled[0].after.as_ref().unwrap()["outcome"];
+    assert_eq!(outcome["status"], "success", "{outcome}");
+    assert!(outcome["bytes"].as_u64().unwrap() > 0, "{outcome}");
+    let usage = gw
+        .admin()
+        .usage(&UsageQuery {
+            agent: Some("helper".into()),
+            quota: Some("read-bytes".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(usage[0].status.used > 0.0, "{usage:?}");
+    gw.stop().await;
+}
+
+/// A completion of a resource template is decided as a read of the
+/// template in the spelling a read would be decided in (its `{...}`
+/// expressions kept as they are), and that spelling is the one sent up; a
+/// listing of templates is decided the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_are_decided_and_sent_in_one_spelling() {
+    if !node_ready("completions_are_decided_and_sent_in_one_spelling") {
+        return;
+    }
+    let gw = Gateway::start("shelf", shelf_stdio(), None).await;
+    gw.policy(
+        "shelf-templates",
+        "The shelf's templates",
+        r#"permit(principal is Agent, action == Action::"read_resource", resource is McpResource)
+when { resource.uri == "demo://shelf/{item}" || resource.uri == "file:///srv/shelf/{item}" };"#,
+    )
+    .await;
+    let complete = |uri: &str| {
+        json!({"op": "complete", "ref": {"type": "ref/resource", "uri": uri},
+               "argument": {"name": "item", "value": "p"}})
+    };
+    let steps = gw
+        .run(
+            json!([
+                {"op": "list_resource_templates"},
+                complete("DEMO://shelf/./{item}"),
+                complete("file:///srv/./shelf/{item}"),
+                complete("demo://shelf/x/../../other/{item}"),
+            ]),
+            None,
+        )
+        .await;
+    // The shelf answers with the template it was sent.
+    assert_eq!(
+        steps[1]["ok"],
+        json!(["demo://shelf/{item}"]),
+        "{}",
+        steps[1]
+    );
+    assert_eq!(
+        names(&steps[0]),
+        ["demo://shelf/{item}", "file:///srv/shelf/{item}"]
+    );
+    assert_eq!(
+        steps[2]["ok"],
+        json!(["file:///srv/shelf/{item}"]),
+        "{}",
+        steps[2]
+    );
+    let message = steps[3]["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("denied") && message.contains("demo://shelf/other/{item}"),
+        "{}",
+        steps[3]
+    );
+    gw.stop().await;
+}
+
+/// The upstream's ids of its open sessions and of those it was told to end.
+async fn upstream_sessions(upstream: &HttpUpstream) -> Option<Value> {
+    let url = format!("http://127.0.0.1:{}/sessions", upstream.port);
+    let res = reqwest::get(url).await.ok()?;
+    res.json().await.ok()
+}
+
+/// A client that ends its session while the HTTP upstream is out of reach
+/// is answered at once, and the upstream's session is ended (`DELETE` with
+/// its `Mcp-Session-Id`) once the upstream can be reached again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_out_of_reach_is_told_the_session_ended_once_back() {
+    if !node_ready("an_upstream_out_of_reach_is_told_the_session_ended_once_back") {
+        return;
+    }
+    let upstream = HttpUpstream::refusing().await.unwrap();
+    let transport = McpTransport::StreamableHttp {
+        url: upstream.url.clone(),
+    };
+    let gw = Gateway::start("everything", transport, Some(10)).await;
+    let session = open_session(&gw.url(), &gw.key).await;
+    let open = upstream_sessions(&upstream).await.unwrap();
+    let upstream_session = open["open"][0].as_str().unwrap().to_string();
+    assert_eq!(open["deleted"], json!([]));
+    let outage = format!("http://127.0.0.1:{}/outage?ms=5000", upstream.port);
+    let res = reqwest::Client::new().post(outage).send().await.unwrap();
+    assert!(res.status().is_success());
+    res.bytes().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        upstream_sessions(&upstream).await.is_none(),
+        "still in reach"
+    );
+    let started = std::time::Instant::now();
+    let res = reqwest::Client::new()
+        .delete(gw.url())
+        .bearer_auth(&gw.key)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the client waited for the upstream: {:?}",
+        started.elapsed()
+    );
+    let mut seen = None;
+    for _ in 0..300 {
+        seen = upstream_sessions(&upstream).await;
+        if seen
+            .as_ref()
+            .is_some_and(|s| s["deleted"] == json!([upstream_session]))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen.as_ref().map(|s| &s["deleted"]),
+        Some(&json!([upstream_session])),
+        "{seen:?}"
+    );
     gw.stop().await;
 }
 

@@ -303,6 +303,76 @@ async fn redirects_are_not_followed() {
     ts.stop().await;
 }
 
+/// A webhook cannot make this server fetch a cloud's metadata service, or
+/// any range the operator refused: an address in the URL is refused when
+/// subscribing, and a name is checked as it resolves, at every delivery.
+#[tokio::test]
+async fn refused_addresses_are_never_reached() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let before = snapshot(&ts.admin).await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/iam/",
+        "http://[fd00:ec2::254]/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://0.0.0.0:8080/",
+    ] {
+        let refused = ts
+            .admin
+            .create_webhook(&CreateWebhook {
+                name: "meta".into(),
+                url: url.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        let text = format!("{refused:?}");
+        assert!(text.contains("outbound"), "{url}: {text}");
+        assert_eq!(code::<()>(Err(refused)), ErrorCode::InvalidRequest, "{url}");
+    }
+    assert_eq!(snapshot(&ts.admin).await, before, "nothing changed");
+
+    // An operator who refuses loopback: a receiver reached by name is not
+    // sent anything, and the delivery says why.
+    let r = receiver(vec![200]).await;
+    let by_name = Receiver {
+        url: r.url.replace("127.0.0.1", "localhost"),
+        seen: r.seen.clone(),
+    };
+    subscribe(&ts.admin, &by_name, &[]).await;
+    let store = ts.server.store();
+    let now = ping_ahead(store).await;
+    let rules =
+        steward_server::outbound::Outbound::new(&steward_server::outbound::OutboundConfig {
+            deny: vec!["127.0.0.0/8".into(), "::1".into()],
+            allow: vec![],
+        })
+        .unwrap();
+    let worker = steward_server::webhooks::Webhooks::new(rules);
+    assert_eq!(worker.deliver_due(store, now).await.unwrap(), 1);
+    let d = until_delivery(&ts.admin, DeliveryStatus::Pending).await;
+    assert_eq!(d.attempts, 1);
+    assert!(
+        d.last_error.as_deref().unwrap_or("").contains("refused"),
+        "{:?}",
+        d.last_error
+    );
+    assert!(
+        r.seen.lock().unwrap().is_empty(),
+        "the receiver was reached"
+    );
+    // The default rules reach it.
+    let worker = steward_server::webhooks::Webhooks::default();
+    assert_eq!(
+        worker
+            .deliver_due(store, now + chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(r.seen.lock().unwrap().len(), 1);
+    ts.stop().await;
+}
+
 steward_testkit::on_both_backends!(
     delivers_signed_and_retries,
     gives_up_after_max_attempts,

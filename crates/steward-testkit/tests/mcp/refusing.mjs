@@ -9,6 +9,12 @@
 // JSON-RPC error. With `--no-stream` it offers no event stream (`405` to a
 // GET), so that only a request can find out it restarted. Listens on $PORT
 // and says "listening on port N" on stderr once it does.
+//
+// Beside MCP: `GET /sessions` answers with the ids of the sessions open and
+// of those ended with a `DELETE`; `POST /outage?ms=N` takes the server out
+// of reach for N ms once answered (it stops listening and drops its
+// connections, then listens on the same port again, its sessions kept), as
+// a network that drops for a while.
 import { randomUUID } from "node:crypto";
 import express from "express";
 import { z } from "zod";
@@ -18,8 +24,23 @@ import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 
 const noStream = process.argv.includes("--no-stream");
 const sessions = new Map();
+const deleted = [];
 const app = express();
 app.use(express.json());
+app.get("/sessions", (req, res) => {
+  res.json({ open: [...sessions.keys()], deleted });
+});
+app.post("/outage", (req, res) => {
+  const ms = Number(req.query.ms ?? 5000);
+  res.on("finish", () => {
+    listener.close();
+    listener.closeAllConnections();
+    setTimeout(() => {
+      listener = app.listen(port, "127.0.0.1");
+    }, ms);
+  });
+  res.json({ out_of_reach_ms: ms });
+});
 app.all("/mcp", async (req, res) => {
   if (JSON.stringify(req.body ?? null).includes("REFUSE")) {
     res.status(429).type("text/plain").send("slow down");
@@ -59,7 +80,11 @@ app.all("/mcp", async (req, res) => {
     }));
     await server.connect(transport);
   }
+  if (req.method === "DELETE") {
+    sessions.delete(id);
+    deleted.push(id);
+  }
   await transport.handleRequest(req, res, req.body);
 });
 const port = Number(process.env.PORT);
-app.listen(port, "127.0.0.1", () => console.error(`listening on port ${port}`));
+let listener = app.listen(port, "127.0.0.1", () => console.error(`listening on port ${port}`));
