@@ -404,4 +404,29 @@ async fn owners_attest_and_overdue_agents_are_suspended(backend: Backend) {
     s.stop().await;
 }
 
+/// An owner's "suspend" for an agent that was decommissioned while the
+/// campaign ran is refused: the agent is not recorded as suspended, and the
+/// item stays open for an answer that is true.
+#[tokio::test]
+async fn a_suspension_of_a_gone_agent_is_refused() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let admin = &s.admin;
+    let alice = person(&s, "alice@example.com").await;
+    low_risk_agent(admin, "gone", "alice@example.com").await;
+    admin.start_campaign(&start("q1")).await.unwrap();
+    admin
+        .decommission_agent("gone", Some("replaced"))
+        .await
+        .unwrap();
+    let refused = alice
+        .attest("q1", "gone", &attest("suspend", Some("paused")))
+        .await;
+    assert_eq!(code(refused), ErrorCode::InvalidTransition);
+    let agent = admin.get_agent("gone").await.unwrap();
+    assert_eq!(agent.state, AgentState::Decommissioned);
+    let campaign = admin.get_campaign("q1").await.unwrap();
+    assert_eq!(campaign.counts.pending, 1, "{campaign:?}");
+    s.stop().await;
+}
+
 steward_testkit::on_both_backends!(owners_attest_and_overdue_agents_are_suspended);
