@@ -4,7 +4,7 @@
 //! applies them under a row lock so that concurrent decisions on any number
 //! of nodes never go over a limit.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use steward_types::{Metric, OnExceed, PutQuota, Quota, QuotaScope, QuotaTemplate};
 
@@ -125,29 +125,89 @@ pub enum Window {
 }
 
 /// Start and end of the calendar window holding `now`.
+///
+/// A minute or an hour is one of the local clock's, and is never longer
+/// than that: where the clock is set back, the repeated hour is a window
+/// of its own, after the first one; where it jumps in mid-hour, the hour
+/// is shorter. A day or a month runs from local midnight to local
+/// midnight, so the day DST starts has 23 hours and the day it ends 25.
+/// Windows are keyed by their start, which for every local time that
+/// occurs once is the same instant it has always been.
 pub fn calendar_bounds(unit: Unit, tz: Tz, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    match unit {
+        Unit::Minute | Unit::Hour => clock_bounds(unit, tz, now),
+        Unit::Day | Unit::Month => date_bounds(unit, tz, now),
+    }
+}
+
+/// The offset from UTC in force at `t` seconds, in seconds.
+fn offset_at(tz: Tz, t: i64) -> i32 {
+    let utc = DateTime::from_timestamp(t, 0)
+        .unwrap_or_default()
+        .naive_utc();
+    tz.offset_from_utc_datetime(&utc).fix().local_minus_utc()
+}
+
+/// The first second in `(after, last]` where `found` holds, given that it
+/// does not at `after` and does at `last` (a clock change in between).
+fn first_second(mut after: i64, mut last: i64, found: impl Fn(i64) -> bool) -> i64 {
+    while last - after > 1 {
+        let mid = after + (last - after) / 2;
+        if found(mid) {
+            last = mid;
+        } else {
+            after = mid;
+        }
+    }
+    last
+}
+
+/// A minute or an hour of the local clock: the stretch of real time in
+/// which the clock shows it with the offset in force at `now`, cut where
+/// the offset changes. Keyed by the wall-clock time, two real hours would
+/// share one counter where the clock is set back; with the offset, each
+/// is one real hour (or less), and the hours that occur once keep the
+/// start they had.
+fn clock_bounds(unit: Unit, tz: Tz, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let local = now.with_timezone(&tz);
+    let here = local.offset().fix().local_minus_utc();
+    let (past, length) = match unit {
+        Unit::Hour => (
+            i64::from(local.minute()) * 60 + i64::from(local.second()),
+            3600,
+        ),
+        _ => (i64::from(local.second()), 60),
+    };
+    // Offsets and their changes are in whole seconds: the floor of `now`
+    // is on the same side of any change as `now`.
+    let second = now.timestamp();
+    let mut start = second - past;
+    let mut end = start + length;
+    if offset_at(tz, start) != here {
+        // The clock changed since it last showed the hour begin: the
+        // window begins at the change.
+        start = first_second(start, second, |t| offset_at(tz, t) == here);
+    }
+    if offset_at(tz, end - 1) != here {
+        // It changes before the hour is over: the window ends there.
+        end = first_second(second, end - 1, |t| offset_at(tz, t) != here);
+    }
+    let at = |t: i64| DateTime::from_timestamp(t, 0).unwrap_or(now);
+    (at(start), at(end))
+}
+
+/// A local day or month, from local midnight to local midnight.
+fn date_bounds(unit: Unit, tz: Tz, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let local = now.with_timezone(&tz);
     let start_naive = match unit {
-        Unit::Minute => local
-            .naive_local()
-            .with_second(0)
-            .and_then(|t| t.with_nanosecond(0)),
-        Unit::Hour => local
-            .naive_local()
-            .with_minute(0)
-            .and_then(|t| t.with_second(0))
-            .and_then(|t| t.with_nanosecond(0)),
-        Unit::Day => local.date_naive().and_hms_opt(0, 0, 0),
         Unit::Month => NaiveDate::from_ymd_opt(local.year(), local.month(), 1)
             .and_then(|d| d.and_hms_opt(0, 0, 0)),
+        _ => local.date_naive().and_hms_opt(0, 0, 0),
     };
     let Some(start_naive) = start_naive else {
         return (now, now + Duration::seconds(1));
     };
     let next_naive = match unit {
-        Unit::Minute => start_naive + Duration::minutes(1),
-        Unit::Hour => start_naive + Duration::hours(1),
-        Unit::Day => start_naive + Duration::days(1),
         Unit::Month => {
             let (y, m) = if start_naive.month() == 12 {
                 (start_naive.year() + 1, 1)
@@ -158,25 +218,30 @@ pub fn calendar_bounds(unit: Unit, tz: Tz, now: DateTime<Utc>) -> (DateTime<Utc>
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
                 .unwrap_or(start_naive + Duration::days(31))
         }
+        _ => start_naive + Duration::days(1),
     };
     // Local midnight may not exist or be ambiguous around DST changes.
     let to_utc = |n: chrono::NaiveDateTime| -> DateTime<Utc> {
         match tz.from_local_datetime(&n) {
             chrono::LocalResult::Single(t) => t.with_timezone(&Utc),
             chrono::LocalResult::Ambiguous(a, _) => a.with_timezone(&Utc),
-            chrono::LocalResult::None => tz
-                .from_local_datetime(&(n + Duration::hours(1)))
-                .earliest()
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_else(|| Utc.from_utc_datetime(&n)),
+            // Midnight is skipped: the day begins when the clock jumps
+            // past it, the first time it shows a later time (no offset is
+            // more than 26 hours from UTC).
+            chrono::LocalResult::None => {
+                let local = n.and_utc().timestamp();
+                let reached = |t: i64| t + i64::from(offset_at(tz, t)) >= local;
+                let t = first_second(local - 26 * 3600, local + 26 * 3600, reached);
+                DateTime::from_timestamp(t, 0).unwrap_or_else(|| Utc.from_utc_datetime(&n))
+            }
         }
     };
     let (start, end) = (to_utc(start_naive), to_utc(next_naive));
     if start <= now && now < end {
         (start, end)
     } else {
-        // Inside a DST gap the local boundary can fall after `now`; fall back to UTC.
-        calendar_bounds(unit, chrono_tz::UTC, now)
+        // Not expected; a UTC window rather than none.
+        date_bounds(unit, chrono_tz::UTC, now)
     }
 }
 
@@ -201,6 +266,153 @@ pub fn rolling_range(unit: Unit, now: DateTime<Utc>) -> (i64, i64, i64) {
 pub fn rolling_leaves_at(unit: Unit, slice_start: i64) -> i64 {
     let len = unit.length().num_milliseconds() / ROLLING_SLICES;
     slice_start + (ROLLING_SLICES + 1) * len
+}
+
+/// What a windowed rule's counter rows mean (`calendar hour Europe/Paris`,
+/// `rolling day`): two windows with the same keying count the same rows
+/// for the same stretch of time. None for a rate and a live gauge, which
+/// keep no usage by window.
+pub fn keying(window: Window) -> Option<String> {
+    let name = |unit: Unit| match unit {
+        Unit::Minute => "minute",
+        Unit::Hour => "hour",
+        Unit::Day => "day",
+        Unit::Month => "month",
+    };
+    match window {
+        Window::Calendar(unit, tz) => Some(format!("calendar {} {}", name(unit), tz.name())),
+        Window::Rolling(unit) => Some(format!("rolling {}", name(unit))),
+        Window::Rate { .. } | Window::Live => None,
+    }
+}
+
+/// A window's [`keying`] as a number below -1 (FNV-1a, stable across
+/// versions): stored on a counter's head row when a rule's window
+/// changes, so that a node still holding the old rule notices.
+pub fn keying_stamp(window: Window) -> Option<i64> {
+    let keying = keying(window)?;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in keying.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Some(-2 - (hash >> 2) as i64)
+}
+
+/// The key of the counter row a windowed rule charges at `t` (Unix ms).
+pub fn key_at(window: Window, t: i64) -> Option<i64> {
+    let at = DateTime::from_timestamp_millis(t)?;
+    match window {
+        Window::Calendar(unit, tz) => Some(calendar_bounds(unit, tz, at).0.timestamp_millis()),
+        Window::Rolling(unit) => Some(rolling_slice(unit, at).0),
+        Window::Rate { .. } | Window::Live => None,
+    }
+}
+
+/// When the stretch a row at `key` counts ends (Unix ms).
+fn row_end(window: Window, key: i64) -> Option<i64> {
+    match window {
+        Window::Calendar(unit, tz) => {
+            let at = DateTime::from_timestamp_millis(key)?;
+            Some(calendar_bounds(unit, tz, at).1.timestamp_millis())
+        }
+        Window::Rolling(unit) => Some(key + unit.length().num_milliseconds() / ROLLING_SLICES),
+        Window::Rate { .. } | Window::Live => None,
+    }
+}
+
+/// The earliest time (Unix ms) whose usage a window counts at `now`.
+fn counted_from(window: Window, now: DateTime<Utc>) -> Option<i64> {
+    match window {
+        Window::Calendar(unit, tz) => Some(calendar_bounds(unit, tz, now).0.timestamp_millis()),
+        Window::Rolling(unit) => Some(rolling_range(unit, now).0),
+        Window::Rate { .. } | Window::Live => None,
+    }
+}
+
+/// How a rule's counter rows move when its window changes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Carry {
+    /// Keys of the rows emptied.
+    pub emptied: Vec<i64>,
+    /// Rows added to, by key: (key, amount).
+    pub added: Vec<(i64, i64)>,
+}
+
+impl Carry {
+    /// Everything carried into the new window.
+    pub fn total(&self) -> i64 {
+        self.added
+            .iter()
+            .fold(0i64, |sum, (_, used)| sum.saturating_add(*used))
+    }
+}
+
+/// Carry a counter's usage from window `old` into window `new` at `now`,
+/// never in the spender's favour. Each row of the old window (key, used)
+/// that may hold usage the new window counts now moves, whole, to the new
+/// window's row of the latest time that usage may be from: when within
+/// its window it was spent is not known, so all of it counts, and in a
+/// rolling window it leaves no earlier than it could. Rows that cannot
+/// hold any usage the new window counts stay as they are (history). A
+/// rate keeps no usage by window: nothing moves into or out of one.
+pub fn carry(old: Window, new: Window, rows: &[(i64, i64)], now: DateTime<Utc>) -> Carry {
+    let Some(from) = counted_from(new, now) else {
+        return Carry::default();
+    };
+    let now_ms = now.timestamp_millis();
+    let mut added = std::collections::BTreeMap::<i64, i64>::new();
+    let mut emptied = Vec::new();
+    for &(key, used) in rows.iter().filter(|(key, _)| *key >= 0) {
+        let Some(end) = row_end(old, key) else {
+            continue;
+        };
+        let latest = (end.min(now_ms + 1) - 1).max(key);
+        if latest < from {
+            continue;
+        }
+        let Some(target) = key_at(new, latest) else {
+            continue;
+        };
+        emptied.push(key);
+        let sum = added.entry(target).or_default();
+        *sum = sum.saturating_add(used.max(0)).min(USAGE_CAP);
+    }
+    Carry {
+        emptied,
+        added: added.into_iter().collect(),
+    }
+}
+
+/// A rate's arrival time when a windowed rule becomes the rate at `now`,
+/// never in the spender's favour: whatever the old window's `rows` may
+/// hold from the last burst/rate seconds (a fresh rate's memory) counts
+/// as spent at `now`, up to the burst.
+pub fn rate_after(
+    old: Window,
+    rows: &[(i64, i64)],
+    now: DateTime<Utc>,
+    per_second: i64,
+    burst: i64,
+) -> Tat {
+    let (rate, burst) = (per_second.max(1), burst.max(0));
+    let memory_ms = (i128::from(burst) * 1000 + i128::from(rate) - 1) / i128::from(rate);
+    let from = i128::from(now.timestamp_millis()) - memory_ms;
+    let recent = rows
+        .iter()
+        .filter(|(key, _)| *key >= 0)
+        .filter(|(key, _)| row_end(old, *key).is_some_and(|end| i128::from(end) > from))
+        .fold(0i64, |sum, (_, used)| sum.saturating_add((*used).max(0)));
+    if recent == 0 {
+        return Tat::default();
+    }
+    gcra(
+        Tat::default(),
+        now.timestamp_micros(),
+        rate,
+        burst,
+        recent.min(burst),
+    )
+    .unwrap_or_default()
 }
 
 /// Whether `estimate` more fits: within the limit, and (for a zero
@@ -584,6 +796,73 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// One of 18 windows: calendar minute to month in three zones, or rolling.
+    fn window_of(i: usize) -> Window {
+        let units = [Unit::Minute, Unit::Hour, Unit::Day, Unit::Month];
+        let zones = ["UTC", "Europe/Paris", "Australia/Lord_Howe"];
+        match i {
+            0..12 => Window::Calendar(units[i % 4], zones[i / 4].parse().unwrap_or(chrono_tz::UTC)),
+            _ => Window::Rolling(units[(i - 12) % 4]),
+        }
+    }
+
+    /// An hourly rule made daily carries the day's hours exactly; a daily
+    /// rule moved to another zone carries yesterday's usage whole into the
+    /// new day, as any of it may have been spent after the new day began.
+    #[test]
+    fn a_changed_window_carries_its_usage() {
+        let paris: Tz = "Europe/Paris".parse().unwrap_or(chrono_tz::UTC);
+        let now = at("2026-03-02T10:30:00Z");
+        let ms = |s: &str| at(s).timestamp_millis();
+        let hours = [
+            (ms("2026-03-01T23:00:00Z"), 5),
+            (ms("2026-03-02T00:00:00Z"), 7),
+            (ms("2026-03-02T10:00:00Z"), 11),
+        ];
+        let hourly = Window::Calendar(Unit::Hour, chrono_tz::UTC);
+        let daily = Window::Calendar(Unit::Day, chrono_tz::UTC);
+        let moved = carry(hourly, daily, &hours, now);
+        assert_eq!(moved.added, [(ms("2026-03-02T00:00:00Z"), 18)]);
+        assert_eq!(moved.emptied, [hours[1].0, hours[2].0]);
+        let days = [
+            (ms("2026-03-01T00:00:00Z"), 40),
+            (ms("2026-03-02T00:00:00Z"), 2),
+        ];
+        let moved = carry(daily, Window::Calendar(Unit::Day, paris), &days, now);
+        assert_eq!(moved.added, [(ms("2026-03-01T23:00:00Z"), 42)]);
+        assert_eq!(moved.total(), 42);
+        // Into a rolling day: today's usage may be from just now, so it
+        // stays a whole day; yesterday's may be from just before midnight.
+        let moved = carry(daily, Window::Rolling(Unit::Day), &days, now);
+        assert_eq!(
+            moved.added,
+            [
+                (ms("2026-03-01T23:36:00Z"), 40),
+                (ms("2026-03-02T10:24:00Z"), 2)
+            ]
+        );
+        // A rate starts owing what the last burst/rate seconds may hold:
+        // today's 2, at 1 a second with a burst of 5.
+        let owing = rate_after(daily, &days, now, 1, 5);
+        assert_eq!(owing, Tat::at(now.timestamp_micros() + 2_000_000));
+        assert_eq!(gcra_remaining(owing, now.timestamp_micros(), 1, 5), 3);
+        let hourly_rows = [(ms("2026-03-02T09:00:00Z"), 9)];
+        assert_eq!(rate_after(hourly, &hourly_rows, now, 1, 5), Tat::default());
+        // A rate keeps nothing by window.
+        let rate = Window::Rate {
+            per_second: 1,
+            burst: 1,
+        };
+        assert_eq!(carry(daily, rate, &days, now), Carry::default());
+        assert_eq!(carry(rate, daily, &[], now), Carry::default());
+        assert_ne!(
+            keying_stamp(daily),
+            keying_stamp(Window::Calendar(Unit::Day, paris))
+        );
+        assert!(keying_stamp(daily).is_some_and(|s| s < -1));
+        assert_eq!(keying_stamp(rate), None);
+    }
+
     #[test]
     fn cost_is_fixed_point() {
         assert_eq!(to_units("l", Metric::Cost, 12.5), Ok(12_500_000));
@@ -610,6 +889,187 @@ mod tests {
             (start, end),
             (at("2026-12-01T00:00:00Z"), at("2027-01-01T00:00:00Z"))
         );
+    }
+
+    /// Where the clock goes back an hour (Paris, 25 October 2026: 03:00
+    /// CEST becomes 02:00 CET), each of the two real hours the clock shows
+    /// 02:xx is a window of its own; the day has 25 hours. Where it jumps
+    /// forward, the hour after the jump begins at the jump.
+    #[test]
+    fn an_hour_is_one_real_hour_when_the_clock_changes() {
+        let paris: Tz = "Europe/Paris".parse().unwrap_or(chrono_tz::UTC);
+        let hour = |t: &str| calendar_bounds(Unit::Hour, paris, at(t));
+        let bounds = |a: &str, b: &str| (at(a), at(b));
+        // 02:30 CEST, then 02:30 CET: two windows, two keys.
+        assert_eq!(
+            hour("2026-10-25T00:30:00Z"),
+            bounds("2026-10-25T00:00:00Z", "2026-10-25T01:00:00Z")
+        );
+        assert_eq!(
+            hour("2026-10-25T01:30:00Z"),
+            bounds("2026-10-25T01:00:00Z", "2026-10-25T02:00:00Z")
+        );
+        // The hours around them keep the keys they always had.
+        assert_eq!(
+            hour("2026-10-24T23:59:59Z"),
+            bounds("2026-10-24T23:00:00Z", "2026-10-25T00:00:00Z")
+        );
+        assert_eq!(
+            hour("2026-10-25T02:00:00Z"),
+            bounds("2026-10-25T02:00:00Z", "2026-10-25T03:00:00Z")
+        );
+        let (start, end) = calendar_bounds(Unit::Day, paris, at("2026-10-25T12:00:00Z"));
+        assert_eq!(end - start, Duration::hours(25));
+        // Spring forward: 01:59 CET, then 03:00 CEST, one hour later.
+        assert_eq!(
+            hour("2026-03-29T00:30:00Z"),
+            bounds("2026-03-29T00:00:00Z", "2026-03-29T01:00:00Z")
+        );
+        assert_eq!(
+            hour("2026-03-29T01:00:00Z"),
+            bounds("2026-03-29T01:00:00Z", "2026-03-29T02:00:00Z")
+        );
+        // Lord Howe Island moves its clock by half an hour: at 02:00 (+11)
+        // back to 01:30 (+10:30). The half hour the clock shows twice is a
+        // short window of its own, not half of a 90-minute one.
+        let lord_howe: Tz = "Australia/Lord_Howe".parse().unwrap_or(chrono_tz::UTC);
+        let hour = |t: &str| calendar_bounds(Unit::Hour, lord_howe, at(t));
+        assert_eq!(
+            hour("2026-04-04T14:45:00Z"),
+            bounds("2026-04-04T14:00:00Z", "2026-04-04T15:00:00Z")
+        );
+        assert_eq!(
+            hour("2026-04-04T15:10:00Z"),
+            bounds("2026-04-04T15:00:00Z", "2026-04-04T15:30:00Z")
+        );
+        assert_eq!(
+            hour("2026-04-04T15:40:00Z"),
+            bounds("2026-04-04T15:30:00Z", "2026-04-04T16:30:00Z")
+        );
+    }
+
+    /// Every clock change of every IANA zone from 1970 to 2040, found by
+    /// stepping six days at a time and narrowing down to the second.
+    fn clock_changes() -> &'static [(Tz, i64)] {
+        static CHANGES: std::sync::OnceLock<Vec<(Tz, i64)>> = std::sync::OnceLock::new();
+        CHANGES.get_or_init(|| {
+            let (from, to, step) = (0i64, 2_208_988_800i64, 6 * 86_400);
+            let mut out = Vec::new();
+            for tz in chrono_tz::TZ_VARIANTS {
+                let mut t = from;
+                let mut offset = offset_at(tz, t);
+                while t < to {
+                    let next = offset_at(tz, t + step);
+                    if next != offset {
+                        out.push((tz, first_second(t, t + step, |x| offset_at(tz, x) == next)));
+                        offset = next;
+                    }
+                    t += step;
+                }
+            }
+            out
+        })
+    }
+
+    /// A minute or an hour window at `t`: it holds `t`, lasts at most the
+    /// unit, the clock shows one minute or hour all through it, the windows
+    /// before and after it meet it, and a time the clock shows once, with
+    /// no change in its hour, keeps the key it always had.
+    fn check_clock_window(unit: Unit, tz: Tz, t: DateTime<Utc>) -> Result<(), String> {
+        let (start, end) = calendar_bounds(unit, tz, t);
+        let most = if unit == Unit::Hour { 3600 } else { 60 };
+        let span = (end - start).num_seconds();
+        let whole = |x: DateTime<Utc>| x.timestamp_subsec_nanos() == 0;
+        let shown = |x: DateTime<Utc>| {
+            let local = x.with_timezone(&tz).naive_local();
+            let minute = if unit == Unit::Hour {
+                0
+            } else {
+                local.minute()
+            };
+            (local.date(), local.hour(), minute)
+        };
+        let last = end - Duration::milliseconds(1);
+        let ok = start <= t
+            && t < end
+            && (1..=most).contains(&span)
+            && whole(start)
+            && whole(end)
+            && shown(start) == shown(last)
+            && calendar_bounds(unit, tz, end).0 == end
+            && calendar_bounds(unit, tz, last).0 == start
+            && calendar_bounds(unit, tz, start - Duration::milliseconds(1)).1 == start;
+        if !ok {
+            return Err(format!("{unit:?} in {tz} at {t}: [{start}, {end})"));
+        }
+        // The key an hour had before repeated hours got their own.
+        let local = t.with_timezone(&tz).naive_local();
+        let naive = match unit {
+            Unit::Hour => local.with_minute(0).and_then(|x| x.with_second(0)),
+            _ => local.with_second(0),
+        }
+        .and_then(|x| x.with_nanosecond(0));
+        if let Some(chrono::LocalResult::Single(old)) = naive.map(|n| tz.from_local_datetime(&n)) {
+            let old = old.with_timezone(&Utc);
+            if offset_at(tz, old.timestamp()) == offset_at(tz, t.timestamp()) && old != start {
+                return Err(format!("{unit:?} in {tz} at {t}: key {start}, was {old}"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_hour_around_every_clock_change_is_one_real_hour() {
+        let changes = clock_changes();
+        assert!(changes.len() > 10_000, "{} changes found", changes.len());
+        for &(tz, change) in changes {
+            for d in [
+                -3601, -3600, -1801, -1, 0, 1, 59, 60, 1799, 1800, 3599, 3600, 5400,
+            ] {
+                let t = DateTime::from_timestamp(change + d, 500_000_000).unwrap_or_default();
+                check_clock_window(Unit::Hour, tz, t).unwrap();
+                check_clock_window(Unit::Minute, tz, t).unwrap();
+            }
+        }
+    }
+
+    /// Days and months around every clock change of every zone are
+    /// exactly the times whose local date (month) is one: they hold the
+    /// time asked about, meet end to end, and begin and end where the
+    /// local date does, midnight or, where the clock skips it, the jump.
+    /// (Not where the clock was set back across midnight, as St. John's
+    /// did until 2011: a local date there is not one stretch of time.)
+    #[test]
+    fn days_around_every_clock_change_are_local_dates() {
+        let date_at = |tz: Tz, t: i64| {
+            DateTime::from_timestamp(t, 0)
+                .unwrap_or_default()
+                .with_timezone(&tz)
+                .date_naive()
+        };
+        for &(tz, change) in clock_changes() {
+            if date_at(tz, change) < date_at(tz, change - 1) {
+                continue;
+            }
+            for d in [-86_401, -3601, -1, 0, 1, 3600, 86_400] {
+                let t = DateTime::from_timestamp(change + d, 0).unwrap_or_default();
+                for unit in [Unit::Day, Unit::Month] {
+                    let (start, end) = calendar_bounds(unit, tz, t);
+                    let at = format!("{unit:?} in {tz} at {t}: [{start}, {end})");
+                    let date = |x: DateTime<Utc>| {
+                        let local = x.with_timezone(&tz).date_naive();
+                        let day = if unit == Unit::Day { local.day() } else { 1 };
+                        (local.year(), local.month(), day)
+                    };
+                    let second = Duration::seconds(1);
+                    assert!(start <= t && t < end, "{at}");
+                    assert_eq!(calendar_bounds(unit, tz, end).0, end, "{at}");
+                    assert_eq!(date(start), date(end - second), "{at}");
+                    assert_ne!(date(start - second), date(start), "{at}");
+                    assert_ne!(date(end), date(end - second), "{at}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -863,6 +1323,66 @@ mod tests {
             prop_assert_eq!(next_start, end);
             let (same, _) = calendar_bounds(unit, tz, end - Duration::milliseconds(1));
             prop_assert_eq!(same, start);
+        }
+
+        /// No minute or hourly window, in any IANA zone, at any time, is
+        /// longer than a minute or an hour of real time: near a clock
+        /// change or anywhere.
+        #[test]
+        fn no_hourly_window_is_longer_than_an_hour(change in 0usize..1_000_000, d in -7_300i64..7_300, ms in 0i64..1000, zone in 0usize..chrono_tz::TZ_VARIANTS.len(), secs in 0i64..4_000_000_000) {
+            let changes = clock_changes();
+            let (tz, at_change) = changes[change % changes.len()];
+            let near = DateTime::from_timestamp_millis((at_change + d) * 1000 + ms).unwrap_or_default();
+            let anywhere = DateTime::from_timestamp_millis(secs * 1000 + ms).unwrap_or_default();
+            for unit in [Unit::Minute, Unit::Hour] {
+                prop_assert_eq!(check_clock_window(unit, tz, near), Ok(()));
+                prop_assert_eq!(check_clock_window(unit, chrono_tz::TZ_VARIANTS[zone], anywhere), Ok(()));
+            }
+        }
+
+        /// A rule whose window changes carries its usage along, never in
+        /// the spender's favour: whenever the new window is read later, it
+        /// holds at least everything spent inside it, wherever the old
+        /// window kept it.
+        #[test]
+        fn carried_usage_never_favours_the_spender(old in 0usize..18, new in 0usize..18, spent in proptest::collection::vec((0i64..3_456_000_000, 1i64..100), 0..80), reads in proptest::collection::vec(0i64..3_456_000_000, 1..20), base in 1_700_000_000_000i64..1_800_000_000_000) {
+            let (old, new) = (window_of(old), window_of(new));
+            let now_ms = base + 3_456_000_000;
+            let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+            let mut rows = std::collections::BTreeMap::<i64, i64>::new();
+            let spent: Vec<(i64, i64)> = spent.into_iter().map(|(t, used)| (base + t, used)).collect();
+            for (t, used) in &spent {
+                *rows.entry(key_at(old, *t).unwrap_or(0)).or_default() += used;
+            }
+            let moved = carry(old, new, &rows.iter().map(|(k, u)| (*k, *u)).collect::<Vec<_>>(), now);
+            let before: i64 = rows.values().sum();
+            for key in &moved.emptied {
+                rows.remove(key);
+            }
+            for (key, used) in &moved.added {
+                *rows.entry(*key).or_default() += used;
+            }
+            prop_assert_eq!(rows.values().sum::<i64>(), before, "nothing is lost or made up");
+            for later in reads {
+                let t = now_ms + later;
+                let at = DateTime::from_timestamp_millis(t).unwrap_or_default();
+                let (counted, truth) = match new {
+                    Window::Calendar(unit, tz) => {
+                        let (start, _) = calendar_bounds(unit, tz, at);
+                        let key = start.timestamp_millis();
+                        let truth = spent.iter().filter(|(s, _)| *s >= key).map(|(_, u)| u).sum::<i64>();
+                        (rows.get(&key).copied().unwrap_or(0), truth)
+                    }
+                    Window::Rolling(unit) => {
+                        let (from, slice, _) = rolling_range(unit, at);
+                        let length = unit.length().num_milliseconds();
+                        let truth = spent.iter().filter(|(s, _)| *s > t - length).map(|(_, u)| u).sum::<i64>();
+                        (rows.range(from..=slice).map(|(_, u)| u).sum::<i64>(), truth)
+                    }
+                    _ => (0, 0),
+                };
+                prop_assert!(counted >= truth, "{:?} -> {:?} at {}: {} counted, {} spent", old, new, at, counted, truth);
+            }
         }
 
         /// Admitting requests one by one reaches the limit exactly and never passes it.

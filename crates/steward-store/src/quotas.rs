@@ -20,7 +20,7 @@ use steward_types::{
 
 use crate::audit::{append, event};
 use crate::rows;
-use crate::{Store, Tx, db_error, is_unique_violation};
+use crate::{Store, Tx, db_error};
 
 /// The counter row every reservation locks first.
 const HEAD: i64 = -1;
@@ -135,6 +135,10 @@ struct Entry {
     /// Counter row charged (window or slice start; -1 for a rate).
     window_start: i64,
     estimate: i64,
+    /// The window's [`quota::keying_stamp`] when it was charged: a
+    /// settlement after the window changed finds the row moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keying: Option<i64>,
 }
 
 fn quota_row(row: &AnyRow) -> Result<Quota, Error> {
@@ -155,11 +159,30 @@ struct Reading {
     alert_window: i64,
 }
 
-/// What an alert is about: the tenant, the decision, when.
+/// What an alert is about: the tenant, what moved the counter, when.
 struct Source<'a> {
     tenant: &'a str,
-    decision_id: &'a str,
+    cause: Cause<'a>,
     now: DateTime<Utc>,
+}
+
+/// What moved a counter.
+#[derive(Clone, Copy)]
+enum Cause<'a> {
+    /// A decision (its reservation or its outcome), by id.
+    Decision(&'a str),
+    /// An agent registered under this one (a child_agents quota).
+    Spawn(&'a str),
+}
+
+impl Cause<'_> {
+    /// The webhook `data` field naming it, and its value.
+    fn field(self) -> (&'static str, String) {
+        match self {
+            Cause::Decision(id) => ("decision_id", id.to_string()),
+            Cause::Spawn(parent) => ("parent", parent.to_string()),
+        }
+    }
 }
 
 /// The counter a settled entry moves, as a charge of its rule, if its
@@ -230,6 +253,13 @@ async fn rule_by_id(
         Some(row) => Ok(Rule::new(quota_row(&row)?).ok()),
         None => Ok(None),
     }
+}
+
+/// Whether `rule` is older than its counter, whose head (locked) carries
+/// the stamp of another window: the rule's window changed since this node
+/// read it (rules are cached for a second), and the counter's rows moved.
+fn stale(rule: &Rule, head: i64) -> bool {
+    head < HEAD && quota::keying_stamp(rule.window) != Some(head)
 }
 
 /// Whether `c` fits under its counter as `r` read it.
@@ -544,7 +574,10 @@ impl Store {
     }
 
     /// [`Store::put_quota`] inside a caller's transaction. A replaced rule
-    /// keeps its id, and so its counters.
+    /// keeps its id, and so its counters; one whose window changes carries
+    /// its usage into the new window ([`Store::rekey_counters_in`]). Two
+    /// first puts of one name at once are a create and then a replace (or
+    /// nothing, if they are the same), whatever locks the caller holds.
     pub async fn put_quota_in(
         &self,
         tx: &mut Tx,
@@ -562,93 +595,236 @@ impl Store {
         )
         .await?;
         let rule = quota::rule_from_request(rows::new_id("quo"), req, subject, ctx.now)?;
-        let mut quota = rule.quota.clone();
         // Locked until the transaction ends (PostgreSQL; SQLite has one
         // writer): a rule deleted or replaced meanwhile is waited for, not
         // updated in place after it is gone.
         let lock = self.backend.for_update();
-        let before = match self.quota_in(tx, &ctx.tenant_id, &quota.name, lock).await {
-            Ok(q) => Some(q),
-            Err(e) if e.code == ErrorCode::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        if let Some(b) = &before {
-            quota.id = b.id.clone();
-            if b.metric != quota.metric || b.scope != quota.scope || b.subject != quota.subject {
-                return Err(Error::invalid(
-                    "name",
-                    format!(
-                        "quota '{}' counts {} for {}: delete it to count something else under this name",
-                        b.name,
-                        b.metric.as_str(),
-                        b.scope.as_str()
-                    ),
-                ));
+        for _ in 0..2 {
+            match self
+                .quota_in(tx, &ctx.tenant_id, &rule.quota.name, lock)
+                .await
+            {
+                Ok(before) => return self.replace_quota_in(tx, ctx, &rule, before).await,
+                Err(e) if e.code == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
             }
-            let mut same = quota.clone();
-            same.updated_at = b.updated_at;
-            if &same == b {
-                return Ok(same);
-            }
-        }
-        let written = if before.is_some() {
-            let updated = sqlx::query(
-                "UPDATE quotas SET body = $1, updated_at = $2 WHERE id = $3 AND tenant_id = $4",
-            )
-            .bind(rows::to_json(&quota))
-            .bind(rows::ms(quota.updated_at))
-            .bind(&quota.id)
-            .bind(&ctx.tenant_id)
-            .execute(&mut **tx)
-            .await;
-            // The row is locked, so it is there; were it gone, answering
-            // that it was replaced would acknowledge a change not made.
-            if updated.as_ref().is_ok_and(|u| u.rows_affected() != 1) {
-                return Err(Error::internal(format!(
-                    "quota '{}' changed while it was being replaced; send the change again",
-                    quota.name
-                )));
-            }
-            updated
-        } else {
-            sqlx::query("INSERT INTO quotas (id, tenant_id, name, body, scope, updated_at, subject, metric) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            let quota = &rule.quota;
+            // A create of the same name under way in another transaction
+            // is waited for (PostgreSQL); if it commits, this inserts
+            // nothing and replaces what it created instead.
+            let inserted = sqlx::query("INSERT INTO quotas (id, tenant_id, name, body, scope, updated_at, subject, metric) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, name) DO NOTHING")
                 .bind(&quota.id)
                 .bind(&ctx.tenant_id)
                 .bind(&quota.name)
-                .bind(rows::to_json(&quota))
+                .bind(rows::to_json(quota))
                 .bind(quota.scope.as_str())
                 .bind(rows::ms(quota.updated_at))
                 .bind(&quota.subject)
                 .bind(quota.metric.as_str())
                 .execute(&mut **tx)
                 .await
-        };
-        written.map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::already_exists("quota", &quota.name)
-            } else {
-                db_error(e)
+                .map_err(db_error)?;
+            if inserted.rows_affected() == 1 {
+                append(
+                    tx,
+                    ctx,
+                    event("quota.create", "quota", &quota.id, None, Some(quota), None),
+                )
+                .await?;
+                return Ok(quota.clone());
             }
-        })?;
-        let action = if before.is_some() {
-            "quota.update"
-        } else {
-            "quota.create"
+        }
+        Err(Error::internal(format!(
+            "quota '{}' was created and deleted while this change waited; send it again",
+            rule.quota.name
+        )))
+    }
+
+    /// Replace `before`, locked, with `rule`: nothing if they are the same.
+    async fn replace_quota_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        rule: &Rule,
+        before: Quota,
+    ) -> Result<Quota, Error> {
+        let mut quota = rule.quota.clone();
+        quota.id = before.id.clone();
+        if before.metric != quota.metric
+            || before.scope != quota.scope
+            || before.subject != quota.subject
+        {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "quota '{}' counts {} for {}: delete it to count something else under this name",
+                    before.name,
+                    before.metric.as_str(),
+                    before.scope.as_str()
+                ),
+            ));
+        }
+        let mut same = quota.clone();
+        same.updated_at = before.updated_at;
+        if same == before {
+            return Ok(same);
+        }
+        let updated = sqlx::query(
+            "UPDATE quotas SET body = $1, updated_at = $2 WHERE id = $3 AND tenant_id = $4",
+        )
+        .bind(rows::to_json(&quota))
+        .bind(rows::ms(quota.updated_at))
+        .bind(&quota.id)
+        .bind(&ctx.tenant_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        // The row is locked, so it is there; were it gone, answering
+        // that it was replaced would acknowledge a change not made.
+        if updated.rows_affected() != 1 {
+            return Err(Error::internal(format!(
+                "quota '{}' changed while it was being replaced; send the change again",
+                quota.name
+            )));
+        }
+        let reason = match Rule::new(before.clone()) {
+            Ok(old) if quota::keying(old.window) != quota::keying(rule.window) => {
+                let mut rule = rule.clone();
+                rule.quota = quota.clone();
+                Some(self.rekey_counters_in(tx, ctx, &old, &rule).await?)
+            }
+            _ => None,
         };
         append(
             tx,
             ctx,
             event(
-                action,
+                "quota.update",
                 "quota",
                 &quota.id,
-                before.as_ref(),
+                Some(&before),
                 Some(&quota),
-                None,
+                reason.as_deref(),
             ),
         )
         .await?;
         Ok(quota)
+    }
+
+    /// Move a rule's counters from the window of `old` to that of `new`
+    /// (see [`quota::carry`]), under each counter's head lock, and mark
+    /// each head with the new window's stamp, so that a reservation made
+    /// with the old rule (another node's cache holds it for up to a
+    /// second) reads the rule again instead of counting in rows that
+    /// moved. What the change's audit record says happened.
+    async fn rekey_counters_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        old: &Rule,
+        new: &Rule,
+    ) -> Result<String, Error> {
+        let tenant = &ctx.tenant_id;
+        let id = &new.quota.id;
+        let lock = self.backend.for_update();
+        let mut subjects: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT subject FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        subjects.push(new.quota.subject.clone().unwrap_or_else(|| tenant.clone()));
+        subjects.sort_unstable();
+        subjects.dedup();
+        let (mut carried, mut owed) = (0i64, 0i64);
+        for subject in &subjects {
+            lock_head(tx, lock, tenant, id, subject).await?;
+            let counted: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT window_start, used FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start >= 0",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(subject)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            let moved = quota::carry(old.window, new.window, &counted, ctx.now);
+            for key in &moved.emptied {
+                sqlx::query("DELETE FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = $4")
+                    .bind(tenant)
+                    .bind(id)
+                    .bind(subject)
+                    .bind(key)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            for (key, used) in &moved.added {
+                add_usage(tx, tenant, id, subject, *key, *used).await?;
+            }
+            carried = carried.saturating_add(moved.total());
+            // A rate's head is its arrival time; a window's, its stamp.
+            let head = match new.window {
+                Window::Rate { per_second, burst } => {
+                    let tat = quota::rate_after(old.window, &counted, ctx.now, per_second, burst);
+                    owed = owed.saturating_add(
+                        quota::gcra_remaining(Tat::default(), 0, per_second, burst)
+                            - quota::gcra_remaining(
+                                tat,
+                                ctx.now.timestamp_micros(),
+                                per_second,
+                                burst,
+                            ),
+                    );
+                    sqlx::query(
+                        "INSERT INTO quota_usage (tenant_id, quota_id, subject, window_start, used) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (tenant_id, quota_id, subject, window_start) DO UPDATE SET used = excluded.used",
+                    )
+                    .bind(tenant)
+                    .bind(id)
+                    .bind(subject)
+                    .bind(remainder_key(per_second))
+                    .bind(pack_remainder(tat))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+                    tat.us
+                }
+                _ => quota::keying_stamp(new.window).unwrap_or(0),
+            };
+            sqlx::query("UPDATE quota_usage SET used = $4 WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = -1")
+                .bind(tenant)
+                .bind(id)
+                .bind(subject)
+                .bind(head)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let (from, to) = (old.window_label(), new.window_label());
+        let metric = new.quota.metric;
+        let amount = |units: i64| match &new.quota.currency {
+            Some(c) => format!(
+                "{} {c}",
+                steward_types::money_text(quota::from_units(metric, units))
+            ),
+            None => format!("{} {}", quota::from_units(metric, units), metric.as_str()),
+        };
+        Ok(match (old.window, new.window) {
+            (Window::Rate { .. }, _) => format!(
+                "window changed from {from} to {to}: the counter restarts (a per-second rate keeps no usage by window to carry)"
+            ),
+            (_, Window::Rate { .. }) => format!(
+                "window changed from {from} to {to}: the counter restarts as a rate, which starts owing {} (usage that may be from the last burst/rate seconds, as if spent now)",
+                amount(owed)
+            ),
+            _ => format!(
+                "window changed from {from} to {to}: the counter does not restart; {} carried into the new window (an old window that overlaps it counts in full)",
+                amount(carried)
+            ),
+        })
     }
 
     /// A rule by id or name, its row locked with `lock` (for a write).
@@ -758,11 +934,16 @@ impl Store {
                 c.subject.clone(),
             )
         };
-        for c in &charges {
+        for c in &mut charges {
             let head = heads
                 .get(&key(c))
                 .copied()
                 .ok_or_else(|| Error::internal("a charged counter was not locked"))?;
+            if stale(&c.rule, head)
+                && let Some(rule) = rule_by_id(tx, tenant, &c.rule.quota.id, now).await?
+            {
+                c.rule = rule;
+            }
             let r = read_counter(tx, tenant, c, head, now).await?;
             let fits = fits(c, &r);
             let on_exceed = match c.rule.quota.on_exceed {
@@ -839,7 +1020,7 @@ impl Store {
             let s = status(&c.rule, &c.subject, &r);
             let source = Source {
                 tenant,
-                decision_id,
+                cause: Cause::Decision(decision_id),
                 now,
             };
             let mut crossed = self.alert_in(tx, &source, c, &r, &s, candidates).await?;
@@ -849,6 +1030,7 @@ impl Store {
                 metric: q.metric,
                 window_start: r.key,
                 estimate: c.estimate,
+                keying: quota::keying_stamp(c.rule.window),
             });
             crossed.retain(|t| *t != EXCEEDED);
             counted.push(Counted {
@@ -937,7 +1119,9 @@ impl Store {
                     ),
                 )
             };
-            let data = serde_json::json!({ "quota": q, "threshold": t.min(&100), "status": s, "decision_id": from.decision_id });
+            let mut data = serde_json::json!({ "quota": q, "threshold": t.min(&100), "status": s });
+            let (field, id) = from.cause.field();
+            data[field] = serde_json::json!(id);
             self.notify_in(tx, from.tenant, name, &text, data, from.now)
                 .await?;
         }
@@ -997,27 +1181,49 @@ impl Store {
                 None => e.estimate,
             };
             if actual != e.estimate && e.window_start != HEAD {
-                lock_head(&mut tx, lock, &ctx.tenant_id, &e.quota_id, &e.subject).await?;
-                // More than estimated can cross a threshold of the window
-                // it counts in, as a reservation can.
-                let watched = if actual > e.estimate {
-                    watched(&mut tx, &ctx.tenant_id, e, ctx.now).await?
+                let head =
+                    lock_head(&mut tx, lock, &ctx.tenant_id, &e.quota_id, &e.subject).await?;
+                let delta = actual - e.estimate;
+                // The rule's window changed since the reservation, and its
+                // row moved, whole, into the new window: more than
+                // estimated counts in the new window now; less is not
+                // given back, as it is no longer known where the estimate
+                // went. Otherwise the row it was charged to moves, and more
+                // than estimated can cross a threshold of the window it
+                // counts in, as a reservation can.
+                let moved = head < HEAD && e.keying != Some(head);
+                let (key, watched) = if moved {
+                    match rule_by_id(&mut tx, &ctx.tenant_id, &e.quota_id, ctx.now).await? {
+                        Some(rule) if delta > 0 => {
+                            match quota::key_at(rule.window, rows::ms(ctx.now)) {
+                                Some(key) => (
+                                    Some(key),
+                                    Some(Charge {
+                                        rule,
+                                        subject: e.subject.clone(),
+                                        estimate: 0,
+                                    }),
+                                ),
+                                None => (None, None),
+                            }
+                        }
+                        _ => (None, None),
+                    }
+                } else if delta > 0 {
+                    (
+                        Some(e.window_start),
+                        watched(&mut tx, &ctx.tenant_id, e, ctx.now).await?,
+                    )
                 } else {
-                    None
+                    (Some(e.window_start), None)
                 };
                 let before = match &watched {
                     Some(c) => Some(read_counter(&mut tx, &ctx.tenant_id, c, 0, ctx.now).await?),
                     None => None,
                 };
-                add_usage(
-                    &mut tx,
-                    &ctx.tenant_id,
-                    &e.quota_id,
-                    &e.subject,
-                    e.window_start,
-                    actual - e.estimate,
-                )
-                .await?;
+                if let Some(key) = key {
+                    add_usage(&mut tx, &ctx.tenant_id, &e.quota_id, &e.subject, key, delta).await?;
+                }
                 if let (Some(c), Some(before)) = (watched, before) {
                     let r = read_counter(&mut tx, &ctx.tenant_id, &c, 0, ctx.now).await?;
                     let q = &c.rule.quota;
@@ -1026,7 +1232,7 @@ impl Store {
                         let s = status(&c.rule, &c.subject, &r);
                         let source = Source {
                             tenant: &ctx.tenant_id,
-                            decision_id,
+                            cause: Cause::Decision(decision_id),
                             now: ctx.now,
                         };
                         self.alert_in(&mut tx, &source, &c, &r, &s, candidates)
@@ -1246,16 +1452,36 @@ impl Store {
     }
 
     /// Refuse a spawn under `parent` that would take it, or any ancestor,
-    /// past a child_agents quota (its own, or its persona's default).
+    /// past a child_agents quota (its own, or its persona's default); else
+    /// alert as [`Store::check_child_quotas_at`] does, at the clock's time.
     pub(crate) async fn check_child_quotas(
         &self,
         tx: &mut Tx,
         tenant: &str,
         parent: &steward_types::Agent,
     ) -> Result<(), Error> {
+        self.check_child_quotas_at(tx, tenant, parent, Utc::now())
+            .await
+    }
+
+    /// [`Store::check_child_quotas`] at `now` (the registration's time).
+    /// A spawn that is allowed moves each such quota's count of live
+    /// agents up by one: thresholds it reaches send `quota.threshold`, and
+    /// going over an alert_only limit sends `quota.exceeded`, each once
+    /// until the count falls back below it (a gauge has no window to
+    /// reset them).
+    pub(crate) async fn check_child_quotas_at(
+        &self,
+        tx: &mut Tx,
+        tenant: &str,
+        parent: &steward_types::Agent,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
         let lock = self.backend.for_update();
         let mut next = Some(parent.clone());
         let mut depth = 0;
+        // Alerts wait until every ancestor has admitted the spawn.
+        let mut counted = Vec::new();
         while let Some(a) = next.take() {
             depth += 1;
             if depth > 64 {
@@ -1306,6 +1532,7 @@ impl Store {
                         .with_details(serde_json::json!({ "quota_id": r.quota.id, "agent": a.id, "used": live, "limit": r.limit })));
                     }
                 }
+                counted.extend(rules.into_iter().map(|r| (r, a.id.clone(), live)));
             }
             next = match &a.parent_id {
                 Some(p) => {
@@ -1319,6 +1546,76 @@ impl Store {
                 None => None,
             };
         }
+        let source = Source {
+            tenant,
+            cause: Cause::Spawn(&parent.id),
+            now,
+        };
+        for (rule, agent, live) in counted {
+            self.alert_live_in(tx, &source, rule, agent, live).await?;
+        }
+        Ok(())
+    }
+
+    /// The alerts of a child_agents quota of `agent` whose live count goes
+    /// from `live` to one more: each threshold reached, and going over an
+    /// alert_only limit, once; one the count was below re-arms first.
+    async fn alert_live_in(
+        &self,
+        tx: &mut Tx,
+        source: &Source<'_>,
+        rule: Rule,
+        agent: String,
+        live: i64,
+    ) -> Result<(), Error> {
+        let limit = rule.limit;
+        let reached = |used: i64, key: u32| {
+            if key == EXCEEDED {
+                used > limit
+            } else {
+                quota::highest_reached(used, limit, &[key]).is_some()
+            }
+        };
+        let alert_only = rule.quota.on_exceed == OnExceed::AlertOnly;
+        let keys: Vec<u32> = rule
+            .quota
+            .thresholds
+            .iter()
+            .copied()
+            .chain(alert_only.then_some(EXCEEDED))
+            .collect();
+        for key in keys.iter().filter(|k| !reached(live, **k)) {
+            sqlx::query("DELETE FROM quota_alerts WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = $4 AND threshold = $5")
+                .bind(source.tenant)
+                .bind(&rule.quota.id)
+                .bind(&agent)
+                .bind(HEAD)
+                .bind(i64::from(*key))
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let after = live + 1;
+        let candidates: Vec<u32> = keys.into_iter().filter(|k| reached(after, *k)).collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let r = Reading {
+            used: after,
+            limit,
+            window_start: None,
+            resets_at: None,
+            key: HEAD,
+            next_tat: None,
+            alert_window: HEAD,
+        };
+        let c = Charge {
+            rule,
+            subject: agent,
+            estimate: 1,
+        };
+        let s = status(&c.rule, &c.subject, &r);
+        self.alert_in(tx, source, &c, &r, &s, candidates).await?;
         Ok(())
     }
 }
@@ -1535,6 +1832,8 @@ mod tests {
         rolling_usage_leaves_a_slice_late_never_early,
         a_rate_admits_its_whole_burst,
         reported_usage_crosses_thresholds,
+        an_hour_the_clock_repeats_has_a_counter_of_its_own,
+        a_changed_window_keeps_its_usage,
     );
 
     /// The tenant `default`, and a system change context in it at `now`.
@@ -1595,6 +1894,17 @@ mod tests {
             Some(Written::Reserved(a)) => a,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The whole audit log.
+    async fn audit(store: &Store) -> Vec<steward_types::AuditEntry> {
+        store
+            .audit_rows_all(0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.read.unwrap().0)
+            .collect()
     }
 
     fn admitted(a: &Admission) -> bool {
@@ -1727,6 +2037,154 @@ mod tests {
         };
         store.settle(&ctx, "d2", None, &less).await.unwrap();
         assert_eq!(alerts().await, [50, 80]);
+    }
+
+    /// An hourly limit of 1 in Paris: the two real hours the clock shows
+    /// 02:xx on 25 October 2026 are two windows, each with its own 1.
+    async fn an_hour_the_clock_repeats_has_a_counter_of_its_own(store: &Store) {
+        let ctx = tenant(store, at("2026-10-25T00:00:00Z")).await;
+        let mut req = request("hourly", "requests", "hour", 1.0);
+        req.timezone = Some("Europe/Paris".into());
+        let q = rule(store, &ctx, req).await;
+        let first = at("2026-10-25T00:30:00Z");
+        assert!(admitted(&reserve(store, &q, "cest", 1, first).await));
+        let again = reserve(store, &q, "cest-again", 1, first + Duration::minutes(29)).await;
+        assert!(!admitted(&again), "{again:?}");
+        let repeated = at("2026-10-25T01:05:00Z");
+        let second = reserve(store, &q, "cet", 1, repeated).await;
+        assert!(
+            admitted(&second),
+            "the repeated hour is a new hour: {second:?}"
+        );
+        match second {
+            Admission::Admitted(c) => {
+                assert_eq!(c[0].status.window_start, Some(at("2026-10-25T01:00:00Z")));
+                assert_eq!(c[0].status.resets_at, Some(at("2026-10-25T02:00:00Z")));
+            }
+            a => panic!("{a:?}"),
+        }
+    }
+
+    /// Changing a rule's window or time zone does not give agents a fresh
+    /// limit: its usage is carried into the new window, even by a node
+    /// that still holds the old rule; a reservation made before the change
+    /// settles into the new window; and the change's record says so.
+    async fn a_changed_window_keeps_its_usage(store: &Store) {
+        let now = at("2026-03-02T10:30:00Z");
+        let ctx = tenant(store, now).await;
+        let daily = rule(store, &ctx, request("calls", "requests", "day", 10.0)).await;
+        for i in 0..6 {
+            assert!(admitted(
+                &reserve(store, &daily, &format!("d{i}"), 1, now).await
+            ));
+        }
+        let mut hourly_paris = request("calls", "requests", "hour", 8.0);
+        hourly_paris.timezone = Some("Europe/Paris".into());
+        let hourly = rule(store, &ctx, hourly_paris).await;
+        let later = now + Duration::minutes(5);
+        let used = |rule: Rule, at: DateTime<Utc>| async move {
+            store
+                .quota_usage("default", &rule, "default", at, 0)
+                .await
+                .unwrap()
+                .0
+                .used
+        };
+        assert_eq!(
+            used(hourly.clone(), later).await,
+            6.0,
+            "carried, not restarted"
+        );
+        // A node that still holds the daily rule charges the new window.
+        assert!(admitted(&reserve(store, &daily, "stale", 1, later).await));
+        assert_eq!(used(hourly.clone(), later).await, 7.0);
+        assert!(admitted(&reserve(store, &hourly, "h1", 1, later).await));
+        assert!(!admitted(&reserve(store, &hourly, "h2", 1, later).await));
+        let changes = audit(store)
+            .await
+            .into_iter()
+            .filter(|e| e.action == "quota.update")
+            .collect::<Vec<_>>();
+        let reason = changes[0].reason.clone().unwrap_or_default();
+        assert!(reason.contains("does not restart"), "{reason}");
+        assert!(reason.contains("6 requests carried"), "{reason}");
+
+        // Tokens reserved under a day, reported after it became an hour:
+        // the extra counts in the hour.
+        let tokens = rule(store, &ctx, request("tokens", "tokens", "day", 100.0)).await;
+        assert!(admitted(&reserve(store, &tokens, "t1", 10, now).await));
+        let tokens = rule(store, &ctx, request("tokens", "tokens", "hour", 100.0)).await;
+        let reported = Outcome {
+            tokens: Some(50),
+            ..Default::default()
+        };
+        let mut at_later = ctx.clone();
+        at_later.now = later;
+        store
+            .settle(&at_later, "t1", None, &reported)
+            .await
+            .unwrap();
+        assert_eq!(used(tokens, later).await, 50.0);
+    }
+
+    /// Two first puts of one rule at once, on PostgreSQL, where nothing
+    /// but the name's unique index stands between them (no epoch lock):
+    /// the second waits for the first, then replaces what it created.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn simultaneous_first_puts_are_a_create_and_a_replace_on_postgres() {
+        use sqlx::Connection;
+        let store = postgres().await;
+        let ctx = tenant(&store, Utc::now()).await;
+        let mut first = store.begin().await.unwrap();
+        store
+            .put_quota_in(&mut first, &ctx, request("calls", "requests", "day", 10.0))
+            .await
+            .unwrap();
+        let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
+        let second = {
+            let (store, ctx) = (store.clone(), ctx.clone());
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                let pid: i64 = sqlx::query_scalar("SELECT CAST(pg_backend_pid() AS BIGINT)")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                pid_tx.send(pid).unwrap();
+                let put = store
+                    .put_quota_in(&mut tx, &ctx, request("calls", "requests", "day", 20.0))
+                    .await;
+                tx.commit().await.unwrap();
+                put
+            })
+        };
+        let pid = pid_rx.await.unwrap();
+        let mut watch = sqlx::PgConnection::connect(&postgres_base()).await.unwrap();
+        loop {
+            let waiting: Option<String> =
+                sqlx::query_scalar("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1")
+                    .bind(i32::try_from(pid).unwrap())
+                    .fetch_optional(&mut watch)
+                    .await
+                    .unwrap()
+                    .flatten();
+            if waiting.as_deref() == Some("Lock") || second.is_finished() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        first.commit().await.unwrap();
+        let put = second.await.unwrap().expect("a replace, not a conflict");
+        let kept = store.get_quota("default", "calls").await.unwrap();
+        assert_eq!(kept, put);
+        assert_eq!(kept.limit, 20.0);
+        let actions: Vec<String> = audit(&store)
+            .await
+            .into_iter()
+            .map(|e| e.action)
+            .filter(|a| a.starts_with("quota."))
+            .collect();
+        assert_eq!(actions, ["quota.create", "quota.update"]);
+        watch.close().await.unwrap();
     }
 
     /// A replace that read the rule while a delete of it was under way

@@ -165,7 +165,9 @@ pub struct Quota {
     pub window: String,
     /// A sliding window of that length instead of calendar-aligned.
     pub rolling: bool,
-    /// IANA time zone calendar windows align to.
+    /// IANA time zone calendar windows align to. An hour or minute is one
+    /// of the local clock's, never longer than a real one: an hour the
+    /// clock shows twice is two windows.
     pub timezone: String,
     /// Rate limits: requests allowed at once (default: the limit).
     pub burst: Option<u64>,
@@ -181,7 +183,9 @@ pub struct Quota {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Create or replace a quota (by name).
+/// Create or replace a quota (by name). Sending the same rule again changes
+/// nothing; changing its window, `rolling` or time zone carries its usage
+/// into the new window rather than restarting it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PutQuota {

@@ -20,7 +20,10 @@ pub async fn list_quotas(
     Ok(Json(state.store.list_quotas(caller.reader()?).await?))
 }
 
-/// Create a rule, or replace the one with this name (its counters are kept).
+/// Create a rule, or replace the one with this name: idempotent, and two
+/// first puts at once are a create and a replace, never a conflict. Its
+/// counters are kept; a changed window or time zone carries their usage
+/// into the new window (see docs/quotas.md).
 #[utoipa::path(post, path = "/v1/quotas", tag = "quotas", request_body = PutQuota,
     responses((status = 200, body = Quota), (status = 400, body = steward_types::ErrorBody),
         (status = 422, body = steward_types::ErrorBody)))]

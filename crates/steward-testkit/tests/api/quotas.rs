@@ -24,8 +24,214 @@ on_both_backends!(
     reported_usage_cannot_overflow_a_counter,
     inventory_resources_are_counted_by_any_key,
     cost_rates_are_in_currency_units,
-    reported_usage_crosses_thresholds
+    reported_usage_crosses_thresholds,
+    simultaneous_first_puts_of_a_rule_all_succeed,
+    alert_only_child_agent_quotas_alert,
+    changing_a_window_keeps_its_usage
 );
+
+/// Puts of one new rule at once, some the same and some not: every one
+/// succeeds (a create, then replaces or nothing), one rule is left, and
+/// it is one of those sent.
+async fn simultaneous_first_puts_of_a_rule_all_succeed(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin, "bot").await;
+    put_at_once(std::slice::from_ref(&ts.admin), "calls").await;
+    ts.stop().await;
+}
+
+/// The same on two nodes sharing one PostgreSQL database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_first_puts_on_two_nodes_all_succeed() {
+    let ts = TestServer::start(Backend::Postgres).await;
+    setup(&ts.admin, "bot").await;
+    let (node, other) = ts.second_node().await;
+    for round in 0..5 {
+        put_at_once(
+            &[ts.admin.clone(), other.clone()],
+            &format!("calls-{round}"),
+        )
+        .await;
+    }
+    node.shutdown().await.unwrap();
+    ts.stop().await;
+}
+
+/// Eight first puts of rule `name` at once over `clients`: limits 10 and
+/// 20, four of each.
+async fn put_at_once(clients: &[Client], name: &str) {
+    let gate = Arc::new(tokio::sync::Barrier::new(8));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let c = clients[i % clients.len()].clone();
+        let gate = gate.clone();
+        let q = quota(
+            name,
+            QuotaScope::Tenant,
+            None,
+            "requests",
+            "day",
+            if i % 2 == 0 { 10.0 } else { 20.0 },
+        );
+        set.spawn(async move {
+            gate.wait().await;
+            c.put_quota(&q).await
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(put) = set.join_next().await {
+        let put = put
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a put of '{name}' failed: {e}"));
+        ids.push(put.id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one rule, replaced in place: {ids:?}");
+    let rules = clients[0].list_quotas().await.unwrap();
+    let kept: Vec<&Quota> = rules.iter().filter(|q| q.name == name).collect();
+    assert_eq!(kept.len(), 1);
+    assert!([10.0, 20.0].contains(&kept[0].limit), "{kept:?}");
+    let created = all_audit(&clients[0])
+        .await
+        .into_iter()
+        .filter(|e| e.action == "quota.create" && e.resource_id == kept[0].id)
+        .count();
+    assert_eq!(created, 1);
+}
+
+/// An alert_only child_agents quota lets registrations past its limit and
+/// says so: a `quota.threshold` webhook per threshold reached and one
+/// `quota.exceeded` on going over, again only after the count fell back.
+async fn alert_only_child_agent_quotas_alert(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin, "pipeline").await;
+    let r = crate::webhooks::receiver(vec![200]).await;
+    crate::webhooks::subscribe(&ts.admin, &r, &["quota.*"]).await;
+    let mut q = quota(
+        "kids",
+        QuotaScope::Agent,
+        Some("pipeline"),
+        "child_agents",
+        "live",
+        2.0,
+    );
+    q.on_exceed = OnExceed::AlertOnly;
+    q.thresholds = Some(vec![50, 100]);
+    ts.admin.put_quota(&q).await.unwrap();
+    // What was sent, in order of kind, threshold and count.
+    let events = || async {
+        let items = ts
+            .admin
+            .list_deliveries("hook", &DeliveryQuery::default())
+            .await
+            .unwrap()
+            .items;
+        let mut sent = items
+            .iter()
+            .map(|d| {
+                let data = &d.payload["data"];
+                assert_eq!(data["quota"]["name"], "kids", "{d:?}");
+                (
+                    d.event.clone(),
+                    data["threshold"].as_u64().unwrap(),
+                    data["status"]["used"].as_f64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>();
+        sent.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        sent
+    };
+    let threshold = |t: u64, used: f64| ("quota.threshold".to_string(), t, used);
+    let exceeded = |used: f64| ("quota.exceeded".to_string(), 100, used);
+    child(&ts.admin, "a", "pipeline").await;
+    assert_eq!(events().await, [threshold(50, 1.0)]);
+    child(&ts.admin, "b", "pipeline").await;
+    assert_eq!(events().await, [threshold(50, 1.0), threshold(100, 2.0)]);
+    child(&ts.admin, "c", "a").await; // a grandchild counts too
+    let over = [exceeded(3.0), threshold(50, 1.0), threshold(100, 2.0)];
+    assert_eq!(events().await, over);
+    let d = child(&ts.admin, "d", "pipeline").await;
+    assert_eq!(d.state, AgentState::Active, "alert_only never refuses");
+    assert_eq!(events().await, over, "once while it stays over");
+    let data = &ts
+        .admin
+        .list_deliveries("hook", &DeliveryQuery::default())
+        .await
+        .unwrap()
+        .items;
+    let parent = ts.admin.get_agent("pipeline").await.unwrap();
+    assert!(
+        data.iter()
+            .all(|d| d.payload["data"]["status"]["subject"] == parent.id.as_str())
+    );
+    // Back at the limit, then over again: one more alert.
+    ts.admin.decommission_agent("c", None).await.unwrap();
+    ts.admin.decommission_agent("d", None).await.unwrap();
+    child(&ts.admin, "e", "pipeline").await;
+    let mut again = over.to_vec();
+    again.insert(0, exceeded(3.0));
+    assert_eq!(events().await, again);
+    let usage = ts
+        .admin
+        .usage(&UsageQuery {
+            agent: Some("pipeline".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(usage[0].status.used, 3.0);
+    ts.stop().await;
+}
+
+/// Changing a rule's window or time zone keeps what was used: a daily
+/// limit used up stays used up as an hourly one in another zone (all of
+/// today may be from this hour), and the change's audit record says the
+/// counter carried over. Deleting the rule is what starts afresh.
+async fn changing_a_window_keeps_its_usage(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    setup(&ts.admin, "bot").await;
+    let daily = quota(
+        "calls",
+        QuotaScope::Agent,
+        Some("bot"),
+        "requests",
+        "day",
+        3.0,
+    );
+    ts.admin.put_quota(&daily).await.unwrap();
+    for _ in 0..3 {
+        assert!(allowed(&ts.admin, "bot").await);
+    }
+    assert!(!allowed(&ts.admin, "bot").await);
+    let mut hourly = daily.clone();
+    hourly.window = "hour".into();
+    hourly.timezone = Some("Asia/Kolkata".into());
+    let changed = ts.admin.put_quota(&hourly).await.unwrap();
+    let refused = ts.admin.decide(&call("bot")).await.unwrap();
+    assert_eq!(refused.decision, Decision::Deny, "{refused:?}");
+    let exceeded = refused.exceeded.unwrap();
+    assert_eq!(
+        (exceeded.used, exceeded.window.as_str()),
+        (3.0, "hour (Asia/Kolkata)")
+    );
+    let record = all_audit(&ts.admin)
+        .await
+        .into_iter()
+        .rfind(|e| e.action == "quota.update" && e.resource_id == changed.id)
+        .unwrap();
+    let reason = record.reason.unwrap_or_default();
+    assert!(reason.contains("does not restart"), "{reason}");
+    assert!(reason.contains("3 requests carried"), "{reason}");
+    // Only the limit changed: nothing moves, and the record says nothing.
+    hourly.limit = 4.0;
+    ts.admin.put_quota(&hourly).await.unwrap();
+    assert!(allowed(&ts.admin, "bot").await);
+    assert!(!allowed(&ts.admin, "bot").await);
+    ts.admin.delete_quota("calls").await.unwrap();
+    ts.admin.put_quota(&hourly).await.unwrap();
+    assert!(allowed(&ts.admin, "bot").await, "a new rule starts afresh");
+    ts.stop().await;
+}
 
 /// A cost rate and its burst are in currency units, like any cost limit:
 /// 5 EUR a second with a burst of 10 admits a 10 EUR call at once, and
