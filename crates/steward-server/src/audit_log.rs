@@ -16,6 +16,12 @@
 //!   validly signed). Otherwise the stored history was rewritten and the log
 //!   refuses to sign over it: an error is logged, and verification on this
 //!   node reports it until a checkpoint can be signed again.
+//! * Checkpoints deleted from the store would leave nothing to compare
+//!   with, so the node also keeps the largest checkpoint it has signed or
+//!   checked (its witness) in memory and, with `audit_signing_key_file`, in
+//!   a file beside the key (`<key file>.head`), read at start: a store
+//!   whose checkpoints fall short of the witness is checked against the
+//!   witness instead.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,6 +56,10 @@ pub struct AuditLog {
     origin: String,
     /// Why the log last refused to sign a checkpoint, until one is signed.
     refusal: Mutex<Option<Refusal>>,
+    /// The largest checkpoint (size, root) this node signed or checked.
+    witness: Mutex<Option<(u64, Hash)>>,
+    /// Where the witness outlives this process (beside the key file).
+    witness_file: Option<std::path::PathBuf>,
 }
 
 /// A refusal to sign: the stored history does not extend the latest
@@ -159,6 +169,53 @@ fn write_key(path: &Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// The witness file beside `key_file`.
+fn witness_path(key_file: &Path) -> std::path::PathBuf {
+    let mut name = key_file.as_os_str().to_owned();
+    name.push(".head");
+    name.into()
+}
+
+/// The witness a file holds (`SIZE ROOT_HEX`), none if there is no file.
+fn read_witness(path: &Path) -> Result<Option<(u64, Hash)>, Error> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::internal(format!(
+                "cannot read the audit log's witness {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let mut parts = text.split_whitespace();
+    let parsed = (|| {
+        let size = parts.next()?.parse().ok()?;
+        let root = Hash::from_hex(parts.next()?).ok()?;
+        Some((size, root))
+    })();
+    parsed.map(Some).ok_or_else(|| {
+        Error::internal(format!(
+            "the audit log's witness {} is not `SIZE ROOT`: remove it only if \
+             the log's checkpoints are known to be intact",
+            path.display()
+        ))
+    })
+}
+
+/// Replace the witness file with `size`, `root` (written whole, then
+/// renamed over the old one).
+fn write_witness(path: &Path, size: u64, root: &Hash) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut fresh = path.as_os_str().to_owned();
+    fresh.push(".new");
+    let fresh = std::path::PathBuf::from(fresh);
+    let mut file = std::fs::File::create(&fresh)?;
+    writeln!(file, "{size} {}", root.to_hex())?;
+    file.sync_all()?;
+    std::fs::rename(&fresh, path)
+}
+
 fn unhex(text: &str) -> Option<[u8; 32]> {
     let bytes: Option<Vec<u8>> = (0..text.len())
         .step_by(2)
@@ -224,12 +281,19 @@ impl AuditLog {
             let store = writer.clone();
             async move { store.write_batch(writes).await }
         }));
+        let witness_file = key_file.map(witness_path);
+        let witness = match &witness_file {
+            Some(path) => read_witness(path)?,
+            None => None,
+        };
         let log = AuditLog {
             queue,
             tree: Mutex::new(MerkleTree::new()),
             signer: LogSigner::from_seed_bytes(&seed),
             origin: format!("steward/{install}/audit"),
             refusal: Mutex::new(None),
+            witness: Mutex::new(witness),
+            witness_file,
         };
         log.catch_up(store).await?;
         Ok(log)
@@ -328,11 +392,23 @@ impl AuditLog {
         if latest.as_ref().is_some_and(|c| c.head.size > size) {
             size = self.catch_up(store).await?;
         }
+        // Checkpoints removed from the store: the history is checked
+        // against the largest one this node knows was signed.
+        let witness = *self
+            .witness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, root)) = witness
+            && latest.as_ref().is_none_or(|c| c.head.size < at)
+        {
+            self.check_extends(store, at, root, None).await?;
+        }
         if size == 0 || latest.as_ref().is_some_and(|c| c.head.size >= size) {
             return Ok(latest);
         }
         if let Some(last) = &latest {
-            self.check_extends(store, last).await?;
+            self.check_extends(store, last.head.size, last.head.root, Some(last))
+                .await?;
         }
         let root = self
             .tree()
@@ -345,7 +421,29 @@ impl AuditLog {
             time_ms: Utc::now().timestamp_millis(),
         });
         store.insert_checkpoint(&sth).await?;
+        self.witnessed(size, root);
         Ok(Some(sth))
+    }
+
+    /// Keep `size`, `root` as the witness if it is larger than the one
+    /// kept, in memory and in the witness file (a failure to write it is
+    /// logged: the checkpoint is already stored).
+    fn witnessed(&self, size: u64, root: Hash) {
+        let mut witness = self
+            .witness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if witness.is_some_and(|(at, _)| at >= size) {
+            return;
+        }
+        *witness = Some((size, root));
+        if let Some(path) = &self.witness_file
+            && let Err(e) = write_witness(path, size, &root)
+        {
+            tracing::error!(file = %path.display(), error = %e,
+                "cannot write the audit log's witness; a deletion of checkpoints \
+                 from the store would go unnoticed after a restart");
+        }
     }
 
     fn refusal(&self) -> std::sync::MutexGuard<'_, Option<Refusal>> {
@@ -354,11 +452,17 @@ impl AuditLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether the tree extends `last`: its signature is the log's and the
-    /// tree's first `last.size` leaves give its root. Otherwise the
-    /// refusal, logged once per checkpoint, as an error.
-    async fn check_extends(&self, store: &Store, last: &SignedTreeHead) -> Result<(), Error> {
-        let (size, root) = (last.head.size, last.head.root);
+    /// Whether the tree extends the checkpoint (`size`, `root`): the
+    /// stored one's signature (`signed`) is the log's and the tree's first
+    /// `size` leaves give its root. Otherwise the refusal, logged once per
+    /// checkpoint, as an error.
+    async fn check_extends(
+        &self,
+        store: &Store,
+        size: u64,
+        root: Hash,
+        signed: Option<&SignedTreeHead>,
+    ) -> Result<(), Error> {
         let known = self
             .refusal()
             .as_ref()
@@ -367,7 +471,8 @@ impl AuditLog {
         if let Some(problem) = known {
             return Err(Error::internal(problem));
         }
-        let refusal = if let Err(e) = verify_tree_head(&self.public_key(), last) {
+        let signature = signed.map(|last| verify_tree_head(&self.public_key(), last));
+        let refusal = if let Some(Err(e)) = signature {
             Refusal {
                 size,
                 root,
@@ -379,9 +484,18 @@ impl AuditLog {
             }
         } else if self.tree().root_at(size).ok() == Some(root) {
             *self.refusal() = None;
+            self.witnessed(size, root);
             return Ok(());
         } else {
             let start = self.last_matching_checkpoint(store, size).await? + 1;
+            let removed = if signed.is_none() {
+                format!(
+                    " Checkpoints up to size {size}, which this node signed or checked, are \
+                     missing from the store."
+                )
+            } else {
+                String::new()
+            };
             Refusal {
                 size,
                 root,
@@ -389,7 +503,8 @@ impl AuditLog {
                 problem: format!(
                     "The leaf hashes this node read from the store do not match the checkpoint \
                      of size {size}: one or more of entries {start} to {size} were changed in \
-                     the store after they were signed, and no checkpoint is signed over them."
+                     or removed from the store after they were signed, and no checkpoint is \
+                     signed over them.{removed}"
                 ),
             }
         };

@@ -16,6 +16,7 @@ on_both_backends!(
     a_record_no_store_can_keep_fails_alone,
     a_row_that_cannot_be_read_back_is_reported_at_its_position,
     a_rewritten_history_is_never_signed,
+    deleted_checkpoints_do_not_hide_a_rewrite,
     floats_in_a_decision_verify
 );
 
@@ -710,6 +711,76 @@ async fn a_rewritten_history_is_never_signed(b: Backend) {
     assert!(next.size > signed.size);
     let report = admin.audit_verify().await.unwrap();
     assert!(report.ok, "{report:?}");
+    server.shutdown().await.unwrap();
+    store.remove().await.unwrap();
+}
+
+/// Whoever rewrites the stored history and also deletes the checkpoints
+/// that would give it away is caught by the witness the node keeps beside
+/// its key file: it signs nothing over the rewrite, and says why.
+async fn deleted_checkpoints_do_not_hide_a_rewrite(b: Backend) {
+    use steward_testkit::{ADMIN_TOKEN, TempStore};
+    let store = TempStore::new(b).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("audit.key");
+    let config = steward_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: Some(store.url.clone()),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        audit_signing_key_file: Some(key_file.clone()),
+        ..Default::default()
+    };
+    let start = || async {
+        let server = steward_server::start(config.clone()).await.unwrap();
+        let admin = steward_client::Client::new(&server.url(), Some(ADMIN_TOKEN.into()));
+        (server, admin)
+    };
+    let (server, admin) = start().await;
+    human(&admin, "alice@example.com").await;
+    for i in 0..4 {
+        low_risk_agent(&admin, &format!("a{i}"), "alice@example.com").await;
+    }
+    let signed = admin.audit_checkpoint().await.unwrap();
+    server.shutdown().await.unwrap();
+    let witness = std::fs::read_to_string(dir.path().join("audit.key.head")).unwrap();
+    let witnessed: u64 = witness.split(' ').next().unwrap().parse().unwrap();
+    assert!(witnessed >= signed.size, "{witness}");
+
+    // Entry 2 rewritten with a matching leaf hash, every checkpoint gone.
+    let opened = steward_store::Store::open(&store.url).await.unwrap();
+    let (honest, _, _) = opened.audit_page_all(1, 1).await.unwrap().remove(0);
+    let mut forged = honest.clone();
+    forged.action = "agent.forged".into();
+    let leaf = steward_audit::leaf_hash(&steward_store::audit::canonical_entry(&forged)).to_hex();
+    opened
+        .execute_raw(&format!(
+            "UPDATE audit_log SET action = 'agent.forged', leaf_hash = '{leaf}' WHERE seq = 2"
+        ))
+        .await
+        .unwrap();
+    opened
+        .execute_raw("DELETE FROM audit_checkpoints")
+        .await
+        .unwrap();
+    opened.close().await;
+
+    let (server, admin) = start().await;
+    human(&admin, "bob@example.com").await;
+    let refused = admin.audit_checkpoint().await.unwrap_err();
+    assert!(refused.status().is_some_and(|c| c >= 500), "{refused:?}");
+    assert!(
+        server.store().checkpoints().await.unwrap().is_empty(),
+        "a checkpoint was signed over the rewrite"
+    );
+    let report = admin.audit_verify().await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert!(
+        report
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("missing from the store")),
+        "{report:?}"
+    );
     server.shutdown().await.unwrap();
     store.remove().await.unwrap();
 }
