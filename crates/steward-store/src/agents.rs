@@ -1,19 +1,26 @@
-//! Agents: registration (with the spawn rules), changes, lifecycle transitions
-//! (decommission cascades and revokes credentials) and the expiry sweep.
+//! Agents: registration (with the spawn rules, checked against every agent
+//! above the child), changes (a narrowed agent narrows those below it),
+//! lifecycle transitions (decommission cascades and revokes credentials)
+//! and the expiry sweep.
+//!
+//! Lock order among agents: above before below (an agent's ancestors root
+//! first, then the agent, then its descendants shallowest first), agents
+//! before their owners, and all of them before the audit log's head.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
 use steward_core::lifecycle::{self, Transition};
-use steward_core::spawn::{self, ChildRequest, SpawnLimits};
+use steward_core::spawn::{self, Ancestor, ChildRequest, SpawnLimits};
 use steward_core::{ChangeContext, Error, InventoryRules, validate};
 use steward_types::{
     Agent, AgentFilter, AgentState, ErrorCode, HumanStatus, Page, RegisterAgent, RiskTier,
     TransitionResult, UpdateAgent,
 };
 
-use crate::audit::{append, change, event};
+use crate::approvals::AccessChange;
+use crate::audit::{append, append_all, change, event};
 use crate::humans::{check_roles, lock_human};
 use crate::rows::{self, Cursor, Param, Select};
 use crate::tenants::find_row;
@@ -67,6 +74,27 @@ impl Store {
         // what a later read gives back.
         let expires_at = req.expires_at.map(|t| rows::time(rows::ms(t)));
         let lock = self.backend.for_update();
+        // The parent and every agent above it, each bounding the child:
+        // locked root first (the order a narrowing or a decommission takes
+        // agents in), and before the owner (agents before their owners).
+        let above = match &req.parent {
+            Some(key) => {
+                let row = find_row(&mut **tx, "agents", "name", &ctx.tenant_id, key, "")
+                    .await?
+                    .ok_or_else(|| Error::unknown_reference("parent", "agent", key))?;
+                let parent = rows::agent(&row)?;
+                let mut above = chain(tx, lock, &ctx.tenant_id, &parent.id).await?;
+                above.reverse();
+                if above.first().is_none_or(|p| p.id != parent.id) {
+                    return Err(Error::internal(format!(
+                        "agent '{}' is not found above itself",
+                        parent.name
+                    )));
+                }
+                above
+            }
+            None => Vec::new(),
+        };
         let owner = active_owner(tx, lock, &ctx.tenant_id, &req.owner).await?;
         let team_id = match &req.team {
             Some(t) => Some(resolve(tx, "teams", "name", &ctx.tenant_id, "team", "team", t).await?),
@@ -96,13 +124,17 @@ impl Store {
             .classifications
             .validate("classifications", &classifications)?;
 
-        let (parent_id, depth) = match &req.parent {
-            Some(key) => {
-                let row = find_row(&mut **tx, "agents", "name", &ctx.tenant_id, key, lock)
-                    .await?
-                    .ok_or_else(|| Error::unknown_reference("parent", "agent", key))?;
-                let parent = rows::agent(&row)?;
-                let limits = spawn_limits(tx, rules, &parent).await?;
+        let (parent_id, depth) = match above.first() {
+            Some(parent) => {
+                let mut limits = Vec::with_capacity(above.len());
+                for a in &above {
+                    limits.push(spawn_limits(tx, rules, a).await?);
+                }
+                let links: Vec<Ancestor<'_>> = above
+                    .iter()
+                    .zip(limits)
+                    .map(|(agent, limits)| Ancestor { agent, limits })
+                    .collect();
                 let live: i64 = sqlx::query_scalar(&format!(
                     "SELECT COUNT(*) FROM agents WHERE parent_id = $1 AND state IN {LIVE_STATES}"
                 ))
@@ -115,10 +147,9 @@ impl Store {
                     classifications: &classifications,
                     expires_at,
                 };
-                let depth =
-                    spawn::check_spawn(&parent, limits, u64::try_from(live).unwrap_or(0), child)?;
-                self.check_child_quotas(tx, &ctx.tenant_id, &parent).await?;
-                (Some(parent.id), depth)
+                let depth = spawn::check_spawn(&links, u64::try_from(live).unwrap_or(0), child)?;
+                self.check_child_quotas(tx, &ctx.tenant_id, parent).await?;
+                (Some(parent.id.clone()), depth)
             }
             None => (None, 0),
         };
@@ -359,7 +390,20 @@ impl Store {
         check_future("expires_at", req.expires_at, ctx.now)?;
         let expires_at = req.expires_at.map(|t| rows::time(rows::ms(t)));
         let lock = self.backend.for_update();
-        let before = lock_agent(tx, lock, &ctx.tenant_id, key).await?;
+        // A new expiry is bounded by every agent above: they are locked
+        // too, root first and then the agent, as spawning locks them.
+        let (before, above) = if expires_at.is_some() {
+            let found = lock_agent(tx, "", &ctx.tenant_id, key).await?;
+            let mut above = chain(tx, lock, &ctx.tenant_id, &found.id).await?;
+            let before = above
+                .pop()
+                .filter(|a| a.id == found.id)
+                .ok_or_else(|| Error::not_found("agent", key))?;
+            above.reverse();
+            (before, above)
+        } else {
+            (lock_agent(tx, lock, &ctx.tenant_id, key).await?, Vec::new())
+        };
         if before.state.is_terminal() {
             return Err(Error::new(
                 ErrorCode::InvalidTransition,
@@ -380,18 +424,8 @@ impl Store {
                 Some(resolve(tx, "teams", "name", &ctx.tenant_id, "team", "team", team).await?);
         }
         if let Some(expires_at) = expires_at {
-            if let Some(parent_id) = &before.parent_id {
-                let parent = lock_agent(tx, "", &ctx.tenant_id, parent_id).await?;
-                if parent.expires_at.is_some_and(|p| expires_at > p) {
-                    return Err(Error::new(
-                        ErrorCode::ExceedsParent,
-                        format!(
-                            "expires_at: a child of '{}' must expire no later than its parent",
-                            parent.name
-                        ),
-                    ));
-                }
-            }
+            let above: Vec<&Agent> = above.iter().collect();
+            spawn::check_expiry_within(&above, Some(expires_at))?;
             // Nor may a parent come to expire before an agent below it,
             // which would outlive it (an expiry does not cascade).
             let below = descendants(tx, "", &ctx.tenant_id, &before.id).await?;
@@ -603,6 +637,277 @@ impl Store {
     }
 }
 
+impl Store {
+    /// `PATCH /v1/agents/{id}`: descriptive fields change at once (see
+    /// [`Store::update_agent_in`]); new roles or classifications go through
+    /// [`Store::change_agent_access_in`] and must be held by every agent
+    /// above this one, not only its parent. When the change takes a role or
+    /// classification away, every live agent below loses it too
+    /// ([`Store::narrow_below_in`]), in the same transaction. Widening
+    /// never cascades.
+    pub async fn change_agent(
+        &self,
+        ctx: &ChangeContext,
+        rules: &InventoryRules,
+        key: &str,
+        mut req: UpdateAgent,
+    ) -> Result<AccessChange, Error> {
+        let roles = req.roles.take();
+        let classifications = req.classifications.take();
+        let descriptive = req.owner.is_some()
+            || req.team.is_some()
+            || req.purpose.is_some()
+            || req.platform.is_some()
+            || req.model.is_some()
+            || req.labels.is_some()
+            || req.expires_at.is_some();
+        let mut tx = self.begin().await?;
+        if roles.is_none() && classifications.is_none() {
+            let agent = self.update_agent_in(&mut tx, ctx, key, req).await?;
+            tx.commit().await.map_err(db_error)?;
+            return Ok(AccessChange {
+                agent,
+                approval: None,
+            });
+        }
+        // The whole lineage, above before below, before anything is
+        // audited: a narrowing changes the agents below after this one's
+        // record, and a change holding the audit log's head must not then
+        // wait for an agent another change holds while it waits for the head.
+        let lock = self.backend.for_update();
+        let found = lock_agent(&mut tx, "", &ctx.tenant_id, key).await?;
+        let mut lineage = chain(&mut tx, lock, &ctx.tenant_id, &found.id).await?;
+        let before = lineage
+            .pop()
+            .filter(|a| a.id == found.id)
+            .ok_or_else(|| Error::not_found("agent", key))?;
+        descendants(&mut tx, lock, &ctx.tenant_id, &before.id).await?;
+        if descriptive {
+            self.update_agent_in(&mut tx, ctx, &before.id, req).await?;
+        }
+        let wanted = (
+            roles.clone().unwrap_or_else(|| before.roles.clone()),
+            classifications
+                .clone()
+                .unwrap_or_else(|| before.classifications.clone()),
+        );
+        let change = self
+            .change_agent_access_in(&mut tx, ctx, rules, &before.id, roles, classifications)
+            .await?;
+        // Checked after the store's own checks (a misspelt role is an
+        // unknown one first); nothing is committed if this refuses.
+        check_grants_along_chain(&mut tx, &ctx.tenant_id, &before, &wanted.0, &wanted.1).await?;
+        if change.approval.is_none() && lost_any(&before, &change.agent) {
+            self.narrow_below_in(&mut tx, ctx, rules, &change.agent)
+                .await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(change)
+    }
+
+    /// Lock every agent below `agent_id`, shallowest first (on PostgreSQL;
+    /// SQLite has one writer). A change that may narrow an agent takes these
+    /// locks before it appends to the audit log, then calls
+    /// [`Store::narrow_below_in`] once the agent is written.
+    pub async fn lock_below_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> Result<(), Error> {
+        let lock = self.backend.for_update();
+        if lock.is_empty() {
+            return Ok(());
+        }
+        descendants(tx, lock, tenant_id, agent_id).await.map(drop)
+    }
+
+    /// After `agent` (as now written) lost roles or classifications: every
+    /// live agent below it loses those it holds that `agent`, an agent
+    /// above `agent`, or an agent between them does not hold, and has its
+    /// risk tier derived again. One record per agent changed, by the same
+    /// actor, whose reason names `agent`. Returns the agents changed.
+    /// Nothing is ever added: widening does not cascade.
+    pub async fn narrow_below_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &ChangeContext,
+        rules: &InventoryRules,
+        agent: &Agent,
+    ) -> Result<Vec<Agent>, Error> {
+        let lock = self.backend.for_update();
+        let below = descendants(tx, lock, &ctx.tenant_id, &agent.id).await?;
+        if below.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut above = chain(tx, "", &ctx.tenant_id, &agent.id).await?;
+        above.retain(|a| a.id != agent.id);
+        let mut changed = Vec::new();
+        let mut records = Vec::new();
+        for narrowed in spawn::narrow_below(agent, &above, &below) {
+            let Some(before) = below.get(narrowed.index) else {
+                continue;
+            };
+            let writes = roles_write(tx, &ctx.tenant_id, &narrowed.roles).await?;
+            let mut after = before.clone();
+            after.risk_tier = rules
+                .classifications
+                .risk_tier(&narrowed.classifications, writes);
+            after.roles = narrowed.roles;
+            after.classifications = narrowed.classifications;
+            after.updated_at = ctx.now;
+            sqlx::query(
+                "UPDATE agents SET roles = $1, classifications = $2, risk_tier = $3, updated_at = $4 WHERE id = $5",
+            )
+            .bind(rows::to_json(&after.roles))
+            .bind(rows::to_json(&after.classifications))
+            .bind(after.risk_tier.as_str())
+            .bind(rows::ms(ctx.now))
+            .bind(&after.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            let mut lost = Vec::new();
+            if !narrowed.lost_roles.is_empty() {
+                lost.push(format!("roles {}", narrowed.lost_roles.join(", ")));
+            }
+            if !narrowed.lost_classifications.is_empty() {
+                lost.push(format!(
+                    "classifications {}",
+                    narrowed.lost_classifications.join(", ")
+                ));
+            }
+            let reason = format!(
+                "narrowed with agent '{}' above it: {} no longer held along its chain",
+                agent.name,
+                lost.join("; ")
+            );
+            records.push(event(
+                "agent.update",
+                "agent",
+                &after.id,
+                Some(before),
+                Some(&after),
+                Some(&reason),
+            ));
+            changed.push(after);
+        }
+        append_all(tx, ctx, records).await?;
+        Ok(changed)
+    }
+
+    /// Lock, before anything is audited, the agents a batch of changes (an
+    /// apply) will change, spawn under or activate, with every agent above
+    /// them, then the humans it will change or make owners: in the order
+    /// single changes take them (above before below, agents before their
+    /// owners). A PATCH holding an agent waits for the audit log's head;
+    /// a batch that held the head and then waited for that agent would
+    /// deadlock with it. Names that match nothing (yet) are passed over.
+    /// Nothing to do on SQLite, whose writer is one.
+    pub async fn lock_for_changes_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        agents: &[String],
+        humans: &[String],
+    ) -> Result<(), Error> {
+        let lock = self.backend.for_update();
+        if lock.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::new();
+        for key in agents {
+            if let Some(row) = find_row(&mut **tx, "agents", "name", tenant_id, key, "").await? {
+                ids.push(rows::get::<String>(&row, "id")?);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        // Every agent above them too, then all of them locked root first
+        // (by depth, then id: the order of every other lock on agents).
+        let mut lineage: Vec<(i64, String)> = Vec::new();
+        for some in ids.chunks(500) {
+            let sql = format!(
+                "WITH RECURSIVE up(id, parent_id) AS (\
+                 SELECT id, parent_id FROM agents WHERE tenant_id = $1 AND id IN ({}) \
+                 UNION \
+                 SELECT a.id, a.parent_id FROM up JOIN agents a ON a.id = up.parent_id) \
+                 SELECT depth, id FROM agents WHERE id IN (SELECT id FROM up)",
+                rows::marks(2, some.len())
+            );
+            let mut q = sqlx::query_as(&sql).bind(tenant_id);
+            for id in some {
+                q = q.bind(id);
+            }
+            let found: Vec<(i64, String)> = q.fetch_all(&mut **tx).await.map_err(db_error)?;
+            lineage.extend(found);
+        }
+        lineage.sort();
+        lineage.dedup();
+        for some in lineage.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM agents WHERE id IN ({}) ORDER BY depth, id{lock}",
+                rows::marks(1, some.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for (_, id) in some {
+                q = q.bind(id);
+            }
+            q.fetch_all(&mut **tx).await.map_err(db_error)?;
+        }
+        let mut people = Vec::new();
+        for key in humans {
+            match lock_human(tx, "", tenant_id, key).await {
+                Ok(h) => people.push(h.id),
+                Err(e) if e.code == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        people.sort();
+        people.dedup();
+        for some in people.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM humans WHERE id IN ({}) ORDER BY id{lock}",
+                rows::marks(1, some.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in some {
+                q = q.bind(id);
+            }
+            q.fetch_all(&mut **tx).await.map_err(db_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuse `roles` or `classifications` for `agent` that its parent, or any
+/// agent above it, does not hold (read, not locked: a change locks what it
+/// needs before it calls this).
+pub(crate) async fn check_grants_along_chain(
+    tx: &mut crate::Tx,
+    tenant_id: &str,
+    agent: &Agent,
+    roles: &[String],
+    classifications: &[String],
+) -> Result<(), Error> {
+    if agent.parent_id.is_none() {
+        return Ok(());
+    }
+    let mut above = chain(tx, "", tenant_id, &agent.id).await?;
+    above.retain(|a| a.id != agent.id);
+    let nearest_first: Vec<&Agent> = above.iter().rev().collect();
+    spawn::check_grants_within(&nearest_first, roles, classifications)
+}
+
+/// Whether `after` holds less than `before`: a role or a classification gone.
+fn lost_any(before: &Agent, after: &Agent) -> bool {
+    before.roles.iter().any(|r| !after.roles.contains(r))
+        || before
+            .classifications
+            .iter()
+            .any(|c| !after.classifications.contains(c))
+}
+
 /// Lock and read an agent inside a write transaction.
 pub(crate) async fn lock_agent(
     tx: &mut crate::Tx,
@@ -746,17 +1051,33 @@ async fn check_may_become_active(
             ),
         ));
     }
-    if let Some(parent_id) = &agent.parent_id {
-        let parent = lock_agent(tx, "", tenant_id, parent_id).await?;
-        if parent.state != AgentState::Active {
-            return Err(Error::new(
-                ErrorCode::ParentNotActive,
+    if agent.parent_id.is_some() {
+        // Every agent above it, nearest first.
+        let above = chain(tx, "", tenant_id, &agent.id).await?;
+        let stopped = above
+            .iter()
+            .rev()
+            .filter(|a| a.id != agent.id)
+            .find(|a| a.state != AgentState::Active);
+        if let Some(stopped) = stopped {
+            let message = if agent.parent_id.as_deref() == Some(stopped.id.as_str()) {
                 format!(
                     "parent agent '{}' is {}; a child can only be active under an active parent",
-                    parent.name,
-                    parent.state.as_str()
+                    stopped.name,
+                    stopped.state.as_str()
+                )
+            } else {
+                format!(
+                    "agent '{}' above it is {}; an agent can only be active while every agent above it is",
+                    stopped.name,
+                    stopped.state.as_str()
+                )
+            };
+            return Err(
+                Error::new(ErrorCode::ParentNotActive, message).with_details(
+                    serde_json::json!({ "agent": stopped.id, "state": stopped.state.as_str() }),
                 ),
-            ));
+            );
         }
     }
     Ok(())
@@ -785,6 +1106,31 @@ async fn descendants(
     let rows = sqlx::query(&format!("{DESCENDANTS}{lock}"))
         .bind(tenant_id)
         .bind(root)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    rows.iter().map(rows::agent).collect()
+}
+
+/// An agent (`$2`, in tenant `$1`) and every agent above it, root first
+/// (the agent itself last). `UNION` rather than `UNION ALL`: a loop in
+/// corrupt data ends the walk instead of running forever.
+const CHAIN: &str = "WITH RECURSIVE up(id, parent_id) AS (\
+     SELECT id, parent_id FROM agents WHERE tenant_id = $1 AND id = $2 \
+     UNION \
+     SELECT a.id, a.parent_id FROM up JOIN agents a ON a.id = up.parent_id) \
+     SELECT * FROM agents WHERE id IN (SELECT id FROM up) ORDER BY depth, id";
+
+/// [`CHAIN`] of `id`, locked on PostgreSQL root first.
+async fn chain(
+    tx: &mut crate::Tx,
+    lock: &str,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Vec<Agent>, Error> {
+    let rows = sqlx::query(&format!("{CHAIN}{lock}"))
+        .bind(tenant_id)
+        .bind(id)
         .fetch_all(&mut **tx)
         .await
         .map_err(db_error)?;

@@ -672,6 +672,14 @@ impl Store {
             Verdict::Approve => "approval.approve",
             Verdict::Deny => "approval.deny",
         };
+        // A change that applies may narrow the agents below its agent:
+        // they are locked before the audit head, as a PATCH locks them.
+        if let (ApprovalKind::Change, ApprovalStatus::Approved, Some(agent)) =
+            (a.kind, a.status, &agent)
+        {
+            self.lock_below_in(&mut tx, &ctx.tenant_id, &agent.id)
+                .await?;
+        }
         append_change(&mut tx, ctx, action, &before, &a, comment.as_deref()).await?;
         let announced = match a.status {
             ApprovalStatus::Approved => "approval.approved",
@@ -753,16 +761,18 @@ impl Store {
                             json!({ "approval": a.id, "risk_tier": tier, "chain": chain }),
                         ));
                     }
-                    self.apply_access_in(
-                        &mut tx,
-                        ctx,
-                        rules,
-                        agent,
-                        roles,
-                        classifications,
-                        Some(&why),
-                    )
-                    .await?;
+                    let after = self
+                        .apply_access_in(
+                            &mut tx,
+                            ctx,
+                            rules,
+                            agent,
+                            roles,
+                            classifications,
+                            Some(&why),
+                        )
+                        .await?;
+                    self.narrow_below_in(&mut tx, ctx, rules, &after).await?;
                 }
                 (ApprovalKind::Action, Verdict::Approve, _) => {
                     self.extend_siblings_in(&mut tx, ctx, &a, siblings).await?;

@@ -69,6 +69,14 @@ pub(super) async fn execute(
     // before the audit log's head (two orders would deadlock).
     let mut tx = store.begin().await?;
     store.lock_policy_epoch_in(&mut tx, tenant).await?;
+    // Then the agents and people it will change (with the agents above
+    // them), before the first record: a PATCH locks its agent and then
+    // the audit log's head, so waiting for that agent while holding the
+    // head would deadlock.
+    let (agents, humans) = rows_to_lock(req, &new_agents, &agent_updates, &human_updates);
+    store
+        .lock_for_changes_in(&mut tx, tenant, &agents, &humans)
+        .await?;
     for r in new_roles {
         let name = r.name.clone();
         store
@@ -258,6 +266,24 @@ pub(super) async fn execute(
         tracing::warn!(tenant, error = %e, "could not rebuild the policy engine after an apply; the next refresh retries");
     }
     Ok(out)
+}
+
+/// The existing agents and humans an apply's transaction will lock, by
+/// name, id or e-mail: agents it updates or activates and the parents it
+/// spawns under; the humans it updates and those it makes owners.
+fn rows_to_lock(
+    req: &ApplyRequest,
+    new_agents: &[RegisterAgent],
+    agent_updates: &[(String, UpdateAgent)],
+    human_updates: &[(String, UpdateHuman)],
+) -> (Vec<String>, Vec<String>) {
+    let mut agents: Vec<String> = agent_updates.iter().map(|(n, _)| n.clone()).collect();
+    agents.extend(new_agents.iter().filter_map(|a| a.parent.clone()));
+    agents.extend(req.activate.iter().cloned());
+    let mut humans: Vec<String> = human_updates.iter().map(|(e, _)| e.clone()).collect();
+    humans.extend(new_agents.iter().map(|a| a.owner.clone()));
+    humans.extend(agent_updates.iter().filter_map(|(_, u)| u.owner.clone()));
+    (agents, humans)
 }
 
 /// Activate a pending agent: the reviewed directory is the approval, so its

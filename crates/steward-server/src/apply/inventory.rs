@@ -234,6 +234,7 @@ pub(super) async fn plan_inventory(
             Err(e) => return Err(e),
         };
         crate::routes::mcp_servers::check_command(may_run_commands, m, existing.as_ref())?;
+        crate::routes::mcp_servers::check_destination(&state.outbound, m)?;
         match existing {
             Some(existing) => {
                 if existing.matches(m) {

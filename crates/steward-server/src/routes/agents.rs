@@ -57,7 +57,8 @@ pub async fn get_agent(
 /// model, labels, expiry, roles or classifications. New roles or
 /// classifications that raise an active agent's risk tier wait for that
 /// tier's approval chain: the answer is then `202` with the agent as it is,
-/// and a `Location` header naming the approval.
+/// and a `Location` header naming the approval. Roles or classifications
+/// taken away are taken from every live agent below it too.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", request_body = UpdateAgent,
     params(("id" = String, Path, description = "Agent id or name")),
     responses((status = 200, body = Agent), (status = 202, body = Agent, description = "The change waits for approval")))]
@@ -71,7 +72,7 @@ pub async fn update_agent(
     let ctx = caller.admin()?;
     let change = state
         .store
-        .update_agent_with_access(&ctx, &state.rules, &id, req)
+        .change_agent(&ctx, &state.rules, &id, req)
         .await?;
     Ok(match change.approval {
         Some(a) => {

@@ -275,32 +275,8 @@ impl Store {
         rules
             .classifications
             .validate("classifications", classifications)?;
-        if let Some(parent_id) = &agent.parent_id {
-            let parent = lock_agent(tx, "", &ctx.tenant_id, parent_id).await?;
-            let extra: Vec<&String> = roles
-                .iter()
-                .filter(|r| !parent.roles.contains(r))
-                .chain(
-                    classifications
-                        .iter()
-                        .filter(|c| !parent.classifications.contains(c)),
-                )
-                .collect();
-            if !extra.is_empty() {
-                return Err(Error::new(
-                    ErrorCode::ExceedsParent,
-                    format!(
-                        "a child of '{}' may not hold what its parent does not: {}",
-                        parent.name,
-                        extra
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-            }
-        }
+        crate::agents::check_grants_along_chain(tx, &ctx.tenant_id, agent, roles, classifications)
+            .await?;
         Ok(())
     }
 

@@ -693,3 +693,106 @@ async fn declarations_the_gateway_and_the_directory_share_count_once(b: Backend)
     assert_eq!(second.unchanged, 3, "{second:?}");
     s.stop().await;
 }
+
+/// An apply that creates a role (which appends to the audit log, holding
+/// its head) and then changes an agent, a person and spawns under that
+/// agent, run again and again beside PATCHes of the same agent (its
+/// purpose, its roles) and person on two nodes of one PostgreSQL: all
+/// succeed. Apply locks the rows it will change before it audits
+/// anything, as a PATCH does (the agent, then the audit head); otherwise
+/// each would hold the lock the other waits for, and PostgreSQL would end
+/// one with a deadlock error, a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_and_concurrent_agent_changes_do_not_deadlock() {
+    let s = TestServer::start(Backend::Postgres).await;
+    let a = &s.admin;
+    human(a, "alice@example.com").await;
+    low_risk_agent(a, "bot", "alice@example.com").await;
+    a.create_role(&CreateRole {
+        name: "helper".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (node_b, b) = s.second_node().await;
+    for round in 0..10usize {
+        let mut calls = tokio::task::JoinSet::new();
+        let request = ApplyRequest {
+            roles: vec![CreateRole {
+                name: format!("applied-{round}"),
+                ..Default::default()
+            }],
+            humans: vec![CreateHuman {
+                email: "alice@example.com".into(),
+                display_name: format!("Alice {round}"),
+                external_id: None,
+                teams: vec![],
+                roles: vec![],
+            }],
+            agents: vec![
+                RegisterAgent {
+                    name: "bot".into(),
+                    owner: "alice@example.com".into(),
+                    classifications: Some(vec!["public".into()]),
+                    purpose: format!("applied {round}"),
+                    ..Default::default()
+                },
+                RegisterAgent {
+                    name: format!("kid-{round}"),
+                    owner: "alice@example.com".into(),
+                    parent: Some("bot".into()),
+                    classifications: Some(vec!["public".into()]),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let node = b.clone();
+        calls.spawn(async move {
+            node.apply(&request)
+                .await
+                .map(drop)
+                .map_err(|e| format!("apply: {e}"))
+        });
+        for i in 0..4 {
+            let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+            calls.spawn(async move {
+                // The last one takes a role away and gives it back in turn,
+                // which locks the agents below `bot` too.
+                let change = UpdateAgent {
+                    purpose: (i < 3).then(|| format!("patched {round}-{i}")),
+                    roles: (i == 3).then(|| {
+                        let mut roles = vec!["helper".to_string()];
+                        roles.truncate(round % 2);
+                        roles
+                    }),
+                    ..Default::default()
+                };
+                node.update_agent("bot", &change)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("patch bot {i}: {e}"))
+            });
+        }
+        let node = a.clone();
+        calls.spawn(async move {
+            let change = UpdateHuman {
+                display_name: Some(format!("Alice patched {round}")),
+                ..Default::default()
+            };
+            node.update_human("alice@example.com", &change)
+                .await
+                .map(drop)
+                .map_err(|e| format!("patch alice: {e}"))
+        });
+        let failed: Vec<String> = calls
+            .join_all()
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        assert!(failed.is_empty(), "round {round}: {failed:#?}");
+    }
+    node_b.shutdown().await.unwrap();
+    s.stop().await;
+}

@@ -1,5 +1,6 @@
 //! Lifecycle: suspend and resume, keys refused, cascading decommission,
-//! spawn limits, orphaning and expiry.
+//! spawn limits (every agent above a child bounds it), narrowing that
+//! reaches every agent below, orphaning and expiry.
 
 use chrono::{Duration, Utc};
 use steward_testkit::{Backend, TestServer, on_both_backends};
@@ -11,6 +12,9 @@ on_both_backends!(
     suspended_agent_key_is_refused,
     decommission_cascades_and_revokes,
     spawn_rules,
+    spawn_limits_hold_along_the_whole_chain,
+    narrowing_an_agent_narrows_every_agent_below,
+    an_approved_change_narrows_every_agent_below,
     leaver_orphans_agents,
     expiry_is_enforced
 );
@@ -291,6 +295,314 @@ async fn spawn_rules(b: Backend) {
     assert_eq!(
         code(approve_registration(&s.admin, "waiting").await),
         ErrorCode::ParentNotActive
+    );
+    s.stop().await;
+}
+
+/// Each agent above a child bounds it, not only its parent: the tightest
+/// `max_children` and `max_depth` along the chain, every one's roles,
+/// classifications and expiry, and every one being active; at spawn and at
+/// every later change of the child.
+async fn spawn_limits_hold_along_the_whole_chain(b: Backend) {
+    let s = TestServer::start(b).await;
+    let a = &s.admin;
+    human(a, "alice@example.com").await;
+    for role in ["reader", "extra"] {
+        a.create_role(&CreateRole {
+            name: role.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    for (name, max_children, max_depth) in [("Shallow", 1, 2), ("Wide", 10, 5)] {
+        a.create_persona(&CreatePersona {
+            name: name.into(),
+            max_children: Some(max_children),
+            max_depth: Some(max_depth),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let root_expiry = Utc::now() + Duration::days(10);
+    let reg = |name: &str, parent: Option<&str>, persona: Option<&str>| RegisterAgent {
+        name: name.into(),
+        owner: "alice@example.com".into(),
+        parent: parent.map(Into::into),
+        persona: persona.map(Into::into),
+        roles: Some(vec!["reader".into()]),
+        classifications: Some(vec!["public".into()]),
+        expires_at: Some(root_expiry),
+        ..Default::default()
+    };
+    a.register_agent(&reg("root", None, Some("Shallow")))
+        .await
+        .unwrap();
+    a.register_agent(&reg("mid", Some("root"), Some("Wide")))
+        .await
+        .unwrap();
+    a.register_agent(&reg("leaf-1", Some("mid"), None))
+        .await
+        .unwrap();
+    // `mid`'s persona allows ten children, the root's one.
+    let err = a
+        .register_agent(&reg("leaf-2", Some("mid"), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::SpawnLimitExceeded), "{err}");
+    assert!(err.to_string().contains("'root'"), "{err}");
+    // `leaf-1` has no persona (the defaults allow depth 3); the root's
+    // persona stops its tree at depth 2.
+    let err = a
+        .register_agent(&reg("deep", Some("leaf-1"), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::SpawnDepthExceeded), "{err}");
+    assert!(err.to_string().contains("'root'"), "{err}");
+    a.decommission_agent("leaf-1", None).await.unwrap();
+    a.register_agent(&reg("leaf-3", Some("mid"), None))
+        .await
+        .unwrap();
+
+    // An inventory where `mid` holds what the root does not, and outlives
+    // it (as one written before the chain was checked could): what `mid`
+    // holds beyond the root is still refused to a child of `mid`.
+    s.server
+        .store()
+        .execute_raw(
+            "UPDATE agents SET roles = '[\"reader\",\"extra\"]', \
+             classifications = '[\"public\",\"internal\"]', expires_at = NULL WHERE name = 'mid'",
+        )
+        .await
+        .unwrap();
+    a.decommission_agent("leaf-3", None).await.unwrap();
+    let mut extra = reg("extra", Some("mid"), None);
+    extra.roles = Some(vec!["extra".into()]);
+    let mut internal = reg("internal", Some("mid"), None);
+    internal.classifications = Some(vec!["internal".into()]);
+    let mut forever = reg("forever", Some("mid"), None);
+    forever.expires_at = None;
+    for req in [extra, internal, forever] {
+        let err = a.register_agent(&req).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::ExceedsParent), "{err}");
+        assert!(err.to_string().contains("'root'"), "{err}");
+    }
+    // So are later changes of a child.
+    a.register_agent(&reg("leaf-4", Some("mid"), None))
+        .await
+        .unwrap();
+    for change in [
+        UpdateAgent {
+            roles: Some(vec!["reader".into(), "extra".into()]),
+            ..Default::default()
+        },
+        UpdateAgent {
+            expires_at: Some(root_expiry + Duration::days(1)),
+            ..Default::default()
+        },
+    ] {
+        let err = a.update_agent("leaf-4", &change).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::ExceedsParent), "{err}");
+        assert!(err.to_string().contains("'root'"), "{err}");
+    }
+    let leaf = a.get_agent("leaf-4").await.unwrap();
+    assert_eq!(
+        (leaf.roles, leaf.expires_at.map(|t| t.timestamp_millis())),
+        (
+            vec!["reader".to_string()],
+            Some(root_expiry.timestamp_millis())
+        )
+    );
+    // A suspended root stops its tree: no spawn below it, and nothing
+    // below it comes back while it is suspended.
+    a.suspend_agent("leaf-4", Some("paused")).await.unwrap();
+    a.suspend_agent("root", Some("paused")).await.unwrap();
+    assert_eq!(a.get_agent("mid").await.unwrap().state, AgentState::Active);
+    for err in [
+        a.register_agent(&reg("late", Some("mid"), None))
+            .await
+            .unwrap_err(),
+        a.resume_agent("leaf-4", None).await.unwrap_err(),
+    ] {
+        assert_eq!(err.code(), Some(ErrorCode::ParentNotActive), "{err}");
+        assert!(err.to_string().contains("'root'"), "{err}");
+    }
+    a.resume_agent("root", None).await.unwrap();
+    a.resume_agent("leaf-4", None).await.unwrap();
+    s.stop().await;
+}
+
+/// Three generations holding two roles and two classifications, and a
+/// retired agent below the middle one.
+async fn lineage(a: &steward_client::Client) {
+    human(a, "alice@example.com").await;
+    for role in ["r1", "r2"] {
+        a.create_role(&CreateRole {
+            name: role.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let both = vec!["r1".to_string(), "r2".to_string()];
+    let classes = vec!["public".to_string(), "internal".to_string()];
+    for (name, parent, roles) in [
+        ("root", None, both.clone()),
+        ("mid", Some("root"), both),
+        ("leaf", Some("mid"), vec!["r1".to_string()]),
+        ("gone", Some("mid"), vec!["r1".to_string()]),
+    ] {
+        a.register_agent(&RegisterAgent {
+            name: name.into(),
+            owner: "alice@example.com".into(),
+            parent: parent.map(Into::into),
+            roles: Some(roles),
+            classifications: Some(classes.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        approve_registration(a, name).await.unwrap();
+    }
+    a.decommission_agent("gone", None).await.unwrap();
+}
+
+/// The records of `agent.update` about `agent`.
+async fn updates_of(a: &steward_client::Client, agent: &str) -> Vec<AuditEntry> {
+    let id = a.get_agent(agent).await.unwrap().id;
+    all_audit(a)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "agent.update" && e.resource_id == id)
+        .collect()
+}
+
+/// Taking roles or classifications from an agent takes them from every
+/// live agent below it, in the same change, each with its own record by
+/// the same actor naming the agent above; giving them back does not.
+async fn narrowing_an_agent_narrows_every_agent_below(b: Backend) {
+    let s = TestServer::start(b).await;
+    let a = &s.admin;
+    lineage(a).await;
+    let narrowed = a
+        .update_agent(
+            "root",
+            &UpdateAgent {
+                roles: Some(vec!["r2".into()]),
+                classifications: Some(vec!["public".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(narrowed.risk_tier, RiskTier::Low);
+    let mid = a.get_agent("mid").await.unwrap();
+    assert_eq!(
+        (mid.roles, mid.classifications),
+        (vec!["r2".to_string()], vec!["public".to_string()])
+    );
+    assert_eq!(mid.risk_tier, RiskTier::Low);
+    let leaf = a.get_agent("leaf").await.unwrap();
+    assert!(
+        leaf.roles.is_empty() && leaf.classifications == ["public"],
+        "{leaf:?}"
+    );
+    // A retired agent is a record: left as it was.
+    assert_eq!(a.get_agent("gone").await.unwrap().roles, vec!["r1"]);
+    let root_record = updates_of(a, "root").await.pop().unwrap();
+    for name in ["mid", "leaf"] {
+        let records = updates_of(a, name).await;
+        assert_eq!(records.len(), 1, "{name}: {records:#?}");
+        let record = &records[0];
+        assert_eq!(record.actor.id, root_record.actor.id);
+        assert_eq!(record.actor.id, "tok_bootstrap");
+        let reason = record.reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("'root'"), "{name}: {reason}");
+        assert_eq!(
+            record.before.as_ref().unwrap()["classifications"][1],
+            "internal"
+        );
+        assert_eq!(
+            record.after.as_ref().unwrap()["classifications"],
+            serde_json::json!(["public"])
+        );
+    }
+    // Widening does not give anything back below.
+    a.update_agent(
+        "root",
+        &UpdateAgent {
+            roles: Some(vec!["r1".into(), "r2".into()]),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.get_agent("mid").await.unwrap().roles, vec!["r2"]);
+    assert!(a.get_agent("leaf").await.unwrap().roles.is_empty());
+    assert_eq!(updates_of(a, "mid").await.len(), 1);
+    s.stop().await;
+}
+
+/// A change that waited for approval and takes a role away narrows the
+/// agents below once approved, as a change applied at once does.
+async fn an_approved_change_narrows_every_agent_below(b: Backend) {
+    let s = TestServer::start(b).await;
+    let a = &s.admin;
+    lineage(a).await;
+    a.create_role(&CreateRole {
+        name: "writer".into(),
+        writes: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // `r1` out, a writing role in: internal data written is still medium,
+    // so swap in confidential too, which raises the root to high.
+    let (_, held) = a
+        .update_agent_or_hold(
+            "root",
+            &UpdateAgent {
+                roles: Some(vec!["r2".into(), "writer".into()]),
+                classifications: Some(vec!["public".into(), "confidential".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(held.is_some(), "the change should wait for approval");
+    assert_eq!(a.get_agent("mid").await.unwrap().roles, vec!["r1", "r2"]);
+    let mut change = pending_approval(a, "root", "change").await;
+    while change.status == ApprovalStatus::Pending {
+        let group = change.current_group().unwrap().to_string();
+        let (_, reviewer) = person(a, &format!("{group}-reviewer@example.com"), &[&group]).await;
+        change = reviewer
+            .approve(&change.id, Some("reviewed"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        a.get_agent("root").await.unwrap().roles,
+        vec!["r2", "writer"]
+    );
+    let mid = a.get_agent("mid").await.unwrap();
+    assert_eq!(
+        (mid.roles, mid.classifications),
+        (vec!["r2".to_string()], vec!["public".to_string()])
+    );
+    let leaf = a.get_agent("leaf").await.unwrap();
+    assert!(
+        leaf.roles.is_empty() && leaf.classifications == ["public"],
+        "{leaf:?}"
+    );
+    let record = updates_of(a, "mid").await.pop().unwrap();
+    assert!(
+        record
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("'root'"),
+        "{record:?}"
     );
     s.stop().await;
 }
