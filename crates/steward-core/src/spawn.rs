@@ -528,7 +528,7 @@ mod tests {
         let mut narrowed = p.clone();
         narrowed.roles = vec!["a".into()];
         narrowed.classifications = vec!["public".into()];
-        let out = narrow_below(&narrowed, &[root.clone()], &below);
+        let out = narrow_below(&narrowed, std::slice::from_ref(&root), &below);
         assert_eq!(
             out,
             vec![

@@ -237,6 +237,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let audit =
         audit_log::AuditLog::start(&store, config.audit_signing_key_file.as_deref()).await?;
     let outbound = outbound::Outbound::new(&config.outbound).map_err(StartError)?;
+    let webhooks = webhooks::Webhooks::new(outbound.clone()).map_err(StartError)?;
     let mcp = mcp::Gateway::new(
         config.max_body_bytes,
         config.mcp_upstream_ca_file.as_deref(),
@@ -264,7 +265,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         engines: Default::default(),
         tokens: Default::default(),
         approvals: Default::default(),
-        webhooks: webhooks::Webhooks::new(outbound.clone()),
+        webhooks,
         outbound,
         quotas: Default::default(),
         audit,

@@ -86,32 +86,42 @@ impl Outbound {
         })
     }
 
-    /// Why `ip` may not be reached, if it may not.
+    /// Why `ip` may not be reached, if it may not. An IPv6 address that
+    /// carries an IPv4 one (mapped, compatible, NAT64, 6to4) is refused if
+    /// either is.
     pub fn refusal(&self, ip: IpAddr) -> Option<String> {
-        // An IPv4 address written as IPv6 (`::ffff:169.254.169.254`) is
-        // the IPv4 address.
         let ip = ip.to_canonical();
-        if self.allow.iter().any(|n| n.contains(&ip)) {
-            return None;
-        }
-        let net = self.deny.iter().find(|n| n.contains(&ip))?;
-        Some(format!(
-            "{ip} is in {net}, where this server sends no requests \
-             (the [outbound] deny list; an operator may allow it with [outbound] allow)"
-        ))
+        let carried = match ip {
+            IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        [Some(ip), carried].into_iter().flatten().find_map(|ip| {
+            if self.allow.iter().any(|n| n.contains(&ip)) {
+                return None;
+            }
+            let net = self.deny.iter().find(|n| n.contains(&ip))?;
+            Some(format!(
+                "{ip} is in {net}, where this server sends no requests \
+                 (the [outbound] deny list; an operator may allow it with [outbound] allow)"
+            ))
+        })
     }
 
-    /// Check a URL's host when it is an IP address; a name is checked when
-    /// it is resolved. Returns the refusal, if any.
+    /// Check a URL's host when it is an IP address, read as the HTTP
+    /// clients read it (WHATWG parsing: `http://2852039166/`, `0x7f.1`,
+    /// `127.1` and a trailing dot are addresses too); a name is checked
+    /// when it is resolved. A URL that does not parse is refused.
     pub fn check_url(&self, url: &str) -> Option<String> {
-        let host = url_host(url)?;
-        let ip: IpAddr = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
-            .parse()
-            .ok()?;
-        self.refusal(ip)
+        let parsed = match url::Url::parse(url) {
+            Ok(parsed) => parsed,
+            Err(e) => return Some(format!("not a URL: {e}")),
+        };
+        match parsed.host()? {
+            url::Host::Ipv4(ip) => self.refusal(IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => self.refusal(IpAddr::V6(ip)),
+            // A name ending in a dot is the same name: the resolver checks it.
+            url::Host::Domain(_) => None,
+        }
     }
 
     /// Resolve `host` and keep the addresses that may be reached; an error
@@ -140,18 +150,21 @@ impl Outbound {
     }
 }
 
-/// The host of an `http://` or `https://` URL (without user info or port),
-/// as written; `None` if the URL has none.
-fn url_host(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    if host_port.starts_with('[') {
-        return host_port.find(']').map(|end| &host_port[..=end]);
+/// The IPv4 address an IPv6 address carries by a transition scheme:
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`)
+/// and 6to4 (`2002:AABB:CCDD::/48`).
+fn embedded_v4(ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = ip.segments();
+    let last = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => {
+            Some(last(hi, lo))
+        }
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(last(hi, lo)),
+        [0x64, 0xff9b, 1, ..] => Some(last(s[6], s[7])),
+        [0x2002, hi, lo, ..] => Some(last(hi, lo)),
+        _ => None,
     }
-    Some(host_port.split(':').next().unwrap_or(host_port))
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -237,8 +250,30 @@ mod tests {
             "https://user:pw@169.254.169.254:8443/x",
             "http://[fd00:ec2::254]/",
             "http://[::ffff:a9fe:a9fe]:80/",
+            // Spellings the HTTP clients read as the same address.
+            "http://2852039166/",
+            "http://0xa9.0xfe.0xa9.0xfe/",
+            "http://0251.0376.0251.0376/",
+            "http://169.254.43518/",
+            "http://169.254.169.254./",
+            "http://169.254.169.%32%35%34/",
+            "http://\u{ff11}\u{ff16}\u{ff19}.254.169.254/",
+            "http://169.254.169.254\\@example.com/",
+            // IPv6 carrying the IPv4 address.
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[2002:a9fe:a9fe::1]/",
+            "http://[::a9fe:a9fe]/",
+            "not a url",
         ] {
             assert!(r.check_url(url).is_some(), "{url}");
+        }
+        let private = rules(&["127.0.0.0/8"], &[]);
+        for url in [
+            "http://2130706433:9/",
+            "http://0x7f.1:9/",
+            "http://127.1:9/",
+        ] {
+            assert!(private.check_url(url).is_some(), "{url}");
         }
         for url in [
             "https://hooks.slack.com/x",

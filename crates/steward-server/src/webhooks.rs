@@ -36,12 +36,6 @@ pub struct Webhooks {
     wake: Arc<Notify>,
 }
 
-impl Default for Webhooks {
-    fn default() -> Self {
-        Webhooks::new(Outbound::default())
-    }
-}
-
 pub use steward_store::webhooks::payload;
 
 /// `sha256=HEX` over `TIMESTAMP.BODY`.
@@ -68,8 +62,8 @@ pub fn backoff(attempts: i64) -> Duration {
 
 impl Webhooks {
     /// A worker whose deliveries reach only what `outbound` allows.
-    pub fn new(outbound: Outbound) -> Webhooks {
-        Webhooks {
+    pub fn new(outbound: Outbound) -> Result<Webhooks, String> {
+        Ok(Webhooks {
             client: reqwest::Client::builder()
                 .timeout(ATTEMPT_TIMEOUT)
                 .user_agent("steward-webhooks")
@@ -79,10 +73,10 @@ impl Webhooks {
                 .redirect(reqwest::redirect::Policy::none())
                 .dns_resolver(Arc::new(outbound.clone()))
                 .build()
-                .unwrap_or_default(),
+                .map_err(|e| format!("cannot build the webhooks' HTTP client: {e}"))?,
             outbound,
             wake: Arc::new(Notify::new()),
-        }
+        })
     }
 
     /// Wake the worker (something was just queued).

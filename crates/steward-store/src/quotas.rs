@@ -135,10 +135,6 @@ struct Entry {
     /// Counter row charged (window or slice start; -1 for a rate).
     window_start: i64,
     estimate: i64,
-    /// The window's [`quota::keying_stamp`] when it was charged: a
-    /// settlement after the window changed finds the row moved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    keying: Option<i64>,
 }
 
 fn quota_row(row: &AnyRow) -> Result<Quota, Error> {
@@ -255,11 +251,17 @@ async fn rule_by_id(
     }
 }
 
-/// Whether `rule` is older than its counter, whose head (locked) carries
-/// the stamp of another window: the rule's window changed since this node
-/// read it (rules are cached for a second), and the counter's rows moved.
-fn stale(rule: &Rule, head: i64) -> bool {
-    head < HEAD && quota::keying_stamp(rule.window) != Some(head)
+/// Whether two windows count the same stretches of time, so that a rule
+/// changed from one to the other keeps counting where it was: the same
+/// calendar unit in the same zone, the same rolling unit, or two rates (a
+/// rate's limit is its own; its arrival time carries on) or gauges.
+fn same_window(a: Window, b: Window) -> bool {
+    match (a, b) {
+        (Window::Calendar(u, tz), Window::Calendar(v, tz2)) => u == v && tz == tz2,
+        (Window::Rolling(u), Window::Rolling(v)) => u == v,
+        (Window::Rate { .. }, Window::Rate { .. }) | (Window::Live, Window::Live) => true,
+        _ => false,
+    }
 }
 
 /// Whether `c` fits under its counter as `r` read it.
@@ -574,8 +576,8 @@ impl Store {
     }
 
     /// [`Store::put_quota`] inside a caller's transaction. A replaced rule
-    /// keeps its id, and so its counters; one whose window changes carries
-    /// its usage into the new window ([`Store::rekey_counters_in`]). Two
+    /// keeps its id, and so its counters; one whose window or time zone
+    /// changes starts counting anew (its usage is not carried over). Two
     /// first puts of one name at once are a create and then a replace (or
     /// nothing, if they are the same), whatever locks the caller holds.
     pub async fn put_quota_in(
@@ -687,12 +689,14 @@ impl Store {
                 quota.name
             )));
         }
+        // Nothing is moved: the new window reads the rows at its own keys
+        // (where its windows or slices start), so it starts anew.
         let reason = match Rule::new(before.clone()) {
-            Ok(old) if quota::keying(old.window) != quota::keying(rule.window) => {
-                let mut rule = rule.clone();
-                rule.quota = quota.clone();
-                Some(self.rekey_counters_in(tx, ctx, &old, &rule).await?)
-            }
+            Ok(old) if !same_window(old.window, rule.window) => Some(format!(
+                "window changed from {} to {}: the counter restarts; usage counted under the old window is not carried into the new one",
+                old.window_label(),
+                rule.window_label()
+            )),
             _ => None,
         };
         append(
@@ -709,122 +713,6 @@ impl Store {
         )
         .await?;
         Ok(quota)
-    }
-
-    /// Move a rule's counters from the window of `old` to that of `new`
-    /// (see [`quota::carry`]), under each counter's head lock, and mark
-    /// each head with the new window's stamp, so that a reservation made
-    /// with the old rule (another node's cache holds it for up to a
-    /// second) reads the rule again instead of counting in rows that
-    /// moved. What the change's audit record says happened.
-    async fn rekey_counters_in(
-        &self,
-        tx: &mut Tx,
-        ctx: &ChangeContext,
-        old: &Rule,
-        new: &Rule,
-    ) -> Result<String, Error> {
-        let tenant = &ctx.tenant_id;
-        let id = &new.quota.id;
-        let lock = self.backend.for_update();
-        let mut subjects: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT subject FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_error)?;
-        subjects.push(new.quota.subject.clone().unwrap_or_else(|| tenant.clone()));
-        subjects.sort_unstable();
-        subjects.dedup();
-        let (mut carried, mut owed) = (0i64, 0i64);
-        for subject in &subjects {
-            lock_head(tx, lock, tenant, id, subject).await?;
-            let counted: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT window_start, used FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start >= 0",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(subject)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_error)?;
-            let moved = quota::carry(old.window, new.window, &counted, ctx.now);
-            for key in &moved.emptied {
-                sqlx::query("DELETE FROM quota_usage WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = $4")
-                    .bind(tenant)
-                    .bind(id)
-                    .bind(subject)
-                    .bind(key)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db_error)?;
-            }
-            for (key, used) in &moved.added {
-                add_usage(tx, tenant, id, subject, *key, *used).await?;
-            }
-            carried = carried.saturating_add(moved.total());
-            // A rate's head is its arrival time; a window's, its stamp.
-            let head = match new.window {
-                Window::Rate { per_second, burst } => {
-                    let tat = quota::rate_after(old.window, &counted, ctx.now, per_second, burst);
-                    owed = owed.saturating_add(
-                        quota::gcra_remaining(Tat::default(), 0, per_second, burst)
-                            - quota::gcra_remaining(
-                                tat,
-                                ctx.now.timestamp_micros(),
-                                per_second,
-                                burst,
-                            ),
-                    );
-                    sqlx::query(
-                        "INSERT INTO quota_usage (tenant_id, quota_id, subject, window_start, used) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (tenant_id, quota_id, subject, window_start) DO UPDATE SET used = excluded.used",
-                    )
-                    .bind(tenant)
-                    .bind(id)
-                    .bind(subject)
-                    .bind(remainder_key(per_second))
-                    .bind(pack_remainder(tat))
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db_error)?;
-                    tat.us
-                }
-                _ => quota::keying_stamp(new.window).unwrap_or(0),
-            };
-            sqlx::query("UPDATE quota_usage SET used = $4 WHERE tenant_id = $1 AND quota_id = $2 AND subject = $3 AND window_start = -1")
-                .bind(tenant)
-                .bind(id)
-                .bind(subject)
-                .bind(head)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_error)?;
-        }
-        let (from, to) = (old.window_label(), new.window_label());
-        let metric = new.quota.metric;
-        let amount = |units: i64| match &new.quota.currency {
-            Some(c) => format!(
-                "{} {c}",
-                steward_types::money_text(quota::from_units(metric, units))
-            ),
-            None => format!("{} {}", quota::from_units(metric, units), metric.as_str()),
-        };
-        Ok(match (old.window, new.window) {
-            (Window::Rate { .. }, _) => format!(
-                "window changed from {from} to {to}: the counter restarts (a per-second rate keeps no usage by window to carry)"
-            ),
-            (_, Window::Rate { .. }) => format!(
-                "window changed from {from} to {to}: the counter restarts as a rate, which starts owing {} (usage that may be from the last burst/rate seconds, as if spent now)",
-                amount(owed)
-            ),
-            _ => format!(
-                "window changed from {from} to {to}: the counter does not restart; {} carried into the new window (an old window that overlaps it counts in full)",
-                amount(carried)
-            ),
-        })
     }
 
     /// A rule by id or name, its row locked with `lock` (for a write).
@@ -934,16 +822,11 @@ impl Store {
                 c.subject.clone(),
             )
         };
-        for c in &mut charges {
+        for c in &charges {
             let head = heads
                 .get(&key(c))
                 .copied()
                 .ok_or_else(|| Error::internal("a charged counter was not locked"))?;
-            if stale(&c.rule, head)
-                && let Some(rule) = rule_by_id(tx, tenant, &c.rule.quota.id, now).await?
-            {
-                c.rule = rule;
-            }
             let r = read_counter(tx, tenant, c, head, now).await?;
             let fits = fits(c, &r);
             let on_exceed = match c.rule.quota.on_exceed {
@@ -1030,7 +913,6 @@ impl Store {
                 metric: q.metric,
                 window_start: r.key,
                 estimate: c.estimate,
-                keying: quota::keying_stamp(c.rule.window),
             });
             crossed.retain(|t| *t != EXCEEDED);
             counted.push(Counted {
@@ -1181,49 +1063,27 @@ impl Store {
                 None => e.estimate,
             };
             if actual != e.estimate && e.window_start != HEAD {
-                let head =
-                    lock_head(&mut tx, lock, &ctx.tenant_id, &e.quota_id, &e.subject).await?;
-                let delta = actual - e.estimate;
-                // The rule's window changed since the reservation, and its
-                // row moved, whole, into the new window: more than
-                // estimated counts in the new window now; less is not
-                // given back, as it is no longer known where the estimate
-                // went. Otherwise the row it was charged to moves, and more
-                // than estimated can cross a threshold of the window it
-                // counts in, as a reservation can.
-                let moved = head < HEAD && e.keying != Some(head);
-                let (key, watched) = if moved {
-                    match rule_by_id(&mut tx, &ctx.tenant_id, &e.quota_id, ctx.now).await? {
-                        Some(rule) if delta > 0 => {
-                            match quota::key_at(rule.window, rows::ms(ctx.now)) {
-                                Some(key) => (
-                                    Some(key),
-                                    Some(Charge {
-                                        rule,
-                                        subject: e.subject.clone(),
-                                        estimate: 0,
-                                    }),
-                                ),
-                                None => (None, None),
-                            }
-                        }
-                        _ => (None, None),
-                    }
-                } else if delta > 0 {
-                    (
-                        Some(e.window_start),
-                        watched(&mut tx, &ctx.tenant_id, e, ctx.now).await?,
-                    )
+                lock_head(&mut tx, lock, &ctx.tenant_id, &e.quota_id, &e.subject).await?;
+                // More than estimated can cross a threshold of the window
+                // it counts in, as a reservation can.
+                let watched = if actual > e.estimate {
+                    watched(&mut tx, &ctx.tenant_id, e, ctx.now).await?
                 } else {
-                    (Some(e.window_start), None)
+                    None
                 };
                 let before = match &watched {
                     Some(c) => Some(read_counter(&mut tx, &ctx.tenant_id, c, 0, ctx.now).await?),
                     None => None,
                 };
-                if let Some(key) = key {
-                    add_usage(&mut tx, &ctx.tenant_id, &e.quota_id, &e.subject, key, delta).await?;
-                }
+                add_usage(
+                    &mut tx,
+                    &ctx.tenant_id,
+                    &e.quota_id,
+                    &e.subject,
+                    e.window_start,
+                    actual - e.estimate,
+                )
+                .await?;
                 if let (Some(c), Some(before)) = (watched, before) {
                     let r = read_counter(&mut tx, &ctx.tenant_id, &c, 0, ctx.now).await?;
                     let q = &c.rule.quota;
@@ -1833,7 +1693,6 @@ mod tests {
         a_rate_admits_its_whole_burst,
         reported_usage_crosses_thresholds,
         an_hour_the_clock_repeats_has_a_counter_of_its_own,
-        a_changed_window_keeps_its_usage,
     );
 
     /// The tenant `default`, and a system change context in it at `now`.
@@ -2063,68 +1922,6 @@ mod tests {
             }
             a => panic!("{a:?}"),
         }
-    }
-
-    /// Changing a rule's window or time zone does not give agents a fresh
-    /// limit: its usage is carried into the new window, even by a node
-    /// that still holds the old rule; a reservation made before the change
-    /// settles into the new window; and the change's record says so.
-    async fn a_changed_window_keeps_its_usage(store: &Store) {
-        let now = at("2026-03-02T10:30:00Z");
-        let ctx = tenant(store, now).await;
-        let daily = rule(store, &ctx, request("calls", "requests", "day", 10.0)).await;
-        for i in 0..6 {
-            assert!(admitted(
-                &reserve(store, &daily, &format!("d{i}"), 1, now).await
-            ));
-        }
-        let mut hourly_paris = request("calls", "requests", "hour", 8.0);
-        hourly_paris.timezone = Some("Europe/Paris".into());
-        let hourly = rule(store, &ctx, hourly_paris).await;
-        let later = now + Duration::minutes(5);
-        let used = |rule: Rule, at: DateTime<Utc>| async move {
-            store
-                .quota_usage("default", &rule, "default", at, 0)
-                .await
-                .unwrap()
-                .0
-                .used
-        };
-        assert_eq!(
-            used(hourly.clone(), later).await,
-            6.0,
-            "carried, not restarted"
-        );
-        // A node that still holds the daily rule charges the new window.
-        assert!(admitted(&reserve(store, &daily, "stale", 1, later).await));
-        assert_eq!(used(hourly.clone(), later).await, 7.0);
-        assert!(admitted(&reserve(store, &hourly, "h1", 1, later).await));
-        assert!(!admitted(&reserve(store, &hourly, "h2", 1, later).await));
-        let changes = audit(store)
-            .await
-            .into_iter()
-            .filter(|e| e.action == "quota.update")
-            .collect::<Vec<_>>();
-        let reason = changes[0].reason.clone().unwrap_or_default();
-        assert!(reason.contains("does not restart"), "{reason}");
-        assert!(reason.contains("6 requests carried"), "{reason}");
-
-        // Tokens reserved under a day, reported after it became an hour:
-        // the extra counts in the hour.
-        let tokens = rule(store, &ctx, request("tokens", "tokens", "day", 100.0)).await;
-        assert!(admitted(&reserve(store, &tokens, "t1", 10, now).await));
-        let tokens = rule(store, &ctx, request("tokens", "tokens", "hour", 100.0)).await;
-        let reported = Outcome {
-            tokens: Some(50),
-            ..Default::default()
-        };
-        let mut at_later = ctx.clone();
-        at_later.now = later;
-        store
-            .settle(&at_later, "t1", None, &reported)
-            .await
-            .unwrap();
-        assert_eq!(used(tokens, later).await, 50.0);
     }
 
     /// Two first puts of one rule at once, on PostgreSQL, where nothing

@@ -184,8 +184,8 @@ pub struct Quota {
 }
 
 /// Create or replace a quota (by name). Sending the same rule again changes
-/// nothing; changing its window, `rolling` or time zone carries its usage
-/// into the new window rather than restarting it.
+/// nothing; changing its window, `rolling` or time zone restarts its
+/// counter: usage is not carried into the new window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PutQuota {

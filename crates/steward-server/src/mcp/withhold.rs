@@ -138,10 +138,15 @@ pub(super) async fn withhold_embedded(
     Ok(())
 }
 
-/// The JSON a text block holds, if it is a JSON object or array.
+/// The JSON a text block holds, if it is a JSON object or array that may
+/// hold resource contents: text that spells no `uri` (not even escaped) is
+/// not parsed, which keeps large plain answers off the parser.
 fn json_text(block: &ContentBlock) -> Option<Value> {
     match block {
-        ContentBlock::Text(t) if t.text.trim_start().starts_with(['{', '[']) => {
+        ContentBlock::Text(t)
+            if t.text.trim_start().starts_with(['{', '['])
+                && (t.text.contains("uri") || t.text.contains("\\u")) =>
+        {
             serde_json::from_str(&t.text).ok()
         }
         _ => None,
@@ -158,16 +163,18 @@ fn contents_uri_in(object: &Map<String, Value>) -> Option<&str> {
         .filter(|_| object.contains_key("text") || object.contains_key("blob"))
 }
 
-/// The resources' contents in `value`, at any depth (not looked into
-/// further), in the order [`withhold_json`] meets them: their URIs in the
-/// spelling they are decided in. Links to resources (a `uri` alone) are
-/// left as they are, in JSON as in content blocks.
+/// The resources' contents in `value`, at any depth (those nested in
+/// others' too), in the order [`withhold_json`] meets them: their URIs in
+/// the spelling they are decided in. Links to resources (a `uri` alone)
+/// are left as they are, in JSON as in content blocks.
 fn json_contents(value: &Value, found: &mut Vec<String>) {
     match value {
-        Value::Object(object) => match contents_uri_in(object) {
-            Some(uri) => found.push(canonical_uri(uri)),
-            None => object.values().for_each(|v| json_contents(v, found)),
-        },
+        Value::Object(object) => {
+            if let Some(uri) = contents_uri_in(object) {
+                found.push(canonical_uri(uri));
+            }
+            object.values().for_each(|v| json_contents(v, found));
+        }
         Value::Array(items) => items.iter().for_each(|v| json_contents(v, found)),
         _ => {}
     }
@@ -188,8 +195,18 @@ fn withhold_json(value: &mut Value, keep: &mut impl Iterator<Item = bool>) -> bo
                 return withheld;
             };
             if keep.next().unwrap_or(false) {
-                return false;
+                let mut withheld = false;
+                for v in object.values_mut() {
+                    withheld |= withhold_json(v, keep);
+                }
+                return withheld;
             }
+            // What is nested in it goes with it: their answers are passed.
+            let mut nested = Vec::new();
+            object.values().for_each(|v| json_contents(v, &mut nested));
+            nested.iter().for_each(|_| {
+                keep.next();
+            });
             let note = withheld_note(&canonical_uri(uri));
             let uri = Value::from(uri);
             *object = Map::from_iter([("uri".to_string(), uri), ("text".into(), note.into())]);
@@ -247,5 +264,40 @@ mod tests {
         );
         let mut none = json!({"a": [1, "x"]});
         assert!(!withhold_json(&mut none, &mut std::iter::empty()));
+    }
+
+    /// Contents nested in contents are decided too: inside a kept one, each
+    /// on its own answer; inside a withheld one, they go with it, and the
+    /// answers of what follows stay in step.
+    #[test]
+    fn contents_nested_in_contents_are_decided() {
+        let mut value = json!([
+            {"uri": "demo://dir", "text": "d", "children": [{"uri": "demo://secret", "text": "s"}]},
+            {"uri": "demo://gone", "text": "g", "children": [{"uri": "demo://inner", "text": "i"}]},
+            {"uri": "demo://after", "text": "a"},
+        ]);
+        let mut found = Vec::new();
+        json_contents(&value, &mut found);
+        assert_eq!(
+            found,
+            [
+                "demo://dir",
+                "demo://secret",
+                "demo://gone",
+                "demo://inner",
+                "demo://after"
+            ]
+        );
+        let keep = [true, false, false, true, true];
+        assert!(withhold_json(&mut value, &mut keep.into_iter()));
+        assert_eq!(
+            value,
+            json!([
+                {"uri": "demo://dir", "text": "d", "children": [
+                    {"uri": "demo://secret", "text": withheld_note("demo://secret")}]},
+                {"uri": "demo://gone", "text": withheld_note("demo://gone")},
+                {"uri": "demo://after", "text": "a"},
+            ])
+        );
     }
 }

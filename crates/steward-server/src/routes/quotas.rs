@@ -22,8 +22,8 @@ pub async fn list_quotas(
 
 /// Create a rule, or replace the one with this name: idempotent, and two
 /// first puts at once are a create and a replace, never a conflict. Its
-/// counters are kept; a changed window or time zone carries their usage
-/// into the new window (see docs/quotas.md).
+/// counters are kept, but a changed window or time zone restarts them:
+/// usage is not carried into the new window (see docs/quotas.md).
 #[utoipa::path(post, path = "/v1/quotas", tag = "quotas", request_body = PutQuota,
     responses((status = 200, body = Quota), (status = 400, body = steward_types::ErrorBody),
         (status = 422, body = steward_types::ErrorBody)))]

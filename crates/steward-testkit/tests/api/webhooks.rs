@@ -173,7 +173,7 @@ async fn gives_up_after_max_attempts(backend: Backend) {
     subscribe(&ts.admin, &r, &[]).await;
     let store = ts.server.store();
     let mut now = ping_ahead(store).await;
-    let worker = steward_server::webhooks::Webhooks::default();
+    let worker = steward_server::webhooks::Webhooks::new(Default::default()).unwrap();
     let mut rounds = 0;
     while worker.deliver_due(store, now).await.unwrap() > 0 {
         rounds += 1;
@@ -294,7 +294,7 @@ async fn redirects_are_not_followed() {
     subscribe(&ts.admin, &redirecting, &[]).await;
     let store = ts.server.store();
     let now = ping_ahead(store).await;
-    let worker = steward_server::webhooks::Webhooks::default();
+    let worker = steward_server::webhooks::Webhooks::new(Default::default()).unwrap();
     assert_eq!(worker.deliver_due(store, now).await.unwrap(), 1);
     let d = until_delivery(&ts.admin, DeliveryStatus::Pending).await;
     assert_eq!(d.attempts, 1);
@@ -347,7 +347,7 @@ async fn refused_addresses_are_never_reached() {
             allow: vec![],
         })
         .unwrap();
-    let worker = steward_server::webhooks::Webhooks::new(rules);
+    let worker = steward_server::webhooks::Webhooks::new(rules).unwrap();
     assert_eq!(worker.deliver_due(store, now).await.unwrap(), 1);
     let d = until_delivery(&ts.admin, DeliveryStatus::Pending).await;
     assert_eq!(d.attempts, 1);
@@ -361,7 +361,7 @@ async fn refused_addresses_are_never_reached() {
         "the receiver was reached"
     );
     // The default rules reach it.
-    let worker = steward_server::webhooks::Webhooks::default();
+    let worker = steward_server::webhooks::Webhooks::new(Default::default()).unwrap();
     assert_eq!(
         worker
             .deliver_due(store, now + chrono::Duration::hours(1))
