@@ -900,7 +900,7 @@ pub(crate) async fn check_grants_along_chain(
 }
 
 /// Whether `after` holds less than `before`: a role or a classification gone.
-fn lost_any(before: &Agent, after: &Agent) -> bool {
+pub(crate) fn lost_any(before: &Agent, after: &Agent) -> bool {
     before.roles.iter().any(|r| !after.roles.contains(r))
         || before
             .classifications

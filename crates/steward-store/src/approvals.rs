@@ -772,7 +772,9 @@ impl Store {
                             Some(&why),
                         )
                         .await?;
-                    self.narrow_below_in(&mut tx, ctx, rules, &after).await?;
+                    if crate::agents::lost_any(agent, &after) {
+                        self.narrow_below_in(&mut tx, ctx, rules, &after).await?;
+                    }
                 }
                 (ApprovalKind::Action, Verdict::Approve, _) => {
                     self.extend_siblings_in(&mut tx, ctx, &a, siblings).await?;

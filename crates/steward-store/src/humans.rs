@@ -313,11 +313,12 @@ impl Store {
             // The person's agents before the person: every change that
             // touches an agent and its owner (a reassignment, an approval
             // applying one) locks the agent first, so locking the person
-            // first here could deadlock against it.
+            // first here could deadlock against it. Above before below, as
+            // every lock on several agents (a narrowing locks whole trees).
             let id = lock_human(&mut tx, "", &ctx.tenant_id, key).await?.id;
             sqlx::query(&format!(
                 "SELECT id FROM agents WHERE tenant_id = $1 AND owner_id = $2 \
-                 AND state NOT IN ('decommissioned', 'rejected', 'expired') ORDER BY id{lock}"
+                 AND state NOT IN ('decommissioned', 'rejected', 'expired') ORDER BY depth, id{lock}"
             ))
             .bind(&ctx.tenant_id)
             .bind(&id)

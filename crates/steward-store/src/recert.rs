@@ -481,12 +481,14 @@ impl Store {
             self.get_campaign(&ctx.tenant_id, id).await?.on_overdue == OnOverdue::Suspend;
         let mut tx = self.begin().await?;
         let lock = self.backend.for_update();
-        // Pending agents first, locked in one statement (agent rows before
-        // the campaign's, as an attestation locks them), then the campaign.
+        // Pending agents first, locked in one statement above before below
+        // (agent rows before the campaign's, as an attestation locks them;
+        // agents in the order every lock on several takes them), then the
+        // campaign.
         let agents: Vec<Agent> = if suspends {
             sqlx::query(&format!(
                 "SELECT * FROM agents WHERE tenant_id = $1 AND id IN (SELECT agent_id FROM recert_items \
-                 WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending') ORDER BY id{lock}"
+                 WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending') ORDER BY depth, id{lock}"
             ))
             .bind(&ctx.tenant_id)
             .bind(id)

@@ -214,7 +214,7 @@ async fn identities_follow_changes(store: &Store) {
     assert_eq!(read().await, read().await);
 
     store
-        .update_agent_with_access(
+        .change_agent(
             &ctx,
             &rules,
             &agent.id,

@@ -121,6 +121,12 @@ impl TestServer {
         }
     }
 
+    /// The store's URL (on PostgreSQL, with the test's schema as its
+    /// search path), for a test that holds rows locked from outside.
+    pub fn store_url(&self) -> &str {
+        &self.store.url
+    }
+
     /// A second node: another server on the same store (PostgreSQL), as a
     /// cluster of stateless nodes runs. Stop it before the first.
     pub async fn second_node(&self) -> (RunningServer, Client) {

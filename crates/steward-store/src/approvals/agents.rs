@@ -411,43 +411,6 @@ impl Store {
         ))
     }
 
-    /// `PATCH /v1/agents/{id}`: descriptive fields change at once; new roles
-    /// or classifications go through [`Store::change_agent_access_in`].
-    pub async fn update_agent_with_access(
-        &self,
-        ctx: &ChangeContext,
-        rules: &InventoryRules,
-        key: &str,
-        mut req: steward_types::UpdateAgent,
-    ) -> Result<AccessChange, Error> {
-        let roles = req.roles.take();
-        let classifications = req.classifications.take();
-        let mut tx = self.begin().await?;
-        let descriptive = req.owner.is_some()
-            || req.team.is_some()
-            || req.purpose.is_some()
-            || req.platform.is_some()
-            || req.model.is_some()
-            || req.labels.is_some()
-            || req.expires_at.is_some();
-        let mut agent = if descriptive || (roles.is_none() && classifications.is_none()) {
-            Some(self.update_agent_in(&mut tx, ctx, key, req).await?)
-        } else {
-            None
-        };
-        let mut approval = None;
-        if roles.is_some() || classifications.is_some() {
-            let change = self
-                .change_agent_access_in(&mut tx, ctx, rules, key, roles, classifications)
-                .await?;
-            agent = Some(change.agent);
-            approval = change.approval;
-        }
-        let agent = agent.ok_or_else(|| Error::internal("nothing was updated"))?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(AccessChange { agent, approval })
-    }
-
     /// An agent by id or name, read inside a transaction.
     pub async fn get_agent_in(
         &self,

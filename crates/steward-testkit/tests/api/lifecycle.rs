@@ -607,6 +607,86 @@ async fn an_approved_change_narrows_every_agent_below(b: Backend) {
     s.stop().await;
 }
 
+/// Every lock on several agents takes them above before below: a PATCH
+/// that narrows a tree and an owner's deactivation, which locks the
+/// owner's agents across trees, wait for each other rather than deadlock.
+/// An outside transaction holds one of the owner's agents so that the
+/// deactivation is mid-way through its locks when the PATCH starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowing_and_an_owners_deactivation_do_not_deadlock() {
+    use sqlx::{Connection, Executor};
+    let s = TestServer::start(Backend::Postgres).await;
+    let a = &s.admin;
+    a.create_role(&CreateRole {
+        name: "r1".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    human(a, "alice@example.com").await;
+    human(a, "bob@example.com").await;
+    let reg = |name: &str, parent: Option<&str>, owner: &str| RegisterAgent {
+        name: name.into(),
+        owner: owner.into(),
+        parent: parent.map(Into::into),
+        roles: Some(vec!["r1".into()]),
+        classifications: Some(vec!["public".into()]),
+        ..Default::default()
+    };
+    // By id (creation order) bob's agents are g, z, c; by depth z, c, g.
+    a.register_agent(&reg("x", None, "alice@example.com"))
+        .await
+        .unwrap();
+    a.register_agent(&reg("mid", Some("x"), "alice@example.com"))
+        .await
+        .unwrap();
+    a.register_agent(&reg("g", Some("mid"), "bob@example.com"))
+        .await
+        .unwrap();
+    let z = a
+        .register_agent(&reg("z", None, "bob@example.com"))
+        .await
+        .unwrap();
+    a.register_agent(&reg("c", Some("x"), "bob@example.com"))
+        .await
+        .unwrap();
+    let mut outside = sqlx::PgConnection::connect(s.store_url()).await.unwrap();
+    outside.execute("BEGIN").await.unwrap();
+    outside
+        .execute(format!("SELECT id FROM agents WHERE id = '{}' FOR UPDATE", z.id).as_str())
+        .await
+        .unwrap();
+    let (node_b, b) = s.second_node().await;
+    let deactivating = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.deactivate_human("bob@example.com", &TransitionRequest::default())
+                .await
+                .map(drop)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let narrowing = tokio::spawn(async move {
+        b.update_agent(
+            "x",
+            &UpdateAgent {
+                roles: Some(vec![]),
+                ..Default::default()
+            },
+        )
+        .await
+        .map(drop)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    outside.execute("COMMIT").await.unwrap();
+    let deactivated = deactivating.await.unwrap();
+    let narrowed = narrowing.await.unwrap();
+    node_b.shutdown().await.unwrap();
+    assert!(deactivated.is_ok(), "{deactivated:?}");
+    assert!(narrowed.is_ok(), "{narrowed:?}");
+    s.stop().await;
+}
+
 async fn leaver_orphans_agents(b: Backend) {
     let s = TestServer::start(b).await;
     human(&s.admin, "alice@example.com").await;
