@@ -487,7 +487,18 @@ impl AuditLog {
             self.witnessed(size, root);
             return Ok(());
         } else {
-            let start = self.last_matching_checkpoint(store, size).await? + 1;
+            // A mismatch found before, under a smaller checkpoint, is where
+            // this one's begins too (the tree has not changed below it): no
+            // second scan of the checkpoints as other nodes go on signing.
+            let earlier = self
+                .refusal()
+                .as_ref()
+                .filter(|r| r.size < size)
+                .and_then(|r| r.position);
+            let start = match earlier {
+                Some(position) => position,
+                None => self.last_matching_checkpoint(store, size).await? + 1,
+            };
             let removed = if signed.is_none() {
                 format!(
                     " Checkpoints up to size {size}, which this node signed or checked, are \
@@ -508,12 +519,20 @@ impl AuditLog {
                 ),
             }
         };
-        tracing::error!(
-            checkpoint_size = size,
-            first_bad_position = refusal.position,
-            problem = %refusal.problem,
-            "refusing to sign an audit checkpoint"
-        );
+        // Logged when the refusal's position is new, not at every
+        // checkpoint other nodes sign over the same mismatch.
+        let repeated = self
+            .refusal()
+            .as_ref()
+            .is_some_and(|r| r.position.is_some() && r.position == refusal.position);
+        if !repeated {
+            tracing::error!(
+                checkpoint_size = size,
+                first_bad_position = refusal.position,
+                problem = %refusal.problem,
+                "refusing to sign an audit checkpoint"
+            );
+        }
         let problem = refusal.problem.clone();
         *self.refusal() = Some(refusal);
         Err(Error::internal(problem))
