@@ -712,6 +712,19 @@ impl Store {
             ),
         )
         .await?;
+        if reason.is_some() {
+            // Alerts are kept by where their window starts, and a new
+            // window may start where an old one did (an hour at midnight, a
+            // rolling day's bucket): the old window's alerts would hold back
+            // the new one's. Deleted after the audit head is held, so that a
+            // decision waiting for it holds no alert this waits for.
+            sqlx::query("DELETE FROM quota_alerts WHERE tenant_id = $1 AND quota_id = $2")
+                .bind(&ctx.tenant_id)
+                .bind(&quota.id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        }
         Ok(quota)
     }
 
