@@ -748,25 +748,15 @@ impl Store {
             let Some(before) = below.get(narrowed.index) else {
                 continue;
             };
-            let writes = roles_write(tx, &ctx.tenant_id, &narrowed.roles).await?;
-            let mut after = before.clone();
-            after.risk_tier = rules
-                .classifications
-                .risk_tier(&narrowed.classifications, writes);
-            after.roles = narrowed.roles;
-            after.classifications = narrowed.classifications;
-            after.updated_at = ctx.now;
-            sqlx::query(
-                "UPDATE agents SET roles = $1, classifications = $2, risk_tier = $3, updated_at = $4 WHERE id = $5",
+            let after = write_access_in(
+                tx,
+                ctx,
+                rules,
+                before,
+                narrowed.roles,
+                narrowed.classifications,
             )
-            .bind(rows::to_json(&after.roles))
-            .bind(rows::to_json(&after.classifications))
-            .bind(after.risk_tier.as_str())
-            .bind(rows::ms(ctx.now))
-            .bind(&after.id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
+            .await?;
             let mut lost = Vec::new();
             if !narrowed.lost_roles.is_empty() {
                 lost.push(format!("roles {}", narrowed.lost_roles.join(", ")));
@@ -897,6 +887,36 @@ pub(crate) async fn check_grants_along_chain(
     above.retain(|a| a.id != agent.id);
     let nearest_first: Vec<&Agent> = above.iter().rev().collect();
     spawn::check_grants_within(&nearest_first, roles, classifications)
+}
+
+/// Give `agent` these roles and classifications, with the risk tier they
+/// make, in its row; the agent as it now is (its record is the caller's).
+pub(crate) async fn write_access_in(
+    tx: &mut crate::Tx,
+    ctx: &ChangeContext,
+    rules: &InventoryRules,
+    agent: &Agent,
+    roles: Vec<String>,
+    classifications: Vec<String>,
+) -> Result<Agent, Error> {
+    let writes = roles_write(tx, &ctx.tenant_id, &roles).await?;
+    let mut after = agent.clone();
+    after.risk_tier = rules.classifications.risk_tier(&classifications, writes);
+    after.roles = roles;
+    after.classifications = classifications;
+    after.updated_at = ctx.now;
+    sqlx::query(
+        "UPDATE agents SET roles = $1, classifications = $2, risk_tier = $3, updated_at = $4 WHERE id = $5",
+    )
+    .bind(rows::to_json(&after.roles))
+    .bind(rows::to_json(&after.classifications))
+    .bind(after.risk_tier.as_str())
+    .bind(rows::ms(ctx.now))
+    .bind(&after.id)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(after)
 }
 
 /// Whether `after` holds less than `before`: a role or a classification gone.

@@ -12,7 +12,6 @@ use super::{AccessChange, NewApproval};
 use crate::agents::{effective_tier, lock_agent, roles_write};
 use crate::audit::{append, event};
 use crate::humans::check_roles;
-use crate::rows;
 use crate::{Store, Tx, db_error};
 
 /// The roles and classifications `agent` holds once the change approval
@@ -294,23 +293,8 @@ impl Store {
     ) -> Result<Agent, Error> {
         self.check_access(tx, ctx, rules, agent, &roles, &classifications)
             .await?;
-        let writes = roles_write(tx, &ctx.tenant_id, &roles).await?;
-        let mut after = agent.clone();
-        after.risk_tier = rules.classifications.risk_tier(&classifications, writes);
-        after.roles = roles;
-        after.classifications = classifications;
-        after.updated_at = ctx.now;
-        sqlx::query(
-            "UPDATE agents SET roles = $1, classifications = $2, risk_tier = $3, updated_at = $4 WHERE id = $5",
-        )
-        .bind(rows::to_json(&after.roles))
-        .bind(rows::to_json(&after.classifications))
-        .bind(after.risk_tier.as_str())
-        .bind(rows::ms(ctx.now))
-        .bind(&after.id)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
+        let after =
+            crate::agents::write_access_in(tx, ctx, rules, agent, roles, classifications).await?;
         append(
             tx,
             ctx,
