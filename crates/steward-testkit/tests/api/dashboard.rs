@@ -852,19 +852,24 @@ async fn signing_in_needs_the_forms_own_value() {
         )
         .await;
     refused(status, &page, &cookieless, "no cookie");
-    // The attacker's own cookie, planted beside the victim's, does not
-    // help: two cookies of a name count as none.
-    let mut planted = Browser::new(&base);
-    planted.cookies = b.cookies.clone();
-    planted.cookies.extend(attacker.cookies.clone());
-    let (status, _, page) = planted
-        .post(
-            "/ui/login",
-            &[("token", ADMIN_TOKEN), ("csrf", &theirs)],
-            Some(&origin),
-        )
-        .await;
-    refused(status, &page, &planted, "a second cookie");
+    // The attacker's own cookie, planted beside the victim's (before or
+    // after it), does not help: two cookies of a name count as none.
+    for (case, first, second) in [
+        ("a second cookie, after", &b, &attacker),
+        ("a second cookie, before", &attacker, &b),
+    ] {
+        let mut planted = Browser::new(&base);
+        planted.cookies = first.cookies.clone();
+        planted.cookies.extend(second.cookies.clone());
+        let (status, _, page) = planted
+            .post(
+                "/ui/login",
+                &[("token", ADMIN_TOKEN), ("csrf", &theirs)],
+                Some(&origin),
+            )
+            .await;
+        refused(status, &page, &planted, case);
+    }
 
     // A refusal's page carries a good value: signing in from it works, and
     // the form's cookie goes with the sign-in.
