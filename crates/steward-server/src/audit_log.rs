@@ -821,4 +821,30 @@ mod tests {
         assert!(!cover.covers("held", 10, 400));
         assert!(cover.covers("freed", 10, 400));
     }
+
+    /// The witness file: none before the first checkpoint, read back as
+    /// written, replaced whole, and a file that is not `SIZE ROOT` stops
+    /// the start rather than being taken for no witness.
+    #[test]
+    fn the_witness_reads_back_and_refuses_garbage() {
+        use super::{read_witness, witness_path, write_witness};
+        let dir = std::env::temp_dir().join(format!("steward-witness-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = witness_path(&dir.join("audit.key"));
+        assert!(path.ends_with("audit.key.head"));
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(read_witness(&path).unwrap(), None);
+        let root = steward_audit::Hash::from_hex(&"ab".repeat(32)).unwrap();
+        write_witness(&path, 7, &root).unwrap();
+        write_witness(&path, 9, &root).unwrap();
+        assert_eq!(read_witness(&path).unwrap(), Some((9, root)));
+        std::fs::write(&path, "nine roots\n").unwrap();
+        let refused = read_witness(&path).unwrap_err();
+        assert!(
+            refused.message.contains("audit.key.head"),
+            "{}",
+            refused.message
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -509,44 +509,13 @@ pub struct StoredRow {
     pub read: Result<(AuditEntry, Option<String>, bool), String>,
 }
 
-/// A log row decoded column by column, naming the first column that does
-/// not read back (`rows::audit_entry` would only say that the store failed).
+/// A log row, its stored leaf hash and whether it was pruned; or which
+/// column does not read back, and why.
 fn stored_entry(row: &sqlx::any::AnyRow) -> Result<(AuditEntry, Option<String>, bool), String> {
-    fn get<'r, T>(row: &'r sqlx::any::AnyRow, col: &str) -> Result<T, String>
-    where
-        T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-    {
-        row.try_get(col)
-            .map_err(|e| format!("its {col} column cannot be read ({e})"))
-    }
-    let json = |col: &str| -> Result<Option<serde_json::Value>, String> {
-        get::<Option<String>>(row, col)?
-            .map(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|e| format!("its {col} column is not JSON ({e})"))
-            })
-            .transpose()
-    };
-    let entry = AuditEntry {
-        seq: get(row, "seq")?,
-        time: time(get(row, "time")?),
-        tenant_id: get(row, "tenant_id")?,
-        actor: steward_types::Actor {
-            kind: get(row, "actor_kind")?,
-            id: get(row, "actor_id")?,
-            human_id: get(row, "actor_human_id")?,
-        },
-        action: get(row, "action")?,
-        resource_type: get(row, "resource_type")?,
-        resource_id: get(row, "resource_id")?,
-        before: json("before")?,
-        after: json("after")?,
-        reason: get(row, "reason")?,
-        request_id: get(row, "request_id")?,
-        source: get(row, "source")?,
-        leaf_hash: get(row, "leaf_hash")?,
-    };
-    let pruned: i64 = get(row, "pruned")?;
+    let entry = rows::audit_entry_named(row)?;
+    let pruned: i64 = row
+        .try_get("pruned")
+        .map_err(|e| format!("its pruned column cannot be read ({e})"))?;
     let leaf = entry.leaf_hash.clone();
     Ok((entry, leaf, pruned != 0))
 }

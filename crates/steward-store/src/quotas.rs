@@ -1942,7 +1942,6 @@ mod tests {
     /// the second waits for the first, then replaces what it created.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn simultaneous_first_puts_are_a_create_and_a_replace_on_postgres() {
-        use sqlx::Connection;
         let store = postgres().await;
         let ctx = tenant(&store, Utc::now()).await;
         let mut first = store.begin().await.unwrap();
@@ -1950,38 +1949,7 @@ mod tests {
             .put_quota_in(&mut first, &ctx, request("calls", "requests", "day", 10.0))
             .await
             .unwrap();
-        let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
-        let second = {
-            let (store, ctx) = (store.clone(), ctx.clone());
-            tokio::spawn(async move {
-                let mut tx = store.begin().await.unwrap();
-                let pid: i64 = sqlx::query_scalar("SELECT CAST(pg_backend_pid() AS BIGINT)")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .unwrap();
-                pid_tx.send(pid).unwrap();
-                let put = store
-                    .put_quota_in(&mut tx, &ctx, request("calls", "requests", "day", 20.0))
-                    .await;
-                tx.commit().await.unwrap();
-                put
-            })
-        };
-        let pid = pid_rx.await.unwrap();
-        let mut watch = sqlx::PgConnection::connect(&postgres_base()).await.unwrap();
-        loop {
-            let waiting: Option<String> =
-                sqlx::query_scalar("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1")
-                    .bind(i32::try_from(pid).unwrap())
-                    .fetch_optional(&mut watch)
-                    .await
-                    .unwrap()
-                    .flatten();
-            if waiting.as_deref() == Some("Lock") || second.is_finished() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let second = put_once_waiting(&store, &ctx).await;
         first.commit().await.unwrap();
         let put = second.await.unwrap().expect("a replace, not a conflict");
         let kept = store.get_quota("default", "calls").await.unwrap();
@@ -1994,7 +1962,6 @@ mod tests {
             .filter(|a| a.starts_with("quota."))
             .collect();
         assert_eq!(actions, ["quota.create", "quota.update"]);
-        watch.close().await.unwrap();
     }
 
     /// A replace that read the rule while a delete of it was under way
@@ -2002,7 +1969,6 @@ mod tests {
     /// that it replaced a rule that is gone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replace_racing_a_delete_is_not_lost_on_postgres() {
-        use sqlx::Connection;
         let store = postgres().await;
         let ctx = tenant(&store, Utc::now()).await;
         store
@@ -2014,8 +1980,24 @@ mod tests {
             .delete_quota_in(&mut deleting, &ctx, "calls")
             .await
             .unwrap();
+        // Let the delete go once the replace waits for a lock it holds.
+        let replacing = put_once_waiting(&store, &ctx).await;
+        deleting.commit().await.unwrap();
+        let put = replacing.await.unwrap().unwrap();
+        let kept = store.get_quota("default", "calls").await.unwrap();
+        assert_eq!(kept, put);
+        assert_eq!(kept.limit, 20.0);
+    }
+
+    /// A put of `calls` (20 a day) on a transaction of its own, returned
+    /// once PostgreSQL shows it waiting for a lock (or it has finished).
+    async fn put_once_waiting(
+        store: &Store,
+        ctx: &ChangeContext,
+    ) -> tokio::task::JoinHandle<Result<Quota, Error>> {
+        use sqlx::Connection;
         let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
-        let replacing = {
+        let put = {
             let (store, ctx) = (store.clone(), ctx.clone());
             tokio::spawn(async move {
                 let mut tx = store.begin().await.unwrap();
@@ -2031,7 +2013,6 @@ mod tests {
                 put
             })
         };
-        // Let the delete go once the replace waits for a lock it holds.
         let pid = pid_rx.await.unwrap();
         let mut watch = sqlx::PgConnection::connect(&postgres_base()).await.unwrap();
         loop {
@@ -2042,16 +2023,12 @@ mod tests {
                     .await
                     .unwrap()
                     .flatten();
-            if waiting.as_deref() == Some("Lock") || replacing.is_finished() {
+            if waiting.as_deref() == Some("Lock") || put.is_finished() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        deleting.commit().await.unwrap();
-        let put = replacing.await.unwrap().unwrap();
-        let kept = store.get_quota("default", "calls").await.unwrap();
-        assert_eq!(kept, put);
-        assert_eq!(kept.limit, 20.0);
         watch.close().await.unwrap();
+        put
     }
 }

@@ -226,16 +226,30 @@ pub(crate) fn resource_entity(row: &AnyRow) -> Result<steward_types::ResourceEnt
 }
 
 pub(crate) fn audit_entry(row: &AnyRow) -> Result<AuditEntry, Error> {
-    let json = |col: &str| -> Result<Option<serde_json::Value>, Error> {
+    audit_entry_named(row).map_err(|why| Error::internal(format!("an audit entry: {why}")))
+}
+
+/// A log row decoded column by column; the error names the first column
+/// that does not read back, and why.
+pub(crate) fn audit_entry_named(row: &AnyRow) -> Result<AuditEntry, String> {
+    fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T, String>
+    where
+        T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        row.try_get(col)
+            .map_err(|e| format!("its {col} column cannot be read ({e})"))
+    }
+    let json = |col: &str| -> Result<Option<serde_json::Value>, String> {
         get::<Option<String>>(row, col)?
-            .map(|t| {
-                serde_json::from_str(&t).map_err(|e| Error::internal(format!("corrupt {col}: {e}")))
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("its {col} column is not JSON ({e})"))
             })
             .transpose()
     };
     Ok(AuditEntry {
         seq: get(row, "seq")?,
-        time: get_time(row, "time")?,
+        time: time(get(row, "time")?),
         tenant_id: get(row, "tenant_id")?,
         actor: Actor {
             kind: get(row, "actor_kind")?,
